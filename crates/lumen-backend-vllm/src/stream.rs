@@ -1,0 +1,141 @@
+//! Turns an engine's SSE response body into a [`ChunkStream`].
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures::Stream;
+use hyper::body::{Body, Incoming};
+use lumen_backend::BackendError;
+use lumen_openai_types::sse::SseDecoder;
+use lumen_openai_types::{ChatCompletionChunk, Chunk, CompletionChunk, ErrorObject, Extra};
+use serde::de::DeserializeOwned;
+
+/// A stream payload that may carry an engine's in-band error instead of data.
+///
+/// vLLM reports a failure after the 200 as `data: {"error": {...}}` (older versions:
+/// `data: {"object": "error", ...}`). Both parse as a chunk with the error in `extra`, so the
+/// check reads `extra` rather than scanning bytes (which could match text inside content).
+pub(crate) trait StreamPayload {
+    fn extra(&self) -> &Extra;
+
+    fn upstream_error(&self) -> Option<ErrorObject> {
+        let extra = self.extra();
+        if let Some(e) = extra.get("error") {
+            let body = serde_json::json!({ "error": e }).to_string();
+            return ErrorObject::from_upstream(body.as_bytes());
+        }
+        if extra.get("object").and_then(|o| o.as_str()) == Some("error") {
+            let body = serde_json::Value::Object(extra.clone()).to_string();
+            return ErrorObject::from_upstream(body.as_bytes());
+        }
+        None
+    }
+}
+
+impl StreamPayload for ChatCompletionChunk {
+    fn extra(&self) -> &Extra {
+        &self.extra
+    }
+}
+
+impl StreamPayload for CompletionChunk {
+    fn extra(&self) -> &Extra {
+        &self.extra
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Decodes SSE from the body, yields parsed chunks that keep their bytes, ends at `[DONE]`.
+    /// Any failure is yielded once as [`BackendError::StreamInterrupted`] and ends the stream.
+    /// Dropping it drops the body, which closes the connection and aborts generation.
+    pub(crate) struct SseChunks<T> {
+        #[pin]
+        body: Incoming,
+        decoder: SseDecoder,
+        backend: String,
+        finished: bool,
+        _t: PhantomData<fn() -> T>,
+    }
+}
+
+impl<T> SseChunks<T> {
+    pub(crate) fn new(body: Incoming, backend: String) -> Self {
+        Self {
+            body,
+            decoder: SseDecoder::new(),
+            backend,
+            finished: false,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + StreamPayload> Stream for SseChunks<T> {
+    type Item = Result<Chunk<T>, BackendError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if *this.finished {
+            return Poll::Ready(None);
+        }
+        let interrupted = |backend: &String, message: String, error: Option<ErrorObject>| {
+            BackendError::StreamInterrupted {
+                backend: backend.clone(),
+                message,
+                error,
+            }
+        };
+        loop {
+            match this.decoder.next_event() {
+                Ok(Some(event)) if event.is_done() => {
+                    *this.finished = true;
+                    return Poll::Ready(None);
+                }
+                Ok(Some(event)) => {
+                    let item = match Chunk::<T>::from_raw(event.data) {
+                        Ok(chunk) => match chunk.get().upstream_error() {
+                            None => Ok(chunk),
+                            Some(e) => Err(interrupted(this.backend, e.message.clone(), Some(e))),
+                        },
+                        Err(e) => Err(interrupted(
+                            this.backend,
+                            format!("engine sent an invalid stream event: {e}"),
+                            None,
+                        )),
+                    };
+                    *this.finished = item.is_err();
+                    return Poll::Ready(Some(item));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    *this.finished = true;
+                    return Poll::Ready(Some(Err(interrupted(this.backend, e.to_string(), None))));
+                }
+            }
+            match ready!(this.body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.decoder.push(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    *this.finished = true;
+                    return Poll::Ready(Some(Err(interrupted(
+                        this.backend,
+                        format!("connection to the engine failed mid-stream: {e}"),
+                        None,
+                    ))));
+                }
+                None => {
+                    *this.finished = true;
+                    return Poll::Ready(Some(Err(interrupted(
+                        this.backend,
+                        "the engine closed the stream before [DONE]".to_owned(),
+                        None,
+                    ))));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Engine-call failures, classified by what the caller may do about them.
+
+use std::fmt;
+use std::time::Duration;
+
+use lumen_openai_types::ErrorObject;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which deadline expired. Each kind is its own metric label and client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeoutKind {
+    /// TCP (and TLS) connection setup.
+    Connect,
+    /// Waiting for response headers or, for streams, the first chunk.
+    FirstByte,
+    /// The gap between two stream chunks.
+    Idle,
+    /// The whole request.
+    Total,
+}
+
+impl TimeoutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::FirstByte => "first_byte",
+            Self::Idle => "idle",
+            Self::Total => "total",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an engine call failed. Retryability is data ([`is_retryable`](Self::is_retryable)),
+/// not string matching; the server alone turns these into HTTP.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The request never reached the engine (refused, DNS, TLS): always safe to retry.
+    #[error("could not connect to backend {backend}: {source}")]
+    Connect {
+        backend: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The connection failed after the request was sent but before any response byte.
+    #[error("backend {backend} closed the connection before responding: {source}")]
+    Transport {
+        backend: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("backend timed out ({kind})")]
+    Timeout { kind: TimeoutKind },
+    /// The engine answered with a non-success status.
+    #[error("backend {backend} returned HTTP {status}: {}", error.message)]
+    Upstream {
+        backend: String,
+        status: u16,
+        error: ErrorObject,
+        retry_after: Option<Duration>,
+    },
+    /// The engine answered 2xx with something that is not a valid OpenAI response.
+    #[error("backend {backend} sent an invalid response: {message}")]
+    Protocol { backend: String, message: String },
+    /// A stream failed after it had started: never retried, reported in-band.
+    #[error("stream from backend {backend} was interrupted: {message}")]
+    StreamInterrupted {
+        backend: String,
+        message: String,
+        /// The engine's own error event, when it sent one.
+        error: Option<ErrorObject>,
+    },
+    /// No capacity to take the request (no backend, overloaded).
+    #[error("{reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl BackendError {
+    /// True when another attempt (on this or another backend) may succeed and cannot duplicate
+    /// output the client has already seen.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Transport { .. } | Self::Unavailable { .. } => true,
+            Self::Timeout { kind } => matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstByte),
+            Self::Upstream { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            Self::Protocol { .. } | Self::StreamInterrupted { .. } => false,
+        }
+    }
+
+    /// The engine's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Upstream { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// A low-cardinality label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Transport { .. } => "transport",
+            Self::Timeout { kind } => match kind {
+                TimeoutKind::Connect => "timeout_connect",
+                TimeoutKind::FirstByte => "timeout_first_byte",
+                TimeoutKind::Idle => "timeout_idle",
+                TimeoutKind::Total => "timeout_total",
+            },
+            Self::Upstream { status, .. } if *status >= 500 => "upstream_5xx",
+            Self::Upstream { .. } => "upstream_4xx",
+            Self::Protocol { .. } => "protocol",
+            Self::StreamInterrupted { .. } => "stream_interrupted",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The seam between Lumen's core and an inference engine.
+//!
+//! [`Backend`] is what an engine adapter implements (Lumen ships `lumen-backend-vllm`; an embedder
+//! can write their own). It is generic and zero-cost inside a crate; [`DynBackend`] boxes it once
+//! so the server can hold any mix of backends as [`SharedBackend`].
+//!
+//! # Layout
+//! - [`Backend`], [`DynBackend`], [`SharedBackend`]: the trait, its object-safe twin, the handle.
+//! - [`BackendError`]: every way an engine call fails, with [`BackendError::is_retryable`].
+//! - [`RequestContext`]: per-request data a backend may forward (the request id).
+//!
+//! # Must not depend on
+//! hyper, governance, resilience or any concrete backend.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::future::BoxFuture;
+use lumen_openai_types::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ModelList,
+};
+
+mod error;
+
+pub use error::{BackendError, BoxError, TimeoutKind};
+
+/// A stream of parsed engine events; it ends after the engine's `[DONE]`.
+///
+/// Dropping it must abort the engine request, so that a client that goes away stops generation.
+pub type ChunkStream<T> = Pin<Box<dyn Stream<Item = Result<Chunk<T>, BackendError>> + Send>>;
+
+/// What the gateway knows about a request that a backend may need.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Correlates the gateway's logs with the engine's; forwarded as `x-request-id`.
+    pub request_id: String,
+}
+
+impl RequestContext {
+    pub fn new(request_id: impl Into<String>) -> Self {
+        Self {
+            request_id: request_id.into(),
+        }
+    }
+}
+
+/// Result of a cheap liveness probe (never a generation: probes must not bill tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Unhealthy { reason: String },
+}
+
+impl Health {
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Self::Healthy)
+    }
+}
+
+/// An inference engine that speaks (or is adapted to) the OpenAI API.
+///
+/// Methods return `impl Future + Send` rather than using `async_trait`, so implementations stay
+/// unboxed until [`DynBackend`] boxes them at the seam. Implementors may write `async fn`.
+pub trait Backend: Send + Sync + 'static {
+    fn chat(
+        &self,
+        req: ChatCompletionRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<ChatCompletionResponse, BackendError>> + Send;
+
+    /// Resolves once the engine has accepted the request (response headers received); the
+    /// stream then yields chunks as they arrive.
+    fn chat_stream(
+        &self,
+        req: ChatCompletionRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<ChunkStream<ChatCompletionChunk>, BackendError>> + Send;
+
+    fn completions(
+        &self,
+        req: CompletionRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<CompletionResponse, BackendError>> + Send;
+
+    fn completions_stream(
+        &self,
+        req: CompletionRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<ChunkStream<CompletionChunk>, BackendError>> + Send;
+
+    fn embeddings(
+        &self,
+        req: EmbeddingRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<EmbeddingResponse, BackendError>> + Send;
+
+    /// The models this engine serves, with whatever metadata it reports.
+    fn models(
+        &self,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<ModelList, BackendError>> + Send;
+
+    fn health(&self) -> impl Future<Output = Health> + Send;
+}
+
+/// Object-safe mirror of [`Backend`]; implemented for every `Backend`.
+pub trait DynBackend: Send + Sync + 'static {
+    fn chat<'a>(
+        &'a self,
+        req: ChatCompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChatCompletionResponse, BackendError>>;
+    fn chat_stream<'a>(
+        &'a self,
+        req: ChatCompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChunkStream<ChatCompletionChunk>, BackendError>>;
+    fn completions<'a>(
+        &'a self,
+        req: CompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<CompletionResponse, BackendError>>;
+    fn completions_stream<'a>(
+        &'a self,
+        req: CompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChunkStream<CompletionChunk>, BackendError>>;
+    fn embeddings<'a>(
+        &'a self,
+        req: EmbeddingRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<EmbeddingResponse, BackendError>>;
+    fn models<'a>(
+        &'a self,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ModelList, BackendError>>;
+    fn health(&self) -> BoxFuture<'_, Health>;
+}
+
+/// The handle the gateway stores: any backend, boxed once.
+pub type SharedBackend = Arc<dyn DynBackend>;
+
+// === impl DynBackend for B ===
+
+impl<B: Backend> DynBackend for B {
+    fn chat<'a>(
+        &'a self,
+        req: ChatCompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChatCompletionResponse, BackendError>> {
+        Box::pin(Backend::chat(self, req, cx))
+    }
+    fn chat_stream<'a>(
+        &'a self,
+        req: ChatCompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChunkStream<ChatCompletionChunk>, BackendError>> {
+        Box::pin(Backend::chat_stream(self, req, cx))
+    }
+    fn completions<'a>(
+        &'a self,
+        req: CompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<CompletionResponse, BackendError>> {
+        Box::pin(Backend::completions(self, req, cx))
+    }
+    fn completions_stream<'a>(
+        &'a self,
+        req: CompletionRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChunkStream<CompletionChunk>, BackendError>> {
+        Box::pin(Backend::completions_stream(self, req, cx))
+    }
+    fn embeddings<'a>(
+        &'a self,
+        req: EmbeddingRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<EmbeddingResponse, BackendError>> {
+        Box::pin(Backend::embeddings(self, req, cx))
+    }
+    fn models<'a>(
+        &'a self,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ModelList, BackendError>> {
+        Box::pin(Backend::models(self, cx))
+    }
+    fn health(&self) -> BoxFuture<'_, Health> {
+        Box::pin(Backend::health(self))
+    }
+}
+
+/// Compile-time proof that the seam stays object safe.
+fn _object_safe(_: &dyn DynBackend) {}
+
+#[cfg(test)]
+mod tests;

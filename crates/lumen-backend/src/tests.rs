@@ -1,0 +1,131 @@
+use super::*;
+use futures::StreamExt;
+use lumen_openai_types::{ChatMessage, Model};
+
+/// A backend written the way an embedder would write one, used through the boxed seam.
+struct Echo;
+
+impl Backend for Echo {
+    async fn chat(
+        &self,
+        req: ChatCompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<ChatCompletionResponse, BackendError> {
+        Ok(ChatCompletionResponse {
+            id: cx.request_id.clone(),
+            model: req.model,
+            ..Default::default()
+        })
+    }
+    async fn chat_stream(
+        &self,
+        _req: ChatCompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<ChunkStream<ChatCompletionChunk>, BackendError> {
+        let chunks = (0..2).map(|_| Ok(Chunk::new(ChatCompletionChunk::default())));
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+    async fn completions(
+        &self,
+        _req: CompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<CompletionResponse, BackendError> {
+        Err(BackendError::Upstream {
+            backend: "echo".into(),
+            status: 503,
+            error: lumen_openai_types::ErrorObject::new("busy", "server_error"),
+            retry_after: None,
+        })
+    }
+    async fn completions_stream(
+        &self,
+        _req: CompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<ChunkStream<CompletionChunk>, BackendError> {
+        Err(BackendError::Timeout {
+            kind: TimeoutKind::Idle,
+        })
+    }
+    async fn embeddings(
+        &self,
+        _req: EmbeddingRequest,
+        _cx: &RequestContext,
+    ) -> Result<EmbeddingResponse, BackendError> {
+        Ok(EmbeddingResponse::default())
+    }
+    async fn models(&self, _cx: &RequestContext) -> Result<ModelList, BackendError> {
+        Ok(ModelList::new(vec![Model::new("echo")]))
+    }
+    async fn health(&self) -> Health {
+        Health::Healthy
+    }
+}
+
+#[tokio::test]
+async fn custom_backend_works_through_the_boxed_seam() {
+    let shared: SharedBackend = Arc::new(Echo);
+    let cx = RequestContext::new("req-1");
+    let req = ChatCompletionRequest {
+        model: "m".into(),
+        messages: vec![ChatMessage::new("user", "hi")],
+        ..Default::default()
+    };
+    let resp = shared.chat(req.clone(), &cx).await.unwrap();
+    assert_eq!((resp.id.as_str(), resp.model.as_str()), ("req-1", "m"));
+    let n = shared.chat_stream(req, &cx).await.unwrap().count().await;
+    assert_eq!(n, 2);
+    let err = shared
+        .completions(CompletionRequest::default(), &cx)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(err.kind(), "upstream_5xx");
+    assert_eq!(shared.models(&cx).await.unwrap().data[0].id, "echo");
+    assert!(shared.health().await.is_healthy());
+}
+
+#[test]
+fn retryability_follows_the_rules() {
+    let up = |status| BackendError::Upstream {
+        backend: "b".into(),
+        status,
+        error: Default::default(),
+        retry_after: None,
+    };
+    for s in [429, 502, 503, 504] {
+        assert!(up(s).is_retryable(), "{s}");
+    }
+    for s in [400, 401, 403, 404, 413, 422, 500] {
+        assert!(!up(s).is_retryable(), "{s}");
+    }
+    assert!(
+        BackendError::Timeout {
+            kind: TimeoutKind::FirstByte
+        }
+        .is_retryable()
+    );
+    assert!(
+        BackendError::Timeout {
+            kind: TimeoutKind::Connect
+        }
+        .is_retryable()
+    );
+    assert!(
+        !BackendError::Timeout {
+            kind: TimeoutKind::Idle
+        }
+        .is_retryable()
+    );
+    assert!(
+        !BackendError::Timeout {
+            kind: TimeoutKind::Total
+        }
+        .is_retryable()
+    );
+    let mid = BackendError::StreamInterrupted {
+        backend: "b".into(),
+        message: "reset".into(),
+        error: None,
+    };
+    assert!(!mid.is_retryable());
+}

@@ -1,0 +1,45 @@
+//! OpenAI-compatible wire types for Lumen.
+//!
+//! Plain data plus two small codecs. Nothing here does I/O or knows HTTP, so an embedder, a backend
+//! and the server can all share these types without pulling in a runtime.
+//!
+//! # Layout
+//! - [`chat`], [`completions`], [`embeddings`], [`models`]: requests, responses and stream chunks.
+//!   Every request keeps unknown fields in `extra` so engine-specific parameters (`top_k`,
+//!   `guided_json`, `chat_template_kwargs`, ...) are forwarded unchanged.
+//! - [`error`]: the OpenAI error body, and a tolerant parser for the shapes engines really send.
+//! - [`request`]: body parsing that reports the failing JSON path as OpenAI's `param`.
+//! - [`sse`]: a sans-IO server-sent-events decoder, correct at any byte boundary, and the encoder.
+//! - [`stream`]: [`stream::Chunk`], a parsed stream event that remembers its original bytes so
+//!   unchanged chunks are passed through without re-serialising.
+//!
+//! # Must not depend on
+//! Any async runtime, hyper, or another Lumen crate.
+
+pub mod chat;
+pub mod completions;
+pub mod embeddings;
+pub mod error;
+pub mod models;
+pub mod request;
+pub mod sse;
+pub mod stream;
+mod util;
+
+pub use chat::{
+    ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
+    ChatCompletionResponse, ChatDelta, ChatMessage, MessageContent,
+};
+pub use completions::{
+    CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse, Prompt,
+};
+pub use embeddings::{
+    Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
+};
+pub use error::{ErrorBody, ErrorObject};
+pub use models::{Model, ModelList};
+pub use request::RequestError;
+pub use stream::{Chunk, StreamOptions, Usage};
+
+/// Unknown JSON fields, kept in arrival order of the map implementation.
+pub type Extra = serde_json::Map<String, serde_json::Value>;

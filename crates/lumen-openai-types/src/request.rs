@@ -1,0 +1,126 @@
+//! Request-body parsing that reports *where* a body is wrong, as OpenAI's `param`.
+
+use serde::de::DeserializeOwned;
+
+/// A client mistake in a request body: becomes a 400 with `param` set.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    pub message: String,
+    /// JSON path of the offending field, for example `messages[0].role`.
+    pub param: Option<String>,
+    /// OpenAI's machine-readable code, when it has one for this mistake.
+    pub code: Option<&'static str>,
+}
+
+impl RequestError {
+    pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            param: Some(param.into()),
+            code: None,
+        }
+    }
+}
+
+/// Parses a JSON body into `T`, naming the failing field on error.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(RequestError {
+            message: "We could not parse the JSON body of your request: the body is empty. \
+                      The API expects a JSON payload."
+                .to_owned(),
+            param: None,
+            code: None,
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let err = match result {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return Err(RequestError {
+            message: format!(
+                "We could not parse the JSON body of your request ({inner}). \
+                 The API expects a JSON payload."
+            ),
+            param: None,
+            code: None,
+        });
+    }
+    let text = inner.to_string();
+    // serde reports a missing field at its parent's path; OpenAI names the field itself.
+    if let Some(field) = missing_field(&text) {
+        let param = if path == "." || path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        };
+        return Err(RequestError {
+            message: format!("Missing required parameter: '{param}'."),
+            param: Some(param),
+            code: Some("missing_required_parameter"),
+        });
+    }
+    let message = strip_position(&text);
+    let param = (path != "." && !path.is_empty()).then_some(path);
+    Err(RequestError {
+        message: match &param {
+            Some(p) => format!("Invalid value for '{p}': {message}."),
+            None => format!("Invalid request body: {message}."),
+        },
+        param,
+        code: None,
+    })
+}
+
+fn missing_field(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+/// serde_json appends " at line 1 column 42", which helps nobody reading an API error.
+fn strip_position(text: &str) -> &str {
+    match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
+/// Range checks shared by chat and completions (OpenAI's documented bounds).
+pub(crate) fn check_common(
+    n: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+) -> Result<(), RequestError> {
+    if n == Some(0) {
+        return Err(RequestError::invalid(
+            "0 is less than the minimum of 1 - 'n'",
+            "n",
+        ));
+    }
+    if let Some(t) = temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(RequestError::invalid(
+                format!("{t} is not in the range [0, 2] - 'temperature'"),
+                "temperature",
+            ));
+        }
+    }
+    if let Some(p) = top_p {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(RequestError::invalid(
+                format!("{p} is not in the range [0, 1] - 'top_p'"),
+                "top_p",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

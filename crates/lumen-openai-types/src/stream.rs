@@ -1,0 +1,91 @@
+//! Types shared by streamed responses.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Extra;
+
+/// `stream_options` on chat and completion requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// Ask the engine for a final chunk that carries `usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Token accounting, as every OpenAI-compatible engine reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// `prompt_tokens_details`, `completion_tokens_details` and engine extras.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One parsed stream event that remembers the bytes it came from.
+///
+/// The gateway must inspect every chunk (to spot errors, count tokens, rewrite model names) but
+/// should not pay to re-serialise the ones it leaves alone. `Chunk` keeps the engine's original
+/// `data:` payload until [`Chunk::get_mut`] is called; after that it is serialised fresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk<T> {
+    value: T,
+    raw: Option<Bytes>,
+}
+
+impl<T> Chunk<T> {
+    /// A chunk built in process (for example by a custom backend); serialised when sent.
+    pub fn new(value: T) -> Self {
+        Self { value, raw: None }
+    }
+
+    /// Parses an engine's `data:` payload and keeps the bytes for pass-through.
+    pub fn from_raw(raw: Bytes) -> Result<Self, serde_json::Error>
+    where
+        T: DeserializeOwned,
+    {
+        let value = serde_json::from_slice(&raw)?;
+        Ok(Self {
+            value,
+            raw: Some(raw),
+        })
+    }
+
+    pub fn get(&self) -> &T {
+        &self.value
+    }
+
+    /// Mutable access; the original bytes are dropped because they no longer match.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.raw = None;
+        &mut self.value
+    }
+
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// The original payload, if this chunk is still unchanged.
+    pub fn raw(&self) -> Option<&Bytes> {
+        self.raw.as_ref()
+    }
+
+    /// The JSON payload to send: the original bytes when unchanged, else a fresh serialisation.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error>
+    where
+        T: Serialize,
+    {
+        match &self.raw {
+            Some(raw) => Ok(raw.clone()),
+            None => serde_json::to_vec(&self.value).map(Bytes::from),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Simulator settings and fault injection.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How the simulated engine behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Served model ids; the first is used when a request names none.
+    pub models: Vec<String>,
+    /// Delay before the first token (and before a non-streamed answer).
+    pub ttft: Duration,
+    /// Delay between stream tokens.
+    pub itl: Duration,
+    /// Tokens generated when the request sets no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Reported as vLLM's `max_model_len`; larger `max_tokens` is refused with 400.
+    pub max_model_len: u32,
+    pub embedding_dim: usize,
+    /// Require `Authorization: Bearer <key>`, like `vllm serve --api-key`.
+    pub api_key: Option<String>,
+    /// How many received requests to keep for [`crate::Simulator::records`]; 0 keeps none.
+    pub record: usize,
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            models: vec!["sim-model".to_owned()],
+            ttft: Duration::ZERO,
+            itl: Duration::ZERO,
+            default_max_tokens: 16,
+            max_model_len: 8192,
+            embedding_dim: 8,
+            api_key: None,
+            record: 0,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Faults, applied globally or per request (the `"sim"` object in a request body).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Answer with this HTTP status and an error body instead of generating.
+    pub status: Option<u16>,
+    /// Probability in [0, 1] of answering `status` (default 503); deterministic sequence.
+    pub error_rate: f64,
+    /// Fail this many requests (with `status`, default 503), then behave.
+    pub fail_next: u32,
+    /// Send the error in vLLM's older flat shape (`{"object":"error",...}`).
+    pub flat_error: bool,
+    /// Accept the request and never answer.
+    pub hang: bool,
+    /// Override the time to first token, in milliseconds.
+    pub ttft_ms: Option<u64>,
+    /// Override the inter-token latency, in milliseconds.
+    pub itl_ms: Option<u64>,
+    /// Stream this many tokens, then drop the connection without `[DONE]`.
+    pub drop_after: Option<u32>,
+    /// Stream this many tokens, then send an event that is not JSON.
+    pub garbage_after: Option<u32>,
+    /// Stream this many tokens, then send vLLM's in-band `data: {"error": ...}` and `[DONE]`.
+    pub error_after: Option<u32>,
+    /// Status code of `GET /health` (200 when unset).
+    pub health_status: Option<u16>,
+}
+
+impl Faults {
+    /// Per-request faults override the global ones field by field.
+    pub(crate) fn merged(&self, req: &Faults) -> Faults {
+        Faults {
+            status: req.status.or(self.status),
+            error_rate: if req.error_rate > 0.0 {
+                req.error_rate
+            } else {
+                self.error_rate
+            },
+            fail_next: 0,
+            flat_error: req.flat_error || self.flat_error,
+            hang: req.hang || self.hang,
+            ttft_ms: req.ttft_ms.or(self.ttft_ms),
+            itl_ms: req.itl_ms.or(self.itl_ms),
+            drop_after: req.drop_after.or(self.drop_after),
+            garbage_after: req.garbage_after.or(self.garbage_after),
+            error_after: req.error_after.or(self.error_after),
+            health_status: self.health_status,
+        }
+    }
+
+    pub(crate) fn is_quiet(&self) -> bool {
+        *self == Faults::default()
+    }
+}

@@ -1,0 +1,152 @@
+//! `lumen-sim`: an OpenAI-compatible inference engine simulator.
+//!
+//! It is three things at once: the newcomer's demo backend, the test double every integration
+//! test talks to over real TCP, and the baseline that Lumen's overhead is measured against (so it
+//! is written to be cheap per request). It serves configurable models with deterministic text,
+//! honours `max_tokens`, time to first token, inter-token latency and
+//! `stream_options.include_usage`, answers embeddings, `/health`, `/v1/models` and a `/metrics`
+//! page with vLLM's metric names, injects faults on demand, and records what it received.
+//!
+//! # Faults
+//! Globally through [`Faults`] (flags of the binary, or [`Simulator::set_faults`] in tests), or per
+//! request through a `"sim"` object in the JSON body, which Lumen forwards like any unknown field:
+//! `{"sim": {"status": 503, "hang": true, "ttft_ms": 500, "itl_ms": 5, "drop_after": 3,
+//! "garbage_after": 2, "error_after": 2, "flat_error": true}}`.
+//!
+//! # Layout
+//! - `config`: [`SimConfig`], [`Faults`].
+//! - `server`: the accept loop and request handlers.
+//! - `text`: deterministic tokens, embeddings and base64.
+
+mod config;
+mod server;
+mod text;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub use config::{Faults, SimConfig};
+pub use server::serve;
+
+/// One request as the simulator received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased header names with their values.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`Null` for GET or a non-JSON body).
+    pub body: serde_json::Value,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running simulator's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Simulator {
+    pub(crate) state: Arc<State>,
+}
+
+pub(crate) struct State {
+    pub(crate) cfg: SimConfig,
+    pub(crate) faults: Mutex<Faults>,
+    pub(crate) running: AtomicUsize,
+    pub(crate) requests: AtomicU64,
+    pub(crate) generation_requests: AtomicU64,
+    pub(crate) prompt_tokens: AtomicU64,
+    pub(crate) generation_tokens: AtomicU64,
+    pub(crate) success: AtomicU64,
+    pub(crate) records: Mutex<VecDeque<Recorded>>,
+}
+
+impl Simulator {
+    pub fn new(cfg: SimConfig) -> Self {
+        let faults = cfg.faults.clone();
+        Self {
+            state: Arc::new(State {
+                cfg,
+                faults: Mutex::new(faults),
+                running: AtomicUsize::new(0),
+                requests: AtomicU64::new(0),
+                generation_requests: AtomicU64::new(0),
+                prompt_tokens: AtomicU64::new(0),
+                generation_tokens: AtomicU64::new(0),
+                success: AtomicU64::new(0),
+                records: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.cfg
+    }
+
+    /// Replaces the global faults (takes effect for the next request).
+    pub fn set_faults(&self, faults: Faults) {
+        *self
+            .state
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// Requests currently being processed, including streams still sending. Drops to zero as
+    /// soon as clients go away, which is how tests prove that cancellation reaches the engine.
+    pub fn running(&self) -> usize {
+        self.state.running.load(Ordering::SeqCst)
+    }
+
+    /// Every request received, of any kind.
+    pub fn request_count(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Chat, completion and embedding requests received (health and model probes excluded).
+    pub fn generation_count(&self) -> u64 {
+        self.state.generation_requests.load(Ordering::SeqCst)
+    }
+
+    /// What was received, oldest first (bounded by [`SimConfig::record`]).
+    pub fn records(&self) -> Vec<Recorded> {
+        self.state
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_records(&self) {
+        self.state
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// Binds `127.0.0.1:0`, serves in the background, and returns the address: the one-liner tests use.
+pub async fn spawn(cfg: SimConfig) -> std::io::Result<(std::net::SocketAddr, Simulator)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let sim = Simulator::new(cfg);
+    let served = sim.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, served, std::future::pending()).await {
+            tracing::error!(error = %e, "simulator stopped");
+        }
+    });
+    Ok((addr, sim))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,709 @@
+//! The simulator's HTTP surface: an accept loop and one handler per route.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+
+use crate::config::Faults;
+use crate::text;
+use crate::{Recorded, Simulator, State};
+
+type Body = BoxBody<Bytes, io::Error>;
+
+/// Serves until `shutdown` resolves. The caller owns the socket (tests bind port 0).
+pub async fn serve(
+    listener: TcpListener,
+    sim: Simulator,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = sim.state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(state.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Counts a request as running until dropped, so cancellation shows in [`Simulator::running`].
+struct Running(Arc<State>);
+
+impl Running {
+    fn new(state: &Arc<State>) -> Self {
+        state.running.fetch_add(1, Ordering::SeqCst);
+        Self(state.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Deserialize)]
+struct SimRequest<'a> {
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOpts>,
+    #[serde(default)]
+    sim: Option<Faults>,
+    #[serde(default, borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    prompt: Option<&'a RawValue>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOpts {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(key) = &state.cfg.api_key {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|v| v == key);
+        if !ok {
+            return Ok(json(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"Unauthorized"}"#.into(),
+            ));
+        }
+    }
+    let kind = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => return Ok(health(&state, &req)),
+        (&Method::GET, "/v1/models") => {
+            record(&state, &req, Bytes::new());
+            return Ok(models(&state));
+        }
+        (&Method::GET, "/metrics") => return Ok(metrics(&state)),
+        (&Method::POST, "/v1/chat/completions") => Kind::Chat,
+        (&Method::POST, "/v1/completions") => Kind::Completion,
+        (&Method::POST, "/v1/embeddings") => Kind::Embedding,
+        _ => return Ok(error(StatusCode::NOT_FOUND, "Not Found", false)),
+    };
+    state.generation_requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "could not read body", false)),
+    };
+    if state.cfg.record > 0 {
+        record(&state, &Request::from_parts(parts, ()), body.clone());
+    }
+    Ok(generate(state, kind, &body).await)
+}
+
+fn record<B>(state: &State, req: &Request<B>, body: Bytes) {
+    if state.cfg.record == 0 {
+        return;
+    }
+    let rec = Recorded {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    };
+    let mut records = state.records.lock().unwrap_or_else(PoisonError::into_inner);
+    if records.len() == state.cfg.record {
+        records.pop_front();
+    }
+    records.push_back(rec);
+}
+
+async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> {
+    let req: SimRequest<'_> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid JSON: {e}"),
+                false,
+            );
+        }
+    };
+    let faults = effective_faults(&state, req.sim.as_ref());
+    if let Some(status) = injected_status(&state, &faults) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return error(status, "injected fault", faults.flat_error);
+    }
+    let model = match req.model.as_deref() {
+        None | Some("") => state.cfg.models.first().cloned().unwrap_or_default(),
+        Some(m) if state.cfg.models.iter().any(|s| s == m) => m.to_owned(),
+        Some(m) => {
+            let msg = format!("The model `{m}` does not exist.");
+            return error(StatusCode::NOT_FOUND, &msg, faults.flat_error);
+        }
+    };
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(state.cfg.default_max_tokens);
+    if max_tokens > state.cfg.max_model_len {
+        let msg = format!(
+            "This model's maximum context length is {} tokens. However, you requested {max_tokens} tokens.",
+            state.cfg.max_model_len
+        );
+        return error(StatusCode::BAD_REQUEST, &msg, faults.flat_error);
+    }
+    let prompt_raw = match kind {
+        Kind::Chat => req.messages,
+        Kind::Completion => req.prompt,
+        Kind::Embedding => None,
+    };
+    if kind != Kind::Embedding && prompt_raw.is_none() {
+        let field = if kind == Kind::Chat {
+            "messages"
+        } else {
+            "prompt"
+        };
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("Field required: {field}"),
+            faults.flat_error,
+        );
+    }
+    let _running = Running::new(&state);
+    if faults.hang {
+        std::future::pending::<()>().await;
+    }
+    let ttft = faults
+        .ttft_ms
+        .map(Duration::from_millis)
+        .unwrap_or(state.cfg.ttft);
+    let itl = faults
+        .itl_ms
+        .map(Duration::from_millis)
+        .unwrap_or(state.cfg.itl);
+    let g = Generation {
+        id: state.requests.load(Ordering::Relaxed),
+        created: now(),
+        model,
+        kind,
+        n: max_tokens,
+        finish: if req.max_tokens.is_some() || req.max_completion_tokens.is_some() {
+            "length"
+        } else {
+            "stop"
+        },
+        prompt_tokens: text::estimate_tokens(prompt_raw.map_or(0, |r| r.get().len())),
+    };
+    if kind == Kind::Embedding {
+        return embeddings(
+            &state,
+            &g,
+            req.input.as_ref(),
+            req.encoding_format.as_deref(),
+        );
+    }
+    if req.stream.unwrap_or(false) {
+        let usage = req
+            .stream_options
+            .unwrap_or_default()
+            .include_usage
+            .unwrap_or(false);
+        return stream(state.clone(), g, ttft, itl, usage, faults, _running);
+    }
+    let wait = ttft + itl * max_tokens.saturating_sub(1);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    state
+        .prompt_tokens
+        .fetch_add(g.prompt_tokens, Ordering::Relaxed);
+    state
+        .generation_tokens
+        .fetch_add(u64::from(g.n), Ordering::Relaxed);
+    state.success.fetch_add(1, Ordering::Relaxed);
+    json(StatusCode::OK, g.full_response())
+}
+
+fn effective_faults(state: &State, per_request: Option<&Faults>) -> Faults {
+    let global = state.faults.lock().unwrap_or_else(PoisonError::into_inner);
+    match per_request {
+        Some(r) => global.merged(r),
+        None if global.is_quiet() => Faults::default(),
+        None => global.merged(&Faults::default()),
+    }
+}
+
+/// Decides whether this request fails outright, consuming one `fail_next` if set.
+fn injected_status(state: &State, faults: &Faults) -> Option<u16> {
+    {
+        let mut global = state.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        if global.fail_next > 0 {
+            global.fail_next -= 1;
+            return Some(faults.status.unwrap_or(503));
+        }
+    }
+    if faults.error_rate > 0.0 {
+        let n = state.requests.load(Ordering::Relaxed);
+        if text::unit_from_counter(n) < faults.error_rate {
+            return Some(faults.status.unwrap_or(503));
+        }
+        return None;
+    }
+    faults.status
+}
+
+struct Generation {
+    id: u64,
+    created: u64,
+    model: String,
+    kind: Kind,
+    n: u32,
+    finish: &'static str,
+    prompt_tokens: u64,
+}
+
+impl Generation {
+    fn head(&self, out: &mut String, object: &str) {
+        let prefix = match self.kind {
+            Kind::Chat => "chatcmpl",
+            Kind::Completion => "cmpl",
+            Kind::Embedding => "embd",
+        };
+        let _ = write!(
+            out,
+            r#"{{"id":"{prefix}-sim-{}","object":"{object}","created":{},"model":{},"#,
+            self.id,
+            self.created,
+            json_str(&self.model)
+        );
+    }
+
+    fn usage(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            r#""usage":{{"prompt_tokens":{},"total_tokens":{},"completion_tokens":{}}}"#,
+            self.prompt_tokens,
+            self.prompt_tokens + u64::from(self.n),
+            self.n
+        );
+    }
+
+    fn full_response(&self) -> String {
+        let mut out = String::with_capacity(512);
+        let text = json_str(&text::answer(self.n));
+        match self.kind {
+            Kind::Chat => {
+                self.head(&mut out, "chat.completion");
+                let _ = write!(
+                    out,
+                    r#""choices":[{{"index":0,"message":{{"role":"assistant","content":{text},"tool_calls":[]}},"logprobs":null,"finish_reason":"{}","stop_reason":null}}],"#,
+                    self.finish
+                );
+            }
+            _ => {
+                self.head(&mut out, "text_completion");
+                let _ = write!(
+                    out,
+                    r#""choices":[{{"index":0,"text":{text},"logprobs":null,"finish_reason":"{}","stop_reason":null}}],"#,
+                    self.finish
+                );
+            }
+        }
+        self.usage(&mut out);
+        out.push('}');
+        out
+    }
+
+    /// One SSE frame for token `i` (`None` for the role-only opening chunk of chat).
+    fn token_frame(&self, i: Option<u32>) -> Bytes {
+        let mut out = String::with_capacity(256);
+        out.push_str("data: ");
+        let last = i.is_some_and(|i| i + 1 == self.n);
+        let finish = if last {
+            format!("\"{}\"", self.finish)
+        } else {
+            "null".to_owned()
+        };
+        match self.kind {
+            Kind::Chat => {
+                self.head(&mut out, "chat.completion.chunk");
+                let delta = match i {
+                    None => r#"{"role":"assistant","content":""}"#.to_owned(),
+                    Some(i) => format!(r#"{{"content":{}}}"#, json_str(text::token(i))),
+                };
+                let _ = write!(
+                    out,
+                    r#""choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
+                );
+            }
+            _ => {
+                self.head(&mut out, "text_completion");
+                let tok = i.map_or("", text::token);
+                let _ = write!(
+                    out,
+                    r#""choices":[{{"index":0,"text":{},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}]}}"#,
+                    json_str(tok)
+                );
+            }
+        }
+        out.push_str("\n\n");
+        Bytes::from(out)
+    }
+
+    fn usage_frame(&self) -> Bytes {
+        let mut out = String::from("data: ");
+        let object = if self.kind == Kind::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        self.head(&mut out, object);
+        out.push_str(r#""choices":[],"#);
+        self.usage(&mut out);
+        out.push_str("}\n\n");
+        Bytes::from(out)
+    }
+}
+
+enum Step {
+    Wait(Duration),
+    Frame(Bytes),
+    Fail,
+}
+
+fn stream(
+    state: Arc<State>,
+    g: Generation,
+    ttft: Duration,
+    itl: Duration,
+    include_usage: bool,
+    faults: Faults,
+    running: Running,
+) -> Response<Body> {
+    let mut steps = Vec::with_capacity(g.n as usize * 2 + 4);
+    steps.push(Step::Wait(ttft));
+    if g.kind == Kind::Chat {
+        steps.push(Step::Frame(g.token_frame(None)));
+    }
+    let mut ended_early = false;
+    for i in 0..g.n {
+        if i > 0 {
+            steps.push(Step::Wait(itl));
+        }
+        if faults.drop_after == Some(i) {
+            steps.push(Step::Fail);
+            ended_early = true;
+            break;
+        }
+        if faults.garbage_after == Some(i) {
+            steps.push(Step::Frame(Bytes::from_static(
+                b"data: {this is not json\n\n",
+            )));
+            ended_early = true;
+            break;
+        }
+        if faults.error_after == Some(i) {
+            steps.push(Step::Frame(Bytes::from_static(
+                b"data: {\"error\":{\"object\":\"error\",\"message\":\"injected engine failure\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n",
+            )));
+            steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
+            ended_early = true;
+            break;
+        }
+        steps.push(Step::Frame(g.token_frame(Some(i))));
+    }
+    if !ended_early {
+        if include_usage {
+            steps.push(Step::Frame(g.usage_frame()));
+        }
+        steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+    let tokens = u64::from(g.n);
+    let prompt = g.prompt_tokens;
+    let done_state = state.clone();
+    let frames = futures::stream::unfold(
+        (steps.into_iter(), running),
+        move |(mut steps, running)| async move {
+            loop {
+                match steps.next()? {
+                    Step::Wait(d) if d.is_zero() => {}
+                    Step::Wait(d) => tokio::time::sleep(d).await,
+                    Step::Frame(b) => return Some((Ok(Frame::data(b)), (steps, running))),
+                    Step::Fail => {
+                        let err = io::Error::new(io::ErrorKind::ConnectionAborted, "injected drop");
+                        return Some((Err(err), (steps, running)));
+                    }
+                }
+            }
+        },
+    )
+    .chain(futures::stream::once(async move {
+        // Counted only once the whole stream was sent, as vLLM counts finished requests.
+        if !ended_early {
+            done_state
+                .prompt_tokens
+                .fetch_add(prompt, Ordering::Relaxed);
+            done_state
+                .generation_tokens
+                .fetch_add(tokens, Ordering::Relaxed);
+            done_state.success.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Frame::data(Bytes::new()))
+    }));
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn embeddings(
+    state: &State,
+    g: &Generation,
+    input: Option<&serde_json::Value>,
+    format: Option<&str>,
+) -> Response<Body> {
+    let texts: Vec<String> = match input {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(items)) if items.iter().all(|i| i.is_number()) => {
+            vec![serde_json::Value::Array(items.clone()).to_string()]
+        }
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect(),
+        _ => return error(StatusCode::BAD_REQUEST, "Field required: input", false),
+    };
+    let mut out = String::with_capacity(256 + texts.len() * state.cfg.embedding_dim * 12);
+    g.head(&mut out, "list");
+    out.push_str(r#""data":["#);
+    let mut prompt_tokens = 0;
+    for (i, t) in texts.iter().enumerate() {
+        prompt_tokens += text::estimate_tokens(t.len());
+        if i > 0 {
+            out.push(',');
+        }
+        let v = text::embedding(t, state.cfg.embedding_dim);
+        let vector = if format == Some("base64") {
+            json_str(&text::base64_f32(&v))
+        } else {
+            serde_json::to_string(&v).unwrap_or_default()
+        };
+        let _ = write!(
+            out,
+            r#"{{"index":{i},"object":"embedding","embedding":{vector}}}"#
+        );
+    }
+    let _ = write!(
+        out,
+        r#"],"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens},"completion_tokens":0}}}}"#
+    );
+    state
+        .prompt_tokens
+        .fetch_add(prompt_tokens, Ordering::Relaxed);
+    state.success.fetch_add(1, Ordering::Relaxed);
+    json(StatusCode::OK, out)
+}
+
+fn health<B>(state: &State, req: &Request<B>) -> Response<Body> {
+    record(state, req, Bytes::new());
+    let status = state
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .health_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn models(state: &State) -> Response<Body> {
+    let created = now();
+    let data: Vec<String> = state
+        .cfg
+        .models
+        .iter()
+        .map(|m| {
+            let id = json_str(m);
+            format!(
+                r#"{{"id":{id},"object":"model","created":{created},"owned_by":"vllm","root":{id},"parent":null,"max_model_len":{},"permission":[{{"id":"modelperm-sim","object":"model_permission","created":{created},"allow_create_engine":false,"allow_sampling":true,"allow_logprobs":true,"allow_search_indices":false,"allow_view":true,"allow_fine_tuning":false,"organization":"*","group":null,"is_blocking":false}}]}}"#,
+                state.cfg.max_model_len
+            )
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        format!(r#"{{"object":"list","data":[{}]}}"#, data.join(",")),
+    )
+}
+
+fn metrics(state: &State) -> Response<Body> {
+    let model = json_str(state.cfg.models.first().map_or("", String::as_str));
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{model_name={model}}} {value}\n"
+        );
+    };
+    metric(
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests currently running on GPU.",
+        state.running.load(Ordering::Relaxed) as u64,
+    );
+    metric(
+        "vllm:num_requests_waiting",
+        "gauge",
+        "Number of requests waiting to be processed.",
+        0,
+    );
+    metric(
+        "vllm:prompt_tokens_total",
+        "counter",
+        "Number of prefill tokens processed.",
+        state.prompt_tokens.load(Ordering::Relaxed),
+    );
+    metric(
+        "vllm:generation_tokens_total",
+        "counter",
+        "Number of generation tokens processed.",
+        state.generation_tokens.load(Ordering::Relaxed),
+    );
+    metric(
+        "vllm:request_success_total",
+        "counter",
+        "Count of successfully processed requests.",
+        state.success.load(Ordering::Relaxed),
+    );
+    let mut resp = Response::new(full(out));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// vLLM's error body: nested (current) or flat (older versions, and SGLang).
+fn error(status: StatusCode, message: &str, flat: bool) -> Response<Body> {
+    let kind = match status.as_u16() {
+        400 => "BadRequestError",
+        401 => "Unauthorized",
+        404 => "NotFoundError",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailableError",
+        _ => "InternalServerError",
+    };
+    let inner = format!(
+        r#""message":{},"type":"{kind}","param":null,"code":{}"#,
+        json_str(message),
+        status.as_u16()
+    );
+    let body = if flat {
+        format!(r#"{{"object":"error",{inner}}}"#)
+    } else {
+        format!(r#"{{"error":{{{inner}}}}}"#)
+    };
+    let mut resp = json(status, body);
+    if matches!(status.as_u16(), 429 | 503) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn full(body: String) -> Body {
+    Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> Body {
+    full(String::new())
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
