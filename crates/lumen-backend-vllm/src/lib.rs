@@ -248,7 +248,7 @@ impl VllmBackend {
         BackendError::Upstream {
             backend: self.inner.name.clone(),
             status: status.as_u16(),
-            error,
+            error: Box::new(error),
             retry_after,
         }
     }

@@ -79,7 +79,7 @@ impl<T: DeserializeOwned + StreamPayload> Stream for SseChunks<T> {
         if *this.finished {
             return Poll::Ready(None);
         }
-        let interrupted = |backend: &String, message: String, error: Option<ErrorObject>| {
+        let interrupted = |backend: &String, message: String, error: Option<Box<ErrorObject>>| {
             BackendError::StreamInterrupted {
                 backend: backend.clone(),
                 message,
@@ -96,7 +96,11 @@ impl<T: DeserializeOwned + StreamPayload> Stream for SseChunks<T> {
                     let item = match Chunk::<T>::from_raw(event.data) {
                         Ok(chunk) => match chunk.get().upstream_error() {
                             None => Ok(chunk),
-                            Some(e) => Err(interrupted(this.backend, e.message.clone(), Some(e))),
+                            Some(e) => Err(interrupted(
+                                this.backend,
+                                e.message.clone(),
+                                Some(Box::new(e)),
+                            )),
                         },
                         Err(e) => Err(interrupted(
                             this.backend,

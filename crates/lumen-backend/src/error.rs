@@ -63,7 +63,8 @@ pub enum BackendError {
     Upstream {
         backend: String,
         status: u16,
-        error: ErrorObject,
+        /// Boxed: errors are rare, and a small `BackendError` keeps every `Result` small.
+        error: Box<ErrorObject>,
         retry_after: Option<Duration>,
     },
     /// The engine answered 2xx with something that is not a valid OpenAI response.
@@ -75,7 +76,7 @@ pub enum BackendError {
         backend: String,
         message: String,
         /// The engine's own error event, when it sent one.
-        error: Option<ErrorObject>,
+        error: Option<Box<ErrorObject>>,
     },
     /// No capacity to take the request (no backend, overloaded).
     #[error("{reason}")]

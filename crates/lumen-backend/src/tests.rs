@@ -33,7 +33,7 @@ impl Backend for Echo {
         Err(BackendError::Upstream {
             backend: "echo".into(),
             status: 503,
-            error: lumen_openai_types::ErrorObject::new("busy", "server_error"),
+            error: Box::new(lumen_openai_types::ErrorObject::new("busy", "server_error")),
             retry_after: None,
         })
     }
@@ -89,7 +89,7 @@ fn retryability_follows_the_rules() {
     let up = |status| BackendError::Upstream {
         backend: "b".into(),
         status,
-        error: Default::default(),
+        error: Box::default(),
         retry_after: None,
     };
     for s in [429, 502, 503, 504] {

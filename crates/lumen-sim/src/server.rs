@@ -491,6 +491,10 @@ fn stream(
                     Step::Wait(d) => tokio::time::sleep(d).await,
                     Step::Frame(b) => return Some((Ok(Frame::data(b)), (steps, running))),
                     Step::Fail => {
+                        // Let hyper flush the tokens already produced (it flushes when the
+                        // body is pending); otherwise a zero-latency stream would be dropped
+                        // before its first byte left, which is a different fault.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                         let err = io::Error::new(io::ErrorKind::ConnectionAborted, "injected drop");
                         return Some((Err(err), (steps, running)));
                     }

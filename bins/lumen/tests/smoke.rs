@@ -1,0 +1,142 @@
+//! Spawns the real `lumen` binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn lumen() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lumen"));
+    c.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LUMEN_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Reads stderr until the "listening" line and returns the address; the rest keeps draining.
+fn wait_listening(child: &mut Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(url) = line.strip_prefix("lumen listening on http://") {
+                    tx.send(url.to_owned()).unwrap();
+                    sent = true;
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("lumen did not report its address")
+}
+
+fn http(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn demo_serves_streamed_tokens_and_stops_on_sigterm() {
+    let mut child = lumen()
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .unwrap();
+    let addr = wait_listening(&mut child);
+    let body = r#"{"model":"lumen-demo","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = http(
+        &addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("text/event-stream"), "{resp}");
+    assert!(resp.contains("\"content\":\"Lumen\""), "{resp}");
+    assert!(resp.contains("data: [DONE]"), "{resp}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "graceful exit: {code:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lumen did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn environment_variables_alone_configure_it() {
+    // A simulator binary-free check: point at a closed port; the server still starts, and
+    // /v1/models is empty until the engine appears.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = lumen()
+        .env("LUMEN_BACKENDS", format!("http://127.0.0.1:{port}"))
+        .env("LUMEN_SERVER__LISTEN", "127.0.0.1:0")
+        .env("LUMEN_LOG__FORMAT", "json")
+        .spawn()
+        .unwrap();
+    let addr = wait_listening(&mut child);
+    let resp = http(
+        &addr,
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with(r#"{"object":"list","data":[]}"#), "{resp}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_64() {
+    let out = lumen()
+        .env("LUMEN_BACKENDS", "http://127.0.0.1:1")
+        .env("LUMEN_TIMEOUTS__IDLE_MS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("timeouts.idle_ms"), "{err}");
+
+    let out = lumen().output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backends: at least one backend"));
+
+    let out = lumen()
+        .args(["--config", "/nonexistent/lumen.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    let out = lumen().args(["--backend", "ftp://x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backends[0].url"));
+}

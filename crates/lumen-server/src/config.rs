@@ -1,0 +1,367 @@
+//! Configuration: defaults, then a TOML file, then `LUMEN_*` environment variables, then flags.
+//!
+//! Every section is a plain serde struct with defaults, so environment variables alone are enough
+//! to run Lumen (`LUMEN_BACKENDS=http://127.0.0.1:8000 lumen`). Nested keys use `__`
+//! (`LUMEN_SERVER__LISTEN`), because a single `_` is part of key names. Errors name the key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LumenConfig {
+    pub server: ServerConfig,
+    /// Engines to route to. Accepts a list of URLs or of tables, or one comma-separated string.
+    #[serde(deserialize_with = "backends")]
+    pub backends: Vec<BackendConfig>,
+    pub routing: RoutingConfig,
+    pub timeouts: TimeoutsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Request bodies above this are refused with 413 before they are read in full.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Which engine is behind a backend. All speak the OpenAI API; the kind documents intent and
+/// selects engine quirks as they are added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Vllm,
+    Sglang,
+    Llamacpp,
+    Tgi,
+    Ollama,
+    #[serde(rename = "openai-compatible", alias = "openai")]
+    OpenaiCompatible,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Defaults to `host:port` of the URL.
+    pub name: Option<String>,
+    pub url: String,
+    /// Sent upstream as a bearer token; never logged.
+    pub api_key: Option<Secret>,
+    /// Fixed model list; when absent the models are discovered from the engine's `/v1/models`.
+    pub models: Option<Vec<String>>,
+    pub kind: EngineKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Used when a request leaves `model` empty.
+    pub default_model: Option<String>,
+    /// How often engines' `/v1/models` are re-read, in the background.
+    pub discovery_interval_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            default_model: None,
+            discovery_interval_ms: 30_000,
+        }
+    }
+}
+
+/// Deadlines, in milliseconds; 0 disables one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect_ms: u64,
+    /// Time to the first stream chunk (the first token).
+    pub first_byte_ms: u64,
+    /// Longest gap between stream chunks.
+    pub idle_ms: u64,
+    pub total_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 3_000,
+            first_byte_ms: 60_000,
+            idle_ms: 30_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    pub fn to_timeouts(&self) -> lumen_resilience::Timeouts {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        lumen_resilience::Timeouts {
+            first_byte: ms(self.first_byte_ms),
+            idle: ms(self.idle_ms),
+            total: ms(self.total_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `lumen_server=debug` (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A secret string: redacted in `Debug`, never serialised.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why the configuration cannot be used. Always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Command-line overrides, applied over everything else.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+}
+
+/// The layered sources, without extracting. `LUMEN_SIM_*` variables belong to the simulator.
+pub fn figment(path: Option<&Path>) -> Figment {
+    let mut f = Figment::new();
+    if let Some(p) = path {
+        f = f.merge(Toml::file(p));
+    }
+    f.merge(
+        Env::prefixed("LUMEN_")
+            .split("__")
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("sim_")),
+    )
+}
+
+/// Loads and validates. A named file that does not exist is an error, not silently skipped.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<LumenConfig, ConfigError> {
+    if let Some(p) = path {
+        if !p.exists() {
+            return Err(ConfigError::MissingFile(p.display().to_string()));
+        }
+    }
+    let mut f = figment(path);
+    if let Some(listen) = overrides.listen {
+        f = f.merge(Serialized::default("server.listen", listen));
+    }
+    if !overrides.backends.is_empty() {
+        f = f.merge(Serialized::default("backends", &overrides.backends));
+    }
+    extract(f)
+}
+
+/// Extracts and validates a prepared figment (tests and embedders build their own).
+pub fn extract(f: Figment) -> Result<LumenConfig, ConfigError> {
+    let cfg: LumenConfig = f.extract().map_err(|e| {
+        ConfigError::Parse(
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+impl LumenConfig {
+    /// Checks what types cannot: presence, uniqueness, ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(ConfigError::invalid(
+                "backends",
+                "at least one backend is required (use --backend URL, LUMEN_BACKENDS=URL, \
+                 or [[backends]] in the config file; or try --demo)",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.url.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].url"),
+                    "must not be empty",
+                ));
+            }
+            if !names.insert(self.backend_name(i)) {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].name"),
+                    format!("duplicate backend name {:?}", self.backend_name(i)),
+                ));
+            }
+            if b.models
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m.trim().is_empty()))
+            {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].models"),
+                    "model ids must not be empty",
+                ));
+            }
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.routing.discovery_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "routing.discovery_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configured name, or `host:port` from the URL.
+    pub fn backend_name(&self, i: usize) -> String {
+        let b = &self.backends[i];
+        match &b.name {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => {
+                let rest = b.url.split("://").nth(1).unwrap_or(&b.url);
+                rest.split('/').next().unwrap_or(rest).to_owned()
+            }
+        }
+    }
+}
+
+/// `backends` accepts `"url"`, `"url1,url2"`, `["url", {url = "...", ...}]`.
+fn backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BackendConfig>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<BackendConfig>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of backends (URLs or tables) or a comma-separated string of URLs")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(s.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| BackendConfig {
+                    url: u.to_owned(),
+                    ..BackendConfig::default()
+                })
+                .collect())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<BackendSpec>()? {
+                out.push(b.0);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// One backend: a URL string or a full table.
+struct BackendSpec(BackendConfig);
+
+impl<'de> Deserialize<'de> for BackendSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BackendSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a backend URL or a table with `url`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<BackendSpec, E> {
+                Ok(BackendSpec(BackendConfig {
+                    url: s.to_owned(),
+                    ..BackendConfig::default()
+                }))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<BackendSpec, M::Error> {
+                BackendConfig::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(BackendSpec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests;

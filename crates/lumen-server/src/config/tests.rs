@@ -1,0 +1,131 @@
+// figment::Jail closures must return figment::Error, which is large by figment's design.
+#![allow(clippy::result_large_err)]
+
+use super::*;
+use figment::Jail;
+
+fn load_in(jail: &Jail, file: Option<&str>) -> Result<LumenConfig, ConfigError> {
+    let path = file.map(|f| jail.directory().join(f));
+    load(path.as_deref(), &Overrides::default())
+}
+
+#[test]
+fn environment_alone_is_enough() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "LUMEN_BACKENDS",
+            "http://127.0.0.1:8000, http://127.0.0.1:8001/v1",
+        );
+        jail.set_env("LUMEN_SERVER__LISTEN", "0.0.0.0:9000");
+        jail.set_env("LUMEN_TIMEOUTS__FIRST_BYTE_MS", "1500");
+        jail.set_env("LUMEN_SIM_LISTEN", "127.0.0.1:1"); // the simulator's, ignored here
+        let cfg = load_in(jail, None).unwrap();
+        assert_eq!(cfg.backends.len(), 2);
+        assert_eq!(cfg.backends[1].url, "http://127.0.0.1:8001/v1");
+        assert_eq!(cfg.backend_name(0), "127.0.0.1:8000");
+        assert_eq!(cfg.server.listen.port(), 9000);
+        assert_eq!(cfg.timeouts.first_byte_ms, 1500);
+        assert_eq!(cfg.timeouts.idle_ms, TimeoutsConfig::default().idle_ms);
+        Ok(())
+    });
+}
+
+#[test]
+fn backends_as_tables_from_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "LUMEN_BACKENDS",
+            r#"[{name="gpu-a", url="http://10.0.0.1:8000", api_key="sk-up", models=["m1"], kind="sglang"}, "http://10.0.0.2:8000"]"#,
+        );
+        let cfg = load_in(jail, None).unwrap();
+        assert_eq!(cfg.backends[0].name.as_deref(), Some("gpu-a"));
+        assert_eq!(cfg.backends[0].api_key.as_ref().unwrap().expose(), "sk-up");
+        assert_eq!(
+            cfg.backends[0].models.as_deref(),
+            Some(&["m1".to_owned()][..])
+        );
+        assert_eq!(cfg.backends[0].kind, EngineKind::Sglang);
+        assert_eq!(cfg.backends[1].url, "http://10.0.0.2:8000");
+        assert!(
+            !format!("{cfg:?}").contains("sk-up"),
+            "secrets are redacted in Debug"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "lumen.toml",
+            r#"
+            [server]
+            listen = "127.0.0.1:7000"
+            max_body_bytes = 1024
+            [[backends]]
+            name = "a"
+            url = "http://127.0.0.1:8000"
+            [routing]
+            default_model = "m"
+            "#,
+        )?;
+        jail.set_env("LUMEN_SERVER__MAX_BODY_BYTES", "2048");
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        assert_eq!(cfg.server.listen.port(), 7000);
+        assert_eq!(cfg.server.max_body_bytes, 2048, "env wins over the file");
+        assert_eq!(cfg.routing.default_model.as_deref(), Some("m"));
+        let flags = Overrides {
+            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            backends: vec!["http://127.0.0.1:9999".into()],
+        };
+        let cfg = load(Some(&jail.directory().join("lumen.toml")), &flags).unwrap();
+        assert_eq!(cfg.server.listen.port(), 7001, "flags win over everything");
+        assert_eq!(cfg.backends[0].url, "http://127.0.0.1:9999");
+        Ok(())
+    });
+}
+
+#[test]
+fn errors_name_the_key() {
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
+        jail.set_env("LUMEN_SERVER__LISTEN", "not-an-address");
+        let err = load_in(jail, None).unwrap_err().to_string().to_lowercase();
+        assert!(err.contains("server.listen"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "bad.toml",
+            "[server]\nlisten_port = 1\n[[backends]]\nurl = \"http://x:1\"\n",
+        )?;
+        let err = load_in(jail, Some("bad.toml")).unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_TIMEOUTS__IDLE_MS", "-5");
+        jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
+        let err = load_in(jail, None).unwrap_err().to_string().to_lowercase();
+        assert!(err.contains("timeouts.idle_ms"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn validation_failures() {
+    Jail::expect_with(|jail| {
+        let err = load_in(jail, None).unwrap_err().to_string();
+        assert!(err.starts_with("backends:"), "{err}");
+        jail.set_env(
+            "LUMEN_BACKENDS",
+            r#"[{name="a", url="http://x:1"}, {name="a", url="http://y:1"}]"#,
+        );
+        let err = load_in(jail, None).unwrap_err().to_string();
+        assert!(err.starts_with("backends[1].name:"), "{err}");
+        let err = load_in(jail, Some("missing.toml")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        Ok(())
+    });
+}

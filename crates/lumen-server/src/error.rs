@@ -1,0 +1,265 @@
+//! The one place where errors become HTTP.
+//!
+//! Every failure a client sees is OpenAI-shaped JSON, `{"error": {"message", "type", "param",
+//! "code"}}`, with the status OpenAI's SDKs expect. The same mapping produces the in-band SSE
+//! error event once a stream has started. Upstream messages pass through only for the engine's
+//! 4xx answers (they describe the client's request); transport details, backend addresses and
+//! credentials never reach the client: they are logged instead.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use lumen_backend::{BackendError, TimeoutKind};
+use lumen_governance::GovernanceError;
+use lumen_openai_types::{ErrorObject, RequestError};
+
+use crate::ResponseBody;
+use crate::gateway::GatewayError;
+
+pub const INVALID_REQUEST: &str = "invalid_request_error";
+pub const SERVER_ERROR: &str = "server_error";
+pub const RATE_LIMIT: &str = "rate_limit_error";
+
+/// A client-visible failure: status, OpenAI error object and the headers that go with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: ErrorObject,
+    pub retry_after: Option<Duration>,
+    allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: ErrorObject::new(message, kind),
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    fn code(mut self, code: &str) -> Self {
+        self.error.code = Some(code.to_owned());
+        self
+    }
+
+    pub fn route_not_found(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            format!("Invalid URL ({method} {path})"),
+        )
+        .code("unknown_url")
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Self {
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            INVALID_REQUEST,
+            format!("Method {method} is not allowed for {path}; use {allow}."),
+        )
+        .code("method_not_allowed");
+        e.allow = Some(allow);
+        e
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            format!("Request body is larger than the {limit}-byte limit."),
+        )
+        .code("request_too_large")
+    }
+
+    pub fn unreadable_body() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "The request body could not be read.",
+        )
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        )
+        .code("model_not_found");
+        e.error.param = Some("model".to_owned());
+        e
+    }
+
+    /// The JSON body alone (also the payload of the in-band SSE error event).
+    pub fn body_json(&self) -> Bytes {
+        let body = self.error.clone().into_body();
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_vec()
+        }))
+    }
+
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        let mut resp = Response::new(full(self.body_json()));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(crate::http::REQUEST_ID, request_id.clone());
+        if let Some(after) = self.retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        }
+        if let Some(allow) = self.allow {
+            h.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let mut out = Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, e.message);
+        out.error.param = e.param;
+        out.error.code = e.code.map(str::to_owned);
+        out
+    }
+}
+
+impl From<GovernanceError> for ApiError {
+    fn from(e: GovernanceError) -> Self {
+        match e {
+            GovernanceError::ModelNotFound { model } => Self::model_not_found(&model),
+            GovernanceError::ModelRequired => {
+                let mut out = Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, e.to_string())
+                    .code("missing_required_parameter");
+                out.error.param = Some("model".to_owned());
+                out
+            }
+            other => Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, other.to_string()),
+        }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        let retry_after = e.retry_after();
+        let mut out = match e {
+            BackendError::Upstream { status, error, .. } => upstream(status, *error),
+            BackendError::Timeout { kind } => {
+                let what = match kind {
+                    TimeoutKind::Connect => "connecting to the inference backend",
+                    TimeoutKind::FirstByte => "waiting for the first token",
+                    TimeoutKind::Idle => "waiting for the next token",
+                    TimeoutKind::Total => "waiting for the response",
+                };
+                Self::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    SERVER_ERROR,
+                    format!("Timed out {what}."),
+                )
+                .code("timeout")
+            }
+            BackendError::Connect { .. } | BackendError::Transport { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                "The inference backend could not be reached.",
+            )
+            .code("upstream_unreachable"),
+            BackendError::Protocol { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                "The inference backend sent an invalid response.",
+            )
+            .code("upstream_invalid_response"),
+            BackendError::StreamInterrupted { error, .. } => {
+                let detail = error
+                    .map(|e| format!(": {}", e.message))
+                    .unwrap_or_default();
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    SERVER_ERROR,
+                    format!("The stream from the inference backend was interrupted{detail}"),
+                )
+                .code("stream_interrupted")
+            }
+            BackendError::Unavailable { reason, .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR, reason).code("unavailable")
+            }
+            other => Self::new(StatusCode::BAD_GATEWAY, SERVER_ERROR, other.to_string()),
+        };
+        out.retry_after = retry_after.or(out.retry_after);
+        out
+    }
+}
+
+/// An engine's non-success answer. Client errors keep the engine's message and `param`; the
+/// engine's own credential or server failures are the gateway's problem, not the client's.
+fn upstream(status: u16, error: ErrorObject) -> ApiError {
+    let code = error.code.clone().filter(|c| c.parse::<u16>().is_err());
+    match status {
+        401 | 403 => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            SERVER_ERROR,
+            "The inference backend rejected the gateway's credentials.",
+        )
+        .code("upstream_auth"),
+        429 => {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMIT, error.message);
+            e.error.code = code.or_else(|| Some("rate_limit_exceeded".to_owned()));
+            e
+        }
+        400..=499 => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let kind = match error.kind.as_str() {
+                "invalid_request_error" | "not_found_error" | "permission_error" => {
+                    error.kind.clone()
+                }
+                _ => INVALID_REQUEST.to_owned(),
+            };
+            let mut e = ApiError::new(status, &kind, error.message);
+            e.error.param = error.param;
+            e.error.code = code;
+            e
+        }
+        503 => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            "The inference backend is overloaded or not ready.",
+        )
+        .code("upstream_unavailable"),
+        504 => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            SERVER_ERROR,
+            "The inference backend timed out.",
+        )
+        .code("timeout"),
+        _ => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            SERVER_ERROR,
+            format!("The inference backend failed (HTTP {status})."),
+        )
+        .code("upstream_error"),
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Governance(g) => g.into(),
+            GatewayError::Backend(b) => b.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,30 @@
+//! Lumen's server: the composition crate and the API boundary for embedders.
+//!
+//! It is the only crate that knows HTTP status codes and figment. It wires the pieces together —
+//! governance picks the backend, resilience bounds the call, the backend talks to the engine — and
+//! exposes them two ways: [`Gateway`]'s Rust methods (`chat`, `chat_stream`, ...) for a service
+//! that embeds Lumen, and [`serve`] for HTTP, in mini-redis style: the caller owns the listener
+//! and the shutdown signal.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults, TOML, `LUMEN_*`, flags) and validation.
+//! - [`gateway`]: [`Gateway`], its builder, and [`GatewayError`].
+//! - `http`: routes, body limits, request ids, JSON and SSE responses.
+//! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
+//! - `serve`: the accept loop and graceful shutdown.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+mod http;
+mod serve;
+
+pub use config::{LumenConfig, Overrides};
+pub use error::ApiError;
+pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream};
+pub use http::REQUEST_ID;
+pub use serve::serve;
+
+/// Body of every response Lumen sends: a full buffer, or an SSE stream.
+pub type ResponseBody =
+    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;

@@ -1,0 +1,90 @@
+//! The accept loop, in mini-redis style: the caller binds the socket and owns shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::Gateway;
+
+/// Clients that open a connection and send no request headers are dropped after this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives
+/// in-flight requests and streams up to the gateway's shutdown grace to finish. Background
+/// model discovery runs for as long as the server does.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let discovery = {
+        let gw = gateway.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            gw.run_discovery(async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        })
+    };
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: pause instead of spinning; the listener stays open.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let svc = service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(gw.handle(req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(());
+    let grace = gateway.shutdown_grace();
+    tracing::info!(
+        in_flight = conns.len(),
+        grace_ms = grace.as_millis() as u64,
+        "draining"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(remaining = conns.len(), "shutdown grace expired; closing remaining connections");
+        }
+    }
+    conns.shutdown().await;
+    discovery.abort();
+    Ok(())
+}

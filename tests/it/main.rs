@@ -1,0 +1,10 @@
+//! One integration-test binary (one link step, shared harness).
+
+// The whole binary is test code; helpers outside #[test] fns may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod errors;
+mod lifecycle;
+mod openai_client;
+mod proxy;
+mod streaming;

@@ -1,0 +1,206 @@
+//! Test harness: simulators and a Lumen server on `127.0.0.1:0`, plus a plain HTTP client.
+//!
+//! Everything talks over real TCP. Nothing here sleeps to wait for background work: servers are
+//! ready once their listener is bound, and model discovery is awaited before serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lumen_server::{Gateway, GatewayBuilder};
+use lumen_sim::{SimConfig, Simulator};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use lumen_sim::Faults;
+
+/// A simulator with recording on, serving `models`.
+pub async fn sim(models: &[&str]) -> (String, Simulator) {
+    sim_with(SimConfig {
+        models: models.iter().map(|m| (*m).to_owned()).collect(),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+pub async fn sim_with(mut cfg: SimConfig) -> (String, Simulator) {
+    if cfg.record == 0 {
+        cfg.record = 1024;
+    }
+    let (addr, sim) = lumen_sim::spawn(cfg).await.unwrap();
+    (format!("http://{addr}"), sim)
+}
+
+/// A running Lumen. Dropping it stops the server.
+pub struct Lumen {
+    pub addr: SocketAddr,
+    pub gateway: Gateway,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Lumen {
+    /// Serves `gateway` on a fresh port after one discovery round.
+    pub async fn start(gateway: Gateway) -> Self {
+        gateway.discover().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let gw = gateway.clone();
+        let task = tokio::spawn(async move {
+            lumen_server::serve(listener, gw, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Self {
+            addr,
+            gateway,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Lumen in front of the given engine URLs (models discovered).
+    pub async fn in_front_of(urls: &[&str]) -> Self {
+        Self::start(builder(urls).build()).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers graceful shutdown and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Triggers shutdown without waiting, returning the serve task.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
+    }
+}
+
+impl Drop for Lumen {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A gateway builder with one discovered backend per URL, named `b0`, `b1`, ...
+pub fn builder(urls: &[&str]) -> GatewayBuilder {
+    let mut b = Gateway::builder();
+    for (i, url) in urls.iter().enumerate() {
+        let name = format!("b{i}");
+        let backend = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(
+            name.clone(),
+            *url,
+        ))
+        .unwrap();
+        b = b.backend(name, backend, None);
+    }
+    b
+}
+
+/// A buffered HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The SSE `data:` payloads, decoded with Lumen's own decoder.
+    pub fn sse_data(&self) -> Vec<String> {
+        let mut d = lumen_openai_types::sse::SseDecoder::new();
+        d.push(&self.body);
+        let mut out = Vec::new();
+        while let Some(e) = d.next_event().unwrap() {
+            out.push(String::from_utf8(e.data.to_vec()).unwrap());
+        }
+        assert!(!d.has_partial(), "stream ended mid-event: {}", self.text());
+        out
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request and buffers the whole response (bounded by a generous timeout so a
+/// broken test fails instead of hanging).
+pub async fn send(method: Method, url: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::builder().method(method).uri(url);
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let fut = async {
+        let resp = client().request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("request timed out")
+}
+
+pub async fn post(url: &str, body: &str) -> Reply {
+    send(Method::POST, url, body, &[]).await
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, "", &[]).await
+}
+
+/// Polls `cond` until it holds, failing after `limit` (for effects of background work that
+/// cannot be awaited directly, such as an engine noticing a closed connection).
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
