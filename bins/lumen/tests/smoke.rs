@@ -74,14 +74,14 @@ fn demo_serves_streamed_tokens_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(code) = child.try_wait().unwrap() {
             assert!(code.success(), "graceful exit: {code:?}");
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "lumen did not exit on SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(20));
