@@ -21,11 +21,7 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
     let (url, _sim) = sim(&["m1"]).await;
     let mut lumen = Lumen::in_front_of(&[&url]).await;
     let body = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":20,"stream":true,"sim":{"itl_ms":10}}"#;
-    let req = http::Request::post(lumen.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
+    let resp = post_streaming(&lumen.url("/v1/chat/completions"), body).await;
     let mut stream = resp.into_body();
     let first = stream.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
@@ -59,11 +55,7 @@ async fn shutdown_grace_bounds_the_drain() {
         .build();
     let mut lumen = Lumen::start(gw).await;
     let body = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true,"sim":{"itl_ms":50}}"#;
-    let req = http::Request::post(lumen.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
+    let resp = post_streaming(&lumen.url("/v1/chat/completions"), body).await;
     let mut stream = resp.into_body();
     stream.frame().await.unwrap().unwrap();
     let serving = lumen.begin_shutdown();

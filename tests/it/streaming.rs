@@ -143,24 +143,20 @@ async fn an_error_before_the_first_chunk_is_an_http_error_not_a_stream() {
     assert_eq!(r.json()["error"]["code"], "stream_interrupted");
 }
 
-fn fast_timeouts(first_ms: u64, idle_ms: u64) -> lumen_server::GatewayBuilder {
-    let (first, idle) = (
-        Duration::from_millis(first_ms),
-        Duration::from_millis(idle_ms),
-    );
-    lumen_server::Gateway::builder().timeouts(lumen_resilience::Timeouts {
-        first_byte: Some(first),
-        idle: Some(idle),
+/// Lumen in front of one engine with short first-byte and idle deadlines.
+async fn with_deadlines(url: &str, first_ms: u64, idle_ms: u64) -> Lumen {
+    let timeouts = lumen_resilience::Timeouts {
+        first_byte: Some(Duration::from_millis(first_ms)),
+        idle: Some(Duration::from_millis(idle_ms)),
         total: Some(Duration::from_secs(60)),
-    })
+    };
+    Lumen::start(builder(&[url]).timeouts(timeouts).build()).await
 }
 
 #[tokio::test]
 async fn slow_first_token_is_a_504_before_commit() {
     let (url, sim) = sim(&["m1"]).await;
-    let b = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new("b0", &url))
-        .unwrap();
-    let lumen = Lumen::start(fast_timeouts(200, 5_000).backend("b0", b, None).build()).await;
+    let lumen = with_deadlines(&url, 200, 5_000).await;
     let r = post(
         &lumen.url("/v1/chat/completions"),
         &stream_body(json!({"sim": {"ttft_ms": 10_000}})),
@@ -178,9 +174,7 @@ async fn slow_first_token_is_a_504_before_commit() {
 #[tokio::test]
 async fn idle_gap_after_commit_ends_the_stream_with_a_timeout_event() {
     let (url, _sim) = sim(&["m1"]).await;
-    let b = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new("b0", &url))
-        .unwrap();
-    let lumen = Lumen::start(fast_timeouts(5_000, 200).backend("b0", b, None).build()).await;
+    let lumen = with_deadlines(&url, 5_000, 200).await;
     let r = post(
         &lumen.url("/v1/chat/completions"),
         &stream_body(json!({"sim": {"itl_ms": 10_000}})),
@@ -195,13 +189,8 @@ async fn idle_gap_after_commit_ends_the_stream_with_a_timeout_event() {
 async fn client_disconnect_mid_stream_stops_the_engine() {
     let (url, sim) = sim(&["m1"]).await;
     let lumen = Lumen::in_front_of(&[&url]).await;
-    let req = http::Request::post(lumen.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(stream_body(
-            json!({"max_tokens": 1000, "sim": {"itl_ms": 20}}),
-        ))))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
+    let body = stream_body(json!({"max_tokens": 1000, "sim": {"itl_ms": 20}}));
+    let resp = post_streaming(&lumen.url("/v1/chat/completions"), &body).await;
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());

@@ -184,6 +184,15 @@ pub async fn send(method: Method, url: &str, body: &str, headers: &[(&str, &str)
         .expect("request timed out")
 }
 
+/// Sends a POST and returns the response with its body still streaming.
+pub async fn post_streaming(url: &str, body: &str) -> http::Response<hyper::body::Incoming> {
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    client().request(req).await.unwrap()
+}
+
 pub async fn post(url: &str, body: &str) -> Reply {
     send(Method::POST, url, body, &[]).await
 }
