@@ -59,7 +59,8 @@ async fn main() {
     .unwrap();
     let gw = lumen_server::Gateway::builder()
         .backend("sim", backend, None)
-        .build();
+        .build()
+        .unwrap();
     gw.discover().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lumen_addr = listener.local_addr().unwrap();

@@ -141,7 +141,8 @@ async fn main() {
     // Fixed model list: no discovery round needed.
     let gateway = lumen_server::Gateway::builder()
         .backend("reverse", ReverseBackend, Some(vec!["reverse-1".into()]))
-        .build();
+        .build()
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(lumen_server::serve(

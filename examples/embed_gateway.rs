@@ -27,7 +27,7 @@ async fn main() {
         builder = builder.backend(name, backend, None);
         sims.push(sim);
     }
-    let gateway = builder.build();
+    let gateway = builder.build().unwrap();
     gateway.discover().await;
     println!(
         "models: {:?}",

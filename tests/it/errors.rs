@@ -127,7 +127,7 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
 #[tokio::test]
 async fn body_over_the_limit_is_413_declared_or_not() {
     let (url, sim) = sim(&["m1"]).await;
-    let lumen = Lumen::start(builder(&[&url]).max_body_bytes(1024).build()).await;
+    let lumen = Lumen::start(builder(&[&url]).max_body_bytes(1024).build().unwrap()).await;
     let big = format!(
         r#"{{"model":"m1","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(4096)
@@ -197,7 +197,8 @@ async fn engine_unreachable_is_502() {
             .unwrap(),
             Some(vec!["m1".into()]),
         )
-        .build();
+        .build()
+        .unwrap();
     let lumen = Lumen::start(gw).await;
     let r = post(&lumen.url("/v1/chat/completions"), CHAT).await;
     golden(
@@ -290,7 +291,8 @@ async fn engine_rejecting_the_gateway_key_is_502_not_401() {
                 .unwrap(),
             Some(vec!["m1".into()]),
         )
-        .build();
+        .build()
+        .unwrap();
     let lumen = Lumen::start(gw).await;
     golden(
         &post(&lumen.url("/v1/chat/completions"), CHAT).await,
@@ -311,7 +313,8 @@ async fn engine_hang_is_504_under_the_total_deadline() {
             idle: None,
             total: Some(Duration::from_millis(300)),
         })
-        .build();
+        .build()
+        .unwrap();
     let lumen = Lumen::start(gw).await;
     let r = post(
         &lumen.url("/v1/chat/completions"),

@@ -52,7 +52,8 @@ async fn shutdown_grace_bounds_the_drain() {
     let (url, _sim) = sim(&["m1"]).await;
     let gw = builder(&[&url])
         .shutdown_grace(Duration::from_millis(200))
-        .build();
+        .build()
+        .unwrap();
     let mut lumen = Lumen::start(gw).await;
     let body = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true,"sim":{"itl_ms":50}}"#;
     let resp = post_streaming(&lumen.url("/v1/chat/completions"), body).await;

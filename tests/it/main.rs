@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod errors;
+mod governance;
 mod lifecycle;
 mod openai_client;
 mod proxy;

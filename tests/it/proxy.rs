@@ -77,7 +77,8 @@ async fn request_id_and_upstream_key_are_forwarded_and_client_auth_is_not() {
             lumen_backend_vllm::VllmBackend::new(vc).unwrap(),
             None,
         )
-        .build();
+        .build()
+        .unwrap();
     let lumen = Lumen::start(gw).await;
     let r = send(
         http::Method::POST,
@@ -229,7 +230,10 @@ async fn omitted_model_uses_the_only_model_or_the_default() {
     );
 
     let (url2, _s) = sim(&["a", "b"]).await;
-    let gw = builder(&[&url2]).default_model(Some("b".into())).build();
+    let gw = builder(&[&url2])
+        .default_model(Some("b".into()))
+        .build()
+        .unwrap();
     let lumen = Lumen::start(gw).await;
     let r = post(
         &lumen.url("/v1/chat/completions"),
@@ -247,7 +251,8 @@ async fn discovery_picks_up_an_engine_that_starts_late() {
     drop(listener);
     let gw = builder(&[&format!("http://{addr}")])
         .discovery_interval(std::time::Duration::from_millis(20))
-        .build();
+        .build()
+        .unwrap();
     let lumen = Lumen::start(gw).await;
     assert_eq!(
         post(&lumen.url("/v1/chat/completions"), CHAT).await.status,

@@ -150,7 +150,7 @@ async fn with_deadlines(url: &str, first_ms: u64, idle_ms: u64) -> Lumen {
         idle: Some(Duration::from_millis(idle_ms)),
         total: Some(Duration::from_secs(60)),
     };
-    Lumen::start(builder(&[url]).timeouts(timeouts).build()).await
+    Lumen::start(builder(&[url]).timeouts(timeouts).build().unwrap()).await
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ impl Lumen {
 
     /// Lumen in front of the given engine URLs (models discovered).
     pub async fn in_front_of(urls: &[&str]) -> Self {
-        Self::start(builder(urls).build()).await
+        Self::start(builder(urls).build().unwrap()).await
     }
 
     pub fn url(&self, path: &str) -> String {

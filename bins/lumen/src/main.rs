@@ -71,11 +71,21 @@ fn main() -> ExitCode {
             }
         };
         init_logging(&cfg);
-        run(cfg, sim.is_some()).await
+        let reload = Reload {
+            path: args.config.clone(),
+            overrides,
+        };
+        run(cfg, sim.is_some(), reload).await
     })
 }
 
-async fn run(cfg: LumenConfig, demo: bool) -> ExitCode {
+/// Where the configuration came from, so it can be read again on SIGHUP.
+struct Reload {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+}
+
+async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
     let gateway = match Gateway::from_config(&cfg) {
         Ok(gw) => gw,
         Err(e) => {
@@ -104,6 +114,11 @@ async fn run(cfg: LumenConfig, demo: bool) -> ExitCode {
     if demo {
         tokio::spawn(demo::show(addr));
     }
+    tokio::spawn(reload_loop(
+        gateway.clone(),
+        reload,
+        cfg.server.config_watch_ms,
+    ));
     match serve(listener, gateway, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -124,6 +139,54 @@ fn init_logging(cfg: &LumenConfig) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Reloads on SIGHUP and, when `watch_ms` > 0, when the config file's modification time changes.
+async fn reload_loop(gateway: Gateway, reload: Reload, watch_ms: u64) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mtime = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .and_then(|p| std::fs::metadata(p).ok()?.modified().ok())
+    };
+    let mut seen = mtime(&reload.path);
+    let watch =
+        (watch_ms > 0 && reload.path.is_some()).then(|| std::time::Duration::from_millis(watch_ms));
+    loop {
+        let hangup = async {
+            #[cfg(unix)]
+            if let Some(h) = hup.as_mut() {
+                h.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await;
+        };
+        let tick = async {
+            match watch {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            _ = hangup => "SIGHUP",
+            _ = tick => {
+                let now = mtime(&reload.path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file changed"
+            }
+        };
+        match gateway.reload_from(reload.path.as_deref(), &reload.overrides) {
+            Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
+            Err(e) => tracing::error!(
+                trigger = why,
+                error = %e,
+                "configuration reload rejected; the previous configuration stays live"
+            ),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (Kubernetes sends SIGTERM).

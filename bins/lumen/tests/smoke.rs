@@ -140,3 +140,64 @@ fn bad_config_names_the_key_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("backends[0].url"));
 }
+
+#[test]
+fn sighup_reloads_the_config_file_and_keeps_it_on_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("lumen-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lumen.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let write = |models: &str| {
+        std::fs::write(
+            &file,
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n[[backends]]\nurl = \"http://127.0.0.1:{port}\"\nmodels = [{models}]\n"),
+        )
+        .unwrap();
+    };
+    write("\"first\"");
+    let mut child = lumen().arg("--config").arg(&file).spawn().unwrap();
+    let addr = wait_listening(&mut child);
+    let models = || {
+        http(
+            &addr,
+            "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+    };
+    assert!(models().contains("\"first\""));
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let wait_for = |needle: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !models().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "reload to {needle} not seen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    write("\"second\"");
+    hup();
+    wait_for("\"second\"");
+    std::fs::write(&file, "[[backends]]\nurl = 42\n").unwrap();
+    hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        models().contains("\"second\""),
+        "a bad file leaves the old config live"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,12 +37,15 @@ pub type ChunkStream<T> = Pin<Box<dyn Stream<Item = Result<Chunk<T>, BackendErro
 pub struct RequestContext {
     /// Correlates the gateway's logs with the engine's; forwarded as `x-request-id`.
     pub request_id: String,
+    /// The caller's `x-session-id`, used for session affinity (falls back to the `user` field).
+    pub session_id: Option<String>,
 }
 
 impl RequestContext {
     pub fn new(request_id: impl Into<String>) -> Self {
         Self {
             request_id: request_id.into(),
+            session_id: None,
         }
     }
 }

@@ -1,26 +1,37 @@
 //! Model governance and routing.
 //!
-//! Decides which model ids a caller may use and which backend serves each request. It is plain
-//! Rust over a generic backend handle `B`, so it needs no HTTP stack and no backend crate, and an
-//! embedder can use it with their own handle type.
+//! Decides which model ids a caller may use and which backend serves each request: the exposed
+//! allowlist, the default model, `auto`, aliases, unknown-id passthrough, and five balancing
+//! policies inside a model's pool. It is plain Rust over a generic backend handle `B`, so it
+//! needs no HTTP stack and no backend crate, and an embedder can use it with their own handle.
 //!
-//! The routing table is immutable and swapped atomically ([`arc_swap`]): model discovery (and,
-//! later, config reload) builds a new table while requests in flight keep the one they started on.
+//! The routing table is immutable and swapped atomically ([`arc_swap`]): discovery and config
+//! reload build a new table while requests in flight keep the one they started with. Backends
+//! live in [`Slot`]s that survive swaps, so in-flight counts stay exact across them. Each
+//! decision returns a [`Lease`] that counts the request as in flight until it is dropped (at the
+//! end of the response or stream, on error, or on cancellation).
 //!
 //! # Layout
-//! - [`Router`]: the live table plus the pick.
-//! - [`RoutingTable`], [`BackendEntry`]: one immutable snapshot.
-//! - [`GovernanceError`]: why a request cannot be routed.
+//! - `config`: [`GovernanceConfig`], [`Policy`], validation.
+//! - `router`: [`Router`], [`RouteRequest`], [`Route`], [`Slot`], [`Lease`].
+//! - `policy`: the balancing algorithms.
+//! - `hash`: stable hashes for affinity.
 //!
 //! # Must not depend on
 //! hyper, the resilience crate, or any backend crate.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod config;
+mod hash;
+mod policy;
+mod router;
 
-use arc_swap::ArcSwap;
-use lumen_openai_types::Model;
+pub use config::{
+    AutoConfig, GovernanceConfig, InvalidConfig, ModelConfig, PassthroughConfig, Policy,
+};
+pub use router::{BackendSpec, Lease, Route, RouteRequest, Router, Slot};
+
+/// The pseudo-model that picks among exposed models by preference.
+pub const AUTO: &str = "auto";
 
 /// Why a request cannot be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,136 +41,7 @@ pub enum GovernanceError {
     ModelNotFound { model: String },
     #[error("you must provide a model parameter")]
     ModelRequired,
+    /// Every backend that could serve the model is unavailable (ejected or breaker open).
+    #[error("no healthy backend is available for model `{model}`")]
+    NoHealthyBackend { model: String },
 }
-
-/// One backend and the models it serves (fixed in config, or discovered from the engine).
-#[derive(Debug, Clone)]
-pub struct BackendEntry<B> {
-    pub name: String,
-    pub backend: B,
-    pub models: Vec<Model>,
-    /// True when `models` came from config and discovery must not replace it.
-    pub fixed_models: bool,
-}
-
-/// An immutable snapshot of what can be routed where.
-#[derive(Debug)]
-pub struct RoutingTable<B> {
-    backends: Vec<BackendEntry<B>>,
-    /// Model id to the indices of the backends that serve it.
-    pools: HashMap<String, Vec<usize>>,
-    /// Each routable model once, with the metadata of the first backend that reported it.
-    models: BTreeMap<String, Model>,
-}
-
-impl<B> RoutingTable<B> {
-    pub fn new(backends: Vec<BackendEntry<B>>) -> Self {
-        let mut pools: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut models = BTreeMap::new();
-        for (i, b) in backends.iter().enumerate() {
-            for m in &b.models {
-                pools.entry(m.id.clone()).or_default().push(i);
-                models.entry(m.id.clone()).or_insert_with(|| m.clone());
-            }
-        }
-        Self {
-            backends,
-            pools,
-            models,
-        }
-    }
-
-    pub fn backends(&self) -> &[BackendEntry<B>] {
-        &self.backends
-    }
-
-    /// Every routable model, sorted by id.
-    pub fn models(&self) -> impl Iterator<Item = &Model> {
-        self.models.values()
-    }
-
-    pub fn model(&self, id: &str) -> Option<&Model> {
-        self.models.get(id)
-    }
-}
-
-/// A routing decision.
-#[derive(Debug, Clone)]
-pub struct Route<B> {
-    /// The model id to send to the backend (the default filled in if the caller gave none).
-    pub model: String,
-    pub backend: B,
-    pub backend_name: String,
-}
-
-/// The live routing table and the balancing state.
-pub struct Router<B> {
-    table: ArcSwap<RoutingTable<B>>,
-    default_model: Option<String>,
-    next: AtomicUsize,
-}
-
-impl<B: Clone> Router<B> {
-    pub fn new(table: RoutingTable<B>, default_model: Option<String>) -> Self {
-        Self {
-            table: ArcSwap::from_pointee(table),
-            default_model: default_model.filter(|m| !m.is_empty()),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The current snapshot; hold it for the length of one decision, not longer.
-    pub fn table(&self) -> Arc<RoutingTable<B>> {
-        self.table.load_full()
-    }
-
-    /// Picks a backend for `model` (round robin across the backends that serve it).
-    ///
-    /// An empty `model` uses the configured default, or the only routable model if there is
-    /// exactly one (as a single engine does).
-    pub fn route(&self, model: &str) -> Result<Route<B>, GovernanceError> {
-        let table = self.table.load();
-        let model = if model.is_empty() {
-            match (&self.default_model, table.models.len()) {
-                (Some(d), _) => d.clone(),
-                (None, 1) => table.models.keys().next().cloned().unwrap_or_default(),
-                (None, _) => return Err(GovernanceError::ModelRequired),
-            }
-        } else {
-            model.to_owned()
-        };
-        let pool = match table.pools.get(&model) {
-            Some(p) if !p.is_empty() => p,
-            _ => return Err(GovernanceError::ModelNotFound { model }),
-        };
-        let i = pool[self.next.fetch_add(1, Ordering::Relaxed) % pool.len()];
-        let entry = &table.backends[i];
-        Ok(Route {
-            model,
-            backend: entry.backend.clone(),
-            backend_name: entry.name.clone(),
-        })
-    }
-
-    /// Records the models a backend reported; ignored for backends with a fixed list.
-    /// Builds and swaps a new table, so requests in flight are unaffected.
-    pub fn set_discovered(&self, backend_name: &str, models: Vec<Model>) {
-        self.table.rcu(|current| {
-            let backends = current
-                .backends
-                .iter()
-                .map(|b| {
-                    let mut b = b.clone();
-                    if b.name == backend_name && !b.fixed_models {
-                        b.models = models.clone();
-                    }
-                    b
-                })
-                .collect();
-            RoutingTable::new(backends)
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests;

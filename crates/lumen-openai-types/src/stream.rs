@@ -89,3 +89,25 @@ impl<T> Chunk<T> {
         }
     }
 }
+
+/// A response or chunk that names its model, so an alias can be shown instead of the engine id.
+pub trait HasModel {
+    fn model_mut(&mut self) -> &mut String;
+}
+
+macro_rules! has_model {
+    ($($t:ty),*) => {$(
+        impl HasModel for $t {
+            fn model_mut(&mut self) -> &mut String {
+                &mut self.model
+            }
+        }
+    )*};
+}
+
+has_model!(
+    crate::ChatCompletionResponse,
+    crate::ChatCompletionChunk,
+    crate::CompletionResponse,
+    crate::EmbeddingResponse
+);

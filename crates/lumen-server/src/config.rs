@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use lumen_governance::GovernanceConfig;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,9 @@ pub struct LumenConfig {
     /// Engines to route to. Accepts a list of URLs or of tables, or one comma-separated string.
     #[serde(deserialize_with = "backends")]
     pub backends: Vec<BackendConfig>,
-    pub routing: RoutingConfig,
+    /// Model governance and balancing (`lumen_governance::GovernanceConfig`; see
+    /// docs/governance.md).
+    pub routing: GovernanceConfig,
     pub timeouts: TimeoutsConfig,
     pub log: LogConfig,
 }
@@ -35,6 +38,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
     pub shutdown_grace_ms: u64,
+    /// Reload the config file when it changes, checking this often (0 = only on SIGHUP).
+    pub config_watch_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +48,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
+            config_watch_ms: 0,
         }
     }
 }
@@ -62,7 +68,7 @@ pub enum EngineKind {
     OpenaiCompatible,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackendConfig {
     /// Defaults to `host:port` of the URL.
@@ -73,22 +79,19 @@ pub struct BackendConfig {
     /// Fixed model list; when absent the models are discovered from the engine's `/v1/models`.
     pub models: Option<Vec<String>>,
     pub kind: EngineKind,
+    /// Share of traffic relative to the pool's other backends (round robin, affinity).
+    pub weight: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RoutingConfig {
-    /// Used when a request leaves `model` empty.
-    pub default_model: Option<String>,
-    /// How often engines' `/v1/models` are re-read, in the background.
-    pub discovery_interval_ms: u64,
-}
-
-impl Default for RoutingConfig {
+impl Default for BackendConfig {
     fn default() -> Self {
         Self {
-            default_model: None,
-            discovery_interval_ms: 30_000,
+            name: None,
+            url: String::new(),
+            api_key: None,
+            models: None,
+            kind: EngineKind::default(),
+            weight: 1,
         }
     }
 }
@@ -286,12 +289,19 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
-        if self.routing.discovery_interval_ms == 0 {
+        if let Some(i) = self.backends.iter().position(|b| b.weight == 0) {
             return Err(ConfigError::invalid(
-                "routing.discovery_interval_ms",
-                "must be greater than 0",
+                format!("backends[{i}].weight"),
+                "must be at least 1",
             ));
         }
+        let names: Vec<String> = (0..self.backends.len())
+            .map(|i| self.backend_name(i))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.routing
+            .validate(&names)
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         Ok(())
     }
 

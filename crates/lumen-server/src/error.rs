@@ -145,6 +145,13 @@ impl From<GovernanceError> for ApiError {
                 out.error.param = Some("model".to_owned());
                 out
             }
+            GovernanceError::NoHealthyBackend { .. } => {
+                let mut out =
+                    Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR, e.to_string())
+                        .code("no_healthy_backend");
+                out.retry_after = Some(Duration::from_secs(1));
+                out
+            }
             other => Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, other.to_string()),
         }
     }

@@ -11,7 +11,9 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
-use lumen_openai_types::{ChatCompletionRequest, CompletionRequest, EmbeddingRequest, request};
+use lumen_openai_types::{
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, HasModel, request,
+};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -21,6 +23,9 @@ use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Session key for `session_affinity` (the `user` field is the fallback).
+pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 
 /// Longest client-supplied request id that is accepted as is.
 const MAX_REQUEST_ID: usize = 128;
@@ -128,7 +133,13 @@ impl Gateway {
                 endpoint.allowed(),
             ));
         }
-        let cx = RequestContext::new(request_id.to_str().unwrap_or_default());
+        let mut cx = RequestContext::new(request_id.to_str().unwrap_or_default());
+        cx.session_id = req
+            .headers()
+            .get(SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
+            .map(str::to_owned);
         tracing::Span::current().record("endpoint", endpoint.as_str());
         match endpoint {
             Endpoint::Health => Ok(with_id(Response::new(full(Bytes::new())), request_id)),
@@ -247,7 +258,7 @@ fn json<T: Serialize>(
     }
 }
 
-fn sse<T: Serialize + Send + 'static>(
+fn sse<T: Serialize + HasModel + Send + 'static>(
     stream: GatewayStream<T>,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
@@ -284,7 +295,7 @@ impl<T> SseBody<T> {
     }
 }
 
-impl<T: Serialize> Body for SseBody<T> {
+impl<T: Serialize + HasModel> Body for SseBody<T> {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 

@@ -129,3 +129,46 @@ fn validation_failures() {
         Ok(())
     });
 }
+
+#[test]
+fn governance_from_the_environment_alone() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "LUMEN_BACKENDS",
+            r#"[{name="a", url="http://a:1", weight=3}, {name="b", url="http://b:1"}]"#,
+        );
+        jail.set_env("LUMEN_ROUTING__DEFAULT_MODEL", "chat");
+        jail.set_env("LUMEN_ROUTING__EXPOSED_MODELS", "[llama, chat]");
+        jail.set_env(
+            "LUMEN_ROUTING__ALIASES",
+            "{chat=\"meta-llama/Llama-3.1-8B-Instruct\"}",
+        );
+        jail.set_env("LUMEN_ROUTING__AUTO__PREFERENCE", "[chat, llama]");
+        jail.set_env("LUMEN_ROUTING__PASSTHROUGH__ENABLED", "true");
+        jail.set_env("LUMEN_ROUTING__PASSTHROUGH__BACKENDS", "[b]");
+        jail.set_env("LUMEN_ROUTING__POLICY", "prefix_affinity");
+        jail.set_env("LUMEN_ROUTING__MODELS", "{llama={policy=\"power_of_two\"}}");
+        let cfg = load_in(jail, None).unwrap();
+        let r = &cfg.routing;
+        assert_eq!(cfg.backends[0].weight, 3);
+        assert_eq!(cfg.backends[1].weight, 1);
+        assert_eq!(r.default_model.as_deref(), Some("chat"));
+        assert_eq!(
+            r.exposed_models.as_deref(),
+            Some(&["llama".to_owned(), "chat".to_owned()][..])
+        );
+        assert_eq!(r.aliases["chat"], "meta-llama/Llama-3.1-8B-Instruct");
+        assert_eq!(r.auto.preference, vec!["chat", "llama"]);
+        assert!(r.passthrough.enabled);
+        assert_eq!(r.passthrough.backends, vec!["b"]);
+        assert_eq!(r.policy, lumen_governance::Policy::PrefixAffinity);
+        assert_eq!(
+            r.models["llama"].policy,
+            Some(lumen_governance::Policy::PowerOfTwo)
+        );
+        jail.set_env("LUMEN_ROUTING__PASSTHROUGH__BACKENDS", "[nope]");
+        let err = load_in(jail, None).unwrap_err().to_string();
+        assert!(err.starts_with("routing.passthrough.backends:"), "{err}");
+        Ok(())
+    });
+}

@@ -1,0 +1,192 @@
+//! Governance settings: plain serde types with defaults, validated once before use.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// How requests are spread across the backends of one model's pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest requests in flight.
+    LeastInFlight,
+    /// Two random backends, the one with fewer in flight.
+    PowerOfTwo,
+    /// Consistent (rendezvous) hashing on `x-session-id` or the `user` field.
+    SessionAffinity,
+    /// Bounded-load rendezvous hashing on the prompt's leading content (KV-cache reuse).
+    PrefixAffinity,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::LeastInFlight => "least_in_flight",
+            Self::PowerOfTwo => "power_of_two",
+            Self::SessionAffinity => "session_affinity",
+            Self::PrefixAffinity => "prefix_affinity",
+        }
+    }
+}
+
+/// Everything governance decides by. Lives under `[routing]` in Lumen's config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GovernanceConfig {
+    /// Used when a request leaves `model` blank. With none set and exactly one model exposed,
+    /// that model is used.
+    pub default_model: Option<String>,
+    /// Allowlist of public ids (aliases or discovered ids). `None` exposes everything routable.
+    pub exposed_models: Option<Vec<String>>,
+    /// Public name → engine model id. Requests are rewritten on the way in, responses back.
+    pub aliases: BTreeMap<String, String>,
+    pub auto: AutoConfig,
+    pub passthrough: PassthroughConfig,
+    /// Balancing policy for models without their own.
+    pub policy: Policy,
+    /// Per-model settings, keyed by public or engine id.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// How many leading bytes of the prompt `prefix_affinity` hashes.
+    pub prefix_bytes: usize,
+    /// `prefix_affinity` load bound: a backend takes a request only while its in-flight count
+    /// stays within this factor of the pool's average.
+    pub prefix_load_factor: f64,
+    /// Seed for `power_of_two`'s random choices; random when unset.
+    pub seed: Option<u64>,
+    /// Background refresh of engines' model lists, in milliseconds.
+    pub discovery_interval_ms: u64,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        Self {
+            default_model: None,
+            exposed_models: None,
+            aliases: BTreeMap::new(),
+            auto: AutoConfig::default(),
+            passthrough: PassthroughConfig::default(),
+            policy: Policy::default(),
+            models: BTreeMap::new(),
+            prefix_bytes: 1024,
+            prefix_load_factor: 1.25,
+            seed: None,
+            discovery_interval_ms: 30_000,
+        }
+    }
+}
+
+/// `model: "auto"`: the first model in `preference` that has an available backend.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoConfig {
+    pub preference: Vec<String>,
+}
+
+/// Unknown model ids go, unchanged, to these backends (off by default).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassthroughConfig {
+    pub enabled: bool,
+    /// Backend names; empty means every backend.
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub policy: Option<Policy>,
+}
+
+/// A governance setting that cannot work, with the key that names it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidConfig {
+    pub key: String,
+    pub reason: String,
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl GovernanceConfig {
+    /// Checks the settings against each other and against the configured backend names.
+    pub fn validate(&self, backend_names: &[&str]) -> Result<(), InvalidConfig> {
+        for (public, target) in &self.aliases {
+            if public.is_empty() || target.is_empty() {
+                return Err(invalid(
+                    "routing.aliases",
+                    "alias names and targets must not be empty",
+                ));
+            }
+            if public == crate::AUTO {
+                return Err(invalid("routing.aliases", "`auto` is reserved"));
+            }
+            if self.aliases.contains_key(target) {
+                return Err(invalid(
+                    format!("routing.aliases.{public}"),
+                    format!("target {target:?} is itself an alias; aliases do not chain"),
+                ));
+            }
+        }
+        if let Some(list) = &self.exposed_models {
+            if list.iter().any(String::is_empty) {
+                return Err(invalid(
+                    "routing.exposed_models",
+                    "model ids must not be empty",
+                ));
+            }
+        }
+        if self.auto.preference.iter().any(|m| m == crate::AUTO) {
+            return Err(invalid(
+                "routing.auto.preference",
+                "`auto` cannot prefer itself",
+            ));
+        }
+        for name in &self.passthrough.backends {
+            if !backend_names.contains(&name.as_str()) {
+                return Err(invalid(
+                    "routing.passthrough.backends",
+                    format!("no backend is named {name:?}"),
+                ));
+            }
+        }
+        if !(self.prefix_load_factor >= 1.0 && self.prefix_load_factor.is_finite()) {
+            return Err(invalid(
+                "routing.prefix_load_factor",
+                "must be a number >= 1.0",
+            ));
+        }
+        if self.prefix_bytes == 0 {
+            return Err(invalid("routing.prefix_bytes", "must be greater than 0"));
+        }
+        if self.discovery_interval_ms == 0 {
+            return Err(invalid(
+                "routing.discovery_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn policy_for(&self, public: &str, engine: &str) -> Policy {
+        self.models
+            .get(public)
+            .or_else(|| self.models.get(engine))
+            .and_then(|m| m.policy)
+            .unwrap_or(self.policy)
+    }
+
+    pub(crate) fn is_exposed(&self, public: &str) -> bool {
+        self.exposed_models
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|m| m == public))
+    }
+}

@@ -1,0 +1,509 @@
+//! The live routing table and the routing decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use lumen_openai_types::Model;
+
+use crate::config::{GovernanceConfig, InvalidConfig, Policy};
+use crate::{AUTO, GovernanceError, hash, policy};
+
+/// A backend as the router tracks it. Shared by every table that contains it, so its in-flight
+/// count and availability survive discovery and reload.
+pub struct Slot<B> {
+    /// Unique for the process; identifies the backend in `exclude` lists.
+    pub id: u64,
+    pub name: String,
+    pub backend: B,
+    pub weight: u32,
+    /// Identity of the backend's settings: a reload keeps the slot when name and key match.
+    key: String,
+    name_hash: u64,
+    in_flight: AtomicUsize,
+    available: AtomicBool,
+}
+
+impl<B> Slot<B> {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// False while health checks or a circuit breaker keep the backend out of rotation.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn set_available(&self, up: bool) {
+        self.available.store(up, Ordering::Relaxed);
+    }
+}
+
+impl<B> std::fmt::Debug for Slot<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("weight", &self.weight)
+            .field("in_flight", &self.in_flight())
+            .field("available", &self.is_available())
+            .finish()
+    }
+}
+
+/// A request counted as in flight on a backend until dropped. Move it into whatever lives as
+/// long as the request (the response future or the stream) so the count stays exact through
+/// streams, errors and cancellation.
+pub struct Lease<B> {
+    slot: Arc<Slot<B>>,
+}
+
+impl<B> Lease<B> {
+    fn new(slot: Arc<Slot<B>>) -> Self {
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { slot }
+    }
+
+    pub fn slot(&self) -> &Arc<Slot<B>> {
+        &self.slot
+    }
+}
+
+impl<B> Deref for Lease<B> {
+    type Target = Slot<B>;
+    fn deref(&self) -> &Slot<B> {
+        &self.slot
+    }
+}
+
+impl<B> Drop for Lease<B> {
+    fn drop(&mut self) {
+        self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One backend as configured: what the router needs to build a table.
+#[derive(Debug, Clone)]
+pub struct BackendSpec<B> {
+    pub name: String,
+    pub backend: B,
+    pub weight: u32,
+    /// Fixed model ids; `None` means "discovered from the engine".
+    pub models: Option<Vec<String>>,
+    /// Identity of the settings (URL, key, kind, ...). Same name and key on reload keeps the
+    /// slot, its connection pool, its in-flight count and its discovered models.
+    pub key: String,
+}
+
+/// What the router needs to know about a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteRequest<'a> {
+    /// The model the caller asked for (may be blank, `auto` or an alias).
+    pub model: &'a str,
+    /// `x-session-id` or the `user` field, for `session_affinity`.
+    pub session: Option<&'a str>,
+    /// Leading prompt content, for `prefix_affinity` (the router truncates it).
+    pub prefix: Option<&'a [u8]>,
+    /// Slot ids already tried by this request; avoided while another backend exists.
+    pub exclude: &'a [u64],
+}
+
+/// A routing decision.
+pub struct Route<B> {
+    /// The id the caller should see in responses.
+    pub public_model: String,
+    /// The id to send to the engine.
+    pub engine_model: String,
+    pub policy: Policy,
+    /// The chosen backend, counted as in flight until dropped.
+    pub lease: Lease<B>,
+}
+
+impl<B> std::fmt::Debug for Route<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("public_model", &self.public_model)
+            .field("engine_model", &self.engine_model)
+            .field("policy", &self.policy)
+            .field("backend", &self.lease.name)
+            .finish()
+    }
+}
+
+impl<B> Route<B> {
+    /// True when responses must be rewritten (alias) to show the public id.
+    pub fn rewrites_model(&self) -> bool {
+        self.public_model != self.engine_model
+    }
+}
+
+struct Member<B> {
+    slot: Arc<Slot<B>>,
+    fixed: Option<Vec<String>>,
+    discovered: Vec<Model>,
+}
+
+impl<B> Clone for Member<B> {
+    fn clone(&self) -> Self {
+        Self {
+            slot: self.slot.clone(),
+            fixed: self.fixed.clone(),
+            discovered: self.discovered.clone(),
+        }
+    }
+}
+
+impl<B> Member<B> {
+    fn model_ids(&self) -> Vec<String> {
+        match &self.fixed {
+            Some(ids) => ids.clone(),
+            None => self.discovered.iter().map(|m| m.id.clone()).collect(),
+        }
+    }
+}
+
+/// The backends serving one engine model id, with their balancing state.
+pub(crate) struct Pool {
+    /// Indices into the table's members.
+    pub(crate) members: Vec<usize>,
+    /// Smooth weighted round-robin order over `members` (indices into `members`).
+    pub(crate) schedule: Vec<usize>,
+    pub(crate) cursor: AtomicU64,
+}
+
+impl Pool {
+    fn new<B>(members: Vec<usize>, all: &[Member<B>]) -> Self {
+        let weights: Vec<u32> = members.iter().map(|&i| all[i].slot.weight).collect();
+        Self {
+            schedule: policy::smooth_schedule(&weights),
+            members,
+            cursor: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One immutable routing table.
+struct Table<B> {
+    cfg: Arc<GovernanceConfig>,
+    members: Vec<Member<B>>,
+    /// Engine model id → pool.
+    pools: HashMap<String, Pool>,
+    /// Exposed, routable public ids → (engine id, metadata shown to callers).
+    public: BTreeMap<String, (String, Model)>,
+    passthrough: Option<Pool>,
+}
+
+impl<B> Table<B> {
+    fn build(cfg: Arc<GovernanceConfig>, members: Vec<Member<B>>) -> Self {
+        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut meta: HashMap<String, Model> = HashMap::new();
+        for (i, m) in members.iter().enumerate() {
+            for id in m.model_ids() {
+                by_model.entry(id.clone()).or_default().push(i);
+            }
+            for model in &m.discovered {
+                meta.entry(model.id.clone())
+                    .or_insert_with(|| model.clone());
+            }
+        }
+        let mut public = BTreeMap::new();
+        for engine in by_model.keys() {
+            if cfg.is_exposed(engine) {
+                let m = meta
+                    .get(engine)
+                    .cloned()
+                    .unwrap_or_else(|| Model::new(engine.clone()));
+                public.insert(engine.clone(), (engine.clone(), m));
+            }
+        }
+        for (alias, target) in &cfg.aliases {
+            if by_model.contains_key(target) && cfg.is_exposed(alias) {
+                let mut m = meta
+                    .get(target)
+                    .cloned()
+                    .unwrap_or_else(|| Model::new(target.clone()));
+                m.id = alias.clone();
+                m.extra.insert("root".to_owned(), target.clone().into());
+                public.insert(alias.clone(), (target.clone(), m));
+            }
+        }
+        let passthrough = cfg.passthrough.enabled.then(|| {
+            let names = &cfg.passthrough.backends;
+            let idx = (0..members.len())
+                .filter(|&i| names.is_empty() || names.contains(&members[i].slot.name))
+                .collect();
+            Pool::new(idx, &members)
+        });
+        let pools = by_model
+            .into_iter()
+            .map(|(id, idx)| (id, Pool::new(idx, &members)))
+            .collect();
+        Self {
+            cfg,
+            members,
+            pools,
+            public,
+            passthrough,
+        }
+    }
+}
+
+/// The live routing table plus the balancing state.
+pub struct Router<B> {
+    table: ArcSwap<Table<B>>,
+    rng: AtomicU64,
+}
+
+static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<B: Clone> Router<B> {
+    pub fn new(
+        cfg: GovernanceConfig,
+        backends: Vec<BackendSpec<B>>,
+    ) -> Result<Self, InvalidConfig> {
+        let seed = cfg.seed.unwrap_or_else(random_seed);
+        let table = Self::make_table(cfg, backends, &[])?;
+        Ok(Self {
+            table: ArcSwap::from_pointee(table),
+            rng: AtomicU64::new(seed),
+        })
+    }
+
+    fn make_table(
+        cfg: GovernanceConfig,
+        backends: Vec<BackendSpec<B>>,
+        previous: &[Member<B>],
+    ) -> Result<Table<B>, InvalidConfig> {
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        cfg.validate(&names)?;
+        let members = backends
+            .into_iter()
+            .map(|spec| {
+                let kept = previous.iter().find(|m| {
+                    m.slot.name == spec.name
+                        && m.slot.key == spec.key
+                        && m.slot.weight == spec.weight.max(1)
+                });
+                match kept {
+                    Some(m) => Member {
+                        slot: m.slot.clone(),
+                        fixed: spec.models,
+                        discovered: m.discovered.clone(),
+                    },
+                    None => Member {
+                        slot: Arc::new(Slot {
+                            id: NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed),
+                            name_hash: hash::fnv1a(spec.name.as_bytes()),
+                            name: spec.name,
+                            backend: spec.backend,
+                            weight: spec.weight.max(1),
+                            key: spec.key,
+                            in_flight: AtomicUsize::new(0),
+                            available: AtomicBool::new(true),
+                        }),
+                        fixed: spec.models,
+                        discovered: Vec::new(),
+                    },
+                }
+            })
+            .collect();
+        Ok(Table::build(Arc::new(cfg), members))
+    }
+
+    /// Validates and swaps in a new configuration (hot reload). Requests already routed keep
+    /// their backends; unchanged backends keep their slots. On error the old table stays live.
+    pub fn reconfigure(
+        &self,
+        cfg: GovernanceConfig,
+        backends: Vec<BackendSpec<B>>,
+    ) -> Result<(), InvalidConfig> {
+        let current = self.table.load_full();
+        let table = Self::make_table(cfg, backends, &current.members)?;
+        self.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// Records the models a backend reported (ignored for fixed lists) and swaps the table.
+    pub fn set_discovered(&self, backend_name: &str, models: Vec<Model>) {
+        self.table.rcu(|t| {
+            let members = t
+                .members
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    if m.slot.name == backend_name && m.fixed.is_none() {
+                        m.discovered = models.clone();
+                    }
+                    m
+                })
+                .collect();
+            Table::build(t.cfg.clone(), members)
+        });
+    }
+
+    /// Every backend slot in the current table (for health checks, breakers and metrics).
+    pub fn slots(&self) -> Vec<Arc<Slot<B>>> {
+        self.table
+            .load()
+            .members
+            .iter()
+            .map(|m| m.slot.clone())
+            .collect()
+    }
+
+    /// Backends whose models are discovered rather than fixed.
+    pub fn discoverable(&self) -> Vec<Arc<Slot<B>>> {
+        let t = self.table.load();
+        t.members
+            .iter()
+            .filter(|m| m.fixed.is_none())
+            .map(|m| m.slot.clone())
+            .collect()
+    }
+
+    pub fn config(&self) -> Arc<GovernanceConfig> {
+        self.table.load().cfg.clone()
+    }
+
+    /// Exactly the ids a caller can route to by name, with engine metadata; `auto` included
+    /// when it has something to pick.
+    pub fn models(&self) -> Vec<Model> {
+        let t = self.table.load();
+        let mut out: Vec<Model> = t.public.values().map(|(_, m)| m.clone()).collect();
+        if t.cfg
+            .auto
+            .preference
+            .iter()
+            .any(|p| t.public.contains_key(p))
+        {
+            out.push(Model::new(AUTO));
+        }
+        out
+    }
+
+    pub fn model(&self, id: &str) -> Option<Model> {
+        self.models().into_iter().find(|m| m.id == id)
+    }
+
+    /// Chooses the backend for one request (or one retry attempt).
+    pub fn route(&self, req: &RouteRequest<'_>) -> Result<Route<B>, GovernanceError> {
+        let t = self.table.load();
+        let cfg = &t.cfg;
+        let asked = if req.model.is_empty() {
+            match (&cfg.default_model, t.public.len()) {
+                (Some(d), _) => d.as_str(),
+                (None, 1) => t.public.keys().next().map_or("", String::as_str),
+                (None, _) => return Err(GovernanceError::ModelRequired),
+            }
+        } else {
+            req.model
+        };
+        let public = if asked == AUTO && !cfg.auto.preference.is_empty() {
+            cfg.auto
+                .preference
+                .iter()
+                .find(|p| {
+                    t.public
+                        .get(p.as_str())
+                        .and_then(|(engine, _)| t.pools.get(engine))
+                        .is_some_and(|pool| {
+                            pool.members
+                                .iter()
+                                .any(|&i| t.members[i].slot.is_available())
+                        })
+                })
+                .map(String::as_str)
+                .ok_or_else(|| GovernanceError::NoHealthyBackend {
+                    model: AUTO.to_owned(),
+                })?
+        } else {
+            asked
+        };
+        let (engine, pool) = match t.public.get(public) {
+            Some((engine, _)) => match t.pools.get(engine) {
+                Some(pool) => (engine.as_str(), pool),
+                None => {
+                    return Err(GovernanceError::ModelNotFound {
+                        model: public.to_owned(),
+                    });
+                }
+            },
+            None => match &t.passthrough {
+                Some(pool) if !cfg.aliases.contains_key(public) => (public, pool),
+                _ => {
+                    return Err(GovernanceError::ModelNotFound {
+                        model: public.to_owned(),
+                    });
+                }
+            },
+        };
+        let policy = cfg.policy_for(public, engine);
+        let slot =
+            self.pick(&t, pool, policy, req)
+                .ok_or_else(|| GovernanceError::NoHealthyBackend {
+                    model: public.to_owned(),
+                })?;
+        Ok(Route {
+            public_model: public.to_owned(),
+            engine_model: engine.to_owned(),
+            policy,
+            lease: Lease::new(slot),
+        })
+    }
+
+    fn pick(
+        &self,
+        t: &Table<B>,
+        pool: &Pool,
+        policy: Policy,
+        req: &RouteRequest<'_>,
+    ) -> Option<Arc<Slot<B>>> {
+        let slot = |k: usize| &t.members[pool.members[k]].slot;
+        let usable = |k: &usize| slot(*k).is_available();
+        // Prefer available backends this request has not tried; then available ones it has.
+        let mut cands: Vec<usize> = (0..pool.members.len())
+            .filter(|k| usable(k) && !req.exclude.contains(&slot(*k).id))
+            .collect();
+        if cands.is_empty() {
+            cands = (0..pool.members.len()).filter(usable).collect();
+        }
+        if cands.is_empty() {
+            return None;
+        }
+        let view = policy::View {
+            cands: &cands,
+            in_flight: &|k| slot(k).in_flight(),
+            weight: &|k| slot(k).weight,
+            node: &|k| slot(k).name_hash,
+        };
+        let chosen = match policy {
+            Policy::RoundRobin => policy::round_robin(&view, &pool.schedule, &pool.cursor),
+            Policy::LeastInFlight => policy::least_in_flight(&view, &pool.cursor),
+            Policy::PowerOfTwo => policy::power_of_two(&view, &self.rng),
+            Policy::SessionAffinity => match req.session {
+                Some(s) => policy::rendezvous(&view, hash::fnv1a(s.as_bytes())),
+                None => policy::round_robin(&view, &pool.schedule, &pool.cursor),
+            },
+            Policy::PrefixAffinity => match req.prefix {
+                Some(p) => {
+                    let p = &p[..p.len().min(t.cfg.prefix_bytes)];
+                    policy::bounded_rendezvous(&view, hash::fnv1a(p), t.cfg.prefix_load_factor)
+                }
+                None => policy::least_in_flight(&view, &pool.cursor),
+            },
+        };
+        Some(slot(chosen).clone())
+    }
+}
+
+fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    hash::mix(t ^ (std::process::id() as u64) << 32)
+}
+
+#[cfg(test)]
+mod tests;
