@@ -225,6 +225,7 @@ fn prefix_affinity_keeps_prefixes_together_within_the_load_bound() {
         .values()
         .map(|m| m.values().max().copied().unwrap_or(0))
         .sum();
+    println!("prefix_affinity: {sticky} of 10000 requests on their prefix's main backend");
     assert!(
         sticky as f64 / 10_000.0 > 0.8,
         "most requests land on their prefix's backend ({sticky})"
