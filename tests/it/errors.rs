@@ -17,9 +17,13 @@ fn golden(r: &Reply, status: u16, want: Value) {
     assert_eq!(r.json(), json!({ "error": want }));
 }
 
+/// One engine, no retries and no breaker: each test sees exactly one upstream answer mapped.
 async fn lumen_with_sim() -> (Lumen, lumen_sim::Simulator) {
     let (url, sim) = sim(&["m1"]).await;
-    (Lumen::in_front_of(&[&url]).await, sim)
+    (
+        Lumen::start(single_shot(&[&url]).build().unwrap()).await,
+        sim,
+    )
 }
 
 #[tokio::test]

@@ -8,4 +8,5 @@ mod governance;
 mod lifecycle;
 mod openai_client;
 mod proxy;
+mod resilience;
 mod streaming;

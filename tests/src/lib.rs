@@ -119,6 +119,19 @@ pub fn builder(urls: &[&str]) -> GatewayBuilder {
     b
 }
 
+/// [`builder`] with retries and circuit breakers off, for tests about one upstream answer.
+pub fn single_shot(urls: &[&str]) -> GatewayBuilder {
+    builder(urls)
+        .retry(lumen_server::config::RetryConfig {
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+        .breaker(lumen_server::config::BreakerSettings {
+            consecutive_failures: 0,
+            ..Default::default()
+        })
+}
+
 /// A buffered HTTP response.
 #[derive(Debug)]
 pub struct Reply {

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         record: args.record,
         faults: Faults {
             error_rate: args.error_rate,
-            status: (args.error_rate > 0.0).then_some(args.error_status),
+            fail_status: Some(args.error_status),
             hang: args.hang,
             drop_after: args.drop_after,
             ..Faults::default()

@@ -70,7 +70,9 @@ pub enum BackendError {
     /// The engine answered 2xx with something that is not a valid OpenAI response.
     #[error("backend {backend} sent an invalid response: {message}")]
     Protocol { backend: String, message: String },
-    /// A stream failed after it had started: never retried, reported in-band.
+    /// A stream failed. Before its first chunk this is retryable like any engine failure; after
+    /// it, the gateway never retries (errors after the commit point are reported in-band and
+    /// never reach the retry loop).
     #[error("stream from backend {backend} was interrupted: {message}")]
     StreamInterrupted {
         backend: String,
@@ -87,14 +89,32 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// True when another attempt (on this or another backend) may succeed and cannot duplicate
-    /// output the client has already seen.
+    /// True when another attempt (on this or another backend) may succeed. Whether a retry is
+    /// *safe* is a matter of phase, not kind: the gateway only ever retries before the first
+    /// byte reaches the client.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Transport { .. } | Self::Unavailable { .. } => true,
+            Self::Connect { .. }
+            | Self::Transport { .. }
+            | Self::Unavailable { .. }
+            | Self::StreamInterrupted { .. } => true,
             Self::Timeout { kind } => matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstByte),
             Self::Upstream { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            Self::Protocol { .. } | Self::StreamInterrupted { .. } => false,
+            Self::Protocol { .. } => false,
+        }
+    }
+
+    /// True when the failure says the backend itself is unhealthy (it counts against its
+    /// circuit breaker). A client error (4xx) or a rate limit means the engine works.
+    pub fn is_backend_fault(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::Transport { .. }
+            | Self::Protocol { .. }
+            | Self::StreamInterrupted { .. } => true,
+            Self::Timeout { kind } => !matches!(kind, TimeoutKind::Total),
+            Self::Upstream { status, .. } => *status >= 500,
+            Self::Unavailable { .. } => false,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// The caller's `x-session-id`, used for session affinity (falls back to the `user` field).
     pub session_id: Option<String>,
+    /// The caller's own deadline (`x-lumen-timeout-ms`); it can only shorten the configured ones.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl RequestContext {
@@ -46,6 +48,7 @@ impl RequestContext {
         Self {
             request_id: request_id.into(),
             session_id: None,
+            timeout: None,
         }
     }
 }

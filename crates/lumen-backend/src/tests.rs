@@ -122,10 +122,18 @@ fn retryability_follows_the_rules() {
         }
         .is_retryable()
     );
-    let mid = BackendError::StreamInterrupted {
+    let died = BackendError::StreamInterrupted {
         backend: "b".into(),
         message: "reset".into(),
         error: None,
     };
-    assert!(!mid.is_retryable());
+    assert!(
+        died.is_retryable(),
+        "before commit an engine that died may be retried"
+    );
+    let garbage = BackendError::Protocol {
+        backend: "b".into(),
+        message: "not JSON".into(),
+    };
+    assert!(!garbage.is_retryable());
 }

@@ -389,6 +389,17 @@ impl<B: Clone> Router<B> {
 
     /// Chooses the backend for one request (or one retry attempt).
     pub fn route(&self, req: &RouteRequest<'_>) -> Result<Route<B>, GovernanceError> {
+        self.route_filtered(req, &|_| true)
+    }
+
+    /// As [`route`](Self::route), skipping backends for which `usable` is false (an open
+    /// circuit breaker, a full per-backend queue): the caller's notion of availability, on top
+    /// of the slot's own.
+    pub fn route_filtered(
+        &self,
+        req: &RouteRequest<'_>,
+        usable: &dyn Fn(&B) -> bool,
+    ) -> Result<Route<B>, GovernanceError> {
         let t = self.table.load();
         let cfg = &t.cfg;
         let asked = if req.model.is_empty() {
@@ -409,9 +420,10 @@ impl<B: Clone> Router<B> {
                         .get(p.as_str())
                         .and_then(|(engine, _)| t.pools.get(engine))
                         .is_some_and(|pool| {
-                            pool.members
-                                .iter()
-                                .any(|&i| t.members[i].slot.is_available())
+                            pool.members.iter().any(|&i| {
+                                let s = &t.members[i].slot;
+                                s.is_available() && usable(&s.backend)
+                            })
                         })
                 })
                 .map(String::as_str)
@@ -440,11 +452,11 @@ impl<B: Clone> Router<B> {
             },
         };
         let policy = cfg.policy_for(public, engine);
-        let slot =
-            self.pick(&t, pool, policy, req)
-                .ok_or_else(|| GovernanceError::NoHealthyBackend {
-                    model: public.to_owned(),
-                })?;
+        let slot = self.pick(&t, pool, policy, req, usable).ok_or_else(|| {
+            GovernanceError::NoHealthyBackend {
+                model: public.to_owned(),
+            }
+        })?;
         Ok(Route {
             public_model: public.to_owned(),
             engine_model: engine.to_owned(),
@@ -459,9 +471,10 @@ impl<B: Clone> Router<B> {
         pool: &Pool,
         policy: Policy,
         req: &RouteRequest<'_>,
+        ok: &dyn Fn(&B) -> bool,
     ) -> Option<Arc<Slot<B>>> {
         let slot = |k: usize| &t.members[pool.members[k]].slot;
-        let usable = |k: &usize| slot(*k).is_available();
+        let usable = |k: &usize| slot(*k).is_available() && ok(&slot(*k).backend);
         // Prefer available backends this request has not tried; then available ones it has.
         let mut cands: Vec<usize> = (0..pool.members.len())
             .filter(|k| usable(k) && !req.exclude.contains(&slot(*k).id))

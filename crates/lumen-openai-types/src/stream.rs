@@ -90,14 +90,19 @@ impl<T> Chunk<T> {
     }
 }
 
-/// A response or chunk that names its model, so an alias can be shown instead of the engine id.
+/// A request, response or chunk that names its model: requests are pointed at the engine's id,
+/// responses show the caller's (an alias, or what `auto` chose).
 pub trait HasModel {
+    fn model(&self) -> &str;
     fn model_mut(&mut self) -> &mut String;
 }
 
 macro_rules! has_model {
     ($($t:ty),*) => {$(
         impl HasModel for $t {
+            fn model(&self) -> &str {
+                &self.model
+            }
             fn model_mut(&mut self) -> &mut String {
                 &mut self.model
             }
@@ -109,5 +114,8 @@ has_model!(
     crate::ChatCompletionResponse,
     crate::ChatCompletionChunk,
     crate::CompletionResponse,
-    crate::EmbeddingResponse
+    crate::EmbeddingResponse,
+    crate::ChatCompletionRequest,
+    crate::CompletionRequest,
+    crate::EmbeddingRequest
 );

@@ -10,12 +10,24 @@
 //! deadlines and reports expiry in-band, because the client has already seen bytes.
 //!
 //! # Layout
+//! - `retry`: [`Backoff`] (linear by default, exponential with jitter), [`RetryPolicy`],
+//!   [`RetryBudget`].
+//! - `breaker`: [`CircuitBreaker`] per backend.
+//! - `admission`: [`Admission`], a concurrency cap with a bounded FIFO queue.
 //! - [`Timeouts`]: the deadlines of one operation.
 //! - [`unary`]: a non-streamed call under the total deadline.
 //! - [`open_stream`] / [`Guarded`]: the first-chunk gate and the guarded stream.
 //!
 //! # Must not depend on
 //! hyper, governance, or any concrete backend.
+
+mod admission;
+mod breaker;
+mod retry;
+
+pub use admission::{Admission, AdmissionError, Permit};
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use retry::{Backoff, InvalidBackoff, RetryBudget, RetryPolicy};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -7,11 +7,17 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use lumen_governance::GovernanceConfig;
+
+mod resilience;
+
+pub use resilience::{
+    AdmissionConfig, BackoffKind, BreakerSettings, Operation, Preset, Profile, Resolved,
+    RetryConfig, TimeoutOverrides, TimeoutsConfig,
+};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +25,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LumenConfig {
+    /// Tuning preset (`small`, `medium`, `large`); explicit settings override it.
+    pub profile: Profile,
     pub server: ServerConfig,
     /// Engines to route to. Accepts a list of URLs or of tables, or one comma-separated string.
     #[serde(deserialize_with = "backends")]
@@ -27,6 +35,9 @@ pub struct LumenConfig {
     /// docs/governance.md).
     pub routing: GovernanceConfig,
     pub timeouts: TimeoutsConfig,
+    pub retry: RetryConfig,
+    pub breaker: BreakerSettings,
+    pub admission: AdmissionConfig,
     pub log: LogConfig,
 }
 
@@ -92,40 +103,6 @@ impl Default for BackendConfig {
             models: None,
             kind: EngineKind::default(),
             weight: 1,
-        }
-    }
-}
-
-/// Deadlines, in milliseconds; 0 disables one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TimeoutsConfig {
-    pub connect_ms: u64,
-    /// Time to the first stream chunk (the first token).
-    pub first_byte_ms: u64,
-    /// Longest gap between stream chunks.
-    pub idle_ms: u64,
-    pub total_ms: u64,
-}
-
-impl Default for TimeoutsConfig {
-    fn default() -> Self {
-        Self {
-            connect_ms: 3_000,
-            first_byte_ms: 60_000,
-            idle_ms: 30_000,
-            total_ms: 600_000,
-        }
-    }
-}
-
-impl TimeoutsConfig {
-    pub fn to_timeouts(&self) -> lumen_resilience::Timeouts {
-        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
-        lumen_resilience::Timeouts {
-            first_byte: ms(self.first_byte_ms),
-            idle: ms(self.idle_ms),
-            total: ms(self.total_ms),
         }
     }
 }
@@ -302,7 +279,19 @@ impl LumenConfig {
         self.routing
             .validate(&names)
             .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
+        self.resolved()?;
         Ok(())
+    }
+
+    /// Resilience settings resolved against the profile.
+    pub fn resolved(&self) -> Result<Resolved, ConfigError> {
+        Resolved::new(
+            self.profile,
+            &self.timeouts,
+            &self.retry,
+            &self.breaker,
+            &self.admission,
+        )
     }
 
     /// The configured name, or `host:port` from the URL.

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use lumen_backend::{BackendError, TimeoutKind};
 use lumen_governance::GovernanceError;
 use lumen_openai_types::{ErrorObject, RequestError};
+use lumen_resilience::AdmissionError;
 
 use crate::ResponseBody;
 use crate::gateway::GatewayError;
@@ -75,6 +76,15 @@ impl ApiError {
             format!("Request body is larger than the {limit}-byte limit."),
         )
         .code("request_too_large")
+    }
+
+    pub fn invalid_header(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            format!("Invalid {name} header: expected a positive integer."),
+        )
+        .code("invalid_header")
     }
 
     pub fn unreadable_body() -> Self {
@@ -264,6 +274,25 @@ impl From<GatewayError> for ApiError {
         match e {
             GatewayError::Governance(g) => g.into(),
             GatewayError::Backend(b) => b.into(),
+            GatewayError::Admission(a) => {
+                let retry_after = Some(a.retry_after());
+                let mut out = match a {
+                    AdmissionError::QueueFull { .. } => Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        RATE_LIMIT,
+                        "The gateway is at capacity and its queue is full; retry shortly.",
+                    )
+                    .code("queue_full"),
+                    AdmissionError::QueueTimeout { .. } => Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        SERVER_ERROR,
+                        "Timed out waiting for capacity; retry shortly.",
+                    )
+                    .code("queue_timeout"),
+                };
+                out.retry_after = retry_after;
+                out
+            }
         }
     }
 }

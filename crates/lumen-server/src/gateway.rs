@@ -1,9 +1,10 @@
-//! The routing core as a Rust API: route a request, call the backend under deadlines, and show
-//! the caller the model name they asked for.
+//! The routing core as a Rust API: admit, route, call under deadlines, retry before commit,
+//! and show the caller the model name they asked for.
 //!
 //! This is what an embedder uses without HTTP (`gateway.chat(req, &cx).await`), and what the
 //! HTTP layer in [`crate::http`] calls after parsing.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,19 +14,24 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::Stream;
 use futures::future::join_all;
-use lumen_backend::{Backend, BackendError, RequestContext, SharedBackend};
+use lumen_backend::{Backend, BackendError, RequestContext, SharedBackend, TimeoutKind};
 use lumen_governance::{
-    BackendSpec, GovernanceConfig, GovernanceError, Lease, Route, RouteRequest, Router,
+    BackendSpec, GovernanceConfig, GovernanceError, Route, RouteRequest, Router,
 };
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, Model,
     ModelList, Prompt,
 };
-use lumen_resilience::{Guarded, Timeouts};
-use tokio::time::timeout;
+use lumen_resilience::{
+    Admission, AdmissionError, CircuitBreaker, Guarded, Permit, RetryBudget, Timeouts,
+};
+use tokio::time::{Instant, timeout};
 
-use crate::config::{ConfigError, LumenConfig};
+use crate::config::{
+    AdmissionConfig, BreakerSettings, ConfigError, LumenConfig, Operation, Profile, Resolved,
+    RetryConfig, TimeoutsConfig,
+};
 
 /// Why the gateway could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -34,21 +40,24 @@ pub enum GatewayError {
     Governance(#[from] GovernanceError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
 }
 
-impl GatewayError {
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Governance(_) => false,
-            Self::Backend(b) => b.is_retryable(),
-        }
-    }
+/// A backend as the router holds it: the engine client plus its own breaker and concurrency
+/// limit, which therefore survive reloads along with the router's slot.
+#[derive(Clone)]
+pub struct Upstream {
+    pub backend: SharedBackend,
+    pub breaker: Arc<CircuitBreaker>,
+    /// Per-backend cap with its FIFO queue (unlimited unless configured).
+    pub limit: Arc<Admission>,
 }
 
 /// Settings that a reload may change; read once per request.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub(crate) timeouts: Timeouts,
+    pub(crate) resolved: Resolved,
     pub(crate) max_body_bytes: usize,
     pub(crate) discovery_interval: Duration,
     pub(crate) discovery_timeout: Duration,
@@ -62,8 +71,11 @@ pub struct Gateway {
 }
 
 pub(crate) struct Inner {
-    pub(crate) router: Router<SharedBackend>,
+    pub(crate) router: Router<Upstream>,
     pub(crate) settings: ArcSwap<Settings>,
+    admission: ArcSwap<Admission>,
+    budget: ArcSwap<RetryBudget>,
+    jitter: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
@@ -72,7 +84,14 @@ pub(crate) struct Inner {
 pub struct GatewayBuilder {
     backends: Vec<BackendSpec<SharedBackend>>,
     governance: GovernanceConfig,
-    settings: Settings,
+    profile: Profile,
+    timeouts: TimeoutsConfig,
+    retry: RetryConfig,
+    breaker: BreakerSettings,
+    admission: AdmissionConfig,
+    max_body_bytes: usize,
+    discovery_interval: Duration,
+    shutdown_grace: Duration,
 }
 
 impl Default for GatewayBuilder {
@@ -81,18 +100,15 @@ impl Default for GatewayBuilder {
         Self {
             backends: Vec::new(),
             governance: GovernanceConfig::default(),
-            settings: settings_from(&cfg),
+            profile: cfg.profile,
+            timeouts: cfg.timeouts,
+            retry: cfg.retry,
+            breaker: cfg.breaker,
+            admission: cfg.admission,
+            max_body_bytes: cfg.server.max_body_bytes,
+            discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
+            shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
         }
-    }
-}
-
-fn settings_from(cfg: &LumenConfig) -> Settings {
-    Settings {
-        timeouts: cfg.timeouts.to_timeouts(),
-        max_body_bytes: cfg.server.max_body_bytes,
-        discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
-        discovery_timeout: Duration::from_secs(5),
-        shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
     }
 }
 
@@ -127,7 +143,7 @@ impl GatewayBuilder {
 
     /// Model governance: allowlist, default, aliases, `auto`, passthrough, balancing.
     pub fn governance(mut self, cfg: GovernanceConfig) -> Self {
-        self.settings.discovery_interval = Duration::from_millis(cfg.discovery_interval_ms);
+        self.discovery_interval = Duration::from_millis(cfg.discovery_interval_ms);
         self.governance = cfg;
         self
     }
@@ -137,33 +153,85 @@ impl GatewayBuilder {
         self
     }
 
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.settings.timeouts = timeouts;
+    /// The tuning preset every unset resilience setting comes from.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Deadlines for chat, completions and embeddings (overriding the profile; `None`
+    /// disables one).
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        let ms = |d: Option<Duration>| Some(d.map_or(0, |d| d.as_millis() as u64));
+        self.timeouts.first_byte_ms = ms(t.first_byte);
+        self.timeouts.idle_ms = ms(t.idle);
+        self.timeouts.total_ms = ms(t.total);
+        self
+    }
+
+    pub fn timeouts_config(mut self, t: TimeoutsConfig) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    pub fn retry(mut self, r: RetryConfig) -> Self {
+        self.retry = r;
+        self
+    }
+
+    pub fn breaker(mut self, b: BreakerSettings) -> Self {
+        self.breaker = b;
+        self
+    }
+
+    pub fn admission(mut self, a: AdmissionConfig) -> Self {
+        self.admission = a;
         self
     }
 
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
-        self.settings.max_body_bytes = bytes;
+        self.max_body_bytes = bytes;
         self
     }
 
     pub fn discovery_interval(mut self, every: Duration) -> Self {
-        self.settings.discovery_interval = every;
+        self.discovery_interval = every;
         self
     }
 
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.settings.shutdown_grace = grace;
+        self.shutdown_grace = grace;
         self
     }
 
     pub fn build(self) -> Result<Gateway, ConfigError> {
-        let router = Router::new(self.governance, self.backends)
+        let resolved = Resolved::new(
+            self.profile,
+            &self.timeouts,
+            &self.retry,
+            &self.breaker,
+            &self.admission,
+        )?;
+        let specs = self
+            .backends
+            .into_iter()
+            .map(|s| upstream(s, &resolved))
+            .collect();
+        let router = Router::new(self.governance, specs)
             .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 router,
-                settings: ArcSwap::from_pointee(self.settings),
+                admission: ArcSwap::from_pointee(global_admission(&resolved)),
+                budget: ArcSwap::from_pointee(budget(&resolved)),
+                settings: ArcSwap::from_pointee(Settings {
+                    resolved,
+                    max_body_bytes: self.max_body_bytes,
+                    discovery_interval: self.discovery_interval,
+                    discovery_timeout: Duration::from_secs(5),
+                    shutdown_grace: self.shutdown_grace,
+                }),
+                jitter: AtomicU64::new(0x5EED),
                 reloads_ok: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
             }),
@@ -171,8 +239,41 @@ impl GatewayBuilder {
     }
 }
 
+fn global_admission(r: &Resolved) -> Admission {
+    Admission::new(r.max_concurrent, r.queue_size, r.queue_timeout)
+}
+
+fn budget(r: &Resolved) -> RetryBudget {
+    let (ratio, floor, window) = r.budget;
+    RetryBudget::new(ratio, floor, window)
+}
+
+/// Wraps a backend with its breaker and per-backend limit. Their settings are part of the slot
+/// key, so changing them on reload gives the backend a fresh slot.
+fn upstream(spec: BackendSpec<SharedBackend>, r: &Resolved) -> BackendSpec<Upstream> {
+    BackendSpec {
+        key: format!(
+            "{}|{:?}|{:?}",
+            spec.key, r.breaker, r.per_backend_max_concurrent
+        ),
+        name: spec.name,
+        weight: spec.weight,
+        models: spec.models,
+        backend: Upstream {
+            backend: spec.backend,
+            breaker: Arc::new(CircuitBreaker::new(r.breaker.clone())),
+            limit: Arc::new(Admission::new(
+                r.per_backend_max_concurrent,
+                usize::MAX,
+                r.queue_timeout,
+            )),
+        },
+    }
+}
+
 /// One OpenAI-compatible HTTP backend per configured engine.
 fn backend_specs(cfg: &LumenConfig) -> Result<Vec<BackendSpec<SharedBackend>>, ConfigError> {
+    let resolved = cfg.resolved()?;
     cfg.backends
         .iter()
         .enumerate()
@@ -180,17 +281,17 @@ fn backend_specs(cfg: &LumenConfig) -> Result<Vec<BackendSpec<SharedBackend>>, C
             let name = cfg.backend_name(i);
             let mut vc = lumen_backend_vllm::VllmConfig::new(name.clone(), bc.url.clone());
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
-            if cfg.timeouts.connect_ms > 0 {
-                vc.connect_timeout = Duration::from_millis(cfg.timeouts.connect_ms);
+            if let Some(connect) = resolved.connect {
+                vc.connect_timeout = connect;
             }
             let backend = lumen_backend_vllm::VllmBackend::new(vc)
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
-            // What makes two configs "the same backend" for reload: same target and credentials.
+            // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{}|{:x}",
+                "{}|{:?}|{:?}|{:x}",
                 bc.url,
                 bc.kind,
-                cfg.timeouts.connect_ms,
+                resolved.connect,
                 bc.api_key.as_ref().map_or(0, |k| fingerprint(k.expose()))
             );
             Ok(BackendSpec {
@@ -204,11 +305,24 @@ fn backend_specs(cfg: &LumenConfig) -> Result<Vec<BackendSpec<SharedBackend>>, C
         .collect()
 }
 
-/// A non-reversible fingerprint, so a key change is noticed without keeping the key around twice.
+/// A non-reversible fingerprint, so a key change is noticed without keeping the key twice.
 fn fingerprint(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// A successful attempt, with what must live as long as the response.
+struct Served<T> {
+    value: T,
+    route: Route<Upstream>,
+    permits: [Permit; 2],
+}
+
+/// Routing hints taken from the request before it is moved into the attempt loop.
+struct Hints {
+    session: Option<String>,
+    prefix: Option<Vec<u8>>,
 }
 
 impl Gateway {
@@ -219,33 +333,70 @@ impl Gateway {
     /// The default wiring: one OpenAI-compatible HTTP backend per configured engine.
     pub fn from_config(cfg: &LumenConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
-        let mut b = Self::builder().governance(cfg.routing.clone());
+        let mut b = Self::builder()
+            .governance(cfg.routing.clone())
+            .profile(cfg.profile)
+            .timeouts_config(cfg.timeouts.clone())
+            .retry(cfg.retry.clone())
+            .breaker(cfg.breaker.clone())
+            .admission(cfg.admission.clone())
+            .max_body_bytes(cfg.server.max_body_bytes)
+            .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms));
         b.backends = backend_specs(cfg)?;
-        b.settings = settings_from(cfg);
         b.build()
     }
 
-    /// Hot reload: validate `cfg`, then swap routing, backends and deadlines atomically.
-    /// Requests in flight finish on what they started with; unchanged backends keep their
-    /// connection pools, in-flight counts and discovered models. On error nothing changes.
+    /// Hot reload: validate `cfg`, then swap routing, backends, deadlines, retry and admission
+    /// settings atomically. Requests in flight finish on what they started with; unchanged
+    /// backends keep their connection pools, in-flight counts, breakers and discovered models.
+    /// On error nothing changes.
     pub fn reload(&self, cfg: &LumenConfig) -> Result<(), ConfigError> {
         let result = cfg.validate().and_then(|()| {
-            let specs = backend_specs(cfg)?;
+            let resolved = cfg.resolved()?;
+            let specs = backend_specs(cfg)?
+                .into_iter()
+                .map(|s| upstream(s, &resolved))
+                .collect();
             self.inner
                 .router
                 .reconfigure(cfg.routing.clone(), specs)
-                .map_err(|e| ConfigError::invalid(e.key, e.reason))
+                .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
+            Ok(resolved)
         });
-        match &result {
-            Ok(()) => {
-                self.inner.settings.store(Arc::new(settings_from(cfg)));
+        match result {
+            Ok(resolved) => {
+                let old = self.settings();
+                if (
+                    old.resolved.max_concurrent,
+                    old.resolved.queue_size,
+                    old.resolved.queue_timeout,
+                ) != (
+                    resolved.max_concurrent,
+                    resolved.queue_size,
+                    resolved.queue_timeout,
+                ) {
+                    self.inner
+                        .admission
+                        .store(Arc::new(global_admission(&resolved)));
+                }
+                if old.resolved.budget != resolved.budget {
+                    self.inner.budget.store(Arc::new(budget(&resolved)));
+                }
+                self.inner.settings.store(Arc::new(Settings {
+                    resolved,
+                    max_body_bytes: cfg.server.max_body_bytes,
+                    discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
+                    discovery_timeout: old.discovery_timeout,
+                    shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+                }));
                 self.inner.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 self.inner.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                Err(e)
             }
         }
-        result
     }
 
     /// Reads the configuration again (file, environment, flags) and [`reload`](Self::reload)s
@@ -285,91 +436,254 @@ impl Gateway {
         self.inner.settings.load().shutdown_grace
     }
 
-    /// The router, for health checks and breakers that mark backends unavailable.
-    pub fn router(&self) -> &Router<SharedBackend> {
+    /// The router, for health checks and tests that inspect or mark backends.
+    pub fn router(&self) -> &Router<Upstream> {
         &self.inner.router
     }
 
-    fn route(
+    /// Requests waiting for a global admission slot right now.
+    pub fn queued(&self) -> usize {
+        self.inner.admission.load().queued()
+    }
+
+    /// Retries refused by the retry budget since start (or since its settings last changed).
+    pub fn retries_refused(&self) -> u64 {
+        self.inner.budget.load().refused()
+    }
+
+    /// A uniform draw in [0, 1) for backoff jitter.
+    fn unit(&self) -> f64 {
+        let n = self
+            .inner
+            .jitter
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut z = n;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Prefers backends whose breaker allows traffic and that have a free slot; if every
+    /// candidate is saturated, takes one whose breaker allows traffic and queues on it.
+    fn pick(&self, rr: &RouteRequest<'_>) -> Result<Route<Upstream>, GovernanceError> {
+        let router = &self.inner.router;
+        match router.route_filtered(rr, &|u: &Upstream| {
+            u.breaker.allows() && u.limit.available() > 0
+        }) {
+            Err(GovernanceError::NoHealthyBackend { .. }) => {
+                router.route_filtered(rr, &|u: &Upstream| u.breaker.allows())
+            }
+            other => other,
+        }
+    }
+
+    /// The attempt loop shared by every operation. Admits the request, then per attempt: routes
+    /// (avoiding backends already tried), takes the backend's slot, calls under the deadlines
+    /// left, records the outcome in the backend's breaker, and retries only what is retryable,
+    /// after the backoff, within the retry budget and the total deadline. For streams `call`
+    /// returns at the commit point, so nothing is ever retried after the first chunk.
+    async fn attempts<Req, T, F, Fut>(
         &self,
-        model: &mut String,
-        session: Option<&str>,
-        prefix: Option<&[u8]>,
-    ) -> Result<Route<SharedBackend>, GovernanceError> {
-        let route = self.inner.router.route(&RouteRequest {
-            model,
-            session,
-            prefix,
-            exclude: &[],
-        })?;
-        model.clone_from(&route.engine_model);
-        Ok(route)
+        op: Operation,
+        req: Req,
+        cx: &RequestContext,
+        hints: Hints,
+        call: F,
+    ) -> Result<Served<T>, GatewayError>
+    where
+        Req: Clone + HasModel,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let settings = self.settings();
+        let res = &settings.resolved;
+        let admission = self.inner.admission.load_full();
+        let global = admission.acquire().await?;
+        let budget = self.inner.budget.load_full();
+        budget.deposit();
+        let start = Instant::now();
+        let requested = req.model().to_owned();
+        let policy = res.retry(op);
+        let mut tried: Vec<u64> = Vec::new();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let route = self.pick(&RouteRequest {
+                model: &requested,
+                session: hints.session.as_deref(),
+                prefix: hints.prefix.as_deref(),
+                exclude: &tried,
+            })?;
+            let up = route.lease.backend.clone();
+            let slot = up
+                .limit
+                .acquire_within(res.queue_timeout.saturating_sub(start.elapsed()))
+                .await?;
+            up.breaker.on_pick();
+            tried.push(route.lease.id);
+            let full = res.timeouts(op, &route.public_model, &route.engine_model, cx.timeout);
+            let mut timeouts = full;
+            if let Some(total) = full.total {
+                let left = total.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return Err(BackendError::Timeout {
+                        kind: TimeoutKind::Total,
+                    }
+                    .into());
+                }
+                timeouts.total = Some(left);
+            }
+            let mut r = req.clone();
+            route.engine_model.clone_into(r.model_mut());
+            let err = match call(up.clone(), r, timeouts).await {
+                Ok(value) => {
+                    up.breaker.on_success();
+                    if attempt > 1 {
+                        tracing::info!(attempt, backend = %route.lease.name, "succeeded after retry");
+                    }
+                    return Ok(Served {
+                        value,
+                        route,
+                        permits: [global, slot],
+                    });
+                }
+                Err(e) => e,
+            };
+            if err.is_backend_fault() {
+                up.breaker.on_failure();
+            } else if !err.is_retryable() {
+                // The engine answered (a client error): it is healthy.
+                up.breaker.on_success();
+            }
+            let delay = err
+                .is_retryable()
+                .then(|| policy.next_delay(attempt, err.retry_after(), self.unit()))
+                .flatten();
+            let Some(delay) = delay else {
+                return Err(err.into());
+            };
+            if full.total.is_some_and(|t| start.elapsed() + delay >= t) {
+                return Err(err.into());
+            }
+            if !budget.try_withdraw() {
+                tracing::warn!(backend = %route.lease.name, error = %err, "retry budget exhausted; not retrying");
+                return Err(err.into());
+            }
+            tracing::warn!(
+                attempt,
+                backend = %route.lease.name,
+                error = %err,
+                delay_ms = delay.as_millis() as u64,
+                "attempt failed; retrying"
+            );
+            drop((route, slot));
+            tokio::time::sleep(delay).await;
+        }
     }
 
     pub async fn chat(
         &self,
-        mut req: ChatCompletionRequest,
+        req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<ChatCompletionResponse, GatewayError> {
-        let prefix = chat_prefix(&req);
-        let session = cx.session_id.as_deref().or(req.user.as_deref());
-        let route = self.route(&mut req.model, session, Some(&prefix))?;
-        let call = route.lease.backend.chat(req, cx);
-        let resp = lumen_resilience::unary(call, &self.settings().timeouts).await?;
-        Ok(show_public(resp, &route))
+        let hints = Hints {
+            session: cx.session_id.clone().or_else(|| req.user.clone()),
+            prefix: Some(chat_prefix(&req)),
+        };
+        let served = self
+            .attempts(Operation::Chat, req, cx, hints, |up, r, t| async move {
+                lumen_resilience::unary(up.backend.chat(r, cx), &t).await
+            })
+            .await?;
+        Ok(show_public(served.value, &served.route))
     }
 
     /// Returns once the first chunk has arrived (the commit point); errors before it are
-    /// returned as `Err`, errors after it arrive in the stream.
+    /// returned as `Err` (after any retries), errors after it arrive in the stream.
     pub async fn chat_stream(
         &self,
-        mut req: ChatCompletionRequest,
+        req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
-        let prefix = chat_prefix(&req);
-        let session = cx.session_id.as_deref().or(req.user.as_deref());
-        let route = self.route(&mut req.model, session, Some(&prefix))?;
-        let open = route.lease.backend.chat_stream(req, cx);
-        let inner = lumen_resilience::open_stream(open, &self.settings().timeouts).await?;
-        Ok(GatewayStream::new(inner, route))
+        let hints = Hints {
+            session: cx.session_id.clone().or_else(|| req.user.clone()),
+            prefix: Some(chat_prefix(&req)),
+        };
+        let served = self
+            .attempts(Operation::Chat, req, cx, hints, |up, r, t| async move {
+                lumen_resilience::open_stream(up.backend.chat_stream(r, cx), &t).await
+            })
+            .await?;
+        Ok(GatewayStream::new(served))
     }
 
     pub async fn completions(
         &self,
-        mut req: CompletionRequest,
+        req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<CompletionResponse, GatewayError> {
-        let prefix = prompt_prefix(&req.prompt);
-        let session = cx.session_id.as_deref().or(req.user.as_deref());
-        let route = self.route(&mut req.model, session, Some(&prefix))?;
-        let call = route.lease.backend.completions(req, cx);
-        let resp = lumen_resilience::unary(call, &self.settings().timeouts).await?;
-        Ok(show_public(resp, &route))
+        let hints = Hints {
+            session: cx.session_id.clone().or_else(|| req.user.clone()),
+            prefix: Some(prompt_prefix(&req.prompt)),
+        };
+        let served = self
+            .attempts(
+                Operation::Completions,
+                req,
+                cx,
+                hints,
+                |up, r, t| async move {
+                    lumen_resilience::unary(up.backend.completions(r, cx), &t).await
+                },
+            )
+            .await?;
+        Ok(show_public(served.value, &served.route))
     }
 
     pub async fn completions_stream(
         &self,
-        mut req: CompletionRequest,
+        req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<CompletionChunk>, GatewayError> {
-        let prefix = prompt_prefix(&req.prompt);
-        let session = cx.session_id.as_deref().or(req.user.as_deref());
-        let route = self.route(&mut req.model, session, Some(&prefix))?;
-        let open = route.lease.backend.completions_stream(req, cx);
-        let inner = lumen_resilience::open_stream(open, &self.settings().timeouts).await?;
-        Ok(GatewayStream::new(inner, route))
+        let hints = Hints {
+            session: cx.session_id.clone().or_else(|| req.user.clone()),
+            prefix: Some(prompt_prefix(&req.prompt)),
+        };
+        let served = self
+            .attempts(
+                Operation::Completions,
+                req,
+                cx,
+                hints,
+                |up, r, t| async move {
+                    lumen_resilience::open_stream(up.backend.completions_stream(r, cx), &t).await
+                },
+            )
+            .await?;
+        Ok(GatewayStream::new(served))
     }
 
     pub async fn embeddings(
         &self,
-        mut req: EmbeddingRequest,
+        req: EmbeddingRequest,
         cx: &RequestContext,
     ) -> Result<EmbeddingResponse, GatewayError> {
-        let session = cx.session_id.as_deref().or(req.user.as_deref());
-        let route = self.route(&mut req.model, session, None)?;
-        let call = route.lease.backend.embeddings(req, cx);
-        let resp = lumen_resilience::unary(call, &self.settings().timeouts).await?;
-        Ok(show_public(resp, &route))
+        let hints = Hints {
+            session: cx.session_id.clone().or_else(|| req.user.clone()),
+            prefix: None,
+        };
+        let served = self
+            .attempts(
+                Operation::Embeddings,
+                req,
+                cx,
+                hints,
+                |up, r, t| async move {
+                    lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
+                },
+            )
+            .await?;
+        Ok(show_public(served.value, &served.route))
     }
 
     /// Exactly the models a caller can route to, with the engines' metadata.
@@ -385,7 +699,12 @@ impl Gateway {
     /// the routing table. A backend that fails keeps its previous list (so a blip does not
     /// unroute a model) and is asked again next round.
     pub async fn discover(&self) {
-        let limit = self.settings().discovery_timeout;
+        let settings = self.settings();
+        let limit = settings
+            .resolved
+            .timeouts(Operation::Models, "", "", None)
+            .total
+            .unwrap_or(settings.discovery_timeout);
         let probes = self
             .inner
             .router
@@ -393,10 +712,10 @@ impl Gateway {
             .into_iter()
             .map(|slot| async move {
                 let cx = RequestContext::new(format!("discovery-{}", uuid::Uuid::now_v7()));
-                let result = match timeout(limit, slot.backend.models(&cx)).await {
+                let result = match timeout(limit, slot.backend.backend.models(&cx)).await {
                     Ok(r) => r,
                     Err(_) => Err(BackendError::Timeout {
-                        kind: lumen_backend::TimeoutKind::Total,
+                        kind: TimeoutKind::Total,
                     }),
                 };
                 (slot.name.clone(), result)
@@ -413,7 +732,7 @@ impl Gateway {
     }
 
     /// Re-runs [`discover`](Self::discover) on the configured interval until `shutdown`.
-    pub async fn run_discovery(&self, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run_discovery(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             let every = self.settings().discovery_interval;
@@ -426,7 +745,7 @@ impl Gateway {
 }
 
 /// Shows the public id (an alias, or the model `auto` chose) instead of the engine's id.
-fn show_public<T: HasModel>(mut resp: T, route: &Route<SharedBackend>) -> T {
+fn show_public<T: HasModel>(mut resp: T, route: &Route<Upstream>) -> T {
     if route.rewrites_model() {
         route.public_model.clone_into(resp.model_mut());
     }
@@ -464,20 +783,26 @@ fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
     }
 }
 
-/// A committed stream: holds its backend's in-flight lease until the stream ends or is
-/// dropped, and shows the public model id in every chunk when it differs from the engine's.
+/// A committed stream. Holds its backend lease and admission permits until the stream ends or
+/// is dropped, reports a mid-stream engine failure to the backend's breaker, and shows the
+/// public model id in every chunk when it differs from the engine's.
 pub struct GatewayStream<T> {
     inner: Guarded<T>,
     rewrite: Option<String>,
-    _lease: Lease<SharedBackend>,
+    route: Route<Upstream>,
+    _permits: [Permit; 2],
 }
 
 impl<T> GatewayStream<T> {
-    fn new(inner: Guarded<T>, route: Route<SharedBackend>) -> Self {
+    fn new(served: Served<Guarded<T>>) -> Self {
         Self {
-            inner,
-            rewrite: route.rewrites_model().then(|| route.public_model.clone()),
-            _lease: route.lease,
+            inner: served.value,
+            rewrite: served
+                .route
+                .rewrites_model()
+                .then(|| served.route.public_model.clone()),
+            route: served.route,
+            _permits: served.permits,
         }
     }
 }
@@ -493,6 +818,12 @@ impl<T: HasModel> Stream for GatewayStream<T> {
                     public.clone_into(chunk.get_mut().model_mut());
                 }
                 Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if e.is_backend_fault() {
+                    this.route.lease.backend.breaker.on_failure();
+                }
+                Poll::Ready(Some(Err(e)))
             }
             other => other,
         }

@@ -24,6 +24,9 @@ use crate::gateway::{Gateway, GatewayStream};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The caller's own deadline in milliseconds; it can only lower the configured caps.
+pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-lumen-timeout-ms");
+
 /// Session key for `session_affinity` (the `user` field is the fallback).
 pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 
@@ -140,6 +143,17 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
             .map(str::to_owned);
+        if let Some(v) = req.headers().get(TIMEOUT_MS) {
+            let ms = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0);
+            match ms {
+                Some(ms) => cx.timeout = Some(std::time::Duration::from_millis(ms)),
+                None => return Err(ApiError::invalid_header(TIMEOUT_MS.as_str())),
+            }
+        }
         tracing::Span::current().record("endpoint", endpoint.as_str());
         match endpoint {
             Endpoint::Health => Ok(with_id(Response::new(full(Bytes::new())), request_id)),

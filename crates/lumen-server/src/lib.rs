@@ -22,7 +22,7 @@ mod serve;
 pub use config::{LumenConfig, Overrides};
 pub use error::ApiError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream};
-pub use http::{REQUEST_ID, SESSION_ID};
+pub use http::{REQUEST_ID, SESSION_ID, TIMEOUT_MS};
 pub use serve::serve;
 
 /// Body of every response Lumen sends: a full buffer, or an SSE stream.

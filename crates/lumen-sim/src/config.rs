@@ -45,12 +45,14 @@ impl Default for SimConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Answer with this HTTP status and an error body instead of generating.
+    /// Always answer with this HTTP status and an error body instead of generating.
     pub status: Option<u16>,
-    /// Probability in [0, 1] of answering `status` (default 503); deterministic sequence.
+    /// Probability in [0, 1] of answering `fail_status`; deterministic sequence.
     pub error_rate: f64,
-    /// Fail this many requests (with `status`, default 503), then behave.
+    /// Fail this many requests with `fail_status`, then behave.
     pub fail_next: u32,
+    /// Status for `error_rate` and `fail_next` (503 when unset; 429 and 503 carry Retry-After).
+    pub fail_status: Option<u16>,
     /// Send the error in vLLM's older flat shape (`{"object":"error",...}`).
     pub flat_error: bool,
     /// Accept the request and never answer.
@@ -74,6 +76,7 @@ impl Faults {
     pub(crate) fn merged(&self, req: &Faults) -> Faults {
         Faults {
             status: req.status.or(self.status),
+            fail_status: req.fail_status.or(self.fail_status),
             error_rate: if req.error_rate > 0.0 {
                 req.error_rate
             } else {

@@ -300,15 +300,14 @@ fn injected_status(state: &State, faults: &Faults) -> Option<u16> {
         let mut global = state.faults.lock().unwrap_or_else(PoisonError::into_inner);
         if global.fail_next > 0 {
             global.fail_next -= 1;
-            return Some(faults.status.unwrap_or(503));
+            return Some(global.fail_status.unwrap_or(503));
         }
     }
     if faults.error_rate > 0.0 {
         let n = state.requests.load(Ordering::Relaxed);
         if text::unit_from_counter(n) < faults.error_rate {
-            return Some(faults.status.unwrap_or(503));
+            return Some(faults.fail_status.unwrap_or(503));
         }
-        return None;
     }
     faults.status
 }

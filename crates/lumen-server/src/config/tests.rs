@@ -24,8 +24,8 @@ fn environment_alone_is_enough() {
         assert_eq!(cfg.backends[1].url, "http://127.0.0.1:8001/v1");
         assert_eq!(cfg.backend_name(0), "127.0.0.1:8000");
         assert_eq!(cfg.server.listen.port(), 9000);
-        assert_eq!(cfg.timeouts.first_byte_ms, 1500);
-        assert_eq!(cfg.timeouts.idle_ms, TimeoutsConfig::default().idle_ms);
+        assert_eq!(cfg.timeouts.first_byte_ms, Some(1500));
+        assert_eq!(cfg.timeouts.idle_ms, None, "unset: the profile decides");
         Ok(())
     });
 }
@@ -169,6 +169,68 @@ fn governance_from_the_environment_alone() {
         jail.set_env("LUMEN_ROUTING__PASSTHROUGH__BACKENDS", "[nope]");
         let err = load_in(jail, None).unwrap_err().to_string();
         assert!(err.starts_with("routing.passthrough.backends:"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn profiles_supply_defaults_and_explicit_settings_win() {
+    use crate::config::Operation;
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_BACKENDS", "http://a:1");
+        jail.set_env("LUMEN_PROFILE", "large");
+        let r = load_in(jail, None).unwrap().resolved().unwrap();
+        let chat = r.timeouts(Operation::Chat, "m", "m", None);
+        assert_eq!(chat.first_byte, Some(std::time::Duration::from_secs(180)));
+        assert_eq!(r.retry(Operation::Chat).max_attempts, 4);
+        assert_eq!(r.queue_size, 1_024);
+
+        jail.set_env("LUMEN_TIMEOUTS__FIRST_BYTE_MS", "20000");
+        jail.set_env("LUMEN_TIMEOUTS__CHAT__FIRST_BYTE_MS", "9000");
+        jail.set_env(
+            "LUMEN_TIMEOUTS__PER_MODEL",
+            "{slow={first_byte_ms=600000, idle_ms=0}}",
+        );
+        jail.set_env("LUMEN_RETRY__MAX_ATTEMPTS", "2");
+        jail.set_env("LUMEN_RETRY__EMBEDDINGS_ATTEMPTS", "1");
+        jail.set_env("LUMEN_ADMISSION__MAX_CONCURRENT", "0");
+        let r = load_in(jail, None).unwrap().resolved().unwrap();
+        let ms = |v| Some(std::time::Duration::from_millis(v));
+        assert_eq!(
+            r.timeouts(Operation::Chat, "m", "m", None).first_byte,
+            ms(9_000),
+            "operation beats global"
+        );
+        assert_eq!(
+            r.timeouts(Operation::Completions, "m", "m", None)
+                .first_byte,
+            ms(20_000),
+            "global beats profile"
+        );
+        let slow = r.timeouts(Operation::Chat, "slow", "engine-id", None);
+        assert_eq!(
+            (slow.first_byte, slow.idle),
+            (ms(600_000), None),
+            "per model beats operation; 0 disables"
+        );
+        let capped = r.timeouts(
+            Operation::Chat,
+            "m",
+            "m",
+            Some(std::time::Duration::from_secs(2)),
+        );
+        assert_eq!(
+            (capped.first_byte, capped.total),
+            (ms(2_000), ms(2_000)),
+            "the caller's cap only lowers"
+        );
+        assert_eq!(r.retry(Operation::Chat).max_attempts, 2);
+        assert_eq!(r.retry(Operation::Embeddings).max_attempts, 1);
+        assert_eq!(r.max_concurrent, None, "0 = unlimited");
+
+        jail.set_env("LUMEN_RETRY__MAX_ATTEMPTS", "0");
+        let err = load_in(jail, None).unwrap_err().to_string();
+        assert!(err.starts_with("retry.chat_attempts:"), "{err}");
         Ok(())
     });
 }
