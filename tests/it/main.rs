@@ -3,6 +3,7 @@
 // The whole binary is test code; helpers outside #[test] fns may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod architecture;
 mod errors;
 mod governance;
 mod lifecycle;
