@@ -192,6 +192,7 @@ async fn engine_unreachable_is_502() {
         .unwrap()
         .port();
     let gw = lumen_server::Gateway::builder()
+        .health(no_health_checks())
         .backend(
             "down",
             lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(
@@ -289,6 +290,7 @@ async fn engine_rejecting_the_gateway_key_is_502_not_401() {
     })
     .await;
     let gw = lumen_server::Gateway::builder()
+        .health(no_health_checks())
         .backend(
             "b",
             lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new("b", &url))

@@ -9,11 +9,21 @@ use lumen_tests::*;
 async fn health_is_cheap_and_touches_no_engine() {
     let (url, sim) = sim(&["m1"]).await;
     let lumen = Lumen::in_front_of(&[&url]).await;
-    let before = sim.request_count();
-    let r = get(&lumen.url("/health")).await;
+    let r = send(
+        http::Method::GET,
+        &lumen.url("/health"),
+        "",
+        &[("x-request-id", "liveness-1")],
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert!(r.header("x-request-id").is_some());
-    assert_eq!(sim.request_count(), before);
+    assert_eq!(r.header("x-request-id"), Some("liveness-1"));
+    assert!(
+        sim.records()
+            .iter()
+            .all(|rec| rec.header("x-request-id") != Some("liveness-1")),
+        "liveness never reaches an engine"
+    );
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ async fn request_id_and_upstream_key_are_forwarded_and_client_auth_is_not() {
     let mut vc = lumen_backend_vllm::VllmConfig::new("gpu", &url);
     vc.api_key = Some("sk-upstream".into());
     let gw = lumen_server::Gateway::builder()
+        .health(no_health_checks())
         .backend(
             "gpu",
             lumen_backend_vllm::VllmBackend::new(vc).unwrap(),

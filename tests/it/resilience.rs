@@ -188,6 +188,7 @@ async fn connect_failure_and_first_byte_timeout_fail_over() {
             .unwrap()
     };
     let gw = lumen_server::Gateway::builder()
+        .health(no_health_checks())
         .backend(
             "a",
             mk("a", &format!("http://{closed}")),

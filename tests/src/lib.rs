@@ -104,9 +104,18 @@ impl Drop for Lumen {
     }
 }
 
-/// A gateway builder with one discovered backend per URL, named `b0`, `b1`, ...
+/// Background health checks off: tests about health turn them on explicitly.
+pub fn no_health_checks() -> lumen_server::config::HealthConfig {
+    lumen_server::config::HealthConfig {
+        enabled: false,
+        ..Default::default()
+    }
+}
+
+/// A gateway builder with one discovered backend per URL, named `b0`, `b1`, ..., and no
+/// background health checks (so a test controls exactly what reaches the engines).
 pub fn builder(urls: &[&str]) -> GatewayBuilder {
-    let mut b = Gateway::builder();
+    let mut b = Gateway::builder().health(no_health_checks());
     for (i, url) in urls.iter().enumerate() {
         let name = format!("b{i}");
         let backend = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(

@@ -176,6 +176,9 @@ impl VllmBackend {
         if !cx.request_id.is_empty() {
             builder = builder.header("x-request-id", cx.request_id.as_str());
         }
+        if let Some(tp) = &cx.traceparent {
+            builder = builder.header("traceparent", tp.as_str());
+        }
         let body = match body {
             Some(b) => {
                 builder =

@@ -41,6 +41,8 @@ pub struct RequestContext {
     pub session_id: Option<String>,
     /// The caller's own deadline (`x-lumen-timeout-ms`); it can only shorten the configured ones.
     pub timeout: Option<std::time::Duration>,
+    /// W3C `traceparent` to send upstream (the caller's trace, with Lumen as the parent span).
+    pub traceparent: Option<String>,
 }
 
 impl RequestContext {
@@ -49,6 +51,7 @@ impl RequestContext {
             request_id: request_id.into(),
             session_id: None,
             timeout: None,
+            traceparent: None,
         }
     }
 }

@@ -383,6 +383,31 @@ impl<B: Clone> Router<B> {
         out
     }
 
+    /// The model ids a backend serves (fixed or discovered), by backend name.
+    pub fn slot_models(&self, name: &str) -> Vec<String> {
+        let t = self.table.load();
+        t.members
+            .iter()
+            .find(|m| m.slot.name == name)
+            .map(Member::model_ids)
+            .unwrap_or_default()
+    }
+
+    /// The backends that serve a public model id (an alias resolves to its target's pool).
+    pub fn backends_for(&self, public: &str) -> Vec<Arc<Slot<B>>> {
+        let t = self.table.load();
+        t.public
+            .get(public)
+            .and_then(|(engine, _)| t.pools.get(engine))
+            .map(|pool| {
+                pool.members
+                    .iter()
+                    .map(|&i| t.members[i].slot.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn model(&self, id: &str) -> Option<Model> {
         self.models().into_iter().find(|m| m.id == id)
     }

@@ -119,3 +119,51 @@ has_model!(
     crate::CompletionRequest,
     crate::EmbeddingRequest
 );
+
+/// A response or chunk that may carry token usage, so the gateway can count tokens.
+pub trait HasUsage {
+    /// (input, output) tokens, when reported.
+    fn tokens(&self) -> Option<(u64, u64)>;
+
+    /// True for the final usage-only chunk that `stream_options.include_usage` adds.
+    fn is_usage_only(&self) -> bool {
+        false
+    }
+}
+
+impl HasUsage for crate::ChatCompletionResponse {
+    fn tokens(&self) -> Option<(u64, u64)> {
+        self.usage
+            .as_ref()
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+    }
+}
+
+impl HasUsage for crate::ChatCompletionChunk {
+    fn tokens(&self) -> Option<(u64, u64)> {
+        self.usage
+            .as_ref()
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+    }
+    fn is_usage_only(&self) -> bool {
+        self.choices.is_empty() && self.usage.is_some()
+    }
+}
+
+/// Also the completion stream chunk type.
+impl HasUsage for crate::CompletionResponse {
+    fn tokens(&self) -> Option<(u64, u64)> {
+        self.usage
+            .as_ref()
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+    }
+    fn is_usage_only(&self) -> bool {
+        self.choices.is_empty() && self.usage.is_some()
+    }
+}
+
+impl HasUsage for crate::EmbeddingResponse {
+    fn tokens(&self) -> Option<(u64, u64)> {
+        Some((self.usage.prompt_tokens, 0))
+    }
+}

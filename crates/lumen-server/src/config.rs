@@ -38,6 +38,7 @@ pub struct LumenConfig {
     pub retry: RetryConfig,
     pub breaker: BreakerSettings,
     pub admission: AdmissionConfig,
+    pub health: HealthConfig,
     pub log: LogConfig,
 }
 
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Reload the config file when it changes, checking this often (0 = only on SIGHUP).
     pub config_watch_ms: u64,
+    /// Serve `/metrics`, `/health*` and `/ready` on this separate address instead of `listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
             config_watch_ms: 0,
+            admin_listen: None,
         }
     }
 }
@@ -92,6 +96,9 @@ pub struct BackendConfig {
     pub kind: EngineKind,
     /// Share of traffic relative to the pool's other backends (round robin, affinity).
     pub weight: u32,
+    /// How the background checker probes it; by default `/health` (Ollama: `/v1/models`).
+    /// `generate` sends a one-token completion and bills a token per probe.
+    pub probe: Option<Probe>,
 }
 
 impl Default for BackendConfig {
@@ -103,6 +110,62 @@ impl Default for BackendConfig {
             models: None,
             kind: EngineKind::default(),
             weight: 1,
+            probe: None,
+        }
+    }
+}
+
+/// How a backend is probed by the background health checker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// `GET /health`: free, the default.
+    #[default]
+    Health,
+    /// `GET /v1/models`: free; for engines without `/health` (Ollama).
+    Models,
+    /// A one-token chat completion: proves inference works, and bills one token per probe.
+    Generate,
+}
+
+impl EngineKind {
+    /// The probe that works on this engine without billing tokens.
+    pub fn default_probe(self) -> Probe {
+        match self {
+            Self::Ollama => Probe::Models,
+            _ => Probe::Health,
+        }
+    }
+}
+
+/// `[health]`: the background checker behind `/health/inference` and `/ready`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Run the background checker (passive signals from traffic apply either way).
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Successes in a row that bring an ejected backend back.
+    pub healthy_threshold: u32,
+    /// Failures in a row that eject a backend (one failed probe never does, unless this is 1).
+    pub unhealthy_threshold: u32,
+    /// After start, a failing backend is "loading" (weights), not ejected, for this long.
+    pub startup_grace_ms: u64,
+    /// Models `/ready` requires to be routable; empty means "at least one model".
+    pub required_models: Vec<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            startup_grace_ms: 300_000,
+            required_models: Vec::new(),
         }
     }
 }
@@ -280,6 +343,25 @@ impl LumenConfig {
             .validate(&names)
             .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         self.resolved()?;
+        let h = &self.health;
+        if h.interval_ms == 0 || h.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "health",
+                "interval_ms and timeout_ms must be greater than 0",
+            ));
+        }
+        if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "health",
+                "thresholds must be at least 1",
+            ));
+        }
+        if self.server.admin_listen == Some(self.server.listen) && self.server.listen.port() != 0 {
+            return Err(ConfigError::invalid(
+                "server.admin_listen",
+                "must differ from server.listen",
+            ));
+        }
         Ok(())
     }
 

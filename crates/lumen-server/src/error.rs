@@ -29,7 +29,8 @@ pub const RATE_LIMIT: &str = "rate_limit_error";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub error: ErrorObject,
+    /// Boxed so `Result<_, ApiError>` stays small on the success path.
+    pub error: Box<ErrorObject>,
     pub retry_after: Option<Duration>,
     allow: Option<&'static str>,
 }
@@ -38,7 +39,7 @@ impl ApiError {
     pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            error: ErrorObject::new(message, kind),
+            error: Box::new(ErrorObject::new(message, kind)),
             retry_after: None,
             allow: None,
         }
@@ -108,7 +109,7 @@ impl ApiError {
 
     /// The JSON body alone (also the payload of the in-band SSE error event).
     pub fn body_json(&self) -> Bytes {
-        let body = self.error.clone().into_body();
+        let body = (*self.error).clone().into_body();
         Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| {
             br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_vec()
         }))

@@ -20,18 +20,22 @@ use lumen_governance::{
 };
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
-    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, Model,
-    ModelList, Prompt,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
+    Model, ModelList, Prompt,
 };
 use lumen_resilience::{
     Admission, AdmissionError, CircuitBreaker, Guarded, Permit, RetryBudget, Timeouts,
 };
 use tokio::time::{Instant, timeout};
 
+use crate::access;
 use crate::config::{
-    AdmissionConfig, BreakerSettings, ConfigError, LumenConfig, Operation, Profile, Resolved,
-    RetryConfig, TimeoutsConfig,
+    AdmissionConfig, BreakerSettings, ConfigError, HealthConfig, LumenConfig, Operation, Probe,
+    Profile, Resolved, RetryConfig, TimeoutsConfig,
 };
+use crate::health::HealthBook;
+use crate::metrics::{BackendLabel, BackendReason, KindLabel, Metrics, ReasonLabel, ResultLabel};
+use lumen_resilience::BreakerState;
 
 /// Why the gateway could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,8 @@ pub struct Upstream {
     pub breaker: Arc<CircuitBreaker>,
     /// Per-backend cap with its FIFO queue (unlimited unless configured).
     pub limit: Arc<Admission>,
+    /// How the background health checker probes it.
+    pub probe: Probe,
 }
 
 /// Settings that a reload may change; read once per request.
@@ -62,6 +68,7 @@ pub(crate) struct Settings {
     pub(crate) discovery_interval: Duration,
     pub(crate) discovery_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) health: HealthConfig,
 }
 
 /// Lumen's routing core. Cheap to clone.
@@ -76,13 +83,13 @@ pub(crate) struct Inner {
     admission: ArcSwap<Admission>,
     budget: ArcSwap<RetryBudget>,
     jitter: AtomicU64,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
+    pub(crate) metrics: Metrics,
+    pub(crate) health: HealthBook,
 }
 
 /// Builds a [`Gateway`] from parts, for embedders that do not use [`LumenConfig`].
 pub struct GatewayBuilder {
-    backends: Vec<BackendSpec<SharedBackend>>,
+    backends: Vec<(BackendSpec<SharedBackend>, Probe)>,
     governance: GovernanceConfig,
     profile: Profile,
     timeouts: TimeoutsConfig,
@@ -92,6 +99,7 @@ pub struct GatewayBuilder {
     max_body_bytes: usize,
     discovery_interval: Duration,
     shutdown_grace: Duration,
+    health: HealthConfig,
 }
 
 impl Default for GatewayBuilder {
@@ -108,6 +116,7 @@ impl Default for GatewayBuilder {
             max_body_bytes: cfg.server.max_body_bytes,
             discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+            health: cfg.health,
         }
     }
 }
@@ -131,13 +140,20 @@ impl GatewayBuilder {
         models: Option<Vec<String>>,
     ) -> Self {
         let name = name.into();
-        self.backends.push(BackendSpec {
+        let spec = BackendSpec {
             key: name.clone(),
             name,
             backend,
             weight,
             models,
-        });
+        };
+        self.backends.push((spec, Probe::Health));
+        self
+    }
+
+    /// Background health checking: interval, thresholds, startup grace, required models.
+    pub fn health(mut self, h: HealthConfig) -> Self {
+        self.health = h;
         self
     }
 
@@ -215,7 +231,7 @@ impl GatewayBuilder {
         let specs = self
             .backends
             .into_iter()
-            .map(|s| upstream(s, &resolved))
+            .map(|(s, probe)| upstream(s, probe, &resolved))
             .collect();
         let router = Router::new(self.governance, specs)
             .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
@@ -230,10 +246,11 @@ impl GatewayBuilder {
                     discovery_interval: self.discovery_interval,
                     discovery_timeout: Duration::from_secs(5),
                     shutdown_grace: self.shutdown_grace,
+                    health: self.health,
                 }),
                 jitter: AtomicU64::new(0x5EED),
-                reloads_ok: AtomicU64::new(0),
-                reloads_failed: AtomicU64::new(0),
+                metrics: Metrics::new(),
+                health: HealthBook::new(),
             }),
         })
     }
@@ -250,7 +267,7 @@ fn budget(r: &Resolved) -> RetryBudget {
 
 /// Wraps a backend with its breaker and per-backend limit. Their settings are part of the slot
 /// key, so changing them on reload gives the backend a fresh slot.
-fn upstream(spec: BackendSpec<SharedBackend>, r: &Resolved) -> BackendSpec<Upstream> {
+fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> BackendSpec<Upstream> {
     BackendSpec {
         key: format!(
             "{}|{:?}|{:?}",
@@ -267,12 +284,15 @@ fn upstream(spec: BackendSpec<SharedBackend>, r: &Resolved) -> BackendSpec<Upstr
                 usize::MAX,
                 r.queue_timeout,
             )),
+            probe,
         },
     }
 }
 
 /// One OpenAI-compatible HTTP backend per configured engine.
-fn backend_specs(cfg: &LumenConfig) -> Result<Vec<BackendSpec<SharedBackend>>, ConfigError> {
+fn backend_specs(
+    cfg: &LumenConfig,
+) -> Result<Vec<(BackendSpec<SharedBackend>, Probe)>, ConfigError> {
     let resolved = cfg.resolved()?;
     cfg.backends
         .iter()
@@ -294,13 +314,14 @@ fn backend_specs(cfg: &LumenConfig) -> Result<Vec<BackendSpec<SharedBackend>>, C
                 resolved.connect,
                 bc.api_key.as_ref().map_or(0, |k| fingerprint(k.expose()))
             );
-            Ok(BackendSpec {
+            let spec = BackendSpec {
                 name,
                 backend: Arc::new(backend) as SharedBackend,
                 weight: bc.weight,
                 models: bc.models.clone(),
                 key,
-            })
+            };
+            Ok((spec, bc.probe.unwrap_or(bc.kind.default_probe())))
         })
         .collect()
 }
@@ -341,7 +362,8 @@ impl Gateway {
             .breaker(cfg.breaker.clone())
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
-            .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms));
+            .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms))
+            .health(cfg.health.clone());
         b.backends = backend_specs(cfg)?;
         b.build()
     }
@@ -355,7 +377,7 @@ impl Gateway {
             let resolved = cfg.resolved()?;
             let specs = backend_specs(cfg)?
                 .into_iter()
-                .map(|s| upstream(s, &resolved))
+                .map(|(s, probe)| upstream(s, probe, &resolved))
                 .collect();
             self.inner
                 .router
@@ -388,15 +410,26 @@ impl Gateway {
                     discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
                     discovery_timeout: old.discovery_timeout,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+                    health: cfg.health.clone(),
                 }));
-                self.inner.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.reload_counter("ok").inc();
                 Ok(())
             }
             Err(e) => {
-                self.inner.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.reload_counter("rejected").inc();
                 Err(e)
             }
         }
+    }
+
+    fn reload_counter(&self, result: &str) -> prometheus_client::metrics::counter::Counter {
+        self.inner
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .clone()
     }
 
     /// Reads the configuration again (file, environment, flags) and [`reload`](Self::reload)s
@@ -410,7 +443,7 @@ impl Gateway {
         match crate::config::load(path, overrides) {
             Ok(cfg) => self.reload(&cfg),
             Err(e) => {
-                self.inner.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.reload_counter("rejected").inc();
                 Err(e)
             }
         }
@@ -419,9 +452,32 @@ impl Gateway {
     /// (successful, rejected) reloads since start.
     pub fn reload_counts(&self) -> (u64, u64) {
         (
-            self.inner.reloads_ok.load(Ordering::Relaxed),
-            self.inner.reloads_failed.load(Ordering::Relaxed),
+            self.reload_counter("ok").get(),
+            self.reload_counter("rejected").get(),
         )
+    }
+
+    /// The Prometheus text exposition, with live gauges (in flight, breakers, queue) refreshed.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.inner.metrics;
+        for slot in self.router().slots() {
+            let label = BackendLabel {
+                backend: slot.name.clone(),
+            };
+            m.in_flight
+                .get_or_create(&label)
+                .set(slot.in_flight() as i64);
+            let state = slot.backend.breaker.state();
+            m.breaker.get_or_create(&label).set(match state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            });
+            let up = slot.is_available() && slot.backend.breaker.allows();
+            m.healthy.get_or_create(&label).set(i64::from(up));
+        }
+        m.queue_depth.set(self.queued() as i64);
+        m.render()
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {
@@ -497,8 +553,19 @@ impl Gateway {
     {
         let settings = self.settings();
         let res = &settings.resolved;
+        let m = &self.inner.metrics;
         let admission = self.inner.admission.load_full();
-        let global = admission.acquire().await?;
+        let queued_at = Instant::now();
+        let global = admission.acquire().await.inspect_err(|e| {
+            let reason = match e {
+                AdmissionError::QueueFull { .. } => "queue_full",
+                AdmissionError::QueueTimeout { .. } => "queue_timeout",
+            };
+            self.reject(reason);
+        })?;
+        let queued = queued_at.elapsed();
+        Metrics::observe(&m.queue_wait, queued);
+        access::note(|a| a.waited += queued);
         let budget = self.inner.budget.load_full();
         budget.deposit();
         let start = Instant::now();
@@ -508,17 +575,32 @@ impl Gateway {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let route = self.pick(&RouteRequest {
-                model: &requested,
-                session: hints.session.as_deref(),
-                prefix: hints.prefix.as_deref(),
-                exclude: &tried,
-            })?;
+            let route = self
+                .pick(&RouteRequest {
+                    model: &requested,
+                    session: hints.session.as_deref(),
+                    prefix: hints.prefix.as_deref(),
+                    exclude: &tried,
+                })
+                .inspect_err(|e| {
+                    if matches!(e, GovernanceError::NoHealthyBackend { .. }) {
+                        self.reject("no_healthy_backend");
+                    }
+                })?;
+            access::note(|a| {
+                a.model = Some(route.public_model.clone());
+                a.backend = Some(route.lease.name.clone());
+                a.attempts = attempt;
+            });
             let up = route.lease.backend.clone();
+            let waiting = Instant::now();
             let slot = up
                 .limit
                 .acquire_within(res.queue_timeout.saturating_sub(start.elapsed()))
-                .await?;
+                .await
+                .inspect_err(|_| self.reject("queue_timeout"))?;
+            let waited = waiting.elapsed();
+            access::note(|a| a.waited += waited);
             up.breaker.on_pick();
             tried.push(route.lease.id);
             let full = res.timeouts(op, &route.public_model, &route.engine_model, cx.timeout);
@@ -526,6 +608,7 @@ impl Gateway {
             if let Some(total) = full.total {
                 let left = total.saturating_sub(start.elapsed());
                 if left.is_zero() {
+                    self.count_timeout(TimeoutKind::Total);
                     return Err(BackendError::Timeout {
                         kind: TimeoutKind::Total,
                     }
@@ -535,7 +618,11 @@ impl Gateway {
             }
             let mut r = req.clone();
             route.engine_model.clone_into(r.model_mut());
-            let err = match call(up.clone(), r, timeouts).await {
+            let called = Instant::now();
+            let result = call(up.clone(), r, timeouts).await;
+            let upstream = called.elapsed();
+            access::note(|a| a.upstream += upstream);
+            let err = match result {
                 Ok(value) => {
                     up.breaker.on_success();
                     if attempt > 1 {
@@ -549,6 +636,14 @@ impl Gateway {
                 }
                 Err(e) => e,
             };
+            let reason = BackendReason {
+                backend: route.lease.name.clone(),
+                reason: err.kind().to_owned(),
+            };
+            m.attempt_errors.get_or_create(&reason).inc();
+            if let BackendError::Timeout { kind } = &err {
+                self.count_timeout(*kind);
+            }
             if err.is_backend_fault() {
                 up.breaker.on_failure();
             } else if !err.is_retryable() {
@@ -566,9 +661,11 @@ impl Gateway {
                 return Err(err.into());
             }
             if !budget.try_withdraw() {
+                m.retry_budget_exhausted.inc();
                 tracing::warn!(backend = %route.lease.name, error = %err, "retry budget exhausted; not retrying");
                 return Err(err.into());
             }
+            m.retries.get_or_create(&reason).inc();
             tracing::warn!(
                 attempt,
                 backend = %route.lease.name,
@@ -578,7 +675,28 @@ impl Gateway {
             );
             drop((route, slot));
             tokio::time::sleep(delay).await;
+            access::note(|a| a.waited += delay);
         }
+    }
+
+    fn reject(&self, reason: &str) {
+        self.inner
+            .metrics
+            .rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn count_timeout(&self, kind: TimeoutKind) {
+        self.inner
+            .metrics
+            .timeouts
+            .get_or_create(&KindLabel {
+                kind: kind.as_str().to_owned(),
+            })
+            .inc();
     }
 
     pub async fn chat(
@@ -602,19 +720,20 @@ impl Gateway {
     /// returned as `Err` (after any retries), errors after it arrive in the stream.
     pub async fn chat_stream(
         &self,
-        req: ChatCompletionRequest,
+        mut req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
         let hints = Hints {
             session: cx.session_id.clone().or_else(|| req.user.clone()),
             prefix: Some(chat_prefix(&req)),
         };
+        let strip = force_usage(&mut req.stream_options);
         let served = self
             .attempts(Operation::Chat, req, cx, hints, |up, r, t| async move {
                 lumen_resilience::open_stream(up.backend.chat_stream(r, cx), &t).await
             })
             .await?;
-        Ok(GatewayStream::new(served))
+        Ok(GatewayStream::new(served, strip, self))
     }
 
     pub async fn completions(
@@ -642,13 +761,14 @@ impl Gateway {
 
     pub async fn completions_stream(
         &self,
-        req: CompletionRequest,
+        mut req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<CompletionChunk>, GatewayError> {
         let hints = Hints {
             session: cx.session_id.clone().or_else(|| req.user.clone()),
             prefix: Some(prompt_prefix(&req.prompt)),
         };
+        let strip = force_usage(&mut req.stream_options);
         let served = self
             .attempts(
                 Operation::Completions,
@@ -660,7 +780,7 @@ impl Gateway {
                 },
             )
             .await?;
-        Ok(GatewayStream::new(served))
+        Ok(GatewayStream::new(served, strip, self))
     }
 
     pub async fn embeddings(
@@ -784,48 +904,86 @@ fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
 }
 
 /// A committed stream. Holds its backend lease and admission permits until the stream ends or
-/// is dropped, reports a mid-stream engine failure to the backend's breaker, and shows the
-/// public model id in every chunk when it differs from the engine's.
+/// is dropped, reports a mid-stream engine failure to the backend's breaker, shows the public
+/// model id in every chunk when it differs from the engine's, and keeps the token usage: Lumen
+/// always asks the engine for it and drops the usage-only chunk when the client did not ask.
 pub struct GatewayStream<T> {
     inner: Guarded<T>,
     rewrite: Option<String>,
+    strip_usage: bool,
+    tokens: Option<(u64, u64)>,
     route: Route<Upstream>,
+    gateway: Gateway,
     _permits: [Permit; 2],
 }
 
 impl<T> GatewayStream<T> {
-    fn new(served: Served<Guarded<T>>) -> Self {
+    fn new(served: Served<Guarded<T>>, strip_usage: bool, gateway: &Gateway) -> Self {
         Self {
             inner: served.value,
             rewrite: served
                 .route
                 .rewrites_model()
                 .then(|| served.route.public_model.clone()),
+            strip_usage,
+            tokens: None,
             route: served.route,
+            gateway: gateway.clone(),
             _permits: served.permits,
         }
     }
+
+    /// (input, output) tokens, once the engine's usage chunk has passed.
+    pub fn tokens(&self) -> Option<(u64, u64)> {
+        self.tokens
+    }
+
+    /// The public model id this stream answers as.
+    pub fn model(&self) -> &str {
+        &self.route.public_model
+    }
 }
 
-impl<T: HasModel> Stream for GatewayStream<T> {
+impl<T: HasModel + HasUsage> Stream for GatewayStream<T> {
     type Item = Result<Chunk<T>, BackendError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(mut chunk))) => {
-                if let Some(public) = &this.rewrite {
-                    public.clone_into(chunk.get_mut().model_mut());
+        loop {
+            return match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(mut chunk))) => {
+                    if let Some(t) = chunk.get().tokens() {
+                        this.tokens = Some(t);
+                    }
+                    if this.strip_usage && chunk.get().is_usage_only() {
+                        continue;
+                    }
+                    if let Some(public) = &this.rewrite {
+                        public.clone_into(chunk.get_mut().model_mut());
+                    }
+                    Poll::Ready(Some(Ok(chunk)))
                 }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if e.is_backend_fault() {
-                    this.route.lease.backend.breaker.on_failure();
+                Poll::Ready(Some(Err(e))) => {
+                    if e.is_backend_fault() {
+                        this.route.lease.backend.breaker.on_failure();
+                    }
+                    if let BackendError::Timeout { kind } = &e {
+                        this.gateway.count_timeout(*kind);
+                    }
+                    Poll::Ready(Some(Err(e)))
                 }
-                Poll::Ready(Some(Err(e)))
-            }
-            other => other,
+                other => other,
+            };
         }
     }
+}
+
+/// Asks the engine for usage on every stream (so tokens are always counted) and reports
+/// whether the caller did not ask, in which case the usage chunk is stripped.
+fn force_usage(opts: &mut Option<lumen_openai_types::StreamOptions>) -> bool {
+    let wanted = opts.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+    if !wanted {
+        opts.get_or_insert_with(Default::default).include_usage = Some(true);
+    }
+    !wanted
 }

@@ -1,7 +1,10 @@
-//! The HTTP surface: routes, body limits, request ids, JSON and SSE responses.
+//! The HTTP surface: routes, body limits, request ids and trace context, JSON and SSE
+//! responses, health and metrics endpoints, and the per-request access record.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -12,15 +15,17 @@ use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
 use lumen_openai_types::{
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, HasModel, request,
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, HasModel, HasUsage, request,
 };
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::ResponseBody;
+use crate::access::Access;
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
+use crate::metrics::{Metrics, ModelLabel};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -30,8 +35,21 @@ pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-lumen-timeout-ms")
 /// Session key for `session_affinity` (the `user` field is the fallback).
 pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 
+/// W3C trace context.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// Longest client-supplied request id that is accepted as is.
 const MAX_REQUEST_ID: usize = 128;
+
+/// Which endpoints a listener serves: everything, or (on the admin listener) only the
+/// operational ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The API; also `/metrics` and health unless an admin listener takes them.
+    Api { operational: bool },
+    /// Only `/metrics`, `/health*` and `/ready`.
+    Admin,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
@@ -41,6 +59,9 @@ enum Endpoint {
     Models,
     Model,
     Health,
+    HealthInference,
+    Ready,
+    Metrics,
 }
 
 impl Endpoint {
@@ -51,15 +72,34 @@ impl Endpoint {
             "/v1/embeddings" => Self::Embeddings,
             "/v1/models" => Self::Models,
             "/health" => Self::Health,
+            "/health/inference" => Self::HealthInference,
+            "/ready" => Self::Ready,
+            "/metrics" => Self::Metrics,
             p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => Self::Model,
             _ => return None,
         })
     }
 
+    fn operational(self) -> bool {
+        matches!(
+            self,
+            Self::Health | Self::HealthInference | Self::Ready | Self::Metrics
+        )
+    }
+
+    fn served_on(self, surface: Surface) -> bool {
+        match surface {
+            Surface::Admin => self.operational(),
+            Surface::Api { operational } => {
+                operational || !self.operational() || self == Self::Health
+            }
+        }
+    }
+
     fn allowed(self) -> &'static str {
         match self {
             Self::Chat | Self::Completions | Self::Embeddings => "POST",
-            Self::Models | Self::Model | Self::Health => "GET, HEAD",
+            _ => "GET, HEAD",
         }
     }
 
@@ -78,65 +118,200 @@ impl Endpoint {
             Self::Models => "models",
             Self::Model => "model",
             Self::Health => "health",
+            Self::HealthInference => "health_inference",
+            Self::Ready => "ready",
+            Self::Metrics => "metrics",
         }
     }
 }
 
+/// What one request's handling produced: the response, and for a stream, the body that will
+/// close the access record when it ends.
+enum Outcome {
+    Done(Response<ResponseBody>),
+    Streaming(Response<ResponseBody>),
+}
+
 impl Gateway {
-    /// Serves one HTTP request. Never fails: every error is an OpenAI-shaped response.
+    /// Serves one HTTP request on the API surface. Never fails: every error is an
+    /// OpenAI-shaped response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let start = Instant::now();
+        self.handle_on(Surface::Api { operational: true }, req)
+            .await
+    }
+
+    /// Serves one HTTP request on the given surface.
+    pub async fn handle_on<B>(&self, surface: Surface, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let request_id = request_id(&req);
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let (traceparent, trace_id) = traceparent(&req);
+        let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
         let span = tracing::info_span!(
             "request",
             id = %request_id.to_str().unwrap_or_default(),
-            endpoint = tracing::field::Empty,
+            trace_id = %trace_id,
+        );
+        let access = Access::new(
+            request_id.to_str().unwrap_or_default().to_owned(),
+            trace_id.clone(),
+            endpoint.map_or("unknown", Endpoint::as_str),
         );
         async {
-            let resp = match self.dispatch(req, &request_id).await {
-                Ok(resp) => resp,
-                Err(e) => e.into_response(&request_id),
-            };
-            tracing::info!(
-                method = %method,
-                path = %path,
-                status = resp.status().as_u16(),
-                duration_us = start.elapsed().as_micros() as u64,
-                "access"
-            );
-            resp
+            let work = self.dispatch(req, endpoint, &request_id, traceparent);
+            let (result, access) = access.scope(work).await;
+            match result {
+                Ok(Outcome::Streaming(resp)) => resp,
+                Ok(Outcome::Done(resp)) => {
+                    if endpoint.is_some_and(|e| !e.operational()) {
+                        access.finish(
+                            &self.inner.metrics,
+                            resp.status().as_u16(),
+                            "ok",
+                            access.overhead(),
+                        );
+                    }
+                    resp
+                }
+                Err((e, access)) => {
+                    let resp = e.into_response(&request_id);
+                    access.finish(
+                        &self.inner.metrics,
+                        resp.status().as_u16(),
+                        "error",
+                        access.overhead(),
+                    );
+                    resp
+                }
+            }
         }
         .instrument(span)
         .await
     }
 
+    /// Routes and serves; errors carry the access record as it stood when they happened.
     async fn dispatch<B>(
         &self,
         req: Request<B>,
+        endpoint: Option<Endpoint>,
         request_id: &HeaderValue,
-    ) -> Result<Response<ResponseBody>, ApiError>
+        traceparent: String,
+    ) -> Result<Outcome, (ApiError, Access)>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let path = req.uri().path();
-        let Some(endpoint) = Endpoint::resolve(path) else {
-            return Err(ApiError::route_not_found(req.method().as_str(), path));
+        self.serve_endpoint(req, endpoint, request_id, traceparent)
+            .await
+            .map_err(|e| (e, current_access()))
+    }
+
+    async fn serve_endpoint<B>(
+        &self,
+        req: Request<B>,
+        endpoint: Option<Endpoint>,
+        request_id: &HeaderValue,
+        traceparent: String,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_owned();
+        let Some(endpoint) = endpoint else {
+            return Err(ApiError::route_not_found(req.method().as_str(), &path));
         };
         if !endpoint.accepts(req.method()) {
             return Err(ApiError::method_not_allowed(
                 req.method().as_str(),
-                path,
+                &path,
                 endpoint.allowed(),
             ));
         }
+        let cx = self.context(&req, request_id, traceparent)?;
+        let done = |r| Ok(Outcome::Done(r));
+        match endpoint {
+            Endpoint::Health => done(with_id(Response::new(full(Bytes::new())), request_id)),
+            Endpoint::HealthInference => {
+                let report = self.inference_report();
+                let status = if report.status == "healthy" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                done(json(status, &report, request_id))
+            }
+            Endpoint::Ready => {
+                let report = self.ready_report();
+                let status = if report.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                done(json(status, &report, request_id))
+            }
+            Endpoint::Metrics => {
+                let mut resp = Response::new(full(self.render_metrics()));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                done(with_id(resp, request_id))
+            }
+            Endpoint::Models => done(json(StatusCode::OK, &self.models(), request_id)),
+            Endpoint::Model => {
+                let id = percent_decode(&path["/v1/models/".len()..]);
+                match self.model(&id) {
+                    Some(m) => done(json(StatusCode::OK, &m, request_id)),
+                    None => Err(ApiError::model_not_found(&id)),
+                }
+            }
+            Endpoint::Chat => {
+                let body = self.read_body(req).await?;
+                let r: ChatCompletionRequest = request::parse(&body)?;
+                r.validate()?;
+                if r.is_stream() {
+                    Ok(self.sse(self.chat_stream(r, &cx).await?, request_id))
+                } else {
+                    done(self.unary_json(self.chat(r, &cx).await?, request_id))
+                }
+            }
+            Endpoint::Completions => {
+                let body = self.read_body(req).await?;
+                let r: CompletionRequest = request::parse(&body)?;
+                r.validate()?;
+                if r.is_stream() {
+                    Ok(self.sse(self.completions_stream(r, &cx).await?, request_id))
+                } else {
+                    done(self.unary_json(self.completions(r, &cx).await?, request_id))
+                }
+            }
+            Endpoint::Embeddings => {
+                let body = self.read_body(req).await?;
+                let r: EmbeddingRequest = request::parse(&body)?;
+                r.validate()?;
+                done(self.unary_json(self.embeddings(r, &cx).await?, request_id))
+            }
+        }
+    }
+
+    /// What the gateway needs from the request's headers.
+    fn context<B>(
+        &self,
+        req: &Request<B>,
+        request_id: &HeaderValue,
+        traceparent: String,
+    ) -> Result<RequestContext, ApiError> {
         let mut cx = RequestContext::new(request_id.to_str().unwrap_or_default());
+        cx.traceparent = Some(traceparent);
         cx.session_id = req
             .headers()
             .get(SESSION_ID)
@@ -150,56 +325,22 @@ impl Gateway {
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .filter(|ms| *ms > 0);
             match ms {
-                Some(ms) => cx.timeout = Some(std::time::Duration::from_millis(ms)),
+                Some(ms) => cx.timeout = Some(Duration::from_millis(ms)),
                 None => return Err(ApiError::invalid_header(TIMEOUT_MS.as_str())),
             }
         }
-        tracing::Span::current().record("endpoint", endpoint.as_str());
-        match endpoint {
-            Endpoint::Health => Ok(with_id(Response::new(full(Bytes::new())), request_id)),
-            Endpoint::Models => Ok(json(StatusCode::OK, &self.models(), request_id)),
-            Endpoint::Model => {
-                let id = percent_decode(&path["/v1/models/".len()..]);
-                match self.model(&id) {
-                    Some(m) => Ok(json(StatusCode::OK, &m, request_id)),
-                    None => Err(ApiError::model_not_found(&id)),
-                }
-            }
-            Endpoint::Chat => {
-                let body = self.read_body(req).await?;
-                let r: ChatCompletionRequest = request::parse(&body)?;
-                r.validate()?;
-                if r.is_stream() {
-                    Ok(sse(self.chat_stream(r, &cx).await?, request_id))
-                } else {
-                    Ok(json(StatusCode::OK, &self.chat(r, &cx).await?, request_id))
-                }
-            }
-            Endpoint::Completions => {
-                let body = self.read_body(req).await?;
-                let r: CompletionRequest = request::parse(&body)?;
-                r.validate()?;
-                if r.is_stream() {
-                    Ok(sse(self.completions_stream(r, &cx).await?, request_id))
-                } else {
-                    Ok(json(
-                        StatusCode::OK,
-                        &self.completions(r, &cx).await?,
-                        request_id,
-                    ))
-                }
-            }
-            Endpoint::Embeddings => {
-                let body = self.read_body(req).await?;
-                let r: EmbeddingRequest = request::parse(&body)?;
-                r.validate()?;
-                Ok(json(
-                    StatusCode::OK,
-                    &self.embeddings(r, &cx).await?,
-                    request_id,
-                ))
-            }
-        }
+        Ok(cx)
+    }
+
+    /// A non-streamed answer: counts its tokens, then serialises it.
+    fn unary_json<T: Serialize + HasUsage>(
+        &self,
+        value: T,
+        request_id: &HeaderValue,
+    ) -> Response<ResponseBody> {
+        let tokens = value.tokens();
+        crate::access::note(|a| a.tokens = tokens);
+        json(StatusCode::OK, &value, request_id)
     }
 
     /// Reads the body up to the limit. A declared length over the limit is refused before a
@@ -226,6 +367,46 @@ impl Gateway {
             Err(_) => Err(ApiError::unreadable_body()),
         }
     }
+
+    /// A committed stream as SSE. The access record moves into the body and is closed when the
+    /// stream ends (or the client goes away), with its time to first token and tokens.
+    fn sse<T: Serialize + HasModel + HasUsage + Send + 'static>(
+        &self,
+        stream: GatewayStream<T>,
+        request_id: &HeaderValue,
+    ) -> Outcome {
+        let mut access = current_access();
+        access.ttft = Some(access.start.elapsed());
+        let overhead = access.overhead();
+        let body = SseBody {
+            inner: stream,
+            finished: false,
+            last_chunk: Instant::now(),
+            chunks: 0,
+            record: Some(Record {
+                access,
+                overhead,
+                gateway: self.clone(),
+                error: None,
+            }),
+        };
+        let mut resp = Response::new(body.boxed_unsync());
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tell nginx-style proxies in front of Lumen not to buffer the stream.
+        h.insert(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+        Outcome::Streaming(with_id(resp, request_id))
+    }
+}
+
+fn current_access() -> Access {
+    let mut out = None;
+    crate::access::note(|a| out = Some(a.clone()));
+    out.unwrap_or_else(|| Access::new(String::new(), String::new(), "unknown"))
 }
 
 /// The client's `x-request-id` when it is sane (printable ASCII, at most 128 bytes), else a
@@ -240,6 +421,51 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
     }
     let id = uuid::Uuid::now_v7().to_string();
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The `traceparent` to send upstream and the trace id for logs. A valid incoming header keeps
+/// its trace id and flags with Lumen as the new parent span; otherwise a new trace starts.
+fn traceparent<B>(req: &Request<B>) -> (String, String) {
+    static SPAN: AtomicU64 = AtomicU64::new(0);
+    let n = SPAN.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 40;
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let span_id = format!("{:016x}", (z ^ (z >> 31)).max(1));
+    let incoming = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let (trace_id, flags) = match incoming {
+        Some((t, f)) => (t.to_owned(), f.to_owned()),
+        None => (uuid::Uuid::now_v7().simple().to_string(), "01".to_owned()),
+    };
+    (format!("00-{trace_id}-{span_id}-{flags}"), trace_id)
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    match parts.as_slice() {
+        [ver, trace, parent, flags]
+            if hex(ver, 2)
+                && *ver != "ff"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0')
+                && parent.bytes().any(|b| b != b'0') =>
+        {
+            Some((trace, flags))
+        }
+        _ => None,
+    }
 }
 
 fn with_id(mut resp: Response<ResponseBody>, request_id: &HeaderValue) -> Response<ResponseBody> {
@@ -272,20 +498,12 @@ fn json<T: Serialize>(
     }
 }
 
-fn sse<T: Serialize + HasModel + Send + 'static>(
-    stream: GatewayStream<T>,
-    request_id: &HeaderValue,
-) -> Response<ResponseBody> {
-    let mut resp = Response::new(SseBody::new(stream).boxed_unsync());
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tell nginx-style proxies in front of Lumen not to buffer the stream.
-    h.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    with_id(resp, request_id)
+/// The open access record of a stream, closed exactly once.
+struct Record {
+    access: Access,
+    overhead: Duration,
+    gateway: Gateway,
+    error: Option<&'static str>,
 }
 
 pin_project_lite::pin_project! {
@@ -297,19 +515,30 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: GatewayStream<T>,
         finished: bool,
+        last_chunk: Instant,
+        chunks: u64,
+        record: Option<Record>,
     }
-}
 
-impl<T> SseBody<T> {
-    fn new(inner: GatewayStream<T>) -> Self {
-        Self {
-            inner,
-            finished: false,
+    impl<T> PinnedDrop for SseBody<T> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(r) = this.record.take() {
+                let outcome = if *this.finished { "ok" } else { "client_disconnected" };
+                close(r, this.inner.tokens(), outcome);
+            }
         }
     }
 }
 
-impl<T: Serialize + HasModel> Body for SseBody<T> {
+fn close(mut r: Record, tokens: Option<(u64, u64)>, outcome: &str) {
+    r.access.tokens = tokens;
+    let outcome = r.error.unwrap_or(outcome);
+    r.access
+        .finish(&r.gateway.inner.metrics, 200, outcome, r.overhead);
+}
+
+impl<T: Serialize + HasModel + HasUsage> Body for SseBody<T> {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
@@ -317,24 +546,40 @@ impl<T: Serialize + HasModel> Body for SseBody<T> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.finished {
             return Poll::Ready(None);
         }
-        let bytes = match ready!(this.inner.poll_next(cx)) {
-            Some(Ok(chunk)) => match chunk.to_json() {
-                Ok(json) => data_frame(&json),
-                Err(e) => {
-                    *this.finished = true;
-                    error_event(BackendError::Protocol {
-                        backend: String::new(),
-                        message: format!("could not encode a chunk: {e}"),
-                    })
+        let bytes = match ready!(this.inner.as_mut().poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                *this.chunks += 1;
+                if *this.chunks > 1 {
+                    if let Some(r) = this.record.as_ref() {
+                        let gap = this.last_chunk.elapsed();
+                        let model = ModelLabel {
+                            model: r.access.model.clone().unwrap_or_default(),
+                        };
+                        Metrics::observe(&r.gateway.inner.metrics.tpot.get_or_create(&model), gap);
+                    }
                 }
-            },
+                *this.last_chunk = Instant::now();
+                match chunk.to_json() {
+                    Ok(json) => data_frame(&json),
+                    Err(e) => {
+                        *this.finished = true;
+                        error_event(BackendError::Protocol {
+                            backend: String::new(),
+                            message: format!("could not encode a chunk: {e}"),
+                        })
+                    }
+                }
+            }
             Some(Err(e)) => {
                 *this.finished = true;
                 tracing::warn!(error = %e, kind = e.kind(), "stream failed after commit");
+                if let Some(r) = this.record.as_mut() {
+                    r.error = Some(e.kind());
+                }
                 error_event(e)
             }
             None => {
@@ -342,6 +587,11 @@ impl<T: Serialize + HasModel> Body for SseBody<T> {
                 Bytes::from_static(DONE_FRAME)
             }
         };
+        if *this.finished {
+            if let Some(r) = this.record.take() {
+                close(r, this.inner.tokens(), "ok");
+            }
+        }
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 

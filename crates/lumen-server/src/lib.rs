@@ -13,17 +13,21 @@
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
 //! - `serve`: the accept loop and graceful shutdown.
 
+mod access;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod health;
 mod http;
+mod metrics;
 mod serve;
 
 pub use config::{LumenConfig, Overrides};
 pub use error::ApiError;
-pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream};
+pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream, Upstream};
+pub use http::Surface;
 pub use http::{REQUEST_ID, SESSION_ID, TIMEOUT_MS};
-pub use serve::serve;
+pub use serve::{serve, serve_admin, serve_api};
 
 /// Body of every response Lumen sends: a full buffer, or an SSE stream.
 pub type ResponseBody =

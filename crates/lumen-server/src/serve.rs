@@ -13,29 +13,76 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::Gateway;
+use crate::http::Surface;
 
 /// Clients that open a connection and send no request headers are dropped after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests and streams up to the gateway's shutdown grace to finish. Background
-/// model discovery runs for as long as the server does.
+/// model discovery and health checking run for as long as the server does.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_on(
+        listener,
+        gateway,
+        shutdown,
+        Surface::Api { operational: true },
+        true,
+    )
+    .await
+}
+
+/// Like [`serve`], with `/metrics`, `/health/inference` and `/ready` left to an admin listener
+/// (see [`serve_admin`]); `/health` stays, for load balancers.
+pub async fn serve_api(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_on(
+        listener,
+        gateway,
+        shutdown,
+        Surface::Api { operational: false },
+        true,
+    )
+    .await
+}
+
+/// Serves only `/metrics`, `/health*` and `/ready`, for a separate admin port. Runs no
+/// background work: pair it with [`serve_api`].
+pub async fn serve_admin(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_on(listener, gateway, shutdown, Surface::Admin, false).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+    surface: Surface,
+    background: bool,
+) -> io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-    let discovery = {
-        let gw = gateway.clone();
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            gw.run_discovery(async move {
-                let _ = rx.changed().await;
-            })
-            .await
-        })
+    let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+        let _ = rx.changed().await;
     };
+    let mut tasks = JoinSet::new();
+    if background {
+        let gw = gateway.clone();
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { gw.run_discovery(stop).await });
+        let gw = gateway.clone();
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { gw.run_health_checks(stop).await });
+    }
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -57,7 +104,7 @@ pub async fn serve(
         let gw = gateway.clone();
         let svc = service_fn(move |req| {
             let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req).await) }
+            async move { Ok::<_, Infallible>(gw.handle_on(surface, req).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -85,6 +132,6 @@ pub async fn serve(
         }
     }
     conns.shutdown().await;
-    discovery.abort();
+    tasks.shutdown().await;
     Ok(())
 }

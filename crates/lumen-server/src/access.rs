@@ -1,0 +1,141 @@
+//! The per-request record behind the access log line and the request metrics.
+//!
+//! The HTTP layer opens it, the gateway's attempt loop fills in what it learns (backend,
+//! attempts, time spent waiting on engines) through a task-local, and it is closed when the
+//! response is complete — for a stream, when the stream ends, however it ends.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::metrics::{
+    Metrics, ModelEndpoint, ModelLabel, RequestLabels, TokenLabels, status_class,
+};
+
+tokio::task_local! {
+    static CURRENT: RefCell<Access>;
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    pub start: Instant,
+    pub request_id: String,
+    pub trace_id: String,
+    pub endpoint: &'static str,
+    /// The public model, once routed ("unknown" otherwise, to keep label cardinality bounded).
+    pub model: Option<String>,
+    pub backend: Option<String>,
+    pub attempts: u32,
+    /// Time spent waiting on engine calls (for streams: until the first chunk).
+    pub upstream: Duration,
+    /// Deliberate waits: retry backoff and admission queueing.
+    pub waited: Duration,
+    pub ttft: Option<Duration>,
+    pub tokens: Option<(u64, u64)>,
+}
+
+impl Access {
+    pub fn new(request_id: String, trace_id: String, endpoint: &'static str) -> Self {
+        Self {
+            start: Instant::now(),
+            request_id,
+            trace_id,
+            endpoint,
+            model: None,
+            backend: None,
+            attempts: 0,
+            upstream: Duration::ZERO,
+            waited: Duration::ZERO,
+            ttft: None,
+            tokens: None,
+        }
+    }
+
+    /// Runs `fut` with this record as the current request's.
+    pub async fn scope<F: std::future::Future>(self, fut: F) -> (F::Output, Access) {
+        let cell = RefCell::new(self);
+        CURRENT
+            .scope(cell, async move {
+                let out = fut.await;
+                let access = CURRENT.with(|c| c.borrow().clone());
+                (out, access)
+            })
+            .await
+    }
+
+    /// Lumen's own time so far: elapsed minus engine waits and deliberate waits.
+    pub fn overhead(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(self.upstream)
+            .saturating_sub(self.waited)
+    }
+
+    /// Records the request metrics and writes the access line.
+    pub fn finish(&self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
+        let model = self.model.clone().unwrap_or_else(|| "unknown".to_owned());
+        let backend = self.backend.clone().unwrap_or_else(|| "none".to_owned());
+        let duration = self.start.elapsed();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: model.clone(),
+                backend: backend.clone(),
+                endpoint: self.endpoint.to_owned(),
+                status_class: status_class(status),
+            })
+            .inc();
+        Metrics::observe(
+            &metrics.duration.get_or_create(&ModelEndpoint {
+                model: model.clone(),
+                endpoint: self.endpoint.to_owned(),
+            }),
+            duration,
+        );
+        Metrics::observe(&metrics.overhead, overhead);
+        if let Some(t) = self.ttft {
+            Metrics::observe(
+                &metrics.ttft.get_or_create(&ModelLabel {
+                    model: model.clone(),
+                }),
+                t,
+            );
+        }
+        if let Some((input, output)) = self.tokens {
+            for (kind, n) in [("input", input), ("output", output)] {
+                metrics
+                    .tokens
+                    .get_or_create(&TokenLabels {
+                        model: model.clone(),
+                        token_type: kind.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        tracing::info!(
+            target: "lumen::access",
+            id = %self.request_id,
+            trace_id = %self.trace_id,
+            endpoint = self.endpoint,
+            model = %model,
+            backend = %backend,
+            status,
+            outcome,
+            duration_ms = duration.as_secs_f64() * 1e3,
+            ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1e3),
+            input_tokens = self.tokens.map(|t| t.0),
+            output_tokens = self.tokens.map(|t| t.1),
+            attempts = self.attempts,
+            overhead_us = overhead.as_micros() as u64,
+            cache = "bypass",
+            "access"
+        );
+    }
+}
+
+/// Updates the current request's record, if there is one (embedders calling the gateway
+/// directly have none).
+pub(crate) fn note(f: impl FnOnce(&mut Access)) {
+    let _ = CURRENT.try_with(|c| f(&mut c.borrow_mut()));
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics. Names follow the OpenTelemetry GenAI semantic conventions where one
+//! exists (time to first token, time per output token) and Prometheus naming rules otherwise.
+//! Labels stay low-cardinality: model, backend, endpoint, status class, kinds — never request
+//! ids or keys. docs/observability.md lists every metric.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub model: String,
+    pub backend: String,
+    pub endpoint: String,
+    pub status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ModelEndpoint {
+    pub model: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ModelLabel {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TokenLabels {
+    pub model: String,
+    pub token_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendLabel {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendReason {
+    pub backend: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub result: String,
+}
+
+fn latency() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn fine() -> Histogram {
+    // 1 ms .. ~1 s: time between tokens
+    Histogram::new(exponential_buckets(0.001, 2.0, 11))
+}
+
+fn micro() -> Histogram {
+    // 5 µs .. ~20 ms: Lumen's own overhead
+    Histogram::new(exponential_buckets(0.000_005, 2.0, 13))
+}
+
+/// Every metric Lumen exports, registered once per gateway.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<ModelEndpoint, Histogram, fn() -> Histogram>,
+    pub ttft: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    pub tpot: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub retries: Family<BackendReason, Counter>,
+    pub attempt_errors: Family<BackendReason, Counter>,
+    pub timeouts: Family<KindLabel, Counter>,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub retry_budget_exhausted: Counter,
+    pub queue_wait: Histogram,
+    pub overhead: Histogram,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub health_checks: Family<BackendReason, Counter>,
+    // Gauges refreshed from live state at scrape time.
+    pub in_flight: Family<BackendLabel, Gauge>,
+    pub breaker: Family<BackendLabel, Gauge>,
+    pub healthy: Family<BackendLabel, Gauge>,
+    pub queue_depth: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let requests = Family::default();
+        r.register(
+            "lumen_requests",
+            "Requests by model, backend, endpoint and status class",
+            requests.clone(),
+        );
+        let duration = Family::new_with_constructor(latency as fn() -> Histogram);
+        r.register_with_unit(
+            "lumen_request_duration",
+            "Request duration, to the last byte",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let ttft = Family::new_with_constructor(latency as fn() -> Histogram);
+        r.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time from request to the first output token (OTel gen_ai.server.time_to_first_token)",
+            Unit::Seconds,
+            ttft.clone(),
+        );
+        let tpot = Family::new_with_constructor(fine as fn() -> Histogram);
+        r.register_with_unit(
+            "gen_ai_server_time_per_output_token",
+            "Inter-token latency of streams (OTel gen_ai.server.time_per_output_token)",
+            Unit::Seconds,
+            tpot.clone(),
+        );
+        let tokens = Family::default();
+        r.register(
+            "lumen_tokens",
+            "Tokens from the engines' usage, by type: input or output",
+            tokens.clone(),
+        );
+        let retries = Family::default();
+        r.register(
+            "lumen_retries",
+            "Retries, by the backend that failed and the reason",
+            retries.clone(),
+        );
+        let attempt_errors = Family::default();
+        r.register(
+            "lumen_attempt_errors",
+            "Failed attempts against a backend, by reason",
+            attempt_errors.clone(),
+        );
+        let timeouts = Family::default();
+        r.register(
+            "lumen_timeouts",
+            "Deadline expiries by kind: connect, first_byte, idle, total",
+            timeouts.clone(),
+        );
+        let rejected = Family::default();
+        r.register(
+            "lumen_rejected",
+            "Requests refused before reaching an engine: queue_full, queue_timeout, no_healthy_backend",
+            rejected.clone(),
+        );
+        let retry_budget_exhausted = Counter::default();
+        r.register(
+            "lumen_retry_budget_exhausted",
+            "Retries refused by the retry budget",
+            retry_budget_exhausted.clone(),
+        );
+        let queue_wait = latency();
+        r.register_with_unit(
+            "lumen_queue_wait",
+            "Time spent waiting for an admission slot",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        let overhead = micro();
+        r.register_with_unit(
+            "lumen_overhead",
+            "Time spent inside Lumen per request, excluding the wait for the engine and retry backoff",
+            Unit::Seconds,
+            overhead.clone(),
+        );
+        let reloads = Family::default();
+        r.register(
+            "lumen_config_reloads",
+            "Configuration reloads by result: ok or rejected",
+            reloads.clone(),
+        );
+        let health_checks = Family::default();
+        r.register(
+            "lumen_health_checks",
+            "Background health probes by backend and result",
+            health_checks.clone(),
+        );
+        let in_flight = Family::default();
+        r.register(
+            "lumen_backend_in_flight",
+            "Requests in flight per backend",
+            in_flight.clone(),
+        );
+        let breaker = Family::default();
+        r.register(
+            "lumen_breaker_state",
+            "Circuit breaker per backend: 0 closed, 1 half-open, 2 open",
+            breaker.clone(),
+        );
+        let healthy = Family::default();
+        r.register(
+            "lumen_backend_up",
+            "1 when the backend is in rotation (health and breaker), else 0",
+            healthy.clone(),
+        );
+        let queue_depth = Gauge::default();
+        r.register(
+            "lumen_queue_depth",
+            "Requests waiting for an admission slot",
+            queue_depth.clone(),
+        );
+        Self {
+            registry: r,
+            requests,
+            duration,
+            ttft,
+            tpot,
+            tokens,
+            retries,
+            attempt_errors,
+            timeouts,
+            rejected,
+            retry_budget_exhausted,
+            queue_wait,
+            overhead,
+            reloads,
+            health_checks,
+            in_flight,
+            breaker,
+            healthy,
+            queue_depth,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn observe(h: &Histogram, d: Duration) {
+        h.observe(d.as_secs_f64());
+    }
+}
+
+pub(crate) fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}
