@@ -7,6 +7,7 @@ mod architecture;
 mod errors;
 mod governance;
 mod lifecycle;
+mod observability;
 mod openai_client;
 mod proxy;
 mod resilience;

@@ -119,7 +119,35 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
         reload,
         cfg.server.config_watch_ms,
     ));
-    match serve(listener, gateway, shutdown_signal()).await {
+    let served = match cfg.server.admin_listen {
+        None => serve(listener, gateway, shutdown_signal()).await,
+        Some(admin_addr) => {
+            let admin = match tokio::net::TcpListener::bind(admin_addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("lumen: cannot listen on {admin_addr} (server.admin_listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Ok(a) = admin.local_addr() {
+                eprintln!("lumen admin listening on http://{a}");
+            }
+            // One signal stops both listeners.
+            let (tx, rx) = tokio::sync::watch::channel(());
+            let stop = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+                let _ = rx.changed().await;
+            };
+            let api = lumen_server::serve_api(listener, gateway.clone(), stop(rx.clone()));
+            let admin = lumen_server::serve_admin(admin, gateway, stop(rx));
+            let signal = async move {
+                shutdown_signal().await;
+                let _ = tx.send(());
+            };
+            let (api, admin, ()) = tokio::join!(api, admin, signal);
+            api.and(admin)
+        }
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lumen: {e}");

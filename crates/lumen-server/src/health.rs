@@ -226,9 +226,9 @@ impl Gateway {
                 self.inner
                     .metrics
                     .health_checks
-                    .get_or_create(&crate::metrics::BackendReason {
+                    .get_or_create(&crate::metrics::BackendResult {
                         backend: slot.name.clone(),
-                        reason: if ok { "ok" } else { "failed" }.to_owned(),
+                        result: if ok { "ok" } else { "failed" }.to_owned(),
                     })
                     .inc();
             }
@@ -291,11 +291,18 @@ impl Gateway {
                 }
             })
             .collect();
+        // With active checks off, a backend in rotation (breaker closed) counts as healthy:
+        // the passive signal is all there is.
+        let checks_on = self.settings().health.enabled;
         let healthy = |name: &str| {
             backends.iter().any(|b| {
                 b.name == name
                     && b.in_rotation
-                    && matches!(b.check, CheckState::Healthy | CheckState::Failing)
+                    && match b.check {
+                        CheckState::Healthy | CheckState::Failing => true,
+                        CheckState::Unknown => !checks_on,
+                        CheckState::Loading | CheckState::Ejected => false,
+                    }
             })
         };
         let models: Vec<ModelReport> = router

@@ -389,6 +389,7 @@ impl Gateway {
                 gateway: self.clone(),
                 error: None,
             }),
+            span: tracing::Span::current(),
         };
         let mut resp = Response::new(body.boxed_unsync());
         let h = resp.headers_mut();
@@ -518,11 +519,15 @@ pin_project_lite::pin_project! {
         last_chunk: Instant,
         chunks: u64,
         record: Option<Record>,
+        // hyper polls the body outside the request's future; re-entering the span keeps the
+        // request id on every log line the stream writes.
+        span: tracing::Span,
     }
 
     impl<T> PinnedDrop for SseBody<T> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            let _entered = this.span.enter();
             if let Some(r) = this.record.take() {
                 let outcome = if *this.finished { "ok" } else { "client_disconnected" };
                 close(r, this.inner.tokens(), outcome);
@@ -550,6 +555,7 @@ impl<T: Serialize + HasModel + HasUsage> Body for SseBody<T> {
         if *this.finished {
             return Poll::Ready(None);
         }
+        let _entered = this.span.enter();
         let bytes = match ready!(this.inner.as_mut().poll_next(cx)) {
             Some(Ok(chunk)) => {
                 *this.chunks += 1;

@@ -49,6 +49,12 @@ pub(crate) struct BackendReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendResult {
+    pub backend: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
     pub kind: String,
 }
@@ -94,7 +100,7 @@ pub(crate) struct Metrics {
     pub queue_wait: Histogram,
     pub overhead: Histogram,
     pub reloads: Family<ResultLabel, Counter>,
-    pub health_checks: Family<BackendReason, Counter>,
+    pub health_checks: Family<BackendResult, Counter>,
     // Gauges refreshed from live state at scrape time.
     pub in_flight: Family<BackendLabel, Gauge>,
     pub breaker: Family<BackendLabel, Gauge>,
