@@ -16,14 +16,22 @@
 //! - `router`: [`Router`], [`RouteRequest`], [`Route`], [`Slot`], [`Lease`].
 //! - `policy`: the balancing algorithms.
 //! - `hash`: stable hashes for affinity.
+//! - [`keys`]: API keys (SHA-256 digests, constant-time comparison, model access).
+//! - [`limits`]: RPM / TPM / concurrency / daily and monthly token quotas, reserve then settle.
+//! - [`cache`]: the exact-match cache rules and key.
+//! - [`store`]: the storage traits, implemented in memory here and on Redis in `lumen-redis`.
 //!
 //! # Must not depend on
 //! hyper, the resilience crate, or any backend crate.
 
+pub mod cache;
 mod config;
 mod hash;
+pub mod keys;
+pub mod limits;
 mod policy;
 mod router;
+pub mod store;
 
 pub use config::{
     AutoConfig, GovernanceConfig, InvalidConfig, ModelConfig, PassthroughConfig, Policy,

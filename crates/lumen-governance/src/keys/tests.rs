@@ -1,0 +1,52 @@
+use super::*;
+
+#[test]
+fn digest_and_lookup() {
+    // sha256("sk-test") from coreutils: echo -n sk-test | sha256sum
+    let hex = to_hex(&digest("sk-test"));
+    assert_eq!(hex.len(), 64);
+    let ring = KeyRing::new(&[ApiKey {
+        name: "a".into(),
+        sha256: hex.clone(),
+        models: Some(vec!["m1".into()]),
+        limits: LimitSpec::default(),
+        per_model: Default::default(),
+    }])
+    .unwrap();
+    let k = ring.lookup("sk-test").unwrap();
+    assert_eq!(k.name, "a");
+    assert!(k.allows("m1") && !k.allows("m2"));
+    assert!(ring.lookup("sk-tesT").is_none());
+    assert!(digest_matches(&hex, &digest("sk-test")));
+    assert_eq!(parse_hex(&hex), Some(digest("sk-test")));
+}
+
+#[test]
+fn bad_keys_are_rejected_with_the_key_path() {
+    let k = |name: &str, sha: &str| ApiKey {
+        name: name.into(),
+        sha256: sha.into(),
+        models: None,
+        limits: LimitSpec::default(),
+        per_model: Default::default(),
+    };
+    assert_eq!(
+        KeyRing::new(&[k("a", "zz")]).unwrap_err().key,
+        "auth.keys[0].sha256"
+    );
+    let h = to_hex(&digest("x"));
+    assert_eq!(
+        KeyRing::new(&[k("a", &h), k("a", &to_hex(&digest("y")))])
+            .unwrap_err()
+            .key,
+        "auth.keys[1].name"
+    );
+}
+
+#[test]
+fn generated_keys_are_random_and_well_formed() {
+    let a = generate().unwrap();
+    let b = generate().unwrap();
+    assert_ne!(a, b);
+    assert!(a.starts_with("lumen-") && a.len() == 6 + 48);
+}

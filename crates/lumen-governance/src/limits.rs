@@ -1,0 +1,471 @@
+//! Per-key (and per key and model) limits: requests and tokens per minute, concurrent requests,
+//! and token quotas per day and per month.
+//!
+//! A request reserves an estimate of its tokens at admission (prompt size plus `max_tokens`) and
+//! settles with the engine's real usage afterwards. All counters of one request are checked and
+//! charged in one atomic store operation — one Redis round trip — so limits are exact across
+//! replicas. Minute windows start at a key's first request (no clock-boundary effects between
+//! replicas); quotas use calendar days and months (UTC).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::ApiKey;
+use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Verdict};
+
+/// Limits of a key (or of a key on one model). Absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSpec {
+    pub rpm: Option<u64>,
+    /// Prompt plus completion tokens per minute.
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    pub daily_tokens: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+}
+
+impl LimitSpec {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+/// Concurrency counters are refreshed on every acquire; this only matters if a replica dies
+/// with requests in flight.
+const LEASE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Requests,
+    Tokens,
+    Concurrent,
+    Daily,
+    Monthly,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("Rate limit reached for {what} on key `{key}`: limit {limit}, try again in {}s.", retry_after.as_secs().max(1))]
+    RateLimited {
+        key: String,
+        what: &'static str,
+        limit: u64,
+        retry_after: Duration,
+        headers: RateHeaders,
+    },
+    #[error("Token quota exhausted for key `{key}` ({period} quota {limit}).")]
+    QuotaExceeded {
+        key: String,
+        period: &'static str,
+        limit: u64,
+        retry_after: Duration,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LimitError {
+    /// Low-cardinality label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::RateLimited { what, .. } => what,
+            Self::QuotaExceeded { .. } => "quota",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` values for requests and tokens: (limit, remaining, reset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub requests: Option<(u64, u64, Duration)>,
+    pub tokens: Option<(u64, u64, Duration)>,
+}
+
+/// What must be settled once the request is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Token counters charged with the estimate.
+    token_keys: Vec<String>,
+    estimate: u64,
+    concurrency_keys: Vec<String>,
+}
+
+impl Reservation {
+    /// Nothing was reserved (no key, or no limits).
+    pub fn none() -> Self {
+        Self {
+            token_keys: Vec::new(),
+            estimate: 0,
+            concurrency_keys: Vec::new(),
+        }
+    }
+
+    /// The corrections that replace the estimate with the real usage and release concurrency.
+    pub fn settlement(&self, actual_tokens: Option<u64>) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        if let Some(actual) = actual_tokens {
+            let delta = actual as i64 - self.estimate as i64;
+            if delta != 0 {
+                out.extend(self.token_keys.iter().map(|k| (k.clone(), delta)));
+            }
+        }
+        out.extend(self.concurrency_keys.iter().map(|k| (k.clone(), -1)));
+        out
+    }
+}
+
+/// Admits requests against a key's limits on a store.
+#[derive(Clone)]
+pub struct Limiter {
+    store: Arc<dyn LimitStore>,
+    clock: Clock,
+}
+
+impl Limiter {
+    pub fn new(store: Arc<dyn LimitStore>, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LimitStore> {
+        &self.store
+    }
+
+    fn plan(&self, key: &ApiKey, model: &str, estimate: u64) -> Vec<(Counter, Kind, &'static str)> {
+        let now = (self.clock)();
+        let mut out = Vec::new();
+        let scopes = [("*", Some(&key.limits)), (model, key.per_model.get(model))];
+        for (scope, spec) in scopes {
+            let Some(spec) = spec.filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            // Braces: a Redis Cluster hash tag, so one key's counters share a slot.
+            let base = format!("lumen:rl:{{{}}}:{scope}", key.name);
+            let mut push = |kind, suffix: &str, limit: Option<u64>, cost, expiry, what| {
+                if let Some(limit) = limit {
+                    let c = Counter {
+                        key: format!("{base}:{suffix}"),
+                        limit,
+                        cost,
+                        expiry,
+                    };
+                    out.push((c, kind, what));
+                }
+            };
+            push(
+                Kind::Requests,
+                "rpm",
+                spec.rpm,
+                1,
+                Expiry::Window(MINUTE),
+                "requests",
+            );
+            push(
+                Kind::Tokens,
+                "tpm",
+                spec.tpm,
+                estimate,
+                Expiry::Window(MINUTE),
+                "tokens",
+            );
+            push(
+                Kind::Concurrent,
+                "conc",
+                spec.max_concurrent,
+                1,
+                Expiry::Lease(LEASE),
+                "concurrent requests",
+            );
+            let (day, day_left) = calendar_day(now);
+            push(
+                Kind::Daily,
+                &format!("day:{day}"),
+                spec.daily_tokens,
+                estimate,
+                Expiry::Window(day_left),
+                "daily tokens",
+            );
+            let (month, month_left) = calendar_month(now);
+            push(
+                Kind::Monthly,
+                &format!("month:{month}"),
+                spec.monthly_tokens,
+                estimate,
+                Expiry::Window(month_left),
+                "monthly tokens",
+            );
+        }
+        out
+    }
+
+    /// Checks and charges every limit that applies, in one atomic store operation.
+    pub async fn admit(
+        &self,
+        key: &ApiKey,
+        model: &str,
+        estimate: u64,
+    ) -> Result<(Reservation, RateHeaders), LimitError> {
+        let plan = self.plan(key, model, estimate);
+        if plan.is_empty() {
+            return Ok((Reservation::none(), RateHeaders::default()));
+        }
+        let counters: Vec<Counter> = plan.iter().map(|(c, _, _)| c.clone()).collect();
+        let verdict = self.store.acquire(&counters).await?;
+        let headers = |states: &[CounterState]| {
+            let mut h = RateHeaders::default();
+            for ((c, kind, _), s) in plan.iter().zip(states) {
+                let entry = Some((c.limit, c.limit.saturating_sub(s.value), s.reset));
+                match kind {
+                    // The tightest scope wins (the per-model one comes second).
+                    Kind::Requests => h.requests = tighter(h.requests, entry),
+                    Kind::Tokens => h.tokens = tighter(h.tokens, entry),
+                    _ => {}
+                }
+            }
+            h
+        };
+        match verdict {
+            Verdict::Admitted(states) => {
+                let mut r = Reservation::none();
+                r.estimate = estimate;
+                for (c, kind, _) in &plan {
+                    match kind {
+                        Kind::Tokens | Kind::Daily | Kind::Monthly => {
+                            r.token_keys.push(c.key.clone())
+                        }
+                        Kind::Concurrent => r.concurrency_keys.push(c.key.clone()),
+                        Kind::Requests => {}
+                    }
+                }
+                Ok((r, headers(&states)))
+            }
+            Verdict::Refused { index, state } => {
+                let (c, kind, what) = &plan[index];
+                let retry_after = if *kind == Kind::Concurrent {
+                    Duration::from_secs(1)
+                } else {
+                    state.reset
+                };
+                match kind {
+                    Kind::Daily | Kind::Monthly => Err(LimitError::QuotaExceeded {
+                        key: key.name.clone(),
+                        period: if *kind == Kind::Daily {
+                            "daily"
+                        } else {
+                            "monthly"
+                        },
+                        limit: c.limit,
+                        retry_after,
+                    }),
+                    _ => {
+                        let mut h = RateHeaders::default();
+                        let entry =
+                            Some((c.limit, c.limit.saturating_sub(state.value), state.reset));
+                        match kind {
+                            Kind::Requests => h.requests = entry,
+                            Kind::Tokens => h.tokens = entry,
+                            _ => {}
+                        }
+                        Err(LimitError::RateLimited {
+                            key: key.name.clone(),
+                            what,
+                            limit: c.limit,
+                            retry_after,
+                            headers: h,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the estimate with real usage and releases concurrency.
+    pub async fn settle(
+        &self,
+        reservation: &Reservation,
+        actual_tokens: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let deltas = reservation.settlement(actual_tokens);
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        self.store.adjust(&deltas).await
+    }
+
+    /// Current usage of a key, for `/admin/usage`: (counter name, value, limit, reset).
+    pub async fn usage(
+        &self,
+        key: &ApiKey,
+    ) -> Result<Vec<(String, u64, u64, Duration)>, StoreError> {
+        let plan = self.plan(key, "*", 0);
+        let keys: Vec<String> = plan.iter().map(|(c, _, _)| c.key.clone()).collect();
+        let states = self.store.read(&keys).await?;
+        Ok(plan
+            .into_iter()
+            .zip(states)
+            .map(|((c, _, what), s)| (what.to_owned(), s.value, c.limit, s.reset))
+            .collect())
+    }
+}
+
+fn tighter(
+    a: Option<(u64, u64, Duration)>,
+    b: Option<(u64, u64, Duration)>,
+) -> Option<(u64, u64, Duration)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.1 < x.1 { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// `(YYYYMMDD, time left in the day)` in UTC.
+fn calendar_day(now_ms: u64) -> (String, Duration) {
+    let days = now_ms / DAY_MS;
+    let (y, m, d) = civil(days as i64);
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        Duration::from_millis(DAY_MS - now_ms % DAY_MS),
+    )
+}
+
+/// `(YYYYMM, time left in the month)` in UTC.
+fn calendar_month(now_ms: u64) -> (String, Duration) {
+    let days = (now_ms / DAY_MS) as i64;
+    let (y, m, _) = civil(days);
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let next = days_from_civil(ny, nm, 1) as u64 * DAY_MS;
+    (
+        format!("{y:04}{m:02}"),
+        Duration::from_millis(next.saturating_sub(now_ms)),
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The embedded default: counters in process memory, with the same semantics as Redis.
+pub struct MemoryLimitStore {
+    clock: Clock,
+    counters: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl MemoryLimitStore {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            counters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (u64, u64)>, u64) -> R) -> R {
+        let now = (self.clock)();
+        let mut map = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 10_000 {
+            map.retain(|_, (_, exp)| *exp > now);
+        }
+        f(&mut map, now)
+    }
+}
+
+fn state(entry: Option<&(u64, u64)>, now: u64) -> CounterState {
+    match entry {
+        Some((v, exp)) if *exp > now => CounterState {
+            value: *v,
+            reset: Duration::from_millis(exp - now),
+        },
+        _ => CounterState {
+            value: 0,
+            reset: Duration::ZERO,
+        },
+    }
+}
+
+impl LimitStore for MemoryLimitStore {
+    fn acquire<'a>(
+        &'a self,
+        counters: &'a [Counter],
+    ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
+        let verdict = self.with(|map, now| {
+            for (i, c) in counters.iter().enumerate() {
+                let s = state(map.get(&c.key), now);
+                if c.limit > 0 && s.value + c.cost > c.limit {
+                    return Verdict::Refused { index: i, state: s };
+                }
+            }
+            let states = counters
+                .iter()
+                .map(|c| {
+                    let live = state(map.get(&c.key), now);
+                    let expires = match c.expiry {
+                        Expiry::Window(d) if live.reset.is_zero() => now + d.as_millis() as u64,
+                        Expiry::Window(_) => now + live.reset.as_millis() as u64,
+                        Expiry::Lease(d) => now + d.as_millis() as u64,
+                    };
+                    let value = live.value + c.cost;
+                    map.insert(c.key.clone(), (value, expires));
+                    CounterState {
+                        value,
+                        reset: Duration::from_millis(expires - now),
+                    }
+                })
+                .collect();
+            Verdict::Admitted(states)
+        });
+        Box::pin(std::future::ready(Ok(verdict)))
+    }
+
+    fn adjust<'a>(&'a self, deltas: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|map, now| {
+            for (k, d) in deltas {
+                if let Some((v, exp)) = map.get_mut(k) {
+                    if *exp > now {
+                        *v = (*v as i64 + d).max(0) as u64;
+                    }
+                }
+            }
+        });
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn read<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<CounterState>, StoreError>> {
+        let out = self.with(|map, now| keys.iter().map(|k| state(map.get(k), now)).collect());
+        Box::pin(std::future::ready(Ok(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

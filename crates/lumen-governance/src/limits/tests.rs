@@ -1,0 +1,137 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+
+fn clock() -> (Arc<AtomicU64>, Clock) {
+    // 2026-11-24T12:00:00Z
+    let t = Arc::new(AtomicU64::new(1_795_521_600_000));
+    let c = t.clone();
+    (t, Arc::new(move || c.load(Ordering::SeqCst)))
+}
+
+fn key(limits: LimitSpec) -> ApiKey {
+    ApiKey {
+        name: "team".into(),
+        sha256: String::new(),
+        models: None,
+        limits,
+        per_model: Default::default(),
+    }
+}
+
+#[test]
+fn calendar_windows() {
+    assert_eq!(civil(0), (1970, 1, 1));
+    assert_eq!(civil(20_416), (2025, 11, 24));
+    let (day, left) = calendar_day(1_795_521_600_000);
+    assert_eq!(
+        (day.as_str(), left),
+        ("20261124", Duration::from_secs(12 * 3600))
+    );
+    let (month, left) = calendar_month(1_795_521_600_000);
+    assert_eq!(month, "202611");
+    assert_eq!(
+        left,
+        Duration::from_secs((6 * 24 + 12) * 3600),
+        "to 2026-12-01"
+    );
+    assert_eq!(days_from_civil(2026, 12, 1), 20_788);
+}
+
+#[tokio::test]
+async fn rpm_window_starts_at_the_first_request_and_resets() {
+    let (t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        rpm: Some(3),
+        ..Default::default()
+    });
+    for i in 0..3 {
+        let (_, h) = l.admit(&k, "m", 10).await.unwrap();
+        assert_eq!(h.requests.map(|r| r.1), Some(2 - i), "remaining");
+    }
+    let err = l.admit(&k, "m", 10).await.unwrap_err();
+    match &err {
+        LimitError::RateLimited {
+            what, retry_after, ..
+        } => {
+            assert_eq!(*what, "requests");
+            assert_eq!(*retry_after, Duration::from_secs(60));
+        }
+        other => panic!("{other:?}"),
+    }
+    t.fetch_add(59_999, Ordering::SeqCst);
+    assert!(l.admit(&k, "m", 10).await.is_err());
+    t.fetch_add(1, Ordering::SeqCst);
+    assert!(l.admit(&k, "m", 10).await.is_ok(), "a new window");
+}
+
+#[tokio::test]
+async fn tpm_reserves_the_estimate_and_settles_with_usage() {
+    let (_t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        tpm: Some(1_000),
+        ..Default::default()
+    });
+    let (r, h) = l.admit(&k, "m", 800).await.unwrap();
+    assert_eq!(h.tokens.map(|t| t.1), Some(200));
+    assert!(
+        l.admit(&k, "m", 300).await.is_err(),
+        "800 reserved + 300 > 1000"
+    );
+    l.settle(&r, Some(100)).await.unwrap();
+    let (_, h) = l.admit(&k, "m", 300).await.unwrap();
+    assert_eq!(h.tokens.map(|t| t.1), Some(600), "100 used + 300 reserved");
+}
+
+#[tokio::test]
+async fn concurrency_is_released_on_settle_and_quota_is_a_different_error() {
+    let (_t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        max_concurrent: Some(1),
+        daily_tokens: Some(50),
+        ..Default::default()
+    });
+    let (r, _) = l.admit(&k, "m", 10).await.unwrap();
+    assert_eq!(
+        l.admit(&k, "m", 10).await.unwrap_err().reason(),
+        "concurrent requests"
+    );
+    l.settle(&r, Some(10)).await.unwrap();
+    let (r, _) = l.admit(&k, "m", 10).await.unwrap();
+    l.settle(&r, Some(40)).await.unwrap();
+    assert!(matches!(
+        l.admit(&k, "m", 10).await,
+        Err(LimitError::QuotaExceeded {
+            period: "daily",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn per_model_limits_apply_on_top() {
+    let (_t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let mut k = key(LimitSpec {
+        rpm: Some(100),
+        ..Default::default()
+    });
+    k.per_model.insert(
+        "big".into(),
+        LimitSpec {
+            rpm: Some(1),
+            ..Default::default()
+        },
+    );
+    let (_, h) = l.admit(&k, "big", 1).await.unwrap();
+    assert_eq!(
+        h.requests.map(|r| (r.0, r.1)),
+        Some((1, 0)),
+        "the tightest scope is reported"
+    );
+    assert!(l.admit(&k, "big", 1).await.is_err());
+    assert!(l.admit(&k, "small", 1).await.is_ok());
+}
