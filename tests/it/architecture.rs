@@ -113,7 +113,16 @@ fn crate_dependency_rules_hold() {
     );
     // Redis lives in its own crate; governance only defines the store traits.
     assert_none("lumen-governance", &["redis", "lumen-redis"]);
-    assert_none("lumen-redis", &["hyper", "hyper-util", "figment", "lumen-server", "lumen-backend-vllm"]);
+    assert_none(
+        "lumen-redis",
+        &[
+            "hyper",
+            "hyper-util",
+            "figment",
+            "lumen-server",
+            "lumen-backend-vllm",
+        ],
+    );
     // Only the server knows figment.
     for c in [
         "lumen-openai-types",

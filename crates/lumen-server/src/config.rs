@@ -39,6 +39,10 @@ pub struct LumenConfig {
     pub breaker: BreakerSettings,
     pub admission: AdmissionConfig,
     pub health: HealthConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub cache: CacheConfig,
+    pub redis: RedisConfig,
     pub log: LogConfig,
 }
 
@@ -166,6 +170,87 @@ impl Default for HealthConfig {
             unhealthy_threshold: 3,
             startup_grace_ms: 300_000,
             required_models: Vec::new(),
+        }
+    }
+}
+
+/// `[auth]`: API keys. Off by default; when on, every `/v1/*` call needs a key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    /// SHA-256 (hex) of the key that may use `/admin/*`; without it the admin API is off.
+    pub admin_key_sha256: Option<String>,
+    /// Keys from configuration (digests only). More can be created at run time via `/admin/keys`.
+    pub keys: Vec<lumen_governance::keys::ApiKey>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Completion tokens assumed when a request sets no `max_tokens`, for the TPM reservation
+    /// (settled to the real usage afterwards).
+    pub default_max_tokens: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default_max_tokens: 1_024,
+        }
+    }
+}
+
+/// `[cache]`: exact-match response cache.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub ttl_ms: u64,
+    /// Larger answers are not cached.
+    pub max_entry_bytes: usize,
+    /// In-memory cache capacity (with Redis, Redis's own memory policy applies).
+    pub max_bytes: u64,
+    /// Models whose answers are cached even when not deterministic (temperature > 0, no seed).
+    pub any_temperature_models: Vec<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl_ms: 3_600_000,
+            max_entry_bytes: 1024 * 1024,
+            max_bytes: 256 * 1024 * 1024,
+            any_temperature_models: Vec::new(),
+        }
+    }
+}
+
+/// `[redis]`: shared state across replicas. Without `url`, everything runs in memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Option<Secret>,
+    /// Deadline of every Redis operation on the request path.
+    pub timeout_ms: u64,
+    /// When Redis fails: admit (false, the default) or refuse with 503 (true).
+    pub fail_closed: bool,
+    /// `/ready` fails while Redis is unreachable.
+    pub required: bool,
+    /// How long a run-time API key looked up in Redis is trusted locally.
+    pub key_cache_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_ms: 50,
+            fail_closed: false,
+            required: false,
+            key_cache_ms: 5_000,
         }
     }
 }
@@ -354,6 +439,28 @@ impl LumenConfig {
             return Err(ConfigError::invalid(
                 "health",
                 "thresholds must be at least 1",
+            ));
+        }
+        lumen_governance::keys::KeyRing::new(&self.auth.keys)
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
+        if let Some(h) = &self.auth.admin_key_sha256 {
+            if lumen_governance::keys::parse_hex(h).is_none() {
+                return Err(ConfigError::invalid(
+                    "auth.admin_key_sha256",
+                    "must be 64 hex characters (see `lumen keys hash`)",
+                ));
+            }
+        }
+        if self.redis.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "redis.timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.cache.ttl_ms == 0 {
+            return Err(ConfigError::invalid(
+                "cache.ttl_ms",
+                "must be greater than 0",
             ));
         }
         if self.server.admin_listen == Some(self.server.listen) && self.server.listen.port() != 0 {

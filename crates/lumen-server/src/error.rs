@@ -15,6 +15,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use lumen_backend::{BackendError, TimeoutKind};
 use lumen_governance::GovernanceError;
+use lumen_governance::limits::{LimitError, RateHeaders};
 use lumen_openai_types::{ErrorObject, RequestError};
 use lumen_resilience::AdmissionError;
 
@@ -33,6 +34,8 @@ pub struct ApiError {
     pub error: Box<ErrorObject>,
     pub retry_after: Option<Duration>,
     allow: Option<&'static str>,
+    /// `x-ratelimit-*` headers for rate-limit refusals.
+    pub rate: Option<RateHeaders>,
 }
 
 impl ApiError {
@@ -42,7 +45,37 @@ impl ApiError {
             error: Box::new(ErrorObject::new(message, kind)),
             retry_after: None,
             allow: None,
+            rate: None,
         }
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID_REQUEST,
+            "You didn't provide an API key. Provide it in an Authorization header using Bearer auth (Authorization: Bearer YOUR_KEY).",
+        )
+        .code("invalid_api_key")
+    }
+
+    pub fn invalid_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID_REQUEST,
+            "Incorrect API key provided.",
+        )
+        .code("invalid_api_key")
+    }
+
+    pub fn shared_state_unavailable() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            "The gateway's shared state is unavailable; retry shortly.",
+        )
+        .code("shared_state_unavailable");
+        e.retry_after = Some(Duration::from_secs(1));
+        e
     }
 
     fn code(mut self, code: &str) -> Self {
@@ -127,6 +160,9 @@ impl ApiError {
         if let Some(allow) = self.allow {
             h.insert(ALLOW, HeaderValue::from_static(allow));
         }
+        if let Some(rate) = &self.rate {
+            rate_headers(h, rate);
+        }
         resp
     }
 }
@@ -135,6 +171,62 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+pub fn rate_headers(h: &mut http::HeaderMap, rate: &RateHeaders) {
+    for (what, v) in [("requests", rate.requests), ("tokens", rate.tokens)] {
+        if let Some((limit, remaining, reset)) = v {
+            let set = |h: &mut http::HeaderMap, name: String, value: String| {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::try_from(name),
+                    HeaderValue::try_from(value),
+                ) {
+                    h.insert(n, v);
+                }
+            };
+            set(h, format!("x-ratelimit-limit-{what}"), limit.to_string());
+            set(
+                h,
+                format!("x-ratelimit-remaining-{what}"),
+                remaining.to_string(),
+            );
+            set(
+                h,
+                format!("x-ratelimit-reset-{what}"),
+                format!("{}s", reset.as_secs_f64().ceil() as u64),
+            );
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::RateLimited {
+                retry_after,
+                ref headers,
+                ..
+            } => {
+                let mut out = Self::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMIT, e.to_string())
+                    .code("rate_limit_exceeded");
+                out.retry_after = Some(retry_after);
+                out.rate = Some(headers.clone());
+                out
+            }
+            LimitError::QuotaExceeded { retry_after, .. } => {
+                let mut out = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "insufficient_quota",
+                    e.to_string(),
+                )
+                .code("insufficient_quota");
+                out.retry_after = Some(retry_after);
+                out
+            }
+            LimitError::Store(_) => Self::shared_state_unavailable(),
+        }
+    }
 }
 
 impl From<RequestError> for ApiError {

@@ -30,11 +30,13 @@ use tokio::time::{Instant, timeout};
 
 use crate::access;
 use crate::config::{
-    AdmissionConfig, BreakerSettings, ConfigError, HealthConfig, LumenConfig, Operation, Probe,
-    Profile, Resolved, RetryConfig, TimeoutsConfig,
+    AdmissionConfig, AuthConfig, BreakerSettings, CacheConfig, ConfigError, HealthConfig,
+    LimitsConfig, LumenConfig, Operation, Probe, Profile, RedisConfig, Resolved, RetryConfig,
+    TimeoutsConfig,
 };
 use crate::health::HealthBook;
 use crate::metrics::{BackendLabel, BackendReason, KindLabel, Metrics, ReasonLabel, ResultLabel};
+use crate::shared::{SharedSettings, Stores};
 use lumen_resilience::BreakerState;
 
 /// Why the gateway could not serve a request.
@@ -69,6 +71,7 @@ pub(crate) struct Settings {
     pub(crate) discovery_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) health: HealthConfig,
+    pub(crate) shared: Arc<SharedSettings>,
 }
 
 /// Lumen's routing core. Cheap to clone.
@@ -85,6 +88,7 @@ pub(crate) struct Inner {
     jitter: AtomicU64,
     pub(crate) metrics: Metrics,
     pub(crate) health: HealthBook,
+    pub(crate) stores: Stores,
 }
 
 /// Builds a [`Gateway`] from parts, for embedders that do not use [`LumenConfig`].
@@ -100,6 +104,10 @@ pub struct GatewayBuilder {
     discovery_interval: Duration,
     shutdown_grace: Duration,
     health: HealthConfig,
+    auth: AuthConfig,
+    limits: LimitsConfig,
+    cache: CacheConfig,
+    redis: RedisConfig,
 }
 
 impl Default for GatewayBuilder {
@@ -117,6 +125,10 @@ impl Default for GatewayBuilder {
             discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             health: cfg.health,
+            auth: cfg.auth,
+            limits: cfg.limits,
+            cache: cfg.cache,
+            redis: cfg.redis,
         }
     }
 }
@@ -152,6 +164,30 @@ impl GatewayBuilder {
     }
 
     /// Background health checking: interval, thresholds, startup grace, required models.
+    /// API keys (off by default).
+    pub fn auth(mut self, a: AuthConfig) -> Self {
+        self.auth = a;
+        self
+    }
+
+    pub fn limits(mut self, l: LimitsConfig) -> Self {
+        self.limits = l;
+        self
+    }
+
+    /// The exact-match response cache (off by default).
+    pub fn cache(mut self, c: CacheConfig) -> Self {
+        self.cache = c;
+        self
+    }
+
+    /// Shared state on Redis; without a URL everything stays in memory. Needs a Tokio runtime
+    /// at [`build`](Self::build) time.
+    pub fn redis(mut self, r: RedisConfig) -> Self {
+        self.redis = r;
+        self
+    }
+
     pub fn health(mut self, h: HealthConfig) -> Self {
         self.health = h;
         self
@@ -235,6 +271,8 @@ impl GatewayBuilder {
             .collect();
         let router = Router::new(self.governance, specs)
             .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
+        let shared = SharedSettings::new(&self.auth, &self.limits, &self.cache, &self.redis)?;
+        let stores = Stores::new(&self.redis, &self.cache)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 router,
@@ -247,10 +285,12 @@ impl GatewayBuilder {
                     discovery_timeout: Duration::from_secs(5),
                     shutdown_grace: self.shutdown_grace,
                     health: self.health,
+                    shared: Arc::new(shared),
                 }),
                 jitter: AtomicU64::new(0x5EED),
                 metrics: Metrics::new(),
                 health: HealthBook::new(),
+                stores,
             }),
         })
     }
@@ -363,7 +403,11 @@ impl Gateway {
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
             .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms))
-            .health(cfg.health.clone());
+            .health(cfg.health.clone())
+            .auth(cfg.auth.clone())
+            .limits(cfg.limits.clone())
+            .cache(cfg.cache.clone())
+            .redis(cfg.redis.clone());
         b.backends = backend_specs(cfg)?;
         b.build()
     }
@@ -383,10 +427,11 @@ impl Gateway {
                 .router
                 .reconfigure(cfg.routing.clone(), specs)
                 .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
-            Ok(resolved)
+            let shared = SharedSettings::new(&cfg.auth, &cfg.limits, &cfg.cache, &cfg.redis)?;
+            Ok((resolved, shared))
         });
         match result {
-            Ok(resolved) => {
+            Ok((resolved, shared)) => {
                 let old = self.settings();
                 if (
                     old.resolved.max_concurrent,
@@ -411,6 +456,7 @@ impl Gateway {
                     discovery_timeout: old.discovery_timeout,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
                     health: cfg.health.clone(),
+                    shared: Arc::new(shared),
                 }));
                 self.reload_counter("ok").inc();
                 Ok(())

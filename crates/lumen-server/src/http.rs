@@ -26,6 +26,8 @@ use crate::access::Access;
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::metrics::{Metrics, ModelLabel};
+use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
+use lumen_governance::limits::RateHeaders;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,6 +64,10 @@ enum Endpoint {
     HealthInference,
     Ready,
     Metrics,
+    HealthRedis,
+    AdminKeys,
+    AdminKey,
+    AdminUsage,
 }
 
 impl Endpoint {
@@ -75,6 +81,10 @@ impl Endpoint {
             "/health/inference" => Self::HealthInference,
             "/ready" => Self::Ready,
             "/metrics" => Self::Metrics,
+            "/health/redis" => Self::HealthRedis,
+            "/admin/keys" => Self::AdminKeys,
+            "/admin/usage" => Self::AdminUsage,
+            p if p.starts_with("/admin/keys/") && p.len() > "/admin/keys/".len() => Self::AdminKey,
             p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => Self::Model,
             _ => return None,
         })
@@ -83,7 +93,14 @@ impl Endpoint {
     fn operational(self) -> bool {
         matches!(
             self,
-            Self::Health | Self::HealthInference | Self::Ready | Self::Metrics
+            Self::Health
+                | Self::HealthInference
+                | Self::Ready
+                | Self::Metrics
+                | Self::HealthRedis
+                | Self::AdminKeys
+                | Self::AdminKey
+                | Self::AdminUsage
         )
     }
 
@@ -99,6 +116,8 @@ impl Endpoint {
     fn allowed(self) -> &'static str {
         match self {
             Self::Chat | Self::Completions | Self::Embeddings => "POST",
+            Self::AdminKeys => "GET, POST",
+            Self::AdminKey => "DELETE",
             _ => "GET, HEAD",
         }
     }
@@ -106,8 +125,18 @@ impl Endpoint {
     fn accepts(self, m: &Method) -> bool {
         match self {
             Self::Chat | Self::Completions | Self::Embeddings => m == Method::POST,
+            Self::AdminKeys => m == Method::GET || m == Method::POST,
+            Self::AdminKey => m == Method::DELETE,
             _ => m == Method::GET || m == Method::HEAD,
         }
+    }
+
+    /// The OpenAI API proper: authenticated when auth is on.
+    fn is_api(self) -> bool {
+        matches!(
+            self,
+            Self::Chat | Self::Completions | Self::Embeddings | Self::Models | Self::Model
+        )
     }
 
     fn as_str(self) -> &'static str {
@@ -121,6 +150,9 @@ impl Endpoint {
             Self::HealthInference => "health_inference",
             Self::Ready => "ready",
             Self::Metrics => "metrics",
+            Self::HealthRedis => "health_redis",
+            Self::AdminKeys | Self::AdminKey => "admin_keys",
+            Self::AdminUsage => "admin_usage",
         }
     }
 }
@@ -235,6 +267,11 @@ impl Gateway {
             ));
         }
         let cx = self.context(&req, request_id, traceparent)?;
+        let principal = if endpoint.is_api() {
+            self.authenticate(req.headers()).await?
+        } else {
+            None
+        };
         let done = |r| Ok(Outcome::Done(r));
         match endpoint {
             Endpoint::Health => done(with_id(Response::new(full(Bytes::new())), request_id)),
@@ -248,7 +285,12 @@ impl Gateway {
                 done(json(status, &report, request_id))
             }
             Endpoint::Ready => {
-                let report = self.ready_report();
+                let mut report = self.ready_report();
+                if self.shared().redis_required && !matches!(self.redis_health().await, Some(Ok(_)))
+                {
+                    report.ready = false;
+                    report.missing.push("redis".to_owned());
+                }
                 let status = if report.ready {
                     StatusCode::OK
                 } else {
@@ -256,6 +298,19 @@ impl Gateway {
                 };
                 done(json(status, &report, request_id))
             }
+            Endpoint::HealthRedis => match self.redis_health().await {
+                None => Err(ApiError::route_not_found(req.method().as_str(), &path)),
+                Some(Ok(latency)) => done(json(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "latency_ms": latency.as_secs_f64() * 1e3}),
+                    request_id,
+                )),
+                Some(Err(e)) => done(json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "unavailable", "error": e.to_string()}),
+                    request_id,
+                )),
+            },
             Endpoint::Metrics => {
                 let mut resp = Response::new(full(self.render_metrics()));
                 resp.headers_mut().insert(
@@ -266,39 +321,194 @@ impl Gateway {
                 );
                 done(with_id(resp, request_id))
             }
-            Endpoint::Models => done(json(StatusCode::OK, &self.models(), request_id)),
+            Endpoint::AdminKeys | Endpoint::AdminKey | Endpoint::AdminUsage => {
+                let (parts, body) = req.into_parts();
+                let limit = self.max_body_bytes();
+                let body = match Limited::new(body, limit).collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(_) => return Err(ApiError::body_too_large(limit)),
+                };
+                let (status, value) = self
+                    .admin(&parts.method, &path, &parts.headers, &body)
+                    .await?;
+                done(json(status, &value, request_id))
+            }
+            Endpoint::Models => {
+                let mut list = self.models();
+                if let Some(k) = &principal {
+                    list.data.retain(|m| k.allows(&m.id));
+                }
+                done(json(StatusCode::OK, &list, request_id))
+            }
             Endpoint::Model => {
                 let id = percent_decode(&path["/v1/models/".len()..]);
-                match self.model(&id) {
+                match self
+                    .model(&id)
+                    .filter(|_| principal.as_ref().is_none_or(|k| k.allows(&id)))
+                {
                     Some(m) => done(json(StatusCode::OK, &m, request_id)),
                     None => Err(ApiError::model_not_found(&id)),
                 }
             }
             Endpoint::Chat => {
+                let headers = req.headers().clone();
                 let body = self.read_body(req).await?;
                 let r: ChatCompletionRequest = request::parse(&body)?;
                 r.validate()?;
+                let scope = self.check_access(&principal, &r.model)?;
+                let max = r.max_completion_tokens.or(r.max_tokens);
+                let (settlement, rate) = self
+                    .admit(&principal, &scope, self.estimate(body.len(), max))
+                    .await?;
                 if r.is_stream() {
-                    Ok(self.sse(self.chat_stream(r, &cx).await?, request_id))
+                    let stream = self.chat_stream(r, &cx).await;
+                    Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate))
                 } else {
-                    done(self.unary_json(self.chat(r, &cx).await?, request_id))
+                    let plan = self.cache_plan(
+                        &principal,
+                        &headers,
+                        "chat",
+                        &r.model,
+                        Some((r.temperature, r.seed)),
+                        || serde_json::to_vec(&canonical_chat(&r)).ok(),
+                    );
+                    self.unary(plan, settlement, rate, request_id, self.chat(r, &cx))
+                        .await
                 }
             }
             Endpoint::Completions => {
+                let headers = req.headers().clone();
                 let body = self.read_body(req).await?;
                 let r: CompletionRequest = request::parse(&body)?;
                 r.validate()?;
+                let scope = self.check_access(&principal, &r.model)?;
+                let (settlement, rate) = self
+                    .admit(&principal, &scope, self.estimate(body.len(), r.max_tokens))
+                    .await?;
                 if r.is_stream() {
-                    Ok(self.sse(self.completions_stream(r, &cx).await?, request_id))
+                    let stream = self.completions_stream(r, &cx).await;
+                    Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate))
                 } else {
-                    done(self.unary_json(self.completions(r, &cx).await?, request_id))
+                    let plan = self.cache_plan(
+                        &principal,
+                        &headers,
+                        "completions",
+                        &r.model,
+                        Some((r.temperature, r.seed)),
+                        || serde_json::to_vec(&canonical_completion(&r)).ok(),
+                    );
+                    self.unary(plan, settlement, rate, request_id, self.completions(r, &cx))
+                        .await
                 }
             }
             Endpoint::Embeddings => {
+                let headers = req.headers().clone();
                 let body = self.read_body(req).await?;
                 let r: EmbeddingRequest = request::parse(&body)?;
                 r.validate()?;
-                done(self.unary_json(self.embeddings(r, &cx).await?, request_id))
+                let scope = self.check_access(&principal, &r.model)?;
+                let (settlement, rate) = self
+                    .admit(&principal, &scope, self.estimate(body.len(), Some(0)))
+                    .await?;
+                let plan =
+                    self.cache_plan(&principal, &headers, "embeddings", &r.model, None, || {
+                        let mut c = r.clone();
+                        c.user = None;
+                        serde_json::to_vec(&c).ok()
+                    });
+                self.unary(plan, settlement, rate, request_id, self.embeddings(r, &cx))
+                    .await
+            }
+        }
+    }
+
+    /// The key may use this model (the default model when none is named). Returns the model id
+    /// limits are scoped to. A model the key may not use is reported as not found, as it is
+    /// absent from that key's `/v1/models`.
+    fn check_access(&self, principal: &Principal, model: &str) -> Result<String, ApiError> {
+        let model = if model.is_empty() {
+            self.router()
+                .config()
+                .default_model
+                .clone()
+                .unwrap_or_default()
+        } else {
+            model.to_owned()
+        };
+        match principal {
+            Some(k) if !model.is_empty() && !k.allows(&model) => {
+                Err(ApiError::model_not_found(&model))
+            }
+            _ => Ok(model),
+        }
+    }
+
+    fn estimate(&self, body_len: usize, max_tokens: Option<u32>) -> u64 {
+        estimate_tokens(
+            body_len,
+            max_tokens,
+            self.shared().limits.default_max_tokens,
+        )
+    }
+
+    /// A non-streamed answer: from the cache when possible, else from the engines; tokens
+    /// settle the reservation, and the answer is cached when the plan says so.
+    async fn unary<T: Serialize + HasUsage>(
+        &self,
+        plan: CachePlan,
+        mut settlement: Option<Settlement>,
+        rate: RateHeaders,
+        request_id: &HeaderValue,
+        call: impl std::future::Future<Output = Result<T, crate::gateway::GatewayError>>,
+    ) -> Result<Outcome, ApiError> {
+        let cache_on = self.shared().cache.enabled;
+        let finish = |mut resp: Response<ResponseBody>, hit: bool| {
+            let h = resp.headers_mut();
+            crate::error::rate_headers(h, &rate);
+            if cache_on {
+                h.insert(CACHE_HEADER, HeaderValue::from_static(plan.header(hit)));
+            }
+            with_id(resp, request_id)
+        };
+        if let Some(cached) = self.cache_get(&plan).await {
+            if let Some(s) = settlement.as_mut() {
+                s.tokens = Some(0);
+            }
+            let mut resp = Response::new(full(cached));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(Outcome::Done(finish(resp, true)));
+        }
+        let value = match call.await {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(s) = settlement.as_mut() {
+                    s.tokens = Some(0);
+                }
+                return Err(e.into());
+            }
+        };
+        let tokens = value.tokens();
+        crate::access::note(|a| a.tokens = tokens);
+        if let Some(s) = settlement.as_mut() {
+            s.tokens = tokens.map(|(i, o)| i + o);
+        }
+        match serde_json::to_vec(&value) {
+            Ok(body) => {
+                let body = Bytes::from(body);
+                self.cache_put(&plan, body.clone());
+                let mut resp = Response::new(full(body));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(Outcome::Done(finish(resp, false)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "response serialisation failed");
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    crate::error::SERVER_ERROR,
+                    "internal error",
+                ))
             }
         }
     }
@@ -332,17 +542,6 @@ impl Gateway {
         Ok(cx)
     }
 
-    /// A non-streamed answer: counts its tokens, then serialises it.
-    fn unary_json<T: Serialize + HasUsage>(
-        &self,
-        value: T,
-        request_id: &HeaderValue,
-    ) -> Response<ResponseBody> {
-        let tokens = value.tokens();
-        crate::access::note(|a| a.tokens = tokens);
-        json(StatusCode::OK, &value, request_id)
-    }
-
     /// Reads the body up to the limit. A declared length over the limit is refused before a
     /// byte is read; an undeclared one is cut off as soon as it passes the limit.
     async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, ApiError>
@@ -372,8 +571,9 @@ impl Gateway {
     /// stream ends (or the client goes away), with its time to first token and tokens.
     fn sse<T: Serialize + HasModel + HasUsage + Send + 'static>(
         &self,
-        stream: GatewayStream<T>,
+        (stream, settlement): (GatewayStream<T>, Option<Settlement>),
         request_id: &HeaderValue,
+        rate: RateHeaders,
     ) -> Outcome {
         let mut access = current_access();
         access.ttft = Some(access.start.elapsed());
@@ -388,6 +588,7 @@ impl Gateway {
                 overhead,
                 gateway: self.clone(),
                 error: None,
+                settlement,
             }),
             span: tracing::Span::current(),
         };
@@ -400,8 +601,49 @@ impl Gateway {
             HeaderName::from_static("x-accel-buffering"),
             HeaderValue::from_static("no"),
         );
+        crate::error::rate_headers(h, &rate);
         Outcome::Streaming(with_id(resp, request_id))
     }
+}
+
+/// Marks the response cached (`hit`), freshly fetched (`miss`, `refresh`) or not cacheable
+/// (`bypass`); present when the cache is on.
+pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-lumen-cache");
+
+/// A stream that failed before commit refunds its token reservation; one that committed carries
+/// the settlement to its end.
+fn refund_on_error<T>(
+    stream: Result<GatewayStream<T>, crate::gateway::GatewayError>,
+    mut settlement: Option<Settlement>,
+) -> Result<(GatewayStream<T>, Option<Settlement>), ApiError> {
+    match stream {
+        Ok(s) => Ok((s, settlement)),
+        Err(e) => {
+            if let Some(s) = settlement.as_mut() {
+                s.tokens = Some(0);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The request as cached: everything that can change the answer, nothing that cannot
+/// (`stream`, `stream_options`, `user`). Map keys serialise sorted, so equal requests give equal
+/// bytes.
+fn canonical_chat(r: &ChatCompletionRequest) -> ChatCompletionRequest {
+    let mut c = r.clone();
+    c.stream = None;
+    c.stream_options = None;
+    c.user = None;
+    c
+}
+
+fn canonical_completion(r: &CompletionRequest) -> CompletionRequest {
+    let mut c = r.clone();
+    c.stream = None;
+    c.stream_options = None;
+    c.user = None;
+    c
 }
 
 fn current_access() -> Access {
@@ -505,6 +747,7 @@ struct Record {
     overhead: Duration,
     gateway: Gateway,
     error: Option<&'static str>,
+    settlement: Option<Settlement>,
 }
 
 pin_project_lite::pin_project! {
@@ -538,6 +781,9 @@ pin_project_lite::pin_project! {
 
 fn close(mut r: Record, tokens: Option<(u64, u64)>, outcome: &str) {
     r.access.tokens = tokens;
+    if let Some(s) = r.settlement.as_mut() {
+        s.tokens = tokens.map(|(i, o)| i + o);
+    }
     let outcome = r.error.unwrap_or(outcome);
     r.access
         .finish(&r.gateway.inner.metrics, 200, outcome, r.overhead);

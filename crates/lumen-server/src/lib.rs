@@ -14,6 +14,7 @@
 //! - `serve`: the accept loop and graceful shutdown.
 
 mod access;
+mod admin;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -21,6 +22,7 @@ pub mod health;
 mod http;
 mod metrics;
 mod serve;
+mod shared;
 
 pub use config::{LumenConfig, Overrides};
 pub use error::ApiError;

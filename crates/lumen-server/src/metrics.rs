@@ -55,6 +55,11 @@ pub(crate) struct BackendResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OpLabel {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
     pub kind: String,
 }
@@ -101,6 +106,9 @@ pub(crate) struct Metrics {
     pub overhead: Histogram,
     pub reloads: Family<ResultLabel, Counter>,
     pub health_checks: Family<BackendResult, Counter>,
+    pub cache: Family<ResultLabel, Counter>,
+    pub rate_limited: Family<ReasonLabel, Counter>,
+    pub redis_errors: Family<OpLabel, Counter>,
     // Gauges refreshed from live state at scrape time.
     pub in_flight: Family<BackendLabel, Gauge>,
     pub breaker: Family<BackendLabel, Gauge>,
@@ -200,6 +208,24 @@ impl Metrics {
             "Background health probes by backend and result",
             health_checks.clone(),
         );
+        let cache = Family::default();
+        r.register(
+            "lumen_cache_requests",
+            "Response cache lookups: hit, miss, refresh (no-cache)",
+            cache.clone(),
+        );
+        let rate_limited = Family::default();
+        r.register(
+            "lumen_rate_limited",
+            "Requests refused by per-key limits: requests, tokens, concurrent_requests, quota",
+            rate_limited.clone(),
+        );
+        let redis_errors = Family::default();
+        r.register(
+            "lumen_redis_errors",
+            "Shared-state store failures by operation",
+            redis_errors.clone(),
+        );
         let in_flight = Family::default();
         r.register(
             "lumen_backend_in_flight",
@@ -240,6 +266,9 @@ impl Metrics {
             overhead,
             reloads,
             health_checks,
+            cache,
+            rate_limited,
+            redis_errors,
             in_flight,
             breaker,
             healthy,

@@ -1,0 +1,121 @@
+//! The admin API, behind the admin key: API keys created and revoked at run time (stored in
+//! Redis when configured, so every replica sees them) and current usage per key.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use lumen_governance::keys::{ApiKey, digest, generate, to_hex};
+use lumen_governance::limits::LimitSpec;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+
+/// `POST /admin/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    limits: LimitSpec,
+    #[serde(default)]
+    per_model: std::collections::BTreeMap<String, LimitSpec>,
+}
+
+fn describe(k: &ApiKey, source: &str) -> Value {
+    json!({"name": k.name, "models": k.models, "limits": k.limits, "per_model": k.per_model, "source": source})
+}
+
+impl Gateway {
+    /// Serves `/admin/*`. Without `auth.admin_key_sha256` the admin API does not exist (404).
+    pub(crate) async fn admin(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        match self.is_admin(headers) {
+            None => return Err(ApiError::route_not_found(method.as_str(), path)),
+            Some(false) => return Err(ApiError::invalid_key()),
+            Some(true) => {}
+        }
+        let store_err = |e: lumen_governance::store::StoreError| {
+            self.store_error("admin", &e);
+            ApiError::shared_state_unavailable()
+        };
+        match (method, path) {
+            (&Method::GET, "/admin/keys") => {
+                let mut out: Vec<Value> = self
+                    .config_keys()
+                    .iter()
+                    .map(|k| describe(k, "config"))
+                    .collect();
+                let runtime = self.key_store().list().await.map_err(store_err)?;
+                out.extend(runtime.iter().map(|k| describe(k, "runtime")));
+                Ok((StatusCode::OK, json!({"object": "list", "data": out})))
+            }
+            (&Method::POST, "/admin/keys") => {
+                let req: NewKey = lumen_openai_types::request::parse(body)?;
+                if req.name.trim().is_empty() {
+                    return Err(lumen_openai_types::RequestError::invalid(
+                        "'name' must not be empty.",
+                        "name",
+                    )
+                    .into());
+                }
+                if self.config_keys().iter().any(|k| k.name == req.name) {
+                    return Err(lumen_openai_types::RequestError::invalid(
+                        "A key with this name is defined in the configuration.",
+                        "name",
+                    )
+                    .into());
+                }
+                let secret = generate().map_err(|_| ApiError::shared_state_unavailable())?;
+                let key = ApiKey {
+                    name: req.name,
+                    sha256: to_hex(&digest(&secret)),
+                    models: req.models,
+                    limits: req.limits,
+                    per_model: req.per_model,
+                };
+                let mut shown = describe(&key, "runtime");
+                self.key_store().insert(key).await.map_err(store_err)?;
+                // The only time the secret is ever shown.
+                shown["key"] = Value::String(secret);
+                Ok((StatusCode::CREATED, shown))
+            }
+            (&Method::DELETE, p) if p.starts_with("/admin/keys/") => {
+                let name = &p["/admin/keys/".len()..];
+                if self.key_store().remove(name).await.map_err(store_err)? {
+                    Ok((StatusCode::OK, json!({"name": name, "deleted": true})))
+                } else {
+                    Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        crate::error::INVALID_REQUEST,
+                        format!("No run-time key named `{name}`."),
+                    ))
+                }
+            }
+            (&Method::GET, "/admin/usage") => {
+                let mut keys = self.config_keys();
+                keys.extend(self.key_store().list().await.map_err(store_err)?);
+                let mut out = Vec::new();
+                for k in keys {
+                    let usage = self.limiter().usage(&k).await.map_err(store_err)?;
+                    let counters: Vec<Value> = usage
+                        .into_iter()
+                        .map(|(what, used, limit, reset)| {
+                            json!({"counter": what, "used": used, "limit": limit, "reset_seconds": reset.as_secs()})
+                        })
+                        .collect();
+                    out.push(json!({"name": k.name, "counters": counters}));
+                }
+                Ok((StatusCode::OK, json!({"object": "list", "data": out})))
+            }
+            _ => Err(ApiError::route_not_found(method.as_str(), path)),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Shared state on the request path: API keys, limits and the response cache, in memory or on
+//! Redis. Redis trouble never hangs a request: every operation has a tight deadline, and the
+//! outcome is fail-open (the default) or fail-closed (`redis.fail_closed`), counted in metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use lumen_governance::cache::{MemoryCache, MemoryKeyStore, cache_key, is_deterministic};
+use lumen_governance::keys::{ApiKey, KeyRing, digest, parse_hex};
+use lumen_governance::limits::{LimitError, Limiter, MemoryLimitStore, RateHeaders, Reservation};
+use lumen_governance::store::{CacheStore, Clock, KeyStore, LimitStore, StoreError};
+use lumen_redis::RedisState;
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+
+use crate::config::{CacheConfig, ConfigError, LimitsConfig, RedisConfig};
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+use crate::metrics::{OpLabel, ResultLabel};
+
+/// The stores, created once per gateway (they keep their counters across reloads).
+pub(crate) struct Stores {
+    pub limiter: Limiter,
+    pub cache: Arc<dyn CacheStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub redis: Option<Arc<RedisState>>,
+}
+
+/// Milliseconds since the epoch on the Tokio clock (so a paused test clock moves windows too).
+fn clock() -> Clock {
+    let base_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let base = Instant::now();
+    Arc::new(move || base_ms + base.elapsed().as_millis() as u64)
+}
+
+impl Stores {
+    pub fn new(redis: &RedisConfig, cache: &CacheConfig) -> Result<Self, ConfigError> {
+        let clock = clock();
+        match &redis.url {
+            Some(url) => {
+                let state = RedisState::new(
+                    url.expose(),
+                    Duration::from_millis(redis.timeout_ms),
+                    Duration::from_millis(redis.key_cache_ms),
+                )
+                .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
+                let state = Arc::new(state);
+                Ok(Self {
+                    limiter: Limiter::new(state.clone() as Arc<dyn LimitStore>, clock),
+                    cache: state.clone(),
+                    keys: state.clone(),
+                    redis: Some(state),
+                })
+            }
+            None => Ok(Self {
+                limiter: Limiter::new(Arc::new(MemoryLimitStore::new(clock.clone())), clock),
+                cache: Arc::new(MemoryCache::new(
+                    cache.max_bytes,
+                    Duration::from_millis(cache.ttl_ms),
+                )),
+                keys: Arc::new(MemoryKeyStore::default()),
+                redis: None,
+            }),
+        }
+    }
+}
+
+/// Reloadable shared-state settings.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedSettings {
+    pub auth_enabled: bool,
+    pub ring: Arc<KeyRing>,
+    pub keys: Vec<ApiKey>,
+    pub admin_digest: Option<[u8; 32]>,
+    pub limits: LimitsConfig,
+    pub cache: CacheConfig,
+    pub fail_closed: bool,
+    pub redis_required: bool,
+}
+
+impl SharedSettings {
+    pub fn new(
+        auth: &crate::config::AuthConfig,
+        limits: &LimitsConfig,
+        cache: &CacheConfig,
+        redis: &RedisConfig,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            auth_enabled: auth.enabled,
+            ring: Arc::new(
+                KeyRing::new(&auth.keys).map_err(|e| ConfigError::invalid(e.key, e.reason))?,
+            ),
+            keys: auth.keys.clone(),
+            admin_digest: auth.admin_key_sha256.as_deref().and_then(parse_hex),
+            limits: limits.clone(),
+            cache: cache.clone(),
+            fail_closed: redis.fail_closed,
+            redis_required: redis.required && redis.url.is_some(),
+        })
+    }
+}
+
+/// The caller's key, when auth is on.
+pub(crate) type Principal = Option<Arc<ApiKey>>;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Releases concurrency and replaces the token estimate with real usage when dropped, on every
+/// path out of a request: success, error, or the client going away.
+pub(crate) struct Settlement {
+    limiter: Limiter,
+    reservation: Reservation,
+    /// Real (input + output) tokens, once known. `None` keeps the estimate.
+    pub tokens: Option<u64>,
+    gateway: Gateway,
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let deltas = self.reservation.settlement(self.tokens);
+        if deltas.is_empty() {
+            return;
+        }
+        let limiter = self.limiter.clone();
+        let gw = self.gateway.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = limiter.store().adjust(&deltas).await {
+                    gw.store_error("settle", &e);
+                }
+            });
+        }
+    }
+}
+
+/// How a request meets the cache.
+pub(crate) struct CachePlan {
+    pub key: Option<[u8; 32]>,
+    pub lookup: bool,
+    pub store: bool,
+}
+
+impl CachePlan {
+    pub fn bypass() -> Self {
+        Self {
+            key: None,
+            lookup: false,
+            store: false,
+        }
+    }
+
+    pub fn header(&self, hit: bool) -> &'static str {
+        match (self.key.is_some(), hit) {
+            (_, true) => "hit",
+            (true, false) if self.lookup => "miss",
+            (true, false) => "refresh",
+            (false, _) => "bypass",
+        }
+    }
+}
+
+impl Gateway {
+    pub(crate) fn shared(&self) -> Arc<SharedSettings> {
+        self.settings().shared.clone()
+    }
+
+    pub(crate) fn store_error(&self, op: &str, e: &StoreError) {
+        tracing::warn!(op, error = %e, "shared-state store error");
+        self.inner
+            .metrics
+            .redis_errors
+            .get_or_create(&OpLabel { op: op.to_owned() })
+            .inc();
+    }
+
+    /// Checks `Authorization: Bearer` when auth is on. Keys from configuration are checked in
+    /// memory; run-time keys in the key store. A key that cannot be verified (store down) is
+    /// refused, whatever the fail-open setting: availability never outranks authentication.
+    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let s = self.shared();
+        if !s.auth_enabled {
+            return Ok(None);
+        }
+        let Some(secret) = bearer(headers) else {
+            return Err(ApiError::missing_key());
+        };
+        if let Some(k) = s.ring.lookup(secret) {
+            return Ok(Some(k));
+        }
+        match self.inner.stores.keys.find(&digest(secret)).await {
+            Ok(Some(k)) => Ok(Some(Arc::new(k))),
+            Ok(None) => Err(ApiError::invalid_key()),
+            Err(e) => {
+                self.store_error("auth", &e);
+                Err(ApiError::shared_state_unavailable())
+            }
+        }
+    }
+
+    /// True when the presented bearer matches the admin key's digest (constant time).
+    pub(crate) fn is_admin(&self, headers: &HeaderMap) -> Option<bool> {
+        let want = self.shared().admin_digest?;
+        Some(bearer(headers).is_some_and(|s| bool::from(digest(s).ct_eq(&want))))
+    }
+
+    /// Charges the caller's limits for one request. Without a key (auth off) there is nothing
+    /// to charge. Store trouble admits (fail-open) or refuses with 503 (fail-closed).
+    pub(crate) async fn admit(
+        &self,
+        principal: &Principal,
+        model: &str,
+        estimate: u64,
+    ) -> Result<(Option<Settlement>, RateHeaders), ApiError> {
+        let Some(key) = principal else {
+            return Ok((None, RateHeaders::default()));
+        };
+        let limiter = self.inner.stores.limiter.clone();
+        match limiter.admit(key, model, estimate).await {
+            Ok((reservation, headers)) => Ok((
+                Some(Settlement {
+                    limiter,
+                    reservation,
+                    tokens: None,
+                    gateway: self.clone(),
+                }),
+                headers,
+            )),
+            Err(LimitError::Store(e)) => {
+                self.store_error("limits", &e);
+                if self.shared().fail_closed {
+                    Err(ApiError::shared_state_unavailable())
+                } else {
+                    Ok((None, RateHeaders::default()))
+                }
+            }
+            Err(e) => {
+                self.inner
+                    .metrics
+                    .rate_limited
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: e.reason().replace(' ', "_"),
+                    })
+                    .inc();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether and under which key this request meets the cache. Only deterministic requests
+    /// (temperature 0 or a seed) unless the model is widened; `Cache-Control: no-store`
+    /// bypasses it, `no-cache` skips the lookup but stores the fresh answer.
+    pub(crate) fn cache_plan(
+        &self,
+        principal: &Principal,
+        headers: &HeaderMap,
+        endpoint: &str,
+        model: &str,
+        deterministic: Option<(Option<f64>, Option<i64>)>,
+        canonical: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> CachePlan {
+        let s = self.shared();
+        if !s.cache.enabled {
+            return CachePlan::bypass();
+        }
+        let cc = headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let no_store = cc.contains("no-store");
+        let no_cache = cc.contains("no-cache");
+        let cacheable = match deterministic {
+            None => true,
+            Some((t, seed)) => {
+                is_deterministic(t, seed)
+                    || s.cache.any_temperature_models.iter().any(|m| m == model)
+            }
+        };
+        if no_store || !cacheable {
+            return CachePlan::bypass();
+        }
+        let Some(body) = canonical() else {
+            return CachePlan::bypass();
+        };
+        let ns = principal.as_ref().map_or("", |k| k.name.as_str());
+        CachePlan {
+            key: Some(cache_key(ns, endpoint, model, &body)),
+            lookup: !no_cache,
+            store: true,
+        }
+    }
+
+    pub(crate) async fn cache_get(&self, plan: &CachePlan) -> Option<Bytes> {
+        let key = plan.key.filter(|_| plan.lookup)?;
+        let found = match self.inner.stores.cache.get(&key).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.store_error("cache_get", &e);
+                None
+            }
+        };
+        self.count_cache(if found.is_some() { "hit" } else { "miss" });
+        found
+    }
+
+    pub(crate) fn cache_put(&self, plan: &CachePlan, body: Bytes) {
+        let s = self.shared();
+        let Some(key) = plan
+            .key
+            .filter(|_| plan.store && body.len() <= s.cache.max_entry_bytes)
+        else {
+            return;
+        };
+        if !plan.lookup {
+            self.count_cache("refresh");
+        }
+        let ttl = Duration::from_millis(s.cache.ttl_ms);
+        let gw = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = gw.inner.stores.cache.put(&key, body, ttl).await {
+                gw.store_error("cache_put", &e);
+            }
+        });
+    }
+
+    pub(crate) fn count_cache(&self, result: &str) {
+        self.inner
+            .metrics
+            .cache
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `/health/redis`: PING latency, or why Redis cannot be reached. `None` without Redis.
+    pub async fn redis_health(&self) -> Option<Result<Duration, StoreError>> {
+        let redis = self.inner.stores.redis.as_ref()?;
+        Some(redis.ping().await)
+    }
+
+    /// Run-time keys, for the admin API.
+    pub(crate) fn key_store(&self) -> &Arc<dyn KeyStore> {
+        &self.inner.stores.keys
+    }
+
+    /// Keys from the configuration.
+    pub(crate) fn config_keys(&self) -> Vec<ApiKey> {
+        self.shared().keys.clone()
+    }
+
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.inner.stores.limiter
+    }
+}
+
+/// Rough prompt size in tokens (4 bytes a token) plus the completion budget: the reservation
+/// that is settled to the real usage afterwards.
+pub(crate) fn estimate_tokens(body_len: usize, max_tokens: Option<u32>, default_max: u64) -> u64 {
+    (body_len as u64 / 4).max(1) + max_tokens.map_or(default_max, u64::from)
+}
