@@ -11,4 +11,5 @@ mod observability;
 mod openai_client;
 mod proxy;
 mod resilience;
+mod shared_state;
 mod streaming;

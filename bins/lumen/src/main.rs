@@ -30,10 +30,63 @@ struct Args {
     /// Start the built-in engine simulator and route to it, then stream a sample answer.
     #[arg(long)]
     demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// API key helpers: config files hold only SHA-256 digests of keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum KeysAction {
+    /// Print the SHA-256 digest of a key read from standard input (so it stays out of shell
+    /// history and process lists).
+    Hash,
+    /// Generate a new random key and print it with its digest.
+    New,
+}
+
+/// `lumen keys ...`: prints to stdout by design.
+#[allow(clippy::print_stdout)]
+fn keys(action: KeysAction) -> ExitCode {
+    use lumen_governance::keys::{digest, generate, to_hex};
+    match action {
+        KeysAction::Hash => {
+            let mut secret = String::new();
+            if std::io::stdin().read_line(&mut secret).is_err() || secret.trim().is_empty() {
+                eprintln!(
+                    "lumen: write the key on standard input, e.g. `printf %s \"$KEY\" | lumen keys hash`"
+                );
+                return ExitCode::from(EX_USAGE);
+            }
+            println!("{}", to_hex(&digest(secret.trim_end_matches(['\r', '\n']))));
+            ExitCode::SUCCESS
+        }
+        KeysAction::New => match generate() {
+            Ok(secret) => {
+                println!("key:    {secret}");
+                println!("sha256: {}", to_hex(&digest(&secret)));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lumen: no randomness available: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Keys { action }) = args.command {
+        return keys(action);
+    }
     let mut overrides = Overrides {
         listen: args.listen,
         backends: args.backends,

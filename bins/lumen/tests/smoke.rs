@@ -201,3 +201,135 @@ fn sighup_reloads_the_config_file_and_keeps_it_on_a_bad_one() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real redis-server on a free port for the multi-process test; killed on drop.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/run.sh installs it)");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_limit_is_exact_across_three_replicas_sharing_redis() {
+    use lumen_backend::{Backend, BackendError, RequestContext};
+    use lumen_backend_vllm::{VllmBackend, VllmConfig};
+
+    let redis = Redis::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (sim_addr, _sim) = rt
+        .block_on(lumen_sim::spawn(lumen_sim::SimConfig {
+            models: vec!["m1".into()],
+            ..Default::default()
+        }))
+        .unwrap();
+    let secret = "sk-replica-test";
+    let digest = lumen_governance::keys::to_hex(&lumen_governance::keys::digest(secret));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let mut child = lumen()
+            .env("LUMEN_BACKENDS", format!("http://{sim_addr}"))
+            .env("LUMEN_SERVER__LISTEN", "127.0.0.1:0")
+            .env("LUMEN_AUTH__ENABLED", "true")
+            .env(
+                "LUMEN_AUTH__KEYS",
+                format!(r#"[{{name="team", sha256="{digest}", limits={{rpm=100}}}}]"#),
+            )
+            .env("LUMEN_REDIS__URL", format!("redis://127.0.0.1:{}", redis.1))
+            .env("LUMEN_REDIS__TIMEOUT_MS", "2000")
+            .env("LUMEN_LOG__LEVEL", "warn")
+            .spawn()
+            .unwrap();
+        let addr = wait_listening(&mut child);
+        replicas.push((child, addr));
+    }
+    let clients: Vec<VllmBackend> = replicas
+        .iter()
+        .map(|(_, addr)| {
+            let mut cfg = VllmConfig::new("lumen", format!("http://{addr}"));
+            cfg.api_key = Some(secret.to_owned());
+            VllmBackend::new(cfg).unwrap()
+        })
+        .collect();
+    let (ok, limited, other) = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..1_000usize {
+            let client = clients[i % 3].clone();
+            tasks.push(tokio::spawn(async move {
+                let req = lumen_openai_types::ChatCompletionRequest {
+                    model: "m1".into(),
+                    messages: vec![lumen_openai_types::ChatMessage::new("user", "hi")],
+                    max_tokens: Some(1),
+                    ..Default::default()
+                };
+                client
+                    .chat(req, &RequestContext::new(format!("r{i}")))
+                    .await
+            }));
+        }
+        let (mut ok, mut limited, mut other) = (0, 0, Vec::new());
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(BackendError::Upstream { status: 429, .. }) => limited += 1,
+                Err(e) => other.push(e.to_string()),
+            }
+        }
+        (ok, limited, other)
+    });
+    for (mut child, _) in replicas {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(
+        (ok, limited),
+        (100, 900),
+        "exactly the limit, across 3 processes"
+    );
+}

@@ -1,0 +1,505 @@
+//! Shared state: API keys and model access, the admin API, limits (in memory with a paused
+//! clock, and on a real Redis), the response cache, and Redis failing and returning mid-run.
+
+use std::time::Duration;
+
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
+use lumen_server::config::{AuthConfig, CacheConfig, RedisConfig};
+use lumen_tests::*;
+use serde_json::json;
+
+const KEY: &str = "sk-team-a";
+const ADMIN: &str = "sk-admin";
+
+fn key(name: &str, secret: &str, models: Option<&[&str]>, limits: LimitSpec) -> ApiKey {
+    ApiKey {
+        name: name.into(),
+        sha256: to_hex(&digest(secret)),
+        models: models.map(|m| m.iter().map(|s| (*s).to_owned()).collect()),
+        limits,
+        per_model: Default::default(),
+    }
+}
+
+fn auth(keys: Vec<ApiKey>) -> AuthConfig {
+    AuthConfig {
+        enabled: true,
+        admin_key_sha256: Some(to_hex(&digest(ADMIN))),
+        keys,
+    }
+}
+
+fn chat(model: &str, extra: &str) -> String {
+    format!(
+        r#"{{"model":"{model}","messages":[{{"role":"user","content":"hello"}}],"max_tokens":4{extra}}}"#
+    )
+}
+
+async fn call(lumen: &Lumen, secret: &str, body: &str) -> Reply {
+    let bearer = format!("Bearer {secret}");
+    send(
+        http::Method::POST,
+        &lumen.url("/v1/chat/completions"),
+        body,
+        &[("authorization", &bearer)],
+    )
+    .await
+}
+
+async fn admin(lumen: &Lumen, method: http::Method, path: &str, body: &str) -> Reply {
+    let bearer = format!("Bearer {ADMIN}");
+    send(
+        method,
+        &lumen.url(path),
+        body,
+        &[("authorization", &bearer)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn keys_gate_the_api_and_scope_models() {
+    let (a, _sa) = sim(&["m1", "m2"]).await;
+    let keys = vec![key("team-a", KEY, Some(&["m1"]), LimitSpec::default())];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    let missing = post(&lumen.url("/v1/chat/completions"), &chat("m1", "")).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json()["error"]["code"], "invalid_api_key");
+    assert_eq!(missing.json()["error"]["type"], "invalid_request_error");
+    let wrong = call(&lumen, "sk-nope", &chat("m1", "")).await;
+    assert_eq!(wrong.status, 401);
+    assert!(
+        !wrong.text().contains("sk-nope"),
+        "the presented key is never echoed"
+    );
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+    let other = call(&lumen, KEY, &chat("m2", "")).await;
+    assert_eq!(
+        other.status, 404,
+        "a model outside the key's list does not exist for it"
+    );
+    assert_eq!(other.json()["error"]["code"], "model_not_found");
+    let models = send(
+        http::Method::GET,
+        &lumen.url("/v1/models"),
+        "",
+        &[("authorization", &format!("Bearer {KEY}"))],
+    )
+    .await;
+    let ids: Vec<String> = models.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec!["m1"]);
+    assert_eq!(get(&lumen.url("/v1/models")).await.status, 401);
+    assert_eq!(
+        get(&lumen.url("/health")).await.status,
+        200,
+        "liveness needs no key"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_creates_lists_uses_and_revokes_keys() {
+    let (a, _sa) = sim(&["m1"]).await;
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(vec![])).build().unwrap()).await;
+    assert_eq!(
+        get(&lumen.url("/admin/keys")).await.status,
+        401,
+        "admin key required"
+    );
+    let created = admin(
+        &lumen,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"ci","limits":{"rpm":5}}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("lumen-"));
+    assert_eq!(call(&lumen, &secret, &chat("m1", "")).await.status, 200);
+    let listed = admin(&lumen, http::Method::GET, "/admin/keys", "")
+        .await
+        .json();
+    assert_eq!(listed["data"][0]["name"], "ci");
+    assert!(
+        !listed.to_string().contains(&secret),
+        "secrets are shown once, at creation"
+    );
+    let usage = admin(&lumen, http::Method::GET, "/admin/usage", "")
+        .await
+        .json();
+    assert_eq!(
+        usage["data"][0]["counters"][0],
+        json!({"counter": "requests", "used": 1, "limit": 5, "reset_seconds": 59})
+    );
+    assert_eq!(
+        admin(&lumen, http::Method::DELETE, "/admin/keys/ci", "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&lumen, &secret, &chat("m1", "")).await.status,
+        401,
+        "revoked"
+    );
+    let bad = admin(&lumen, http::Method::POST, "/admin/keys", r#"{"nom":"x"}"#).await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rpm_limit_with_headers_and_window_reset_in_virtual_time() {
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            rpm: Some(3),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    for left in ["2", "1", "0"] {
+        let r = call(&lumen, KEY, &chat("m1", "")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
+        assert_eq!(r.header("x-ratelimit-remaining-requests"), Some(left));
+        assert_eq!(r.header("x-ratelimit-reset-requests"), Some("60s"));
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let refused = call(&lumen, KEY, &chat("m1", "")).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(refused.header("retry-after"), Some("40"));
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(
+        call(&lumen, KEY, &chat("m1", "")).await.status,
+        200,
+        "a new window"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_are_reserved_then_settled_and_quotas_are_insufficient_quota() {
+    let (a, _sa) = sim(&["m1"]).await;
+    // The request body is ~90 bytes (~22 tokens) + max_tokens 4 reserved; usage settles it.
+    let keys = vec![
+        key(
+            "tpm",
+            "sk-tpm",
+            None,
+            LimitSpec {
+                tpm: Some(60),
+                ..Default::default()
+            },
+        ),
+        key(
+            "quota",
+            "sk-quota",
+            None,
+            LimitSpec {
+                daily_tokens: Some(30),
+                ..Default::default()
+            },
+        ),
+    ];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    let first = call(&lumen, "sk-tpm", &chat("m1", "")).await;
+    assert_eq!(first.status, 200);
+    let reserved_left: u64 = first
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // let the settlement land
+    let second = call(&lumen, "sk-tpm", &chat("m1", "")).await;
+    assert_eq!(second.status, 200);
+    let usage = admin(&lumen, http::Method::GET, "/admin/usage", "")
+        .await
+        .json();
+    let tpm_used = usage["data"][0]["counters"][0]["used"].as_u64().unwrap();
+    // Settled to real usage (the simulator reports prompt ≈ body/4 of the messages, 4 output).
+    assert!(
+        tpm_used < 2 * (60 - reserved_left),
+        "settled below two reservations: {tpm_used}"
+    );
+    let big = r#"{"model":"m1","messages":[{"role":"user","content":"hello"}],"max_tokens":100}"#;
+    assert_eq!(
+        call(&lumen, "sk-tpm", big).await.status,
+        429,
+        "the estimate alone is over the limit"
+    );
+
+    assert_eq!(call(&lumen, "sk-quota", &chat("m1", "")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let out = call(&lumen, "sk-quota", &chat("m1", "")).await;
+    assert_eq!(out.status, 429);
+    assert_eq!(out.json()["error"]["type"], "insufficient_quota");
+    assert_eq!(out.json()["error"]["code"], "insufficient_quota");
+}
+
+fn cache_on() -> CacheConfig {
+    CacheConfig {
+        enabled: true,
+        any_temperature_models: vec!["creative".into()],
+        ..CacheConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn cache_hit_miss_refresh_and_bypass() {
+    let (a, sa) = sim(&["m1", "creative"]).await;
+    let lumen = Lumen::start(single_shot(&[&a]).cache(cache_on()).build().unwrap()).await;
+    let url = lumen.url("/v1/chat/completions");
+    let det = chat("m1", r#","temperature":0"#);
+    let first = post(&url, &det).await;
+    assert_eq!(first.header("x-lumen-cache"), Some("miss"));
+    tokio::time::sleep(Duration::from_millis(50)).await; // the write is asynchronous
+    let second = post(&url, &det).await;
+    assert_eq!(second.header("x-lumen-cache"), Some("hit"));
+    assert_eq!(
+        second.json(),
+        first.json(),
+        "the same answer, from the cache"
+    );
+    assert_eq!(sa.generation_count(), 1);
+    // stream and user do not change the key; model and body do.
+    let same = post(
+        &url,
+        &chat("m1", r#","temperature":0,"user":"someone-else""#),
+    )
+    .await;
+    assert_eq!(same.header("x-lumen-cache"), Some("hit"));
+    let refresh = send(
+        http::Method::POST,
+        &url,
+        &det,
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    assert_eq!(refresh.header("x-lumen-cache"), Some("refresh"));
+    let bypass = send(
+        http::Method::POST,
+        &url,
+        &det,
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(bypass.header("x-lumen-cache"), Some("bypass"));
+    let hot = post(&url, &chat("m1", r#","temperature":0.8"#)).await;
+    assert_eq!(
+        hot.header("x-lumen-cache"),
+        Some("bypass"),
+        "not deterministic"
+    );
+    assert_eq!(sa.generation_count(), 4);
+    post(&url, &chat("creative", r#","temperature":0.8"#)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let widened = post(&url, &chat("creative", r#","temperature":0.8"#)).await;
+    assert_eq!(
+        widened.header("x-lumen-cache"),
+        Some("hit"),
+        "widened per model"
+    );
+    let m = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        m.contains(r#"lumen_cache_requests_total{result="hit"} 3"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn cached_answers_are_not_shared_between_keys() {
+    let (a, sa) = sim(&["m1"]).await;
+    let keys = vec![
+        key("a", "sk-a", None, LimitSpec::default()),
+        key("b", "sk-b", None, LimitSpec::default()),
+    ];
+    let lumen = Lumen::start(
+        single_shot(&[&a])
+            .auth(auth(keys))
+            .cache(cache_on())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let det = chat("m1", r#","temperature":0"#);
+    call(&lumen, "sk-a", &det).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        call(&lumen, "sk-b", &det).await.header("x-lumen-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        call(&lumen, "sk-a", &det).await.header("x-lumen-cache"),
+        Some("hit")
+    );
+    assert_eq!(sa.generation_count(), 2);
+}
+
+fn redis(url: &str, fail_closed: bool) -> RedisConfig {
+    RedisConfig {
+        url: Some(lumen_server::config::Secret::new(url)),
+        timeout_ms: 200,
+        fail_closed,
+        required: true,
+        key_cache_ms: 5_000,
+    }
+}
+
+#[tokio::test]
+async fn limits_and_cache_are_shared_through_redis() {
+    let server = RedisServer::start().await;
+    let (a, sa) = sim(&["m1"]).await;
+    let keys = || {
+        vec![key(
+            "team-a",
+            KEY,
+            None,
+            LimitSpec {
+                rpm: Some(5),
+                ..Default::default()
+            },
+        )]
+    };
+    let replica = || {
+        single_shot(&[&a])
+            .auth(auth(keys()))
+            .cache(cache_on())
+            .redis(redis(&server.url(), false))
+    };
+    let one = Lumen::start(replica().build().unwrap()).await;
+    let two = Lumen::start(replica().build().unwrap()).await;
+    let det = chat("m1", r#","temperature":0"#);
+    let mut admitted = 0;
+    for i in 0..10 {
+        let lumen = if i % 2 == 0 { &one } else { &two };
+        if call(lumen, KEY, &det).await.status == 200 {
+            admitted += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(admitted, 5, "one limit across both replicas");
+    assert_eq!(
+        sa.generation_count(),
+        1,
+        "the first answer was cached for both replicas"
+    );
+    let h = get(&one.url("/health/redis")).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "ok");
+    // A key created on one replica works on the other.
+    let created = admin(
+        &one,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"shared"}"#,
+    )
+    .await
+    .json();
+    assert_eq!(
+        call(&two, created["key"].as_str().unwrap(), &chat("m1", ""))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn redis_down_fails_open_by_default_and_resumes_without_a_restart() {
+    let mut server = RedisServer::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            rpm: Some(2),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(
+        single_shot(&[&a])
+            .auth(auth(keys))
+            .redis(redis(&server.url(), false))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+    server.kill();
+    for _ in 0..5 {
+        let r = tokio::time::timeout(Duration::from_secs(5), call(&lumen, KEY, &chat("m1", "")))
+            .await
+            .expect("a request never hangs on Redis");
+        assert_eq!(r.status, 200, "fail-open: admitted while Redis is down");
+    }
+    let h = get(&lumen.url("/health/redis")).await;
+    assert_eq!(h.status, 503);
+    assert_eq!(h.json()["status"], "unavailable");
+    assert_eq!(
+        get(&lumen.url("/ready")).await.status,
+        503,
+        "redis.required"
+    );
+    let m = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        m.contains(r#"lumen_redis_errors_total{op="limits"} 5"#),
+        "{m}"
+    );
+    server.restart().await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(call(&lumen, KEY, &chat("m1", "")).await.status.as_u16());
+    }
+    // Redis came back empty: the window restarts and the limit of 2 applies again.
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.contains(&429),
+        "limits enforced again after Redis returned: {statuses:?}"
+    );
+    assert!(ok >= 2, "{statuses:?}");
+    assert_eq!(get(&lumen.url("/health/redis")).await.status, 200);
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_when_configured() {
+    let mut server = RedisServer::start().await;
+    let (a, sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            rpm: Some(100),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(
+        single_shot(&[&a])
+            .auth(auth(keys))
+            .redis(redis(&server.url(), true))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+    server.kill();
+    let r = call(&lumen, KEY, &chat("m1", "")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "shared_state_unavailable");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        sa.generation_count(),
+        1,
+        "nothing reached the engine unmetered"
+    );
+}
