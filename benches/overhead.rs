@@ -5,44 +5,14 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::time::Duration;
+#[path = "common.rs"]
+mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use tokio::time::Instant;
+use common::{latencies, pct};
 
+const PATH: &str = "/v1/chat/completions";
 const BODY: &str =
     r#"{"model":"m","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}"#;
-
-async fn latencies(addr: std::net::SocketAddr, n: usize) -> Vec<Duration> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let req = http::Request::post("/v1/chat/completions")
-            .header("host", "bench")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-            .unwrap();
-        let start = Instant::now();
-        sender.ready().await.unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
-        out.push(start.elapsed());
-    }
-    out.sort();
-    out
-}
-
-fn pct(v: &[Duration], p: f64) -> f64 {
-    v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -67,10 +37,10 @@ async fn main() {
     tokio::spawn(lumen_server::serve(listener, gw, std::future::pending()));
 
     let n = 20_000;
-    latencies(sim_addr, 2_000).await; // warm-up
-    latencies(lumen_addr, 2_000).await;
-    let direct = latencies(sim_addr, n).await;
-    let via = latencies(lumen_addr, n).await;
+    latencies(sim_addr, PATH, BODY, &[], 2_000).await; // warm-up
+    latencies(lumen_addr, PATH, BODY, &[], 2_000).await;
+    let direct = latencies(sim_addr, PATH, BODY, &[], n).await;
+    let via = latencies(lumen_addr, PATH, BODY, &[], n).await;
     println!("sequential non-streamed chat, 16 tokens, {n} requests, one keep-alive connection");
     for (name, p) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99)] {
         let (d, v) = (pct(&direct, p), pct(&via, p));

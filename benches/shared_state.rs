@@ -1,0 +1,144 @@
+//! What keys and limits cost per request: the same request through Lumen with no keys, with a
+//! key and limits in memory, and with a key and limits on Redis (a local `redis-server`,
+//! started here; skipped when it is not installed). One keep-alive connection, sequential.
+//! Run with `cargo bench -p lumen-benches --bench shared_state`.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::{latencies, pct};
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
+use lumen_server::config::{AuthConfig, RedisConfig};
+
+const PATH: &str = "/v1/chat/completions";
+const BODY: &str =
+    r#"{"model":"m","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}"#;
+const SECRET: &str = "sk-bench";
+
+async fn lumen(
+    sim: std::net::SocketAddr,
+    auth: Option<AuthConfig>,
+    redis: Option<RedisConfig>,
+) -> std::net::SocketAddr {
+    let backend = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(
+        "sim",
+        format!("http://{sim}"),
+    ))
+    .unwrap();
+    let mut b = lumen_server::Gateway::builder().backend("sim", backend, None);
+    if let Some(a) = auth {
+        b = b.auth(a);
+    }
+    if let Some(r) = redis {
+        b = b.redis(r);
+    }
+    let gw = b.build().unwrap();
+    gw.discover().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(lumen_server::serve(listener, gw, std::future::pending()));
+    addr
+}
+
+fn auth() -> AuthConfig {
+    AuthConfig {
+        enabled: true,
+        admin_key_sha256: None,
+        keys: vec![ApiKey {
+            name: "bench".into(),
+            sha256: to_hex(&digest(SECRET)),
+            models: None,
+            limits: LimitSpec {
+                rpm: Some(u64::MAX / 2),
+                tpm: Some(u64::MAX / 2),
+                max_concurrent: Some(1_000),
+                ..Default::default()
+            },
+            per_model: Default::default(),
+        }],
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (sim, _s) = lumen_sim::spawn(lumen_sim::SimConfig {
+        models: vec!["m".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let bearer = format!("Bearer {SECRET}");
+    let key = [("authorization", bearer.as_str())];
+    let n = 10_000;
+    let plain = lumen(sim, None, None).await;
+    let memory = lumen(sim, Some(auth()), None).await;
+    let mut runs = vec![
+        ("no keys", plain, &[][..]),
+        ("key + limits in memory", memory, &key[..]),
+    ];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let mut redis = redis.ok();
+    if redis.is_some() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cfg = RedisConfig {
+            url: Some(lumen_server::config::Secret::new(format!(
+                "redis://127.0.0.1:{port}"
+            ))),
+            timeout_ms: 1_000,
+            ..Default::default()
+        };
+        runs.push((
+            "key + limits on Redis",
+            lumen(sim, Some(auth()), Some(cfg)).await,
+            &key[..],
+        ));
+    } else {
+        println!("redis-server not installed: skipping the Redis run");
+    }
+    for (_, addr, h) in &runs {
+        latencies(*addr, PATH, BODY, h, 1_000).await;
+    }
+    println!("sequential non-streamed chat, {n} requests each, one keep-alive connection");
+    let base = latencies(plain, PATH, BODY, &[], n).await;
+    for (name, addr, h) in &runs {
+        let l = if *name == "no keys" {
+            base.clone()
+        } else {
+            latencies(*addr, PATH, BODY, h, n).await
+        };
+        println!(
+            "  {name:<24} p50 {:>7.1} µs  p99 {:>7.1} µs   added vs no keys: p50 {:>6.1} µs  p99 {:>6.1} µs",
+            pct(&l, 0.5),
+            pct(&l, 0.99),
+            pct(&l, 0.5) - pct(&base, 0.5),
+            pct(&l, 0.99) - pct(&base, 0.99)
+        );
+    }
+    if let Some(r) = redis.as_mut() {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+}
