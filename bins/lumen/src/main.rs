@@ -9,6 +9,12 @@ use lumen_server::{Gateway, serve};
 
 mod demo;
 
+/// mimalloc: a gateway allocates and frees many small, short-lived buffers per request across
+/// threads, which glibc's malloc handles with locks and consolidation (about a tenth of
+/// Lumen's CPU in profiles); mimalloc's thread-local free lists are several times cheaper.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a configuration the user must fix (BSD `EX_USAGE`).
 const EX_USAGE: u8 = 64;
 

@@ -1,0 +1,143 @@
+//! The processes under test, started from release binaries, measured through `/proc`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// The benchmark's API key (`sk-bench`) and its SHA-256, for Lumen's config.
+pub const KEY_HEADER: &[(&str, &str)] = &[("authorization", "Bearer sk-bench")];
+const KEY_SHA256: &str = "c00397de4384b5bbaf14c02fe1ec7020d28d1eeab6a722c576c84b6678c41c29";
+
+/// Clock ticks per second in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const CLK_TCK: f64 = 100.0;
+
+pub struct Proc {
+    child: Child,
+    pid: u32,
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    /// User plus system CPU seconds so far.
+    pub fn cpu(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / CLK_TCK
+    }
+
+    fn status_kb(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        self.status_kb("VmRSS:")
+    }
+
+    pub fn peak_rss_kb(&self) -> u64 {
+        self.status_kb("VmHWM:")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn free_addr() -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())
+}
+
+/// GET `path` over a fresh connection; the status code, or None if the server is not up.
+async fn status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).await.ok()?;
+    std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
+}
+
+async fn wait_for(addr: SocketAddr, path: &str, limit: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    while status(addr, path).await != Some(200) {
+        if start.elapsed() > limit {
+            return Err(format!("{addr}{path} not ready within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(start.elapsed())
+}
+
+/// The engine: one worker thread, zero latency, one model.
+pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
+    let addr = free_addr()?;
+    let child = Command::new(dir.join("lumen-sim"))
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--threads",
+            "1",
+            "--model",
+            "m",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (build it: cargo build --release -p lumen-sim-bin)",
+                dir.join("lumen-sim").display()
+            )
+        })?;
+    let pid = child.id().unwrap_or(0);
+    wait_for(addr, "/health", Duration::from_secs(10)).await?;
+    Ok(Proc { child, pid, addr })
+}
+
+/// Lumen with governance on: an API key with (high) in-memory limits, metrics, request ids.
+/// Returns it with the time from spawn to `/ready` answering 200.
+pub async fn start_lumen(dir: &Path, sim: SocketAddr) -> Result<(Proc, Duration), String> {
+    let addr = free_addr()?;
+    let keys = format!(
+        r#"[{{name="bench", sha256="{KEY_SHA256}", limits={{rpm=1000000000, tpm=1000000000000, max_concurrent=100000}}}}]"#
+    );
+    let start = Instant::now();
+    let child = Command::new(dir.join("lumen"))
+        .env("LUMEN_BACKENDS", format!("http://{sim}"))
+        .env("LUMEN_SERVER__LISTEN", addr.to_string())
+        .env("LUMEN_AUTH__ENABLED", "true")
+        .env("LUMEN_AUTH__KEYS", keys)
+        .env("LUMEN_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (build it: cargo build --release -p lumen)",
+                dir.join("lumen").display()
+            )
+        })?;
+    let pid = child.id().unwrap_or(0);
+    wait_for(addr, "/ready", Duration::from_secs(10)).await?;
+    Ok((Proc { child, pid, addr }, start.elapsed()))
+}
