@@ -177,12 +177,21 @@ pub async fn open(
     let start = Instant::now();
     let n = rate * d.as_secs();
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
-    for i in 0..n {
-        let at = start + gap * i as u32;
-        tokio::time::sleep_until(at).await;
-        let _ = tx.send(at);
-    }
-    drop(tx);
+    // A dedicated OS thread paces the sends: nanosleep is accurate to tens of microseconds,
+    // where the async timer wheel rounds to a millisecond and would inflate every latency.
+    let pacer = std::thread::spawn(move || {
+        for i in 0..n {
+            let at = start + gap * i as u32;
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if tx.send(at).is_err() {
+                return;
+            }
+        }
+    });
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     let mut parts = Vec::new();
     for w in workers {
         parts.extend(w.await.ok());

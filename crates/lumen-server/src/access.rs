@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::metrics::{
-    Metrics, ModelEndpoint, ModelLabel, RequestLabels, TokenLabels, status_class,
-};
+use crate::metrics::Metrics;
 
 tokio::task_local! {
     static CURRENT: RefCell<Access>;
@@ -74,44 +72,19 @@ impl Access {
 
     /// Records the request metrics and writes the access line.
     pub fn finish(&self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
-        let model = self.model.clone().unwrap_or_else(|| "unknown".to_owned());
-        let backend = self.backend.clone().unwrap_or_else(|| "none".to_owned());
+        let model = self.model.as_deref().unwrap_or("unknown");
+        let backend = self.backend.as_deref().unwrap_or("none");
         let duration = self.start.elapsed();
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                model: model.clone(),
-                backend: backend.clone(),
-                endpoint: self.endpoint.to_owned(),
-                status_class: status_class(status),
-            })
-            .inc();
-        Metrics::observe(
-            &metrics.duration.get_or_create(&ModelEndpoint {
-                model: model.clone(),
-                endpoint: self.endpoint.to_owned(),
-            }),
-            duration,
-        );
+        let h = metrics.handles(model, backend, self.endpoint, status);
+        h.requests.inc();
+        Metrics::observe(&h.duration, duration);
         Metrics::observe(&metrics.overhead, overhead);
         if let Some(t) = self.ttft {
-            Metrics::observe(
-                &metrics.ttft.get_or_create(&ModelLabel {
-                    model: model.clone(),
-                }),
-                t,
-            );
+            Metrics::observe(&h.ttft, t);
         }
         if let Some((input, output)) = self.tokens {
-            for (kind, n) in [("input", input), ("output", output)] {
-                metrics
-                    .tokens
-                    .get_or_create(&TokenLabels {
-                        model: model.clone(),
-                        token_type: kind.to_owned(),
-                    })
-                    .inc_by(n);
-            }
+            h.tokens_in.inc_by(input);
+            h.tokens_out.inc_by(output);
         }
         tracing::info!(
             target: "lumen::access",

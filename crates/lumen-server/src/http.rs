@@ -25,7 +25,7 @@ use crate::ResponseBody;
 use crate::access::Access;
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
-use crate::metrics::{Metrics, ModelLabel};
+use crate::metrics::Metrics;
 use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
 use lumen_governance::limits::RateHeaders;
 
@@ -578,7 +578,19 @@ impl Gateway {
         let mut access = current_access();
         access.ttft = Some(access.start.elapsed());
         let overhead = access.overhead();
+        let tpot = self
+            .inner
+            .metrics
+            .handles(
+                access.model.as_deref().unwrap_or("unknown"),
+                access.backend.as_deref().unwrap_or("none"),
+                access.endpoint,
+                200,
+            )
+            .tpot
+            .clone();
         let body = SseBody {
+            tpot,
             inner: stream,
             finished: false,
             last_chunk: Instant::now(),
@@ -762,6 +774,8 @@ pin_project_lite::pin_project! {
         last_chunk: Instant,
         chunks: u64,
         record: Option<Record>,
+        // Resolved once per stream: observing costs no label lookup per chunk.
+        tpot: prometheus_client::metrics::histogram::Histogram,
         // hyper polls the body outside the request's future; re-entering the span keeps the
         // request id on every log line the stream writes.
         span: tracing::Span,
@@ -806,13 +820,7 @@ impl<T: Serialize + HasModel + HasUsage> Body for SseBody<T> {
             Some(Ok(chunk)) => {
                 *this.chunks += 1;
                 if *this.chunks > 1 {
-                    if let Some(r) = this.record.as_ref() {
-                        let gap = this.last_chunk.elapsed();
-                        let model = ModelLabel {
-                            model: r.access.model.clone().unwrap_or_default(),
-                        };
-                        Metrics::observe(&r.gateway.inner.metrics.tpot.get_or_create(&model), gap);
-                    }
+                    Metrics::observe(this.tpot, this.last_chunk.elapsed());
                 }
                 *this.last_chunk = Instant::now();
                 match chunk.to_json() {

@@ -3,6 +3,7 @@
 //! Labels stay low-cardinality: model, backend, endpoint, status class, kinds — never request
 //! ids or keys. docs/observability.md lists every metric.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -114,6 +115,20 @@ pub(crate) struct Metrics {
     pub breaker: Family<BackendLabel, Gauge>,
     pub healthy: Family<BackendLabel, Gauge>,
     pub queue_depth: Gauge,
+    /// Per-request metric handles by label set, so the hot path neither allocates label
+    /// strings nor hashes them into every family on each request and stream chunk.
+    handles: std::sync::RwLock<std::collections::HashMap<u64, Arc<Handles>>>,
+}
+
+/// The per-request metrics of one (model, backend, endpoint, status class).
+pub(crate) struct Handles {
+    labels: (String, String, &'static str, u16),
+    pub requests: Counter,
+    pub duration: Histogram,
+    pub ttft: Histogram,
+    pub tpot: Histogram,
+    pub tokens_in: Counter,
+    pub tokens_out: Counter,
 }
 
 impl Metrics {
@@ -273,7 +288,99 @@ impl Metrics {
             breaker,
             healthy,
             queue_depth,
+            handles: std::sync::RwLock::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The handles for one label set, created on first use.
+    pub fn handles(
+        &self,
+        model: &str,
+        backend: &str,
+        endpoint: &'static str,
+        status: u16,
+    ) -> Arc<Handles> {
+        let class = status / 100;
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for part in [
+            model.as_bytes(),
+            b"\0",
+            backend.as_bytes(),
+            b"\0",
+            endpoint.as_bytes(),
+        ] {
+            for b in part {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        h ^= u64::from(class);
+        let same = |x: &Handles| {
+            x.labels.0 == model
+                && x.labels.1 == backend
+                && x.labels.2 == endpoint
+                && x.labels.3 == class
+        };
+        if let Ok(map) = self.handles.read() {
+            if let Some(x) = map.get(&h).filter(|x| same(x)) {
+                return x.clone();
+            }
+        }
+        // One statement per family: a family's read guard must be dropped before the next
+        // `get_or_create` on it, which may need its write lock.
+        let requests = self
+            .requests
+            .get_or_create(&RequestLabels {
+                model: model.to_owned(),
+                backend: backend.to_owned(),
+                endpoint: endpoint.to_owned(),
+                status_class: format!("{class}xx"),
+            })
+            .clone();
+        let duration = self
+            .duration
+            .get_or_create(&ModelEndpoint {
+                model: model.to_owned(),
+                endpoint: endpoint.to_owned(),
+            })
+            .clone();
+        let ttft = self
+            .ttft
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .clone();
+        let tpot = self
+            .tpot
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .clone();
+        let token = |kind: &str| {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    model: model.to_owned(),
+                    token_type: kind.to_owned(),
+                })
+                .clone()
+        };
+        let tokens_in = token("input");
+        let tokens_out = token("output");
+        let created = Arc::new(Handles {
+            labels: (model.to_owned(), backend.to_owned(), endpoint, class),
+            requests,
+            duration,
+            ttft,
+            tpot,
+            tokens_in,
+            tokens_out,
+        });
+        if let Ok(mut map) = self.handles.write() {
+            // Bounded: label values are routed model and backend names, but never trust that.
+            if map.len() < 10_000 {
+                map.insert(h, created.clone());
+            }
+        }
+        created
     }
 
     /// The OpenMetrics text exposition.
@@ -288,8 +395,4 @@ impl Metrics {
     pub fn observe(h: &Histogram, d: Duration) {
         h.observe(d.as_secs_f64());
     }
-}
-
-pub(crate) fn status_class(status: u16) -> String {
-    format!("{}xx", status / 100)
 }

@@ -134,12 +134,18 @@ impl Drop for Settlement {
         }
         let limiter = self.limiter.clone();
         let gw = self.gateway.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = limiter.store().adjust(&deltas).await {
-                    gw.store_error("settle", &e);
-                }
-            });
+        let settle = async move {
+            if let Err(e) = limiter.store().adjust(&deltas).await {
+                gw.store_error("settle", &e);
+            }
+        };
+        // The in-memory store completes at once: settle inline. A remote store gets a task, so
+        // the response never waits for it.
+        let mut settle = Box::pin(settle);
+        if futures::FutureExt::now_or_never(settle.as_mut()).is_none() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(settle);
+            }
         }
     }
 }
