@@ -282,7 +282,7 @@ impl VllmBackend {
         cx: &RequestContext,
     ) -> Result<ChunkStream<T>, BackendError>
     where
-        T: DeserializeOwned + stream::StreamPayload + Send + 'static,
+        T: DeserializeOwned + Send + 'static,
     {
         let body = self.encode(req)?;
         let resp = self.send(Method::POST, path, Some(body), cx).await?;

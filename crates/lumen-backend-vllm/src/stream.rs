@@ -8,42 +8,8 @@ use futures::Stream;
 use hyper::body::{Body, Incoming};
 use lumen_backend::BackendError;
 use lumen_openai_types::sse::SseDecoder;
-use lumen_openai_types::{ChatCompletionChunk, Chunk, CompletionChunk, ErrorObject, Extra};
+use lumen_openai_types::{Chunk, ErrorObject};
 use serde::de::DeserializeOwned;
-
-/// A stream payload that may carry an engine's in-band error instead of data.
-///
-/// vLLM reports a failure after the 200 as `data: {"error": {...}}` (older versions:
-/// `data: {"object": "error", ...}`). Both parse as a chunk with the error in `extra`, so the
-/// check reads `extra` rather than scanning bytes (which could match text inside content).
-pub(crate) trait StreamPayload {
-    fn extra(&self) -> &Extra;
-
-    fn upstream_error(&self) -> Option<ErrorObject> {
-        let extra = self.extra();
-        if let Some(e) = extra.get("error") {
-            let body = serde_json::json!({ "error": e }).to_string();
-            return ErrorObject::from_upstream(body.as_bytes());
-        }
-        if extra.get("object").and_then(|o| o.as_str()) == Some("error") {
-            let body = serde_json::Value::Object(extra.clone()).to_string();
-            return ErrorObject::from_upstream(body.as_bytes());
-        }
-        None
-    }
-}
-
-impl StreamPayload for ChatCompletionChunk {
-    fn extra(&self) -> &Extra {
-        &self.extra
-    }
-}
-
-impl StreamPayload for CompletionChunk {
-    fn extra(&self) -> &Extra {
-        &self.extra
-    }
-}
 
 pin_project_lite::pin_project! {
     /// Decodes SSE from the body, yields parsed chunks that keep their bytes, ends at `[DONE]`.
@@ -71,7 +37,7 @@ impl<T> SseChunks<T> {
     }
 }
 
-impl<T: DeserializeOwned + StreamPayload> Stream for SseChunks<T> {
+impl<T: DeserializeOwned> Stream for SseChunks<T> {
     type Item = Result<Chunk<T>, BackendError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -94,12 +60,12 @@ impl<T: DeserializeOwned + StreamPayload> Stream for SseChunks<T> {
                 }
                 Ok(Some(event)) => {
                     let item = match Chunk::<T>::from_raw(event.data) {
-                        Ok(chunk) => match chunk.get().upstream_error() {
+                        Ok(chunk) => match chunk.upstream_error() {
                             None => Ok(chunk),
                             Some(e) => Err(interrupted(
                                 this.backend,
                                 e.message.clone(),
-                                Some(Box::new(e)),
+                                Some(Box::new(e.clone())),
                             )),
                         },
                         Err(e) => Err(interrupted(

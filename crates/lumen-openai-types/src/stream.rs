@@ -30,52 +30,144 @@ pub struct Usage {
     pub extra: Extra,
 }
 
-/// One parsed stream event that remembers the bytes it came from.
+/// One stream event that remembers the bytes it came from.
 ///
-/// The gateway must inspect every chunk (to spot errors, count tokens, rewrite model names) but
-/// should not pay to re-serialise the ones it leaves alone. `Chunk` keeps the engine's original
-/// `data:` payload until [`Chunk::get_mut`] is called; after that it is serialised fresh.
-#[derive(Debug, Clone, PartialEq)]
+/// The gateway must look at every chunk (to spot in-band errors, count tokens, rewrite model
+/// names) but should pay neither to re-serialise the ones it leaves alone nor to build a typed
+/// value it never reads. So [`Chunk::from_raw`] only *peeks*: it validates the JSON and pulls out
+/// the error, `usage` and whether `choices` is empty, skipping everything else without
+/// allocating. The typed value is parsed on first [`get`](Self::get); after
+/// [`get_mut`](Self::get_mut) the original bytes are dropped and the chunk is serialised fresh.
+#[derive(Debug, Clone)]
 pub struct Chunk<T> {
-    value: T,
+    value: std::sync::OnceLock<T>,
     raw: Option<Bytes>,
+    peek: Option<Peeked>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Peeked {
+    tokens: Option<(u64, u64)>,
+    usage_only: bool,
+    error: Option<crate::ErrorObject>,
+}
+
+/// The few fields the gateway needs from a chunk; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(default, borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    object: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default, borrow)]
+    choices: Option<&'a serde_json::value::RawValue>,
 }
 
 impl<T> Chunk<T> {
     /// A chunk built in process (for example by a custom backend); serialised when sent.
     pub fn new(value: T) -> Self {
-        Self { value, raw: None }
+        Self {
+            value: std::sync::OnceLock::from(value),
+            raw: None,
+            peek: None,
+        }
     }
 
-    /// Parses an engine's `data:` payload and keeps the bytes for pass-through.
-    pub fn from_raw(raw: Bytes) -> Result<Self, serde_json::Error>
-    where
-        T: DeserializeOwned,
-    {
-        let value = serde_json::from_slice(&raw)?;
+    /// Takes an engine's `data:` payload: checks it is a JSON object and peeks at it.
+    pub fn from_raw(raw: Bytes) -> Result<Self, serde_json::Error> {
+        let p: Peek<'_> = serde_json::from_slice(&raw)?;
+        let failed =
+            p.error.is_some_and(|e| e.get() != "null") || p.object.as_deref() == Some("error");
+        let peek = Peeked {
+            tokens: p
+                .usage
+                .as_ref()
+                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+            usage_only: p.usage.is_some() && p.choices.is_some_and(|c| c.get().trim() == "[]"),
+            error: if failed {
+                crate::ErrorObject::from_upstream(&raw)
+            } else {
+                None
+            },
+        };
         Ok(Self {
-            value,
+            value: std::sync::OnceLock::new(),
             raw: Some(raw),
+            peek: Some(peek),
         })
     }
 
-    pub fn get(&self) -> &T {
-        &self.value
-    }
-
-    /// Mutable access; the original bytes are dropped because they no longer match.
-    pub fn get_mut(&mut self) -> &mut T {
-        self.raw = None;
-        &mut self.value
-    }
-
-    pub fn into_inner(self) -> T {
-        self.value
+    /// The engine's in-band error, when this event is one (`{"error": ...}` or vLLM's older
+    /// `{"object": "error", ...}`).
+    pub fn upstream_error(&self) -> Option<&crate::ErrorObject> {
+        self.peek.as_ref().and_then(|p| p.error.as_ref())
     }
 
     /// The original payload, if this chunk is still unchanged.
     pub fn raw(&self) -> Option<&Bytes> {
         self.raw.as_ref()
+    }
+}
+
+impl<T: DeserializeOwned + Default> Chunk<T> {
+    fn parse(&self) -> T {
+        // A payload that is valid JSON but not the expected shape reads as the default value;
+        // it is still forwarded byte for byte.
+        self.raw
+            .as_ref()
+            .and_then(|r| serde_json::from_slice(r).ok())
+            .unwrap_or_default()
+    }
+
+    /// The typed value, parsed on first use.
+    pub fn get(&self) -> &T {
+        self.value.get_or_init(|| self.parse())
+    }
+
+    /// Mutable access; the original bytes are dropped because they no longer match.
+    pub fn get_mut(&mut self) -> &mut T {
+        if self.value.get().is_none() {
+            let v = self.parse();
+            let _ = self.value.set(v);
+        }
+        self.raw = None;
+        self.peek = None;
+        match self.value.get_mut() {
+            Some(v) => v,
+            None => unreachable!("the value was set just above"),
+        }
+    }
+
+    pub fn into_inner(self) -> T {
+        let parsed = self.value.get().is_none().then(|| self.parse());
+        match (self.value.into_inner(), parsed) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => T::default(),
+        }
+    }
+
+    /// (input, output) tokens when this chunk carries usage.
+    pub fn tokens(&self) -> Option<(u64, u64)>
+    where
+        T: HasUsage,
+    {
+        match &self.peek {
+            Some(p) => p.tokens,
+            None => self.get().tokens(),
+        }
+    }
+
+    /// True for the usage-only chunk that `stream_options.include_usage` adds.
+    pub fn is_usage_only(&self) -> bool
+    where
+        T: HasUsage,
+    {
+        match &self.peek {
+            Some(p) => p.usage_only,
+            None => self.get().is_usage_only(),
+        }
     }
 
     /// The JSON payload to send: the original bytes when unchanged, else a fresh serialisation.
@@ -85,7 +177,7 @@ impl<T> Chunk<T> {
     {
         match &self.raw {
             Some(raw) => Ok(raw.clone()),
-            None => serde_json::to_vec(&self.value).map(Bytes::from),
+            None => serde_json::to_vec(self.get()).map(Bytes::from),
         }
     }
 }
@@ -167,3 +259,6 @@ impl HasUsage for crate::EmbeddingResponse {
         Some((self.usage.prompt_tokens, 0))
     }
 }
+
+#[cfg(test)]
+mod tests;

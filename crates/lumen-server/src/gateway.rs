@@ -990,7 +990,7 @@ impl<T> GatewayStream<T> {
     }
 }
 
-impl<T: HasModel + HasUsage> Stream for GatewayStream<T> {
+impl<T: HasModel + HasUsage + serde::de::DeserializeOwned + Default> Stream for GatewayStream<T> {
     type Item = Result<Chunk<T>, BackendError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -998,10 +998,10 @@ impl<T: HasModel + HasUsage> Stream for GatewayStream<T> {
         loop {
             return match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(mut chunk))) => {
-                    if let Some(t) = chunk.get().tokens() {
+                    if let Some(t) = chunk.tokens() {
                         this.tokens = Some(t);
                     }
-                    if this.strip_usage && chunk.get().is_usage_only() {
+                    if this.strip_usage && chunk.is_usage_only() {
                         continue;
                     }
                     if let Some(public) = &this.rewrite {

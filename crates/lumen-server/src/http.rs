@@ -569,7 +569,9 @@ impl Gateway {
 
     /// A committed stream as SSE. The access record moves into the body and is closed when the
     /// stream ends (or the client goes away), with its time to first token and tokens.
-    fn sse<T: Serialize + HasModel + HasUsage + Send + 'static>(
+    fn sse<
+        T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default + Send + 'static,
+    >(
         &self,
         (stream, settlement): (GatewayStream<T>, Option<Settlement>),
         request_id: &HeaderValue,
@@ -803,7 +805,9 @@ fn close(mut r: Record, tokens: Option<(u64, u64)>, outcome: &str) {
         .finish(&r.gateway.inner.metrics, 200, outcome, r.overhead);
 }
 
-impl<T: Serialize + HasModel + HasUsage> Body for SseBody<T> {
+impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default> Body
+    for SseBody<T>
+{
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
