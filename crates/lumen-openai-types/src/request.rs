@@ -34,6 +34,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
             code: None,
         });
     }
+    // Fast path: plain serde. Path tracking costs on every field, so it runs only to explain a
+    // failure (the second parse is of a body that is already known to be bad).
+    if let Ok(v) = serde_json::from_slice::<T>(body) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let result: Result<T, _> = serde_path_to_error::deserialize(de);
     let err = match result {

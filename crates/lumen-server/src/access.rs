@@ -33,6 +33,14 @@ pub(crate) struct Access {
     pub tokens: Option<(u64, u64)>,
 }
 
+impl Default for Access {
+    /// An empty record (no allocation): what is left in the task-local once the record is
+    /// taken out at the end of a request.
+    fn default() -> Self {
+        Self::new(String::new(), String::new(), "unknown")
+    }
+}
+
 impl Access {
     pub fn new(request_id: String, trace_id: String, endpoint: &'static str) -> Self {
         Self {
@@ -56,7 +64,7 @@ impl Access {
         CURRENT
             .scope(cell, async move {
                 let out = fut.await;
-                let access = CURRENT.with(|c| c.borrow().clone());
+                let access = CURRENT.with(|c| c.take());
                 (out, access)
             })
             .await
