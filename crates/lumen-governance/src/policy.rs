@@ -104,17 +104,19 @@ pub(crate) fn rendezvous(v: &View<'_>, key: u64) -> usize {
 /// next-preferred backend instead of overloading one.
 pub(crate) fn bounded_rendezvous(v: &View<'_>, key: u64, factor: f64) -> usize {
     let total: usize = v.cands.iter().map(|&k| (v.in_flight)(k)).sum();
-    let bound = ((total + 1) as f64 * factor / v.cands.len() as f64).ceil() as usize;
-    let mut ranked: Vec<(f64, usize)> = v
-        .cands
-        .iter()
-        .map(|&k| (hash::rendezvous(key, (v.node)(k), (v.weight)(k)), k))
-        .collect();
+    let bound = (((total + 1) as f64 * factor / v.cands.len() as f64).ceil() as usize).max(1);
+    let score = |k: usize| hash::rendezvous(key, (v.node)(k), (v.weight)(k));
+    // Usually the preferred backend is under its bound: one linear pass, no sort.
+    let best = rendezvous(v, key);
+    if (v.in_flight)(best) < bound {
+        return best;
+    }
+    let mut ranked: Vec<(f64, usize)> = v.cands.iter().map(|&k| (score(k), k)).collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
     ranked
         .iter()
-        .find(|(_, k)| (v.in_flight)(*k) < bound.max(1))
-        .map_or(ranked[0].1, |(_, k)| *k)
+        .find(|(_, k)| (v.in_flight)(*k) < bound)
+        .map_or(best, |(_, k)| *k)
 }
 
 #[cfg(test)]
