@@ -30,6 +30,13 @@ pub struct Usage {
     pub extra: Extra,
 }
 
+impl Usage {
+    /// (input, output) tokens.
+    pub fn tokens(&self) -> (u64, u64) {
+        (self.prompt_tokens, self.completion_tokens)
+    }
+}
+
 /// One stream event that remembers the bytes it came from.
 ///
 /// The gateway must look at every chunk (to spot in-band errors, count tokens, rewrite model
@@ -81,10 +88,7 @@ impl<T> Chunk<T> {
         let failed =
             p.error.is_some_and(|e| e.get() != "null") || p.object.as_deref() == Some("error");
         let peek = Peeked {
-            tokens: p
-                .usage
-                .as_ref()
-                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+            tokens: p.usage.as_ref().map(Usage::tokens),
             usage_only: p.usage.is_some() && p.choices.is_some_and(|c| c.get().trim() == "[]"),
             error: if failed {
                 crate::ErrorObject::from_upstream(&raw)
@@ -225,17 +229,13 @@ pub trait HasUsage {
 
 impl HasUsage for crate::ChatCompletionResponse {
     fn tokens(&self) -> Option<(u64, u64)> {
-        self.usage
-            .as_ref()
-            .map(|u| (u.prompt_tokens, u.completion_tokens))
+        self.usage.as_ref().map(Usage::tokens)
     }
 }
 
 impl HasUsage for crate::ChatCompletionChunk {
     fn tokens(&self) -> Option<(u64, u64)> {
-        self.usage
-            .as_ref()
-            .map(|u| (u.prompt_tokens, u.completion_tokens))
+        self.usage.as_ref().map(Usage::tokens)
     }
     fn is_usage_only(&self) -> bool {
         self.choices.is_empty() && self.usage.is_some()
@@ -245,9 +245,7 @@ impl HasUsage for crate::ChatCompletionChunk {
 /// Also the completion stream chunk type.
 impl HasUsage for crate::CompletionResponse {
     fn tokens(&self) -> Option<(u64, u64)> {
-        self.usage
-            .as_ref()
-            .map(|u| (u.prompt_tokens, u.completion_tokens))
+        self.usage.as_ref().map(Usage::tokens)
     }
     fn is_usage_only(&self) -> bool {
         self.choices.is_empty() && self.usage.is_some()

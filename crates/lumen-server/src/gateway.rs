@@ -386,6 +386,16 @@ struct Hints {
     prefix: Option<Vec<u8>>,
 }
 
+impl Hints {
+    /// The session key is `x-session-id`, else the request's `user`.
+    fn new(cx: &RequestContext, user: Option<&String>, prefix: Option<Vec<u8>>) -> Self {
+        Self {
+            session: cx.session_id.clone().or_else(|| user.cloned()),
+            prefix,
+        }
+    }
+}
+
 impl Gateway {
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::default()
@@ -745,41 +755,77 @@ impl Gateway {
             .inc();
     }
 
+    /// One non-streamed operation: the attempt loop, then the public model id in the answer.
+    async fn unary_op<Req, T, F, Fut>(
+        &self,
+        op: Operation,
+        req: Req,
+        cx: &RequestContext,
+        hints: Hints,
+        call: F,
+    ) -> Result<T, GatewayError>
+    where
+        Req: Clone + HasModel,
+        T: HasModel,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let served = self.attempts(op, req, cx, hints, call).await?;
+        Ok(show_public(served.value, &served.route))
+    }
+
+    /// One streamed operation: asks the engine for usage, runs the attempt loop up to the
+    /// commit point, and wraps the committed stream.
+    async fn stream_op<Req, T, F, Fut>(
+        &self,
+        op: Operation,
+        mut req: Req,
+        stream_options: fn(&mut Req) -> &mut Option<lumen_openai_types::StreamOptions>,
+        cx: &RequestContext,
+        hints: Hints,
+        call: F,
+    ) -> Result<GatewayStream<T>, GatewayError>
+    where
+        Req: Clone + HasModel,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<Guarded<T>, BackendError>>,
+    {
+        let strip = force_usage(stream_options(&mut req));
+        let served = self.attempts(op, req, cx, hints, call).await?;
+        Ok(GatewayStream::new(served, strip, self))
+    }
+
     pub async fn chat(
         &self,
         req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<ChatCompletionResponse, GatewayError> {
-        let hints = Hints {
-            session: cx.session_id.clone().or_else(|| req.user.clone()),
-            prefix: Some(chat_prefix(&req)),
-        };
-        let served = self
-            .attempts(Operation::Chat, req, cx, hints, |up, r, t| async move {
-                lumen_resilience::unary(up.backend.chat(r, cx), &t).await
-            })
-            .await?;
-        Ok(show_public(served.value, &served.route))
+        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
+        self.unary_op(Operation::Chat, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(up.backend.chat(r, cx), &t).await
+        })
+        .await
     }
 
     /// Returns once the first chunk has arrived (the commit point); errors before it are
     /// returned as `Err` (after any retries), errors after it arrive in the stream.
     pub async fn chat_stream(
         &self,
-        mut req: ChatCompletionRequest,
+        req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
-        let hints = Hints {
-            session: cx.session_id.clone().or_else(|| req.user.clone()),
-            prefix: Some(chat_prefix(&req)),
-        };
-        let strip = force_usage(&mut req.stream_options);
-        let served = self
-            .attempts(Operation::Chat, req, cx, hints, |up, r, t| async move {
+        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
+        self.stream_op(
+            Operation::Chat,
+            req,
+            |r| &mut r.stream_options,
+            cx,
+            hints,
+            |up, r, t| async move {
                 lumen_resilience::open_stream(up.backend.chat_stream(r, cx), &t).await
-            })
-            .await?;
-        Ok(GatewayStream::new(served, strip, self))
+            },
+        )
+        .await
     }
 
     pub async fn completions(
@@ -787,46 +833,30 @@ impl Gateway {
         req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<CompletionResponse, GatewayError> {
-        let hints = Hints {
-            session: cx.session_id.clone().or_else(|| req.user.clone()),
-            prefix: Some(prompt_prefix(&req.prompt)),
-        };
-        let served = self
-            .attempts(
-                Operation::Completions,
-                req,
-                cx,
-                hints,
-                |up, r, t| async move {
-                    lumen_resilience::unary(up.backend.completions(r, cx), &t).await
-                },
-            )
-            .await?;
-        Ok(show_public(served.value, &served.route))
+        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
+        self.unary_op(Operation::Completions, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(up.backend.completions(r, cx), &t).await
+        })
+        .await
     }
 
     pub async fn completions_stream(
         &self,
-        mut req: CompletionRequest,
+        req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<CompletionChunk>, GatewayError> {
-        let hints = Hints {
-            session: cx.session_id.clone().or_else(|| req.user.clone()),
-            prefix: Some(prompt_prefix(&req.prompt)),
-        };
-        let strip = force_usage(&mut req.stream_options);
-        let served = self
-            .attempts(
-                Operation::Completions,
-                req,
-                cx,
-                hints,
-                |up, r, t| async move {
-                    lumen_resilience::open_stream(up.backend.completions_stream(r, cx), &t).await
-                },
-            )
-            .await?;
-        Ok(GatewayStream::new(served, strip, self))
+        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
+        self.stream_op(
+            Operation::Completions,
+            req,
+            |r| &mut r.stream_options,
+            cx,
+            hints,
+            |up, r, t| async move {
+                lumen_resilience::open_stream(up.backend.completions_stream(r, cx), &t).await
+            },
+        )
+        .await
     }
 
     pub async fn embeddings(
@@ -834,22 +864,11 @@ impl Gateway {
         req: EmbeddingRequest,
         cx: &RequestContext,
     ) -> Result<EmbeddingResponse, GatewayError> {
-        let hints = Hints {
-            session: cx.session_id.clone().or_else(|| req.user.clone()),
-            prefix: None,
-        };
-        let served = self
-            .attempts(
-                Operation::Embeddings,
-                req,
-                cx,
-                hints,
-                |up, r, t| async move {
-                    lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
-                },
-            )
-            .await?;
-        Ok(show_public(served.value, &served.route))
+        let hints = Hints::new(cx, req.user.as_ref(), None);
+        self.unary_op(Operation::Embeddings, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
+        })
+        .await
     }
 
     /// Exactly the models a caller can route to, with the engines' metadata.
