@@ -13,7 +13,7 @@ use lumen_backend::{Backend, BackendError, ChunkStream, Health, RequestContext};
 use lumen_openai_types::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, ChatMessage, Chunk, CompletionChunk, CompletionRequest,
-    CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject, Model, ModelList,
+    CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject, Model, ModelList, Reply,
 };
 
 struct ReverseBackend;
@@ -32,8 +32,9 @@ impl Backend for ReverseBackend {
         &self,
         req: ChatCompletionRequest,
         _cx: &RequestContext,
-    ) -> Result<ChatCompletionResponse, BackendError> {
-        Ok(ChatCompletionResponse {
+    ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
+        // Built in process, so it is serialised when sent (`Reply::new`).
+        Ok(Reply::new(ChatCompletionResponse {
             id: "rev-1".into(),
             model: req.model.clone(),
             choices: vec![ChatChoice {
@@ -42,7 +43,7 @@ impl Backend for ReverseBackend {
                 ..Default::default()
             }],
             ..Default::default()
-        })
+        }))
     }
 
     async fn chat_stream(
@@ -75,7 +76,7 @@ impl Backend for ReverseBackend {
         &self,
         _req: CompletionRequest,
         _cx: &RequestContext,
-    ) -> Result<CompletionResponse, BackendError> {
+    ) -> Result<Reply<CompletionResponse>, BackendError> {
         Err(unsupported("completions"))
     }
 
@@ -91,7 +92,7 @@ impl Backend for ReverseBackend {
         &self,
         _req: EmbeddingRequest,
         _cx: &RequestContext,
-    ) -> Result<EmbeddingResponse, BackendError> {
+    ) -> Result<Reply<EmbeddingResponse>, BackendError> {
         Err(unsupported("embeddings"))
     }
 

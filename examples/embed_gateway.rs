@@ -47,7 +47,9 @@ async fn main() {
         ..Default::default()
     };
     for _ in 0..4 {
+        // A `Reply` keeps the engine's bytes; `get` parses them on first use.
         let resp = gateway.chat(req.clone(), &cx).await.unwrap();
+        let resp = resp.get();
         assert_eq!(
             resp.choices[0].message.content.as_ref().unwrap().text(),
             "Lumen routes every"

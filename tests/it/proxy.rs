@@ -30,6 +30,33 @@ async fn chat_non_streamed() {
     assert_eq!(sim.generation_count(), 1);
 }
 
+/// A non-streamed answer is the engine's bytes: key order, spacing, escapes and unknown fields
+/// all survive (Lumen peeks at `usage` but does not re-serialise), and tokens are still counted.
+#[tokio::test]
+async fn non_streamed_answers_are_forwarded_byte_for_byte() {
+    const ANSWER: &str = r#"{"usage": {"total_tokens": 12, "prompt_tokens": 5, "completion_tokens": 7},
+ "id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m1","engine_extra":{"z":1,"a":[1.50,2e3]},
+ "choices":[{"index":0,"message":{"role":"assistant","content":"caf\u00e9 \/ ok"},"finish_reason":"stop"}]}"#;
+    let url = canned_engine(ANSWER).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let r = post(&lumen.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), ANSWER);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "café / ok");
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    let tokens = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("lumen_tokens_total") && l.contains(&format!("token_type=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(tokens("input").as_deref(), Some("5"), "{metrics}");
+    assert_eq!(tokens("output").as_deref(), Some("7"), "{metrics}");
+}
+
 #[tokio::test]
 async fn unknown_fields_reach_the_engine_unchanged() {
     let (url, sim) = sim(&["m1"]).await;

@@ -68,7 +68,7 @@ async fn linear_backoff_between_attempts_in_virtual_time() {
         .chat(chat_req(), &RequestContext::new("t"))
         .await
         .unwrap();
-    assert_eq!(resp.model, "m1");
+    assert_eq!(resp.get().model, "m1");
     assert_eq!(
         start.elapsed(),
         Duration::from_millis(50 + 150),

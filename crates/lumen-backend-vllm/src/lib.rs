@@ -28,7 +28,7 @@ use lumen_backend::{Backend, BackendError, ChunkStream, Health, RequestContext, 
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
-    ModelList,
+    ModelList, Reply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -275,6 +275,33 @@ impl VllmBackend {
         })
     }
 
+    /// A non-streamed answer kept as the engine's bytes: peeked at (valid JSON object, usage,
+    /// in-band error), not parsed into a typed value, so it is forwarded without re-serialising.
+    async fn call_reply<Req: Serialize, T>(
+        &self,
+        path: &str,
+        req: &Req,
+        cx: &RequestContext,
+    ) -> Result<Reply<T>, BackendError> {
+        let body = self.encode(req)?;
+        let resp = self.send(Method::POST, path, Some(body), cx).await?;
+        if !resp.status().is_success() {
+            return Err(self.upstream_error(resp).await);
+        }
+        let bytes = self.read_body(resp).await?;
+        let reply = Reply::from_raw(bytes).map_err(|e| BackendError::Protocol {
+            backend: self.inner.name.clone(),
+            message: format!("response is not a valid OpenAI object: {e}"),
+        })?;
+        if let Some(e) = reply.upstream_error() {
+            return Err(BackendError::Protocol {
+                backend: self.inner.name.clone(),
+                message: format!("engine answered 200 with an error: {}", e.message),
+            });
+        }
+        Ok(reply)
+    }
+
     async fn call_stream<Req: Serialize, T>(
         &self,
         path: &str,
@@ -308,10 +335,9 @@ impl Backend for VllmBackend {
         &self,
         mut req: ChatCompletionRequest,
         cx: &RequestContext,
-    ) -> Result<ChatCompletionResponse, BackendError> {
+    ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
         req.stream = None;
-        self.call_json(Method::POST, "/v1/chat/completions", Some(&req), cx)
-            .await
+        self.call_reply("/v1/chat/completions", &req, cx).await
     }
 
     async fn chat_stream(
@@ -327,10 +353,9 @@ impl Backend for VllmBackend {
         &self,
         mut req: CompletionRequest,
         cx: &RequestContext,
-    ) -> Result<CompletionResponse, BackendError> {
+    ) -> Result<Reply<CompletionResponse>, BackendError> {
         req.stream = None;
-        self.call_json(Method::POST, "/v1/completions", Some(&req), cx)
-            .await
+        self.call_reply("/v1/completions", &req, cx).await
     }
 
     async fn completions_stream(
@@ -346,9 +371,8 @@ impl Backend for VllmBackend {
         &self,
         req: EmbeddingRequest,
         cx: &RequestContext,
-    ) -> Result<EmbeddingResponse, BackendError> {
-        self.call_json(Method::POST, "/v1/embeddings", Some(&req), cx)
-            .await
+    ) -> Result<Reply<EmbeddingResponse>, BackendError> {
+        self.call_reply("/v1/embeddings", &req, cx).await
     }
 
     async fn models(&self, cx: &RequestContext) -> Result<ModelList, BackendError> {

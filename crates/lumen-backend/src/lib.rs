@@ -20,7 +20,7 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
-    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ModelList,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ModelList, Reply,
 };
 
 mod error;
@@ -78,7 +78,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         req: ChatCompletionRequest,
         cx: &RequestContext,
-    ) -> impl Future<Output = Result<ChatCompletionResponse, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Reply<ChatCompletionResponse>, BackendError>> + Send;
 
     /// Resolves once the engine has accepted the request (response headers received); the
     /// stream then yields chunks as they arrive.
@@ -92,7 +92,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         req: CompletionRequest,
         cx: &RequestContext,
-    ) -> impl Future<Output = Result<CompletionResponse, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Reply<CompletionResponse>, BackendError>> + Send;
 
     fn completions_stream(
         &self,
@@ -104,7 +104,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         req: EmbeddingRequest,
         cx: &RequestContext,
-    ) -> impl Future<Output = Result<EmbeddingResponse, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Reply<EmbeddingResponse>, BackendError>> + Send;
 
     /// The models this engine serves, with whatever metadata it reports.
     fn models(
@@ -121,7 +121,7 @@ pub trait DynBackend: Send + Sync + 'static {
         &'a self,
         req: ChatCompletionRequest,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<ChatCompletionResponse, BackendError>>;
+    ) -> BoxFuture<'a, Result<Reply<ChatCompletionResponse>, BackendError>>;
     fn chat_stream<'a>(
         &'a self,
         req: ChatCompletionRequest,
@@ -131,7 +131,7 @@ pub trait DynBackend: Send + Sync + 'static {
         &'a self,
         req: CompletionRequest,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<CompletionResponse, BackendError>>;
+    ) -> BoxFuture<'a, Result<Reply<CompletionResponse>, BackendError>>;
     fn completions_stream<'a>(
         &'a self,
         req: CompletionRequest,
@@ -141,7 +141,7 @@ pub trait DynBackend: Send + Sync + 'static {
         &'a self,
         req: EmbeddingRequest,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<EmbeddingResponse, BackendError>>;
+    ) -> BoxFuture<'a, Result<Reply<EmbeddingResponse>, BackendError>>;
     fn models<'a>(
         &'a self,
         cx: &'a RequestContext,
@@ -159,7 +159,7 @@ impl<B: Backend> DynBackend for B {
         &'a self,
         req: ChatCompletionRequest,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<ChatCompletionResponse, BackendError>> {
+    ) -> BoxFuture<'a, Result<Reply<ChatCompletionResponse>, BackendError>> {
         Box::pin(Backend::chat(self, req, cx))
     }
     fn chat_stream<'a>(
@@ -173,7 +173,7 @@ impl<B: Backend> DynBackend for B {
         &'a self,
         req: CompletionRequest,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<CompletionResponse, BackendError>> {
+    ) -> BoxFuture<'a, Result<Reply<CompletionResponse>, BackendError>> {
         Box::pin(Backend::completions(self, req, cx))
     }
     fn completions_stream<'a>(
@@ -187,7 +187,7 @@ impl<B: Backend> DynBackend for B {
         &'a self,
         req: EmbeddingRequest,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<EmbeddingResponse, BackendError>> {
+    ) -> BoxFuture<'a, Result<Reply<EmbeddingResponse>, BackendError>> {
         Box::pin(Backend::embeddings(self, req, cx))
     }
     fn models<'a>(

@@ -10,12 +10,12 @@ impl Backend for Echo {
         &self,
         req: ChatCompletionRequest,
         cx: &RequestContext,
-    ) -> Result<ChatCompletionResponse, BackendError> {
-        Ok(ChatCompletionResponse {
+    ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
+        Ok(Reply::new(ChatCompletionResponse {
             id: cx.request_id.clone(),
             model: req.model,
             ..Default::default()
-        })
+        }))
     }
     async fn chat_stream(
         &self,
@@ -29,7 +29,7 @@ impl Backend for Echo {
         &self,
         _req: CompletionRequest,
         _cx: &RequestContext,
-    ) -> Result<CompletionResponse, BackendError> {
+    ) -> Result<Reply<CompletionResponse>, BackendError> {
         Err(BackendError::Upstream {
             backend: "echo".into(),
             status: 503,
@@ -50,8 +50,8 @@ impl Backend for Echo {
         &self,
         _req: EmbeddingRequest,
         _cx: &RequestContext,
-    ) -> Result<EmbeddingResponse, BackendError> {
-        Ok(EmbeddingResponse::default())
+    ) -> Result<Reply<EmbeddingResponse>, BackendError> {
+        Ok(Reply::new(EmbeddingResponse::default()))
     }
     async fn models(&self, _cx: &RequestContext) -> Result<ModelList, BackendError> {
         Ok(ModelList::new(vec![Model::new("echo")]))
@@ -70,7 +70,7 @@ async fn custom_backend_works_through_the_boxed_seam() {
         messages: vec![ChatMessage::new("user", "hi")],
         ..Default::default()
     };
-    let resp = shared.chat(req.clone(), &cx).await.unwrap();
+    let resp = shared.chat(req.clone(), &cx).await.unwrap().into_inner();
     assert_eq!((resp.id.as_str(), resp.model.as_str()), ("req-1", "m"));
     let n = shared.chat_stream(req, &cx).await.unwrap().count().await;
     assert_eq!(n, 2);

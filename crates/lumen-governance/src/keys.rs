@@ -1,7 +1,7 @@
 //! API keys: stored only as SHA-256 digests, compared in constant time, each with the models it
 //! may use and its limits.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -76,12 +76,13 @@ pub fn generate() -> Result<String, getrandom::Error> {
 /// The keys from configuration, indexed by digest.
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
+    /// Indexed by SHA-256 output, which no caller can steer into collisions: Fx is enough.
+    by_digest: FxHashMap<[u8; 32], Arc<ApiKey>>,
 }
 
 impl KeyRing {
     pub fn new(keys: &[ApiKey]) -> Result<Self, InvalidConfig> {
-        let mut by_digest = HashMap::new();
+        let mut by_digest = FxHashMap::default();
         let mut names = std::collections::HashSet::new();
         for (i, k) in keys.iter().enumerate() {
             let d = k.digest().ok_or_else(|| InvalidConfig {

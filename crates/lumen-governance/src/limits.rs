@@ -7,7 +7,7 @@
 //! replicas. Minute windows start at a key's first request (no clock-boundary effects between
 //! replicas); quotas use calendar days and months (UTC).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -138,25 +138,34 @@ impl Limiter {
         &self.store
     }
 
-    fn plan(&self, key: &ApiKey, model: &str, estimate: u64) -> Vec<(Counter, Kind, &'static str)> {
-        let now = (self.clock)();
-        let mut out = Vec::new();
+    /// The counters that apply, and beside them what each one limits.
+    fn plan(
+        &self,
+        key: &ApiKey,
+        model: &str,
+        estimate: u64,
+    ) -> (Vec<Counter>, Vec<(Kind, &'static str)>) {
+        let mut counters = Vec::new();
+        let mut kinds = Vec::new();
         let scopes = [("*", Some(&key.limits)), (model, key.per_model.get(model))];
         for (scope, spec) in scopes {
             let Some(spec) = spec.filter(|s| !s.is_empty()) else {
                 continue;
             };
             // Braces: a Redis Cluster hash tag, so one key's counters share a slot.
-            let base = format!("lumen:rl:{{{}}}:{scope}", key.name);
+            let base = format!("lumen:rl:{{{}}}:{scope}:", key.name);
             let mut push = |kind, suffix: &str, limit: Option<u64>, cost, expiry, what| {
                 if let Some(limit) = limit {
-                    let c = Counter {
-                        key: format!("{base}:{suffix}"),
+                    let mut key = String::with_capacity(base.len() + suffix.len());
+                    key.push_str(&base);
+                    key.push_str(suffix);
+                    counters.push(Counter {
+                        key,
                         limit,
                         cost,
                         expiry,
-                    };
-                    out.push((c, kind, what));
+                    });
+                    kinds.push((kind, what));
                 }
             };
             push(
@@ -183,26 +192,31 @@ impl Limiter {
                 Expiry::Lease(LEASE),
                 "concurrent requests",
             );
-            let (day, day_left) = calendar_day(now);
-            push(
-                Kind::Daily,
-                &format!("day:{day}"),
-                spec.daily_tokens,
-                estimate,
-                Expiry::Window(day_left),
-                "daily tokens",
-            );
-            let (month, month_left) = calendar_month(now);
-            push(
-                Kind::Monthly,
-                &format!("month:{month}"),
-                spec.monthly_tokens,
-                estimate,
-                Expiry::Window(month_left),
-                "monthly tokens",
-            );
+            // Calendar periods only when a quota uses them: formatting dates costs allocations.
+            if spec.daily_tokens.is_some() {
+                let (day, day_left) = calendar_day((self.clock)());
+                push(
+                    Kind::Daily,
+                    &format!("day:{day}"),
+                    spec.daily_tokens,
+                    estimate,
+                    Expiry::Window(day_left),
+                    "daily tokens",
+                );
+            }
+            if spec.monthly_tokens.is_some() {
+                let (month, month_left) = calendar_month((self.clock)());
+                push(
+                    Kind::Monthly,
+                    &format!("month:{month}"),
+                    spec.monthly_tokens,
+                    estimate,
+                    Expiry::Window(month_left),
+                    "monthly tokens",
+                );
+            }
         }
-        out
+        (counters, kinds)
     }
 
     /// Checks and charges every limit that applies, in one atomic store operation.
@@ -212,15 +226,14 @@ impl Limiter {
         model: &str,
         estimate: u64,
     ) -> Result<(Reservation, RateHeaders), LimitError> {
-        let plan = self.plan(key, model, estimate);
-        if plan.is_empty() {
+        let (counters, kinds) = self.plan(key, model, estimate);
+        if counters.is_empty() {
             return Ok((Reservation::none(), RateHeaders::default()));
         }
-        let counters: Vec<Counter> = plan.iter().map(|(c, _, _)| c.clone()).collect();
         let verdict = self.store.acquire(&counters).await?;
         let headers = |states: &[CounterState]| {
             let mut h = RateHeaders::default();
-            for ((c, kind, _), s) in plan.iter().zip(states) {
+            for ((c, (kind, _)), s) in counters.iter().zip(&kinds).zip(states) {
                 let entry = Some((c.limit, c.limit.saturating_sub(s.value), s.reset));
                 match kind {
                     // The tightest scope wins (the per-model one comes second).
@@ -235,19 +248,23 @@ impl Limiter {
             Verdict::Admitted(states) => {
                 let mut r = Reservation::none();
                 r.estimate = estimate;
-                for (c, kind, _) in &plan {
+                let h = headers(&states);
+                for (c, (kind, _)) in counters.into_iter().zip(&kinds) {
                     match kind {
-                        Kind::Tokens | Kind::Daily | Kind::Monthly => {
-                            r.token_keys.push(c.key.clone())
-                        }
-                        Kind::Concurrent => r.concurrency_keys.push(c.key.clone()),
+                        Kind::Tokens | Kind::Daily | Kind::Monthly => r.token_keys.push(c.key),
+                        Kind::Concurrent => r.concurrency_keys.push(c.key),
                         Kind::Requests => {}
                     }
                 }
-                Ok((r, headers(&states)))
+                Ok((r, h))
             }
             Verdict::Refused { index, state } => {
-                let (c, kind, what) = &plan[index];
+                let (Some(c), Some((kind, what))) = (counters.get(index), kinds.get(index)) else {
+                    return Err(LimitError::Store(StoreError::Unavailable(format!(
+                        "store refused counter {index} of {}",
+                        counters.len()
+                    ))));
+                };
                 let retry_after = if *kind == Kind::Concurrent {
                     Duration::from_secs(1)
                 } else {
@@ -304,13 +321,14 @@ impl Limiter {
         &self,
         key: &ApiKey,
     ) -> Result<Vec<(String, u64, u64, Duration)>, StoreError> {
-        let plan = self.plan(key, "*", 0);
-        let keys: Vec<String> = plan.iter().map(|(c, _, _)| c.key.clone()).collect();
+        let (counters, kinds) = self.plan(key, "*", 0);
+        let keys: Vec<String> = counters.iter().map(|c| c.key.clone()).collect();
         let states = self.store.read(&keys).await?;
-        Ok(plan
+        Ok(counters
             .into_iter()
+            .zip(kinds)
             .zip(states)
-            .map(|((c, _, what), s)| (what.to_owned(), s.value, c.limit, s.reset))
+            .map(|((c, (_, what)), s)| (what.to_owned(), s.value, c.limit, s.reset))
             .collect())
     }
 }
@@ -377,18 +395,20 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// The embedded default: counters in process memory, with the same semantics as Redis.
 pub struct MemoryLimitStore {
     clock: Clock,
-    counters: Mutex<HashMap<String, (u64, u64)>>,
+    /// Fx hashing: keys are built by Lumen from configured names, so no caller can choose them
+    /// to collide, and SipHash was a visible share of each admission.
+    counters: Mutex<FxHashMap<String, (u64, u64)>>,
 }
 
 impl MemoryLimitStore {
     pub fn new(clock: Clock) -> Self {
         Self {
             clock,
-            counters: Mutex::new(HashMap::new()),
+            counters: Mutex::new(FxHashMap::default()),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (u64, u64)>, u64) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut FxHashMap<String, (u64, u64)>, u64) -> R) -> R {
         let now = (self.clock)();
         let mut map = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() > 10_000 {
@@ -433,7 +453,14 @@ impl LimitStore for MemoryLimitStore {
                         Expiry::Lease(d) => now + d.as_millis() as u64,
                     };
                     let value = live.value + c.cost;
-                    map.insert(c.key.clone(), (value, expires));
+                    // Overwrite in place: cloning the key for `insert` is an allocation per
+                    // counter per request.
+                    match map.get_mut(&c.key) {
+                        Some(slot) => *slot = (value, expires),
+                        None => {
+                            map.insert(c.key.clone(), (value, expires));
+                        }
+                    }
                     CounterState {
                         value,
                         reset: Duration::from_millis(expires - now),

@@ -188,8 +188,9 @@ impl Pool {
 struct Table<B> {
     cfg: Arc<GovernanceConfig>,
     members: Vec<Member<B>>,
-    /// Engine model id → pool.
-    pools: HashMap<String, Pool>,
+    /// Engine model id → pool. Fx hashing: looked up on every request, and the entries come
+    /// from configuration, so callers cannot fill it with colliding keys.
+    pools: rustc_hash::FxHashMap<String, Pool>,
     /// Exposed, routable public ids → (engine id, metadata shown to callers).
     public: BTreeMap<String, (String, Model)>,
     passthrough: Option<Pool>,

@@ -39,7 +39,7 @@ pub use embeddings::{
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};
 pub use request::RequestError;
-pub use stream::{Chunk, HasModel, HasUsage, StreamOptions, Usage};
+pub use stream::{Chunk, HasModel, HasUsage, Reply, StreamOptions, Usage};
 
 /// Unknown JSON fields, kept in arrival order of the map implementation.
 pub type Extra = serde_json::Map<String, serde_json::Value>;

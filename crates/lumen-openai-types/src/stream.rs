@@ -37,7 +37,13 @@ impl Usage {
     }
 }
 
-/// One stream event that remembers the bytes it came from.
+/// A whole non-streamed answer, kept the same way as a stream event: the engine's bytes are
+/// forwarded unchanged unless the gateway edits the value (an alias shown in `model`), so a
+/// proxied answer is peeked at for `usage`, never parsed into a typed value and re-serialised.
+/// Backends built in process use [`Chunk::new`].
+pub type Reply<T> = Chunk<T>;
+
+/// One stream event (or, as [`Reply`], one whole answer) that remembers the bytes it came from.
 ///
 /// The gateway must look at every chunk (to spot in-band errors, count tokens, rewrite model
 /// names) but should pay neither to re-serialise the ones it leaves alone nor to build a typed
@@ -67,9 +73,19 @@ struct Peek<'a> {
     #[serde(default, borrow)]
     object: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<PeekUsage>,
     #[serde(default, borrow)]
     choices: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `usage` without [`Usage`]'s flattened extras: `flatten` makes serde buffer every field into
+/// an intermediate map, which costs more than the rest of the peek.
+#[derive(Deserialize)]
+struct PeekUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
 }
 
 impl<T> Chunk<T> {
@@ -88,7 +104,10 @@ impl<T> Chunk<T> {
         let failed =
             p.error.is_some_and(|e| e.get() != "null") || p.object.as_deref() == Some("error");
         let peek = Peeked {
-            tokens: p.usage.as_ref().map(Usage::tokens),
+            tokens: p
+                .usage
+                .as_ref()
+                .map(|u| (u.prompt_tokens, u.completion_tokens)),
             usage_only: p.usage.is_some() && p.choices.is_some_and(|c| c.get().trim() == "[]"),
             error: if failed {
                 crate::ErrorObject::from_upstream(&raw)

@@ -175,27 +175,29 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
 pub fn rate_headers(h: &mut http::HeaderMap, rate: &RateHeaders) {
-    for (what, v) in [("requests", rate.requests), ("tokens", rate.tokens)] {
+    use http::HeaderName;
+    // Static names and integer values: this runs on every admitted request with a limited key.
+    const NAMES: [[HeaderName; 3]; 2] = [
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+    ];
+    for (names, v) in NAMES.into_iter().zip([rate.requests, rate.tokens]) {
         if let Some((limit, remaining, reset)) = v {
-            let set = |h: &mut http::HeaderMap, name: String, value: String| {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::try_from(name),
-                    HeaderValue::try_from(value),
-                ) {
-                    h.insert(n, v);
-                }
-            };
-            set(h, format!("x-ratelimit-limit-{what}"), limit.to_string());
-            set(
-                h,
-                format!("x-ratelimit-remaining-{what}"),
-                remaining.to_string(),
-            );
-            set(
-                h,
-                format!("x-ratelimit-reset-{what}"),
-                format!("{}s", reset.as_secs_f64().ceil() as u64),
-            );
+            let [limit_name, remaining_name, reset_name] = names;
+            h.insert(limit_name, HeaderValue::from(limit));
+            h.insert(remaining_name, HeaderValue::from(remaining));
+            let value = format!("{}s", reset.as_secs_f64().ceil() as u64);
+            if let Ok(v) = HeaderValue::try_from(value) {
+                h.insert(reset_name, v);
+            }
         }
     }
 }

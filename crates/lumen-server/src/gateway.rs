@@ -21,11 +21,12 @@ use lumen_governance::{
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
-    Model, ModelList, Prompt,
+    Model, ModelList, Prompt, Reply,
 };
 use lumen_resilience::{
     Admission, AdmissionError, CircuitBreaker, Guarded, Permit, RetryBudget, Timeouts,
 };
+use serde::de::DeserializeOwned;
 use tokio::time::{Instant, timeout};
 
 use crate::access;
@@ -763,12 +764,12 @@ impl Gateway {
         cx: &RequestContext,
         hints: Hints,
         call: F,
-    ) -> Result<T, GatewayError>
+    ) -> Result<Reply<T>, GatewayError>
     where
         Req: Clone + HasModel,
-        T: HasModel,
+        T: HasModel + DeserializeOwned + Default,
         F: Fn(Upstream, Req, Timeouts) -> Fut,
-        Fut: Future<Output = Result<T, BackendError>>,
+        Fut: Future<Output = Result<Reply<T>, BackendError>>,
     {
         let served = self.attempts(op, req, cx, hints, call).await?;
         Ok(show_public(served.value, &served.route))
@@ -799,7 +800,7 @@ impl Gateway {
         &self,
         req: ChatCompletionRequest,
         cx: &RequestContext,
-    ) -> Result<ChatCompletionResponse, GatewayError> {
+    ) -> Result<Reply<ChatCompletionResponse>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
         self.unary_op(Operation::Chat, req, cx, hints, |up, r, t| async move {
             lumen_resilience::unary(up.backend.chat(r, cx), &t).await
@@ -832,7 +833,7 @@ impl Gateway {
         &self,
         req: CompletionRequest,
         cx: &RequestContext,
-    ) -> Result<CompletionResponse, GatewayError> {
+    ) -> Result<Reply<CompletionResponse>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
         self.unary_op(Operation::Completions, req, cx, hints, |up, r, t| async move {
             lumen_resilience::unary(up.backend.completions(r, cx), &t).await
@@ -863,7 +864,7 @@ impl Gateway {
         &self,
         req: EmbeddingRequest,
         cx: &RequestContext,
-    ) -> Result<EmbeddingResponse, GatewayError> {
+    ) -> Result<Reply<EmbeddingResponse>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), None);
         self.unary_op(Operation::Embeddings, req, cx, hints, |up, r, t| async move {
             lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
@@ -930,9 +931,14 @@ impl Gateway {
 }
 
 /// Shows the public id (an alias, or the model `auto` chose) instead of the engine's id.
-fn show_public<T: HasModel>(mut resp: T, route: &Route<Upstream>) -> T {
+/// Only an answer whose model id differs is edited (and so re-serialised); the rest keep the
+/// engine's bytes.
+fn show_public<T: HasModel + DeserializeOwned + Default>(
+    mut resp: Reply<T>,
+    route: &Route<Upstream>,
+) -> Reply<T> {
     if route.rewrites_model() {
-        route.public_model.clone_into(resp.model_mut());
+        route.public_model.clone_into(resp.get_mut().model_mut());
     }
     resp
 }

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
 use lumen_openai_types::{
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, HasModel, HasUsage, request,
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, HasModel, HasUsage, Reply, request,
 };
 use serde::Serialize;
 use tokio::time::Instant;
@@ -196,7 +196,9 @@ impl Gateway {
             endpoint.map_or("unknown", Endpoint::as_str),
         );
         async {
-            let work = self.dispatch(req, endpoint, &request_id, traceparent);
+            // Boxed once: the request's future is several KB, and every wrapper below (the
+            // access scope, the span, hyper's dispatcher) would otherwise copy it when moved.
+            let work = Box::pin(self.dispatch(req, endpoint, &request_id, traceparent));
             let (result, access) = access.scope(work).await;
             match result {
                 Ok(Outcome::Streaming(resp)) => resp,
@@ -453,13 +455,13 @@ impl Gateway {
 
     /// A non-streamed answer: from the cache when possible, else from the engines; tokens
     /// settle the reservation, and the answer is cached when the plan says so.
-    async fn unary<T: Serialize + HasUsage>(
+    async fn unary<T: Serialize + HasUsage + serde::de::DeserializeOwned + Default>(
         &self,
         plan: CachePlan,
         mut settlement: Option<Settlement>,
         rate: RateHeaders,
         request_id: &HeaderValue,
-        call: impl std::future::Future<Output = Result<T, crate::gateway::GatewayError>>,
+        call: impl std::future::Future<Output = Result<Reply<T>, crate::gateway::GatewayError>>,
     ) -> Result<Outcome, ApiError> {
         let cache_on = self.shared().cache.enabled;
         let finish = |mut resp: Response<ResponseBody>, hit: bool| {
@@ -493,11 +495,14 @@ impl Gateway {
         if let Some(s) = settlement.as_mut() {
             s.tokens = tokens.map(|(i, o)| i + o);
         }
-        match serde_json::to_vec(&value) {
+        // The engine's own bytes unless the answer was edited (see `Reply`).
+        match value.to_json() {
             Ok(body) => {
-                let body = Bytes::from(body);
                 self.cache_put(&plan, body.clone());
                 let mut resp = Response::new(full(body));
+                // Room for content type, request id, six rate-limit headers and the cache header
+                // up front, instead of growing the map twice.
+                resp.headers_mut().reserve(12);
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Ok(Outcome::Done(finish(resp, false)))
@@ -676,29 +681,41 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// The `traceparent` to send upstream and the trace id for logs. A valid incoming header keeps
 /// its trace id and flags with Lumen as the new parent span; otherwise a new trace starts.
 fn traceparent<B>(req: &Request<B>) -> (String, String) {
+    use std::fmt::Write as _;
     static SPAN: AtomicU64 = AtomicU64::new(0);
-    let n = SPAN.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 40;
+    // Read once: `process::id` is a system call, and this runs on every request.
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| (std::process::id() as u64) << 40);
+    let n = SPAN.fetch_add(1, Ordering::Relaxed) ^ seed;
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    let span_id = format!("{:016x}", (z ^ (z >> 31)).max(1));
+    let span_id = (z ^ (z >> 31)).max(1);
     let incoming = req
         .headers()
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
     let (trace_id, flags) = match incoming {
-        Some((t, f)) => (t.to_owned(), f.to_owned()),
-        None => (uuid::Uuid::now_v7().simple().to_string(), "01".to_owned()),
+        Some((t, f)) => (t.to_owned(), f),
+        None => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+            ((*id).to_owned(), "01")
+        }
     };
-    (format!("00-{trace_id}-{span_id}-{flags}"), trace_id)
+    let mut header = String::with_capacity(55);
+    // Writing into a String cannot fail.
+    let _ = write!(header, "00-{trace_id}-{span_id:016x}-{flags}");
+    (header, trace_id)
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.

@@ -117,7 +117,8 @@ pub(crate) struct Metrics {
     pub queue_depth: Gauge,
     /// Per-request metric handles by label set, so the hot path neither allocates label
     /// strings nor hashes them into every family on each request and stream chunk.
-    handles: std::sync::RwLock<std::collections::HashMap<u64, Arc<Handles>>>,
+    /// Keyed by an FNV hash of the labels already, so the map itself only needs Fx.
+    handles: std::sync::RwLock<rustc_hash::FxHashMap<u64, Arc<Handles>>>,
 }
 
 /// The per-request metrics of one (model, backend, endpoint, status class).
@@ -288,7 +289,7 @@ impl Metrics {
             breaker,
             healthy,
             queue_depth,
-            handles: std::sync::RwLock::new(std::collections::HashMap::new()),
+            handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),
         }
     }
 
