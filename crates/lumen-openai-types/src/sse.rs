@@ -114,7 +114,9 @@ impl SseDecoder {
                 }
                 self.bom_checked = true;
             }
-            let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            // memchr: SIMD search for the line end; a byte loop here was a tenth of the cost
+            // of relaying a stream.
+            let Some(end) = memchr::memchr2(b'\n', b'\r', &self.buf) else {
                 if self.buf.len() > self.max_event {
                     return Err(self.too_large());
                 }
@@ -139,7 +141,7 @@ impl SseDecoder {
         if line[0] == b':' {
             return Ok(None);
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', &line) {
             Some(colon) => {
                 let mut value = line.slice(colon + 1..);
                 if value.first() == Some(&b' ') {

@@ -74,8 +74,60 @@ struct Peek<'a> {
     object: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     usage: Option<PeekUsage>,
-    #[serde(default, borrow)]
-    choices: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    choices: Option<EmptyArray>,
+}
+
+/// Whether `choices` is `[]`, found without keeping its contents: a `RawValue` would also
+/// validate the slice as UTF-8 a second time, on every chunk.
+struct EmptyArray(bool);
+
+impl<'de> Deserialize<'de> for EmptyArray {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EmptyArray;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EmptyArray, A::Error> {
+                use serde::de::IgnoredAny;
+                let empty = seq.next_element::<IgnoredAny>()?.is_none();
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(EmptyArray(empty))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EmptyArray, A::Error> {
+                use serde::de::IgnoredAny;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(EmptyArray(false))
+            }
+            fn visit_unit<E>(self) -> Result<EmptyArray, E> {
+                Ok(EmptyArray(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<EmptyArray, E> {
+                Ok(EmptyArray(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<EmptyArray, E> {
+                Ok(EmptyArray(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<EmptyArray, E> {
+                Ok(EmptyArray(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<EmptyArray, E> {
+                Ok(EmptyArray(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<EmptyArray, E> {
+                Ok(EmptyArray(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `usage` without [`Usage`]'s flattened extras: `flatten` makes serde buffer every field into
@@ -108,7 +160,7 @@ impl<T> Chunk<T> {
                 .usage
                 .as_ref()
                 .map(|u| (u.prompt_tokens, u.completion_tokens)),
-            usage_only: p.usage.is_some() && p.choices.is_some_and(|c| c.get().trim() == "[]"),
+            usage_only: p.usage.is_some() && p.choices.is_some_and(|c| c.0),
             error: if failed {
                 crate::ErrorObject::from_upstream(&raw)
             } else {

@@ -22,6 +22,25 @@ fn usage_chunk_is_recognised_without_a_typed_parse() {
 }
 
 #[test]
+fn usage_beside_choices_is_not_usage_only_and_bad_json_is_refused() {
+    // Some engines put usage on the last token chunk instead of a separate one.
+    let last = br#"{"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1,"completion_tokens":4,"x":{"y":[1]}}}"#;
+    let c = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(last)).unwrap();
+    assert_eq!(c.tokens(), Some((1, 4)));
+    assert!(!c.is_usage_only());
+    for odd in [
+        &br#"{"choices":null,"usage":{}}"#[..],
+        br#"{"choices":{"a":1},"usage":{}}"#,
+    ] {
+        let c = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(odd)).unwrap();
+        assert!(!c.is_usage_only());
+    }
+    for bad in [&br#"{"choices":[1,}"#[..], br#"{"choices":[] "#, b"data"] {
+        assert!(Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(bad)).is_err());
+    }
+}
+
+#[test]
 fn mutation_drops_the_original_bytes() {
     let mut c = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(TOKEN)).unwrap();
     "alias".clone_into(&mut c.get_mut().model);
