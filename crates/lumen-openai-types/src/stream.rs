@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Extra;
 
+mod peek;
+
 /// `stream_options` on chat and completion requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamOptions {
@@ -152,15 +154,42 @@ impl<T> Chunk<T> {
 
     /// Takes an engine's `data:` payload: checks it is a JSON object and peeks at it.
     pub fn from_raw(raw: Bytes) -> Result<Self, serde_json::Error> {
-        let p: Peek<'_> = serde_json::from_slice(&raw)?;
-        let failed =
-            p.error.is_some_and(|e| e.get() != "null") || p.object.as_deref() == Some("error");
+        let (tokens, usage_only, failed) = match peek::scan(&raw) {
+            peek::Scan::Object(m) => {
+                let usage: Option<PeekUsage> = match m.usage {
+                    Some(u) => serde_json::from_slice(u)?,
+                    None => None,
+                };
+                let failed =
+                    m.error.is_some_and(|e| e != b"null") || m.object == Some(&br#""error""#[..]);
+                let empty = m.choices.is_some_and(|c| {
+                    c.iter()
+                        .filter(|b| !b.is_ascii_whitespace())
+                        .take(2)
+                        .eq(b"[]".iter())
+                });
+                let tokens = usage.map(|u| (u.prompt_tokens, u.completion_tokens));
+                (tokens, tokens.is_some() && empty, failed)
+            }
+            // Escaped keys, or anything the scanner refuses: serde decides (and words the error).
+            peek::Scan::Fallback | peek::Scan::Invalid => {
+                let p: Peek<'_> = serde_json::from_slice(&raw)?;
+                let failed = p.error.is_some_and(|e| e.get() != "null")
+                    || p.object.as_deref() == Some("error");
+                let tokens = p
+                    .usage
+                    .as_ref()
+                    .map(|u| (u.prompt_tokens, u.completion_tokens));
+                (
+                    tokens,
+                    tokens.is_some() && p.choices.is_some_and(|c| c.0),
+                    failed,
+                )
+            }
+        };
         let peek = Peeked {
-            tokens: p
-                .usage
-                .as_ref()
-                .map(|u| (u.prompt_tokens, u.completion_tokens)),
-            usage_only: p.usage.is_some() && p.choices.is_some_and(|c| c.0),
+            tokens,
+            usage_only,
             error: if failed {
                 crate::ErrorObject::from_upstream(&raw)
             } else {

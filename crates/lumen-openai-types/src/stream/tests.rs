@@ -76,3 +76,94 @@ fn garbage_is_rejected() {
     );
     assert!(Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(b"[1,2]")).is_err());
 }
+
+/// The scanner must agree with serde_json on what is a valid JSON object, and find the same
+/// members: checked on real chunks, on every truncation of them, and on 20,000 single- and
+/// double-byte ASCII mutations.
+#[test]
+fn the_peek_scanner_agrees_with_serde_json() {
+    use super::peek::{Scan, scan};
+    let corpus: Vec<&[u8]> = vec![
+        TOKEN,
+        USAGE,
+        br#"{"error":{"message":"boom \"quoted\" \u00e9","type":"x","param":null,"code":500}}"#,
+        br#" { "object" : "error" , "message" : "m" , "n" : -0.5e+10 , "t" : [true,false,null,[],{}] } "#,
+        br#"{"choices":[ ],"usage":{"prompt_tokens":1,"completion_tokens":2},"x":1E3}"#,
+        br#"{}"#,
+        br#"{"choices":[{"delta":{"content":"a long token string, with \"quotes\" and \u00e9 and \\ \/ in it, longer than eight bytes"}}],"id":"chatcmpl-0123456789abcdef"}"#,
+    ];
+    let members = |v: &serde_json::Value| {
+        let get = |k: &str| v.get(k).map(|x| x.to_string());
+        (get("error"), get("object"), get("usage"), get("choices"))
+    };
+    let counts = std::cell::Cell::new((0, 0));
+    let check = |input: &[u8]| {
+        // Validity as serde sees it when it skips values (as the gateway's own peek did);
+        // member values compared when they also parse as `Value` (no out-of-range numbers).
+        let serde_ok = serde_json::from_slice::<
+            std::collections::HashMap<String, serde::de::IgnoredAny>,
+        >(input)
+        .is_ok();
+        let serde: Option<serde_json::Value> = serde_json::from_slice(input).ok();
+        match scan(input) {
+            Scan::Object(m) => {
+                counts.set((counts.get().0 + 1, counts.get().1));
+                assert!(
+                    serde_ok,
+                    "scanner accepted {:?}",
+                    String::from_utf8_lossy(input)
+                );
+                let norm = |x: Option<&[u8]>| {
+                    x.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                        .map(|v| v.to_string())
+                };
+                if let Some(v) = &serde {
+                    let mine = (
+                        norm(m.error),
+                        norm(m.object),
+                        norm(m.usage),
+                        norm(m.choices),
+                    );
+                    assert_eq!(mine, members(v));
+                }
+            }
+            Scan::Invalid => {
+                counts.set((counts.get().0, counts.get().1 + 1));
+                assert!(
+                    !serde_ok,
+                    "scanner refused valid {:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+            Scan::Fallback => {}
+        }
+    };
+    for doc in &corpus {
+        check(doc);
+        for cut in 0..doc.len() {
+            check(&doc[..cut]);
+        }
+    }
+    let alphabet = br#"{}[],:"\ 0123456789.eE+-tfnulrabx/"#;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..20_000 {
+        let mut doc = corpus[i % corpus.len()].to_vec();
+        for _ in 0..1 + (i % 2) {
+            let at = (next() as usize) % doc.len();
+            doc[at] = alphabet[(next() as usize) % alphabet.len()];
+        }
+        check(&doc);
+    }
+    // Both outcomes were exercised in earnest.
+    let (accepted, refused) = counts.get();
+    assert!(
+        accepted > 2_000 && refused > 2_000,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -1,0 +1,258 @@
+//! A single-pass scanner that checks a payload is one JSON object and finds the few top-level
+//! members the gateway reads (`error`, `object`, `usage`, `choices`), skipping every other value
+//! without building anything.
+//!
+//! Why not serde: a derived struct deserialises every key through an identifier visitor and
+//! re-validates strings, which was about 4,000 instructions per stream event, most of the cost
+//! of relaying a stream. This scanner does the same validation (structure, literals, number
+//! grammar, string escapes and control characters, nesting depth) in one forward pass. The member values it keeps are handed to serde, which is cheap
+//! for those few bytes. A key written with escapes falls back to serde (`None`), so an
+//! unusual but valid payload is never misread.
+
+/// Byte ranges of the members the gateway reads, each the raw JSON value.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Members<'a> {
+    pub error: Option<&'a [u8]>,
+    pub object: Option<&'a [u8]>,
+    pub usage: Option<&'a [u8]>,
+    pub choices: Option<&'a [u8]>,
+}
+
+/// serde_json's own limit, so both accept the same documents.
+const MAX_DEPTH: usize = 128;
+
+#[derive(Debug, PartialEq)]
+pub(super) enum Scan<'a> {
+    Object(Members<'a>),
+    /// Not one valid JSON object.
+    Invalid,
+    /// Valid so far but a key needs unescaping: let serde decide.
+    Fallback,
+}
+
+pub(super) fn scan(raw: &[u8]) -> Scan<'_> {
+    let mut s = Scanner { b: raw, i: 0 };
+    match s.top() {
+        Ok(Some(m)) => {
+            s.ws();
+            if s.i == raw.len() {
+                Scan::Object(m)
+            } else {
+                Scan::Invalid
+            }
+        }
+        Ok(None) => Scan::Fallback,
+        Err(()) => Scan::Invalid,
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+type R<T> = Result<T, ()>;
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> R<()> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// The top-level object; `None` when a key has escapes (see the module docs).
+    fn top(&mut self) -> R<Option<Members<'a>>> {
+        let mut m = Members::default();
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Some(m));
+        }
+        loop {
+            self.ws();
+            let (key, escaped) = self.string()?;
+            self.eat(b':')?;
+            self.ws();
+            let start = self.i;
+            self.value(1)?;
+            let value = &self.b[start..self.i];
+            if escaped {
+                return Ok(None);
+            }
+            match key {
+                b"error" => m.error = Some(value),
+                b"object" => m.object = Some(value),
+                b"usage" => m.usage = Some(value),
+                b"choices" => m.choices = Some(value),
+                _ => {}
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Some(m));
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        match self.peek().ok_or(())? {
+            b'"' => self.string().map(|_| ()),
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(()),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, as JSON (and serde) require.
+    fn number(&mut self) -> R<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(()),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.digits1()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.digits1()?;
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn digits1(&mut self) -> R<()> {
+        let start = self.i;
+        self.digits();
+        if self.i > start { Ok(()) } else { Err(()) }
+    }
+
+    /// A string starting at the current `"`: its raw contents and whether it has escapes.
+    /// Escapes must be valid and raw control characters are refused, as in serde_json.
+    fn string(&mut self) -> R<(&'a [u8], bool)> {
+        if self.peek() != Some(b'"') {
+            return Err(());
+        }
+        self.i += 1;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            // A plain loop: engine strings are mostly short (ids, roles, single tokens); a
+            // word-at-a-time or SIMD skip measured slower on real chunks.
+            let c = *self.b.get(self.i).ok_or(())?;
+            match c {
+                b'"' => {
+                    let s = &self.b[start..self.i];
+                    self.i += 1;
+                    return Ok((s, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    match self.b.get(self.i + 1).copied().ok_or(())? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 2..self.i + 6).ok_or(())?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(());
+                            }
+                            self.i += 6;
+                        }
+                        _ => return Err(()),
+                    }
+                }
+                0..=0x1f => return Err(()),
+                _ => self.i += 1,
+            }
+        }
+    }
+}
