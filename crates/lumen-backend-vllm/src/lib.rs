@@ -1,13 +1,16 @@
 //! An OpenAI-compatible HTTP backend: vLLM first, and anything else that speaks the same API
 //! (SGLang, llama.cpp `llama-server`, TGI, Ollama).
 //!
-//! One pooled `hyper-util` client per backend (keep-alive, `TCP_NODELAY`, https through rustls),
-//! injected rather than global so each backend has its own pool and timeouts. Engine failures become
+//! One connection pool per backend, injected rather than global so each backend has its own pool
+//! and timeouts: plain-`http` engines through the in-task HTTP/1.1 client in `h1` (keep-alive,
+//! `TCP_NODELAY`, no per-connection task), `https` engines through a pooled `hyper-util` client
+//! with rustls. Engine failures become
 //! typed [`BackendError`]s that know whether a retry is allowed. Stream chunks are parsed (to catch
 //! in-band errors and garbage) but forwarded as the engine's original bytes.
 //!
 //! # Layout
 //! - [`VllmConfig`] / [`VllmBackend`]: construction and the [`Backend`] implementation.
+//! - `h1`: the in-task HTTP/1.1 client for plain-`http` engines.
 //! - `stream`: SSE body to [`ChunkStream`] adapter.
 //!
 //! # Must not depend on
@@ -18,8 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -33,6 +37,7 @@ use lumen_openai_types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod h1;
 mod stream;
 
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -103,8 +108,93 @@ struct Inner {
     /// `scheme://authority` plus any path prefix, without a trailing slash or `/v1`.
     base: String,
     auth: Option<HeaderValue>,
-    client: Client<HttpsConnector, Full<Bytes>>,
+    transport: Transport,
     max_response_bytes: usize,
+}
+
+enum Transport {
+    /// `http://`: the in-task client.
+    Plain(Arc<h1::Pool>),
+    /// `https://`: hyper-util with rustls.
+    Tls(Client<HttpsConnector, Full<Bytes>>),
+}
+
+/// An engine's answer: status, `Retry-After`, and the body still to be read.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: UpBody,
+}
+
+/// A response body from either transport.
+pub(crate) enum UpBody {
+    Plain(h1::Body),
+    Tls(Incoming),
+    /// Handed off (see [`UpBody::release`]).
+    Released,
+}
+
+impl UpBody {
+    /// The next piece of data; `None` at the end. Trailers are skipped.
+    pub(crate) fn poll_data(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, lumen_backend::BoxError>>> {
+        use std::task::Poll;
+        match self {
+            Self::Plain(b) => b.poll_data(cx).map(|o| o.map(|r| r.map_err(Into::into))),
+            Self::Tls(b) => loop {
+                match std::task::ready!(std::pin::Pin::new(&mut *b).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                    None => return Poll::Ready(None),
+                }
+            },
+            Self::Released => Poll::Ready(None),
+        }
+    }
+
+    /// Called when a stream has ended cleanly (`[DONE]`) but the HTTP body may not have: the
+    /// chunked terminator usually follows the last event. Reading it lets the connection be
+    /// reused (else every stream would pay for a new connection). If it is not here yet, a
+    /// small task waits for it, for at most a second, so the caller never does.
+    pub(crate) fn release(&mut self, cx: &mut std::task::Context<'_>) {
+        let Self::Plain(body) = self else {
+            return;
+        };
+        loop {
+            match body.poll_data(cx) {
+                std::task::Poll::Ready(None) => return,
+                std::task::Poll::Ready(Some(Ok(_))) => {}
+                std::task::Poll::Ready(Some(Err(_))) => return,
+                std::task::Poll::Pending => break,
+            }
+        }
+        if let Self::Plain(mut body) = std::mem::replace(self, Self::Released) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let drain = async {
+                        while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_data(cx)).await
+                        {
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                });
+            }
+        }
+    }
+
+    async fn collect(self, max: usize) -> Result<Bytes, lumen_backend::BoxError> {
+        match self {
+            Self::Plain(b) => b.collect(max).await,
+            Self::Tls(b) => Limited::new(b, max).collect().await.map(|c| c.to_bytes()),
+            Self::Released => Ok(Bytes::new()),
+        }
+    }
 }
 
 impl std::fmt::Debug for VllmBackend {
@@ -132,21 +222,52 @@ impl VllmBackend {
                 Ok(v)
             })
             .transpose()?;
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.enforce_http(false);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .build(https_connector(http, &cfg.name)?);
+        let uri: Uri = base.parse().map_err(|_| VllmConfigError::BadUrl {
+            name: cfg.name.clone(),
+            url: cfg.base_url.clone(),
+            reason: "not a URL".to_owned(),
+        })?;
+        let transport = if uri.scheme_str() == Some("http") {
+            let authority = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default();
+            // `[::1]` in a URL is `::1` to connect to.
+            let host = uri.host().unwrap_or_default();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            Transport::Plain(h1::Pool::new(h1::PoolConfig {
+                backend: cfg.name.clone(),
+                host,
+                port: uri.port_u16().unwrap_or(80),
+                authority,
+                prefix: uri.path().trim_end_matches('/').to_owned(),
+                authorization: cfg.api_key.as_ref().map(|k| format!("Bearer {k}")),
+                connect_timeout: cfg.connect_timeout,
+                idle_timeout: cfg.pool_idle_timeout,
+                max_idle: cfg.pool_max_idle_per_host,
+            }))
+        } else {
+            let mut http = HttpConnector::new();
+            http.set_nodelay(true);
+            http.set_keepalive(Some(Duration::from_secs(60)));
+            http.set_connect_timeout(Some(cfg.connect_timeout));
+            http.enforce_http(false);
+            Transport::Tls(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(cfg.pool_idle_timeout)
+                    .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+                    .build(https_connector(http, &cfg.name)?),
+            )
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 name: cfg.name,
                 base,
                 auth,
-                client,
+                transport,
                 max_response_bytes: cfg.max_response_bytes,
             }),
         })
@@ -167,7 +288,25 @@ impl VllmBackend {
         path: &str,
         body: Option<Vec<u8>>,
         cx: &RequestContext,
-    ) -> Result<Response<Incoming>, BackendError> {
+    ) -> Result<Answer, BackendError> {
+        let client = match &self.inner.transport {
+            Transport::Plain(pool) => {
+                let (head, body) = pool
+                    .request(method.as_str(), path, body.as_deref(), cx)
+                    .await?;
+                return Ok(Answer {
+                    status: StatusCode::from_u16(head.status).map_err(|_| {
+                        BackendError::Protocol {
+                            backend: self.inner.name.clone(),
+                            message: format!("invalid HTTP status {}", head.status),
+                        }
+                    })?,
+                    retry_after: head.retry_after,
+                    body: UpBody::Plain(body),
+                });
+            }
+            Transport::Tls(client) => client,
+        };
         let uri = format!("{}{}", self.inner.base, path);
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(auth) = &self.inner.auth {
@@ -191,11 +330,21 @@ impl VllmBackend {
             backend: self.inner.name.clone(),
             message: format!("could not build request: {e}"),
         })?;
-        self.inner
-            .client
+        let resp = client
             .request(req)
             .await
-            .map_err(|e| self.classify_send_error(e))
+            .map_err(|e| self.classify_send_error(e))?;
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Ok(Answer {
+            status: resp.status(),
+            retry_after,
+            body: UpBody::Tls(resp.into_body()),
+        })
     }
 
     fn classify_send_error(&self, e: hyper_util::client::legacy::Error) -> BackendError {
@@ -217,11 +366,10 @@ impl VllmBackend {
         }
     }
 
-    async fn read_body(&self, resp: Response<Incoming>) -> Result<Bytes, BackendError> {
-        Limited::new(resp.into_body(), self.inner.max_response_bytes)
-            .collect()
+    async fn read_body(&self, resp: Answer) -> Result<Bytes, BackendError> {
+        resp.body
+            .collect(self.inner.max_response_bytes)
             .await
-            .map(|c| c.to_bytes())
             .map_err(|e| BackendError::Transport {
                 backend: self.inner.name.clone(),
                 source: e,
@@ -229,14 +377,8 @@ impl VllmBackend {
     }
 
     /// Turns a non-success response into [`BackendError::Upstream`], keeping the engine's message.
-    async fn upstream_error(&self, resp: Response<Incoming>) -> BackendError {
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+    async fn upstream_error(&self, resp: Answer) -> BackendError {
+        let (status, retry_after) = (resp.status, resp.retry_after);
         let body = self.read_body(resp).await.unwrap_or_default();
         let error = ErrorObject::from_upstream(&body).unwrap_or_else(|| {
             ErrorObject::new(
@@ -265,7 +407,7 @@ impl VllmBackend {
     ) -> Result<Resp, BackendError> {
         let body = req.map(|r| self.encode(r)).transpose()?;
         let resp = self.send(method, path, body, cx).await?;
-        if !resp.status().is_success() {
+        if !resp.status.is_success() {
             return Err(self.upstream_error(resp).await);
         }
         let bytes = self.read_body(resp).await?;
@@ -285,7 +427,7 @@ impl VllmBackend {
     ) -> Result<Reply<T>, BackendError> {
         let body = self.encode(req)?;
         let resp = self.send(Method::POST, path, Some(body), cx).await?;
-        if !resp.status().is_success() {
+        if !resp.status.is_success() {
             return Err(self.upstream_error(resp).await);
         }
         let bytes = self.read_body(resp).await?;
@@ -313,11 +455,11 @@ impl VllmBackend {
     {
         let body = self.encode(req)?;
         let resp = self.send(Method::POST, path, Some(body), cx).await?;
-        if !resp.status().is_success() {
+        if !resp.status.is_success() {
             return Err(self.upstream_error(resp).await);
         }
         Ok(Box::pin(stream::SseChunks::<T>::new(
-            resp.into_body(),
+            resp.body,
             self.inner.name.clone(),
         )))
     }
@@ -383,9 +525,13 @@ impl Backend for VllmBackend {
     async fn health(&self) -> Health {
         let cx = RequestContext::default();
         match self.send(Method::GET, "/health", None, &cx).await {
-            Ok(resp) if resp.status() == StatusCode::OK => Health::Healthy,
+            // Read the (small) body so the connection can be reused by the next probe.
+            Ok(resp) if resp.status == StatusCode::OK => {
+                let _ = resp.body.collect(64 * 1024).await;
+                Health::Healthy
+            }
             Ok(resp) => Health::Unhealthy {
-                reason: format!("/health returned HTTP {}", resp.status().as_u16()),
+                reason: format!("/health returned HTTP {}", resp.status.as_u16()),
             },
             Err(e) => Health::Unhealthy {
                 reason: e.to_string(),

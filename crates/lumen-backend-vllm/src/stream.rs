@@ -5,28 +5,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures::Stream;
-use hyper::body::{Body, Incoming};
 use lumen_backend::BackendError;
 use lumen_openai_types::sse::SseDecoder;
 use lumen_openai_types::{Chunk, ErrorObject};
 use serde::de::DeserializeOwned;
 
-pin_project_lite::pin_project! {
-    /// Decodes SSE from the body, yields parsed chunks that keep their bytes, ends at `[DONE]`.
-    /// Any failure is yielded once as [`BackendError::StreamInterrupted`] and ends the stream.
-    /// Dropping it drops the body, which closes the connection and aborts generation.
-    pub(crate) struct SseChunks<T> {
-        #[pin]
-        body: Incoming,
-        decoder: SseDecoder,
-        backend: String,
-        finished: bool,
-        _t: PhantomData<fn() -> T>,
-    }
+use crate::UpBody;
+
+/// Decodes SSE from the body, yields parsed chunks that keep their bytes, ends at `[DONE]`.
+/// Any failure is yielded once as [`BackendError::StreamInterrupted`] and ends the stream.
+/// Dropping it drops the body, which closes the connection and aborts generation.
+pub(crate) struct SseChunks<T> {
+    body: UpBody,
+    decoder: SseDecoder,
+    backend: String,
+    finished: bool,
+    _t: PhantomData<fn() -> T>,
 }
 
 impl<T> SseChunks<T> {
-    pub(crate) fn new(body: Incoming, backend: String) -> Self {
+    pub(crate) fn new(body: UpBody, backend: String) -> Self {
         Self {
             body,
             decoder: SseDecoder::new(),
@@ -41,8 +39,8 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
     type Item = Result<Chunk<T>, BackendError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        if *this.finished {
+        let this = self.get_mut();
+        if this.finished {
             return Poll::Ready(None);
         }
         let interrupted = |backend: &String, message: String, error: Option<Box<ErrorObject>>| {
@@ -55,7 +53,8 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
         loop {
             match this.decoder.next_event() {
                 Ok(Some(event)) if event.is_done() => {
-                    *this.finished = true;
+                    this.finished = true;
+                    this.body.release(cx);
                     return Poll::Ready(None);
                 }
                 Ok(Some(event)) => {
@@ -63,44 +62,40 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                         Ok(chunk) => match chunk.upstream_error() {
                             None => Ok(chunk),
                             Some(e) => Err(interrupted(
-                                this.backend,
+                                &this.backend,
                                 e.message.clone(),
                                 Some(Box::new(e.clone())),
                             )),
                         },
                         Err(e) => Err(interrupted(
-                            this.backend,
+                            &this.backend,
                             format!("engine sent an invalid stream event: {e}"),
                             None,
                         )),
                     };
-                    *this.finished = item.is_err();
+                    this.finished = item.is_err();
                     return Poll::Ready(Some(item));
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    *this.finished = true;
-                    return Poll::Ready(Some(Err(interrupted(this.backend, e.to_string(), None))));
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(interrupted(&this.backend, e.to_string(), None))));
                 }
             }
-            match ready!(this.body.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        this.decoder.push(data);
-                    }
-                }
+            match ready!(this.body.poll_data(cx)) {
+                Some(Ok(data)) => this.decoder.push(&data),
                 Some(Err(e)) => {
-                    *this.finished = true;
+                    this.finished = true;
                     return Poll::Ready(Some(Err(interrupted(
-                        this.backend,
+                        &this.backend,
                         format!("connection to the engine failed mid-stream: {e}"),
                         None,
                     ))));
                 }
                 None => {
-                    *this.finished = true;
+                    this.finished = true;
                     return Poll::Ready(Some(Err(interrupted(
-                        this.backend,
+                        &this.backend,
                         "the engine closed the stream before [DONE]".to_owned(),
                         None,
                     ))));

@@ -1,0 +1,313 @@
+//! The in-task client against scripted engines over real TCP: framing, reuse, stale pooled
+//! connections, early drops.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// What the scripted engine does with one request: the raw response, written in pieces, and
+/// whether to close the connection afterwards.
+#[derive(Clone)]
+struct Step {
+    pieces: Vec<&'static [u8]>,
+    close: bool,
+}
+
+struct Engine {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    /// Bytes the engine read after its last scripted answer (EOF shows as a closed count).
+    closed: Arc<AtomicUsize>,
+}
+
+/// Answers requests with `steps` in order, across connections.
+async fn engine(steps: Vec<Step>) -> Engine {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let steps = Arc::new(Mutex::new(steps.into_iter()));
+    let (c, d) = (connections.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (steps, closed) = (steps.clone(), d.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Read one request: head, then content-length bytes.
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => {
+                                closed.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + len {
+                        let mut chunk = [0u8; 4096];
+                        let n = sock.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    buf.drain(..end + len);
+                    let Some(step) = steps.lock().unwrap().next() else {
+                        return;
+                    };
+                    for piece in step.pieces {
+                        sock.write_all(piece).await.unwrap();
+                        sock.flush().await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                    if step.close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Engine {
+        port,
+        connections,
+        closed,
+    }
+}
+
+fn pool(port: u16) -> Arc<Pool> {
+    Pool::new(PoolConfig {
+        backend: "b".into(),
+        host: "127.0.0.1".into(),
+        port,
+        authority: format!("127.0.0.1:{port}"),
+        prefix: String::new(),
+        authorization: None,
+        connect_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(60),
+        max_idle: 8,
+    })
+}
+
+async fn get(pool: &Arc<Pool>) -> Result<(u16, Bytes), String> {
+    let cx = RequestContext::new("t");
+    let (head, body) = pool
+        .request("POST", "/x", Some(b"{}"), &cx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = body.collect(1 << 20).await.map_err(|e| e.to_string())?;
+    Ok((head.status, bytes))
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+#[tokio::test]
+async fn one_connection_serves_sequential_requests() {
+    let step = Step {
+        pieces: vec![OK],
+        close: false,
+    };
+    let e = engine(vec![step; 5]).await;
+    let p = pool(e.port);
+    for _ in 0..5 {
+        assert_eq!(get(&p).await.unwrap(), (200, Bytes::from_static(b"hello")));
+    }
+    assert_eq!(e.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn chunked_bodies_in_odd_pieces_with_extensions_and_trailers() {
+    let chunked = Step {
+        pieces: vec![
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n",
+            b"\r\n5;ext=1\r",
+            b"\nhel",
+            b"lo\r\n1",
+            b"2\r\n, chunked world!!!\r\n0\r\nx-trailer: 1\r\n",
+            b"\r\n",
+        ],
+        close: false,
+    };
+    let e = engine(vec![
+        chunked,
+        Step {
+            pieces: vec![OK],
+            close: false,
+        },
+    ])
+    .await;
+    let p = pool(e.port);
+    // An interim 100 is skipped; the chunk extension and the trailer are ignored.
+    let (status, body) = get(&p).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, Bytes::from_static(b"hello, chunked world!!!"));
+    // Framing consumed exactly: the same connection serves the next request.
+    assert_eq!(get(&p).await.unwrap().1, Bytes::from_static(b"hello"));
+    assert_eq!(e.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_engine_is_replaced() {
+    let e = engine(vec![
+        Step {
+            pieces: vec![OK],
+            close: true,
+        },
+        Step {
+            pieces: vec![OK],
+            close: false,
+        },
+    ])
+    .await;
+    let p = pool(e.port);
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    // The engine closed its side after answering; the idle connection is stale.
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    assert_eq!(e.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_without_length_ends_at_close_and_is_not_reused() {
+    let e = engine(vec![
+        Step {
+            pieces: vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the end"],
+            close: true,
+        },
+        Step {
+            pieces: vec![OK],
+            close: false,
+        },
+    ])
+    .await;
+    let p = pool(e.port);
+    assert_eq!(
+        get(&p).await.unwrap().1,
+        Bytes::from_static(b"until the end")
+    );
+    assert_eq!(get(&p).await.unwrap().1, Bytes::from_static(b"hello"));
+    assert_eq!(e.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_bodies_are_errors() {
+    let e = engine(vec![
+        Step {
+            pieces: vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
+            close: true,
+        },
+        Step {
+            pieces: vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
+            close: true,
+        },
+        Step {
+            pieces: vec![b"NOT HTTP\r\n\r\n"],
+            close: true,
+        },
+    ])
+    .await;
+    let p = pool(e.port);
+    let err = get(&p).await.unwrap_err();
+    assert!(err.contains("before the end of the body"), "{err}");
+    let err = get(&p).await.unwrap_err();
+    assert!(err.contains("bad chunk size"), "{err}");
+    let err = get(&p).await.unwrap_err();
+    assert!(err.contains("invalid response"), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_a_body_early_closes_the_connection() {
+    let e = engine(vec![Step {
+        pieces: vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"],
+        close: false,
+    }])
+    .await;
+    let p = pool(e.port);
+    let cx = RequestContext::new("t");
+    let (_, mut body) = p.request("POST", "/x", Some(b"{}"), &cx).await.unwrap();
+    let first = std::future::poll_fn(|cx| body.poll_data(cx)).await;
+    assert_eq!(first.unwrap().unwrap(), Bytes::from_static(b"first"));
+    drop(body);
+    // The engine reads EOF: the stream's consumer went away.
+    for _ in 0..5_000 {
+        if e.closed.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(e.closed.load(Ordering::SeqCst), 1);
+    assert!(p.idle.lock().unwrap().is_empty(), "never pooled");
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connect_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let err = pool(port)
+        .request("GET", "/health", None, &RequestContext::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Connect { .. }), "{err}");
+    assert!(err.is_retryable());
+}
+
+/// A stream ends at `[DONE]`, before the chunked terminator; the terminator is read anyway
+/// (now or by a small task) so the next stream reuses the connection.
+#[tokio::test]
+async fn streams_give_their_connection_back_after_done() {
+    use futures::StreamExt;
+    use lumen_backend::Backend;
+    let step = Step {
+        pieces: vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"2f\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n\r\n",
+            b"e\r\ndata: [DONE]\n\n\r\n",
+            b"0\r\n\r\n",
+        ],
+        close: false,
+    };
+    let e = engine(vec![step; 3]).await;
+    let backend = crate::VllmBackend::new(crate::VllmConfig::new(
+        "b",
+        format!("http://127.0.0.1:{}", e.port),
+    ))
+    .unwrap();
+    let cx = RequestContext::new("t");
+    for _ in 0..3 {
+        let mut stream = backend.chat_stream(Default::default(), &cx).await.unwrap();
+        let mut events = 0;
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+            events += 1;
+        }
+        assert_eq!(events, 1);
+        drop(stream);
+        // The drain task (if the terminator had not arrived yet) finishes promptly.
+        for _ in 0..5_000 {
+            if !backend_idle_is_empty(&backend) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(e.connections.load(Ordering::SeqCst), 1);
+}
+
+fn backend_idle_is_empty(b: &crate::VllmBackend) -> bool {
+    match &b.inner.transport {
+        crate::Transport::Plain(p) => p.idle.lock().unwrap().is_empty(),
+        crate::Transport::Tls(_) => true,
+    }
+}
