@@ -144,6 +144,8 @@ impl Pool {
         }
     }
 
+    /// The request head and body in one buffer (one `write`). Built by appending slices: the
+    /// `fmt` machinery was a visible share of this function.
     fn encode(
         &self,
         method: &str,
@@ -151,29 +153,38 @@ impl Pool {
         body: Option<&[u8]>,
         cx: &RequestContext,
     ) -> Vec<u8> {
-        use std::io::Write as _;
         let len = body.map_or(0, <[u8]>::len);
         let mut w = Vec::with_capacity(256 + len);
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            w,
-            "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}",
-            self.prefix, self.authority, self.fixed
-        );
+        for part in [
+            method,
+            " ",
+            &self.prefix,
+            path,
+            " HTTP/1.1\r\nhost: ",
+            &self.authority,
+            "\r\n",
+            &self.fixed,
+        ] {
+            w.extend_from_slice(part.as_bytes());
+        }
         if !cx.request_id.is_empty() {
-            let _ = write!(w, "x-request-id: {}\r\n", cx.request_id);
+            w.extend_from_slice(b"x-request-id: ");
+            w.extend_from_slice(cx.request_id.as_bytes());
+            w.extend_from_slice(b"\r\n");
         }
         if let Some(tp) = &cx.traceparent {
-            let _ = write!(w, "traceparent: {tp}\r\n");
-        }
-        if let Some(b) = body {
-            let _ = write!(
-                w,
-                "content-type: application/json\r\ncontent-length: {len}\r\n\r\n"
-            );
-            w.extend_from_slice(b);
-        } else {
+            w.extend_from_slice(b"traceparent: ");
+            w.extend_from_slice(tp.as_bytes());
             w.extend_from_slice(b"\r\n");
+        }
+        match body {
+            Some(b) => {
+                w.extend_from_slice(b"content-type: application/json\r\ncontent-length: ");
+                w.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                w.extend_from_slice(b"\r\n\r\n");
+                w.extend_from_slice(b);
+            }
+            None => w.extend_from_slice(b"\r\n"),
         }
         w
     }

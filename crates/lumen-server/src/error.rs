@@ -192,14 +192,23 @@ pub fn rate_headers(h: &mut http::HeaderMap, rate: &RateHeaders) {
     for (names, v) in NAMES.into_iter().zip([rate.requests, rate.tokens]) {
         if let Some((limit, remaining, reset)) = v {
             let [limit_name, remaining_name, reset_name] = names;
-            h.insert(limit_name, HeaderValue::from(limit));
-            h.insert(remaining_name, HeaderValue::from(remaining));
-            let value = format!("{}s", reset.as_secs_f64().ceil() as u64);
-            if let Ok(v) = HeaderValue::try_from(value) {
-                h.insert(reset_name, v);
-            }
+            h.insert(limit_name, decimal(limit, ""));
+            h.insert(remaining_name, decimal(remaining, ""));
+            h.insert(reset_name, decimal(reset.as_secs_f64().ceil() as u64, "s"));
         }
     }
+}
+
+/// `n` in decimal plus a unit, through `itoa` rather than `HeaderValue::from(u64)`, which goes
+/// through `fmt`: six of these are written on every rate-limited response.
+fn decimal(n: u64, unit: &str) -> HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    let mut buf = [0u8; 32];
+    let end = digits.len() + unit.len().min(8);
+    buf[..digits.len()].copy_from_slice(digits.as_bytes());
+    buf[digits.len()..end].copy_from_slice(&unit.as_bytes()[..end - digits.len()]);
+    HeaderValue::from_bytes(&buf[..end]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 impl From<LimitError> for ApiError {
