@@ -88,19 +88,21 @@ async fn run(args: Args) -> Result<(), String> {
     load::closed(sim.addr, &[], 8, Duration::from_secs(1)).await;
     load::closed(lumen.addr, procs::KEY_HEADER, 8, Duration::from_secs(1)).await;
 
-    let cpu0 = (sim.cpu(), lumen.cpu());
+    let cpu0 = (sim.cpu(), lumen.cpu(), procs::own_cpu());
     let direct = load::closed(sim.addr, &[], args.connections, d).await;
-    let cpu1 = (sim.cpu(), lumen.cpu());
+    let cpu1 = (sim.cpu(), lumen.cpu(), procs::own_cpu());
     let via = load::closed(lumen.addr, procs::KEY_HEADER, args.connections, d).await;
-    let cpu2 = (sim.cpu(), lumen.cpu());
+    let cpu2 = (sim.cpu(), lumen.cpu(), procs::own_cpu());
     r.closed(&direct, &via);
     // CPU per 10k requests: the simulator alone during the direct run; during the Lumen run,
-    // Lumen's own and the simulator's.
-    r.cpu(
-        (cpu1.0 - cpu0.0) / direct.ok as f64 * 1e4,
-        (cpu2.1 - cpu1.1) / via.ok as f64 * 1e4,
-        (cpu2.0 - cpu1.0) / via.ok as f64 * 1e4,
-    );
+    // Lumen's own and the simulator's; the load generator's in both (it shares the machine).
+    r.cpu(report::Cpu {
+        sim_alone: (cpu1.0 - cpu0.0) / direct.ok as f64 * 1e4,
+        lumen: (cpu2.1 - cpu1.1) / via.ok as f64 * 1e4,
+        sim_under_lumen: (cpu2.0 - cpu1.0) / via.ok as f64 * 1e4,
+        client_direct: (cpu1.2 - cpu0.2) / direct.ok as f64 * 1e4,
+        client_lumen: (cpu2.2 - cpu1.2) / via.ok as f64 * 1e4,
+    });
 
     for rate in &args.rates {
         let direct = load::open(sim.addr, &[], *rate, d).await;

@@ -25,12 +25,7 @@ pub struct Proc {
 impl Proc {
     /// User plus system CPU seconds so far.
     pub fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / CLK_TCK
+        cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 
     fn status_kb(&self, field: &str) -> u64 {
@@ -51,6 +46,20 @@ impl Proc {
     pub fn peak_rss_kb(&self) -> u64 {
         self.status_kb("VmHWM:")
     }
+}
+
+/// This process's (the load generator's) CPU seconds so far, all threads.
+pub fn own_cpu() -> f64 {
+    cpu_seconds("/proc/self/stat")
+}
+
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / CLK_TCK
 }
 
 impl Drop for Proc {

@@ -6,11 +6,21 @@ use std::time::Duration;
 use crate::Args;
 use crate::load::{Stats, StreamStats};
 
+/// CPU seconds per 10k requests in the closed-loop phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Cpu {
+    pub sim_alone: f64,
+    pub lumen: f64,
+    pub sim_under_lumen: f64,
+    pub client_direct: f64,
+    pub client_lumen: f64,
+}
+
 #[derive(Default)]
 pub struct Report {
     startup: Duration,
     closed: Option<(Stats, Stats)>,
-    cpu: Option<(f64, f64, f64)>,
+    cpu: Option<Cpu>,
     open: Vec<(u64, Stats, Stats)>,
     streams: Option<(usize, StreamStats, StreamStats)>,
     soak: Option<(u64, Vec<(u64, u64)>)>,
@@ -60,8 +70,8 @@ impl Report {
         self.closed = Some((direct.clone(), via.clone()));
     }
 
-    pub fn cpu(&mut self, sim_alone: f64, lumen: f64, sim_under_lumen: f64) {
-        self.cpu = Some((sim_alone, lumen, sim_under_lumen));
+    pub fn cpu(&mut self, cpu: Cpu) {
+        self.cpu = Some(cpu);
     }
 
     pub fn open(&mut self, rate: u64, direct: &Stats, via: &Stats) {
@@ -134,7 +144,14 @@ impl Report {
                 ratio >= 0.45,
             ));
         }
-        if let Some((sim_alone, lumen, sim_under)) = self.cpu {
+        if let Some(Cpu {
+            sim_alone,
+            lumen,
+            sim_under_lumen: sim_under,
+            client_direct,
+            client_lumen,
+        }) = self.cpu
+        {
             let per = |s: f64| s / 1e4 * 1e6;
             let ratio = lumen / sim_alone;
             let _ = writeln!(o, "## CPU per request\n");
@@ -152,6 +169,16 @@ impl Report {
                 o,
                 "| lumen-sim (Lumen run) | {sim_under:.3} | {:.1} |",
                 per(sim_under)
+            );
+            let _ = writeln!(
+                o,
+                "| load generator (direct run) | {client_direct:.3} | {:.1} |",
+                per(client_direct)
+            );
+            let _ = writeln!(
+                o,
+                "| load generator (Lumen run) | {client_lumen:.3} | {:.1} |",
+                per(client_lumen)
             );
             let _ = writeln!(o, "| Lumen ÷ simulator | **{ratio:.2}×** | |\n");
             targets.push((
