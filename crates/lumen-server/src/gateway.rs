@@ -951,8 +951,13 @@ fn chat_prefix(req: &ChatCompletionRequest) -> Vec<u8> {
     for m in &req.messages {
         out.extend_from_slice(m.role.as_bytes());
         out.push(b':');
-        if let Some(c) = &m.content {
-            out.extend_from_slice(c.text().as_bytes());
+        match &m.content {
+            // Borrowed: `text()` would copy the whole message on every request.
+            Some(lumen_openai_types::MessageContent::Text(t)) => {
+                out.extend_from_slice(t.as_bytes())
+            }
+            Some(c) => out.extend_from_slice(c.text().as_bytes()),
+            None => {}
         }
         out.push(b'\n');
         if m.role != "system" && m.role != "developer" {

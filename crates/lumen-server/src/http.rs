@@ -353,7 +353,7 @@ impl Gateway {
                 }
             }
             Endpoint::Chat => {
-                let headers = req.headers().clone();
+                let cache_control = req.headers().get(CACHE_CONTROL).cloned();
                 let body = self.read_body(req).await?;
                 let r: ChatCompletionRequest = request::parse(&body)?;
                 r.validate()?;
@@ -368,7 +368,7 @@ impl Gateway {
                 } else {
                     let plan = self.cache_plan(
                         &principal,
-                        &headers,
+                        cache_control.as_ref(),
                         "chat",
                         &r.model,
                         Some((r.temperature, r.seed)),
@@ -379,7 +379,7 @@ impl Gateway {
                 }
             }
             Endpoint::Completions => {
-                let headers = req.headers().clone();
+                let cache_control = req.headers().get(CACHE_CONTROL).cloned();
                 let body = self.read_body(req).await?;
                 let r: CompletionRequest = request::parse(&body)?;
                 r.validate()?;
@@ -393,7 +393,7 @@ impl Gateway {
                 } else {
                     let plan = self.cache_plan(
                         &principal,
-                        &headers,
+                        cache_control.as_ref(),
                         "completions",
                         &r.model,
                         Some((r.temperature, r.seed)),
@@ -404,7 +404,7 @@ impl Gateway {
                 }
             }
             Endpoint::Embeddings => {
-                let headers = req.headers().clone();
+                let cache_control = req.headers().get(CACHE_CONTROL).cloned();
                 let body = self.read_body(req).await?;
                 let r: EmbeddingRequest = request::parse(&body)?;
                 r.validate()?;
@@ -412,12 +412,18 @@ impl Gateway {
                 let (settlement, rate) = self
                     .admit(&principal, &scope, self.estimate(body.len(), Some(0)))
                     .await?;
-                let plan =
-                    self.cache_plan(&principal, &headers, "embeddings", &r.model, None, || {
+                let plan = self.cache_plan(
+                    &principal,
+                    cache_control.as_ref(),
+                    "embeddings",
+                    &r.model,
+                    None,
+                    || {
                         let mut c = r.clone();
                         c.user = None;
                         serde_json::to_vec(&c).ok()
-                    });
+                    },
+                );
                 self.unary(plan, settlement, rate, request_id, self.embeddings(r, &cx))
                     .await
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use lumen_governance::cache::{MemoryCache, MemoryKeyStore, cache_key, is_deterministic};
 use lumen_governance::keys::{ApiKey, KeyRing, digest, parse_hex};
 use lumen_governance::limits::{LimitError, Limiter, MemoryLimitStore, RateHeaders, Reservation};
@@ -269,7 +269,7 @@ impl Gateway {
     pub(crate) fn cache_plan(
         &self,
         principal: &Principal,
-        headers: &HeaderMap,
+        cache_control: Option<&HeaderValue>,
         endpoint: &str,
         model: &str,
         deterministic: Option<(Option<f64>, Option<i64>)>,
@@ -279,8 +279,7 @@ impl Gateway {
         if !s.cache.enabled {
             return CachePlan::bypass();
         }
-        let cc = headers
-            .get(http::header::CACHE_CONTROL)
+        let cc = cache_control
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
