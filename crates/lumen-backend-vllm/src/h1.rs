@@ -31,6 +31,9 @@ const MAX_HEAD: usize = 64 * 1024;
 /// A chunk-size line (hex size plus extensions) longer than this is malformed.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// Grow the read buffer only when less than this is free: stream events are split off the
+/// buffer as they arrive, and reserving a full chunk after each would allocate per event.
+const MIN_SPARE: usize = 2 * 1024;
 
 /// Where and how to reach one plain-HTTP engine, and its idle connections.
 pub(crate) struct Pool {
@@ -235,6 +238,12 @@ impl Pool {
     }
 }
 
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_SPARE {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// True unless the runtime has seen the idle socket become readable and a peek confirms the
 /// engine closed it (or sent something unasked). No system call in the common case.
 fn still_open(io: &TcpStream) -> bool {
@@ -349,7 +358,7 @@ async fn read_head(
             }
             Err(e) => return Err(HeadError::Malformed(format!("bad response head: {e}"))),
         }
-        buf.reserve(READ_CHUNK);
+        reserve(buf);
         let nothing_yet = buf.is_empty();
         match io.read_buf(buf).await {
             Ok(0) => {
@@ -413,7 +422,7 @@ impl Body {
         let Some(io) = self.io.as_ref() else {
             return Poll::Ready(Ok(0));
         };
-        self.buf.reserve(READ_CHUNK);
+        reserve(&mut self.buf);
         loop {
             ready!(io.poll_read_ready(cx))?;
             match io.try_read_buf(&mut self.buf) {
