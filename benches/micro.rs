@@ -9,7 +9,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use lumen_governance::{BackendSpec, GovernanceConfig, Policy, RouteRequest, Router};
 use lumen_openai_types::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, request,
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, Reply, request,
 };
 use tokio::time::Instant;
 
@@ -56,7 +56,11 @@ fn main() {
         let r: ChatCompletionRequest = request::parse(black_box(REQ)).unwrap();
         black_box(serde_json::to_vec(&r).unwrap());
     });
-    time("response: parse + serialise for the client", n, || {
+    time("response: peek, forward the engine bytes", n, || {
+        let r = Reply::<ChatCompletionResponse>::from_raw(Bytes::from_static(RESP)).unwrap();
+        black_box(r.to_json().unwrap());
+    });
+    time("response: parse + serialise (before)", n, || {
         let r: ChatCompletionResponse = serde_json::from_slice(black_box(RESP)).unwrap();
         black_box(serde_json::to_vec(&r).unwrap());
     });

@@ -204,59 +204,76 @@ pub async fn closed(
     Stats::merge(parts, start.elapsed())
 }
 
-/// `rate` requests per second for `d`, each timed from when it was scheduled to be sent.
+/// `rate` requests per second to each target for `d`, each timed from when it was scheduled to
+/// be sent (so queueing shows: no coordinated omission).
+///
+/// The targets are measured in the same window, interleaved: sends alternate between them half a
+/// period apart. Run one after the other, the two would see different machine conditions (other
+/// tenants, frequency, the kernel's mood) and their difference, which is the figure that
+/// matters, would carry that noise. (Streams are not interleaved: switching between targets
+/// synchronises all streams into bursts, which distorts time to first byte more than drift.)
 pub async fn open(
-    addr: SocketAddr,
-    headers: &'static [(&'static str, &'static str)],
+    targets: [(SocketAddr, &'static [(&'static str, &'static str)]); 2],
     rate: u64,
     d: Duration,
-) -> Stats {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let rx = Arc::new(Mutex::new(rx));
-    let workers: Vec<_> = (0..64)
-        .map(|_| {
-            let rx = rx.clone();
-            tokio::spawn(async move {
-                let mut c = Conn::new(addr);
-                let mut s = Stats::default();
-                loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some(scheduled) = next else {
-                        return s;
-                    };
-                    if c.call(headers).await {
-                        s.ok += 1;
-                        s.lat.push(scheduled.elapsed());
-                    } else {
-                        s.errors += 1;
+) -> [Stats; 2] {
+    let mut senders = Vec::new();
+    let mut pools = Vec::new();
+    for (addr, headers) in targets {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        senders.push(tx);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers: Vec<_> = (0..64)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let mut c = Conn::new(addr);
+                    let mut s = Stats::default();
+                    loop {
+                        let next = rx.lock().await.recv().await;
+                        let Some(scheduled) = next else {
+                            return s;
+                        };
+                        if c.call(headers).await {
+                            s.ok += 1;
+                            s.lat.push(scheduled.elapsed());
+                        } else {
+                            s.errors += 1;
+                        }
                     }
-                }
+                })
             })
-        })
-        .collect();
+            .collect();
+        pools.push(workers);
+    }
     let start = Instant::now();
     let n = rate * d.as_secs();
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
     // A dedicated OS thread paces the sends: nanosleep is accurate to tens of microseconds,
     // where the async timer wheel rounds to a millisecond and would inflate every latency.
     let pacer = std::thread::spawn(move || {
-        for i in 0..n {
-            let at = start + gap * i as u32;
+        for i in 0..n * 2 {
+            let at = start + gap * (i / 2) as u32 + (gap / 2) * (i % 2) as u32;
             let now = Instant::now();
             if at > now {
                 std::thread::sleep(at - now);
             }
-            if tx.send(at).is_err() {
+            if senders[(i % 2) as usize].send(at).is_err() {
                 return;
             }
         }
     });
     let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
-    let mut parts = Vec::new();
-    for w in workers {
-        parts.extend(w.await.ok());
+    let elapsed = start.elapsed();
+    let mut out = [Stats::default(), Stats::default()];
+    for (slot, workers) in out.iter_mut().zip(pools) {
+        let mut parts = Vec::new();
+        for w in workers {
+            parts.extend(w.await.ok());
+        }
+        *slot = Stats::merge(parts, elapsed);
     }
-    Stats::merge(parts, start.elapsed())
+    out
 }
 
 /// Stream results: time to first byte, total time, events per stream.

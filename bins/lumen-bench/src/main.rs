@@ -105,8 +105,8 @@ async fn run(args: Args) -> Result<(), String> {
     });
 
     for rate in &args.rates {
-        let direct = load::open(sim.addr, &[], *rate, d).await;
-        let via = load::open(lumen.addr, procs::KEY_HEADER, *rate, d).await;
+        let [direct, via] =
+            load::open([(sim.addr, &[]), (lumen.addr, procs::KEY_HEADER)], *rate, d).await;
         r.open(*rate, &direct, &via);
     }
 
