@@ -37,6 +37,12 @@ impl Stats {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Results of several timed turns: counts and latencies pooled, durations added.
+    pub fn merge_turns(turns: Vec<Stats>) -> Stats {
+        let elapsed = turns.iter().map(|t| t.elapsed).sum();
+        Self::merge(turns, elapsed)
+    }
+
     fn merge(parts: Vec<Stats>, elapsed: Duration) -> Stats {
         let mut out = Stats {
             elapsed,

@@ -88,20 +88,38 @@ async fn run(args: Args) -> Result<(), String> {
     load::closed(sim.addr, &[], 8, Duration::from_secs(1)).await;
     load::closed(lumen.addr, procs::KEY_HEADER, 8, Duration::from_secs(1)).await;
 
-    let cpu0 = (sim.cpu(), lumen.cpu(), procs::own_cpu());
-    let direct = load::closed(sim.addr, &[], args.connections, d).await;
-    let cpu1 = (sim.cpu(), lumen.cpu(), procs::own_cpu());
-    let via = load::closed(lumen.addr, procs::KEY_HEADER, args.connections, d).await;
-    let cpu2 = (sim.cpu(), lumen.cpu(), procs::own_cpu());
+    // Closed loop in one-second turns, direct then through Lumen, `seconds` of each: run as two
+    // long phases, the ratio carried whatever the machine did in between (other tenants on
+    // this VM moved the Lumen figure by a third between identical runs). CPU is summed per
+    // target over its own turns.
+    let cpu = || [sim.cpu(), lumen.cpu(), procs::own_cpu()];
+    let (mut direct_parts, mut via_parts) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut via_cpu) = ([0.0; 3], [0.0; 3]);
+    let turn = Duration::from_secs(1);
+    for _ in 0..args.seconds.max(1) {
+        let c0 = cpu();
+        direct_parts.push(load::closed(sim.addr, &[], args.connections, turn).await);
+        let c1 = cpu();
+        via_parts.push(load::closed(lumen.addr, procs::KEY_HEADER, args.connections, turn).await);
+        let c2 = cpu();
+        for i in 0..3 {
+            direct_cpu[i] += c1[i] - c0[i];
+            via_cpu[i] += c2[i] - c1[i];
+        }
+    }
+    let direct = load::Stats::merge_turns(direct_parts);
+    let via = load::Stats::merge_turns(via_parts);
     r.closed(&direct, &via);
-    // CPU per 10k requests: the simulator alone during the direct run; during the Lumen run,
-    // Lumen's own and the simulator's; the load generator's in both (it shares the machine).
+    // CPU per 10k requests: the simulator alone during the direct turns; during the Lumen
+    // turns, Lumen's own and the simulator's; the load generator's in both (it shares the
+    // machine).
+    let per = |cpu: f64, s: &load::Stats| cpu / s.ok.max(1) as f64 * 1e4;
     r.cpu(report::Cpu {
-        sim_alone: (cpu1.0 - cpu0.0) / direct.ok as f64 * 1e4,
-        lumen: (cpu2.1 - cpu1.1) / via.ok as f64 * 1e4,
-        sim_under_lumen: (cpu2.0 - cpu1.0) / via.ok as f64 * 1e4,
-        client_direct: (cpu1.2 - cpu0.2) / direct.ok as f64 * 1e4,
-        client_lumen: (cpu2.2 - cpu1.2) / via.ok as f64 * 1e4,
+        sim_alone: per(direct_cpu[0], &direct),
+        lumen: per(via_cpu[1], &via),
+        sim_under_lumen: per(via_cpu[0], &via),
+        client_direct: per(direct_cpu[2], &direct),
+        client_lumen: per(via_cpu[2], &via),
     });
 
     for rate in &args.rates {
