@@ -15,6 +15,7 @@
 //! already knows the socket is readable) and discarded; a reused connection that fails before
 //! any response byte is retried once on a fresh one, as browsers and hyper do.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -49,7 +50,8 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    /// Most recently used at the back (reused first), oldest at the front (reaped first).
+    idle: Mutex<VecDeque<(TcpStream, Instant)>>,
 }
 
 pub(crate) struct PoolConfig {
@@ -87,7 +89,7 @@ impl Pool {
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.idle_timeout,
             max_idle: cfg.max_idle,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -199,7 +201,7 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((io, since)) = idle.pop() {
+        while let Some((io, since)) = idle.pop_back() {
             if now.duration_since(since) < self.idle_timeout && still_open(&io) {
                 return Some(io);
             }
@@ -208,9 +210,19 @@ impl Pool {
     }
 
     fn checkin(&self, io: TcpStream) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // No background reaper: connections idle past the timeout are closed here, oldest
+        // first, so a burst's extra connections do not linger (engines such as uvicorn close
+        // theirs after a few seconds, leaving ours in CLOSE_WAIT).
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
         if idle.len() < self.max_idle {
-            idle.push((io, Instant::now()));
+            idle.push_back((io, now));
         }
     }
 

@@ -85,8 +85,8 @@ async fn engine(steps: Vec<Step>) -> Engine {
     }
 }
 
-fn pool(port: u16) -> Arc<Pool> {
-    Pool::new(PoolConfig {
+fn config(port: u16) -> PoolConfig {
+    PoolConfig {
         backend: "b".into(),
         host: "127.0.0.1".into(),
         port,
@@ -96,7 +96,11 @@ fn pool(port: u16) -> Arc<Pool> {
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
         max_idle: 8,
-    })
+    }
+}
+
+fn pool(port: u16) -> Arc<Pool> {
+    Pool::new(config(port))
 }
 
 async fn get(pool: &Arc<Pool>) -> Result<(u16, Bytes), String> {
@@ -310,4 +314,33 @@ fn backend_idle_is_empty(b: &crate::VllmBackend) -> bool {
         crate::Transport::Plain(p) => p.idle.lock().unwrap().is_empty(),
         crate::Transport::Tls(_) => true,
     }
+}
+
+/// Idle connections past the idle timeout are closed when another one comes back, oldest
+/// first, without a background task (checkout alone would never visit them: it reuses the most
+/// recent connection).
+#[tokio::test(start_paused = true)]
+async fn idle_connections_past_the_timeout_are_reaped_on_checkin() {
+    let step = Step {
+        pieces: vec![OK],
+        close: false,
+    };
+    let e = engine(vec![step; 4]).await;
+    let p = Pool::new(PoolConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..config(e.port)
+    });
+    // t = 0: two concurrent requests leave two pooled connections.
+    let (a, b) = tokio::join!(get(&p), get(&p));
+    assert_eq!((a.unwrap().0, b.unwrap().0), (200, 200));
+    assert_eq!(p.idle.lock().unwrap().len(), 2);
+    // t = 8 s: one request reuses the most recent connection and returns it.
+    tokio::time::advance(Duration::from_secs(8)).await;
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    assert_eq!(p.idle.lock().unwrap().len(), 2);
+    // t = 12 s: the other one has idled past 10 s; returning the used one closes it.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    assert_eq!(p.idle.lock().unwrap().len(), 1);
+    assert_eq!(e.connections.load(Ordering::SeqCst), 2);
 }
