@@ -95,31 +95,44 @@ async fn wait_for(addr: SocketAddr, path: &str, limit: Duration) -> Result<Durat
     Ok(start.elapsed())
 }
 
-/// The engine: one worker thread, zero latency, one model.
-pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
-    let addr = free_addr()?;
-    let child = Command::new(dir.join("lumen-sim"))
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--threads",
-            "1",
-            "--model",
-            "m",
-        ])
+/// Spawns a prepared command quietly and waits until `addr` answers 200 on `ready`.
+async fn launch(
+    mut cmd: Command,
+    binary: &Path,
+    package: &str,
+    addr: SocketAddr,
+    ready: &str,
+) -> Result<Proc, String> {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
             format!(
-                "cannot start {}: {e} (build it: cargo build --release -p lumen-sim-bin)",
-                dir.join("lumen-sim").display()
+                "cannot start {}: {e} (build it: cargo build --release -p {package})",
+                binary.display()
             )
         })?;
     let pid = child.id().unwrap_or(0);
-    wait_for(addr, "/health", Duration::from_secs(10)).await?;
+    wait_for(addr, ready, Duration::from_secs(10)).await?;
     Ok(Proc { child, pid, addr })
+}
+
+/// The engine: one worker thread, zero latency, one model.
+pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
+    let addr = free_addr()?;
+    let binary = dir.join("lumen-sim");
+    let mut cmd = Command::new(&binary);
+    cmd.args([
+        "--listen",
+        &addr.to_string(),
+        "--threads",
+        "1",
+        "--model",
+        "m",
+    ]);
+    launch(cmd, &binary, "lumen-sim-bin", addr, "/health").await
 }
 
 /// Lumen with governance on: an API key with (high) in-memory limits, metrics, request ids.
@@ -130,23 +143,13 @@ pub async fn start_lumen(dir: &Path, sim: SocketAddr) -> Result<(Proc, Duration)
         r#"[{{name="bench", sha256="{KEY_SHA256}", limits={{rpm=1000000000, tpm=1000000000000, max_concurrent=100000}}}}]"#
     );
     let start = Instant::now();
-    let child = Command::new(dir.join("lumen"))
-        .env("LUMEN_BACKENDS", format!("http://{sim}"))
+    let binary = dir.join("lumen");
+    let mut cmd = Command::new(&binary);
+    cmd.env("LUMEN_BACKENDS", format!("http://{sim}"))
         .env("LUMEN_SERVER__LISTEN", addr.to_string())
         .env("LUMEN_AUTH__ENABLED", "true")
         .env("LUMEN_AUTH__KEYS", keys)
-        .env("LUMEN_LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start {}: {e} (build it: cargo build --release -p lumen)",
-                dir.join("lumen").display()
-            )
-        })?;
-    let pid = child.id().unwrap_or(0);
-    wait_for(addr, "/ready", Duration::from_secs(10)).await?;
-    Ok((Proc { child, pid, addr }, start.elapsed()))
+        .env("LUMEN_LOG__LEVEL", "warn");
+    let proc = launch(cmd, &binary, "lumen", addr, "/ready").await?;
+    Ok((proc, start.elapsed()))
 }
