@@ -11,5 +11,6 @@ mod observability;
 mod openai_client;
 mod proxy;
 mod resilience;
+mod security;
 mod shared_state;
 mod streaming;

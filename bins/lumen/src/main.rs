@@ -130,6 +130,17 @@ fn main() -> ExitCode {
             }
         };
         init_logging(&cfg);
+        let stray: Vec<String> = config::unknown_env()
+            .into_iter()
+            .filter(|k| !config::is_kubernetes_service_link(k))
+            .map(|k| format!("LUMEN_{}", k.replace('.', "__").to_ascii_uppercase()))
+            .collect();
+        if !stray.is_empty() {
+            tracing::warn!(
+                variables = ?stray,
+                "ignoring LUMEN_* environment variables that name no setting (see docs/config.md)"
+            );
+        }
         let reload = Reload {
             path: args.config.clone(),
             overrides,

@@ -114,6 +114,68 @@ fn environment_variables_alone_configure_it() {
     child.wait().unwrap();
 }
 
+/// Reads stderr until the "listening" line; returns the address and every line before it.
+fn wait_listening_with_log(child: &mut Child) -> (String, Vec<String>) {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut before = Vec::new();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(url) = line.strip_prefix("lumen listening on http://") {
+                    tx.send((url.to_owned(), std::mem::take(&mut before)))
+                        .unwrap();
+                    sent = true;
+                } else {
+                    before.push(line);
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("lumen did not report its address")
+}
+
+/// A Kubernetes Service named `lumen` puts `LUMEN_PORT=tcp://...` and friends into every pod of
+/// the namespace; Lumen exited 64 on them. Now they are ignored silently, and a stray variable
+/// that is not a service link is named in one warning.
+#[test]
+fn kubernetes_service_links_do_not_stop_it_from_starting() {
+    let mut child = lumen()
+        .env("LUMEN_BACKENDS", "http://127.0.0.1:1")
+        .env("LUMEN_SERVER__LISTEN", "127.0.0.1:0")
+        .env("LUMEN_LOG__FORMAT", "json")
+        .env("LUMEN_PORT", "tcp://10.96.0.12:8080")
+        .env("LUMEN_PORT_8080_TCP", "tcp://10.96.0.12:8080")
+        .env("LUMEN_PORT_8080_TCP_PROTO", "tcp")
+        .env("LUMEN_PORT_8080_TCP_PORT", "8080")
+        .env("LUMEN_PORT_8080_TCP_ADDR", "10.96.0.12")
+        .env("LUMEN_SERVICE_HOST", "10.96.0.12")
+        .env("LUMEN_SERVICE_PORT", "8080")
+        .env("LUMEN_SERVICE_PORT_HTTP", "8080")
+        .env("LUMEN_REDIS_SERVICE_HOST", "10.96.0.13")
+        .env("LUMEN_REDIS_PORT_6379_TCP_ADDR", "10.96.0.13")
+        .env("LUMEN_TYPO_SETTING", "1")
+        .spawn()
+        .unwrap();
+    let (addr, log) = wait_listening_with_log(&mut child);
+    let resp = http(
+        &addr,
+        "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {log:?}");
+    assert!(warnings[0].contains("LUMEN_TYPO_SETTING"), "{log:?}");
+    assert!(
+        !warnings[0].contains("LUMEN_PORT") && !warnings[0].contains("SERVICE"),
+        "service links are not reported: {log:?}"
+    );
+}
+
 #[test]
 fn bad_config_names_the_key_and_exits_64() {
     let out = lumen()

@@ -49,6 +49,12 @@ pub enum GovernanceError {
     ModelNotFound { model: String },
     #[error("you must provide a model parameter")]
     ModelRequired,
+    /// The request left `model` blank and the caller may not use the default model. The
+    /// message does not name the default: the caller is not allowed to learn it.
+    #[error(
+        "No model was given and the default model is not available to this key; name one of the key's models."
+    )]
+    DefaultModelNotAllowed,
     /// Every backend that could serve the model is unavailable (ejected or breaker open).
     #[error("no healthy backend is available for model `{model}`")]
     NoHealthyBackend { model: String },

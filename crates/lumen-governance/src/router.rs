@@ -413,6 +413,33 @@ impl<B: Clone> Router<B> {
         self.models().into_iter().find(|m| m.id == id)
     }
 
+    /// The public model a request's `model` names, for a caller that may use only the models
+    /// `allowed` accepts: blank is the default model (or the only exposed one), `auto` the first
+    /// preferred model the caller may use that has a usable backend, anything else itself
+    /// (an exposed id, an alias, or a passthrough name). Access is decided on this result, never
+    /// on what the caller typed, so no spelling of a model reaches one the caller may not use.
+    ///
+    /// A blank model whose default the caller may not use is refused without naming the
+    /// default ([`GovernanceError::DefaultModelNotAllowed`]).
+    pub fn resolve(
+        &self,
+        model: &str,
+        allowed: &dyn Fn(&str) -> bool,
+        usable: &dyn Fn(&B) -> bool,
+    ) -> Result<String, GovernanceError> {
+        let t = self.table.load();
+        let public = resolve_in(&t, model, allowed, usable)?;
+        if allowed(&public) {
+            Ok(public)
+        } else if model.is_empty() {
+            Err(GovernanceError::DefaultModelNotAllowed)
+        } else {
+            Err(GovernanceError::ModelNotFound {
+                model: model.to_owned(),
+            })
+        }
+    }
+
     /// Chooses the backend for one request (or one retry attempt).
     pub fn route(&self, req: &RouteRequest<'_>) -> Result<Route<B>, GovernanceError> {
         self.route_filtered(req, &|_| true)
@@ -428,37 +455,8 @@ impl<B: Clone> Router<B> {
     ) -> Result<Route<B>, GovernanceError> {
         let t = self.table.load();
         let cfg = &t.cfg;
-        let asked = if req.model.is_empty() {
-            match (&cfg.default_model, t.public.len()) {
-                (Some(d), _) => d.as_str(),
-                (None, 1) => t.public.keys().next().map_or("", String::as_str),
-                (None, _) => return Err(GovernanceError::ModelRequired),
-            }
-        } else {
-            req.model
-        };
-        let public = if asked == AUTO && !cfg.auto.preference.is_empty() {
-            cfg.auto
-                .preference
-                .iter()
-                .find(|p| {
-                    t.public
-                        .get(p.as_str())
-                        .and_then(|(engine, _)| t.pools.get(engine))
-                        .is_some_and(|pool| {
-                            pool.members.iter().any(|&i| {
-                                let s = &t.members[i].slot;
-                                s.is_available() && usable(&s.backend)
-                            })
-                        })
-                })
-                .map(String::as_str)
-                .ok_or_else(|| GovernanceError::NoHealthyBackend {
-                    model: AUTO.to_owned(),
-                })?
-        } else {
-            asked
-        };
+        let public = resolve_in(&t, req.model, &|_| true, usable)?;
+        let public = public.as_str();
         let (engine, pool) = match t.public.get(public) {
             Some((engine, _)) => match t.pools.get(engine) {
                 Some(pool) => (engine.as_str(), pool),
@@ -535,6 +533,47 @@ impl<B: Clone> Router<B> {
         };
         Some(slot(chosen).clone())
     }
+}
+
+/// See [`Router::resolve`]; `allowed` only narrows what `auto` may pick.
+fn resolve_in<B>(
+    t: &Table<B>,
+    model: &str,
+    allowed: &dyn Fn(&str) -> bool,
+    usable: &dyn Fn(&B) -> bool,
+) -> Result<String, GovernanceError> {
+    let cfg = &t.cfg;
+    let asked = if model.is_empty() {
+        match (&cfg.default_model, t.public.len()) {
+            (Some(d), _) => d.as_str(),
+            (None, 1) => t.public.keys().next().map_or("", String::as_str),
+            (None, _) => return Err(GovernanceError::ModelRequired),
+        }
+    } else {
+        model
+    };
+    if asked != AUTO || cfg.auto.preference.is_empty() {
+        return Ok(asked.to_owned());
+    }
+    cfg.auto
+        .preference
+        .iter()
+        .find(|p| {
+            allowed(p)
+                && t.public
+                    .get(p.as_str())
+                    .and_then(|(engine, _)| t.pools.get(engine))
+                    .is_some_and(|pool| {
+                        pool.members.iter().any(|&i| {
+                            let s = &t.members[i].slot;
+                            s.is_available() && usable(&s.backend)
+                        })
+                    })
+        })
+        .cloned()
+        .ok_or_else(|| GovernanceError::NoHealthyBackend {
+            model: AUTO.to_owned(),
+        })
 }
 
 fn random_seed() -> u64 {

@@ -88,12 +88,23 @@ impl Admission {
         if reserved.is_err() {
             return Err(AdmissionError::QueueFull { retry_after });
         }
+        // Released however the wait ends, including when the caller's future is dropped
+        // (the client went away): a place held by nobody would shrink the queue for ever.
+        let _place = QueuePlace(&self.waiting);
         let waited = tokio::time::timeout(wait, sem.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
         match waited {
             Ok(Ok(p)) => Ok(Permit(Some(p))),
             _ => Err(AdmissionError::QueueTimeout { retry_after }),
         }
+    }
+}
+
+/// One reserved queue place, given back on drop.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -331,16 +331,88 @@ pub struct Overrides {
 }
 
 /// The layered sources, without extracting. `LUMEN_SIM_*` variables belong to the simulator.
+/// `LUMEN_*` variables that name no setting are left out (see [`unknown_env`]).
 pub fn figment(path: Option<&Path>) -> Figment {
+    let ignored = unknown_env();
     let mut f = Figment::new();
     if let Some(p) = path {
         f = f.merge(Toml::file(p));
     }
-    f.merge(
-        Env::prefixed("LUMEN_")
-            .split("__")
-            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("sim_")),
-    )
+    f.merge(lumen_env().filter(move |k| !ignored.iter().any(|i| k == i.as_str())))
+}
+
+fn lumen_env() -> Env {
+    Env::prefixed("LUMEN_")
+        .split("__")
+        .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("sim_"))
+}
+
+/// `LUMEN_*` variables that name no setting, as dotted keys (`port`, `server.listn`). They are
+/// never fatal: Kubernetes injects `LUMEN_PORT=tcp://...`, `LUMEN_SERVICE_HOST` and friends into
+/// every pod of a namespace with a Service named `lumen`, and a stray variable must not stop a
+/// replica from starting. Unknown keys in a TOML file stay errors: a file is written for Lumen.
+///
+/// Found by extracting the environment alone and dropping each key serde reports as unknown,
+/// so the list always matches the real schema.
+pub fn unknown_env() -> Vec<String> {
+    let mut ignored: Vec<String> = Vec::new();
+    // Each round removes one key; the environment is finite, and the bound keeps it so.
+    for _ in 0..256 {
+        let skip = ignored.clone();
+        let env = lumen_env().filter(move |k| !skip.iter().any(|i| k == i.as_str()));
+        let Err(errors) = Figment::new().merge(env).extract::<LumenConfig>() else {
+            break;
+        };
+        let unknown = errors.into_iter().find_map(|e| match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                // figment's path already ends with the unknown key; older versions did not.
+                let mut key = e.path.clone();
+                if key.last() != Some(field) {
+                    key.push(field.clone());
+                }
+                Some(key.join(".").to_ascii_lowercase())
+            }
+            _ => None,
+        });
+        match unknown {
+            Some(k) if !ignored.contains(&k) => ignored.push(k),
+            // Another kind of error: the full load reports it, with the file's context.
+            _ => break,
+        }
+    }
+    ignored
+}
+
+/// True for the variables Kubernetes' service links create for a Service named `lumen` or
+/// `lumen-*`, as keys after the `LUMEN_` prefix: `service_host`, `service_port`,
+/// `service_port_<name>`, `port`, `port_<n>_<tcp|udp|sctp>` and its `_proto`, `_port`, `_addr`.
+pub fn is_kubernetes_service_link(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    let tail = |k: &str| -> bool {
+        if k == "service_host" || k == "service_port" || k.starts_with("service_port_") {
+            return true;
+        }
+        if k == "port" {
+            return true;
+        }
+        let Some(rest) = k.strip_prefix("port_") else {
+            return false;
+        };
+        let mut parts = rest.split('_');
+        let port_ok = parts
+            .next()
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let proto_ok = parts
+            .next()
+            .is_some_and(|p| matches!(p, "tcp" | "udp" | "sctp"));
+        let field_ok = match parts.next() {
+            None => true,
+            Some(f) => matches!(f, "proto" | "port" | "addr") && parts.next().is_none(),
+        };
+        port_ok && proto_ok && field_ok
+    };
+    // `lumen-api` gives `LUMEN_API_SERVICE_HOST`: the service's own name may come first.
+    !k.contains('.') && (tail(&k) || k.match_indices('_').any(|(i, _)| tail(&k[i + 1..])))
 }
 
 /// Loads and validates. A named file that does not exist is an error, not silently skipped.

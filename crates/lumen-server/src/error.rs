@@ -259,6 +259,12 @@ impl From<GovernanceError> for ApiError {
                 out.error.param = Some("model".to_owned());
                 out
             }
+            GovernanceError::DefaultModelNotAllowed => {
+                let mut out = Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, e.to_string())
+                    .code("model_not_found");
+                out.error.param = Some("model".to_owned());
+                out
+            }
             GovernanceError::NoHealthyBackend { .. } => {
                 let mut out =
                     Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR, e.to_string())

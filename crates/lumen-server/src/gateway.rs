@@ -736,7 +736,7 @@ impl Gateway {
         }
     }
 
-    fn reject(&self, reason: &str) {
+    pub(crate) fn reject(&self, reason: &str) {
         self.inner
             .metrics
             .rejected

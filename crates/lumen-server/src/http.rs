@@ -355,9 +355,10 @@ impl Gateway {
             Endpoint::Chat => {
                 let cache_control = req.headers().get(CACHE_CONTROL).cloned();
                 let body = self.read_body(req).await?;
-                let r: ChatCompletionRequest = request::parse(&body)?;
+                let mut r: ChatCompletionRequest = request::parse(&body)?;
                 r.validate()?;
-                let scope = self.check_access(&principal, &r.model)?;
+                self.resolve_model(&principal, &mut r.model)?;
+                let scope = r.model.clone();
                 let max = r.max_completion_tokens.or(r.max_tokens);
                 let (settlement, rate) = self
                     .admit(&principal, &scope, self.estimate(body.len(), max))
@@ -381,9 +382,10 @@ impl Gateway {
             Endpoint::Completions => {
                 let cache_control = req.headers().get(CACHE_CONTROL).cloned();
                 let body = self.read_body(req).await?;
-                let r: CompletionRequest = request::parse(&body)?;
+                let mut r: CompletionRequest = request::parse(&body)?;
                 r.validate()?;
-                let scope = self.check_access(&principal, &r.model)?;
+                self.resolve_model(&principal, &mut r.model)?;
+                let scope = r.model.clone();
                 let (settlement, rate) = self
                     .admit(&principal, &scope, self.estimate(body.len(), r.max_tokens))
                     .await?;
@@ -406,9 +408,10 @@ impl Gateway {
             Endpoint::Embeddings => {
                 let cache_control = req.headers().get(CACHE_CONTROL).cloned();
                 let body = self.read_body(req).await?;
-                let r: EmbeddingRequest = request::parse(&body)?;
+                let mut r: EmbeddingRequest = request::parse(&body)?;
                 r.validate()?;
-                let scope = self.check_access(&principal, &r.model)?;
+                self.resolve_model(&principal, &mut r.model)?;
+                let scope = r.model.clone();
                 let (settlement, rate) = self
                     .admit(&principal, &scope, self.estimate(body.len(), Some(0)))
                     .await?;
@@ -430,25 +433,26 @@ impl Gateway {
         }
     }
 
-    /// The key may use this model (the default model when none is named). Returns the model id
-    /// limits are scoped to. A model the key may not use is reported as not found, as it is
-    /// absent from that key's `/v1/models`.
-    fn check_access(&self, principal: &Principal, model: &str) -> Result<String, ApiError> {
-        let model = if model.is_empty() {
-            self.router()
-                .config()
-                .default_model
-                .clone()
-                .unwrap_or_default()
-        } else {
-            model.to_owned()
-        };
-        match principal {
-            Some(k) if !model.is_empty() && !k.allows(&model) => {
-                Err(ApiError::model_not_found(&model))
-            }
-            _ => Ok(model),
-        }
+    /// Resolves the request's `model` once (blank, `auto`, alias, passthrough) and authorizes
+    /// the key on the result; the request then carries the resolved public id, so the attempt
+    /// loop routes exactly the model that was authorized.
+    fn resolve_model(&self, principal: &Principal, model: &mut String) -> Result<(), ApiError> {
+        let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
+        let usable = |u: &crate::gateway::Upstream| u.breaker.allows();
+        // A model the key may not use is reported as not found, as it is absent from that key's
+        // `/v1/models`.
+        *model = self
+            .router()
+            .resolve(model, &allowed, &usable)
+            .inspect_err(|e| {
+                if matches!(
+                    e,
+                    lumen_governance::GovernanceError::NoHealthyBackend { .. }
+                ) {
+                    self.reject("no_healthy_backend");
+                }
+            })?;
+        Ok(())
     }
 
     fn estimate(&self, body_len: usize, max_tokens: Option<u32>) -> u64 {

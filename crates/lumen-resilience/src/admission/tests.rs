@@ -65,3 +65,34 @@ async fn unlimited_never_waits() {
     let held: Vec<_> = futures::future::join_all((0..1000).map(|_| a.acquire())).await;
     assert!(held.iter().all(Result::is_ok));
 }
+
+/// A waiter that is cancelled (its client went away) gives its queue place back; before the
+/// fix the place leaked and the queue looked full for ever.
+#[tokio::test(start_paused = true)]
+async fn cancelled_waits_release_their_queue_places() {
+    let a = Arc::new(Admission::new(Some(1), 2, Duration::from_secs(60)));
+    let held = a.acquire().await.unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.acquire().await.map(|_| ()) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(a.queued(), 2);
+    for w in waiters {
+        w.abort();
+        let _ = w.await;
+    }
+    assert_eq!(a.queued(), 0, "cancelled waits hold no queue place");
+    // The next request waits (it is not refused as queue_full) and is served once the slot frees.
+    let next = {
+        let a = a.clone();
+        tokio::spawn(async move { a.acquire().await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(a.queued(), 1);
+    drop(held);
+    assert_eq!(next.await.unwrap(), Ok(()));
+    assert_eq!(a.queued(), 0);
+}

@@ -234,3 +234,78 @@ fn profiles_supply_defaults_and_explicit_settings_win() {
         Ok(())
     });
 }
+
+/// Kubernetes' service links for a Service named `lumen` (and `lumen-redis`) and a stray
+/// variable: none of them stops the load; only the stray one is reported.
+#[test]
+fn unknown_environment_variables_are_not_fatal() {
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
+        jail.set_env("LUMEN_PORT", "tcp://10.96.0.12:8080");
+        jail.set_env("LUMEN_PORT_8080_TCP_ADDR", "10.96.0.12");
+        jail.set_env("LUMEN_SERVICE_HOST", "10.96.0.12");
+        jail.set_env("LUMEN_SERVICE_PORT_HTTP", "8080");
+        jail.set_env("LUMEN_REDIS_SERVICE_PORT", "6379");
+        jail.set_env("LUMEN_SERVER__LISTN", "0.0.0.0:1");
+        jail.set_env("LUMEN_SERVER__LISTEN", "0.0.0.0:9000");
+        let cfg = load_in(jail, None).unwrap();
+        assert_eq!(cfg.server.listen.port(), 9000, "known keys still apply");
+        let mut unknown = unknown_env();
+        unknown.sort();
+        assert_eq!(
+            unknown,
+            [
+                "port",
+                "port_8080_tcp_addr",
+                "redis_service_port",
+                "server.listn",
+                "service_host",
+                "service_port_http"
+            ]
+        );
+        let stray: Vec<_> = unknown
+            .iter()
+            .filter(|k| !is_kubernetes_service_link(k))
+            .collect();
+        assert_eq!(stray, ["server.listn"]);
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_in_a_file_stay_errors() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "lumen.toml",
+            "backends = [\"http://127.0.0.1:8000\"]\n[server]\nlistn = \"0.0.0.0:1\"\n",
+        )?;
+        let err = load_in(jail, Some("lumen.toml")).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn service_link_names() {
+    for k in [
+        "port",
+        "port_80_tcp",
+        "port_80_udp_proto",
+        "service_host",
+        "service_port",
+        "service_port_grpc",
+        "api_service_host",
+        "redis_port_6379_tcp_port",
+    ] {
+        assert!(is_kubernetes_service_link(k), "{k}");
+    }
+    for k in [
+        "server.listen",
+        "listen",
+        "port_x_tcp",
+        "port_80_tcp_host",
+        "backend",
+    ] {
+        assert!(!is_kubernetes_service_link(k), "{k}");
+    }
+}

@@ -1,0 +1,191 @@
+//! Holes found by attacking Lumen from outside, one test each: what a hostile client, a
+//! careless operator or a Kubernetes environment did, and what Lumen must answer instead.
+
+use std::time::Duration;
+
+use lumen_governance::GovernanceConfig;
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
+use lumen_server::config::{AdmissionConfig, AuthConfig};
+use lumen_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "sk-only-a";
+
+fn restricted(models: &[&str]) -> AuthConfig {
+    AuthConfig {
+        enabled: true,
+        admin_key_sha256: None,
+        keys: vec![ApiKey {
+            name: "only-a".into(),
+            sha256: to_hex(&digest(KEY)),
+            models: Some(models.iter().map(|s| (*s).to_owned()).collect()),
+            limits: LimitSpec::default(),
+            per_model: Default::default(),
+        }],
+    }
+}
+
+async fn chat_as(lumen: &Lumen, body: &str) -> Reply {
+    send(
+        http::Method::POST,
+        &lumen.url("/v1/chat/completions"),
+        body,
+        &[("authorization", &format!("Bearer {KEY}"))],
+    )
+    .await
+}
+
+fn chat_body(model: Option<&str>) -> String {
+    let model = model.map_or(String::new(), |m| format!(r#""model":"{m}","#));
+    format!(r#"{{{model}"messages":[{{"role":"user","content":"hi"}}],"max_tokens":2}}"#)
+}
+
+/// A key limited to `a` left `model` out and was served by the only exposed model, `b`: access
+/// was checked on the blank name before the model was resolved.
+#[tokio::test]
+async fn a_blank_model_is_checked_against_the_key_after_resolution() {
+    let (url, sim) = sim(&["b"]).await;
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .auth(restricted(&["a"]))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let r = chat_as(&lumen, &chat_body(None)).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+    assert!(
+        !r.text().contains("\"b\"") && !r.text().contains("`b`"),
+        "the refusal does not name the default model: {}",
+        r.text()
+    );
+    assert_eq!(sim.generation_count(), 0, "nothing reached the engine");
+}
+
+/// The same with a configured default, an alias and `auto`: the key's list is checked on the
+/// model each resolves to, and `auto` picks among the key's models only.
+#[tokio::test]
+async fn every_way_of_naming_a_model_is_authorized_on_what_it_resolves_to() {
+    let (url, sim) = sim(&["a", "b"]).await;
+    let mut gov = GovernanceConfig::default();
+    gov.default_model = Some("b".into());
+    gov.aliases.insert("fast".into(), "b".into());
+    gov.aliases.insert("mine".into(), "a".into());
+    gov.auto.preference = vec!["b".into(), "a".into()];
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .governance(gov)
+            .auth(restricted(&["a", "mine"]))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // The default is `b`, which the key may not use: refused without naming it.
+    let blank = chat_as(&lumen, &chat_body(None)).await;
+    assert_eq!(blank.status, 404, "{}", blank.text());
+    assert!(!blank.text().contains("`b`"), "{}", blank.text());
+    // An alias of a forbidden model is forbidden, whatever the alias is called.
+    let alias = chat_as(&lumen, &chat_body(Some("fast"))).await;
+    assert_eq!(alias.status, 404, "{}", alias.text());
+    // An alias the key lists, to a model it lists, is served.
+    let mine = chat_as(&lumen, &chat_body(Some("mine"))).await;
+    assert_eq!(mine.status, 200, "{}", mine.text());
+    assert_eq!(mine.json()["model"], "mine");
+    // `auto` prefers `b`, but for this key it may only pick `a`.
+    let auto = chat_as(&lumen, &chat_body(Some("auto"))).await;
+    assert_eq!(auto.status, 200, "{}", auto.text());
+    assert_eq!(auto.json()["model"], "a");
+    let engine_models: Vec<_> = sim
+        .records()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .map(|r| r.body["model"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(engine_models, ["a", "a"], "only `a` was ever asked");
+}
+
+/// Passthrough names are checked too: a key may not reach an engine model it does not list by
+/// naming it directly.
+#[tokio::test]
+async fn passthrough_models_obey_the_key() {
+    let (url, sim) = sim(&["a", "secret"]).await;
+    let mut gov = GovernanceConfig::default();
+    gov.exposed_models = Some(vec!["a".into()]);
+    gov.passthrough.enabled = true;
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .governance(gov)
+            .auth(restricted(&["a"]))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let r = chat_as(&lumen, &chat_body(Some("secret"))).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(sim.generation_count(), 0);
+}
+
+/// Opens a raw connection and sends a chat request without waiting for the answer.
+async fn start_request(lumen: &Lumen, body: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(lumen.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+/// Clients that gave up while queued kept their queue places for ever: with a queue of 2, two
+/// disconnects made every later request that had to wait a 429 `queue_full`.
+#[tokio::test]
+async fn clients_that_leave_the_queue_give_their_places_back() {
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .admission(AdmissionConfig {
+                max_concurrent: Some(1),
+                queue_size: Some(2),
+                queue_timeout_ms: Some(60_000),
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let hang = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"sim":{"hang":true}}"#;
+    let holder = start_request(&lumen, hang).await;
+    let gw = lumen.gateway.clone();
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        queued.push(start_request(&lumen, &chat_body(Some("m"))).await);
+    }
+    eventually(Duration::from_secs(10), || gw.queued() == 2).await;
+    drop(queued);
+    eventually(Duration::from_secs(10), || gw.queued() == 0).await;
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        metrics.lines().any(|l| l == "lumen_queue_depth 0"),
+        "the gauge is back to 0"
+    );
+    // The next caller waits rather than being refused, and is served once the slot frees.
+    let next = tokio::spawn({
+        let url = lumen.url("/v1/chat/completions");
+        async move { post(&url, &chat_body(Some("m"))).await }
+    });
+    eventually(Duration::from_secs(10), || gw.queued() == 1).await;
+    drop(holder);
+    let r = next.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.queued(), 0);
+}
+
+/// Reads whatever the server sends until it closes the connection (bounded).
+#[allow(dead_code)]
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    out
+}
