@@ -167,12 +167,86 @@ fn kubernetes_service_links_do_not_stop_it_from_starting() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     child.kill().unwrap();
     child.wait().unwrap();
-    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("WARN")).collect();
+    let warnings: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("environment variables"))
+        .collect();
     assert_eq!(warnings.len(), 1, "one warning: {log:?}");
     assert!(warnings[0].contains("LUMEN_TYPO_SETTING"), "{log:?}");
     assert!(
         !warnings[0].contains("LUMEN_PORT") && !warnings[0].contains("SERVICE"),
         "service links are not reported: {log:?}"
+    );
+}
+
+/// Every stderr line, collected in the background until the process ends.
+fn collect_log(child: &mut Child) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("lumen listening on http://") {
+                let _ = tx.send(url.to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("lumen did not report its address");
+    (addr, lines)
+}
+
+/// A passthrough model name with a newline and a request id with `key=value` text forged
+/// log lines and fields in the text format; values are now quoted and escaped.
+#[test]
+fn client_strings_cannot_forge_log_lines() {
+    let mut child = lumen()
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .env("LUMEN_ROUTING__PASSTHROUGH__ENABLED", "true")
+        .env("LUMEN_LOG__FORMAT", "text")
+        .env("NO_COLOR", "1")
+        .spawn()
+        .unwrap();
+    let (addr, log) = collect_log(&mut child);
+    let body = r#"{"model":"evil\nINFO lumen::access: forged=1","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = http(
+        &addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: r1 status=999\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 "), "{resp}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let found = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("r1 status=999") && l.contains("access"))
+            .cloned();
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access line");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = log.lock().unwrap().clone();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("INFO lumen::access: forged")),
+        "no forged line: {lines:#?}"
+    );
+    assert!(access.contains(r#"id="r1 status=999""#), "{access}");
+    assert!(
+        access.contains(r#"model="evil\nINFO lumen::access: forged=1""#),
+        "{access}"
     );
 }
 

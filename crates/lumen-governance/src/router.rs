@@ -117,6 +117,9 @@ pub struct Route<B> {
     /// The id to send to the engine.
     pub engine_model: String,
     pub policy: Policy,
+    /// The model is not in the table: a passthrough name the caller chose. Never use
+    /// `public_model` as a metric label then; callers can invent any number of them.
+    pub passthrough: bool,
     /// The chosen backend, counted as in flight until dropped.
     pub lease: Lease<B>,
 }
@@ -457,9 +460,9 @@ impl<B: Clone> Router<B> {
         let cfg = &t.cfg;
         let public = resolve_in(&t, req.model, &|_| true, usable)?;
         let public = public.as_str();
-        let (engine, pool) = match t.public.get(public) {
+        let (engine, pool, passthrough) = match t.public.get(public) {
             Some((engine, _)) => match t.pools.get(engine) {
-                Some(pool) => (engine.as_str(), pool),
+                Some(pool) => (engine.as_str(), pool, false),
                 None => {
                     return Err(GovernanceError::ModelNotFound {
                         model: public.to_owned(),
@@ -467,7 +470,7 @@ impl<B: Clone> Router<B> {
                 }
             },
             None => match &t.passthrough {
-                Some(pool) if !cfg.aliases.contains_key(public) => (public, pool),
+                Some(pool) if !cfg.aliases.contains_key(public) => (public, pool, true),
                 _ => {
                     return Err(GovernanceError::ModelNotFound {
                         model: public.to_owned(),
@@ -485,6 +488,7 @@ impl<B: Clone> Router<B> {
             public_model: public.to_owned(),
             engine_model: engine.to_owned(),
             policy,
+            passthrough,
             lease: Lease::new(slot),
         })
     }

@@ -23,6 +23,8 @@ pub(crate) struct Access {
     pub endpoint: &'static str,
     /// The public model, once routed ("unknown" otherwise, to keep label cardinality bounded).
     pub model: Option<String>,
+    /// The model is a passthrough name, chosen by the caller: logged, but never a label.
+    pub passthrough: bool,
     pub backend: Option<String>,
     pub attempts: u32,
     /// Time spent waiting on engine calls (for streams: until the first chunk).
@@ -49,6 +51,7 @@ impl Access {
             trace_id,
             endpoint,
             model: None,
+            passthrough: false,
             backend: None,
             attempts: 0,
             upstream: Duration::ZERO,
@@ -78,12 +81,22 @@ impl Access {
             .saturating_sub(self.waited)
     }
 
+    /// The model as a metric label: from configuration or discovery only. Every passthrough
+    /// name shares one label, so callers cannot grow the label set (or a scrape) at will.
+    pub fn model_label(&self) -> &str {
+        match &self.model {
+            Some(_) if self.passthrough => "passthrough",
+            Some(m) => m,
+            None => "unknown",
+        }
+    }
+
     /// Records the request metrics and writes the access line.
     pub fn finish(&self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
         let model = self.model.as_deref().unwrap_or("unknown");
         let backend = self.backend.as_deref().unwrap_or("none");
         let duration = self.start.elapsed();
-        let h = metrics.handles(model, backend, self.endpoint, status);
+        let h = metrics.handles(self.model_label(), backend, self.endpoint, status);
         h.requests.inc();
         Metrics::observe(&h.duration, duration);
         Metrics::observe(&metrics.overhead, overhead);
@@ -96,11 +109,11 @@ impl Access {
         }
         tracing::info!(
             target: "lumen::access",
-            id = %self.request_id,
-            trace_id = %self.trace_id,
+            id = %Text(&self.request_id),
+            trace_id = %Text(&self.trace_id),
             endpoint = self.endpoint,
-            model = %model,
-            backend = %backend,
+            model = %Text(model),
+            backend = %Text(backend),
             status,
             outcome,
             duration_ms = duration.as_secs_f64() * 1e3,
@@ -112,6 +125,27 @@ impl Access {
             cache = "bypass",
             "access"
         );
+    }
+}
+
+/// A log field value that may come from a client (a request id, a passthrough model name) or
+/// an engine (an error message). Plain values print as they are; anything with whitespace,
+/// `=`, quotes, backslashes or control characters prints quoted and escaped, as logfmt does,
+/// so a value can never end a line or forge `key=value` fields in the text format.
+pub(crate) struct Text<'a>(pub &'a str);
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plain = !self.0.is_empty()
+            && self
+                .0
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '=' | '"' | '\\'));
+        if plain {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
     }
 }
 

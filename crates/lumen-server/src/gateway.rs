@@ -646,6 +646,7 @@ impl Gateway {
                 })?;
             access::note(|a| {
                 a.model = Some(route.public_model.clone());
+                a.passthrough = route.passthrough;
                 a.backend = Some(route.lease.name.clone());
                 a.attempts = attempt;
             });
@@ -719,14 +720,14 @@ impl Gateway {
             }
             if !budget.try_withdraw() {
                 m.retry_budget_exhausted.inc();
-                tracing::warn!(backend = %route.lease.name, error = %err, "retry budget exhausted; not retrying");
+                tracing::warn!(backend = %route.lease.name, error = %crate::access::Text(&err.to_string()), "retry budget exhausted; not retrying");
                 return Err(err.into());
             }
             m.retries.get_or_create(&reason).inc();
             tracing::warn!(
                 attempt,
                 backend = %route.lease.name,
-                error = %err,
+                error = %crate::access::Text(&err.to_string()),
                 delay_ms = delay.as_millis() as u64,
                 "attempt failed; retrying"
             );

@@ -187,7 +187,7 @@ impl Gateway {
         let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
         let span = tracing::info_span!(
             "request",
-            id = %request_id.to_str().unwrap_or_default(),
+            id = %crate::access::Text(request_id.to_str().unwrap_or_default()),
             trace_id = %trace_id,
         );
         let access = Access::new(
@@ -599,7 +599,7 @@ impl Gateway {
             .inner
             .metrics
             .handles(
-                access.model.as_deref().unwrap_or("unknown"),
+                access.model_label(),
                 access.backend.as_deref().unwrap_or("none"),
                 access.endpoint,
                 200,
@@ -867,7 +867,7 @@ impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default>
             }
             Some(Err(e)) => {
                 *this.finished = true;
-                tracing::warn!(error = %e, kind = e.kind(), "stream failed after commit");
+                tracing::warn!(error = %crate::access::Text(&e.to_string()), kind = e.kind(), "stream failed after commit");
                 if let Some(r) = this.record.as_mut() {
                     r.error = Some(e.kind());
                 }
