@@ -214,3 +214,111 @@ async fn passthrough_names_never_become_metric_labels() {
     );
     assert!(metrics.len() < 200_000, "{} bytes", metrics.len());
 }
+
+const ADMIN: &str = "sk-admin";
+
+async fn admin_call(lumen: &Lumen, method: http::Method, path: &str, body: &str) -> Reply {
+    send(
+        method,
+        &lumen.url(path),
+        body,
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .await
+}
+
+async fn chat_with(lumen: &Lumen, secret: &str, model: &str) -> http::StatusCode {
+    send(
+        http::Method::POST,
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(Some(model)),
+        &[("authorization", &format!("Bearer {secret}"))],
+    )
+    .await
+    .status
+}
+
+/// Run-time key names: restricted to a documented alphabet, taken once (409, never a silent
+/// replacement that drops the old key's restrictions), and revocable by their URL-encoded name.
+async fn run_time_key_names(lumen: &Lumen) {
+    let spaced = admin_call(
+        lumen,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"ci bot","models":["a"]}"#,
+    )
+    .await;
+    assert_eq!(spaced.status, 400, "{}", spaced.text());
+    assert_eq!(spaced.json()["error"]["param"], "name");
+    let created = admin_call(
+        lumen,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"ci.bot@team-a","models":["a"]}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(chat_with(lumen, &secret, "a").await, 200);
+    assert_eq!(chat_with(lumen, &secret, "b").await, 404);
+    let again = admin_call(
+        lumen,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"ci.bot@team-a"}"#,
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(again.json()["error"]["code"], "key_exists");
+    assert!(again.json().get("key").is_none(), "no new secret");
+    assert_eq!(
+        chat_with(lumen, &secret, "b").await,
+        404,
+        "the first key keeps its restrictions"
+    );
+    let deleted = admin_call(
+        lumen,
+        http::Method::DELETE,
+        "/admin/keys/ci.bot%40team%2Da",
+        "",
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["name"], "ci.bot@team-a");
+    assert_eq!(chat_with(lumen, &secret, "a").await, 401, "revoked");
+}
+
+fn with_admin() -> AuthConfig {
+    AuthConfig {
+        enabled: true,
+        admin_key_sha256: Some(to_hex(&digest(ADMIN))),
+        keys: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn run_time_key_names_in_memory() {
+    let (url, _sim) = sim(&["a", "b"]).await;
+    let lumen = Lumen::start(single_shot(&[&url]).auth(with_admin()).build().unwrap()).await;
+    run_time_key_names(&lumen).await;
+}
+
+#[tokio::test]
+async fn run_time_key_names_on_redis() {
+    let redis = RedisServer::start().await;
+    let (url, _sim) = sim(&["a", "b"]).await;
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .auth(with_admin())
+            .redis(lumen_server::config::RedisConfig {
+                url: Some(lumen_server::config::Secret::new(redis.url())),
+                timeout_ms: 2_000,
+                key_cache_ms: 0,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    run_time_key_names(&lumen).await;
+}

@@ -81,11 +81,13 @@ impl KeyStore for MemoryKeyStore {
         Box::pin(std::future::ready(Ok(found)))
     }
 
-    fn insert<'a>(&'a self, key: ApiKey) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn insert<'a>(&'a self, key: ApiKey) -> BoxFuture<'a, Result<bool, StoreError>> {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.retain(|k| k.name != key.name);
-        keys.push(key);
-        Box::pin(std::future::ready(Ok(())))
+        let fresh = !keys.iter().any(|k| k.name == key.name);
+        if fresh {
+            keys.push(key);
+        }
+        Box::pin(std::future::ready(Ok(fresh)))
     }
 
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {

@@ -89,7 +89,9 @@ pub trait KeyStore: Send + Sync {
         &'a self,
         digest: &'a [u8; 32],
     ) -> BoxFuture<'a, Result<Option<ApiKey>, StoreError>>;
-    fn insert<'a>(&'a self, key: ApiKey) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Adds a key unless one with the same name exists (`Ok(false)`): a name is taken once, so
+    /// a second create cannot silently replace a key and drop its restrictions.
+    fn insert<'a>(&'a self, key: ApiKey) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn list(&self) -> BoxFuture<'_, Result<Vec<ApiKey>, StoreError>>;
 }

@@ -70,6 +70,8 @@ return 1
 "#;
 
 const KEYS_HASH: &str = "lumen:keys";
+/// Run-time key name → digest: claims a name once (HSETNX) across replicas.
+const KEY_NAMES_HASH: &str = "lumen:key_names";
 const CACHE_PREFIX: &str = "lumen:cache:";
 
 /// A Redis connection with deadlines.
@@ -273,21 +275,22 @@ impl KeyStore for RedisState {
         })
     }
 
-    fn insert<'a>(&'a self, key: ApiKey) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn insert<'a>(&'a self, key: ApiKey) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let json =
                 serde_json::to_string(&key).map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let mut conn = self.conn.clone();
-            // One key per name: drop any other digest with this name first.
-            let existing = self.list().await?;
-            for old in existing
-                .iter()
-                .filter(|k| k.name == key.name && k.sha256 != key.sha256)
-            {
-                let _: i64 = self.bounded(conn.hdel(KEYS_HASH, &old.sha256)).await?;
-                if let Some(d) = old.digest() {
-                    self.key_cache.invalidate(&d);
-                }
+            // Keys stored before names were claimed have no entry in the names hash.
+            if self.list().await?.iter().any(|k| k.name == key.name) {
+                return Ok(false);
+            }
+            // The name is claimed atomically, so two replicas creating the same name at once
+            // cannot both succeed.
+            let claimed: bool = self
+                .bounded(conn.hset_nx(KEY_NAMES_HASH, &key.name, &key.sha256))
+                .await?;
+            if !claimed {
+                return Ok(false);
             }
             let _: i64 = self
                 .bounded(conn.hset(KEYS_HASH, &key.sha256, json))
@@ -295,7 +298,7 @@ impl KeyStore for RedisState {
             if let Some(d) = key.digest() {
                 self.key_cache.invalidate(&d);
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -306,6 +309,7 @@ impl KeyStore for RedisState {
             for k in self.list().await?.into_iter().filter(|k| k.name == name) {
                 let n: i64 = self.bounded(conn.hdel(KEYS_HASH, &k.sha256)).await?;
                 removed |= n > 0;
+                let _: i64 = self.bounded(conn.hdel(KEY_NAMES_HASH, &k.name)).await?;
                 if let Some(d) = k.digest() {
                     self.key_cache.invalidate(&d);
                 }

@@ -24,6 +24,15 @@ struct NewKey {
     per_model: std::collections::BTreeMap<String, LimitSpec>,
 }
 
+/// Key names appear in logs, URLs and usage reports: a small, documented alphabet that never
+/// needs escaping.
+fn valid_key_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+}
+
 fn describe(k: &ApiKey, source: &str) -> Value {
     json!({"name": k.name, "models": k.models, "limits": k.limits, "per_model": k.per_model, "source": source})
 }
@@ -59,9 +68,9 @@ impl Gateway {
             }
             (&Method::POST, "/admin/keys") => {
                 let req: NewKey = lumen_openai_types::request::parse(body)?;
-                if req.name.trim().is_empty() {
+                if !valid_key_name(&req.name) {
                     return Err(lumen_openai_types::RequestError::invalid(
-                        "'name' must not be empty.",
+                        "'name' must be 1 to 64 characters from A-Z, a-z, 0-9, '-', '_', '.', ':' and '@'.",
                         "name",
                     )
                     .into());
@@ -82,13 +91,24 @@ impl Gateway {
                     per_model: req.per_model,
                 };
                 let mut shown = describe(&key, "runtime");
-                self.key_store().insert(key).await.map_err(store_err)?;
+                if !self.key_store().insert(key).await.map_err(store_err)? {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        crate::error::INVALID_REQUEST,
+                        "A run-time key with this name exists; delete it first to replace it.",
+                    )
+                    .with_param("name")
+                    .with_code("key_exists"));
+                }
                 // The only time the secret is ever shown.
                 shown["key"] = Value::String(secret);
                 Ok((StatusCode::CREATED, shown))
             }
             (&Method::DELETE, p) if p.starts_with("/admin/keys/") => {
-                let name = &p["/admin/keys/".len()..];
+                // Decoded, so a key whose name was created with characters that need escaping
+                // (before names were restricted) can still be revoked.
+                let name = crate::http::percent_decode(&p["/admin/keys/".len()..]);
+                let name = name.as_str();
                 if self.key_store().remove(name).await.map_err(store_err)? {
                     Ok((StatusCode::OK, json!({"name": name, "deleted": true})))
                 } else {

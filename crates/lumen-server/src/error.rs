@@ -83,6 +83,15 @@ impl ApiError {
         self
     }
 
+    pub(crate) fn with_code(self, code: &str) -> Self {
+        self.code(code)
+    }
+
+    pub(crate) fn with_param(mut self, param: &str) -> Self {
+        self.error.param = Some(param.to_owned());
+        self
+    }
+
     pub fn route_not_found(method: &str, path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -899,7 +899,7 @@ fn error_event(e: BackendError) -> Bytes {
 }
 
 /// Decodes `%XX` escapes so `/v1/models/org%2Fname` finds `org/name`.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
