@@ -183,7 +183,6 @@ async fn clients_that_leave_the_queue_give_their_places_back() {
 }
 
 /// Reads whatever the server sends until it closes the connection (bounded).
-#[allow(dead_code)]
 async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
@@ -321,4 +320,122 @@ async fn run_time_key_names_on_redis() {
     )
     .await;
     run_time_key_names(&lumen).await;
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the server sends back until
+/// it closes the connection.
+async fn raw_exchange(lumen: &Lumen, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(lumen.addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
+}
+
+/// A browser can post text or a form cross-site without a preflight, and `gzip, chunked` was
+/// read as if it were plain JSON: only JSON bodies, without codings, are read now.
+#[tokio::test]
+async fn only_plain_json_bodies_are_read() {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let body = chat_body(Some("m"));
+    let u = lumen.url("/v1/chat/completions");
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let r = send(http::Method::POST, &u, &body, &[("content-type", ct)]).await;
+        assert_eq!(r.status, 415, "{ct}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    let r = send(
+        http::Method::POST,
+        &u,
+        &body,
+        &[("content-type", "application/json; charset=utf-8")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        http::Method::POST,
+        &u,
+        &body,
+        &[("content-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    // No content type at all, with a body: refused too.
+    let raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = raw_exchange(&lumen, raw.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 415"), "{resp}");
+    // Chunked framing is fine; a coding before it is not.
+    let chunked = |te: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: {te}\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+    };
+    let resp = raw_exchange(&lumen, chunked("chunked").as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let resp = raw_exchange(&lumen, chunked("gzip, chunked").as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 415"), "{resp}");
+    assert!(resp.contains("unsupported_encoding"), "{resp}");
+    assert_eq!(
+        sim.generation_count(),
+        2,
+        "only the two good requests reached the engine"
+    );
+}
+
+/// `n: 1000000000` reached the engine. It is bounded now (default 128, configurable).
+#[tokio::test]
+async fn n_is_bounded() {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&url]).max_n(4).build().unwrap()).await;
+    let ask = |n: u64| {
+        format!(
+            r#"{{"model":"m","n":{n},"messages":[{{"role":"user","content":"hi"}}],"max_tokens":1}}"#
+        )
+    };
+    let r = post(&lumen.url("/v1/chat/completions"), &ask(5)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "n");
+    let r = post(
+        &lumen.url("/v1/completions"),
+        r#"{"model":"m","prompt":"hi","n":1000000000}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(sim.generation_count(), 0);
+    let r = post(&lumen.url("/v1/chat/completions"), &ask(4)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let default = Lumen::in_front_of(&[&url]).await;
+    let r = post(&default.url("/v1/chat/completions"), &ask(129)).await;
+    assert_eq!(r.status, 400, "the default maximum is 128: {}", r.text());
+}
+
+/// Headers had a deadline but the body did not: a client that sent part of a body held its
+/// connection (and a descriptor) for ever. Now it gets a 408 and the connection is closed.
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_loses_its_connection() {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .body_read_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(lumen.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\":\"m\",",
+    )
+    .await
+    .unwrap();
+    let resp = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("\"code\":\"request_timeout\""), "{resp}");
+    assert_eq!(sim.generation_count(), 0);
 }

@@ -238,7 +238,11 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 /// broken test fails instead of hanging).
 pub async fn send(method: Method, url: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = Request::builder().method(method).uri(url);
-    if !body.is_empty() {
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         req = req.header("content-type", "application/json");
     }
     for (k, v) in headers {

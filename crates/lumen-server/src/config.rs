@@ -58,6 +58,11 @@ pub struct ServerConfig {
     pub config_watch_ms: u64,
     /// Serve `/metrics`, `/health*` and `/ready` on this separate address instead of `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// Longest time to receive a request body once its headers have arrived; a client that
+    /// stalls mid-body gets 408 and its connection is closed, so it cannot hold a descriptor.
+    pub body_read_timeout_ms: u64,
+    /// Largest `n` (choices per request) accepted; above it, 400 before any engine is asked.
+    pub max_n: u32,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +73,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             config_watch_ms: 0,
             admin_listen: None,
+            body_read_timeout_ms: 30_000,
+            max_n: 128,
         }
     }
 }
@@ -479,6 +486,15 @@ impl LumenConfig {
                     "model ids must not be empty",
                 ));
             }
+        }
+        if self.server.body_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.body_read_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.max_n == 0 {
+            return Err(ConfigError::invalid("server.max_n", "must be at least 1"));
         }
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid(

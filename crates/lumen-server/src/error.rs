@@ -121,6 +121,36 @@ impl ApiError {
         .code("request_too_large")
     }
 
+    pub fn body_timeout(limit: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            INVALID_REQUEST,
+            format!(
+                "The request body did not arrive within {} ms.",
+                limit.as_millis()
+            ),
+        )
+        .code("request_timeout")
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_REQUEST,
+            "Request bodies must be JSON: send 'Content-Type: application/json'.",
+        )
+        .code("unsupported_media_type")
+    }
+
+    pub fn unsupported_encoding(header: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_REQUEST,
+            format!("{header} is not supported: send the JSON body uncompressed."),
+        )
+        .code("unsupported_encoding")
+    }
+
     pub fn invalid_header(name: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

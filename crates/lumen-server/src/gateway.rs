@@ -68,6 +68,8 @@ pub struct Upstream {
 pub(crate) struct Settings {
     pub(crate) resolved: Resolved,
     pub(crate) max_body_bytes: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) max_n: u32,
     pub(crate) discovery_interval: Duration,
     pub(crate) discovery_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
@@ -102,6 +104,8 @@ pub struct GatewayBuilder {
     breaker: BreakerSettings,
     admission: AdmissionConfig,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
+    max_n: u32,
     discovery_interval: Duration,
     shutdown_grace: Duration,
     health: HealthConfig,
@@ -123,6 +127,8 @@ impl Default for GatewayBuilder {
             breaker: cfg.breaker,
             admission: cfg.admission,
             max_body_bytes: cfg.server.max_body_bytes,
+            body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
+            max_n: cfg.server.max_n,
             discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             health: cfg.health,
@@ -247,6 +253,18 @@ impl GatewayBuilder {
         self
     }
 
+    /// Longest time to receive a request body after its headers (408 beyond it).
+    pub fn body_read_timeout(mut self, limit: Duration) -> Self {
+        self.body_read_timeout = limit;
+        self
+    }
+
+    /// Largest `n` accepted (400 above it).
+    pub fn max_n(mut self, n: u32) -> Self {
+        self.max_n = n;
+        self
+    }
+
     pub fn discovery_interval(mut self, every: Duration) -> Self {
         self.discovery_interval = every;
         self
@@ -282,6 +300,8 @@ impl GatewayBuilder {
                 settings: ArcSwap::from_pointee(Settings {
                     resolved,
                     max_body_bytes: self.max_body_bytes,
+                    body_read_timeout: self.body_read_timeout,
+                    max_n: self.max_n,
                     discovery_interval: self.discovery_interval,
                     discovery_timeout: Duration::from_secs(5),
                     shutdown_grace: self.shutdown_grace,
@@ -413,6 +433,8 @@ impl Gateway {
             .breaker(cfg.breaker.clone())
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
+            .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
+            .max_n(cfg.server.max_n)
             .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms))
             .health(cfg.health.clone())
             .auth(cfg.auth.clone())
@@ -463,6 +485,8 @@ impl Gateway {
                 self.inner.settings.store(Arc::new(Settings {
                     resolved,
                     max_body_bytes: cfg.server.max_body_bytes,
+                    body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
+                    max_n: cfg.server.max_n,
                     discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
                     discovery_timeout: old.discovery_timeout,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),

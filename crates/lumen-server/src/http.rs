@@ -326,10 +326,16 @@ impl Gateway {
             Endpoint::AdminKeys | Endpoint::AdminKey | Endpoint::AdminUsage => {
                 let (parts, body) = req.into_parts();
                 let limit = self.max_body_bytes();
-                let body = match Limited::new(body, limit).collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(_) => return Err(ApiError::body_too_large(limit)),
-                };
+                if parts.method == Method::POST {
+                    check_json_request(&parts.headers)?;
+                }
+                let wait = self.settings().body_read_timeout;
+                let body =
+                    match tokio::time::timeout(wait, Limited::new(body, limit).collect()).await {
+                        Err(_) => return Err(ApiError::body_timeout(wait)),
+                        Ok(Ok(c)) => c.to_bytes(),
+                        Ok(Err(_)) => return Err(ApiError::body_too_large(limit)),
+                    };
                 let (status, value) = self
                     .admin(&parts.method, &path, &parts.headers, &body)
                     .await?;
@@ -357,6 +363,7 @@ impl Gateway {
                 let body = self.read_body(req).await?;
                 let mut r: ChatCompletionRequest = request::parse(&body)?;
                 r.validate()?;
+                self.check_n(r.n)?;
                 self.resolve_model(&principal, &mut r.model)?;
                 let scope = r.model.clone();
                 let max = r.max_completion_tokens.or(r.max_tokens);
@@ -384,6 +391,7 @@ impl Gateway {
                 let body = self.read_body(req).await?;
                 let mut r: CompletionRequest = request::parse(&body)?;
                 r.validate()?;
+                self.check_n(r.n)?;
                 self.resolve_model(&principal, &mut r.model)?;
                 let scope = r.model.clone();
                 let (settlement, rate) = self
@@ -557,14 +565,18 @@ impl Gateway {
         Ok(cx)
     }
 
-    /// Reads the body up to the limit. A declared length over the limit is refused before a
-    /// byte is read; an undeclared one is cut off as soon as it passes the limit.
+    /// Reads the body up to the limit and the body deadline. A declared length over the limit
+    /// is refused before a byte is read; an undeclared one is cut off as soon as it passes the
+    /// limit. Only JSON is read: a form or text body (which a browser can send cross-site
+    /// without a preflight) and any content or transfer coding are refused before reading.
     async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let limit = self.max_body_bytes();
+        check_json_request(req.headers())?;
+        let settings = self.settings();
+        let limit = settings.max_body_bytes;
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -573,12 +585,27 @@ impl Gateway {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::body_too_large(limit));
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let read = Limited::new(req.into_body(), limit).collect();
+        match tokio::time::timeout(settings.body_read_timeout, read).await {
+            Err(_) => Err(ApiError::body_timeout(settings.body_read_timeout)),
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(ApiError::body_too_large(limit))
             }
-            Err(_) => Err(ApiError::unreadable_body()),
+            Ok(Err(_)) => Err(ApiError::unreadable_body()),
+        }
+    }
+
+    /// `n` above the configured maximum would ask the engine for that many choices.
+    fn check_n(&self, n: Option<u32>) -> Result<(), ApiError> {
+        let max = self.settings().max_n;
+        match n {
+            Some(n) if n > max => Err(lumen_openai_types::RequestError::invalid(
+                format!("{n} is greater than the maximum of {max} - 'n'"),
+                "n",
+            )
+            .into()),
+            _ => Ok(()),
         }
     }
 
@@ -896,6 +923,56 @@ fn error_event(e: BackendError) -> Bytes {
     let mut out = data_frame(&api.body_json()).to_vec();
     out.extend_from_slice(DONE_FRAME);
     Bytes::from(out)
+}
+
+/// Refuses what Lumen cannot read as JSON: a body that is not `application/json` (or a
+/// `+json` type), and any `Content-Encoding` or `Transfer-Encoding` other than chunked framing
+/// (hyper removes the chunking; `gzip, chunked` would leave compressed bytes behind it). A
+/// missing type is accepted only for an empty body, which then gets the empty-body error.
+fn check_json_request(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    for v in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let ok = v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        });
+        if !ok {
+            return Err(ApiError::unsupported_encoding("Transfer-Encoding"));
+        }
+    }
+    for v in headers.get_all(http::header::CONTENT_ENCODING) {
+        if !v
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        {
+            return Err(ApiError::unsupported_encoding("Content-Encoding"));
+        }
+    }
+    if headers.get_all(CONTENT_TYPE).iter().count() > 1 {
+        return Err(ApiError::unsupported_media_type());
+    }
+    match headers.get(CONTENT_TYPE) {
+        Some(v) => {
+            let essence = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .map(|t| t.trim().to_ascii_lowercase());
+            match essence {
+                Some(t) if t == "application/json" || t.ends_with("+json") => Ok(()),
+                _ => Err(ApiError::unsupported_media_type()),
+            }
+        }
+        None => {
+            let empty = headers
+                .get(CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+            if empty {
+                Ok(())
+            } else {
+                Err(ApiError::unsupported_media_type())
+            }
+        }
+    }
 }
 
 /// Decodes `%XX` escapes so `/v1/models/org%2Fname` finds `org/name`.
