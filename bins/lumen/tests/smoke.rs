@@ -250,6 +250,77 @@ fn client_strings_cannot_forge_log_lines() {
     );
 }
 
+/// 1,100 half-sent bodies under a 1,024-descriptor limit made `/health` time out and wrote
+/// 1,518 "accept failed" lines in 15 s. With a body deadline the stalled connections are shed,
+/// and out of descriptors the listener pauses with one warning instead of a storm.
+#[test]
+fn descriptor_exhaustion_recovers_without_a_warning_storm() {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {} --demo --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_lumen")
+        ))
+        .env("LUMEN_SERVER__BODY_READ_TIMEOUT_MS", "1000")
+        .env("LUMEN_LOG__FORMAT", "text")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log) = collect_log(&mut child);
+    let mut stalled = Vec::new();
+    for _ in 0..120 {
+        let Ok(mut s) = TcpStream::connect(&addr) else {
+            break;
+        };
+        let _ = s.write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        );
+        stalled.push(s);
+    }
+    // Every stalled connection is answered (408) or closed by Lumen; none is kept.
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+    drop(stalled);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = TcpStream::connect(&addr).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.starts_with("HTTP/1.1 200").then_some(())
+        });
+        if ok.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = log.lock().unwrap().clone();
+    let warnings = lines.iter().filter(|l| l.contains("cannot accept")).count();
+    let storm = lines.iter().filter(|l| l.contains("accept failed")).count();
+    assert!(warnings >= 1, "the limit was reached: {lines:#?}");
+    assert!(warnings <= 2 && storm == 0, "no storm: {lines:#?}");
+}
+
 #[test]
 fn bad_config_names_the_key_and_exits_64() {
     let out = lumen()

@@ -63,6 +63,51 @@ pub async fn serve_admin(
     serve_on(listener, gateway, shutdown, Surface::Admin, false).await
 }
 
+/// Accept errors, reported without a storm. Out of descriptors (or memory), the listener is
+/// paused with a growing back-off (10 ms to 1 s) so the connections in flight can finish and
+/// free some; the first failure is logged at once, then one summary per 30 s at most. An error
+/// that concerns only one connection (it was reset before it was accepted) is skipped.
+#[derive(Default)]
+struct AcceptFailures {
+    streak: u32,
+    suppressed: u64,
+    last_log: Option<tokio::time::Instant>,
+}
+
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(30);
+
+impl AcceptFailures {
+    fn failed(&mut self, e: &io::Error) -> Duration {
+        let exhausted = matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12));
+        if !exhausted {
+            tracing::debug!(error = %e, "accept failed for one connection");
+            return Duration::ZERO;
+        }
+        self.streak = self.streak.saturating_add(1);
+        let now = tokio::time::Instant::now();
+        if self.last_log.is_none_or(|t| now - t >= ACCEPT_LOG_EVERY) {
+            tracing::warn!(
+                error = %e,
+                failures_since_last_report = self.suppressed + 1,
+                "cannot accept connections (out of descriptors or memory); pausing the listener"
+            );
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        let ms = 10u64.saturating_mul(1 << self.streak.min(8).saturating_sub(1));
+        Duration::from_millis(ms.min(1_000))
+    }
+
+    fn recovered(&mut self) {
+        if self.streak > 0 {
+            tracing::info!(failures = self.streak, "accepting connections again");
+            self.streak = 0;
+        }
+    }
+}
+
 async fn serve_on(
     listener: TcpListener,
     gateway: Gateway,
@@ -85,16 +130,24 @@ async fn serve_on(
     }
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
+    let mut failures = AcceptFailures::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    failures.recovered();
+                    conn
+                }
                 Err(e) => {
-                    // EMFILE and friends: pause instead of spinning; the listener stays open.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let pause = failures.failed(&e);
+                    if !pause.is_zero() {
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
                     continue;
                 }
             },
