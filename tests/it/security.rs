@@ -439,3 +439,49 @@ async fn a_stalled_body_gets_408_and_loses_its_connection() {
     assert!(resp.contains("\"code\":\"request_timeout\""), "{resp}");
     assert_eq!(sim.generation_count(), 0);
 }
+
+/// When the shutdown grace ran out, open streams were cut mid-response: no error event, no
+/// `[DONE]`, no final chunk. Now each gets one error event and `[DONE]`, and its body ends
+/// cleanly (the chunked terminator arrives), so the client can tell it was cut.
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_an_error_event() {
+    use http_body_util::BodyExt;
+    let (url, _sim) = sim(&["m1"]).await;
+    let gw = builder(&[&url])
+        .shutdown_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut lumen = Lumen::start(gw).await;
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true,"sim":{"itl_ms":50}}"#;
+    let resp = post_streaming(&lumen.url("/v1/chat/completions"), body).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.into_body();
+    let mut got = stream
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .to_vec();
+    let serving = lumen.begin_shutdown();
+    let rest = tokio::time::timeout(Duration::from_secs(20), stream.collect())
+        .await
+        .expect("the body ends")
+        .expect("the body ends cleanly, not with a cut connection");
+    got.extend_from_slice(&rest.to_bytes());
+    let reply = Reply {
+        status: http::StatusCode::OK,
+        headers: Default::default(),
+        body: got.into(),
+    };
+    let events = reply.sse_data();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let error: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "server_shutting_down", "{error}");
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -121,6 +121,17 @@ impl ApiError {
         .code("request_too_large")
     }
 
+    pub fn shutting_down() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            "The gateway is shutting down and ended this stream before the answer was complete; retry the request.",
+        )
+        .code("server_shutting_down");
+        e.retry_after = Some(Duration::from_secs(1));
+        e
+    }
+
     pub fn body_timeout(limit: Duration) -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) health: HealthBook,
     pub(crate) stores: Stores,
+    /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Builds a [`Gateway`] from parts, for embedders that do not use [`LumenConfig`].
@@ -312,6 +314,7 @@ impl GatewayBuilder {
                 metrics: Metrics::new(),
                 health: HealthBook::new(),
                 stores,
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -571,6 +574,14 @@ impl Gateway {
 
     pub fn shutdown_grace(&self) -> Duration {
         self.inner.settings.load().shutdown_grace
+    }
+
+    /// Ends every open SSE stream served by this gateway's HTTP surface: each gets one in-band
+    /// error event (503 `server_shutting_down`) and `data: [DONE]`, then its body ends cleanly,
+    /// so a client can tell a cut answer from a finished one. `serve` calls it when the
+    /// shutdown grace runs out; it cannot be undone.
+    pub fn end_streams(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// The router, for health checks and tests that inspect or mark backends.

@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, body limits, request ids and trace context, JSON and SSE
 //! responses, health and metrics endpoints, and the per-request access record.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
@@ -633,8 +634,15 @@ impl Gateway {
             )
             .tpot
             .clone();
+        let mut closing = self.inner.closing.subscribe();
         let body = SseBody {
             tpot,
+            closing: Box::pin(async move {
+                // An error means the gateway is gone; then nothing will ever close the stream.
+                if closing.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }),
             inner: stream,
             finished: false,
             last_chunk: Instant::now(),
@@ -830,6 +838,8 @@ pin_project_lite::pin_project! {
         last_chunk: Instant,
         chunks: u64,
         record: Option<Record>,
+        // Resolves when the shutdown grace runs out (`Gateway::end_streams`).
+        closing: Pin<Box<dyn Future<Output = ()> + Send>>,
         // Resolved once per stream: observing costs no label lookup per chunk.
         tpot: prometheus_client::metrics::histogram::Histogram,
         // hyper polls the body outside the request's future; re-entering the span keeps the
@@ -874,6 +884,17 @@ impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default>
             return Poll::Ready(None);
         }
         let _entered = this.span.enter();
+        if this.closing.as_mut().poll(cx).is_ready() {
+            *this.finished = true;
+            tracing::warn!("stream ended by shutdown");
+            if let Some(mut r) = this.record.take() {
+                r.error = Some("shutdown");
+                close(r, this.inner.tokens(), "shutdown");
+            }
+            return Poll::Ready(Some(Ok(Frame::data(api_error_event(
+                &ApiError::shutting_down(),
+            )))));
+        }
         let bytes = match ready!(this.inner.as_mut().poll_next(cx)) {
             Some(Ok(chunk)) => {
                 *this.chunks += 1;
@@ -919,7 +940,11 @@ impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default>
 }
 
 fn error_event(e: BackendError) -> Bytes {
-    let api = ApiError::from(e);
+    api_error_event(&ApiError::from(e))
+}
+
+/// One `data: {"error":...}` event followed by `data: [DONE]`.
+fn api_error_event(api: &ApiError) -> Bytes {
     let mut out = data_frame(&api.body_json()).to_vec();
     out.extend_from_slice(DONE_FRAME);
     Bytes::from(out)

@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 use crate::Gateway;
 use crate::http::Surface;
 
+/// After the shutdown grace, how long ended streams get to deliver their last event.
+const STREAM_END_GRACE: Duration = Duration::from_secs(1);
+
 /// Clients that open a connection and send no request headers are dropped after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -178,10 +181,21 @@ async fn serve_on(
         grace_ms = grace.as_millis() as u64,
         "draining"
     );
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = &mut drained => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => {
-            tracing::warn!(remaining = conns.len(), "shutdown grace expired; closing remaining connections");
+            // Streams still open get an error event and [DONE] instead of a cut connection;
+            // their connections then close as soon as the client has read the end.
+            tracing::warn!(remaining = conns.len(), "shutdown grace expired; ending open streams");
+            gateway.end_streams();
+            tokio::select! {
+                _ = &mut drained => tracing::info!("all connections drained"),
+                _ = tokio::time::sleep(STREAM_END_GRACE) => {
+                    tracing::warn!(remaining = conns.len(), "closing remaining connections");
+                }
+            }
         }
     }
     conns.shutdown().await;
