@@ -69,8 +69,10 @@ async fn a_blank_model_is_checked_against_the_key_after_resolution() {
 #[tokio::test]
 async fn every_way_of_naming_a_model_is_authorized_on_what_it_resolves_to() {
     let (url, sim) = sim(&["a", "b"]).await;
-    let mut gov = GovernanceConfig::default();
-    gov.default_model = Some("b".into());
+    let mut gov = GovernanceConfig {
+        default_model: Some("b".into()),
+        ..Default::default()
+    };
     gov.aliases.insert("fast".into(), "b".into());
     gov.aliases.insert("mine".into(), "a".into());
     gov.auto.preference = vec!["b".into(), "a".into()];
@@ -111,8 +113,10 @@ async fn every_way_of_naming_a_model_is_authorized_on_what_it_resolves_to() {
 #[tokio::test]
 async fn passthrough_models_obey_the_key() {
     let (url, sim) = sim(&["a", "secret"]).await;
-    let mut gov = GovernanceConfig::default();
-    gov.exposed_models = Some(vec!["a".into()]);
+    let mut gov = GovernanceConfig {
+        exposed_models: Some(vec!["a".into()]),
+        ..Default::default()
+    };
     gov.passthrough.enabled = true;
     let lumen = Lumen::start(
         single_shot(&[&url])
@@ -484,4 +488,51 @@ async fn shutdown_ends_open_streams_with_an_error_event() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A model whose only engine was down when Lumen started answered 404 `model_not_found`
+/// (which SDKs do not retry) for up to a discovery interval after the engine came up. A model
+/// the configuration names is now 503 with `Retry-After` while its engine is unknown, and
+/// discovery is re-run soon, so it is served shortly after the engine starts.
+#[tokio::test]
+async fn a_model_whose_engine_starts_late_is_503_then_served() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let gov = GovernanceConfig {
+        exposed_models: Some(vec!["m".into()]),
+        // An hour: only the quick re-discovery can find the engine within this test.
+        discovery_interval_ms: 3_600_000,
+        ..Default::default()
+    };
+    let lumen = Lumen::start(single_shot(&[&url]).governance(gov).build().unwrap()).await;
+    let r = post(&lumen.url("/v1/chat/completions"), &chat_body(Some("m"))).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_ready");
+    assert!(r.header("retry-after").is_some());
+    // A name nothing configured stays a 404: typos are not "starting".
+    let r = post(&lumen.url("/v1/chat/completions"), &chat_body(Some("typo"))).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // The engine comes up on its port.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let sim = lumen_sim::Simulator::new(lumen_sim::SimConfig {
+        models: vec!["m".into()],
+        ..Default::default()
+    });
+    tokio::spawn(lumen_sim::serve(listener, sim, std::future::pending()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = post(&lumen.url("/v1/chat/completions"), &chat_body(Some("m"))).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "never a 404 meanwhile: {}", r.text());
+        assert!(tokio::time::Instant::now() < deadline, "never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

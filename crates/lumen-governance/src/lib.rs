@@ -55,6 +55,12 @@ pub enum GovernanceError {
         "No model was given and the default model is not available to this key; name one of the key's models."
     )]
     DefaultModelNotAllowed,
+    /// The model is known (an engine reported it, or the configuration names it while an
+    /// engine has not answered discovery yet) but no backend serves it right now: retry.
+    #[error(
+        "The model `{model}` is not available right now; its engines are starting or down. Retry shortly."
+    )]
+    ModelNotReady { model: String },
     /// Every backend that could serve the model is unavailable (ejected or breaker open).
     #[error("no healthy backend is available for model `{model}`")]
     NoHealthyBackend { model: String },

@@ -24,9 +24,17 @@ pub struct Slot<B> {
     name_hash: u64,
     in_flight: AtomicUsize,
     available: AtomicBool,
+    /// The engine has answered discovery at least once (always true for fixed model lists).
+    discovered: AtomicBool,
 }
 
 impl<B> Slot<B> {
+    /// False while a backend whose models are discovered has never answered discovery (its
+    /// engine was down when Lumen started): its models are not known yet.
+    pub fn has_discovered(&self) -> bool {
+        self.discovered.load(Ordering::Relaxed)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -197,10 +205,18 @@ struct Table<B> {
     /// Exposed, routable public ids → (engine id, metadata shown to callers).
     public: BTreeMap<String, (String, Model)>,
     passthrough: Option<Pool>,
+    /// Every model id an engine has reported while this router lived (engine ids and the
+    /// public ids over them). Such a model that has no backend now is temporarily unavailable
+    /// (503), not unknown (404). Filled from discovery only, never from requests.
+    known: std::collections::BTreeSet<String>,
 }
 
 impl<B> Table<B> {
-    fn build(cfg: Arc<GovernanceConfig>, members: Vec<Member<B>>) -> Self {
+    fn build(
+        cfg: Arc<GovernanceConfig>,
+        members: Vec<Member<B>>,
+        mut known: std::collections::BTreeSet<String>,
+    ) -> Self {
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
         let mut meta: HashMap<String, Model> = HashMap::new();
         for (i, m) in members.iter().enumerate() {
@@ -240,6 +256,8 @@ impl<B> Table<B> {
                 .collect();
             Pool::new(idx, &members)
         });
+        known.extend(public.keys().cloned());
+        known.extend(by_model.keys().cloned());
         let pools = by_model
             .into_iter()
             .map(|(id, idx)| (id, Pool::new(idx, &members)))
@@ -250,6 +268,7 @@ impl<B> Table<B> {
             pools,
             public,
             passthrough,
+            known,
         }
     }
 }
@@ -268,7 +287,7 @@ impl<B: Clone> Router<B> {
         backends: Vec<BackendSpec<B>>,
     ) -> Result<Self, InvalidConfig> {
         let seed = cfg.seed.unwrap_or_else(random_seed);
-        let table = Self::make_table(cfg, backends, &[])?;
+        let table = Self::make_table(cfg, backends, &[], None)?;
         Ok(Self {
             table: ArcSwap::from_pointee(table),
             rng: AtomicU64::new(seed),
@@ -279,12 +298,14 @@ impl<B: Clone> Router<B> {
         cfg: GovernanceConfig,
         backends: Vec<BackendSpec<B>>,
         previous: &[Member<B>],
+        previous_known: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<Table<B>, InvalidConfig> {
         let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
         cfg.validate(&names)?;
         let members = backends
             .into_iter()
             .map(|spec| {
+                let fixed = spec.models.is_some();
                 let kept = previous.iter().find(|m| {
                     m.slot.name == spec.name
                         && m.slot.key == spec.key
@@ -306,6 +327,7 @@ impl<B: Clone> Router<B> {
                             key: spec.key,
                             in_flight: AtomicUsize::new(0),
                             available: AtomicBool::new(true),
+                            discovered: AtomicBool::new(fixed),
                         }),
                         fixed: spec.models,
                         discovered: Vec::new(),
@@ -313,7 +335,8 @@ impl<B: Clone> Router<B> {
                 }
             })
             .collect();
-        Ok(Table::build(Arc::new(cfg), members))
+        let known = previous_known.cloned().unwrap_or_default();
+        Ok(Table::build(Arc::new(cfg), members, known))
     }
 
     /// Validates and swaps in a new configuration (hot reload). Requests already routed keep
@@ -324,13 +347,18 @@ impl<B: Clone> Router<B> {
         backends: Vec<BackendSpec<B>>,
     ) -> Result<(), InvalidConfig> {
         let current = self.table.load_full();
-        let table = Self::make_table(cfg, backends, &current.members)?;
+        let table = Self::make_table(cfg, backends, &current.members, Some(&current.known))?;
         self.table.store(Arc::new(table));
         Ok(())
     }
 
     /// Records the models a backend reported (ignored for fixed lists) and swaps the table.
     pub fn set_discovered(&self, backend_name: &str, models: Vec<Model>) {
+        for m in self.table.load().members.iter() {
+            if m.slot.name == backend_name {
+                m.slot.discovered.store(true, Ordering::Relaxed);
+            }
+        }
         self.table.rcu(|t| {
             let members = t
                 .members
@@ -343,7 +371,7 @@ impl<B: Clone> Router<B> {
                     m
                 })
                 .collect();
-            Table::build(t.cfg.clone(), members)
+            Table::build(t.cfg.clone(), members, t.known.clone())
         });
     }
 
@@ -463,19 +491,11 @@ impl<B: Clone> Router<B> {
         let (engine, pool, passthrough) = match t.public.get(public) {
             Some((engine, _)) => match t.pools.get(engine) {
                 Some(pool) => (engine.as_str(), pool, false),
-                None => {
-                    return Err(GovernanceError::ModelNotFound {
-                        model: public.to_owned(),
-                    });
-                }
+                None => return Err(missing(&t, public)),
             },
             None => match &t.passthrough {
                 Some(pool) if !cfg.aliases.contains_key(public) => (public, pool, true),
-                _ => {
-                    return Err(GovernanceError::ModelNotFound {
-                        model: public.to_owned(),
-                    });
-                }
+                _ => return Err(missing(&t, public)),
             },
         };
         let policy = cfg.policy_for(public, engine);
@@ -536,6 +556,37 @@ impl<B: Clone> Router<B> {
             },
         };
         Some(slot(chosen).clone())
+    }
+}
+
+/// Why a public id has no pool: not ready (503) when an engine reported it earlier, or when
+/// the configuration names it while an engine that could serve it has not answered discovery
+/// yet (it was down at start); otherwise not found (404). A name only a caller typed never
+/// becomes "not ready", so typos stay 404s.
+fn missing<B>(t: &Table<B>, public: &str) -> GovernanceError {
+    let cfg = &t.cfg;
+    let target = cfg.aliases.get(public).map_or(public, String::as_str);
+    let named = cfg.aliases.contains_key(public)
+        || cfg
+            .exposed_models
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|m| m == public))
+        || cfg.default_model.as_deref() == Some(public)
+        || cfg.auto.preference.iter().any(|m| m == public)
+        || cfg.models.contains_key(public);
+    let pending = t
+        .members
+        .iter()
+        .any(|m| m.fixed.is_none() && !m.slot.has_discovered());
+    let exposed = cfg.is_exposed(public);
+    if exposed && (t.known.contains(public) || t.known.contains(target) || (named && pending)) {
+        GovernanceError::ModelNotReady {
+            model: public.to_owned(),
+        }
+    } else {
+        GovernanceError::ModelNotFound {
+            model: public.to_owned(),
+        }
     }
 }
 

@@ -315,6 +315,13 @@ impl From<GovernanceError> for ApiError {
                 out.error.param = Some("model".to_owned());
                 out
             }
+            GovernanceError::ModelNotReady { .. } => {
+                let mut out =
+                    Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR, e.to_string())
+                        .code("model_not_ready");
+                out.retry_after = Some(Duration::from_secs(2));
+                out
+            }
             GovernanceError::NoHealthyBackend { .. } => {
                 let mut out =
                     Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR, e.to_string())

@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) stores: Stores,
     /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// Wakes the discovery loop early: a backend came (back) into rotation.
+    pub(crate) rediscover: tokio::sync::Notify,
 }
 
 /// Builds a [`Gateway`] from parts, for embedders that do not use [`LumenConfig`].
@@ -315,6 +317,7 @@ impl GatewayBuilder {
                 health: HealthBook::new(),
                 stores,
                 closing: tokio::sync::watch::Sender::new(false),
+                rediscover: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -954,14 +957,33 @@ impl Gateway {
     }
 
     /// Re-runs [`discover`](Self::discover) on the configured interval until `shutdown`.
+    /// While a backend has never answered (its engine was down at start), it is asked again
+    /// sooner, from 1 s doubling up to the interval, and at once when the health checker sees a
+    /// backend come into rotation: its models should be routable as soon as it serves them.
     pub async fn run_discovery(&self, shutdown: impl Future<Output = ()>) {
+        const FIRST_RETRY: Duration = Duration::from_secs(1);
         tokio::pin!(shutdown);
+        let mut retry = FIRST_RETRY;
         loop {
             let every = self.settings().discovery_interval;
+            let pending = self
+                .inner
+                .router
+                .discoverable()
+                .iter()
+                .any(|s| !s.has_discovered());
+            let wait = if pending { retry.min(every) } else { every };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(every) => self.discover().await,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.rediscover.notified() => {}
             }
+            self.discover().await;
+            retry = if pending {
+                retry.saturating_mul(2)
+            } else {
+                FIRST_RETRY
+            };
         }
     }
 }

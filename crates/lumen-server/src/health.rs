@@ -222,7 +222,13 @@ impl Gateway {
                 let latency = start.elapsed();
                 let ok = result.is_ok();
                 let state = self.inner.health.record(cfg, &slot.name, result, latency);
+                let was = slot.is_available();
                 slot.set_available(state.in_rotation());
+                if state.in_rotation() && (!was || !slot.has_discovered()) {
+                    // Back in rotation, or up but its models unknown: discover now rather than
+                    // at the next interval, so its models stop answering 503.
+                    self.inner.rediscover.notify_one();
+                }
                 self.inner
                     .metrics
                     .health_checks
