@@ -108,6 +108,26 @@ async fn every_way_of_naming_a_model_is_authorized_on_what_it_resolves_to() {
     assert_eq!(engine_models, ["a", "a"], "only `a` was ever asked");
 }
 
+/// `auto` for a key that may use none of its preferences is as absent as any other model.
+#[tokio::test]
+async fn auto_with_none_of_the_keys_models_is_404() {
+    let (url, sim) = sim(&["a", "b"]).await;
+    let mut gov = GovernanceConfig::default();
+    gov.auto.preference = vec!["b".into()];
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .governance(gov)
+            .auth(restricted(&["a"]))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let r = chat_as(&lumen, &chat_body(Some("auto"))).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+    assert_eq!(sim.generation_count(), 0);
+}
+
 /// Passthrough names are checked too: a key may not reach an engine model it does not list by
 /// naming it directly.
 #[tokio::test]

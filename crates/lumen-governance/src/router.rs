@@ -610,6 +610,12 @@ fn resolve_in<B>(
     if asked != AUTO || cfg.auto.preference.is_empty() {
         return Ok(asked.to_owned());
     }
+    if !cfg.auto.preference.iter().any(|p| allowed(p)) {
+        // Nothing `auto` could pick is this caller's: as absent for it as any other model.
+        return Err(GovernanceError::ModelNotFound {
+            model: AUTO.to_owned(),
+        });
+    }
     cfg.auto
         .preference
         .iter()
