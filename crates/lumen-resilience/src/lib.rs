@@ -14,6 +14,8 @@
 //!   [`RetryBudget`].
 //! - `breaker`: [`CircuitBreaker`] per backend.
 //! - `admission`: [`Admission`], a concurrency cap with a bounded FIFO queue.
+//! - [`config`]: the settings as plain serde types (profiles, timeouts, retry, breaker,
+//!   admission) and their resolution into [`config::Resolved`].
 //! - [`Timeouts`]: the deadlines of one operation.
 //! - [`unary`]: a non-streamed call under the total deadline.
 //! - [`open_stream`] / [`Guarded`]: the first-chunk gate and the guarded stream.
@@ -23,6 +25,7 @@
 
 mod admission;
 mod breaker;
+pub mod config;
 mod retry;
 
 pub use admission::{Admission, AdmissionError, Permit};

@@ -12,11 +12,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use lumen_governance::GovernanceConfig;
 
-mod resilience;
-
-pub use resilience::{
-    AdmissionConfig, BackoffKind, BreakerSettings, Operation, Preset, Profile, Resolved,
-    RetryConfig, TimeoutOverrides, TimeoutsConfig,
+pub use lumen_resilience::config::{
+    AdmissionConfig, BackoffKind, BreakerSettings, InvalidSetting, Operation, Preset, Profile,
+    Resolved, RetryConfig, TimeoutOverrides, TimeoutsConfig,
 };
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -319,6 +317,15 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        Self::Invalid {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
+}
+
 impl ConfigError {
     pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
@@ -569,6 +576,7 @@ impl LumenConfig {
             &self.breaker,
             &self.admission,
         )
+        .map_err(ConfigError::from)
     }
 
     /// The configured name, or `host:port` from the URL.

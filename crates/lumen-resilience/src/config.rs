@@ -1,4 +1,6 @@
-//! Resilience settings: a tuning profile gives every default; explicit settings override it.
+//! Resilience settings as plain serde types: a tuning profile gives every default; explicit
+//! settings override it. The server layers them with figment (`[timeouts]`, `[retry]`,
+//! `[breaker]`, `[admission]`, `profile`); an embedder can build them in code.
 //!
 //! Timeouts resolve in layers, each overriding the one before: the profile's preset for the
 //! operation → `[timeouts]` (all operations) → `[timeouts.<operation>]` → `[timeouts.per_model.<id>]`
@@ -7,10 +9,29 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lumen_resilience::{Backoff, BreakerConfig, RetryPolicy, Timeouts};
 use serde::Deserialize;
 
-use super::ConfigError;
+use crate::{Backoff, BreakerConfig, RetryPolicy, Timeouts};
+
+/// A setting that cannot work, with the key that names it (`retry.chat_attempts`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidSetting {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Named like the server's error constructor so the validation below reads the same.
+struct ConfigError;
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> InvalidSetting {
+        InvalidSetting {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Named presets from the deployment guide (see docs/tuning.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -286,7 +307,7 @@ impl Resolved {
         r: &RetryConfig,
         b: &BreakerSettings,
         a: &AdmissionConfig,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, InvalidSetting> {
         let p = profile.preset();
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         let global = TimeoutOverrides {
@@ -338,7 +359,7 @@ impl Resolved {
             ),
         }
         .map_err(|e| ConfigError::invalid("retry", e.to_string()))?;
-        let attempts = |own: Option<u32>, key: &str| -> Result<u32, ConfigError> {
+        let attempts = |own: Option<u32>, key: &str| -> Result<u32, InvalidSetting> {
             let n = own.or(r.max_attempts).unwrap_or(p.max_attempts);
             if n == 0 {
                 return Err(ConfigError::invalid(
