@@ -131,6 +131,7 @@ fn crate_dependency_rules_hold() {
         "lumen-resilience",
         "lumen-backend-vllm",
         "lumen-sim",
+        "lumen-gateway",
     ] {
         assert_none(c, &["figment"]);
     }
@@ -138,4 +139,68 @@ fn crate_dependency_rules_hold() {
     assert!(deps("lumen-server").contains(&"figment".to_owned()));
     assert!(deps("lumen-backend-vllm").contains(&"hyper".to_owned()));
     assert!(deps("lumen-governance").contains(&"lumen-openai-types".to_owned()));
+}
+
+/// The core crate is embeddable without the server's weight: nothing in its whole dependency
+/// tree (not only its manifest) is an HTTP server, figment, Redis, rustls or Prometheus.
+#[test]
+fn the_core_crate_pulls_in_no_server_dependencies() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-p",
+            "lumen-gateway",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for forbidden in [
+        "hyper",
+        "hyper-util",
+        "figment",
+        "redis",
+        "lumen-redis",
+        "rustls",
+        "prometheus-client",
+        "lumen-server",
+        "lumen-backend-vllm",
+    ] {
+        assert!(
+            !names.contains(&forbidden),
+            "lumen-gateway must not depend on {forbidden}: {names:?}"
+        );
+    }
+    // Positive controls: the tree was read, so the checks above can fail.
+    for expected in [
+        "tokio",
+        "lumen-governance",
+        "lumen-resilience",
+        "lumen-backend",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing: {names:?}");
+    }
+    println!("lumen-gateway: {} packages", {
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        unique.len()
+    });
 }

@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use lumen_governance::GovernanceConfig;
 
+pub use lumen_gateway::{HealthConfig, Probe};
 pub use lumen_resilience::config::{
     AdmissionConfig, BackoffKind, BreakerSettings, InvalidSetting, Operation, Preset, Profile,
     Resolved, RetryConfig, TimeoutOverrides, TimeoutsConfig,
@@ -124,57 +125,12 @@ impl Default for BackendConfig {
     }
 }
 
-/// How a backend is probed by the background health checker.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Probe {
-    /// `GET /health`: free, the default.
-    #[default]
-    Health,
-    /// `GET /v1/models`: free; for engines without `/health` (Ollama).
-    Models,
-    /// A one-token chat completion: proves inference works, and bills one token per probe.
-    Generate,
-}
-
 impl EngineKind {
     /// The probe that works on this engine without billing tokens.
     pub fn default_probe(self) -> Probe {
         match self {
             Self::Ollama => Probe::Models,
             _ => Probe::Health,
-        }
-    }
-}
-
-/// `[health]`: the background checker behind `/health/inference` and `/ready`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Run the background checker (passive signals from traffic apply either way).
-    pub enabled: bool,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    /// Successes in a row that bring an ejected backend back.
-    pub healthy_threshold: u32,
-    /// Failures in a row that eject a backend (one failed probe never does, unless this is 1).
-    pub unhealthy_threshold: u32,
-    /// After start, a failing backend is "loading" (weights), not ejected, for this long.
-    pub startup_grace_ms: u64,
-    /// Models `/ready` requires to be routable; empty means "at least one model".
-    pub required_models: Vec<String>,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval_ms: 5_000,
-            timeout_ms: 2_000,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-            startup_grace_ms: 300_000,
-            required_models: Vec::new(),
         }
     }
 }

@@ -1,132 +1,11 @@
-//! Background health checking and the reports behind `/health/inference` and `/ready`.
-//!
-//! Probes bill no tokens unless a backend is configured with `probe = "generate"`. One failed
-//! probe never ejects a backend (thresholds), an engine that fails while still loading weights
-//! during the startup grace period is "loading", not ejected, and the circuit breakers add the
-//! passive signal from real traffic.
+//! The reports behind `/health/inference` and `/ready`, built from the core's health-check
+//! history (`lumen_gateway::HealthBook`), its breakers and its routing table.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
-use lumen_backend::{Health, RequestContext};
-use lumen_openai_types::{ChatCompletionRequest, ChatMessage};
+pub use lumen_gateway::CheckState;
 use lumen_resilience::BreakerState;
 use serde::Serialize;
-use tokio::time::Instant;
-
-use crate::config::{HealthConfig, Probe};
-use crate::gateway::{Gateway, Upstream};
-
-/// What the active checks concluded about a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckState {
-    /// Not probed yet: in rotation (the breaker protects it).
-    Unknown,
-    /// Failing during the startup grace period: out of rotation, not counted as a failure.
-    Loading,
-    /// The last probe succeeded.
-    Healthy,
-    /// Probes failing, fewer than the threshold in a row: still in rotation.
-    Failing,
-    /// Failed the threshold in a row: out of rotation until enough successes.
-    Ejected,
-}
-
-impl CheckState {
-    fn in_rotation(self) -> bool {
-        matches!(self, Self::Unknown | Self::Healthy | Self::Failing)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Tracker {
-    state: CheckState,
-    ok_streak: u32,
-    fail_streak: u32,
-    last_check: Option<SystemTime>,
-    latency: Option<Duration>,
-    last_error: Option<String>,
-}
-
-impl Default for Tracker {
-    fn default() -> Self {
-        Self {
-            state: CheckState::Unknown,
-            ok_streak: 0,
-            fail_streak: 0,
-            last_check: None,
-            latency: None,
-            last_error: None,
-        }
-    }
-}
-
-/// Per-backend check results, keyed by backend name so they survive reloads.
-pub(crate) struct HealthBook {
-    started: Instant,
-    trackers: Mutex<HashMap<String, Tracker>>,
-}
-
-impl HealthBook {
-    pub(crate) fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            trackers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn record(
-        &self,
-        cfg: &HealthConfig,
-        name: &str,
-        ok: Result<(), String>,
-        latency: Duration,
-    ) -> CheckState {
-        let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
-        let t = all.entry(name.to_owned()).or_default();
-        t.last_check = Some(SystemTime::now());
-        t.latency = Some(latency);
-        let in_grace = self.started.elapsed() < Duration::from_millis(cfg.startup_grace_ms);
-        match ok {
-            Ok(()) => {
-                t.ok_streak += 1;
-                t.fail_streak = 0;
-                t.last_error = None;
-                t.state = match t.state {
-                    CheckState::Ejected if t.ok_streak < cfg.healthy_threshold => {
-                        CheckState::Ejected
-                    }
-                    _ => CheckState::Healthy,
-                };
-            }
-            Err(e) => {
-                t.fail_streak += 1;
-                t.ok_streak = 0;
-                t.last_error = Some(e);
-                t.state = match t.state {
-                    CheckState::Unknown | CheckState::Loading if in_grace => CheckState::Loading,
-                    CheckState::Ejected => CheckState::Ejected,
-                    _ if t.fail_streak >= cfg.unhealthy_threshold => CheckState::Ejected,
-                    CheckState::Loading => CheckState::Loading,
-                    _ => CheckState::Failing,
-                };
-            }
-        }
-        t.state
-    }
-
-    fn get(&self, name: &str) -> Tracker {
-        self.trackers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-            .unwrap_or_default()
-    }
-}
 
 /// One backend in the deep health report.
 #[derive(Debug, Serialize)]
@@ -168,105 +47,16 @@ pub struct ReadyReport {
     pub missing: Vec<String>,
 }
 
-async fn probe(
-    up: &Upstream,
-    kind: Probe,
-    model: Option<String>,
-    limit: Duration,
-) -> Result<(), String> {
-    let cx = RequestContext::new(format!("health-{}", uuid::Uuid::now_v7()));
-    let run = async {
-        match kind {
-            Probe::Health => match up.backend.health().await {
-                Health::Healthy => Ok(()),
-                Health::Unhealthy { reason } => Err(reason),
-            },
-            Probe::Models => up
-                .backend
-                .models(&cx)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Probe::Generate => {
-                let req = ChatCompletionRequest {
-                    model: model.unwrap_or_default(),
-                    messages: vec![ChatMessage::new("user", "ping")],
-                    max_tokens: Some(1),
-                    ..Default::default()
-                };
-                up.backend
-                    .chat(req, &cx)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        }
-    };
-    tokio::time::timeout(limit, run)
-        .await
-        .unwrap_or_else(|_| Err(format!("probe timed out after {} ms", limit.as_millis())))
-}
-
-impl Gateway {
-    /// Runs one round of probes against every backend, concurrently, and updates rotation.
-    pub async fn check_health(&self) {
-        let cfg = self.settings().health.clone();
-        let limit = Duration::from_millis(cfg.timeout_ms);
-        let router = self.router();
-        let probes = router.slots().into_iter().map(|slot| {
-            let model = router.slot_models(&slot.name).into_iter().next();
-            let cfg = &cfg;
-            async move {
-                let start = Instant::now();
-                let result = probe(&slot.backend, slot.backend.probe, model, limit).await;
-                let latency = start.elapsed();
-                let ok = result.is_ok();
-                let state = self.inner.health.record(cfg, &slot.name, result, latency);
-                let was = slot.is_available();
-                slot.set_available(state.in_rotation());
-                if state.in_rotation() && (!was || !slot.has_discovered()) {
-                    // Back in rotation, or up but its models unknown: discover now rather than
-                    // at the next interval, so its models stop answering 503.
-                    self.inner.rediscover.notify_one();
-                }
-                self.inner
-                    .metrics
-                    .health_checks
-                    .get_or_create(&crate::metrics::BackendResult {
-                        backend: slot.name.clone(),
-                        result: if ok { "ok" } else { "failed" }.to_owned(),
-                    })
-                    .inc();
-            }
-        });
-        join_all(probes).await;
-    }
-
-    /// Probes on the configured interval until `shutdown`; the first round runs at once.
-    pub async fn run_health_checks(&self, shutdown: impl std::future::Future<Output = ()>) {
-        if !self.settings().health.enabled {
-            return;
-        }
-        tokio::pin!(shutdown);
-        loop {
-            self.check_health().await;
-            let every = Duration::from_millis(self.settings().health.interval_ms);
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-    }
-
-    /// The deep report: every backend's state and every exposed model's.
-    pub fn inference_report(&self) -> InferenceReport {
-        let router = self.router();
+/// The deep report: every backend's state and every exposed model's.
+pub fn inference_report(core: &lumen_gateway::Gateway) -> InferenceReport {
+    {
+        let router = core.router();
         let now = SystemTime::now();
         let backends: Vec<BackendReport> = router
             .slots()
             .iter()
             .map(|slot| {
-                let t = self.inner.health.get(&slot.name);
+                let t = core.health_book().get(&slot.name);
                 let breaker = slot.backend.breaker.state();
                 let state = match (breaker, t.state) {
                     (BreakerState::Open | BreakerState::HalfOpen, _) => "breaker_open",
@@ -299,7 +89,7 @@ impl Gateway {
             .collect();
         // With active checks off, a backend in rotation (breaker closed) counts as healthy:
         // the passive signal is all there is.
-        let checks_on = self.settings().health.enabled;
+        let checks_on = core.settings().health.enabled;
         let healthy = |name: &str| {
             backends.iter().any(|b| {
                 b.name == name
@@ -337,12 +127,14 @@ impl Gateway {
             backends,
         }
     }
+}
 
-    /// Readiness: the required models (or, with none configured, at least one model) can be
-    /// routed to a backend that passed its checks.
-    pub fn ready_report(&self) -> ReadyReport {
-        let report = self.inference_report();
-        let required = self.settings().health.required_models.clone();
+/// Readiness: the required models (or, with none configured, at least one model) can be
+/// routed to a backend that passed its checks.
+pub fn ready_report(core: &lumen_gateway::Gateway) -> ReadyReport {
+    {
+        let report = inference_report(core);
+        let required = core.settings().health.required_models.clone();
         let routable = |id: &str| {
             report
                 .models

@@ -447,20 +447,9 @@ impl Gateway {
     /// loop routes exactly the model that was authorized.
     fn resolve_model(&self, principal: &Principal, model: &mut String) -> Result<(), ApiError> {
         let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
-        let usable = |u: &crate::gateway::Upstream| u.breaker.allows();
-        // A model the key may not use is reported as not found, as it is absent from that key's
-        // `/v1/models`.
-        *model = self
-            .router()
-            .resolve(model, &allowed, &usable)
-            .inspect_err(|e| {
-                if matches!(
-                    e,
-                    lumen_governance::GovernanceError::NoHealthyBackend { .. }
-                ) {
-                    self.reject("no_healthy_backend");
-                }
-            })?;
+        // A model the key may not use is reported as not found, as it is absent from that
+        // key's `/v1/models`.
+        *model = self.core().resolve(model, &allowed)?;
         Ok(())
     }
 

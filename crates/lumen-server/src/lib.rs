@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod health;
 mod http;
 mod metrics;
+mod observe;
 mod serve;
 mod shared;
 

@@ -1,0 +1,885 @@
+//! The routing and retry core: resolve the model, admit, route, call under deadlines, retry
+//! before the commit point, and show the caller the model name they asked for.
+//!
+//! This is what an embedder uses without HTTP (`gateway.chat(req, &cx).await`), and what the
+//! server calls after parsing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::future::join_all;
+use lumen_backend::{Backend, BackendError, RequestContext, SharedBackend, TimeoutKind};
+use lumen_governance::{
+    BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, Route, RouteRequest, Router,
+};
+use lumen_openai_types::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, Model,
+    ModelList, Prompt, Reply,
+};
+use lumen_resilience::config::{
+    AdmissionConfig, BreakerSettings, InvalidSetting, Operation, Profile, Resolved, RetryConfig,
+    TimeoutsConfig,
+};
+use lumen_resilience::{
+    Admission, AdmissionError, CircuitBreaker, Guarded, Permit, RetryBudget, Timeouts,
+};
+use serde::de::DeserializeOwned;
+use tokio::time::{Instant, timeout};
+
+use crate::error::GatewayError;
+use crate::health::{HealthBook, HealthConfig, probe};
+use crate::observer::{Event, NoopObserver, Observer};
+use crate::stream::{GatewayStream, force_usage};
+use crate::text::Text;
+use crate::upstream::{Probe, Upstream};
+
+/// The core's settings that a reload may change; read once per request.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Timeouts, retries, breaker and admission, resolved against the profile.
+    pub resolved: Resolved,
+    /// Background refresh of engines' model lists.
+    pub discovery_interval: Duration,
+    /// Longest wait for one engine's model list when the `models` timeouts set none.
+    pub discovery_timeout: Duration,
+    pub health: HealthConfig,
+}
+
+/// Why a configuration cannot be used by the core.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidCore {
+    #[error(transparent)]
+    Routing(#[from] InvalidConfig),
+    #[error(transparent)]
+    Resilience(#[from] InvalidSetting),
+}
+
+impl InvalidCore {
+    /// The setting at fault, for messages that name it.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Routing(e) => &e.key,
+            Self::Resilience(e) => &e.key,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Routing(e) => &e.reason,
+            Self::Resilience(e) => &e.reason,
+        }
+    }
+}
+
+/// Lumen's routing core. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    router: Router<Upstream>,
+    settings: ArcSwap<Settings>,
+    admission: ArcSwap<Admission>,
+    budget: ArcSwap<RetryBudget>,
+    jitter: AtomicU64,
+    observer: Arc<dyn Observer>,
+    health: HealthBook,
+    /// Wakes the discovery loop early: a backend came (back) into rotation.
+    rediscover: tokio::sync::Notify,
+}
+
+/// Builds a [`Gateway`] from parts.
+pub struct GatewayBuilder {
+    backends: Vec<(BackendSpec<SharedBackend>, Probe)>,
+    governance: GovernanceConfig,
+    profile: Profile,
+    timeouts: TimeoutsConfig,
+    retry: RetryConfig,
+    breaker: BreakerSettings,
+    admission: AdmissionConfig,
+    discovery_interval: Duration,
+    health: HealthConfig,
+    observer: Arc<dyn Observer>,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        let governance = GovernanceConfig::default();
+        Self {
+            backends: Vec::new(),
+            discovery_interval: Duration::from_millis(governance.discovery_interval_ms),
+            governance,
+            profile: Profile::default(),
+            timeouts: TimeoutsConfig::default(),
+            retry: RetryConfig::default(),
+            breaker: BreakerSettings::default(),
+            admission: AdmissionConfig::default(),
+            health: HealthConfig::default(),
+            observer: Arc::new(NoopObserver),
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// Adds a backend with weight 1. `models: None` means "discover them from the engine".
+    pub fn backend(
+        self,
+        name: impl Into<String>,
+        backend: impl Backend,
+        models: Option<Vec<String>>,
+    ) -> Self {
+        self.shared_backend(name, Arc::new(backend), 1, models)
+    }
+
+    pub fn shared_backend(
+        self,
+        name: impl Into<String>,
+        backend: SharedBackend,
+        weight: u32,
+        models: Option<Vec<String>>,
+    ) -> Self {
+        let name = name.into();
+        let spec = BackendSpec {
+            key: name.clone(),
+            name,
+            backend,
+            weight,
+            models,
+        };
+        self.backend_spec(spec, Probe::Health)
+    }
+
+    /// A backend with every setting: its identity key for reloads and its health probe.
+    pub fn backend_spec(mut self, spec: BackendSpec<SharedBackend>, probe: Probe) -> Self {
+        self.backends.push((spec, probe));
+        self
+    }
+
+    /// Background health checking: interval, thresholds, startup grace, required models.
+    pub fn health(mut self, h: HealthConfig) -> Self {
+        self.health = h;
+        self
+    }
+
+    /// Model governance: allowlist, default, aliases, `auto`, passthrough, balancing.
+    pub fn governance(mut self, cfg: GovernanceConfig) -> Self {
+        self.discovery_interval = Duration::from_millis(cfg.discovery_interval_ms);
+        self.governance = cfg;
+        self
+    }
+
+    pub fn default_model(mut self, model: Option<String>) -> Self {
+        self.governance.default_model = model;
+        self
+    }
+
+    /// The tuning preset every unset resilience setting comes from.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Deadlines for chat, completions and embeddings (overriding the profile; `None`
+    /// disables one).
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        let ms = |d: Option<Duration>| Some(d.map_or(0, |d| d.as_millis() as u64));
+        self.timeouts.first_byte_ms = ms(t.first_byte);
+        self.timeouts.idle_ms = ms(t.idle);
+        self.timeouts.total_ms = ms(t.total);
+        self
+    }
+
+    pub fn timeouts_config(mut self, t: TimeoutsConfig) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    pub fn retry(mut self, r: RetryConfig) -> Self {
+        self.retry = r;
+        self
+    }
+
+    pub fn breaker(mut self, b: BreakerSettings) -> Self {
+        self.breaker = b;
+        self
+    }
+
+    pub fn admission(mut self, a: AdmissionConfig) -> Self {
+        self.admission = a;
+        self
+    }
+
+    pub fn discovery_interval(mut self, every: Duration) -> Self {
+        self.discovery_interval = every;
+        self
+    }
+
+    /// Who hears about attempts, retries, timeouts and streams (nobody by default).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    pub fn build(self) -> Result<Gateway, InvalidCore> {
+        let resolved = Resolved::new(
+            self.profile,
+            &self.timeouts,
+            &self.retry,
+            &self.breaker,
+            &self.admission,
+        )?;
+        let specs = self
+            .backends
+            .into_iter()
+            .map(|(s, probe)| upstream(s, probe, &resolved))
+            .collect();
+        let router = Router::new(self.governance, specs)?;
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                router,
+                admission: ArcSwap::from_pointee(global_admission(&resolved)),
+                budget: ArcSwap::from_pointee(budget(&resolved)),
+                settings: ArcSwap::from_pointee(Settings {
+                    resolved,
+                    discovery_interval: self.discovery_interval,
+                    discovery_timeout: Duration::from_secs(5),
+                    health: self.health,
+                }),
+                jitter: AtomicU64::new(0x5EED),
+                observer: self.observer,
+                health: HealthBook::new(),
+                rediscover: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+}
+
+fn global_admission(r: &Resolved) -> Admission {
+    Admission::new(r.max_concurrent, r.queue_size, r.queue_timeout)
+}
+
+fn budget(r: &Resolved) -> RetryBudget {
+    let (ratio, floor, window) = r.budget;
+    RetryBudget::new(ratio, floor, window)
+}
+
+/// Wraps a backend with its breaker and per-backend limit. Their settings are part of the slot
+/// key, so changing them on reload gives the backend a fresh slot.
+fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> BackendSpec<Upstream> {
+    BackendSpec {
+        key: format!(
+            "{}|{:?}|{:?}",
+            spec.key, r.breaker, r.per_backend_max_concurrent
+        ),
+        name: spec.name,
+        weight: spec.weight,
+        models: spec.models,
+        backend: Upstream {
+            backend: spec.backend,
+            breaker: Arc::new(CircuitBreaker::new(r.breaker.clone())),
+            limit: Arc::new(Admission::new(
+                r.per_backend_max_concurrent,
+                usize::MAX,
+                r.queue_timeout,
+            )),
+            probe,
+        },
+    }
+}
+
+/// An id for the core's own engine calls (discovery, health probes), unique per process.
+pub(crate) fn internal_id(what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{what}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A successful attempt, with what must live as long as the response.
+pub(crate) struct Served<T> {
+    pub(crate) value: T,
+    pub(crate) route: Route<Upstream>,
+    pub(crate) permits: [Permit; 2],
+}
+
+/// Routing hints taken from the request before it is moved into the attempt loop.
+struct Hints {
+    session: Option<String>,
+    prefix: Option<Vec<u8>>,
+}
+
+impl Hints {
+    /// The session key is `x-session-id`, else the request's `user`.
+    fn new(cx: &RequestContext, user: Option<&String>, prefix: Option<Vec<u8>>) -> Self {
+        Self {
+            session: cx.session_id.clone().or_else(|| user.cloned()),
+            prefix,
+        }
+    }
+}
+
+impl Gateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// Swaps routing, backends and the core's settings atomically (hot reload). Requests in
+    /// flight finish on what they started with; unchanged backends keep their connection
+    /// pools, in-flight counts, breakers and discovered models. On error nothing changes.
+    pub fn reload(
+        &self,
+        governance: GovernanceConfig,
+        backends: Vec<(BackendSpec<SharedBackend>, Probe)>,
+        settings: Settings,
+    ) -> Result<(), InvalidCore> {
+        let resolved = &settings.resolved;
+        let specs = backends
+            .into_iter()
+            .map(|(s, probe)| upstream(s, probe, resolved))
+            .collect();
+        self.inner.router.reconfigure(governance, specs)?;
+        let old = self.settings();
+        if (
+            old.resolved.max_concurrent,
+            old.resolved.queue_size,
+            old.resolved.queue_timeout,
+        ) != (
+            resolved.max_concurrent,
+            resolved.queue_size,
+            resolved.queue_timeout,
+        ) {
+            self.inner
+                .admission
+                .store(Arc::new(global_admission(resolved)));
+        }
+        if old.resolved.budget != resolved.budget {
+            self.inner.budget.store(Arc::new(budget(resolved)));
+        }
+        self.inner.settings.store(Arc::new(settings));
+        Ok(())
+    }
+
+    /// The settings in force right now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner.settings.load_full()
+    }
+
+    /// The router, for health checks and tests that inspect or mark backends.
+    pub fn router(&self) -> &Router<Upstream> {
+        &self.inner.router
+    }
+
+    /// Per-backend health-check history.
+    pub fn health_book(&self) -> &HealthBook {
+        &self.inner.health
+    }
+
+    /// Requests waiting for a global admission slot right now.
+    pub fn queued(&self) -> usize {
+        self.inner.admission.load().queued()
+    }
+
+    /// Retries refused by the retry budget since start (or since its settings last changed).
+    pub fn retries_refused(&self) -> u64 {
+        self.inner.budget.load().refused()
+    }
+
+    pub(crate) fn emit(&self, event: &Event<'_>) {
+        self.inner.observer.event(event);
+    }
+
+    /// Resolves a request's `model` once (blank, `auto`, alias, passthrough) for a caller who
+    /// may use only the models `allowed` accepts; see `Router::resolve`. Callers authorize on
+    /// the result and route exactly it.
+    pub fn resolve(
+        &self,
+        model: &str,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Result<String, GatewayError> {
+        self.inner
+            .router
+            .resolve(model, allowed, &|u: &Upstream| u.breaker.allows())
+            .inspect_err(|e| {
+                if matches!(e, GovernanceError::NoHealthyBackend { .. }) {
+                    self.emit(&Event::Rejected {
+                        reason: "no_healthy_backend",
+                    });
+                }
+            })
+            .map_err(GatewayError::from)
+    }
+
+    /// A uniform draw in [0, 1) for backoff jitter.
+    fn unit(&self) -> f64 {
+        let n = self
+            .inner
+            .jitter
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut z = n;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Prefers backends whose breaker allows traffic and that have a free slot; if every
+    /// candidate is saturated, takes one whose breaker allows traffic and queues on it.
+    fn pick(&self, rr: &RouteRequest<'_>) -> Result<Route<Upstream>, GovernanceError> {
+        let router = &self.inner.router;
+        match router.route_filtered(rr, &|u: &Upstream| {
+            u.breaker.allows() && u.limit.available() > 0
+        }) {
+            Err(GovernanceError::NoHealthyBackend { .. }) => {
+                router.route_filtered(rr, &|u: &Upstream| u.breaker.allows())
+            }
+            other => other,
+        }
+    }
+
+    /// The attempt loop shared by every operation. Admits the request, then per attempt: routes
+    /// (avoiding backends already tried), takes the backend's slot, calls under the deadlines
+    /// left, records the outcome in the backend's breaker, and retries only what is retryable,
+    /// after the backoff, within the retry budget and the total deadline. For streams `call`
+    /// returns at the commit point, so nothing is ever retried after the first chunk.
+    async fn attempts<Req, T, F, Fut>(
+        &self,
+        op: Operation,
+        req: Req,
+        cx: &RequestContext,
+        hints: Hints,
+        call: F,
+    ) -> Result<Served<T>, GatewayError>
+    where
+        Req: Clone + HasModel,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let settings = self.settings();
+        let res = &settings.resolved;
+        let admission = self.inner.admission.load_full();
+        let queued_at = Instant::now();
+        let global = admission.acquire().await.inspect_err(|e| {
+            let reason = match e {
+                AdmissionError::QueueFull { .. } => "queue_full",
+                AdmissionError::QueueTimeout { .. } => "queue_timeout",
+            };
+            self.emit(&Event::Rejected { reason });
+        })?;
+        self.emit(&Event::Queued {
+            waited: queued_at.elapsed(),
+        });
+        let budget = self.inner.budget.load_full();
+        budget.deposit();
+        let start = Instant::now();
+        let requested = req.model().to_owned();
+        let policy = res.retry(op);
+        let mut tried: Vec<u64> = Vec::new();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let route = self
+                .pick(&RouteRequest {
+                    model: &requested,
+                    session: hints.session.as_deref(),
+                    prefix: hints.prefix.as_deref(),
+                    exclude: &tried,
+                })
+                .inspect_err(|e| {
+                    if matches!(e, GovernanceError::NoHealthyBackend { .. }) {
+                        self.emit(&Event::Rejected {
+                            reason: "no_healthy_backend",
+                        });
+                    }
+                })?;
+            self.emit(&Event::AttemptStarted {
+                attempt,
+                model: &route.public_model,
+                passthrough: route.passthrough,
+                backend: &route.lease.name,
+            });
+            let up = route.lease.backend.clone();
+            let waiting = Instant::now();
+            let slot = up
+                .limit
+                .acquire_within(res.queue_timeout.saturating_sub(start.elapsed()))
+                .await
+                .inspect_err(|_| {
+                    self.emit(&Event::Rejected {
+                        reason: "queue_timeout",
+                    })
+                })?;
+            self.emit(&Event::BackendQueued {
+                waited: waiting.elapsed(),
+            });
+            up.breaker.on_pick();
+            tried.push(route.lease.id);
+            let full = res.timeouts(op, &route.public_model, &route.engine_model, cx.timeout);
+            let mut timeouts = full;
+            if let Some(total) = full.total {
+                let left = total.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    self.emit(&Event::Timeout {
+                        kind: TimeoutKind::Total,
+                    });
+                    return Err(BackendError::Timeout {
+                        kind: TimeoutKind::Total,
+                    }
+                    .into());
+                }
+                timeouts.total = Some(left);
+            }
+            let mut r = req.clone();
+            route.engine_model.clone_into(r.model_mut());
+            let called = Instant::now();
+            let result = call(up.clone(), r, timeouts).await;
+            self.emit(&Event::AttemptFinished {
+                backend: &route.lease.name,
+                elapsed: called.elapsed(),
+                error: result.as_ref().err(),
+            });
+            let err = match result {
+                Ok(value) => {
+                    up.breaker.on_success();
+                    if attempt > 1 {
+                        tracing::info!(attempt, backend = %route.lease.name, "succeeded after retry");
+                    }
+                    return Ok(Served {
+                        value,
+                        route,
+                        permits: [global, slot],
+                    });
+                }
+                Err(e) => e,
+            };
+            if let BackendError::Timeout { kind } = &err {
+                self.emit(&Event::Timeout { kind: *kind });
+            }
+            if err.is_backend_fault() {
+                up.breaker.on_failure();
+            } else if !err.is_retryable() {
+                // The engine answered (a client error): it is healthy.
+                up.breaker.on_success();
+            }
+            let delay = err
+                .is_retryable()
+                .then(|| policy.next_delay(attempt, err.retry_after(), self.unit()))
+                .flatten();
+            let Some(delay) = delay else {
+                return Err(err.into());
+            };
+            if full.total.is_some_and(|t| start.elapsed() + delay >= t) {
+                return Err(err.into());
+            }
+            if !budget.try_withdraw() {
+                self.emit(&Event::RetryBudgetExhausted {
+                    backend: &route.lease.name,
+                });
+                tracing::warn!(backend = %route.lease.name, error = %Text(&err.to_string()), "retry budget exhausted; not retrying");
+                return Err(err.into());
+            }
+            self.emit(&Event::Retrying {
+                backend: &route.lease.name,
+                reason: err.kind(),
+                delay,
+            });
+            tracing::warn!(
+                attempt,
+                backend = %route.lease.name,
+                error = %Text(&err.to_string()),
+                delay_ms = delay.as_millis() as u64,
+                "attempt failed; retrying"
+            );
+            drop((route, slot));
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One non-streamed operation: the attempt loop, then the public model id in the answer.
+    async fn unary_op<Req, T, F, Fut>(
+        &self,
+        op: Operation,
+        req: Req,
+        cx: &RequestContext,
+        hints: Hints,
+        call: F,
+    ) -> Result<Reply<T>, GatewayError>
+    where
+        Req: Clone + HasModel,
+        T: HasModel + DeserializeOwned + Default,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, BackendError>>,
+    {
+        let served = self.attempts(op, req, cx, hints, call).await?;
+        Ok(show_public(served.value, &served.route))
+    }
+
+    /// One streamed operation: asks the engine for usage, runs the attempt loop up to the
+    /// commit point, and wraps the committed stream.
+    async fn stream_op<Req, T, F, Fut>(
+        &self,
+        op: Operation,
+        mut req: Req,
+        stream_options: fn(&mut Req) -> &mut Option<lumen_openai_types::StreamOptions>,
+        cx: &RequestContext,
+        hints: Hints,
+        call: F,
+    ) -> Result<GatewayStream<T>, GatewayError>
+    where
+        Req: Clone + HasModel,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<Guarded<T>, BackendError>>,
+    {
+        let strip = force_usage(stream_options(&mut req));
+        let served = self.attempts(op, req, cx, hints, call).await?;
+        Ok(GatewayStream::new(served, strip, self))
+    }
+
+    pub async fn chat(
+        &self,
+        req: ChatCompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<Reply<ChatCompletionResponse>, GatewayError> {
+        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
+        self.unary_op(Operation::Chat, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(up.backend.chat(r, cx), &t).await
+        })
+        .await
+    }
+
+    /// Returns once the first chunk has arrived (the commit point); errors before it are
+    /// returned as `Err` (after any retries), errors after it arrive in the stream.
+    pub async fn chat_stream(
+        &self,
+        req: ChatCompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
+        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
+        self.stream_op(
+            Operation::Chat,
+            req,
+            |r| &mut r.stream_options,
+            cx,
+            hints,
+            |up, r, t| async move {
+                lumen_resilience::open_stream(up.backend.chat_stream(r, cx), &t).await
+            },
+        )
+        .await
+    }
+
+    pub async fn completions(
+        &self,
+        req: CompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<Reply<CompletionResponse>, GatewayError> {
+        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
+        self.unary_op(Operation::Completions, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(up.backend.completions(r, cx), &t).await
+        })
+        .await
+    }
+
+    pub async fn completions_stream(
+        &self,
+        req: CompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<GatewayStream<CompletionChunk>, GatewayError> {
+        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
+        self.stream_op(
+            Operation::Completions,
+            req,
+            |r| &mut r.stream_options,
+            cx,
+            hints,
+            |up, r, t| async move {
+                lumen_resilience::open_stream(up.backend.completions_stream(r, cx), &t).await
+            },
+        )
+        .await
+    }
+
+    pub async fn embeddings(
+        &self,
+        req: EmbeddingRequest,
+        cx: &RequestContext,
+    ) -> Result<Reply<EmbeddingResponse>, GatewayError> {
+        let hints = Hints::new(cx, req.user.as_ref(), None);
+        self.unary_op(Operation::Embeddings, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
+        })
+        .await
+    }
+
+    /// Exactly the models a caller can route to, with the engines' metadata.
+    pub fn models(&self) -> ModelList {
+        ModelList::new(self.inner.router.models())
+    }
+
+    pub fn model(&self, id: &str) -> Option<Model> {
+        self.inner.router.model(id)
+    }
+
+    /// Asks every backend whose models are not fixed for its models, concurrently, and swaps
+    /// the routing table. A backend that fails keeps its previous list (so a blip does not
+    /// unroute a model) and is asked again next round.
+    pub async fn discover(&self) {
+        let settings = self.settings();
+        let limit = settings
+            .resolved
+            .timeouts(Operation::Models, "", "", None)
+            .total
+            .unwrap_or(settings.discovery_timeout);
+        let probes = self
+            .inner
+            .router
+            .discoverable()
+            .into_iter()
+            .map(|slot| async move {
+                let cx = RequestContext::new(internal_id("discovery"));
+                let result = match timeout(limit, slot.backend.backend.models(&cx)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::Timeout {
+                        kind: TimeoutKind::Total,
+                    }),
+                };
+                (slot.name.clone(), result)
+            });
+        for (name, result) in join_all(probes).await {
+            match result {
+                Ok(list) => {
+                    tracing::debug!(backend = %name, models = list.data.len(), "discovered models");
+                    self.inner.router.set_discovered(&name, list.data);
+                }
+                Err(e) => tracing::warn!(backend = %name, error = %e, "model discovery failed"),
+            }
+        }
+    }
+
+    /// Re-runs [`discover`](Self::discover) on the configured interval until `shutdown`.
+    /// While a backend has never answered (its engine was down at start), it is asked again
+    /// sooner, from 1 s doubling up to the interval, and at once when the health checker sees a
+    /// backend come into rotation: its models should be routable as soon as it serves them.
+    pub async fn run_discovery(&self, shutdown: impl Future<Output = ()>) {
+        const FIRST_RETRY: Duration = Duration::from_secs(1);
+        tokio::pin!(shutdown);
+        let mut retry = FIRST_RETRY;
+        loop {
+            let every = self.settings().discovery_interval;
+            let pending = self
+                .inner
+                .router
+                .discoverable()
+                .iter()
+                .any(|s| !s.has_discovered());
+            let wait = if pending { retry.min(every) } else { every };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.rediscover.notified() => {}
+            }
+            self.discover().await;
+            retry = if pending {
+                retry.saturating_mul(2)
+            } else {
+                FIRST_RETRY
+            };
+        }
+    }
+
+    /// Runs one round of probes against every backend, concurrently, and updates rotation.
+    pub async fn check_health(&self) {
+        let cfg = self.settings().health.clone();
+        let limit = Duration::from_millis(cfg.timeout_ms);
+        let router = self.router();
+        let probes = router.slots().into_iter().map(|slot| {
+            let model = router.slot_models(&slot.name).into_iter().next();
+            let cfg = &cfg;
+            async move {
+                let start = Instant::now();
+                let result = probe(&slot.backend, slot.backend.probe, model, limit).await;
+                let latency = start.elapsed();
+                let ok = result.is_ok();
+                let state = self.inner.health.record(cfg, &slot.name, result, latency);
+                let was = slot.is_available();
+                slot.set_available(state.in_rotation());
+                if state.in_rotation() && (!was || !slot.has_discovered()) {
+                    // Back in rotation, or up but its models unknown: discover now rather than
+                    // at the next interval, so its models stop answering 503.
+                    self.inner.rediscover.notify_one();
+                }
+                self.emit(&Event::HealthChecked {
+                    backend: &slot.name,
+                    ok,
+                });
+            }
+        });
+        join_all(probes).await;
+    }
+
+    /// Probes on the configured interval until `shutdown`; the first round runs at once.
+    pub async fn run_health_checks(&self, shutdown: impl Future<Output = ()>) {
+        if !self.settings().health.enabled {
+            return;
+        }
+        tokio::pin!(shutdown);
+        loop {
+            self.check_health().await;
+            let every = Duration::from_millis(self.settings().health.interval_ms);
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+/// Shows the public id (an alias, or the model `auto` chose) instead of the engine's id.
+/// Only an answer whose model id differs is edited (and so re-serialised); the rest keep the
+/// engine's bytes.
+fn show_public<T: HasModel + DeserializeOwned + Default>(
+    mut resp: Reply<T>,
+    route: &Route<Upstream>,
+) -> Reply<T> {
+    if route.rewrites_model() {
+        route.public_model.clone_into(resp.get_mut().model_mut());
+    }
+    resp
+}
+
+/// The prompt's leading content for prefix affinity: the leading system messages and the first
+/// message after them. Later turns of the same conversation share it, so they land on the
+/// engine whose KV cache already holds the conversation. (The router truncates it.)
+fn chat_prefix(req: &ChatCompletionRequest) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in &req.messages {
+        out.extend_from_slice(m.role.as_bytes());
+        out.push(b':');
+        match &m.content {
+            // Borrowed: `text()` would copy the whole message on every request.
+            Some(lumen_openai_types::MessageContent::Text(t)) => {
+                out.extend_from_slice(t.as_bytes())
+            }
+            Some(c) => out.extend_from_slice(c.text().as_bytes()),
+            None => {}
+        }
+        out.push(b'\n');
+        if m.role != "system" && m.role != "developer" {
+            break;
+        }
+    }
+    out
+}
+
+fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
+    match prompt {
+        Prompt::Text(s) => s.as_bytes().to_vec(),
+        Prompt::Texts(v) => v.first().map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
+        Prompt::Tokens(t) => t.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Prompt::TokenBatches(b) => b
+            .first()
+            .map(|t| t.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .unwrap_or_default(),
+    }
+}

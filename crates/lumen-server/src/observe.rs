@@ -1,0 +1,98 @@
+//! The server's observer of the core: Prometheus counters and histograms, and the request's
+//! access record (through its task-local, since the core reports events in the request's task).
+
+use std::sync::Arc;
+
+use lumen_gateway::{Event, Observer};
+
+use crate::access;
+use crate::metrics::{BackendReason, BackendResult, KindLabel, Metrics, ReasonLabel};
+
+pub(crate) struct ServerObserver {
+    metrics: Arc<Metrics>,
+}
+
+impl ServerObserver {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl Observer for ServerObserver {
+    fn event(&self, event: &Event<'_>) {
+        let m = &self.metrics;
+        match event {
+            Event::Queued { waited } => {
+                Metrics::observe(&m.queue_wait, *waited);
+                access::note(|a| a.waited += *waited);
+            }
+            Event::Rejected { reason } => {
+                m.rejected
+                    .get_or_create(&ReasonLabel {
+                        reason: (*reason).to_owned(),
+                    })
+                    .inc();
+            }
+            Event::AttemptStarted {
+                attempt,
+                model,
+                passthrough,
+                backend,
+            } => access::note(|a| {
+                a.model = Some((*model).to_owned());
+                a.passthrough = *passthrough;
+                a.backend = Some((*backend).to_owned());
+                a.attempts = *attempt;
+            }),
+            Event::BackendQueued { waited } => access::note(|a| a.waited += *waited),
+            Event::AttemptFinished {
+                backend,
+                elapsed,
+                error,
+            } => {
+                access::note(|a| a.upstream += *elapsed);
+                if let Some(e) = error {
+                    m.attempt_errors
+                        .get_or_create(&BackendReason {
+                            backend: (*backend).to_owned(),
+                            reason: e.kind().to_owned(),
+                        })
+                        .inc();
+                }
+            }
+            Event::Timeout { kind } => {
+                m.timeouts
+                    .get_or_create(&KindLabel {
+                        kind: kind.as_str().to_owned(),
+                    })
+                    .inc();
+            }
+            Event::Retrying {
+                backend,
+                reason,
+                delay,
+            } => {
+                m.retries
+                    .get_or_create(&BackendReason {
+                        backend: (*backend).to_owned(),
+                        reason: (*reason).to_owned(),
+                    })
+                    .inc();
+                access::note(|a| a.waited += *delay);
+            }
+            Event::RetryBudgetExhausted { .. } => {
+                m.retry_budget_exhausted.inc();
+            }
+            Event::HealthChecked { backend, ok } => {
+                m.health_checks
+                    .get_or_create(&BackendResult {
+                        backend: (*backend).to_owned(),
+                        result: if *ok { "ok" } else { "failed" }.to_owned(),
+                    })
+                    .inc();
+            }
+            // The access record closes streams itself (time to first token, tokens, outcome).
+            _ => {}
+        }
+    }
+}
