@@ -22,4 +22,5 @@ cargo test --workspace --locked "$@"
 echo "== examples (self-checking)"
 cargo run -q --locked -p lumen-examples --example custom_backend >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_gateway >/dev/null
+cargo run -q --locked -p lumen-examples --example embed_core >/dev/null
 echo "== all tests passed"
