@@ -331,18 +331,22 @@ async fn the_breaker_ejects_a_failing_backend_then_probes_it_back() {
     };
     let gw = single_shot(&[&a, &b]).breaker(breaker).build().unwrap();
     let lumen = Lumen::start(gw).await;
-    let state = |name: &str| {
-        lumen
-            .gateway
-            .router()
+    // A 500 is the model's failure on that engine: the (backend, model) breaker opens; the
+    // backend's own breaker is for an engine that cannot be reached.
+    let model_state = |gw: &lumen_server::Gateway, name: &str| {
+        gw.router()
             .slots()
             .into_iter()
             .find(|s| s.name == name)
             .unwrap()
             .backend
-            .breaker
-            .state()
+            .models
+            .states()
+            .into_iter()
+            .find(|(m, _)| m == "m1")
+            .map_or(BreakerState::Closed, |(_, s)| s)
     };
+    let state = |name: &str| model_state(&lumen.gateway, name);
     for _ in 0..12 {
         post(&lumen.url("/v1/chat/completions"), CHAT).await;
     }
@@ -356,10 +360,7 @@ async fn the_breaker_ejects_a_failing_backend_then_probes_it_back() {
     sa.set_faults(Faults::default());
     let gw = lumen.gateway.clone();
     eventually(Duration::from_secs(10), || {
-        gw.router()
-            .slots()
-            .iter()
-            .any(|s| s.name == "b0" && s.backend.breaker.state() == BreakerState::HalfOpen)
+        model_state(&gw, "b0") == BreakerState::HalfOpen
     })
     .await;
     while sa.generation_count() == 2 {
@@ -574,4 +575,59 @@ async fn a_flaky_fleet_is_smoothed_by_retries() {
     );
     assert!((45..=75).contains(&once), "{once}");
     assert!(thrice >= 90, "{thrice}");
+}
+
+/// Health is kept per (backend, model): one engine serving two models keeps serving the one
+/// that works while the other's breaker is open, and both levels show in `/health/inference`
+/// and in the metrics.
+#[tokio::test]
+async fn a_failing_model_does_not_take_its_engine_out_for_the_other_models() {
+    let (a, sa) = sim(&["m1", "m2"]).await;
+    let breaker = BreakerSettings {
+        consecutive_failures: 1,
+        cooldown_ms: Some(60_000),
+        ..BreakerSettings::default()
+    };
+    let lumen = Lumen::start(single_shot(&[&a]).breaker(breaker).build().unwrap()).await;
+    let bad = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":1,"sim":{"status":500}}"#;
+    assert_eq!(
+        post(&lumen.url("/v1/chat/completions"), bad).await.status,
+        502
+    );
+    let m1 = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"max_tokens":1}"#;
+    let r = post(&lumen.url("/v1/chat/completions"), m1).await;
+    assert_eq!(r.status, 503, "m1 is out on its only backend: {}", r.text());
+    let m2 = r#"{"model":"m2","messages":[{"role":"user","content":"x"}],"max_tokens":1}"#;
+    for _ in 0..3 {
+        assert_eq!(
+            post(&lumen.url("/v1/chat/completions"), m2).await.status,
+            200
+        );
+    }
+    assert_eq!(sa.generation_count(), 4);
+    let report = get(&lumen.url("/health/inference")).await.json();
+    let backend = &report["backends"][0];
+    assert_eq!(backend["breaker"], "closed", "{report}");
+    assert_eq!(backend["in_rotation"], true);
+    let models = backend["models"].as_array().unwrap();
+    let m1_state = models.iter().find(|m| m["model"] == "m1").unwrap();
+    assert_eq!(m1_state["breaker"], "open", "{report}");
+    let status = |id: &str| {
+        report["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("m1"), "unhealthy");
+    assert_eq!(status("m2"), "healthy");
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"lumen_model_breaker_state{backend="b0",model="m1"} 2"#),
+        "{metrics}"
+    );
 }

@@ -35,7 +35,7 @@ use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
 use crate::stream::{GatewayStream, force_usage};
 use crate::text::Text;
-use crate::upstream::{Probe, Upstream};
+use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
 
 /// The core's settings that a reload may change; read once per request.
 #[derive(Debug, Clone)]
@@ -282,6 +282,7 @@ fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> Bac
         backend: Upstream {
             backend: spec.backend,
             breaker: Arc::new(CircuitBreaker::new(r.breaker.clone())),
+            models: Arc::new(ModelBreakers::new(r.breaker.clone())),
             limit: Arc::new(Admission::new(
                 r.per_backend_max_concurrent,
                 usize::MAX,
@@ -302,6 +303,7 @@ pub(crate) fn internal_id(what: &str) -> String {
 pub(crate) struct Served<T> {
     pub(crate) value: T,
     pub(crate) route: Route<Upstream>,
+    pub(crate) breakers: AttemptBreakers,
     pub(crate) permits: [Permit; 2],
 }
 
@@ -401,7 +403,7 @@ impl Gateway {
     ) -> Result<String, GatewayError> {
         self.inner
             .router
-            .resolve(model, allowed, &|u: &Upstream| u.breaker.allows())
+            .resolve(model, allowed, &|u: &Upstream, m: &str| u.allows(m))
             .inspect_err(|e| {
                 if matches!(e, GovernanceError::NoHealthyBackend { .. }) {
                     self.emit(&Event::Rejected {
@@ -424,15 +426,16 @@ impl Gateway {
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Prefers backends whose breaker allows traffic and that have a free slot; if every
-    /// candidate is saturated, takes one whose breaker allows traffic and queues on it.
+    /// Prefers backends whose breakers (the backend's and the model's on it) allow traffic
+    /// and that have a free slot; if every candidate is saturated, takes one whose breakers
+    /// allow traffic and queues on it.
     fn pick(&self, rr: &RouteRequest<'_>) -> Result<Route<Upstream>, GovernanceError> {
         let router = &self.inner.router;
-        match router.route_filtered(rr, &|u: &Upstream| {
-            u.breaker.allows() && u.limit.available() > 0
+        match router.route_filtered(rr, &|u: &Upstream, m: &str| {
+            u.allows(m) && u.limit.available() > 0
         }) {
             Err(GovernanceError::NoHealthyBackend { .. }) => {
-                router.route_filtered(rr, &|u: &Upstream| u.breaker.allows())
+                router.route_filtered(rr, &|u: &Upstream, m: &str| u.allows(m))
             }
             other => other,
         }
@@ -513,7 +516,8 @@ impl Gateway {
             self.emit(&Event::BackendQueued {
                 waited: waiting.elapsed(),
             });
-            up.breaker.on_pick();
+            let breakers = AttemptBreakers::new(&up, &route.engine_model, route.passthrough);
+            breakers.on_pick();
             tried.push(route.lease.id);
             let full = res.timeouts(op, &route.public_model, &route.engine_model, cx.timeout);
             let mut timeouts = full;
@@ -541,13 +545,14 @@ impl Gateway {
             });
             let err = match result {
                 Ok(value) => {
-                    up.breaker.on_success();
+                    breakers.on_success();
                     if attempt > 1 {
                         tracing::info!(attempt, backend = %route.lease.name, "succeeded after retry");
                     }
                     return Ok(Served {
                         value,
                         route,
+                        breakers,
                         permits: [global, slot],
                     });
                 }
@@ -556,12 +561,7 @@ impl Gateway {
             if let BackendError::Timeout { kind } = &err {
                 self.emit(&Event::Timeout { kind: *kind });
             }
-            if err.is_backend_fault() {
-                up.breaker.on_failure();
-            } else if !err.is_retryable() {
-                // The engine answered (a client error): it is healthy.
-                up.breaker.on_success();
-            }
+            breakers.on_error(&err);
             let delay = err
                 .is_retryable()
                 .then(|| policy.next_delay(attempt, err.retry_after(), self.unit()))
@@ -883,3 +883,6 @@ fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
             .unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests;

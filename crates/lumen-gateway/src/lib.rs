@@ -33,6 +33,6 @@ pub use health::{CheckState, HealthBook, HealthConfig, Tracker};
 pub use observer::{Event, NoopObserver, Observer};
 pub use stream::GatewayStream;
 pub use text::Text;
-pub use upstream::{Probe, Upstream};
+pub use upstream::{ModelBreakers, Probe, Upstream};
 
 pub use lumen_resilience::config as resilience_config;

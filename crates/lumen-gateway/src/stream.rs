@@ -11,7 +11,7 @@ use lumen_resilience::{Guarded, Permit};
 
 use crate::gateway::{Gateway, Served};
 use crate::observer::Event;
-use crate::upstream::Upstream;
+use crate::upstream::{AttemptBreakers, Upstream};
 
 /// A committed stream. Holds its backend lease and admission permits until the stream ends or
 /// is dropped, reports a mid-stream engine failure to the backend's breaker, shows the public
@@ -23,6 +23,7 @@ pub struct GatewayStream<T> {
     strip_usage: bool,
     tokens: Option<(u64, u64)>,
     route: Route<Upstream>,
+    breakers: AttemptBreakers,
     gateway: Gateway,
     /// The kind of the failure that ended the stream, if one did.
     error: Option<&'static str>,
@@ -40,6 +41,7 @@ impl<T> GatewayStream<T> {
             strip_usage,
             tokens: None,
             route: served.route,
+            breakers: served.breakers,
             gateway: gateway.clone(),
             error: None,
             _permits: served.permits,
@@ -93,9 +95,7 @@ impl<T: HasModel + HasUsage + serde::de::DeserializeOwned + Default> Stream for 
                     Poll::Ready(Some(Ok(chunk)))
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    if e.is_backend_fault() {
-                        this.route.lease.backend.breaker.on_failure();
-                    }
+                    this.breakers.on_error(&e);
                     if let BackendError::Timeout { kind } = &e {
                         this.gateway.emit(&Event::Timeout { kind: *kind });
                     }

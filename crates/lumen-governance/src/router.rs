@@ -440,6 +440,11 @@ impl<B: Clone> Router<B> {
             .unwrap_or_default()
     }
 
+    /// The engine model id a public id routes to (an alias's target, else itself).
+    pub fn engine_for(&self, public: &str) -> Option<String> {
+        self.table.load().public.get(public).map(|(e, _)| e.clone())
+    }
+
     pub fn model(&self, id: &str) -> Option<Model> {
         self.models().into_iter().find(|m| m.id == id)
     }
@@ -456,7 +461,7 @@ impl<B: Clone> Router<B> {
         &self,
         model: &str,
         allowed: &dyn Fn(&str) -> bool,
-        usable: &dyn Fn(&B) -> bool,
+        usable: &dyn Fn(&B, &str) -> bool,
     ) -> Result<String, GovernanceError> {
         let t = self.table.load();
         let public = resolve_in(&t, model, allowed, usable)?;
@@ -473,16 +478,16 @@ impl<B: Clone> Router<B> {
 
     /// Chooses the backend for one request (or one retry attempt).
     pub fn route(&self, req: &RouteRequest<'_>) -> Result<Route<B>, GovernanceError> {
-        self.route_filtered(req, &|_| true)
+        self.route_filtered(req, &|_, _| true)
     }
 
-    /// As [`route`](Self::route), skipping backends for which `usable` is false (an open
-    /// circuit breaker, a full per-backend queue): the caller's notion of availability, on top
-    /// of the slot's own.
+    /// As [`route`](Self::route), skipping backends for which `usable(backend, engine_model)` is
+    /// false (an open circuit breaker for the backend or for that model on it, a full
+    /// per-backend queue): the caller's notion of availability, on top of the slot's own.
     pub fn route_filtered(
         &self,
         req: &RouteRequest<'_>,
-        usable: &dyn Fn(&B) -> bool,
+        usable: &dyn Fn(&B, &str) -> bool,
     ) -> Result<Route<B>, GovernanceError> {
         let t = self.table.load();
         let cfg = &t.cfg;
@@ -499,11 +504,11 @@ impl<B: Clone> Router<B> {
             },
         };
         let policy = cfg.policy_for(public, engine);
-        let slot = self.pick(&t, pool, policy, req, usable).ok_or_else(|| {
-            GovernanceError::NoHealthyBackend {
+        let slot = self
+            .pick(&t, pool, policy, req, &|b| usable(b, engine))
+            .ok_or_else(|| GovernanceError::NoHealthyBackend {
                 model: public.to_owned(),
-            }
-        })?;
+            })?;
         Ok(Route {
             public_model: public.to_owned(),
             engine_model: engine.to_owned(),
@@ -595,7 +600,7 @@ fn resolve_in<B>(
     t: &Table<B>,
     model: &str,
     allowed: &dyn Fn(&str) -> bool,
-    usable: &dyn Fn(&B) -> bool,
+    usable: &dyn Fn(&B, &str) -> bool,
 ) -> Result<String, GovernanceError> {
     let cfg = &t.cfg;
     let asked = if model.is_empty() {
@@ -623,11 +628,11 @@ fn resolve_in<B>(
             allowed(p)
                 && t.public
                     .get(p.as_str())
-                    .and_then(|(engine, _)| t.pools.get(engine))
-                    .is_some_and(|pool| {
+                    .and_then(|(engine, _)| t.pools.get(engine).map(|pool| (engine, pool)))
+                    .is_some_and(|(engine, pool)| {
                         pool.members.iter().any(|&i| {
                             let s = &t.members[i].slot;
-                            s.is_available() && usable(&s.backend)
+                            s.is_available() && usable(&s.backend, engine)
                         })
                     })
         })

@@ -25,7 +25,7 @@ use crate::config::{
     AdmissionConfig, AuthConfig, BreakerSettings, CacheConfig, ConfigError, HealthConfig,
     LimitsConfig, LumenConfig, Probe, Profile, RedisConfig, RetryConfig, TimeoutsConfig,
 };
-use crate::metrics::{BackendLabel, Metrics, ResultLabel};
+use crate::metrics::{BackendLabel, BackendModel, Metrics, ResultLabel};
 use crate::observe::ServerObserver;
 use crate::shared::{SharedSettings, Stores};
 
@@ -405,12 +405,24 @@ impl Gateway {
             m.in_flight
                 .get_or_create(&label)
                 .set(slot.in_flight() as i64);
-            let state = slot.backend.breaker.state();
-            m.breaker.get_or_create(&label).set(match state {
+            let gauge = |s: BreakerState| match s {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open => 2,
-            });
+            };
+            m.breaker
+                .get_or_create(&label)
+                .set(gauge(slot.backend.breaker.state()));
+            // Model ids here come from configuration and discovery (passthrough names never
+            // get a breaker), so the label set stays bounded.
+            for (model, state) in slot.backend.models.states() {
+                m.model_breaker
+                    .get_or_create(&BackendModel {
+                        backend: slot.name.clone(),
+                        model,
+                    })
+                    .set(gauge(state));
+            }
             let up = slot.is_available() && slot.backend.breaker.allows();
             m.healthy.get_or_create(&label).set(i64::from(up));
         }

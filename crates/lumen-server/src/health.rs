@@ -22,6 +22,16 @@ pub struct BackendReport {
     pub last_check_age_ms: Option<u64>,
     pub latency_ms: Option<f64>,
     pub last_error: Option<String>,
+    /// Per-model breakers on this backend (models that have been called), so one failing
+    /// model shows without taking the backend out.
+    pub models: Vec<ModelBreakerReport>,
+}
+
+/// One model's breaker on one backend.
+#[derive(Debug, Serialize)]
+pub struct ModelBreakerReport {
+    pub model: String,
+    pub breaker: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +94,16 @@ pub fn inference_report(core: &lumen_gateway::Gateway) -> InferenceReport {
                         .map(|d| d.as_millis() as u64),
                     latency_ms: t.latency.map(|l| l.as_secs_f64() * 1e3),
                     last_error: t.last_error,
+                    models: slot
+                        .backend
+                        .models
+                        .states()
+                        .into_iter()
+                        .map(|(model, b)| ModelBreakerReport {
+                            model,
+                            breaker: b.as_str(),
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -106,12 +126,13 @@ pub fn inference_report(core: &lumen_gateway::Gateway) -> InferenceReport {
             .into_iter()
             .filter(|m| m.id != lumen_governance::AUTO)
             .map(|m| {
-                let names: Vec<String> = router
-                    .backends_for(&m.id)
+                let slots = router.backends_for(&m.id);
+                let engine = router.engine_for(&m.id).unwrap_or_else(|| m.id.clone());
+                let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
+                let ok = slots
                     .iter()
-                    .map(|s| s.name.clone())
-                    .collect();
-                let ok = names.iter().filter(|n| healthy(n)).count();
+                    .filter(|s| healthy(&s.name) && s.backend.models.allows(&engine))
+                    .count();
                 ModelReport {
                     id: m.id,
                     status: if ok > 0 { "healthy" } else { "unhealthy" },

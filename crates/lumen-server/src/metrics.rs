@@ -44,6 +44,12 @@ pub(crate) struct BackendLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendModel {
+    pub backend: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BackendReason {
     pub backend: String,
     pub reason: String,
@@ -113,6 +119,7 @@ pub(crate) struct Metrics {
     // Gauges refreshed from live state at scrape time.
     pub in_flight: Family<BackendLabel, Gauge>,
     pub breaker: Family<BackendLabel, Gauge>,
+    pub model_breaker: Family<BackendModel, Gauge>,
     pub healthy: Family<BackendLabel, Gauge>,
     pub queue_depth: Gauge,
     /// Per-request metric handles by label set, so the hot path neither allocates label
@@ -254,6 +261,12 @@ impl Metrics {
             "Circuit breaker per backend: 0 closed, 1 half-open, 2 open",
             breaker.clone(),
         );
+        let model_breaker = Family::default();
+        r.register(
+            "lumen_model_breaker_state",
+            "Circuit breaker per backend and model: 0 closed, 1 half-open, 2 open",
+            model_breaker.clone(),
+        );
         let healthy = Family::default();
         r.register(
             "lumen_backend_up",
@@ -287,6 +300,7 @@ impl Metrics {
             redis_errors,
             in_flight,
             breaker,
+            model_breaker,
             healthy,
             queue_depth,
             handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),

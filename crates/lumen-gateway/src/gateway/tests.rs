@@ -1,0 +1,348 @@
+//! The core on its own: a scripted in-memory `Backend`, a paused clock, no HTTP.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use lumen_backend::{ChunkStream, Health};
+use lumen_openai_types::{ChatChoice, ChatChunkChoice, ChatDelta, ChatMessage, Chunk, ErrorObject};
+use lumen_resilience::BreakerState;
+use lumen_resilience::config::BackoffKind;
+
+use super::*;
+
+/// What one scripted call does.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Ok,
+    /// HTTP 503 from the engine (retryable, the model's fault).
+    Unavailable,
+    /// Connection refused (the whole engine is down).
+    Refused,
+    /// A stream whose first chunk arrives, then fails.
+    CutAfterFirst,
+}
+
+/// An engine that plays a script per model (then `Ok` for ever) and logs each call.
+struct Scripted {
+    name: &'static str,
+    script: Mutex<HashMap<String, VecDeque<Step>>>,
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Scripted {
+    fn new(
+        name: &'static str,
+        script: &[(&str, &[Step])],
+        calls: &Arc<Mutex<Vec<(String, String)>>>,
+    ) -> Self {
+        Self {
+            name,
+            script: Mutex::new(
+                script
+                    .iter()
+                    .map(|(m, s)| ((*m).to_owned(), s.iter().copied().collect()))
+                    .collect(),
+            ),
+            calls: calls.clone(),
+        }
+    }
+
+    fn next(&self, model: &str) -> Step {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((self.name.to_owned(), model.to_owned()));
+        self.script
+            .lock()
+            .unwrap()
+            .get_mut(model)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Step::Ok)
+    }
+
+    fn fail(&self, step: Step) -> BackendError {
+        match step {
+            Step::Refused => BackendError::Connect {
+                backend: self.name.into(),
+                source: "refused".into(),
+            },
+            _ => BackendError::Upstream {
+                backend: self.name.into(),
+                status: 503,
+                error: Box::new(ErrorObject::new("loading", "server_error")),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+fn chunk(model: &str, text: &str) -> Chunk<ChatCompletionChunk> {
+    Chunk::new(ChatCompletionChunk {
+        model: model.into(),
+        choices: vec![ChatChunkChoice {
+            delta: ChatDelta {
+                content: Some(text.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+impl Backend for Scripted {
+    async fn chat(
+        &self,
+        req: ChatCompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
+        match self.next(&req.model) {
+            Step::Ok | Step::CutAfterFirst => Ok(Reply::new(ChatCompletionResponse {
+                model: req.model,
+                choices: vec![ChatChoice {
+                    message: ChatMessage::new("assistant", self.name),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            s => Err(self.fail(s)),
+        }
+    }
+
+    async fn chat_stream(
+        &self,
+        req: ChatCompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<ChunkStream<ChatCompletionChunk>, BackendError> {
+        let name = self.name;
+        match self.next(&req.model) {
+            Step::Ok => Ok(Box::pin(futures::stream::iter(vec![
+                Ok(chunk(&req.model, name)),
+                Ok(chunk(&req.model, "!")),
+            ]))),
+            Step::CutAfterFirst => Ok(Box::pin(futures::stream::iter(vec![
+                Ok(chunk(&req.model, name)),
+                Err(BackendError::StreamInterrupted {
+                    backend: name.into(),
+                    message: "engine died".into(),
+                    error: None,
+                }),
+            ]))),
+            s => Err(self.fail(s)),
+        }
+    }
+
+    async fn completions(
+        &self,
+        _req: CompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<Reply<CompletionResponse>, BackendError> {
+        Err(self.fail(Step::Unavailable))
+    }
+
+    async fn completions_stream(
+        &self,
+        _req: CompletionRequest,
+        _cx: &RequestContext,
+    ) -> Result<ChunkStream<CompletionChunk>, BackendError> {
+        Err(self.fail(Step::Unavailable))
+    }
+
+    async fn embeddings(
+        &self,
+        _req: EmbeddingRequest,
+        _cx: &RequestContext,
+    ) -> Result<Reply<EmbeddingResponse>, BackendError> {
+        Err(self.fail(Step::Unavailable))
+    }
+
+    async fn models(&self, _cx: &RequestContext) -> Result<ModelList, BackendError> {
+        Ok(ModelList::new(vec![Model::new("a"), Model::new("b")]))
+    }
+
+    async fn health(&self) -> Health {
+        Health::Healthy
+    }
+}
+
+/// Records attempts and retry delays as the core reports them.
+#[derive(Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl Observer for Seen {
+    fn event(&self, e: &Event<'_>) {
+        let line = match e {
+            Event::AttemptStarted {
+                attempt,
+                model,
+                backend,
+                ..
+            } => format!("attempt {attempt} {model}@{backend}"),
+            Event::Retrying { delay, reason, .. } => {
+                format!("retry in {}ms after {reason}", delay.as_millis())
+            }
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+fn ask(model: &str) -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        model: model.into(),
+        messages: vec![ChatMessage::new("user", "hi")],
+        ..Default::default()
+    }
+}
+
+type Calls = Arc<Mutex<Vec<(String, String)>>>;
+
+fn core(backends: Vec<Scripted>, breaker_after: u32, seen: &Arc<Seen>) -> Gateway {
+    let mut b = Gateway::builder()
+        .retry(RetryConfig {
+            max_attempts: Some(3),
+            backoff: BackoffKind::Linear,
+            base_ms: Some(100),
+            step_ms: Some(100),
+            max_ms: Some(1_000),
+            ..Default::default()
+        })
+        .breaker(BreakerSettings {
+            consecutive_failures: breaker_after,
+            cooldown_ms: Some(60_000),
+            ..Default::default()
+        })
+        .observer(seen.clone());
+    for s in backends {
+        let name = s.name;
+        b = b.backend(name, s, Some(vec!["a".into(), "b".into()]));
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_failure_is_retried_on_the_other_backend_after_the_backoff() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let gw = core(
+        vec![
+            Scripted::new("b0", &[("a", &[Step::Unavailable])], &calls),
+            Scripted::new("b1", &[], &calls),
+        ],
+        0,
+        &seen,
+    );
+    let cx = RequestContext::new("t");
+    let start = Instant::now();
+    let r = gw.chat(ask("a"), &cx).await.unwrap();
+    assert_eq!(
+        r.get().choices[0].message.content.as_ref().unwrap().text(),
+        "b1"
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "one linear backoff"
+    );
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [
+            "attempt 1 a@b0",
+            "retry in 100ms after upstream_5xx",
+            "attempt 2 a@b1"
+        ]
+    );
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "exactly one send per attempt"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_model_opens_its_own_breaker_and_leaves_the_engines_other_models_in_rotation() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let bad = [Step::Unavailable; 10];
+    let gw = core(vec![Scripted::new("b0", &[("a", &bad)], &calls)], 2, &seen);
+    let cx = RequestContext::new("t");
+    // Two failures in a row (two attempts of one request, both on b0): (b0, a) opens, so
+    // the third attempt finds no backend for `a`.
+    let e = gw.chat(ask("a"), &cx).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GatewayError::Governance(GovernanceError::NoHealthyBackend { .. })
+        ),
+        "{e:?}"
+    );
+    let slot = &gw.router().slots()[0];
+    assert_eq!(slot.backend.models.states()[0].1, BreakerState::Open);
+    assert_eq!(slot.backend.breaker.state(), BreakerState::Closed);
+    // Model `a` is out on this backend; model `b` on the same engine still serves.
+    let e = gw.chat(ask("a"), &cx).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GatewayError::Governance(GovernanceError::NoHealthyBackend { .. })
+        ),
+        "{e:?}"
+    );
+    assert!(gw.chat(ask("b"), &cx).await.is_ok());
+    let to_a = calls.lock().unwrap().iter().filter(|c| c.1 == "a").count();
+    assert_eq!(to_a, 2, "no call reached the open (backend, model) pair");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_engine_takes_the_whole_backend_out() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let refused = [Step::Refused; 4];
+    let gw = core(
+        vec![
+            Scripted::new("b0", &[("a", &refused)], &calls),
+            Scripted::new("b1", &[], &calls),
+        ],
+        1,
+        &seen,
+    );
+    let cx = RequestContext::new("t");
+    assert!(gw.chat(ask("a"), &cx).await.is_ok(), "retried on b1");
+    let b0 = gw
+        .router()
+        .slots()
+        .into_iter()
+        .find(|s| s.name == "b0")
+        .unwrap();
+    assert_eq!(b0.backend.breaker.state(), BreakerState::Open);
+    calls.lock().unwrap().clear();
+    // Model `b` never failed on b0, but b0 is out for every model.
+    for _ in 0..4 {
+        assert!(gw.chat(ask("b"), &cx).await.is_ok());
+    }
+    assert!(calls.lock().unwrap().iter().all(|c| c.0 == "b1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_retried_after_the_commit_point() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let gw = core(
+        vec![
+            Scripted::new("b0", &[("a", &[Step::CutAfterFirst])], &calls),
+            Scripted::new("b1", &[], &calls),
+        ],
+        0,
+        &seen,
+    );
+    let cx = RequestContext::new("t");
+    let mut s = gw.chat_stream(ask("a"), &cx).await.unwrap();
+    assert!(s.next().await.unwrap().is_ok(), "the first chunk commits");
+    assert!(
+        s.next().await.unwrap().is_err(),
+        "the failure arrives in-band"
+    );
+    assert!(s.next().await.is_none());
+    assert_eq!(calls.lock().unwrap().len(), 1, "no second attempt");
+}
