@@ -503,3 +503,48 @@ async fn redis_down_fails_closed_when_configured() {
         "nothing reached the engine unmetered"
     );
 }
+
+#[tokio::test]
+async fn a_limit_of_zero_suspends_the_key() {
+    let (a, sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "off",
+        "sk-off",
+        None,
+        LimitSpec {
+            rpm: Some(0),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    let refused = call(&lumen, "sk-off", &chat("m1", "")).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let err = &refused.json()["error"];
+    assert_eq!(err["type"], "rate_limit_error");
+    assert_eq!(err["code"], "rate_limit_exceeded");
+    assert_eq!(
+        err["message"],
+        "Key `off` is suspended: its `rpm` limit is 0."
+    );
+    let created = admin(
+        &lumen,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"paused","limits":{"max_concurrent":0}}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    let refused = call(&lumen, &secret, &chat("m1", "")).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(
+        refused.json()["error"]["message"],
+        "Key `paused` is suspended: its `max_concurrent` limit is 0."
+    );
+    assert_eq!(sa.generation_count(), 0, "nothing reached the engine");
+    let m = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        m.contains(r#"lumen_rate_limited_total{reason="suspended"} 2"#),
+        "{m}"
+    );
+}

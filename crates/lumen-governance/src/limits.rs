@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::keys::ApiKey;
 use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Verdict};
 
-/// Limits of a key (or of a key on one model). Absent means unlimited.
+/// Limits of a key (or of a key on one model). Absent means unlimited; 0 suspends the key
+/// (every request is refused), so an operator can switch a key off without deleting it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSpec {
@@ -33,6 +34,20 @@ impl LimitSpec {
     fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The first limit set to 0, which suspends the key.
+    fn zero(&self) -> Option<&'static str> {
+        [
+            (self.rpm, Kind::Requests),
+            (self.tpm, Kind::Tokens),
+            (self.max_concurrent, Kind::Concurrent),
+            (self.daily_tokens, Kind::Daily),
+            (self.monthly_tokens, Kind::Monthly),
+        ]
+        .into_iter()
+        .find(|(limit, _)| *limit == Some(0))
+        .map(|(_, kind)| kind.field())
+    }
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -47,6 +62,19 @@ enum Kind {
     Concurrent,
     Daily,
     Monthly,
+}
+
+impl Kind {
+    /// The [`LimitSpec`] field, as operators write it.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Requests => "rpm",
+            Self::Tokens => "tpm",
+            Self::Concurrent => "max_concurrent",
+            Self::Daily => "daily_tokens",
+            Self::Monthly => "monthly_tokens",
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -67,8 +95,20 @@ pub enum LimitError {
         limit: u64,
         retry_after: Duration,
     },
+    /// A limit of 0: the operator switched the key (or the key on a model) off.
+    #[error("Key `{key}` is suspended{}: its `{field}` limit is 0.", for_model(model.as_deref()))]
+    Suspended {
+        key: String,
+        /// `None` for the key's own limits, the model for a `per_model` one.
+        model: Option<String>,
+        field: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn for_model(model: Option<&str>) -> String {
+    model.map_or_else(String::new, |m| format!(" for model `{m}`"))
 }
 
 impl LimitError {
@@ -77,6 +117,7 @@ impl LimitError {
         match self {
             Self::RateLimited { what, .. } => what,
             Self::QuotaExceeded { .. } => "quota",
+            Self::Suspended { .. } => "suspended",
             Self::Store(_) => "store",
         }
     }
@@ -226,6 +267,21 @@ impl Limiter {
         model: &str,
         estimate: u64,
     ) -> Result<(Reservation, RateHeaders), LimitError> {
+        // Refused here, not by the store: no round trip, and the same answer while the store
+        // is down (a suspended key stays suspended in fail-open mode).
+        let scopes = [
+            (None, Some(&key.limits)),
+            (Some(model), key.per_model.get(model)),
+        ];
+        for (scope, spec) in scopes {
+            if let Some(field) = spec.and_then(LimitSpec::zero) {
+                return Err(LimitError::Suspended {
+                    key: key.name.clone(),
+                    model: scope.map(str::to_owned),
+                    field,
+                });
+            }
+        }
         let (counters, kinds) = self.plan(key, model, estimate);
         if counters.is_empty() {
             return Ok((Reservation::none(), RateHeaders::default()));
@@ -439,7 +495,7 @@ impl LimitStore for MemoryLimitStore {
         let verdict = self.with(|map, now| {
             for (i, c) in counters.iter().enumerate() {
                 let s = state(map.get(&c.key), now);
-                if c.limit > 0 && s.value + c.cost > c.limit {
+                if c.limit == 0 || s.value + c.cost > c.limit {
                     return Verdict::Refused { index: i, state: s };
                 }
             }

@@ -36,7 +36,8 @@ pub enum Expiry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
     pub key: String,
-    /// 0 = unlimited (charged but never refused).
+    /// The most the counter may hold after the charge. 0 refuses every charge: absent limits
+    /// have no counter at all, so 0 never stands for "unlimited".
     pub limit: u64,
     pub cost: u64,
     pub expiry: Expiry,

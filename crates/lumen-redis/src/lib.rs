@@ -31,13 +31,13 @@ use tokio::time::{Instant, timeout};
 /// Check every counter, then charge every counter. ARGV per counter: limit, cost, ttl_ms, mode
 /// (0: set the expiry only when the counter is new — a window; 1: refresh it — a lease).
 /// Returns {1, value1, pttl1, ...} or {0, index, value, pttl} for the first counter that
-/// would exceed its limit.
+/// would exceed its limit (0 refuses every charge).
 const ACQUIRE: &str = r#"
 for i = 1, #KEYS do
   local limit = tonumber(ARGV[(i - 1) * 4 + 1])
   local cost = tonumber(ARGV[(i - 1) * 4 + 2])
   local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if limit > 0 and cur + cost > limit then
+  if limit == 0 or cur + cost > limit then
     return {0, i, cur, redis.call('PTTL', KEYS[i])}
   end
 end
