@@ -504,6 +504,95 @@ async fn redis_down_fails_closed_when_configured() {
     );
 }
 
+/// Polls `/admin/usage` until the key's first counter reads `used` (Redis may still be running
+/// what was queued while it stalled), and returns the last report either way.
+async fn usage_settles_to(lumen: &Lumen, used: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r = admin(lumen, http::Method::GET, "/admin/usage", "").await;
+        if r.status == 200 {
+            last = r.json();
+            if last["data"][0]["counters"][0]["used"] == used {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_redis_stall_does_not_lock_a_key_out() {
+    let server = RedisServer::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            max_concurrent: Some(2),
+            ..Default::default()
+        },
+    )];
+    let mut cfg = redis(&server.url(), false);
+    cfg.timeout_ms = 50; // shorter than the stall
+    let lumen = Lumen::start(
+        single_shot(&[&a])
+            .auth(auth(keys))
+            .redis(cfg)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // Connected, scripts loaded, settled.
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+    assert_eq!(
+        usage_settles_to(&lumen, 0).await["data"][0]["counters"][0]["used"],
+        0
+    );
+    // One request holds a slot when Redis stalls, and ends (is released) during the stall.
+    let slow = {
+        let lumen_url = lumen.url("/v1/chat/completions");
+        let body = chat("m1", r#","sim":{"ttft_ms":300}"#);
+        tokio::spawn(async move {
+            let bearer = format!("Bearer {KEY}");
+            send(
+                http::Method::POST,
+                &lumen_url,
+                &body,
+                &[("authorization", &bearer)],
+            )
+            .await
+        })
+    };
+    assert_eq!(
+        usage_settles_to(&lumen, 1).await["data"][0]["counters"][0]["used"],
+        1
+    );
+    let body = chat("m1", "");
+    server.pause();
+    // Two more are admitted during the stall (fail-open): their charges wait in Redis.
+    let (x, y) = tokio::join!(call(&lumen, KEY, &body), call(&lumen, KEY, &body));
+    assert_eq!(
+        (x.status.as_u16(), y.status.as_u16()),
+        (200, 200),
+        "fail-open while Redis stalls"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.resume();
+    // The charges and the release queued during the stall run now: nothing may stay counted.
+    let usage = usage_settles_to(&lumen, 0).await;
+    assert_eq!(
+        usage["data"][0]["counters"][0]["used"], 0,
+        "late charges undone: {usage}"
+    );
+    for _ in 0..3 {
+        let r = call(&lumen, KEY, &chat("m1", "")).await;
+        assert_eq!(r.status, 200, "admitted after the stall: {}", r.text());
+    }
+}
+
 #[tokio::test]
 async fn a_limit_of_zero_suspends_the_key() {
     let (a, sa) = sim(&["m1"]).await;
