@@ -637,3 +637,34 @@ async fn a_limit_of_zero_suspends_the_key() {
         "{m}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_live_stream_keeps_its_concurrency_slot_past_the_lease() {
+    use http_body_util::BodyExt;
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            max_concurrent: Some(1),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    // 8 tokens 8 s apart: about a minute, twice the 30 s lease.
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"hello"}],"max_tokens":8,"stream":true,"sim":{"itl_ms":8000}}"#;
+    let req = http::Request::post(lumen.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let stream = client().request(req).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let refused = call(&lumen, KEY, &chat("m1", "")).await;
+    assert_eq!(refused.status, 429, "the stream renewed its slot");
+    let events = stream.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&events).contains("[DONE]"));
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+}
