@@ -4,7 +4,9 @@
 //! in memory (one replica) or here (many replicas):
 //!
 //! - [`LimitStore`]: one Lua script per request checks every counter, then charges every
-//!   counter — atomic and one round trip, so limits are exact across replicas.
+//!   counter — atomic and one round trip, so limits are exact across replicas. Concurrency is
+//!   a sorted set of per-request slots that expire unless renewed; an admission Lumen stopped
+//!   waiting for is undone when its script runs late (tickets and tombstones, below).
 //! - [`CacheStore`]: `GET` / `SET PX`.
 //! - [`KeyStore`]: run-time API keys in a hash keyed by digest, with a short local cache so the
 //!   request path rarely waits on Redis for them.
