@@ -18,6 +18,8 @@
 //! # Must not depend on
 //! hyper, the server, or any backend.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -178,6 +180,10 @@ const TICKET_TTL: Duration = Duration::from_secs(60);
 /// doubling pause between them (0.1 s, then up to 1.6 s: about 3 s in all, past a short stall).
 const RETRY_ATTEMPTS: u32 = 6;
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// While Redis is down every admission fails, and each would start its own retries: past this
+/// many at once, new ones are dropped (their charges, if any ever land, expire with their lease
+/// or window) rather than pile up tasks and commands against an unreachable server.
+const MAX_RETRYING: usize = 1_024;
 
 const KEYS_HASH: &str = "lumen:keys";
 const CACHE_PREFIX: &str = "lumen:cache:";
@@ -190,6 +196,8 @@ pub struct RedisState {
     settle: Script,
     renew: Script,
     read: Script,
+    /// Undos and settlements being retried in the background, bounded by [`MAX_RETRYING`].
+    retrying: Arc<AtomicUsize>,
     /// Run-time keys seen recently (or known absent), so key checks rarely wait on Redis.
     key_cache: moka::sync::Cache<[u8; 32], Option<ApiKey>>,
 }
@@ -225,6 +233,7 @@ impl RedisState {
             settle: Script::new(SETTLE),
             renew: Script::new(RENEW),
             read: Script::new(READ),
+            retrying: Arc::new(AtomicUsize::new(0)),
             key_cache: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(key_ttl)
@@ -255,6 +264,15 @@ impl RedisState {
                 "unexpected PING reply {pong:?}"
             )))
         }
+    }
+}
+
+/// One background retry in flight, counted until dropped (done, or its task aborted).
+struct Retrying(Arc<AtomicUsize>);
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -315,10 +333,17 @@ impl RedisState {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.retrying.fetch_add(1, Ordering::Relaxed) >= MAX_RETRYING {
+            self.retrying.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%ticket, "too many Redis retries in flight: did not {what}");
+            return;
+        }
+        let slot = Retrying(self.retrying.clone());
         let mut conn = self.conn.clone();
         let deadline = self.deadline;
         let ticket = ticket.to_owned();
         rt.spawn(async move {
+            let _slot = slot;
             let mut backoff = RETRY_BACKOFF;
             for _ in 0..RETRY_ATTEMPTS {
                 if let Ok(Ok(())) = timeout(deadline, cmd.exec_async(&mut conn)).await {
@@ -329,7 +354,8 @@ impl RedisState {
             }
             tracing::warn!(
                 %ticket,
-                "could not {what}: it takes effect when its lease or window expires"
+                "could not {what}: a slot it holds frees itself when its lease expires, tokens \
+                 when their window ends"
             );
         });
     }
