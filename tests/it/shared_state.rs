@@ -503,3 +503,168 @@ async fn redis_down_fails_closed_when_configured() {
         "nothing reached the engine unmetered"
     );
 }
+
+/// Polls `/admin/usage` until the key's first counter reads `used` (Redis may still be running
+/// what was queued while it stalled), and returns the last report either way.
+async fn usage_settles_to(lumen: &Lumen, used: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r = admin(lumen, http::Method::GET, "/admin/usage", "").await;
+        if r.status == 200 {
+            last = r.json();
+            if last["data"][0]["counters"][0]["used"] == used {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_redis_stall_does_not_lock_a_key_out() {
+    let server = RedisServer::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            max_concurrent: Some(2),
+            ..Default::default()
+        },
+    )];
+    let mut cfg = redis(&server.url(), false);
+    cfg.timeout_ms = 50; // shorter than the stall
+    let lumen = Lumen::start(
+        single_shot(&[&a])
+            .auth(auth(keys))
+            .redis(cfg)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // Connected, scripts loaded, settled.
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+    assert_eq!(
+        usage_settles_to(&lumen, 0).await["data"][0]["counters"][0]["used"],
+        0
+    );
+    // One request holds a slot when Redis stalls, and ends (is released) during the stall.
+    let slow = {
+        let lumen_url = lumen.url("/v1/chat/completions");
+        let body = chat("m1", r#","sim":{"ttft_ms":300}"#);
+        tokio::spawn(async move {
+            let bearer = format!("Bearer {KEY}");
+            send(
+                http::Method::POST,
+                &lumen_url,
+                &body,
+                &[("authorization", &bearer)],
+            )
+            .await
+        })
+    };
+    assert_eq!(
+        usage_settles_to(&lumen, 1).await["data"][0]["counters"][0]["used"],
+        1
+    );
+    let body = chat("m1", "");
+    server.pause();
+    // Two more are admitted during the stall (fail-open): their charges wait in Redis.
+    let (x, y) = tokio::join!(call(&lumen, KEY, &body), call(&lumen, KEY, &body));
+    assert_eq!(
+        (x.status.as_u16(), y.status.as_u16()),
+        (200, 200),
+        "fail-open while Redis stalls"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.resume();
+    // The charges and the release queued during the stall run now: nothing may stay counted.
+    let usage = usage_settles_to(&lumen, 0).await;
+    assert_eq!(
+        usage["data"][0]["counters"][0]["used"], 0,
+        "late charges undone: {usage}"
+    );
+    for _ in 0..3 {
+        let r = call(&lumen, KEY, &chat("m1", "")).await;
+        assert_eq!(r.status, 200, "admitted after the stall: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn a_limit_of_zero_suspends_the_key() {
+    let (a, sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "off",
+        "sk-off",
+        None,
+        LimitSpec {
+            rpm: Some(0),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    let refused = call(&lumen, "sk-off", &chat("m1", "")).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let err = &refused.json()["error"];
+    assert_eq!(err["type"], "rate_limit_error");
+    assert_eq!(err["code"], "rate_limit_exceeded");
+    assert_eq!(
+        err["message"],
+        "Key `off` is suspended: its `rpm` limit is 0."
+    );
+    let created = admin(
+        &lumen,
+        http::Method::POST,
+        "/admin/keys",
+        r#"{"name":"paused","limits":{"max_concurrent":0}}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    let refused = call(&lumen, &secret, &chat("m1", "")).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(
+        refused.json()["error"]["message"],
+        "Key `paused` is suspended: its `max_concurrent` limit is 0."
+    );
+    assert_eq!(sa.generation_count(), 0, "nothing reached the engine");
+    let m = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        m.contains(r#"lumen_rate_limited_total{reason="suspended"} 2"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_stream_keeps_its_concurrency_slot_past_the_lease() {
+    use http_body_util::BodyExt;
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = vec![key(
+        "team-a",
+        KEY,
+        None,
+        LimitSpec {
+            max_concurrent: Some(1),
+            ..Default::default()
+        },
+    )];
+    let lumen = Lumen::start(single_shot(&[&a]).auth(auth(keys)).build().unwrap()).await;
+    // 8 tokens 8 s apart: about a minute, twice the 30 s lease.
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"hello"}],"max_tokens":8,"stream":true,"sim":{"itl_ms":8000}}"#;
+    let req = http::Request::post(lumen.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let stream = client().request(req).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let refused = call(&lumen, KEY, &chat("m1", "")).await;
+    assert_eq!(refused.status, 429, "the stream renewed its slot");
+    let events = stream.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&events).contains("[DONE]"));
+    assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
+}

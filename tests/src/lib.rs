@@ -367,6 +367,27 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: Redis stalls (accepts bytes, answers nothing) as under a long fork or a swap
+    /// storm, until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`]: Redis runs what was queued meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Starts it again on the same port (empty: nothing was persisted).
     pub async fn restart(&mut self) {
         self.kill();

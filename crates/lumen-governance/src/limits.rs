@@ -8,16 +8,18 @@
 //! replicas); quotas use calendar days and months (UTC).
 
 use rustc_hash::FxHashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::ApiKey;
-use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Verdict};
+use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Ticket, Verdict};
 
-/// Limits of a key (or of a key on one model). Absent means unlimited.
+/// Limits of a key (or of a key on one model). Absent means unlimited; 0 suspends the key
+/// (every request is refused), so an operator can switch a key off without deleting it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSpec {
@@ -33,12 +35,28 @@ impl LimitSpec {
     fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The first limit set to 0, which suspends the key.
+    fn zero(&self) -> Option<&'static str> {
+        [
+            (self.rpm, Kind::Requests),
+            (self.tpm, Kind::Tokens),
+            (self.max_concurrent, Kind::Concurrent),
+            (self.daily_tokens, Kind::Daily),
+            (self.monthly_tokens, Kind::Monthly),
+        ]
+        .into_iter()
+        .find(|(limit, _)| *limit == Some(0))
+        .map(|(_, kind)| kind.field())
+    }
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
-/// Concurrency counters are refreshed on every acquire; this only matters if a replica dies
-/// with requests in flight.
-const LEASE: Duration = Duration::from_secs(600);
+/// How long a concurrency slot outlives its last renewal. It bounds how long a slot whose
+/// release was lost (a replica died; the store was unreachable at the end and afterwards)
+/// keeps a key's capacity: short, because a live request renews its slot every
+/// [`Limiter::RENEW_EVERY`].
+const LEASE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -47,6 +65,19 @@ enum Kind {
     Concurrent,
     Daily,
     Monthly,
+}
+
+impl Kind {
+    /// The [`LimitSpec`] field, as operators write it.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Requests => "rpm",
+            Self::Tokens => "tpm",
+            Self::Concurrent => "max_concurrent",
+            Self::Daily => "daily_tokens",
+            Self::Monthly => "monthly_tokens",
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -67,8 +98,20 @@ pub enum LimitError {
         limit: u64,
         retry_after: Duration,
     },
+    /// A limit of 0: the operator switched the key (or the key on a model) off.
+    #[error("Key `{key}` is suspended{}: its `{field}` limit is 0.", for_model(model.as_deref()))]
+    Suspended {
+        key: String,
+        /// `None` for the key's own limits, the model for a `per_model` one.
+        model: Option<String>,
+        field: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn for_model(model: Option<&str>) -> String {
+    model.map_or_else(String::new, |m| format!(" for model `{m}`"))
 }
 
 impl LimitError {
@@ -77,6 +120,7 @@ impl LimitError {
         match self {
             Self::RateLimited { what, .. } => what,
             Self::QuotaExceeded { .. } => "quota",
+            Self::Suspended { .. } => "suspended",
             Self::Store(_) => "store",
         }
     }
@@ -92,9 +136,12 @@ pub struct RateHeaders {
 /// What must be settled once the request is over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
+    /// `None` when nothing was charged.
+    ticket: Option<Ticket>,
     /// Token counters charged with the estimate.
     token_keys: Vec<String>,
     estimate: u64,
+    /// Lease counters holding one slot for this request.
     concurrency_keys: Vec<String>,
 }
 
@@ -102,24 +149,54 @@ impl Reservation {
     /// Nothing was reserved (no key, or no limits).
     pub fn none() -> Self {
         Self {
+            ticket: None,
             token_keys: Vec::new(),
             estimate: 0,
             concurrency_keys: Vec::new(),
         }
     }
 
-    /// The corrections that replace the estimate with the real usage and release concurrency.
+    /// The corrections that replace the estimate with the real usage.
     pub fn settlement(&self, actual_tokens: Option<u64>) -> Vec<(String, i64)> {
-        let mut out = Vec::new();
-        if let Some(actual) = actual_tokens {
-            let delta = actual as i64 - self.estimate as i64;
-            if delta != 0 {
-                out.extend(self.token_keys.iter().map(|k| (k.clone(), delta)));
-            }
+        let delta = actual_tokens.map_or(0, |a| a as i64 - self.estimate as i64);
+        if delta == 0 {
+            return Vec::new();
         }
-        out.extend(self.concurrency_keys.iter().map(|k| (k.clone(), -1)));
-        out
+        self.token_keys.iter().map(|k| (k.clone(), delta)).collect()
     }
+
+    /// Whether [`Limiter::settle`] has anything to do.
+    pub fn needs_settling(&self, actual_tokens: Option<u64>) -> bool {
+        self.ticket.is_some()
+            && (!self.concurrency_keys.is_empty()
+                || (!self.token_keys.is_empty()
+                    && actual_tokens.is_some_and(|a| a != self.estimate)))
+    }
+
+    /// Whether the request holds concurrency slots, which it must renew (every
+    /// [`Limiter::RENEW_EVERY`]) for as long as it lives.
+    pub fn has_leases(&self) -> bool {
+        self.ticket.is_some() && !self.concurrency_keys.is_empty()
+    }
+}
+
+/// A ticket for one request of the API key `name`: unique across replicas (a random prefix per
+/// process and a sequence number), cheap to make.
+fn ticket(name: &str) -> Ticket {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        // Without OS randomness, the process id and the wall clock still tell replicas apart.
+        getrandom::u64().unwrap_or_else(|_| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            now ^ (u64::from(std::process::id()) << 32)
+        })
+    });
+    let id = format!("{prefix:016x}{:x}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let key = format!("lumen:rl:{{{name}}}:req:{id}");
+    Ticket { id, key }
 }
 
 /// Admits requests against a key's limits on a store.
@@ -130,6 +207,10 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// How often a live request renews its concurrency slots: a third of the lease, so two
+    /// renewals in a row can fail before a live request loses its slot.
+    pub const RENEW_EVERY: Duration = Duration::from_secs(LEASE.as_secs() / 3);
+
     pub fn new(store: Arc<dyn LimitStore>, clock: Clock) -> Self {
         Self { store, clock }
     }
@@ -226,11 +307,27 @@ impl Limiter {
         model: &str,
         estimate: u64,
     ) -> Result<(Reservation, RateHeaders), LimitError> {
+        // Refused here, not by the store: no round trip, and the same answer while the store
+        // is down (a suspended key stays suspended in fail-open mode).
+        let scopes = [
+            (None, Some(&key.limits)),
+            (Some(model), key.per_model.get(model)),
+        ];
+        for (scope, spec) in scopes {
+            if let Some(field) = spec.and_then(LimitSpec::zero) {
+                return Err(LimitError::Suspended {
+                    key: key.name.clone(),
+                    model: scope.map(str::to_owned),
+                    field,
+                });
+            }
+        }
         let (counters, kinds) = self.plan(key, model, estimate);
         if counters.is_empty() {
             return Ok((Reservation::none(), RateHeaders::default()));
         }
-        let verdict = self.store.acquire(&counters).await?;
+        let ticket = ticket(&key.name);
+        let verdict = self.store.acquire(&ticket, &counters).await?;
         let headers = |states: &[CounterState]| {
             let mut h = RateHeaders::default();
             for ((c, (kind, _)), s) in counters.iter().zip(&kinds).zip(states) {
@@ -247,6 +344,7 @@ impl Limiter {
         match verdict {
             Verdict::Admitted(states) => {
                 let mut r = Reservation::none();
+                r.ticket = Some(ticket);
                 r.estimate = estimate;
                 let h = headers(&states);
                 for (c, (kind, _)) in counters.into_iter().zip(&kinds) {
@@ -309,11 +407,29 @@ impl Limiter {
         reservation: &Reservation,
         actual_tokens: Option<u64>,
     ) -> Result<(), StoreError> {
-        let deltas = reservation.settlement(actual_tokens);
-        if deltas.is_empty() {
+        let Some(ticket) = &reservation.ticket else {
+            return Ok(());
+        };
+        if !reservation.needs_settling(actual_tokens) {
             return Ok(());
         }
-        self.store.adjust(&deltas).await
+        let deltas = reservation.settlement(actual_tokens);
+        self.store
+            .settle(ticket, &deltas, &reservation.concurrency_keys)
+            .await
+    }
+
+    /// Keeps a live request's concurrency slots from expiring; call every
+    /// [`Limiter::RENEW_EVERY`] while it runs.
+    pub async fn renew(&self, reservation: &Reservation) -> Result<(), StoreError> {
+        match &reservation.ticket {
+            Some(ticket) if reservation.has_leases() => {
+                self.store
+                    .renew(ticket, &reservation.concurrency_keys, LEASE)
+                    .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Current usage of a key, for `/admin/usage`: (counter name, value, limit, reset).
@@ -322,8 +438,7 @@ impl Limiter {
         key: &ApiKey,
     ) -> Result<Vec<(String, u64, u64, Duration)>, StoreError> {
         let (counters, kinds) = self.plan(key, "*", 0);
-        let keys: Vec<String> = counters.iter().map(|c| c.key.clone()).collect();
-        let states = self.store.read(&keys).await?;
+        let states = self.store.read(&counters).await?;
         Ok(counters
             .into_iter()
             .zip(kinds)
@@ -395,26 +510,40 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// The embedded default: counters in process memory, with the same semantics as Redis.
 pub struct MemoryLimitStore {
     clock: Clock,
-    /// Fx hashing: keys are built by Lumen from configured names, so no caller can choose them
-    /// to collide, and SipHash was a visible share of each admission.
-    counters: Mutex<FxHashMap<String, (u64, u64)>>,
+    maps: Mutex<Maps>,
+}
+
+/// Fx hashing: keys are built by Lumen from configured names, so no caller can choose them to
+/// collide, and SipHash was a visible share of each admission.
+#[derive(Default)]
+struct Maps {
+    /// Window counters: (value, expires at).
+    windows: FxHashMap<String, (u64, u64)>,
+    /// Lease counters: one (ticket id, expires at) per slot.
+    leases: FxHashMap<String, Vec<(String, u64)>>,
 }
 
 impl MemoryLimitStore {
     pub fn new(clock: Clock) -> Self {
         Self {
             clock,
-            counters: Mutex::new(FxHashMap::default()),
+            maps: Mutex::new(Maps::default()),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut FxHashMap<String, (u64, u64)>, u64) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Maps, u64) -> R) -> R {
         let now = (self.clock)();
-        let mut map = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 10_000 {
-            map.retain(|_, (_, exp)| *exp > now);
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        if maps.windows.len() > 10_000 {
+            maps.windows.retain(|_, (_, exp)| *exp > now);
         }
-        f(&mut map, now)
+        if maps.leases.len() > 10_000 {
+            maps.leases.retain(|_, slots| {
+                slots.retain(|(_, exp)| *exp > now);
+                !slots.is_empty()
+            });
+        }
+        f(&mut maps, now)
     }
 }
 
@@ -431,54 +560,125 @@ fn state(entry: Option<&(u64, u64)>, now: u64) -> CounterState {
     }
 }
 
+/// Live slots of a lease counter, and the time until the last one expires.
+fn lease_state(slots: Option<&Vec<(String, u64)>>, now: u64) -> CounterState {
+    let live = slots.into_iter().flatten().filter(|(_, exp)| *exp > now);
+    let (value, last) = live.fold((0, now), |(n, last), (_, exp)| (n + 1, last.max(*exp)));
+    CounterState {
+        value,
+        reset: Duration::from_millis(last - now),
+    }
+}
+
+impl Maps {
+    fn state(&self, c: &Counter, now: u64) -> CounterState {
+        match c.expiry {
+            Expiry::Window(_) => state(self.windows.get(&c.key), now),
+            Expiry::Lease(_) => lease_state(self.leases.get(&c.key), now),
+        }
+    }
+
+    fn charge(&mut self, ticket: &Ticket, c: &Counter, now: u64) -> CounterState {
+        match c.expiry {
+            Expiry::Lease(d) => {
+                let expires = now + d.as_millis() as u64;
+                // Clone the key only for a new counter (an allocation per request otherwise).
+                if !self.leases.contains_key(&c.key) {
+                    self.leases.insert(c.key.clone(), Vec::new());
+                }
+                let mut value = 0;
+                if let Some(slots) = self.leases.get_mut(&c.key) {
+                    slots.retain(|(_, exp)| *exp > now);
+                    slots.push((ticket.id.clone(), expires));
+                    value = slots.len() as u64;
+                }
+                CounterState { value, reset: d }
+            }
+            Expiry::Window(d) => {
+                let live = state(self.windows.get(&c.key), now);
+                let expires = if live.reset.is_zero() {
+                    now + d.as_millis() as u64
+                } else {
+                    now + live.reset.as_millis() as u64
+                };
+                let value = live.value + c.cost;
+                // Overwrite in place: cloning the key for `insert` is an allocation per counter
+                // per request.
+                match self.windows.get_mut(&c.key) {
+                    Some(slot) => *slot = (value, expires),
+                    None => {
+                        self.windows.insert(c.key.clone(), (value, expires));
+                    }
+                }
+                CounterState {
+                    value,
+                    reset: Duration::from_millis(expires - now),
+                }
+            }
+        }
+    }
+}
+
 impl LimitStore for MemoryLimitStore {
     fn acquire<'a>(
         &'a self,
+        ticket: &'a Ticket,
         counters: &'a [Counter],
     ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
-        let verdict = self.with(|map, now| {
+        let verdict = self.with(|maps, now| {
             for (i, c) in counters.iter().enumerate() {
-                let s = state(map.get(&c.key), now);
-                if c.limit > 0 && s.value + c.cost > c.limit {
+                let s = maps.state(c, now);
+                if c.limit == 0 || s.value + c.cost > c.limit {
                     return Verdict::Refused { index: i, state: s };
                 }
             }
-            let states = counters
-                .iter()
-                .map(|c| {
-                    let live = state(map.get(&c.key), now);
-                    let expires = match c.expiry {
-                        Expiry::Window(d) if live.reset.is_zero() => now + d.as_millis() as u64,
-                        Expiry::Window(_) => now + live.reset.as_millis() as u64,
-                        Expiry::Lease(d) => now + d.as_millis() as u64,
-                    };
-                    let value = live.value + c.cost;
-                    // Overwrite in place: cloning the key for `insert` is an allocation per
-                    // counter per request.
-                    match map.get_mut(&c.key) {
-                        Some(slot) => *slot = (value, expires),
-                        None => {
-                            map.insert(c.key.clone(), (value, expires));
-                        }
-                    }
-                    CounterState {
-                        value,
-                        reset: Duration::from_millis(expires - now),
-                    }
-                })
-                .collect();
-            Verdict::Admitted(states)
+            Verdict::Admitted(
+                counters
+                    .iter()
+                    .map(|c| maps.charge(ticket, c, now))
+                    .collect(),
+            )
         });
         Box::pin(std::future::ready(Ok(verdict)))
     }
 
-    fn adjust<'a>(&'a self, deltas: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.with(|map, now| {
+    fn settle<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        deltas: &'a [(String, i64)],
+        leases: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|maps, now| {
             for (k, d) in deltas {
-                if let Some((v, exp)) = map.get_mut(k) {
+                if let Some((v, exp)) = maps.windows.get_mut(k) {
                     if *exp > now {
                         *v = (*v as i64 + d).max(0) as u64;
                     }
+                }
+            }
+            for k in leases {
+                if let Some(slots) = maps.leases.get_mut(k) {
+                    slots.retain(|(id, exp)| *id != ticket.id && *exp > now);
+                    if slots.is_empty() {
+                        maps.leases.remove(k);
+                    }
+                }
+            }
+        });
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        leases: &'a [String],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|maps, now| {
+            for k in leases {
+                let slots = maps.leases.get_mut(k).into_iter().flatten();
+                for (_, exp) in slots.filter(|(id, exp)| *id == ticket.id && *exp > now) {
+                    *exp = now + lease.as_millis() as u64;
                 }
             }
         });
@@ -487,9 +687,9 @@ impl LimitStore for MemoryLimitStore {
 
     fn read<'a>(
         &'a self,
-        keys: &'a [String],
+        counters: &'a [Counter],
     ) -> BoxFuture<'a, Result<Vec<CounterState>, StoreError>> {
-        let out = self.with(|map, now| keys.iter().map(|k| state(map.get(k), now)).collect());
+        let out = self.with(|maps, now| counters.iter().map(|c| maps.state(c, now)).collect());
         Box::pin(std::future::ready(Ok(out)))
     }
 }

@@ -27,8 +27,9 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 pub enum Expiry {
     /// Set once, when the counter is created: a window that starts at the first hit.
     Window(Duration),
-    /// Refreshed on every acquire: a safety net for concurrency counters whose releases could
-    /// be lost if a replica dies.
+    /// Concurrency: each admitted request holds its own slot (keyed by its [`Ticket`]) that
+    /// expires this long after admission or its last renewal, so a slot whose release is lost
+    /// (a replica died, the store was unreachable) frees itself; a live request renews it.
     Lease(Duration),
 }
 
@@ -36,10 +37,22 @@ pub enum Expiry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
     pub key: String,
-    /// 0 = unlimited (charged but never refused).
+    /// The most the counter may hold after the charge. 0 refuses every charge: absent limits
+    /// have no counter at all, so 0 never stands for "unlimited".
     pub limit: u64,
     pub cost: u64,
     pub expiry: Expiry,
+}
+
+/// One request's identity in the store. Its leases are its own slots, and a charge that lands
+/// after the caller stopped waiting for it can be recognised and undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// Unique across replicas: a process-random prefix and a sequence number.
+    pub id: String,
+    /// Where a store keeps the request's state, next to the API key's counters (same Redis
+    /// Cluster slot).
+    pub key: String,
 }
 
 /// A counter's value after the operation and the time until it resets.
@@ -59,16 +72,39 @@ pub enum Verdict {
 
 /// Counters that must be exact across replicas: check all, then charge all, atomically.
 pub trait LimitStore: Send + Sync {
-    fn acquire<'a>(&'a self, counters: &'a [Counter])
-    -> BoxFuture<'a, Result<Verdict, StoreError>>;
+    /// Checks and charges `counters` for the request `ticket`. When this returns an error the
+    /// caller admits or refuses without a reservation, so the store must make sure that the
+    /// charge never counts: a remote store whose operation timed out undoes it if it was (or
+    /// is later) applied.
+    fn acquire<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        counters: &'a [Counter],
+    ) -> BoxFuture<'a, Result<Verdict, StoreError>>;
 
-    /// Adds `delta` (negative to refund) to counters that still exist; never creates one.
-    fn adjust<'a>(&'a self, deltas: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Ends the request: adds `deltas` (negative to refund) to window counters that still
+    /// exist (never creates one) and frees the ticket's slot in each of `leases`.
+    fn settle<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        deltas: &'a [(String, i64)],
+        leases: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Current values, for usage reports (missing counters read as 0).
+    /// Extends the ticket's slots in `leases` by `lease` from now. A slot that already expired
+    /// or was freed stays free.
+    fn renew<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        leases: &'a [String],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Current values, for usage reports (missing counters read as 0; a lease counter reads
+    /// as its live slots).
     fn read<'a>(
         &'a self,
-        keys: &'a [String],
+        counters: &'a [Counter],
     ) -> BoxFuture<'a, Result<Vec<CounterState>, StoreError>>;
 }
 

@@ -4,7 +4,9 @@
 //! in memory (one replica) or here (many replicas):
 //!
 //! - [`LimitStore`]: one Lua script per request checks every counter, then charges every
-//!   counter — atomic and one round trip, so limits are exact across replicas.
+//!   counter — atomic and one round trip, so limits are exact across replicas. Concurrency is
+//!   a sorted set of per-request slots that expire unless renewed; an admission Lumen stopped
+//!   waiting for is undone when its script runs late (tickets and tombstones, below).
 //! - [`CacheStore`]: `GET` / `SET PX`.
 //! - [`KeyStore`]: run-time API keys in a hash keyed by digest, with a short local cache so the
 //!   request path rarely waits on Redis for them.
@@ -16,58 +18,172 @@
 //! # Must not depend on
 //! hyper, the server, or any backend.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use lumen_governance::keys::{ApiKey, to_hex};
 use lumen_governance::store::{
-    CacheStore, Counter, CounterState, Expiry, KeyStore, LimitStore, StoreError, Verdict,
+    CacheStore, Counter, CounterState, Expiry, KeyStore, LimitStore, StoreError, Ticket, Verdict,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::time::{Instant, timeout};
 
-/// Check every counter, then charge every counter. ARGV per counter: limit, cost, ttl_ms, mode
-/// (0: set the expiry only when the counter is new — a window; 1: refresh it — a lease).
-/// Returns {1, value1, pttl1, ...} or {0, index, value, pttl} for the first counter that
-/// would exceed its limit.
+/// Check every counter, then charge every counter, for one request.
+/// KEYS[1]: the request's ticket; then one key per counter.
+/// ARGV[1]: the ticket id; ARGV[2]: how long the ticket is remembered (ms); then per counter:
+/// limit, cost, ttl_ms, mode (0: a window — the expiry is set when the counter is new; 1: a
+/// lease — a sorted set of ticket ids scored by when each slot expires).
+/// Returns {1, value1, pttl1, ...}; {0, index, value, pttl} for the first counter that would
+/// exceed its limit (0 refuses every charge); {2} if the ticket was cancelled first (the caller
+/// stopped waiting and the undo got here before this charge did).
 const ACQUIRE: &str = r#"
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[(i - 1) * 4 + 1])
-  local cost = tonumber(ARGV[(i - 1) * 4 + 2])
-  local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if limit > 0 and cur + cost > limit then
-    return {0, i, cur, redis.call('PTTL', KEYS[i])}
+if redis.call('EXISTS', KEYS[1]) == 1 then return {2} end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local n = #KEYS - 1
+local cur = {}
+for i = 1, n do
+  local a = 2 + (i - 1) * 4
+  local limit = tonumber(ARGV[a + 1])
+  local cost = tonumber(ARGV[a + 2])
+  local k = KEYS[i + 1]
+  if tonumber(ARGV[a + 4]) == 1 then
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    cur[i] = redis.call('ZCARD', k)
+  else
+    cur[i] = tonumber(redis.call('GET', k) or '0')
+  end
+  if limit == 0 or cur[i] + cost > limit then
+    return {0, i, cur[i], redis.call('PTTL', k)}
   end
 end
 local out = {1}
-for i = 1, #KEYS do
-  local cost = tonumber(ARGV[(i - 1) * 4 + 2])
-  local ttl = tonumber(ARGV[(i - 1) * 4 + 3])
-  local mode = tonumber(ARGV[(i - 1) * 4 + 4])
-  local v = redis.call('INCRBY', KEYS[i], cost)
-  local p = redis.call('PTTL', KEYS[i])
-  if mode == 1 or p < 0 then
-    redis.call('PEXPIRE', KEYS[i], ttl)
+for i = 1, n do
+  local a = 2 + (i - 1) * 4
+  local cost = tonumber(ARGV[a + 2])
+  local ttl = tonumber(ARGV[a + 3])
+  local k = KEYS[i + 1]
+  local v
+  local p
+  if tonumber(ARGV[a + 4]) == 1 then
+    redis.call('ZADD', k, now + ttl, ARGV[1])
+    if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+    v = cur[i] + 1
     p = ttl
+  else
+    v = redis.call('INCRBY', k, cost)
+    p = redis.call('PTTL', k)
+    if p < 0 then
+      redis.call('PEXPIRE', k, ttl)
+      p = ttl
+    end
   end
   out[#out + 1] = v
   out[#out + 1] = p
 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 return out
 "#;
 
-/// Add a delta to counters that still exist (never create one, never go below zero).
-const ADJUST: &str = r#"
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local v = redis.call('INCRBY', KEYS[i], tonumber(ARGV[i]))
+/// The end of an admitted request: add a delta to window counters that still exist (never
+/// create one, never go below zero), free the ticket's lease slots, forget the ticket.
+/// KEYS[1]: the ticket; then counters. ARGV[1]: the ticket id; ARGV[2]: 1 on a retry, which
+/// applies only while the ticket is still open (an earlier attempt may have landed late and
+/// closed it), so retrying never settles twice; per counter: delta, mode.
+const SETTLE: &str = r#"
+if ARGV[2] == '1' and redis.call('GET', KEYS[1]) ~= '1' then return 0 end
+for i = 2, #KEYS do
+  local a = (i - 2) * 2 + 3
+  if tonumber(ARGV[a + 1]) == 1 then
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
+    local v = redis.call('INCRBY', KEYS[i], tonumber(ARGV[a]))
     if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// Undo an admission the caller stopped waiting for: if its charge was applied, refund it
+/// (windows) and free its slots (leases); either way leave a tombstone, so a charge that is
+/// still on its way is refused when it arrives. Idempotent, so it can be retried.
+/// KEYS[1]: the ticket; then counters. ARGV[1]: the ticket id; ARGV[2]: how long the
+/// tombstone lives (ms); per counter: cost, mode.
+const CANCEL: &str = r#"
+if redis.call('GET', KEYS[1]) == '1' then
+  for i = 2, #KEYS do
+    local a = (i - 2) * 2 + 3
+    if tonumber(ARGV[a + 1]) == 1 then
+      redis.call('ZREM', KEYS[i], ARGV[1])
+    elseif redis.call('EXISTS', KEYS[i]) == 1 then
+      local v = redis.call('DECRBY', KEYS[i], tonumber(ARGV[a]))
+      if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+    end
+  end
+end
+redis.call('SET', KEYS[1], 'x', 'PX', ARGV[2])
+return 1
+"#;
+
+/// Extend a live request's lease slots; a slot already expired or freed is not brought back.
+/// The open ticket is kept as long, so a settlement retried late still finds it.
+/// KEYS[1]: the ticket; then lease counters. ARGV[1]: the ticket id; ARGV[2]: the lease (ms);
+/// ARGV[3]: how long the ticket is remembered (ms).
+const RENEW: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[2])
+if redis.call('GET', KEYS[1]) == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+for i = 2, #KEYS do
+  local s = redis.call('ZSCORE', KEYS[i], ARGV[1])
+  if s and tonumber(s) > now then
+    redis.call('ZADD', KEYS[i], 'XX', now + ttl, ARGV[1])
+    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
 return 1
 "#;
+
+/// Current values: a window's count, or a lease counter's live slots; with PTTLs.
+/// ARGV per key: mode.
+const READ: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local out = {}
+for i = 1, #KEYS do
+  local v
+  if tonumber(ARGV[i]) == 1 then
+    v = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
+  else
+    v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  out[#out + 1] = v
+  out[#out + 1] = redis.call('PTTL', KEYS[i])
+end
+return out
+"#;
+
+/// How long Redis remembers a ticket: that its charge was applied (so an undo knows to refund
+/// it) or that it was cancelled (so a charge still on its way is refused). It bounds how late
+/// a charge can land and still be undone (a stall longer than this is past saving: a late
+/// lease slot then expires after its lease, a late token charge with its window). Short,
+/// because a request with nothing to settle (only `rpm`) leaves its ticket to expire: one
+/// small key per such request for this long.
+const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// Background attempts for an undo or a settlement that failed on the request path, with a
+/// doubling pause between them (0.1 s, then up to 1.6 s: about 3 s in all, past a short stall).
+const RETRY_ATTEMPTS: u32 = 6;
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// While Redis is down every admission fails, and each would start its own retries: past this
+/// many at once, new ones are dropped (their charges, if any ever land, expire with their lease
+/// or window) rather than pile up tasks and commands against an unreachable server.
+const MAX_RETRYING: usize = 1_024;
 
 const KEYS_HASH: &str = "lumen:keys";
 /// Run-time key name → digest: claims a name once (HSETNX) across replicas.
@@ -79,7 +195,11 @@ pub struct RedisState {
     conn: ConnectionManager,
     deadline: Duration,
     acquire: Script,
-    adjust: Script,
+    settle: Script,
+    renew: Script,
+    read: Script,
+    /// Undos and settlements being retried in the background, bounded by [`MAX_RETRYING`].
+    retrying: Arc<AtomicUsize>,
     /// Run-time keys seen recently (or known absent), so key checks rarely wait on Redis.
     key_cache: moka::sync::Cache<[u8; 32], Option<ApiKey>>,
 }
@@ -112,7 +232,10 @@ impl RedisState {
             conn,
             deadline,
             acquire: Script::new(ACQUIRE),
-            adjust: Script::new(ADJUST),
+            settle: Script::new(SETTLE),
+            renew: Script::new(RENEW),
+            read: Script::new(READ),
+            retrying: Arc::new(AtomicUsize::new(0)),
             key_cache: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(key_ttl)
@@ -146,59 +269,198 @@ impl RedisState {
     }
 }
 
+/// One background retry in flight, counted until dropped (done, or its task aborted).
+struct Retrying(Arc<AtomicUsize>);
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn ms(v: i64) -> Duration {
     Duration::from_millis(v.max(0) as u64)
+}
+
+fn mode(e: Expiry) -> (Duration, u8) {
+    match e {
+        Expiry::Window(d) => (d, 0),
+        Expiry::Lease(d) => (d, 1),
+    }
+}
+
+/// A settlement sent again: `EVAL` (see [`RedisState::keep_trying`]) in the mode that applies
+/// only while the ticket is open.
+fn settle_retry(ticket: &Ticket, deltas: &[(String, i64)], leases: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(SETTLE)
+        .arg(deltas.len() + leases.len() + 1)
+        .arg(&ticket.key)
+        .arg(deltas.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+        .arg(leases)
+        .arg(&ticket.id)
+        .arg(1);
+    for (_, d) in deltas {
+        cmd.arg(*d).arg(0);
+    }
+    for _ in leases {
+        cmd.arg(0).arg(1);
+    }
+    cmd
+}
+
+impl RedisState {
+    /// After an admission failed (most often: it timed out while Redis stalled, and its script
+    /// may still run), undoes its charge in the background: the request went on without a
+    /// reservation, so nothing would ever release it. Sent on the same connection, so it
+    /// normally runs right after the late charge; the tombstone covers the other order.
+    fn undo(&self, ticket: &Ticket, counters: &[Counter]) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CANCEL)
+            .arg(counters.len() + 1)
+            .arg(&ticket.key)
+            .arg(counters.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+            .arg(&ticket.id)
+            .arg(TICKET_TTL.as_millis() as u64);
+        for c in counters {
+            cmd.arg(c.cost).arg(mode(c.expiry).1);
+        }
+        self.keep_trying(cmd, "undo a timed-out admission", &ticket.id);
+    }
+
+    /// Sends an idempotent command in the background until it succeeds or the attempts run
+    /// out. `EVAL` with the source, not `EVALSHA`: a command queued behind a stall cannot
+    /// recover from `NOSCRIPT`.
+    fn keep_trying(&self, cmd: redis::Cmd, what: &'static str, ticket: &str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.retrying.fetch_add(1, Ordering::Relaxed) >= MAX_RETRYING {
+            self.retrying.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%ticket, "too many Redis retries in flight: did not {what}");
+            return;
+        }
+        let slot = Retrying(self.retrying.clone());
+        let mut conn = self.conn.clone();
+        let deadline = self.deadline;
+        let ticket = ticket.to_owned();
+        rt.spawn(async move {
+            let _slot = slot;
+            let mut backoff = RETRY_BACKOFF;
+            for _ in 0..RETRY_ATTEMPTS {
+                if let Ok(Ok(())) = timeout(deadline, cmd.exec_async(&mut conn)).await {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            tracing::warn!(
+                %ticket,
+                "could not {what}: a slot it holds frees itself when its lease expires, tokens \
+                 when their window ends"
+            );
+        });
+    }
+
+    async fn try_acquire(
+        &self,
+        ticket: &Ticket,
+        counters: &[Counter],
+    ) -> Result<Verdict, StoreError> {
+        let mut inv = self.acquire.prepare_invoke();
+        inv.key(&ticket.key)
+            .arg(&ticket.id)
+            .arg(TICKET_TTL.as_millis() as u64);
+        for c in counters {
+            let (ttl, mode) = mode(c.expiry);
+            inv.key(&c.key)
+                .arg(c.limit)
+                .arg(c.cost)
+                .arg(ttl.as_millis().max(1) as u64)
+                .arg(mode);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+        match reply.as_slice() {
+            [1, rest @ ..] if rest.len() == counters.len() * 2 => Ok(Verdict::Admitted(
+                rest.chunks(2)
+                    .map(|p| CounterState {
+                        value: p[0].max(0) as u64,
+                        reset: ms(p[1]),
+                    })
+                    .collect(),
+            )),
+            [0, index, value, pttl] => Ok(Verdict::Refused {
+                index: (*index as usize).saturating_sub(1),
+                state: CounterState {
+                    value: (*value).max(0) as u64,
+                    reset: ms(*pttl),
+                },
+            }),
+            other => Err(StoreError::Unavailable(format!(
+                "unexpected script reply {other:?}"
+            ))),
+        }
+    }
 }
 
 impl LimitStore for RedisState {
     fn acquire<'a>(
         &'a self,
+        ticket: &'a Ticket,
         counters: &'a [Counter],
     ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
         Box::pin(async move {
-            let mut inv = self.acquire.prepare_invoke();
-            for c in counters {
-                let (ttl, mode) = match c.expiry {
-                    Expiry::Window(d) => (d, 0),
-                    Expiry::Lease(d) => (d, 1),
-                };
-                inv.key(&c.key)
-                    .arg(c.limit)
-                    .arg(c.cost)
-                    .arg(ttl.as_millis().max(1) as u64)
-                    .arg(mode);
+            let out = self.try_acquire(ticket, counters).await;
+            if out.is_err() {
+                self.undo(ticket, counters);
             }
-            let mut conn = self.conn.clone();
-            let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
-            match reply.as_slice() {
-                [1, rest @ ..] if rest.len() == counters.len() * 2 => Ok(Verdict::Admitted(
-                    rest.chunks(2)
-                        .map(|p| CounterState {
-                            value: p[0].max(0) as u64,
-                            reset: ms(p[1]),
-                        })
-                        .collect(),
-                )),
-                [0, index, value, pttl] => Ok(Verdict::Refused {
-                    index: (*index as usize).saturating_sub(1),
-                    state: CounterState {
-                        value: (*value).max(0) as u64,
-                        reset: ms(*pttl),
-                    },
-                }),
-                other => Err(StoreError::Unavailable(format!(
-                    "unexpected script reply {other:?}"
-                ))),
-            }
+            out
         })
     }
 
-    fn adjust<'a>(&'a self, deltas: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn settle<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        deltas: &'a [(String, i64)],
+        leases: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut inv = self.adjust.prepare_invoke();
+            let mut inv = self.settle.prepare_invoke();
+            inv.key(&ticket.key).arg(&ticket.id).arg(0);
             for (k, d) in deltas {
-                inv.key(k).arg(*d);
+                inv.key(k).arg(*d).arg(0);
             }
+            for k in leases {
+                inv.key(k).arg(0).arg(1);
+            }
+            let mut conn = self.conn.clone();
+            let out = self.bounded(inv.invoke_async::<i64>(&mut conn)).await;
+            if out.is_err() {
+                // A lost release would hold a slot for a whole lease, a lost correction keeps
+                // the estimate: retry, in the mode that cannot apply twice.
+                let cmd = settle_retry(ticket, deltas, leases);
+                self.keep_trying(cmd, "settle a request", &ticket.id);
+            }
+            out.map(|_| ())
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        leases: &'a [String],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut inv = self.renew.prepare_invoke();
+            inv.key(&ticket.key);
+            for k in leases {
+                inv.key(k);
+            }
+            inv.arg(&ticket.id)
+                .arg(lease.as_millis().max(1) as u64)
+                .arg(TICKET_TTL.max(lease * 2).as_millis() as u64);
             let mut conn = self.conn.clone();
             let _: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
             Ok(())
@@ -207,21 +469,27 @@ impl LimitStore for RedisState {
 
     fn read<'a>(
         &'a self,
-        keys: &'a [String],
+        counters: &'a [Counter],
     ) -> BoxFuture<'a, Result<Vec<CounterState>, StoreError>> {
         Box::pin(async move {
-            let mut out = Vec::with_capacity(keys.len());
-            let mut conn = self.conn.clone();
-            for k in keys {
-                let (v, p): (Option<i64>, i64) = self
-                    .bounded(redis::pipe().get(k).pttl(k).query_async(&mut conn))
-                    .await?;
-                out.push(CounterState {
-                    value: v.unwrap_or(0).max(0) as u64,
-                    reset: ms(p),
-                });
+            let mut inv = self.read.prepare_invoke();
+            for c in counters {
+                inv.key(&c.key).arg(mode(c.expiry).1);
             }
-            Ok(out)
+            let mut conn = self.conn.clone();
+            let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+            if reply.len() != counters.len() * 2 {
+                return Err(StoreError::Unavailable(format!(
+                    "unexpected script reply {reply:?}"
+                )));
+            }
+            Ok(reply
+                .chunks(2)
+                .map(|p| CounterState {
+                    value: p[0].max(0) as u64,
+                    reset: ms(p[1]),
+                })
+                .collect())
         })
     }
 }
@@ -329,3 +597,6 @@ impl KeyStore for RedisState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -285,6 +285,11 @@ impl From<LimitError> for ApiError {
                 out.retry_after = Some(retry_after);
                 out
             }
+            // No Retry-After: waiting does not lift a suspension.
+            LimitError::Suspended { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMIT, e.to_string())
+                    .code("rate_limit_exceeded")
+            }
             LimitError::Store(_) => Self::shared_state_unavailable(),
         }
     }

@@ -117,25 +117,56 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Releases concurrency and replaces the token estimate with real usage when dropped, on every
-/// path out of a request: success, error, or the client going away.
+/// path out of a request: success, error, or the client going away. Until then it renews the
+/// request's concurrency slots, which otherwise expire (so a lost release cannot hold a slot).
 pub(crate) struct Settlement {
     limiter: Limiter,
     reservation: Reservation,
     /// Real (input + output) tokens, once known. `None` keeps the estimate.
     pub tokens: Option<u64>,
     gateway: Gateway,
+    renewal: Option<tokio::task::AbortHandle>,
+}
+
+impl Settlement {
+    fn new(limiter: Limiter, reservation: Reservation, gateway: Gateway) -> Self {
+        let renewal = reservation.has_leases().then(|| {
+            let (limiter, reservation, gw) =
+                (limiter.clone(), reservation.clone(), gateway.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Limiter::RENEW_EVERY).await;
+                    if let Err(e) = limiter.renew(&reservation).await {
+                        gw.store_error("renew", &e);
+                    }
+                }
+            })
+            .abort_handle()
+        });
+        Self {
+            limiter,
+            reservation,
+            tokens: None,
+            gateway,
+            renewal,
+        }
+    }
 }
 
 impl Drop for Settlement {
     fn drop(&mut self) {
-        let deltas = self.reservation.settlement(self.tokens);
-        if deltas.is_empty() {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        if !self.reservation.needs_settling(self.tokens) {
             return;
         }
         let limiter = self.limiter.clone();
+        let reservation = std::mem::replace(&mut self.reservation, Reservation::none());
+        let tokens = self.tokens;
         let gw = self.gateway.clone();
         let settle = async move {
-            if let Err(e) = limiter.store().adjust(&deltas).await {
+            if let Err(e) = limiter.settle(&reservation, tokens).await {
                 gw.store_error("settle", &e);
             }
         };
@@ -234,12 +265,7 @@ impl Gateway {
         let limiter = self.inner.stores.limiter.clone();
         match limiter.admit(key, model, estimate).await {
             Ok((reservation, headers)) => Ok((
-                Some(Settlement {
-                    limiter,
-                    reservation,
-                    tokens: None,
-                    gateway: self.clone(),
-                }),
+                Some(Settlement::new(limiter, reservation, self.clone())),
                 headers,
             )),
             Err(LimitError::Store(e)) => {

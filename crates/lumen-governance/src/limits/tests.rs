@@ -135,3 +135,125 @@ async fn per_model_limits_apply_on_top() {
     assert!(l.admit(&k, "big", 1).await.is_err());
     assert!(l.admit(&k, "small", 1).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_limit_of_zero_suspends_the_key() {
+    let (_t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    type Spec = fn(u64) -> LimitSpec;
+    let fields: [(&str, Spec); 5] = [
+        ("rpm", |v| LimitSpec {
+            rpm: Some(v),
+            ..Default::default()
+        }),
+        ("tpm", |v| LimitSpec {
+            tpm: Some(v),
+            ..Default::default()
+        }),
+        ("max_concurrent", |v| LimitSpec {
+            max_concurrent: Some(v),
+            ..Default::default()
+        }),
+        ("daily_tokens", |v| LimitSpec {
+            daily_tokens: Some(v),
+            ..Default::default()
+        }),
+        ("monthly_tokens", |v| LimitSpec {
+            monthly_tokens: Some(v),
+            ..Default::default()
+        }),
+    ];
+    for (field, spec) in fields {
+        let err = l.admit(&key(spec(0)), "m", 0).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("Key `team` is suspended: its `{field}` limit is 0."),
+        );
+        assert_eq!(err.reason(), "suspended");
+        assert!(l.admit(&key(spec(1_000)), "m", 1).await.is_ok(), "{field}");
+    }
+    let mut k = key(LimitSpec::default());
+    k.per_model.insert(
+        "big".into(),
+        LimitSpec {
+            rpm: Some(0),
+            ..Default::default()
+        },
+    );
+    assert!(l.admit(&k, "small", 1).await.is_ok(), "absent is unlimited");
+    assert_eq!(
+        l.admit(&k, "big", 1).await.unwrap_err().to_string(),
+        "Key `team` is suspended for model `big`: its `rpm` limit is 0."
+    );
+}
+
+#[tokio::test]
+async fn the_memory_store_refuses_any_charge_against_a_limit_of_zero() {
+    let (_t, c) = clock();
+    let s = MemoryLimitStore::new(c);
+    let counter = |limit, cost| Counter {
+        key: "k".into(),
+        limit,
+        cost,
+        expiry: Expiry::Window(MINUTE),
+    };
+    assert!(matches!(
+        s.acquire(&ticket("k"), &[counter(0, 1)]).await.unwrap(),
+        Verdict::Refused { index: 0, .. }
+    ));
+    assert!(matches!(
+        s.acquire(&ticket("k"), &[counter(1, 1)]).await.unwrap(),
+        Verdict::Admitted(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_live_request_keeps_its_slot_by_renewing_it() {
+    let (t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        max_concurrent: Some(1),
+        ..Default::default()
+    });
+    let (live, _) = l.admit(&k, "m", 1).await.unwrap();
+    assert!(live.has_leases());
+    for _ in 0..10 {
+        t.fetch_add(Limiter::RENEW_EVERY.as_millis() as u64, Ordering::SeqCst);
+        l.renew(&live).await.unwrap();
+        assert!(l.admit(&k, "m", 1).await.is_err(), "still running");
+    }
+    l.settle(&live, None).await.unwrap();
+    let (after, _) = l.admit(&k, "m", 1).await.unwrap();
+    // A renewal that arrives after the end does not bring the slot back.
+    l.renew(&live).await.unwrap();
+    l.settle(&after, None).await.unwrap();
+    assert!(l.admit(&k, "m", 1).await.is_ok());
+    let usage = l.usage(&k).await.unwrap();
+    assert_eq!(usage[0].1, 1, "{usage:?}");
+}
+
+#[tokio::test]
+async fn a_lost_release_frees_its_slot_after_the_lease_even_on_a_busy_key() {
+    let (t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        max_concurrent: Some(2),
+        ..Default::default()
+    });
+    // Admitted, then never settled: its release was lost.
+    let (_lost, _) = l.admit(&k, "m", 1).await.unwrap();
+    // Others come and go every 5 s, which used to refresh the whole counter's expiry.
+    for _ in 0..5 {
+        let (r, _) = l.admit(&k, "m", 1).await.unwrap();
+        assert!(
+            l.admit(&k, "m", 1).await.is_err(),
+            "the lost slot still counts"
+        );
+        l.settle(&r, None).await.unwrap();
+        t.fetch_add(5_000, Ordering::SeqCst);
+    }
+    t.fetch_add(LEASE.as_millis() as u64 - 25_000, Ordering::SeqCst);
+    let (_a, _) = l.admit(&k, "m", 1).await.unwrap();
+    let (_b, _) = l.admit(&k, "m", 1).await.unwrap();
+    assert!(l.admit(&k, "m", 1).await.is_err(), "two live slots");
+}
