@@ -24,16 +24,14 @@ use lumen_resilience::config::{
     AdmissionConfig, BreakerSettings, InvalidSetting, Operation, Profile, Resolved, RetryConfig,
     TimeoutsConfig,
 };
-use lumen_resilience::{
-    Admission, AdmissionError, CircuitBreaker, Guarded, Permit, RetryBudget, Timeouts,
-};
+use lumen_resilience::{Admission, AdmissionError, CircuitBreaker, Guarded, RetryBudget, Timeouts};
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, timeout};
 
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
-use crate::stream::{GatewayStream, force_usage};
+use crate::stream::{GatewayStream, Served, force_usage};
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
 
@@ -297,14 +295,6 @@ fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> Bac
 pub(crate) fn internal_id(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{what}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A successful attempt, with what must live as long as the response.
-pub(crate) struct Served<T> {
-    pub(crate) value: T,
-    pub(crate) route: Route<Upstream>,
-    pub(crate) breakers: AttemptBreakers,
-    pub(crate) permits: [Permit; 2],
 }
 
 /// Routing hints taken from the request before it is moved into the attempt loop.
@@ -633,7 +623,11 @@ impl Gateway {
     {
         let strip = force_usage(stream_options(&mut req));
         let served = self.attempts(op, req, cx, hints, call).await?;
-        Ok(GatewayStream::new(served, strip, self))
+        Ok(GatewayStream::new(
+            served,
+            strip,
+            self.inner.observer.clone(),
+        ))
     }
 
     pub async fn chat(
@@ -798,7 +792,8 @@ impl Gateway {
             let cfg = &cfg;
             async move {
                 let start = Instant::now();
-                let result = probe(&slot.backend, slot.backend.probe, model, limit).await;
+                let cx = RequestContext::new(internal_id("health"));
+                let result = probe(&slot.backend, slot.backend.probe, model, limit, cx).await;
                 let latency = start.elapsed();
                 let ok = result.is_ok();
                 let state = self.inner.health.record(cfg, &slot.name, result, latency);

@@ -171,8 +171,8 @@ pub(crate) async fn probe(
     kind: Probe,
     model: Option<String>,
     limit: Duration,
+    cx: RequestContext,
 ) -> Result<(), String> {
-    let cx = RequestContext::new(crate::gateway::internal_id("health"));
     let run = async {
         match kind {
             Probe::Health => match up.backend.health().await {

@@ -9,9 +9,18 @@ use lumen_governance::Route;
 use lumen_openai_types::{Chunk, HasModel, HasUsage};
 use lumen_resilience::{Guarded, Permit};
 
-use crate::gateway::{Gateway, Served};
-use crate::observer::Event;
+use std::sync::Arc;
+
+use crate::observer::{Event, Observer};
 use crate::upstream::{AttemptBreakers, Upstream};
+
+/// A successful attempt, with what must live as long as the response.
+pub(crate) struct Served<T> {
+    pub(crate) value: T,
+    pub(crate) route: Route<Upstream>,
+    pub(crate) breakers: AttemptBreakers,
+    pub(crate) permits: [Permit; 2],
+}
 
 /// A committed stream. Holds its backend lease and admission permits until the stream ends or
 /// is dropped, reports a mid-stream engine failure to the backend's breaker, shows the public
@@ -24,14 +33,18 @@ pub struct GatewayStream<T> {
     tokens: Option<(u64, u64)>,
     route: Route<Upstream>,
     breakers: AttemptBreakers,
-    gateway: Gateway,
+    observer: Arc<dyn Observer>,
     /// The kind of the failure that ended the stream, if one did.
     error: Option<&'static str>,
     _permits: [Permit; 2],
 }
 
 impl<T> GatewayStream<T> {
-    pub(crate) fn new(served: Served<Guarded<T>>, strip_usage: bool, gateway: &Gateway) -> Self {
+    pub(crate) fn new(
+        served: Served<Guarded<T>>,
+        strip_usage: bool,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
         Self {
             inner: served.value,
             rewrite: served
@@ -42,7 +55,7 @@ impl<T> GatewayStream<T> {
             tokens: None,
             route: served.route,
             breakers: served.breakers,
-            gateway: gateway.clone(),
+            observer,
             error: None,
             _permits: served.permits,
         }
@@ -66,7 +79,7 @@ impl<T> GatewayStream<T> {
 
 impl<T> Drop for GatewayStream<T> {
     fn drop(&mut self) {
-        self.gateway.emit(&Event::StreamEnded {
+        self.observer.event(&Event::StreamEnded {
             model: &self.route.public_model,
             backend: &self.route.lease.name,
             tokens: self.tokens,
@@ -97,7 +110,7 @@ impl<T: HasModel + HasUsage + serde::de::DeserializeOwned + Default> Stream for 
                 Poll::Ready(Some(Err(e))) => {
                     this.breakers.on_error(&e);
                     if let BackendError::Timeout { kind } = &e {
-                        this.gateway.emit(&Event::Timeout { kind: *kind });
+                        this.observer.event(&Event::Timeout { kind: *kind });
                     }
                     this.error = Some(e.kind());
                     Poll::Ready(Some(Err(e)))
