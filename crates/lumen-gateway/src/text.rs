@@ -20,3 +20,6 @@ impl std::fmt::Display for Text<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

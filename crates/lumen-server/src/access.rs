@@ -109,11 +109,11 @@ impl Access {
         }
         tracing::info!(
             target: "lumen::access",
-            id = %Text(&self.request_id),
-            trace_id = %Text(&self.trace_id),
+            id = %lumen_gateway::Text(&self.request_id),
+            trace_id = %lumen_gateway::Text(&self.trace_id),
             endpoint = self.endpoint,
-            model = %Text(model),
-            backend = %Text(backend),
+            model = %lumen_gateway::Text(model),
+            backend = %lumen_gateway::Text(backend),
             status,
             outcome,
             duration_ms = duration.as_secs_f64() * 1e3,
@@ -125,27 +125,6 @@ impl Access {
             cache = "bypass",
             "access"
         );
-    }
-}
-
-/// A log field value that may come from a client (a request id, a passthrough model name) or
-/// an engine (an error message). Plain values print as they are; anything with whitespace,
-/// `=`, quotes, backslashes or control characters prints quoted and escaped, as logfmt does,
-/// so a value can never end a line or forge `key=value` fields in the text format.
-pub(crate) struct Text<'a>(pub &'a str);
-
-impl std::fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let plain = !self.0.is_empty()
-            && self
-                .0
-                .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '=' | '"' | '\\'));
-        if plain {
-            f.write_str(self.0)
-        } else {
-            write!(f, "{:?}", self.0)
-        }
     }
 }
 

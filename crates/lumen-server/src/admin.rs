@@ -37,105 +37,116 @@ fn describe(k: &ApiKey, source: &str) -> Value {
     json!({"name": k.name, "models": k.models, "limits": k.limits, "per_model": k.per_model, "source": source})
 }
 
-impl Gateway {
-    /// Serves `/admin/*`. Without `auth.admin_key_sha256` the admin API does not exist (404).
-    pub(crate) async fn admin(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<(StatusCode, Value), ApiError> {
-        match self.is_admin(headers) {
-            None => return Err(ApiError::route_not_found(method.as_str(), path)),
-            Some(false) => return Err(ApiError::invalid_key()),
-            Some(true) => {}
+/// Serves `/admin/*`. Without `auth.admin_key_sha256` the admin API does not exist (404).
+pub(crate) async fn handle(
+    gw: &Gateway,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(StatusCode, Value), ApiError> {
+    match gw.shared().is_admin(headers) {
+        None => return Err(ApiError::route_not_found(method.as_str(), path)),
+        Some(false) => return Err(ApiError::invalid_key()),
+        Some(true) => {}
+    }
+    let store_err = |e: lumen_governance::store::StoreError| {
+        gw.shared().store_error("admin", &e);
+        ApiError::shared_state_unavailable()
+    };
+    match (method, path) {
+        (&Method::GET, "/admin/keys") => {
+            let mut out: Vec<Value> = gw
+                .shared()
+                .config_keys()
+                .iter()
+                .map(|k| describe(k, "config"))
+                .collect();
+            let runtime = gw.shared().key_store().list().await.map_err(store_err)?;
+            out.extend(runtime.iter().map(|k| describe(k, "runtime")));
+            Ok((StatusCode::OK, json!({"object": "list", "data": out})))
         }
-        let store_err = |e: lumen_governance::store::StoreError| {
-            self.store_error("admin", &e);
-            ApiError::shared_state_unavailable()
-        };
-        match (method, path) {
-            (&Method::GET, "/admin/keys") => {
-                let mut out: Vec<Value> = self
-                    .config_keys()
-                    .iter()
-                    .map(|k| describe(k, "config"))
-                    .collect();
-                let runtime = self.key_store().list().await.map_err(store_err)?;
-                out.extend(runtime.iter().map(|k| describe(k, "runtime")));
-                Ok((StatusCode::OK, json!({"object": "list", "data": out})))
-            }
-            (&Method::POST, "/admin/keys") => {
-                let req: NewKey = lumen_openai_types::request::parse(body)?;
-                if !valid_key_name(&req.name) {
-                    return Err(lumen_openai_types::RequestError::invalid(
+        (&Method::POST, "/admin/keys") => {
+            let req: NewKey = lumen_openai_types::request::parse(body)?;
+            if !valid_key_name(&req.name) {
+                return Err(lumen_openai_types::RequestError::invalid(
                         "'name' must be 1 to 64 characters from A-Z, a-z, 0-9, '-', '_', '.', ':' and '@'.",
                         "name",
                     )
                     .into());
-                }
-                if self.config_keys().iter().any(|k| k.name == req.name) {
-                    return Err(lumen_openai_types::RequestError::invalid(
-                        "A key with this name is defined in the configuration.",
-                        "name",
-                    )
-                    .into());
-                }
-                let secret = generate().map_err(|_| ApiError::shared_state_unavailable())?;
-                let key = ApiKey {
-                    name: req.name,
-                    sha256: to_hex(&digest(&secret)),
-                    models: req.models,
-                    limits: req.limits,
-                    per_model: req.per_model,
-                };
-                let mut shown = describe(&key, "runtime");
-                if !self.key_store().insert(key).await.map_err(store_err)? {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        crate::error::INVALID_REQUEST,
-                        "A run-time key with this name exists; delete it first to replace it.",
-                    )
-                    .with_param("name")
-                    .with_code("key_exists"));
-                }
-                // The only time the secret is ever shown.
-                shown["key"] = Value::String(secret);
-                Ok((StatusCode::CREATED, shown))
             }
-            (&Method::DELETE, p) if p.starts_with("/admin/keys/") => {
-                // Decoded, so a key whose name was created with characters that need escaping
-                // (before names were restricted) can still be revoked.
-                let name = crate::http::percent_decode(&p["/admin/keys/".len()..]);
-                let name = name.as_str();
-                if self.key_store().remove(name).await.map_err(store_err)? {
-                    Ok((StatusCode::OK, json!({"name": name, "deleted": true})))
-                } else {
-                    Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        crate::error::INVALID_REQUEST,
-                        format!("No run-time key named `{name}`."),
-                    ))
-                }
+            if gw.shared().config_keys().iter().any(|k| k.name == req.name) {
+                return Err(lumen_openai_types::RequestError::invalid(
+                    "A key with this name is defined in the configuration.",
+                    "name",
+                )
+                .into());
             }
-            (&Method::GET, "/admin/usage") => {
-                let mut keys = self.config_keys();
-                keys.extend(self.key_store().list().await.map_err(store_err)?);
-                let mut out = Vec::new();
-                for k in keys {
-                    let usage = self.limiter().usage(&k).await.map_err(store_err)?;
-                    let counters: Vec<Value> = usage
+            let secret = generate().map_err(|_| ApiError::shared_state_unavailable())?;
+            let key = ApiKey {
+                name: req.name,
+                sha256: to_hex(&digest(&secret)),
+                models: req.models,
+                limits: req.limits,
+                per_model: req.per_model,
+            };
+            let mut shown = describe(&key, "runtime");
+            if !gw
+                .shared()
+                .key_store()
+                .insert(key)
+                .await
+                .map_err(store_err)?
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    crate::error::INVALID_REQUEST,
+                    "A run-time key with this name exists; delete it first to replace it.",
+                )
+                .with_param("name")
+                .with_code("key_exists"));
+            }
+            // The only time the secret is ever shown.
+            shown["key"] = Value::String(secret);
+            Ok((StatusCode::CREATED, shown))
+        }
+        (&Method::DELETE, p) if p.starts_with("/admin/keys/") => {
+            // Decoded, so a key whose name was created with characters that need escaping
+            // (before names were restricted) can still be revoked.
+            let name = crate::path::percent_decode(&p["/admin/keys/".len()..]);
+            let name = name.as_str();
+            if gw
+                .shared()
+                .key_store()
+                .remove(name)
+                .await
+                .map_err(store_err)?
+            {
+                Ok((StatusCode::OK, json!({"name": name, "deleted": true})))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    crate::error::INVALID_REQUEST,
+                    format!("No run-time key named `{name}`."),
+                ))
+            }
+        }
+        (&Method::GET, "/admin/usage") => {
+            let mut keys = gw.shared().config_keys();
+            keys.extend(gw.shared().key_store().list().await.map_err(store_err)?);
+            let mut out = Vec::new();
+            for k in keys {
+                let usage = gw.shared().limiter().usage(&k).await.map_err(store_err)?;
+                let counters: Vec<Value> = usage
                         .into_iter()
                         .map(|(what, used, limit, reset)| {
                             json!({"counter": what, "used": used, "limit": limit, "reset_seconds": reset.as_secs()})
                         })
                         .collect();
-                    out.push(json!({"name": k.name, "counters": counters}));
-                }
-                Ok((StatusCode::OK, json!({"object": "list", "data": out})))
+                out.push(json!({"name": k.name, "counters": counters}));
             }
-            _ => Err(ApiError::route_not_found(method.as_str(), path)),
+            Ok((StatusCode::OK, json!({"object": "list", "data": out})))
         }
+        _ => Err(ApiError::route_not_found(method.as_str(), path)),
     }
 }

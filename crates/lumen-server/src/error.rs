@@ -20,7 +20,7 @@ use lumen_openai_types::{ErrorObject, RequestError};
 use lumen_resilience::AdmissionError;
 
 use crate::ResponseBody;
-use crate::gateway::GatewayError;
+use lumen_gateway::GatewayError;
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const SERVER_ERROR: &str = "server_error";
@@ -203,7 +203,7 @@ impl ApiError {
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(crate::http::REQUEST_ID, request_id.clone());
+        h.insert(crate::headers::REQUEST_ID, request_id.clone());
         if let Some(after) = self.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }

@@ -27,7 +27,7 @@ use crate::config::{
 };
 use crate::metrics::{BackendLabel, BackendModel, Metrics, ResultLabel};
 use crate::observe::ServerObserver;
-use crate::shared::{SharedSettings, Stores};
+use crate::shared::{Shared, SharedSettings, Stores};
 
 /// Server settings that a reload may change; read once per request.
 #[derive(Debug, Clone)]
@@ -36,7 +36,6 @@ pub(crate) struct Settings {
     pub(crate) body_read_timeout: Duration,
     pub(crate) max_n: u32,
     pub(crate) shutdown_grace: Duration,
-    pub(crate) shared: Arc<SharedSettings>,
 }
 
 /// Lumen as an HTTP server sees it. Cheap to clone.
@@ -49,7 +48,7 @@ pub(crate) struct Inner {
     pub(crate) core: lumen_gateway::Gateway,
     pub(crate) settings: ArcSwap<Settings>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) stores: Stores,
+    pub(crate) shared: Shared,
     /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
@@ -232,10 +231,9 @@ impl GatewayBuilder {
                     body_read_timeout: self.body_read_timeout,
                     max_n: self.max_n,
                     shutdown_grace: self.shutdown_grace,
-                    shared: Arc::new(shared),
                 }),
+                shared: Shared::new(stores, shared, metrics.clone()),
                 metrics,
-                stores,
                 closing: tokio::sync::watch::Sender::new(false),
             }),
         })
@@ -348,8 +346,8 @@ impl Gateway {
                     body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
                     max_n: cfg.server.max_n,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
-                    shared: Arc::new(shared),
                 }));
+                self.inner.shared.replace_settings(shared);
                 self.reload_counter("ok").inc();
                 Ok(())
             }
@@ -428,6 +426,18 @@ impl Gateway {
         }
         m.queue_depth.set(self.queued() as i64);
         m.render()
+    }
+
+    /// Keys, limits and the cache.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// `/health/redis`: PING latency, or why Redis cannot be reached. `None` without Redis.
+    pub async fn redis_health(
+        &self,
+    ) -> Option<Result<Duration, lumen_governance::store::StoreError>> {
+        self.inner.shared.redis_health().await
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {

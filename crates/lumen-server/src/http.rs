@@ -26,20 +26,10 @@ use crate::ResponseBody;
 use crate::access::Access;
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
+use crate::headers::{CACHE_HEADER, REQUEST_ID, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
 use crate::metrics::Metrics;
 use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
 use lumen_governance::limits::RateHeaders;
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The caller's own deadline in milliseconds; it can only lower the configured caps.
-pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-lumen-timeout-ms");
-
-/// Session key for `session_affinity` (the `user` field is the fallback).
-pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
-
-/// W3C trace context.
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Longest client-supplied request id that is accepted as is.
 const MAX_REQUEST_ID: usize = 128;
@@ -158,6 +148,14 @@ impl Endpoint {
     }
 }
 
+/// The HTTP face of a [`Gateway`] on one listener: routes each request to the right
+/// endpoint and turns every outcome into a response. Cheap to clone (one per connection).
+#[derive(Clone)]
+pub struct Api {
+    gw: Gateway,
+    surface: Surface,
+}
+
 /// What one request's handling produced: the response, and for a stream, the body that will
 /// close the access record when it ends.
 enum Outcome {
@@ -165,30 +163,26 @@ enum Outcome {
     Streaming(Response<ResponseBody>),
 }
 
-impl Gateway {
-    /// Serves one HTTP request on the API surface. Never fails: every error is an
+impl Api {
+    /// The endpoints `surface` serves, answered by `gw`.
+    pub fn new(gw: Gateway, surface: Surface) -> Self {
+        Self { gw, surface }
+    }
+
+    /// Serves one HTTP request on this surface. Never fails: every error is an
     /// OpenAI-shaped response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.handle_on(Surface::Api { operational: true }, req)
-            .await
-    }
-
-    /// Serves one HTTP request on the given surface.
-    pub async fn handle_on<B>(&self, surface: Surface, req: Request<B>) -> Response<ResponseBody>
-    where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        let surface = self.surface;
         let request_id = request_id(&req);
         let (traceparent, trace_id) = traceparent(&req);
         let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
         let span = tracing::info_span!(
             "request",
-            id = %crate::access::Text(request_id.to_str().unwrap_or_default()),
+            id = %lumen_gateway::Text(request_id.to_str().unwrap_or_default()),
             trace_id = %trace_id,
         );
         let access = Access::new(
@@ -206,7 +200,7 @@ impl Gateway {
                 Ok(Outcome::Done(resp)) => {
                     if endpoint.is_some_and(|e| !e.operational()) {
                         access.finish(
-                            &self.inner.metrics,
+                            &self.gw.inner.metrics,
                             resp.status().as_u16(),
                             "ok",
                             access.overhead(),
@@ -217,7 +211,7 @@ impl Gateway {
                 Err((e, access)) => {
                     let resp = e.into_response(&request_id);
                     access.finish(
-                        &self.inner.metrics,
+                        &self.gw.inner.metrics,
                         resp.status().as_u16(),
                         "error",
                         access.overhead(),
@@ -271,7 +265,7 @@ impl Gateway {
         }
         let cx = self.context(&req, request_id, traceparent)?;
         let principal = if endpoint.is_api() {
-            self.authenticate(req.headers()).await?
+            self.gw.shared().authenticate(req.headers()).await?
         } else {
             None
         };
@@ -279,7 +273,7 @@ impl Gateway {
         match endpoint {
             Endpoint::Health => done(with_id(Response::new(full(Bytes::new())), request_id)),
             Endpoint::HealthInference => {
-                let report = self.inference_report();
+                let report = self.gw.inference_report();
                 let status = if report.status == "healthy" {
                     StatusCode::OK
                 } else {
@@ -288,8 +282,9 @@ impl Gateway {
                 done(json(status, &report, request_id))
             }
             Endpoint::Ready => {
-                let mut report = self.ready_report();
-                if self.shared().redis_required && !matches!(self.redis_health().await, Some(Ok(_)))
+                let mut report = self.gw.ready_report();
+                if self.gw.shared().settings().redis_required
+                    && !matches!(self.gw.redis_health().await, Some(Ok(_)))
                 {
                     report.ready = false;
                     report.missing.push("redis".to_owned());
@@ -301,7 +296,7 @@ impl Gateway {
                 };
                 done(json(status, &report, request_id))
             }
-            Endpoint::HealthRedis => match self.redis_health().await {
+            Endpoint::HealthRedis => match self.gw.redis_health().await {
                 None => Err(ApiError::route_not_found(req.method().as_str(), &path)),
                 Some(Ok(latency)) => done(json(
                     StatusCode::OK,
@@ -315,7 +310,7 @@ impl Gateway {
                 )),
             },
             Endpoint::Metrics => {
-                let mut resp = Response::new(full(self.render_metrics()));
+                let mut resp = Response::new(full(self.gw.render_metrics()));
                 resp.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(
@@ -326,32 +321,33 @@ impl Gateway {
             }
             Endpoint::AdminKeys | Endpoint::AdminKey | Endpoint::AdminUsage => {
                 let (parts, body) = req.into_parts();
-                let limit = self.max_body_bytes();
+                let limit = self.gw.max_body_bytes();
                 if parts.method == Method::POST {
                     check_json_request(&parts.headers)?;
                 }
-                let wait = self.settings().body_read_timeout;
+                let wait = self.gw.settings().body_read_timeout;
                 let body =
                     match tokio::time::timeout(wait, Limited::new(body, limit).collect()).await {
                         Err(_) => return Err(ApiError::body_timeout(wait)),
                         Ok(Ok(c)) => c.to_bytes(),
                         Ok(Err(_)) => return Err(ApiError::body_too_large(limit)),
                     };
-                let (status, value) = self
-                    .admin(&parts.method, &path, &parts.headers, &body)
-                    .await?;
+                let (status, value) =
+                    crate::admin::handle(&self.gw, &parts.method, &path, &parts.headers, &body)
+                        .await?;
                 done(json(status, &value, request_id))
             }
             Endpoint::Models => {
-                let mut list = self.models();
+                let mut list = self.gw.models();
                 if let Some(k) = &principal {
                     list.data.retain(|m| k.allows(&m.id));
                 }
                 done(json(StatusCode::OK, &list, request_id))
             }
             Endpoint::Model => {
-                let id = percent_decode(&path["/v1/models/".len()..]);
+                let id = crate::path::percent_decode(&path["/v1/models/".len()..]);
                 match self
+                    .gw
                     .model(&id)
                     .filter(|_| principal.as_ref().is_none_or(|k| k.allows(&id)))
                 {
@@ -369,13 +365,15 @@ impl Gateway {
                 let scope = r.model.clone();
                 let max = r.max_completion_tokens.or(r.max_tokens);
                 let (settlement, rate) = self
+                    .gw
+                    .shared()
                     .admit(&principal, &scope, self.estimate(body.len(), max))
                     .await?;
                 if r.is_stream() {
-                    let stream = self.chat_stream(r, &cx).await;
+                    let stream = self.gw.chat_stream(r, &cx).await;
                     Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate))
                 } else {
-                    let plan = self.cache_plan(
+                    let plan = self.gw.shared().cache_plan(
                         &principal,
                         cache_control.as_ref(),
                         "chat",
@@ -383,7 +381,7 @@ impl Gateway {
                         Some((r.temperature, r.seed)),
                         || serde_json::to_vec(&canonical_chat(&r)).ok(),
                     );
-                    self.unary(plan, settlement, rate, request_id, self.chat(r, &cx))
+                    self.unary(plan, settlement, rate, request_id, self.gw.chat(r, &cx))
                         .await
                 }
             }
@@ -396,13 +394,15 @@ impl Gateway {
                 self.resolve_model(&principal, &mut r.model)?;
                 let scope = r.model.clone();
                 let (settlement, rate) = self
+                    .gw
+                    .shared()
                     .admit(&principal, &scope, self.estimate(body.len(), r.max_tokens))
                     .await?;
                 if r.is_stream() {
-                    let stream = self.completions_stream(r, &cx).await;
+                    let stream = self.gw.completions_stream(r, &cx).await;
                     Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate))
                 } else {
-                    let plan = self.cache_plan(
+                    let plan = self.gw.shared().cache_plan(
                         &principal,
                         cache_control.as_ref(),
                         "completions",
@@ -410,8 +410,14 @@ impl Gateway {
                         Some((r.temperature, r.seed)),
                         || serde_json::to_vec(&canonical_completion(&r)).ok(),
                     );
-                    self.unary(plan, settlement, rate, request_id, self.completions(r, &cx))
-                        .await
+                    self.unary(
+                        plan,
+                        settlement,
+                        rate,
+                        request_id,
+                        self.gw.completions(r, &cx),
+                    )
+                    .await
                 }
             }
             Endpoint::Embeddings => {
@@ -422,9 +428,11 @@ impl Gateway {
                 self.resolve_model(&principal, &mut r.model)?;
                 let scope = r.model.clone();
                 let (settlement, rate) = self
+                    .gw
+                    .shared()
                     .admit(&principal, &scope, self.estimate(body.len(), Some(0)))
                     .await?;
-                let plan = self.cache_plan(
+                let plan = self.gw.shared().cache_plan(
                     &principal,
                     cache_control.as_ref(),
                     "embeddings",
@@ -436,8 +444,14 @@ impl Gateway {
                         serde_json::to_vec(&c).ok()
                     },
                 );
-                self.unary(plan, settlement, rate, request_id, self.embeddings(r, &cx))
-                    .await
+                self.unary(
+                    plan,
+                    settlement,
+                    rate,
+                    request_id,
+                    self.gw.embeddings(r, &cx),
+                )
+                .await
             }
         }
     }
@@ -449,7 +463,7 @@ impl Gateway {
         let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
         // A model the key may not use is reported as not found, as it is absent from that
         // key's `/v1/models`.
-        *model = self.core().resolve(model, &allowed)?;
+        *model = self.gw.core().resolve(model, &allowed)?;
         Ok(())
     }
 
@@ -457,7 +471,7 @@ impl Gateway {
         estimate_tokens(
             body_len,
             max_tokens,
-            self.shared().limits.default_max_tokens,
+            self.gw.shared().settings().limits.default_max_tokens,
         )
     }
 
@@ -471,7 +485,7 @@ impl Gateway {
         request_id: &HeaderValue,
         call: impl std::future::Future<Output = Result<Reply<T>, crate::gateway::GatewayError>>,
     ) -> Result<Outcome, ApiError> {
-        let cache_on = self.shared().cache.enabled;
+        let cache_on = self.gw.shared().settings().cache.enabled;
         let finish = |mut resp: Response<ResponseBody>, hit: bool| {
             let h = resp.headers_mut();
             crate::error::rate_headers(h, &rate);
@@ -480,7 +494,7 @@ impl Gateway {
             }
             with_id(resp, request_id)
         };
-        if let Some(cached) = self.cache_get(&plan).await {
+        if let Some(cached) = self.gw.shared().cache_get(&plan).await {
             if let Some(s) = settlement.as_mut() {
                 s.tokens = Some(0);
             }
@@ -506,7 +520,7 @@ impl Gateway {
         // The engine's own bytes unless the answer was edited (see `Reply`).
         match value.to_json() {
             Ok(body) => {
-                self.cache_put(&plan, body.clone());
+                self.gw.shared().cache_put(&plan, body.clone());
                 let mut resp = Response::new(full(body));
                 // Room for content type, request id, six rate-limit headers and the cache header
                 // up front, instead of growing the map twice.
@@ -565,7 +579,7 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         check_json_request(req.headers())?;
-        let settings = self.settings();
+        let settings = self.gw.settings();
         let limit = settings.max_body_bytes;
         let declared = req
             .headers()
@@ -588,7 +602,7 @@ impl Gateway {
 
     /// `n` above the configured maximum would ask the engine for that many choices.
     fn check_n(&self, n: Option<u32>) -> Result<(), ApiError> {
-        let max = self.settings().max_n;
+        let max = self.gw.settings().max_n;
         match n {
             Some(n) if n > max => Err(lumen_openai_types::RequestError::invalid(
                 format!("{n} is greater than the maximum of {max} - 'n'"),
@@ -613,6 +627,7 @@ impl Gateway {
         access.ttft = Some(access.start.elapsed());
         let overhead = access.overhead();
         let tpot = self
+            .gw
             .inner
             .metrics
             .handles(
@@ -623,7 +638,7 @@ impl Gateway {
             )
             .tpot
             .clone();
-        let mut closing = self.inner.closing.subscribe();
+        let mut closing = self.gw.inner.closing.subscribe();
         let body = SseBody {
             tpot,
             closing: Box::pin(async move {
@@ -639,7 +654,7 @@ impl Gateway {
             record: Some(Record {
                 access,
                 overhead,
-                gateway: self.clone(),
+                gateway: self.gw.clone(),
                 error: None,
                 settlement,
             }),
@@ -658,10 +673,6 @@ impl Gateway {
         Outcome::Streaming(with_id(resp, request_id))
     }
 }
-
-/// Marks the response cached (`hit`), freshly fetched (`miss`, `refresh`) or not cacheable
-/// (`bypass`); present when the cache is on.
-pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-lumen-cache");
 
 /// A stream that failed before commit refunds its token reservation; one that committed carries
 /// the settlement to its end.
@@ -904,7 +915,7 @@ impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default>
             }
             Some(Err(e)) => {
                 *this.finished = true;
-                tracing::warn!(error = %crate::access::Text(&e.to_string()), kind = e.kind(), "stream failed after commit");
+                tracing::warn!(error = %lumen_gateway::Text(&e.to_string()), kind = e.kind(), "stream failed after commit");
                 if let Some(r) = this.record.as_mut() {
                     r.error = Some(e.kind());
                 }
@@ -987,26 +998,6 @@ fn check_json_request(headers: &http::HeaderMap) -> Result<(), ApiError> {
             }
         }
     }
-}
-
-/// Decodes `%XX` escapes so `/v1/models/org%2Fname` finds `org/name`.
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

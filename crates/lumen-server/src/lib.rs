@@ -18,18 +18,20 @@ mod admin;
 pub mod config;
 pub mod error;
 pub mod gateway;
+mod headers;
 pub mod health;
 mod http;
 mod metrics;
 mod observe;
+mod path;
 mod serve;
 mod shared;
 
 pub use config::{LumenConfig, Overrides};
 pub use error::ApiError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream, Upstream};
-pub use http::Surface;
-pub use http::{REQUEST_ID, SESSION_ID, TIMEOUT_MS};
+pub use headers::{CACHE_HEADER, REQUEST_ID, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
+pub use http::{Api, Surface};
 pub use serve::{serve, serve_admin, serve_api};
 
 /// Body of every response Lumen sends: a full buffer, or an SSE stream.

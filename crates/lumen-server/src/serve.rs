@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::Gateway;
-use crate::http::Surface;
+use crate::http::{Api, Surface};
 
 /// After the shutdown grace, how long ended streams get to deliver their last event.
 const STREAM_END_GRACE: Duration = Duration::from_secs(1);
@@ -157,10 +157,10 @@ async fn serve_on(
         };
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
+        let api = Api::new(gateway.clone(), surface);
         let svc = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle_on(surface, req).await) }
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(req).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

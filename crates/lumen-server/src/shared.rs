@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use lumen_governance::cache::{MemoryCache, MemoryKeyStore, cache_key, is_deterministic};
@@ -17,8 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::{CacheConfig, ConfigError, LimitsConfig, RedisConfig};
 use crate::error::ApiError;
-use crate::gateway::Gateway;
-use crate::metrics::{OpLabel, ResultLabel};
+use crate::metrics::{Metrics, OpLabel, ResultLabel};
 
 /// The stores, created once per gateway (they keep their counters across reloads).
 pub(crate) struct Stores {
@@ -124,20 +124,20 @@ pub(crate) struct Settlement {
     reservation: Reservation,
     /// Real (input + output) tokens, once known. `None` keeps the estimate.
     pub tokens: Option<u64>,
-    gateway: Gateway,
+    metrics: Arc<Metrics>,
     renewal: Option<tokio::task::AbortHandle>,
 }
 
 impl Settlement {
-    fn new(limiter: Limiter, reservation: Reservation, gateway: Gateway) -> Self {
+    fn new(limiter: Limiter, reservation: Reservation, metrics: Arc<Metrics>) -> Self {
         let renewal = reservation.has_leases().then(|| {
-            let (limiter, reservation, gw) =
-                (limiter.clone(), reservation.clone(), gateway.clone());
+            let (limiter, reservation, metrics) =
+                (limiter.clone(), reservation.clone(), metrics.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Limiter::RENEW_EVERY).await;
                     if let Err(e) = limiter.renew(&reservation).await {
-                        gw.store_error("renew", &e);
+                        store_error(&metrics, "renew", &e);
                     }
                 }
             })
@@ -147,7 +147,7 @@ impl Settlement {
             limiter,
             reservation,
             tokens: None,
-            gateway,
+            metrics,
             renewal,
         }
     }
@@ -164,10 +164,10 @@ impl Drop for Settlement {
         let limiter = self.limiter.clone();
         let reservation = std::mem::replace(&mut self.reservation, Reservation::none());
         let tokens = self.tokens;
-        let gw = self.gateway.clone();
+        let metrics = self.metrics.clone();
         let settle = async move {
             if let Err(e) = limiter.settle(&reservation, tokens).await {
-                gw.store_error("settle", &e);
+                store_error(&metrics, "settle", &e);
             }
         };
         // The in-memory store completes at once: settle inline. A remote store gets a task, so
@@ -207,25 +207,50 @@ impl CachePlan {
     }
 }
 
-impl Gateway {
-    pub(crate) fn shared(&self) -> Arc<SharedSettings> {
-        self.settings().shared.clone()
+/// Keys, limits and the cache, with their reloadable settings: everything the request path
+/// needs from shared state, on Redis or in memory.
+pub(crate) struct Shared {
+    stores: Stores,
+    settings: ArcSwap<SharedSettings>,
+    metrics: Arc<Metrics>,
+}
+
+/// Counts and logs a store failure (the request goes on, fail-open or fail-closed).
+fn store_error(metrics: &Metrics, op: &str, e: &StoreError) {
+    tracing::warn!(op, error = %e, "shared-state store error");
+    metrics
+        .redis_errors
+        .get_or_create(&OpLabel { op: op.to_owned() })
+        .inc();
+}
+
+impl Shared {
+    pub(crate) fn new(stores: Stores, settings: SharedSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            stores,
+            settings: ArcSwap::from_pointee(settings),
+            metrics,
+        }
+    }
+
+    /// The settings in force; a reload swaps them.
+    pub(crate) fn settings(&self) -> Arc<SharedSettings> {
+        self.settings.load_full()
+    }
+
+    pub(crate) fn replace_settings(&self, settings: SharedSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     pub(crate) fn store_error(&self, op: &str, e: &StoreError) {
-        tracing::warn!(op, error = %e, "shared-state store error");
-        self.inner
-            .metrics
-            .redis_errors
-            .get_or_create(&OpLabel { op: op.to_owned() })
-            .inc();
+        store_error(&self.metrics, op, e);
     }
 
     /// Checks `Authorization: Bearer` when auth is on. Keys from configuration are checked in
     /// memory; run-time keys in the key store. A key that cannot be verified (store down) is
     /// refused, whatever the fail-open setting: availability never outranks authentication.
     pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let s = self.shared();
+        let s = self.settings();
         if !s.auth_enabled {
             return Ok(None);
         }
@@ -235,7 +260,7 @@ impl Gateway {
         if let Some(k) = s.ring.lookup(secret) {
             return Ok(Some(k));
         }
-        match self.inner.stores.keys.find(&digest(secret)).await {
+        match self.stores.keys.find(&digest(secret)).await {
             Ok(Some(k)) => Ok(Some(Arc::new(k))),
             Ok(None) => Err(ApiError::invalid_key()),
             Err(e) => {
@@ -247,7 +272,7 @@ impl Gateway {
 
     /// True when the presented bearer matches the admin key's digest (constant time).
     pub(crate) fn is_admin(&self, headers: &HeaderMap) -> Option<bool> {
-        let want = self.shared().admin_digest?;
+        let want = self.settings().admin_digest?;
         Some(bearer(headers).is_some_and(|s| bool::from(digest(s).ct_eq(&want))))
     }
 
@@ -262,23 +287,22 @@ impl Gateway {
         let Some(key) = principal else {
             return Ok((None, RateHeaders::default()));
         };
-        let limiter = self.inner.stores.limiter.clone();
+        let limiter = self.stores.limiter.clone();
         match limiter.admit(key, model, estimate).await {
             Ok((reservation, headers)) => Ok((
-                Some(Settlement::new(limiter, reservation, self.clone())),
+                Some(Settlement::new(limiter, reservation, self.metrics.clone())),
                 headers,
             )),
             Err(LimitError::Store(e)) => {
                 self.store_error("limits", &e);
-                if self.shared().fail_closed {
+                if self.settings().fail_closed {
                     Err(ApiError::shared_state_unavailable())
                 } else {
                     Ok((None, RateHeaders::default()))
                 }
             }
             Err(e) => {
-                self.inner
-                    .metrics
+                self.metrics
                     .rate_limited
                     .get_or_create(&crate::metrics::ReasonLabel {
                         reason: e.reason().replace(' ', "_"),
@@ -301,7 +325,7 @@ impl Gateway {
         deterministic: Option<(Option<f64>, Option<i64>)>,
         canonical: impl FnOnce() -> Option<Vec<u8>>,
     ) -> CachePlan {
-        let s = self.shared();
+        let s = self.settings();
         if !s.cache.enabled {
             return CachePlan::bypass();
         }
@@ -334,7 +358,7 @@ impl Gateway {
 
     pub(crate) async fn cache_get(&self, plan: &CachePlan) -> Option<Bytes> {
         let key = plan.key.filter(|_| plan.lookup)?;
-        let found = match self.inner.stores.cache.get(&key).await {
+        let found = match self.stores.cache.get(&key).await {
             Ok(v) => v,
             Err(e) => {
                 self.store_error("cache_get", &e);
@@ -346,7 +370,7 @@ impl Gateway {
     }
 
     pub(crate) fn cache_put(&self, plan: &CachePlan, body: Bytes) {
-        let s = self.shared();
+        let s = self.settings();
         let Some(key) = plan
             .key
             .filter(|_| plan.store && body.len() <= s.cache.max_entry_bytes)
@@ -357,17 +381,16 @@ impl Gateway {
             self.count_cache("refresh");
         }
         let ttl = Duration::from_millis(s.cache.ttl_ms);
-        let gw = self.clone();
+        let (cache, metrics) = (self.stores.cache.clone(), self.metrics.clone());
         tokio::spawn(async move {
-            if let Err(e) = gw.inner.stores.cache.put(&key, body, ttl).await {
-                gw.store_error("cache_put", &e);
+            if let Err(e) = cache.put(&key, body, ttl).await {
+                store_error(&metrics, "cache_put", &e);
             }
         });
     }
 
     pub(crate) fn count_cache(&self, result: &str) {
-        self.inner
-            .metrics
+        self.metrics
             .cache
             .get_or_create(&ResultLabel {
                 result: result.to_owned(),
@@ -377,22 +400,22 @@ impl Gateway {
 
     /// `/health/redis`: PING latency, or why Redis cannot be reached. `None` without Redis.
     pub async fn redis_health(&self) -> Option<Result<Duration, StoreError>> {
-        let redis = self.inner.stores.redis.as_ref()?;
+        let redis = self.stores.redis.as_ref()?;
         Some(redis.ping().await)
     }
 
     /// Run-time keys, for the admin API.
     pub(crate) fn key_store(&self) -> &Arc<dyn KeyStore> {
-        &self.inner.stores.keys
+        &self.stores.keys
     }
 
     /// Keys from the configuration.
     pub(crate) fn config_keys(&self) -> Vec<ApiKey> {
-        self.shared().keys.clone()
+        self.settings().keys.clone()
     }
 
     pub(crate) fn limiter(&self) -> &Limiter {
-        &self.inner.stores.limiter
+        &self.stores.limiter
     }
 }
 
