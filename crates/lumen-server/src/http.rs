@@ -15,15 +15,14 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
-use lumen_openai_types::{
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, HasModel, HasUsage, Reply, request,
-};
+use lumen_openai_types::{HasModel, HasUsage, Reply, request};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::access::Access;
+use crate::endpoint::{Caching, Chat, Completions, Embeddings, Inference};
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{CACHE_HEADER, REQUEST_ID, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
@@ -356,104 +355,71 @@ impl Api {
                 }
             }
             Endpoint::Chat => {
-                let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-                let body = self.read_body(req).await?;
-                let mut r: ChatCompletionRequest = request::parse(&body)?;
-                r.validate()?;
-                self.check_n(r.n)?;
-                self.resolve_model(&principal, &mut r.model)?;
-                let scope = r.model.clone();
-                let max = r.max_completion_tokens.or(r.max_tokens);
-                let (settlement, rate) = self
-                    .gw
-                    .shared()
-                    .admit(&principal, &scope, self.estimate(body.len(), max))
-                    .await?;
-                if r.is_stream() {
-                    let stream = self.gw.chat_stream(r, &cx).await;
-                    Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate))
-                } else {
-                    let plan = self.gw.shared().cache_plan(
-                        &principal,
-                        cache_control.as_ref(),
-                        "chat",
-                        &r.model,
-                        Some((r.temperature, r.seed)),
-                        || serde_json::to_vec(&canonical_chat(&r)).ok(),
-                    );
-                    self.unary(plan, settlement, rate, request_id, self.gw.chat(r, &cx))
-                        .await
-                }
+                self.inference::<Chat, B>(req, principal, request_id, cx)
+                    .await
             }
             Endpoint::Completions => {
-                let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-                let body = self.read_body(req).await?;
-                let mut r: CompletionRequest = request::parse(&body)?;
-                r.validate()?;
-                self.check_n(r.n)?;
-                self.resolve_model(&principal, &mut r.model)?;
-                let scope = r.model.clone();
-                let (settlement, rate) = self
-                    .gw
-                    .shared()
-                    .admit(&principal, &scope, self.estimate(body.len(), r.max_tokens))
-                    .await?;
-                if r.is_stream() {
-                    let stream = self.gw.completions_stream(r, &cx).await;
-                    Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate))
-                } else {
-                    let plan = self.gw.shared().cache_plan(
-                        &principal,
-                        cache_control.as_ref(),
-                        "completions",
-                        &r.model,
-                        Some((r.temperature, r.seed)),
-                        || serde_json::to_vec(&canonical_completion(&r)).ok(),
-                    );
-                    self.unary(
-                        plan,
-                        settlement,
-                        rate,
-                        request_id,
-                        self.gw.completions(r, &cx),
-                    )
+                self.inference::<Completions, B>(req, principal, request_id, cx)
                     .await
-                }
             }
             Endpoint::Embeddings => {
-                let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-                let body = self.read_body(req).await?;
-                let mut r: EmbeddingRequest = request::parse(&body)?;
-                r.validate()?;
-                self.resolve_model(&principal, &mut r.model)?;
-                let scope = r.model.clone();
-                let (settlement, rate) = self
-                    .gw
-                    .shared()
-                    .admit(&principal, &scope, self.estimate(body.len(), Some(0)))
-                    .await?;
-                let plan = self.gw.shared().cache_plan(
-                    &principal,
-                    cache_control.as_ref(),
-                    "embeddings",
-                    &r.model,
-                    None,
-                    || {
-                        let mut c = r.clone();
-                        c.user = None;
-                        serde_json::to_vec(&c).ok()
-                    },
-                );
-                self.unary(
-                    plan,
-                    settlement,
-                    rate,
-                    request_id,
-                    self.gw.embeddings(r, &cx),
-                )
-                .await
+                self.inference::<Embeddings, B>(req, principal, request_id, cx)
+                    .await
             }
         }
+    }
+
+    /// The one pipeline every inference endpoint runs: parse → resolve the model once →
+    /// authorize → admit against the key's limits → cache → attempts → relay, with the
+    /// answer's usage settling the reservation.
+    async fn inference<E: Inference, B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let body = self.read_body(req).await?;
+        let mut r: E::Request = request::parse(&body)?;
+        // The parsed request holds what is forwarded: free the body now rather than for the
+        // whole engine call.
+        let body_len = body.len();
+        drop(body);
+        E::validate(&r, self.gw.settings().max_n)?;
+        self.resolve_model(&principal, E::model(&mut r))?;
+        // Limits, the cache and routing all see this one resolved id.
+        let model = E::model(&mut r).clone();
+        let estimate = self.estimate(body_len, E::completion_budget(&r));
+        let (settlement, rate) = self.gw.shared().admit(&principal, &model, estimate).await?;
+        if E::streams(&r) {
+            let stream = E::stream(self.gw.core(), r, &cx).await;
+            return Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate));
+        }
+        let deterministic = match E::caching(&r) {
+            Caching::IfDeterministic { temperature, seed } => Some((temperature, seed)),
+            Caching::Always => None,
+        };
+        let plan = self.gw.shared().cache_plan(
+            &principal,
+            cache_control.as_ref(),
+            E::NAME,
+            &model,
+            deterministic,
+            || E::canonical(&r),
+        );
+        self.unary(
+            plan,
+            settlement,
+            rate,
+            request_id,
+            E::call(self.gw.core(), r, &cx),
+        )
+        .await
     }
 
     /// Resolves the request's `model` once (blank, `auto`, alias, passthrough) and authorizes
@@ -600,19 +566,6 @@ impl Api {
         }
     }
 
-    /// `n` above the configured maximum would ask the engine for that many choices.
-    fn check_n(&self, n: Option<u32>) -> Result<(), ApiError> {
-        let max = self.gw.settings().max_n;
-        match n {
-            Some(n) if n > max => Err(lumen_openai_types::RequestError::invalid(
-                format!("{n} is greater than the maximum of {max} - 'n'"),
-                "n",
-            )
-            .into()),
-            _ => Ok(()),
-        }
-    }
-
     /// A committed stream as SSE. The access record moves into the body and is closed when the
     /// stream ends (or the client goes away), with its time to first token and tokens.
     fn sse<
@@ -689,25 +642,6 @@ fn refund_on_error<T>(
             Err(e.into())
         }
     }
-}
-
-/// The request as cached: everything that can change the answer, nothing that cannot
-/// (`stream`, `stream_options`, `user`). Map keys serialise sorted, so equal requests give equal
-/// bytes.
-fn canonical_chat(r: &ChatCompletionRequest) -> ChatCompletionRequest {
-    let mut c = r.clone();
-    c.stream = None;
-    c.stream_options = None;
-    c.user = None;
-    c
-}
-
-fn canonical_completion(r: &CompletionRequest) -> CompletionRequest {
-    let mut c = r.clone();
-    c.stream = None;
-    c.stream_options = None;
-    c.user = None;
-    c
 }
 
 fn current_access() -> Access {

@@ -1,0 +1,249 @@
+//! Inference endpoints as descriptors. Each says how to read its request (the model, the
+//! completion budget for the token estimate, validation), whether it streams, what of it is
+//! cached, and which core operation serves it. One pipeline (`Api::inference`) runs every
+//! descriptor: parse → resolve the model once → authorize → admit against limits → cache →
+//! attempts → relay, with usage read from the answer for settlement, metrics and the log.
+
+use futures::future::BoxFuture;
+use lumen_backend::RequestContext;
+use lumen_gateway::{Gateway, GatewayError, GatewayStream};
+use lumen_openai_types::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
+    Reply, RequestError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How a request meets the response cache.
+pub(crate) enum Caching {
+    /// Cached when deterministic (temperature 0 or a seed) unless the model is widened.
+    IfDeterministic {
+        temperature: Option<f64>,
+        seed: Option<i64>,
+    },
+    /// Always cacheable (embeddings, tokenizer calls).
+    Always,
+}
+
+/// One inference endpoint.
+pub(crate) trait Inference: 'static {
+    type Request: DeserializeOwned + Send + 'static;
+    type Answer: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
+    type Chunk: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
+
+    /// The endpoint's name in metrics, the access log and the cache key.
+    const NAME: &'static str;
+
+    /// The `model` field, resolved in place to the public id that was authorized.
+    fn model(r: &mut Self::Request) -> &mut String;
+
+    /// What the JSON types alone cannot check; `max_n` bounds the number of choices.
+    fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError>;
+
+    /// Completion tokens to reserve (`None`: the configured default).
+    fn completion_budget(_r: &Self::Request) -> Option<u32> {
+        Some(0)
+    }
+
+    fn streams(_r: &Self::Request) -> bool {
+        false
+    }
+
+    fn caching(r: &Self::Request) -> Caching;
+
+    /// The request as cached: everything that can change the answer, nothing that cannot.
+    fn canonical(r: &Self::Request) -> Option<Vec<u8>>;
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>>;
+
+    /// Only called when [`streams`](Self::streams) is true.
+    fn stream<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>>;
+}
+
+fn check_n(n: Option<u32>, max: u32) -> Result<(), RequestError> {
+    match n {
+        Some(n) if n > max => Err(RequestError::invalid(
+            format!("{n} is greater than the maximum of {max} - 'n'"),
+            "n",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn not_streamed<'a, T: Send + 'static>() -> BoxFuture<'a, Result<GatewayStream<T>, GatewayError>> {
+    Box::pin(std::future::ready(Err(GatewayError::Backend(
+        lumen_backend::BackendError::Unavailable {
+            reason: "this endpoint does not stream".to_owned(),
+            retry_after: None,
+        },
+    ))))
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) struct Chat;
+
+impl Inference for Chat {
+    type Request = ChatCompletionRequest;
+    type Answer = ChatCompletionResponse;
+    type Chunk = ChatCompletionChunk;
+    const NAME: &'static str = "chat";
+
+    fn model(r: &mut Self::Request) -> &mut String {
+        &mut r.model
+    }
+
+    fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
+        r.validate()?;
+        check_n(r.n, max_n)
+    }
+
+    fn completion_budget(r: &Self::Request) -> Option<u32> {
+        r.max_completion_tokens.or(r.max_tokens)
+    }
+
+    fn streams(r: &Self::Request) -> bool {
+        r.is_stream()
+    }
+
+    fn caching(r: &Self::Request) -> Caching {
+        Caching::IfDeterministic {
+            temperature: r.temperature,
+            seed: r.seed,
+        }
+    }
+
+    fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
+        let mut c = r.clone();
+        c.stream = None;
+        c.stream_options = None;
+        c.user = None;
+        serde_json::to_vec(&c).ok()
+    }
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
+        Box::pin(core.chat(r, cx))
+    }
+
+    fn stream<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+        Box::pin(core.chat_stream(r, cx))
+    }
+}
+
+/// `POST /v1/completions`.
+pub(crate) struct Completions;
+
+impl Inference for Completions {
+    type Request = CompletionRequest;
+    type Answer = CompletionResponse;
+    type Chunk = CompletionChunk;
+    const NAME: &'static str = "completions";
+
+    fn model(r: &mut Self::Request) -> &mut String {
+        &mut r.model
+    }
+
+    fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
+        r.validate()?;
+        check_n(r.n, max_n)
+    }
+
+    fn completion_budget(r: &Self::Request) -> Option<u32> {
+        r.max_tokens
+    }
+
+    fn streams(r: &Self::Request) -> bool {
+        r.is_stream()
+    }
+
+    fn caching(r: &Self::Request) -> Caching {
+        Caching::IfDeterministic {
+            temperature: r.temperature,
+            seed: r.seed,
+        }
+    }
+
+    fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
+        let mut c = r.clone();
+        c.stream = None;
+        c.stream_options = None;
+        c.user = None;
+        serde_json::to_vec(&c).ok()
+    }
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
+        Box::pin(core.completions(r, cx))
+    }
+
+    fn stream<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+        Box::pin(core.completions_stream(r, cx))
+    }
+}
+
+/// `POST /v1/embeddings`.
+pub(crate) struct Embeddings;
+
+impl Inference for Embeddings {
+    type Request = EmbeddingRequest;
+    type Answer = EmbeddingResponse;
+    type Chunk = EmbeddingResponse;
+    const NAME: &'static str = "embeddings";
+
+    fn model(r: &mut Self::Request) -> &mut String {
+        &mut r.model
+    }
+
+    fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
+        r.validate()
+    }
+
+    fn caching(_r: &Self::Request) -> Caching {
+        Caching::Always
+    }
+
+    fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
+        let mut c = r.clone();
+        c.user = None;
+        serde_json::to_vec(&c).ok()
+    }
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
+        Box::pin(core.embeddings(r, cx))
+    }
+
+    fn stream<'a>(
+        _core: &'a Gateway,
+        _r: Self::Request,
+        _cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+        not_streamed()
+    }
+}
