@@ -29,7 +29,7 @@
 //! # Layout
 //! - `config`: [`SimConfig`], [`Faults`].
 //! - `server`: the accept loop and request handlers.
-//! - `text`: deterministic tokens, embeddings and base64.
+//! - `text`: deterministic tokens, the tokenizer, rerank scores, embeddings and base64.
 
 mod config;
 mod server;

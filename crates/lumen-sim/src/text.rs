@@ -22,14 +22,16 @@ pub(crate) fn estimate_tokens(raw_len: usize) -> u64 {
     (raw_len as u64 / 4).max(1)
 }
 
-/// The simulator's tokenizer, laid out like Llama's SentencePiece vocabulary so ids look familiar:
-/// specials first, then a byte-fallback token per byte, then one token per entry of [`WORDS`]
-/// (its first occurrence, as `,` appears twice). Encoding is greedy longest match over the words
-/// with bytes for everything else, so any text round-trips exactly through `/detokenize`, and the
-/// simulator's own answers cost one token per word.
-///
-/// This is not how completions count `usage.prompt_tokens` ([`estimate_tokens`] over the raw JSON,
-/// kept because it costs nothing on the benchmark path), so `/tokenize`'s `count` can differ.
+// The simulator's tokenizer, laid out like Llama's SentencePiece vocabulary so ids look familiar:
+// specials first, then a byte-fallback token per byte, then one token per entry of `WORDS`
+// (its first occurrence, as `,` appears twice). Encoding is greedy longest match over the words
+// with bytes for everything else, so any text round-trips exactly through `/detokenize`, and the
+// simulator's own answers cost one token per word.
+//
+// This is not how completions count `usage.prompt_tokens` (`estimate_tokens` over the raw JSON,
+// kept because it costs nothing on the benchmark path), so `/tokenize`'s `count` can differ.
+
+/// Unknown token; never produced, accepted by `/detokenize`.
 pub(crate) const UNK: u32 = 0;
 /// Beginning of sequence, prepended when `add_special_tokens` is set.
 pub(crate) const BOS: u32 = 1;
