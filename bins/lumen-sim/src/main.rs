@@ -33,13 +33,13 @@ struct Args {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Fail this fraction of generation requests with --error-status.
+    /// Fail this fraction of POST requests (generation, rerank, tokenizer) with --error-status.
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
     /// Status used by --error-rate.
     #[arg(long, default_value_t = 503)]
     error_status: u16,
-    /// Accept generation requests and never answer.
+    /// Accept POST requests (generation, rerank, tokenizer) and never answer.
     #[arg(long)]
     hang: bool,
     /// Drop the connection after this many streamed tokens.

@@ -7,6 +7,19 @@
 //! `stream_options.include_usage`, answers embeddings, `/health`, `/v1/models` and a `/metrics`
 //! page with vLLM's metric names, injects faults on demand, and records what it received.
 //!
+//! # Endpoints
+//! - `POST /v1/chat/completions`, `POST /v1/completions` (streamed or not), `POST /v1/embeddings`.
+//! - `POST /rerank`, `/v1/rerank`, `/v2/rerank`: vLLM's (Jina- and Cohere-compatible) rerank,
+//!   scored by the fraction of the query's words found in each document.
+//! - `POST /tokenize` (a `prompt` or chat `messages`) and `POST /detokenize`, with vLLM's shapes and
+//!   a small reversible vocabulary: the simulator's own words plus a token per byte, so
+//!   detokenizing a tokenization gives the text back. Its counts are not the `usage.prompt_tokens`
+//!   of completions, which stay a free estimate from the prompt's byte length.
+//! - `GET /health`, `GET /v1/models` (with `max_model_len`), `GET /metrics`.
+//!
+//! Every POST honours the `"sim"` faults below (the tokenizer endpoints run no model, so only an
+//! explicit `ttft_ms` delays them) and is recorded.
+//!
 //! # Faults
 //! Globally through [`Faults`] (flags of the binary, or [`Simulator::set_faults`] in tests), or per
 //! request through a `"sim"` object in the JSON body, which Lumen forwards like any unknown field:
@@ -16,7 +29,7 @@
 //! # Layout
 //! - `config`: [`SimConfig`], [`Faults`].
 //! - `server`: the accept loop and request handlers.
-//! - `text`: deterministic tokens, embeddings and base64.
+//! - `text`: deterministic tokens, the tokenizer, rerank scores, embeddings and base64.
 
 mod config;
 mod server;
@@ -109,7 +122,9 @@ impl Simulator {
         self.state.requests.load(Ordering::SeqCst)
     }
 
-    /// Chat, completion and embedding requests received (health and model probes excluded).
+    /// Requests that reach the model: chat, completion, embedding and rerank. Health and model
+    /// probes and `/tokenize`/`/detokenize` are excluded, as they never occupy the engine
+    /// ([`Simulator::request_count`] and [`Simulator::records`] still see them).
     pub fn generation_count(&self) -> u64 {
         self.state.generation_requests.load(Ordering::SeqCst)
     }

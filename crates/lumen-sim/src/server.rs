@@ -105,6 +105,15 @@ struct StreamOpts {
     include_usage: Option<bool>,
 }
 
+/// What a request path asks for.
+#[derive(Clone, Copy)]
+enum Route {
+    Generate(Kind),
+    Rerank,
+    Tokenize,
+    Detokenize,
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Chat,
@@ -128,19 +137,26 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             ));
         }
     }
-    let kind = match (req.method(), req.uri().path()) {
+    let route = match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => return Ok(health(&state, &req)),
         (&Method::GET, "/v1/models") => {
             record(&state, &req, Bytes::new());
             return Ok(models(&state));
         }
         (&Method::GET, "/metrics") => return Ok(metrics(&state)),
-        (&Method::POST, "/v1/chat/completions") => Kind::Chat,
-        (&Method::POST, "/v1/completions") => Kind::Completion,
-        (&Method::POST, "/v1/embeddings") => Kind::Embedding,
+        (&Method::POST, "/v1/chat/completions") => Route::Generate(Kind::Chat),
+        (&Method::POST, "/v1/completions") => Route::Generate(Kind::Completion),
+        (&Method::POST, "/v1/embeddings") => Route::Generate(Kind::Embedding),
+        // vLLM serves all three; Jina's clients use /v1, Cohere's v2 API /v2.
+        (&Method::POST, "/rerank" | "/v1/rerank" | "/v2/rerank") => Route::Rerank,
+        (&Method::POST, "/tokenize") => Route::Tokenize,
+        (&Method::POST, "/detokenize") => Route::Detokenize,
         _ => return Ok(error(StatusCode::NOT_FOUND, "Not Found", false)),
     };
-    state.generation_requests.fetch_add(1, Ordering::Relaxed);
+    // Rerank runs the model like an embedding does; the tokenizer endpoints never reach it.
+    if !matches!(route, Route::Tokenize | Route::Detokenize) {
+        state.generation_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -149,7 +165,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     if state.cfg.record > 0 {
         record(&state, &Request::from_parts(parts, ()), body.clone());
     }
-    Ok(generate(state, kind, &body).await)
+    Ok(match route {
+        Route::Generate(kind) => generate(state, kind, &body).await,
+        Route::Rerank => rerank(state, &body).await,
+        Route::Tokenize => tokenize(state, &body).await,
+        Route::Detokenize => detokenize(state, &body).await,
+    })
 }
 
 fn record<B>(state: &State, req: &Request<B>, body: Bytes) {
@@ -189,18 +210,9 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
             );
         }
     };
-    let faults = effective_faults(&state, req.sim.as_ref());
-    if let Some(status) = injected_status(&state, &faults) {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return error(status, "injected fault", faults.flat_error);
-    }
-    let model = match req.model.as_deref() {
-        None | Some("") => state.cfg.models.first().cloned().unwrap_or_default(),
-        Some(m) if state.cfg.models.iter().any(|s| s == m) => m.to_owned(),
-        Some(m) => {
-            let msg = format!("The model `{m}` does not exist.");
-            return error(StatusCode::NOT_FOUND, &msg, faults.flat_error);
-        }
+    let (faults, model) = match admit(&state, req.sim.as_ref(), req.model.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(reject) => return reject.response(),
     };
     let max_tokens = req
         .max_completion_tokens
@@ -283,6 +295,64 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         .fetch_add(u64::from(g.n), Ordering::Relaxed);
     state.success.fetch_add(1, Ordering::Relaxed);
     json(StatusCode::OK, g.full_response())
+}
+
+/// The checks every POST makes before its own: injected faults first (so a fault fires whatever
+/// else is wrong with the request), then the model, which defaults to the first served one.
+fn admit(
+    state: &State,
+    sim: Option<&Faults>,
+    model: Option<&str>,
+) -> Result<(Faults, String), Reject> {
+    let faults = effective_faults(state, sim);
+    if let Some(status) = injected_status(state, &faults) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(Reject::new(status, "injected fault".to_owned(), &faults));
+    }
+    let model = match model {
+        None | Some("") => state.cfg.models.first().cloned().unwrap_or_default(),
+        Some(m) if state.cfg.models.iter().any(|s| s == m) => m.to_owned(),
+        Some(m) => {
+            let msg = format!("The model `{m}` does not exist.");
+            return Err(Reject::new(StatusCode::NOT_FOUND, msg, &faults));
+        }
+    };
+    Ok((faults, model))
+}
+
+/// Marks the request running, hangs if asked, then waits `delay`. The caller keeps the guard
+/// until it has answered.
+async fn start(state: &Arc<State>, faults: &Faults, delay: Duration) -> Running {
+    let running = Running::new(state);
+    if faults.hang {
+        std::future::pending::<()>().await;
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    running
+}
+
+/// A refusal, made into vLLM's error body only when answered, which keeps the `Result`s that
+/// carry it small.
+struct Reject {
+    status: StatusCode,
+    message: String,
+    flat: bool,
+}
+
+impl Reject {
+    fn new(status: StatusCode, message: String, faults: &Faults) -> Self {
+        Self {
+            status,
+            message,
+            flat: faults.flat_error,
+        }
+    }
+
+    fn response(self) -> Response<Body> {
+        error(self.status, &self.message, self.flat)
+    }
 }
 
 fn effective_faults(state: &State, per_request: Option<&Faults>) -> Faults {
@@ -568,6 +638,270 @@ fn embeddings(
     state
         .prompt_tokens
         .fetch_add(prompt_tokens, Ordering::Relaxed);
+    state.success.fetch_add(1, Ordering::Relaxed);
+    json(StatusCode::OK, out)
+}
+
+/// vLLM's `/tokenize` body: the completion form (`prompt`) or the chat form (`messages`, which wins
+/// when both are present).
+#[derive(Deserialize)]
+struct TokenizeRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<ChatMessage>>,
+    /// vLLM's defaults: true for a prompt, false for messages (the template carries them).
+    #[serde(default)]
+    add_special_tokens: Option<bool>,
+    #[serde(default)]
+    add_generation_prompt: Option<bool>,
+    #[serde(default)]
+    return_token_strs: Option<bool>,
+    #[serde(default)]
+    sim: Option<Faults>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: String,
+    /// A string, an array of parts (their `text`s are joined), or null.
+    #[serde(default)]
+    content: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct DetokenizeRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    tokens: Option<Vec<u32>>,
+    #[serde(default)]
+    sim: Option<Faults>,
+}
+
+#[derive(Deserialize)]
+struct RerankRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    documents: Option<Vec<Document>>,
+    /// 0, negative or absent: every document (vLLM's rule).
+    #[serde(default)]
+    top_n: Option<i64>,
+    /// Cohere's switch; vLLM always returns the documents, hence the default.
+    #[serde(default)]
+    return_documents: Option<bool>,
+    #[serde(default)]
+    sim: Option<Faults>,
+}
+
+/// A rerank document: a plain string or Cohere's `{"text": ...}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Document {
+    Text(String),
+    Object { text: String },
+}
+
+impl Document {
+    fn text(&self) -> &str {
+        match self {
+            Document::Text(t) | Document::Object { text: t } => t,
+        }
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reject> {
+    serde_json::from_slice(body).map_err(|e| Reject {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("invalid JSON: {e}"),
+        flat: false,
+    })
+}
+
+fn field_required(field: &str, faults: &Faults) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("Field required: {field}"),
+        faults.flat_error,
+    )
+}
+
+/// The tokenizer endpoints run no model, so only an explicit `ttft_ms` fault delays them, not
+/// the configured time to first token.
+fn tokenizer_delay(faults: &Faults) -> Duration {
+    faults.ttft_ms.map_or(Duration::ZERO, Duration::from_millis)
+}
+
+/// The simulator's chat template, one `role: content` line per message and `assistant: ` to
+/// prompt an answer: plain text, so it tokenizes and detokenizes like any prompt.
+fn chat_prompt(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
+    let mut out = String::new();
+    for m in messages {
+        out.push_str(&m.role);
+        out.push_str(": ");
+        match &m.content {
+            serde_json::Value::String(s) => out.push_str(s),
+            serde_json::Value::Array(parts) => {
+                for text in parts.iter().filter_map(|p| p.get("text")?.as_str()) {
+                    out.push_str(text);
+                }
+            }
+            _ => {}
+        }
+        out.push('\n');
+    }
+    if add_generation_prompt {
+        out.push_str("assistant: ");
+    }
+    out
+}
+
+async fn tokenize(state: Arc<State>, body: &[u8]) -> Response<Body> {
+    let req: TokenizeRequest = match parse(body) {
+        Ok(r) => r,
+        Err(reject) => return reject.response(),
+    };
+    let (faults, _model) = match admit(&state, req.sim.as_ref(), req.model.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(reject) => return reject.response(),
+    };
+    let (prompt, special) = match (&req.messages, &req.prompt) {
+        (Some(messages), _) => (
+            Cow::Owned(chat_prompt(
+                messages,
+                req.add_generation_prompt.unwrap_or(true),
+            )),
+            req.add_special_tokens.unwrap_or(false),
+        ),
+        (None, Some(prompt)) => (
+            Cow::Borrowed(prompt.as_str()),
+            req.add_special_tokens.unwrap_or(true),
+        ),
+        (None, None) => return field_required("prompt", &faults),
+    };
+    let _running = start(&state, &faults, tokenizer_delay(&faults)).await;
+    let mut ids = Vec::with_capacity(prompt.len() / 2 + 1);
+    if special {
+        ids.push(text::BOS);
+    }
+    text::encode(&prompt, |id| ids.push(id));
+    let token_strs = if req.return_token_strs.unwrap_or(false) {
+        let strs: Vec<String> = ids.iter().map(|&id| text::token_str(id)).collect();
+        serde_json::to_string(&strs).unwrap_or_else(|_| "[]".to_owned())
+    } else {
+        "null".to_owned()
+    };
+    let tokens = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
+    json(
+        StatusCode::OK,
+        format!(
+            r#"{{"count":{},"max_model_len":{},"tokens":{tokens},"token_strs":{token_strs}}}"#,
+            ids.len(),
+            state.cfg.max_model_len
+        ),
+    )
+}
+
+async fn detokenize(state: Arc<State>, body: &[u8]) -> Response<Body> {
+    let req: DetokenizeRequest = match parse(body) {
+        Ok(r) => r,
+        Err(reject) => return reject.response(),
+    };
+    let (faults, _model) = match admit(&state, req.sim.as_ref(), req.model.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(reject) => return reject.response(),
+    };
+    let Some(tokens) = req.tokens else {
+        return field_required("tokens", &faults);
+    };
+    let prompt = match text::decode(&tokens) {
+        Ok(p) => p,
+        Err(id) => {
+            let msg = format!(
+                "Token id {id} is out of vocabulary (size {}).",
+                text::VOCAB_SIZE
+            );
+            return error(StatusCode::BAD_REQUEST, &msg, faults.flat_error);
+        }
+    };
+    let _running = start(&state, &faults, tokenizer_delay(&faults)).await;
+    json(
+        StatusCode::OK,
+        format!(r#"{{"prompt":{}}}"#, json_str(&prompt)),
+    )
+}
+
+async fn rerank(state: Arc<State>, body: &[u8]) -> Response<Body> {
+    let req: RerankRequest = match parse(body) {
+        Ok(r) => r,
+        Err(reject) => return reject.response(),
+    };
+    let (faults, model) = match admit(&state, req.sim.as_ref(), req.model.as_deref()) {
+        Ok(admitted) => admitted,
+        Err(reject) => return reject.response(),
+    };
+    let Some(query) = req.query else {
+        return field_required("query", &faults);
+    };
+    let Some(documents) = req.documents else {
+        return field_required("documents", &faults);
+    };
+    if documents.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "documents must not be empty",
+            faults.flat_error,
+        );
+    }
+    let ttft = faults.ttft_ms.map_or(state.cfg.ttft, Duration::from_millis);
+    let _running = start(&state, &faults, ttft).await;
+    let query_words = text::words(&query);
+    let mut scored: Vec<(usize, f64)> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i, text::relevance(&query_words, d.text())))
+        .collect();
+    // Stable, so equal scores keep document order.
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let keep = match req.top_n {
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => scored.len(),
+    };
+    scored.truncate(keep);
+    let total_tokens = text::count_tokens(&query)
+        + documents
+            .iter()
+            .map(|d| text::count_tokens(d.text()))
+            .sum::<u64>();
+    let with_documents = req.return_documents.unwrap_or(true);
+    let mut out = String::with_capacity(128 + scored.len() * 64);
+    let _ = write!(
+        out,
+        r#"{{"id":"rerank-{}","model":{},"usage":{{"total_tokens":{total_tokens}}},"results":["#,
+        state.requests.load(Ordering::Relaxed),
+        json_str(&model)
+    );
+    for (n, (i, score)) in scored.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, r#"{{"index":{i},"#);
+        if with_documents {
+            let text = documents.get(*i).map_or("", Document::text);
+            let _ = write!(out, r#""document":{{"text":{}}},"#, json_str(text));
+        }
+        let score = serde_json::to_string(score).unwrap_or_else(|_| "0.0".to_owned());
+        let _ = write!(out, r#""relevance_score":{score}}}"#);
+    }
+    out.push_str("]}");
+    state
+        .prompt_tokens
+        .fetch_add(total_tokens, Ordering::Relaxed);
     state.success.fetch_add(1, Ordering::Relaxed);
     json(StatusCode::OK, out)
 }

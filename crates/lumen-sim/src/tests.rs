@@ -46,3 +46,41 @@ fn error_rate_sequence_is_deterministic_and_roughly_right() {
         .count();
     assert!((2_300..2_700).contains(&hits), "{hits}");
 }
+
+#[test]
+fn own_words_are_one_token_each_and_everything_round_trips() {
+    let mut ids = Vec::new();
+    text::encode(&text::answer(22), |id| ids.push(id));
+    assert_eq!(ids.len(), 22);
+    for s in [
+        "Lumen routes every request",
+        "héllo, wörld ✓\n",
+        " and a",
+        "",
+    ] {
+        let mut ids = Vec::new();
+        text::encode(s, |id| ids.push(id));
+        assert_eq!(text::decode(&ids).as_deref(), Ok(s));
+        assert_eq!(text::count_tokens(s), ids.len() as u64);
+    }
+}
+
+#[test]
+fn longest_word_wins_and_specials_decode_to_nothing() {
+    let mut ids = vec![text::BOS];
+    text::encode(" and!", |id| ids.push(id));
+    let strs: Vec<String> = ids.iter().map(|&id| text::token_str(id)).collect();
+    assert_eq!(strs, ["<s>", " and", "<0x21>"]);
+    assert_eq!(text::decode(&ids).as_deref(), Ok(" and!"));
+    assert_eq!(text::decode(&[text::VOCAB_SIZE]), Err(text::VOCAB_SIZE));
+}
+
+#[test]
+fn relevance_is_the_share_of_query_words_found() {
+    let q = text::words("Healthy engine, healthy!");
+    assert_eq!(q, ["engine", "healthy"]);
+    assert_eq!(text::relevance(&q, "a HEALTHY engine"), 1.0);
+    assert_eq!(text::relevance(&q, "engines"), 0.0);
+    assert_eq!(text::relevance(&q, "the engine"), 0.5);
+    assert_eq!(text::relevance(&[], "anything"), 0.0);
+}

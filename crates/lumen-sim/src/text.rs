@@ -22,6 +22,116 @@ pub(crate) fn estimate_tokens(raw_len: usize) -> u64 {
     (raw_len as u64 / 4).max(1)
 }
 
+// The simulator's tokenizer, laid out like Llama's SentencePiece vocabulary so ids look familiar:
+// specials first, then a byte-fallback token per byte, then one token per entry of `WORDS`
+// (its first occurrence, as `,` appears twice). Encoding is greedy longest match over the words
+// with bytes for everything else, so any text round-trips exactly through `/detokenize`, and the
+// simulator's own answers cost one token per word.
+//
+// This is not how completions count `usage.prompt_tokens` (`estimate_tokens` over the raw JSON,
+// kept because it costs nothing on the benchmark path), so `/tokenize`'s `count` can differ.
+
+/// Unknown token; never produced, accepted by `/detokenize`.
+pub(crate) const UNK: u32 = 0;
+/// Beginning of sequence, prepended when `add_special_tokens` is set.
+pub(crate) const BOS: u32 = 1;
+pub(crate) const EOS: u32 = 2;
+const FIRST_BYTE: u32 = 3;
+const FIRST_WORD: u32 = FIRST_BYTE + 256;
+/// Ids at or above this are out of vocabulary.
+pub(crate) const VOCAB_SIZE: u32 = FIRST_WORD + WORDS.len() as u32;
+
+/// Calls `emit` with each id of `text` (no special tokens), so counting needs no allocation.
+pub(crate) fn encode(text: &str, mut emit: impl FnMut(u32)) {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(&first) = bytes.get(at) {
+        let rest = &bytes[at..];
+        // Longest word wins (" and" over " a"); among equals the first occurrence.
+        let word = WORDS
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| rest.starts_with(w.as_bytes()))
+            .max_by_key(|(i, w)| (w.len(), usize::MAX - i));
+        match word {
+            Some((i, w)) => {
+                emit(FIRST_WORD + i as u32);
+                at += w.len();
+            }
+            None => {
+                emit(FIRST_BYTE + u32::from(first));
+                at += 1;
+            }
+        }
+    }
+}
+
+/// How many tokens `text` encodes to (no special tokens).
+pub(crate) fn count_tokens(text: &str) -> u64 {
+    let mut n = 0;
+    encode(text, |_| n += 1);
+    n
+}
+
+/// The text of `ids`, special tokens skipped (as vLLM does when asked to skip them) so that
+/// `/detokenize` of `/tokenize` gives the prompt back. Byte runs that are not UTF-8 become U+FFFD.
+/// `Err` carries the first id outside the vocabulary.
+pub(crate) fn decode(ids: &[u32]) -> Result<String, u32> {
+    let mut bytes = Vec::with_capacity(ids.len() * 4);
+    for &id in ids {
+        match id {
+            UNK | BOS | EOS => {}
+            b if b < FIRST_WORD => bytes.push((b - FIRST_BYTE) as u8),
+            w if w < VOCAB_SIZE => {
+                bytes.extend_from_slice(WORDS[(w - FIRST_WORD) as usize].as_bytes());
+            }
+            bad => return Err(bad),
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The vocabulary entry of an in-vocabulary id, as `return_token_strs` shows it: Llama's
+/// `<0xNN>` for byte tokens, the word itself (leading space included) for words.
+pub(crate) fn token_str(id: u32) -> String {
+    match id {
+        UNK => "<unk>".to_owned(),
+        BOS => "<s>".to_owned(),
+        EOS => "</s>".to_owned(),
+        b if b < FIRST_WORD => format!("<0x{:02X}>", b - FIRST_BYTE),
+        w => WORDS
+            .get((w - FIRST_WORD) as usize)
+            .map_or_else(|| "<unk>".to_owned(), |s| (*s).to_owned()),
+    }
+}
+
+/// Rerank's relevance: the fraction of the query's distinct words (alphanumeric runs, compared
+/// case-insensitively) that occur in the document. Crude, but deterministic and easy to predict
+/// in a test; 0 for a query without words.
+pub(crate) fn relevance(query_words: &[String], document: &str) -> f64 {
+    if query_words.is_empty() {
+        return 0.0;
+    }
+    let doc = words(document);
+    let hits = query_words
+        .iter()
+        .filter(|w| doc.binary_search(w).is_ok())
+        .count();
+    hits as f64 / query_words.len() as f64
+}
+
+/// The distinct lower-cased alphanumeric runs of `text`, sorted.
+pub(crate) fn words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// A deterministic unit-ish vector for a text (FNV-1a seeded xorshift).
 pub(crate) fn embedding(text: &str, dim: usize) -> Vec<f32> {
     let mut h: u64 = 0xcbf29ce484222325;
