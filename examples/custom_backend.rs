@@ -19,11 +19,13 @@ use lumen_openai_types::{
 struct ReverseBackend;
 
 fn reversed(req: &ChatCompletionRequest) -> String {
+    // Messages are read one at a time (a parsed request keeps them as the client's JSON).
     let last = req
         .messages
+        .iter()
+        .filter_map(Result::ok)
         .last()
-        .and_then(|m| m.content.as_ref())
-        .map(|c| c.text());
+        .and_then(|m| m.content.map(|c| c.text()));
     last.unwrap_or_default().chars().rev().collect()
 }
 

@@ -174,7 +174,7 @@ async fn main() {
     let req = ChatCompletionRequest {
         // Blank: the only model is the default.
         model: String::new(),
-        messages: vec![ChatMessage::new("user", "hello")],
+        messages: vec![ChatMessage::new("user", "hello")].into(),
         ..Default::default()
     };
     let first = gateway.chat(req.clone(), &cx).await.unwrap();

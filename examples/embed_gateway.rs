@@ -42,7 +42,7 @@ async fn main() {
     let cx = RequestContext::new("embedded-1");
     let req = ChatCompletionRequest {
         model: "m1".into(),
-        messages: vec![ChatMessage::new("user", "hi")],
+        messages: vec![ChatMessage::new("user", "hi")].into(),
         max_tokens: Some(3),
         ..Default::default()
     };

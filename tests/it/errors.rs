@@ -336,3 +336,43 @@ async fn engine_hang_is_504_under_the_total_deadline() {
         }),
     );
 }
+
+/// A body must be exactly one JSON value: trailing bytes after it (`{...} xyz`, two objects
+/// back to back) are a client mistake, not something to forward with the tail cut off.
+#[tokio::test]
+async fn trailing_data_after_the_body_is_400() {
+    let (lumen, sim) = lumen_with_sim().await;
+    for body in [
+        format!("{CHAT} xyz"),
+        format!("{CHAT}{CHAT}"),
+        format!("{CHAT} {{}}"),
+        format!("{CHAT}]"),
+    ] {
+        let r = post(&lumen.url("/v1/chat/completions"), &body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let e = &r.json()["error"];
+        assert_eq!(e["type"], "invalid_request_error", "{body}");
+        assert_eq!(e["param"], Value::Null, "{body}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("We could not parse the JSON body"),
+            "{body}: {message}"
+        );
+    }
+    for (path, body) in [
+        (
+            "/v1/completions",
+            r#"{"model":"m1","prompt":"hi"} {"model":"m1","prompt":"hi"}"#,
+        ),
+        ("/v1/embeddings", r#"{"model":"m1","input":"hi"} 1"#),
+    ] {
+        let r = post(&lumen.url(path), body).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    // Trailing whitespace is still fine.
+    let r = post(&lumen.url("/v1/chat/completions"), &format!("{CHAT} \n")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sim.generation_count(), 1, "no bad body reached the engine");
+}

@@ -42,7 +42,7 @@ fn fail(n: u32, status: u16) -> Faults {
 fn chat_req() -> ChatCompletionRequest {
     ChatCompletionRequest {
         model: "m1".into(),
-        messages: vec![ChatMessage::new("user", "hi")],
+        messages: vec![ChatMessage::new("user", "hi")].into(),
         max_tokens: Some(2),
         ..Default::default()
     }

@@ -37,7 +37,7 @@ pub async fn show(lumen: SocketAddr) {
     };
     let req = ChatCompletionRequest {
         model: DEMO_MODEL.to_owned(),
-        messages: vec![ChatMessage::new("user", "What does Lumen do?")],
+        messages: vec![ChatMessage::new("user", "What does Lumen do?")].into(),
         stream: Some(true),
         ..Default::default()
     };

@@ -510,7 +510,7 @@ fn a_limit_is_exact_across_three_replicas_sharing_redis() {
             tasks.push(tokio::spawn(async move {
                 let req = lumen_openai_types::ChatCompletionRequest {
                     model: "m1".into(),
-                    messages: vec![lumen_openai_types::ChatMessage::new("user", "hi")],
+                    messages: vec![lumen_openai_types::ChatMessage::new("user", "hi")].into(),
                     max_tokens: Some(1),
                     ..Default::default()
                 };

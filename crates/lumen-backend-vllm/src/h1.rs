@@ -22,7 +22,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use lumen_backend::{BackendError, BoxError, RequestContext, TimeoutKind};
+use lumen_backend::{BackendError, RequestContext, TimeoutKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -591,17 +591,23 @@ impl Body {
         }
     }
 
-    /// The whole body, refusing more than `max` bytes.
-    pub(crate) async fn collect(mut self, max: usize) -> Result<Bytes, BoxError> {
+    /// The whole body, refusing more than `max` bytes: a declared length over it before any
+    /// byte is read, a chunked or until-close body as soon as it passes it.
+    pub(crate) async fn collect(mut self, max: usize) -> Result<Bytes, crate::CollectError> {
+        if let Framing::Length(n) = self.framing {
+            if n > max as u64 {
+                return Err(crate::CollectError::TooLarge);
+            }
+        }
         let mut out: Option<BytesMut> = None;
         let mut first: Option<Bytes> = None;
         while let Some(data) = std::future::poll_fn(|cx| self.poll_data(cx)).await {
-            let data = data?;
+            let data = data.map_err(|e| crate::CollectError::Broken(Box::new(e)))?;
             let total = first.as_ref().map_or(0, Bytes::len)
                 + out.as_ref().map_or(0, BytesMut::len)
                 + data.len();
             if total > max {
-                return Err(format!("response body larger than {max} bytes").into());
+                return Err(crate::CollectError::TooLarge);
             }
             // One piece (the usual case) is returned as is, without a copy.
             match (&mut first, &mut out) {

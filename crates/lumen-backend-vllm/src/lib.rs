@@ -54,7 +54,8 @@ pub struct VllmConfig {
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
-    /// Cap on a non-streamed response body, so a broken engine cannot exhaust memory.
+    /// Cap on a non-streamed response body, so a broken engine cannot exhaust memory. Over it
+    /// the call fails with [`BackendError::ResponseTooLarge`].
     pub max_response_bytes: usize,
 }
 
@@ -78,7 +79,7 @@ impl VllmConfig {
             connect_timeout: Duration::from_secs(3),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
-            max_response_bytes: 256 * 1024 * 1024,
+            max_response_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -188,13 +189,41 @@ impl UpBody {
         }
     }
 
-    async fn collect(self, max: usize) -> Result<Bytes, lumen_backend::BoxError> {
+    async fn collect(self, max: usize) -> Result<Bytes, CollectError> {
         match self {
             Self::Plain(b) => b.collect(max).await,
-            Self::Tls(b) => Limited::new(b, max).collect().await.map(|c| c.to_bytes()),
+            Self::Tls(b) => {
+                // A declared length over the cap is refused before reading.
+                if b.size_hint().lower() > max as u64 {
+                    return Err(CollectError::TooLarge);
+                }
+                Limited::new(b, max)
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .map_err(|e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            CollectError::TooLarge
+                        } else {
+                            CollectError::Broken(e)
+                        }
+                    })
+            }
             Self::Released => Ok(Bytes::new()),
         }
     }
+}
+
+/// Why a whole body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CollectError {
+    /// Over the backend's `max_response_bytes`.
+    #[error("response body over the size cap")]
+    TooLarge,
+    /// The body broke off after the response started (bad chunk framing, connection closed
+    /// early): the engine was reached, but its answer is incomplete.
+    #[error("{0}")]
+    Broken(lumen_backend::BoxError),
 }
 
 impl std::fmt::Debug for VllmBackend {
@@ -367,13 +396,19 @@ impl VllmBackend {
     }
 
     async fn read_body(&self, resp: Answer) -> Result<Bytes, BackendError> {
-        resp.body
-            .collect(self.inner.max_response_bytes)
-            .await
-            .map_err(|e| BackendError::Transport {
-                backend: self.inner.name.clone(),
-                source: e,
-            })
+        let backend = self.inner.name.clone();
+        match resp.body.collect(self.inner.max_response_bytes).await {
+            Ok(b) => Ok(b),
+            Err(CollectError::TooLarge) => Err(BackendError::ResponseTooLarge {
+                backend,
+                limit: self.inner.max_response_bytes,
+            }),
+            // Not "could not be reached": the engine answered, then its body broke off.
+            Err(CollectError::Broken(e)) => Err(BackendError::Protocol {
+                backend,
+                message: format!("the response body broke off: {e}"),
+            }),
+        }
     }
 
     /// Turns a non-success response into [`BackendError::Upstream`], keeping the engine's message.

@@ -70,6 +70,10 @@ pub enum BackendError {
     /// The engine answered 2xx with something that is not a valid OpenAI response.
     #[error("backend {backend} sent an invalid response: {message}")]
     Protocol { backend: String, message: String },
+    /// A non-streamed answer over the backend's size cap (declared or while reading): refused
+    /// rather than buffered.
+    #[error("backend {backend} sent a response larger than {limit} bytes")]
+    ResponseTooLarge { backend: String, limit: usize },
     /// A stream failed. Before its first chunk this is retryable like any engine failure; after
     /// it, the gateway never retries (errors after the commit point are reported in-band and
     /// never reach the retry loop).
@@ -100,7 +104,7 @@ impl BackendError {
             | Self::StreamInterrupted { .. } => true,
             Self::Timeout { kind } => matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstByte),
             Self::Upstream { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            Self::Protocol { .. } => false,
+            Self::Protocol { .. } | Self::ResponseTooLarge { .. } => false,
         }
     }
 
@@ -111,6 +115,7 @@ impl BackendError {
             Self::Connect { .. }
             | Self::Transport { .. }
             | Self::Protocol { .. }
+            | Self::ResponseTooLarge { .. }
             | Self::StreamInterrupted { .. } => true,
             Self::Timeout { kind } => !matches!(kind, TimeoutKind::Total),
             Self::Upstream { status, .. } => *status >= 500,
@@ -142,6 +147,7 @@ impl BackendError {
             Self::Upstream { status, .. } if *status >= 500 => "upstream_5xx",
             Self::Upstream { .. } => "upstream_4xx",
             Self::Protocol { .. } => "protocol",
+            Self::ResponseTooLarge { .. } => "response_too_large",
             Self::StreamInterrupted { .. } => "stream_interrupted",
             Self::Unavailable { .. } => "unavailable",
         }

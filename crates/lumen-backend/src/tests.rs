@@ -67,7 +67,7 @@ async fn custom_backend_works_through_the_boxed_seam() {
     let cx = RequestContext::new("req-1");
     let req = ChatCompletionRequest {
         model: "m".into(),
-        messages: vec![ChatMessage::new("user", "hi")],
+        messages: vec![ChatMessage::new("user", "hi")].into(),
         ..Default::default()
     };
     let resp = shared.chat(req.clone(), &cx).await.unwrap().into_inner();

@@ -843,24 +843,22 @@ fn show_public<T: HasModel + DeserializeOwned + Default>(
     resp
 }
 
+/// At most this much leading prompt content is read for prefix affinity: more than any
+/// sensible `routing.prefix_bytes`, and reading it never copies a huge prompt.
+const MAX_PREFIX: usize = 64 * 1024;
+
 /// The prompt's leading content for prefix affinity: the leading system messages and the first
 /// message after them. Later turns of the same conversation share it, so they land on the
-/// engine whose KV cache already holds the conversation. (The router truncates it.)
+/// engine whose KV cache already holds the conversation. (The router truncates it.) Read from
+/// the request's JSON one message at a time, borrowed, without parsing the rest.
 fn chat_prefix(req: &ChatCompletionRequest) -> Vec<u8> {
     let mut out = Vec::new();
-    for m in &req.messages {
+    for m in req.messages.views() {
         out.extend_from_slice(m.role.as_bytes());
         out.push(b':');
-        match &m.content {
-            // Borrowed: `text()` would copy the whole message on every request.
-            Some(lumen_openai_types::MessageContent::Text(t)) => {
-                out.extend_from_slice(t.as_bytes())
-            }
-            Some(c) => out.extend_from_slice(c.text().as_bytes()),
-            None => {}
-        }
+        m.text_into(&mut out, MAX_PREFIX);
         out.push(b'\n');
-        if m.role != "system" && m.role != "developer" {
+        if out.len() >= MAX_PREFIX || (m.role != "system" && m.role != "developer") {
             break;
         }
     }
@@ -868,15 +866,7 @@ fn chat_prefix(req: &ChatCompletionRequest) -> Vec<u8> {
 }
 
 fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
-    match prompt {
-        Prompt::Text(s) => s.as_bytes().to_vec(),
-        Prompt::Texts(v) => v.first().map(|s| s.as_bytes().to_vec()).unwrap_or_default(),
-        Prompt::Tokens(t) => t.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Prompt::TokenBatches(b) => b
-            .first()
-            .map(|t| t.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .unwrap_or_default(),
-    }
+    prompt.leading_bytes(MAX_PREFIX)
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ pub(crate) async fn probe(
             Probe::Generate => {
                 let req = ChatCompletionRequest {
                     model: model.unwrap_or_default(),
-                    messages: vec![ChatMessage::new("user", "ping")],
+                    messages: vec![ChatMessage::new("user", "ping")].into(),
                     max_tokens: Some(1),
                     ..Default::default()
                 };

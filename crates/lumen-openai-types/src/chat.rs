@@ -1,80 +1,436 @@
 //! `POST /v1/chat/completions`.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
-use crate::Extra;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::raw::{Elements, deserialize_object, kind, same_json};
 use crate::request::RequestError;
 use crate::stream::{StreamOptions, Usage};
-use crate::util::null_as_default;
+use crate::{Extra, RawExtra};
 
-/// A chat completion request. Only the fields Lumen reads are typed; the rest stay in `extra`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A chat completion request. Only the fields Lumen reads are typed; `messages` and every
+/// unknown field stay the client's JSON (see [`Messages`], [`RawExtra`]), so a large body
+/// costs about its own size to parse and is forwarded unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatCompletionRequest {
     /// Empty when the caller left it out; governance may fill in a default.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub model: String,
-    pub messages: Vec<ChatMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Messages,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Everything else: `tools`, `response_format`, and engine extras such as `top_k`.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: RawExtra,
 }
+
+deserialize_object!(ChatCompletionRequest, "a chat completion request object", {
+    model: String = null_default,
+    messages: Messages = required,
+    stream: Option<bool> = default,
+    stream_options: Option<StreamOptions> = default,
+    max_tokens: Option<u32> = default,
+    max_completion_tokens: Option<u32> = default,
+    temperature: Option<f64> = default,
+    top_p: Option<f64> = default,
+    n: Option<u32> = default,
+    seed: Option<i64> = default,
+    user: Option<String> = default,
+});
 
 impl ChatCompletionRequest {
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
 
-    /// Checks what the JSON types alone cannot: the rules OpenAI enforces before inference.
+    /// Checks what the JSON types alone cannot: the rules OpenAI enforces before inference,
+    /// and the shape of each message (kept as JSON, so checked here, one message at a time).
     pub fn validate(&self) -> Result<(), RequestError> {
-        if self.messages.is_empty() {
-            return Err(RequestError::invalid(
-                "'messages' must contain at least one message.",
-                "messages",
-            ));
-        }
-        for (i, m) in self.messages.iter().enumerate() {
-            if m.role.is_empty() {
-                return Err(RequestError::invalid(
-                    "'role' must be a non-empty string.",
-                    format!("messages[{i}].role"),
-                ));
-            }
-        }
+        self.messages.check()?;
         crate::request::check_common(self.n, self.temperature, self.top_p)
     }
 }
 
+/// The `messages` array. A parsed request keeps the client's JSON (a body of many tiny messages
+/// would otherwise cost ten times its size as structs); a request built in code holds
+/// [`ChatMessage`]s (`vec![ChatMessage::new("user", "hi")].into()`). Read it with
+/// [`iter`](Self::iter) (typed, one message at a time) or [`views`](Self::views) (borrowed).
+#[derive(Clone)]
+pub struct Messages(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Raw(Box<RawValue>),
+    Typed(Vec<ChatMessage>),
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Self(Repr::Typed(Vec::new()))
+    }
+}
+
+impl From<Vec<ChatMessage>> for Messages {
+    fn from(v: Vec<ChatMessage>) -> Self {
+        Self(Repr::Typed(v))
+    }
+}
+
+impl fmt::Debug for Messages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Raw(r) => fmt::Debug::fmt(r, f),
+            Repr::Typed(v) => fmt::Debug::fmt(v, f),
+        }
+    }
+}
+
+impl PartialEq for Messages {
+    fn eq(&self, other: &Self) -> bool {
+        same_json(self, other)
+    }
+}
+
+impl Serialize for Messages {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Repr::Raw(r) => r.serialize(s),
+            Repr::Typed(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Messages {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if kind(&raw) != b'[' {
+            return Err(de::Error::custom(
+                "invalid type: expected an array of messages",
+            ));
+        }
+        Ok(Self(Repr::Raw(raw)))
+    }
+}
+
+impl Messages {
+    /// True for `[]`.
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            Repr::Raw(r) => Elements::<IgnoredAny>::new(r.get()).next().is_none(),
+            Repr::Typed(v) => v.is_empty(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Raw(r) => Elements::<IgnoredAny>::new(r.get()).count(),
+            Repr::Typed(v) => v.len(),
+        }
+    }
+
+    /// The messages, parsed one at a time as they are read.
+    pub fn iter(&self) -> impl Iterator<Item = Result<ChatMessage, serde_json::Error>> + '_ {
+        let (raw, typed) = match &self.0 {
+            Repr::Raw(r) => (Some(Elements::<ChatMessage>::new(r.get())), None),
+            Repr::Typed(v) => (None, Some(v.iter().cloned().map(Ok))),
+        };
+        raw.into_iter().flatten().chain(typed.into_iter().flatten())
+    }
+
+    /// Every message parsed (costs the messages' size again; prefer [`iter`](Self::iter)).
+    pub fn to_vec(&self) -> Result<Vec<ChatMessage>, serde_json::Error> {
+        self.iter().collect()
+    }
+
+    /// The role and raw content of each message, borrowed: nothing is copied.
+    pub fn views(&self) -> Box<dyn Iterator<Item = MessageView<'_>> + '_> {
+        match &self.0 {
+            Repr::Raw(r) => {
+                Box::new(Elements::<MessageView<'_>>::new(r.get()).map_while(Result::ok))
+            }
+            Repr::Typed(v) => Box::new(v.iter().map(|m| MessageView {
+                role: Cow::Borrowed(m.role.as_str()),
+                content: m.content.as_ref().map(ViewContent::Typed),
+            })),
+        }
+    }
+
+    /// The shape of every message (an object with a non-empty string `role`, `content` a
+    /// string, an array or null, `name` a string), with the JSON path of the first mistake.
+    fn check(&self) -> Result<(), RequestError> {
+        let raw = match &self.0 {
+            Repr::Raw(r) => r,
+            Repr::Typed(v) => {
+                if v.is_empty() {
+                    return Err(no_messages());
+                }
+                return match v.iter().position(|m| m.role.is_empty()) {
+                    Some(i) => Err(empty_role(i)),
+                    None => Ok(()),
+                };
+            }
+        };
+        // Fast path without path tracking; the tracked walk only explains a failure.
+        let checked = serde_json::from_str::<CheckMessages>(raw.get());
+        let count = match checked {
+            Ok(CheckMessages(Ok(n))) => n,
+            Ok(CheckMessages(Err(i))) => return Err(empty_role(i)),
+            Err(_) => {
+                let de = &mut serde_json::Deserializer::from_str(raw.get());
+                let err = match serde_path_to_error::deserialize::<_, CheckMessages>(de) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => e,
+                };
+                let path = match err.path().to_string() {
+                    p if p == "." => "messages".to_owned(),
+                    p if p.starts_with('[') => format!("messages{p}"),
+                    p => format!("messages.{p}"),
+                };
+                return Err(crate::request::explain(path, err.into_inner()));
+            }
+        };
+        if count == 0 {
+            return Err(no_messages());
+        }
+        Ok(())
+    }
+}
+
+fn no_messages() -> RequestError {
+    RequestError::invalid("'messages' must contain at least one message.", "messages")
+}
+
+fn empty_role(i: usize) -> RequestError {
+    RequestError::invalid(
+        "'role' must be a non-empty string.",
+        format!("messages[{i}].role"),
+    )
+}
+
+/// Walks the messages without keeping them: the count, or the index of the first empty role.
+struct CheckMessages(Result<usize, usize>);
+
+impl<'de> Deserialize<'de> for CheckMessages {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CheckMessages;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CheckMessages, A::Error> {
+                let mut n = 0;
+                let mut empty = None;
+                while let Some(m) = seq.next_element::<CheckMessage<'de>>()? {
+                    if m.role.is_empty() && empty.is_none() {
+                        empty = Some(n);
+                    }
+                    n += 1;
+                }
+                Ok(CheckMessages(empty.map_or(Ok(n), Err)))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a message object")]
+struct CheckMessage<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    content: Option<CheckContent>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// `content` is a string, an array of parts, or null; the parts are not kept.
+struct CheckContent;
+
+impl<'de> Deserialize<'de> for CheckContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CheckContent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<CheckContent, E> {
+                Ok(CheckContent)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CheckContent, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(CheckContent)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One message, borrowed from the request: what prefix routing reads.
+#[derive(Debug)]
+pub struct MessageView<'a> {
+    pub role: Cow<'a, str>,
+    content: Option<ViewContent<'a>>,
+}
+
+#[derive(Debug)]
+enum ViewContent<'a> {
+    Raw(&'a RawValue),
+    Typed(&'a MessageContent),
+}
+
+impl MessageView<'_> {
+    /// Appends the message's text (the string, or the `text` of each text part) to `out`,
+    /// stopping at `max` bytes in all.
+    pub fn text_into(&self, out: &mut Vec<u8>, max: usize) {
+        match &self.content {
+            None => {}
+            Some(ViewContent::Typed(MessageContent::Text(t))) => push_capped(out, t, max),
+            Some(ViewContent::Typed(MessageContent::Parts(p))) => parts_text(p, out, max),
+            Some(ViewContent::Raw(r)) => match kind(r) {
+                b'"' => {
+                    if let Ok(t) = serde_json::from_str::<Cow<'_, str>>(r.get()) {
+                        push_capped(out, &t, max);
+                    }
+                }
+                b'[' => parts_text(r, out, max),
+                _ => {}
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageView<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct View<'a> {
+            #[serde(borrow, default)]
+            role: Cow<'a, str>,
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
+        }
+        let v = View::deserialize(d)?;
+        Ok(MessageView {
+            role: v.role,
+            content: v.content.map(ViewContent::Raw),
+        })
+    }
+}
+
+fn push_capped(out: &mut Vec<u8>, s: &str, max: usize) {
+    let room = max.saturating_sub(out.len());
+    out.extend_from_slice(&s.as_bytes()[..s.len().min(room)]);
+}
+
+/// The `text` of each text part, read one part at a time.
+fn parts_text(parts: &RawValue, out: &mut Vec<u8>, max: usize) {
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(borrow, default)]
+        text: Option<MaybeText<'a>>,
+    }
+    for part in Elements::<Part<'_>>::new(parts.get()) {
+        if out.len() >= max {
+            return;
+        }
+        if let Ok(Part {
+            text: Some(MaybeText(Some(t))),
+        }) = part
+        {
+            push_capped(out, &t, max);
+        }
+    }
+}
+
+/// A string, or `None` for any other JSON value (skipped without keeping it).
+struct MaybeText<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeText<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = MaybeText<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(Some(Cow::Borrowed(s))))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(Some(Cow::Owned(s.to_owned()))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeText<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeText(None))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MaybeText<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeText(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeText<'a>, E> {
+                Ok(MaybeText(None))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
 /// One message. `content` is a string or an array of content parts (text, images, ...).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
-    #[serde(default)]
     pub content: Option<MessageContent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `tool_calls`, `tool_call_id`, `reasoning_content`, ...
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: RawExtra,
 }
+
+deserialize_object!(ChatMessage, "a message object", {
+    role: String = required,
+    content: Option<MessageContent> = default,
+    name: Option<String> = default,
+});
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, text: impl Into<String>) -> Self {
@@ -86,12 +442,42 @@ impl ChatMessage {
     }
 }
 
-/// Message content: plain text or typed parts, kept as JSON so new part types pass through.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// Message content: plain text, or the parts array kept as JSON so new part types pass through
+/// and a huge array costs its own size.
+#[derive(Debug, Clone)]
 pub enum MessageContent {
     Text(String),
-    Parts(Vec<Value>),
+    Parts(Box<RawValue>),
+}
+
+impl PartialEq for MessageContent {
+    fn eq(&self, other: &Self) -> bool {
+        same_json(self, other)
+    }
+}
+
+impl Serialize for MessageContent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(t) => t.serialize(s),
+            Self::Parts(p) => p.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        match kind(&raw) {
+            b'"' => serde_json::from_str(raw.get())
+                .map(Self::Text)
+                .map_err(de::Error::custom),
+            b'[' => Ok(Self::Parts(raw)),
+            _ => Err(de::Error::custom(
+                "invalid type: expected a string or an array of content parts",
+            )),
+        }
+    }
 }
 
 impl MessageContent {
@@ -99,48 +485,57 @@ impl MessageContent {
     pub fn text(&self) -> String {
         match self {
             Self::Text(s) => s.clone(),
-            Self::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(""),
+            Self::Parts(parts) => {
+                let mut out = Vec::new();
+                parts_text(parts, &mut out, usize::MAX);
+                String::from_utf8(out).unwrap_or_default()
+            }
         }
     }
 }
 
-/// A non-streamed chat completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A non-streamed chat completion. Hand-written `Deserialize` (no `flatten`): its messages
+/// hold raw JSON, which serde cannot buffer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatCompletionResponse {
-    #[serde(default)]
     pub id: String,
-    #[serde(default = "object_chat_completion")]
     pub object: String,
-    #[serde(default)]
     pub created: u64,
-    #[serde(default)]
     pub model: String,
-    #[serde(default)]
     pub choices: Vec<ChatChoice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: RawExtra,
 }
+
+deserialize_object!(ChatCompletionResponse, "a chat completion object", {
+    id: String = default,
+    object: String = [object_chat_completion],
+    created: u64 = default,
+    model: String = default,
+    choices: Vec<ChatChoice> = default,
+    usage: Option<Usage> = default,
+});
 
 fn object_chat_completion() -> String {
     "chat.completion".to_owned()
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatChoice {
-    #[serde(default)]
     pub index: u32,
     pub message: ChatMessage,
-    #[serde(default)]
     pub finish_reason: Option<String>,
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: RawExtra,
 }
+
+deserialize_object!(ChatChoice, "a choice object", {
+    index: u32 = default,
+    message: ChatMessage = required,
+    finish_reason: Option<String> = default,
+});
 
 /// One `chat.completion.chunk` stream event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

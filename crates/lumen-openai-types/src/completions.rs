@@ -1,36 +1,53 @@
 //! `POST /v1/completions` (the legacy text completion API, still served by every engine).
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::Extra;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::raw::{Elements, deserialize_object, kind, same_json};
 use crate::request::RequestError;
 use crate::stream::{StreamOptions, Usage};
-use crate::util::null_as_default;
+use crate::{Extra, RawExtra};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A completion request. `prompt` and unknown fields stay the client's JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CompletionRequest {
-    #[serde(default, deserialize_with = "null_as_default")]
     pub model: String,
     pub prompt: Prompt,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: RawExtra,
 }
+
+deserialize_object!(CompletionRequest, "a completion request object", {
+    model: String = null_default,
+    prompt: Prompt = required,
+    stream: Option<bool> = default,
+    stream_options: Option<StreamOptions> = default,
+    max_tokens: Option<u32> = default,
+    temperature: Option<f64> = default,
+    top_p: Option<f64> = default,
+    n: Option<u32> = default,
+    seed: Option<i64> = default,
+    user: Option<String> = default,
+});
 
 impl CompletionRequest {
     pub fn is_stream(&self) -> bool {
@@ -38,30 +55,61 @@ impl CompletionRequest {
     }
 
     pub fn validate(&self) -> Result<(), RequestError> {
-        if self.prompt.is_empty() {
-            return Err(RequestError::invalid(
-                "'prompt' must not be empty.",
-                "prompt",
-            ));
-        }
+        self.prompt.check("prompt")?;
         crate::request::check_common(self.n, self.temperature, self.top_p)
     }
 }
 
 /// A prompt (or an embeddings `input`): text, texts, token ids, or batches of token ids.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A parsed request holds [`Prompt::Raw`]: the client's JSON, checked for one of the four
+/// shapes by `validate` but not expanded (a token array as `Vec<u32>` costs twice its JSON, a
+/// batch of one-token arrays twelve times). The typed variants are for requests built in code.
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
     Text(String),
     Texts(Vec<String>),
     Tokens(Vec<u32>),
     TokenBatches(Vec<Vec<u32>>),
+    /// As received: a JSON string or array.
+    Raw(Box<RawValue>),
 }
 
 impl Default for Prompt {
     fn default() -> Self {
         Self::Text(String::new())
     }
+}
+
+impl PartialEq for Prompt {
+    fn eq(&self, other: &Self) -> bool {
+        same_json(self, other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prompt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        match kind(&raw) {
+            b'"' | b'[' => Ok(Self::Raw(raw)),
+            _ => Err(de::Error::custom(
+                "invalid type: expected a string, an array of strings, an array of token ids \
+                 or an array of token-id arrays",
+            )),
+        }
+    }
+}
+
+/// What a raw prompt array holds, found in one pass without keeping it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    Empty,
+    Texts,
+    Tokens,
+    /// `true` when some batch is empty.
+    Batches(bool),
+    Mixed,
 }
 
 impl Prompt {
@@ -72,7 +120,232 @@ impl Prompt {
             Self::Texts(v) => v.is_empty(),
             Self::Tokens(v) => v.is_empty(),
             Self::TokenBatches(v) => v.is_empty() || v.iter().any(Vec::is_empty),
+            Self::Raw(r) => match shape(r) {
+                Some(Shape::Empty | Shape::Batches(true)) => true,
+                Some(_) | None => false,
+            },
         }
+    }
+
+    /// One of the four shapes and not empty; `field` names it in the error.
+    pub(crate) fn check(&self, field: &str) -> Result<(), RequestError> {
+        if let Self::Raw(r) = self {
+            if matches!(shape(r), None | Some(Shape::Mixed)) {
+                return Err(RequestError::invalid(
+                    format!(
+                        "Invalid value for '{field}': expected a string, an array of strings, \
+                         an array of token ids or an array of token-id arrays."
+                    ),
+                    field,
+                ));
+            }
+        }
+        if self.is_empty() {
+            return Err(RequestError::invalid(
+                format!("'{field}' must not be empty."),
+                field,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The leading content, at most `max` bytes: the text, the first text, or the first token
+    /// ids as little-endian `u32`s. Read without expanding the rest (prefix routing hashes it).
+    pub fn leading_bytes(&self, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let tokens = |out: &mut Vec<u8>, t: &[u32]| {
+            for x in t {
+                if out.len() + 4 > max {
+                    break;
+                }
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+        let text =
+            |out: &mut Vec<u8>, s: &str| out.extend_from_slice(&s.as_bytes()[..s.len().min(max)]);
+        match self {
+            Self::Text(s) => text(&mut out, s),
+            Self::Texts(v) => text(&mut out, v.first().map_or("", String::as_str)),
+            Self::Tokens(t) => tokens(&mut out, t),
+            Self::TokenBatches(b) => tokens(&mut out, b.first().map_or(&[], Vec::as_slice)),
+            Self::Raw(r) => match kind(r) {
+                b'"' => {
+                    if let Ok(s) = serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()) {
+                        text(&mut out, &s);
+                    }
+                }
+                _ => {
+                    if let Some(Ok(first)) = Elements::<Leading<'_>>::new(r.get()).next() {
+                        match first {
+                            Leading::Text(s) => text(&mut out, &s),
+                            Leading::Token => {
+                                // A token array: read on until `max`.
+                                for t in Elements::<u32>::new(r.get()).map_while(Result::ok) {
+                                    if out.len() + 4 > max {
+                                        break;
+                                    }
+                                    out.extend_from_slice(&t.to_le_bytes());
+                                }
+                            }
+                            Leading::Batch => {
+                                if let Some(Ok(b)) = Elements::<&RawValue>::new(r.get()).next() {
+                                    for t in Elements::<u32>::new(b.get()).map_while(Result::ok) {
+                                        if out.len() + 4 > max {
+                                            break;
+                                        }
+                                        out.extend_from_slice(&t.to_le_bytes());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+        out
+    }
+}
+
+/// The first element of a raw prompt array.
+enum Leading<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Token,
+    Batch,
+}
+
+impl<'de> Deserialize<'de> for Leading<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Leading<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, a token id or an array of token ids")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Leading<'de>, E> {
+                Ok(Leading::Text(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Leading<'de>, E> {
+                Ok(Leading::Text(std::borrow::Cow::Owned(s.to_owned())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Leading<'de>, E> {
+                u32::try_from(v)
+                    .map(|_| Leading::Token)
+                    .map_err(|_| E::custom("token id out of range"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Leading<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Leading::Batch)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The shape of a raw prompt; `None` when it is not valid JSON of any prompt type.
+fn shape(raw: &RawValue) -> Option<Shape> {
+    if kind(raw) == b'"' {
+        return Some(Shape::Texts);
+    }
+    serde_json::from_str::<ShapeOf>(raw.get()).ok().map(|s| s.0)
+}
+
+struct ShapeOf(Shape);
+
+impl<'de> Deserialize<'de> for ShapeOf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// One element: its kind, and for a batch whether it is empty and all token ids.
+        enum Item {
+            Text,
+            Token,
+            Batch { empty: bool, tokens: bool },
+            Other,
+        }
+        impl<'de> Deserialize<'de> for Item {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Item;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a prompt element")
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+                        Ok(Item::Text)
+                    }
+                    fn visit_u64<E>(self, v: u64) -> Result<Item, E> {
+                        Ok(if u32::try_from(v).is_ok() {
+                            Item::Token
+                        } else {
+                            Item::Other
+                        })
+                    }
+                    fn visit_i64<E>(self, v: i64) -> Result<Item, E> {
+                        Ok(if u32::try_from(v).is_ok() {
+                            Item::Token
+                        } else {
+                            Item::Other
+                        })
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+                        Ok(Item::Other)
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+                        Ok(Item::Other)
+                    }
+                    fn visit_unit<E>(self) -> Result<Item, E> {
+                        Ok(Item::Other)
+                    }
+                    fn visit_map<A: de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Item, A::Error> {
+                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        Ok(Item::Other)
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+                        let (mut empty, mut tokens) = (true, true);
+                        while let Some(i) = seq.next_element::<Item>()? {
+                            empty = false;
+                            tokens &= matches!(i, Item::Token);
+                        }
+                        Ok(Item::Batch { empty, tokens })
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ShapeOf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a prompt array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ShapeOf, A::Error> {
+                let mut shape = Shape::Empty;
+                while let Some(item) = seq.next_element::<Item>()? {
+                    shape = match (shape, item) {
+                        (Shape::Empty | Shape::Texts, Item::Text) => Shape::Texts,
+                        (Shape::Empty | Shape::Tokens, Item::Token) => Shape::Tokens,
+                        (
+                            Shape::Empty,
+                            Item::Batch {
+                                empty,
+                                tokens: true,
+                            },
+                        ) => Shape::Batches(empty),
+                        (
+                            Shape::Batches(e),
+                            Item::Batch {
+                                empty,
+                                tokens: true,
+                            },
+                        ) => Shape::Batches(e || empty),
+                        _ => Shape::Mixed,
+                    };
+                }
+                Ok(ShapeOf(shape))
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 

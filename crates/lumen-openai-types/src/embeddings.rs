@@ -2,32 +2,40 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Extra;
 use crate::completions::Prompt;
+use crate::raw::deserialize_object;
 use crate::request::RequestError;
 use crate::util::null_as_default;
+use crate::{Extra, RawExtra};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// An embeddings request. `input` (token arrays are legitimate and can be long) and unknown
+/// fields stay the client's JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EmbeddingRequest {
-    #[serde(default, deserialize_with = "null_as_default")]
     pub model: String,
     /// Same shapes as a completion prompt.
     pub input: Prompt,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: RawExtra,
 }
+
+deserialize_object!(EmbeddingRequest, "an embeddings request object", {
+    model: String = null_default,
+    input: Prompt = required,
+    encoding_format: Option<String> = default,
+    dimensions: Option<u32> = default,
+    user: Option<String> = default,
+});
 
 impl EmbeddingRequest {
     pub fn validate(&self) -> Result<(), RequestError> {
-        if self.input.is_empty() {
-            return Err(RequestError::invalid("'input' must not be empty.", "input"));
-        }
+        self.input.check("input")?;
         match self.encoding_format.as_deref() {
             None | Some("float") | Some("base64") => Ok(()),
             Some(other) => Err(RequestError::invalid(

@@ -6,7 +6,9 @@
 //! # Layout
 //! - [`chat`], [`completions`], [`embeddings`], [`models`]: requests, responses and stream chunks.
 //!   Every request keeps unknown fields in `extra` so engine-specific parameters (`top_k`,
-//!   `guided_json`, `chat_template_kwargs`, ...) are forwarded unchanged.
+//!   `guided_json`, `chat_template_kwargs`, ...) are forwarded unchanged. Request parts Lumen does
+//!   not read (unknown fields, `messages`, prompt and input arrays) stay raw JSON, so parsing a
+//!   body costs at most a small multiple of its size whatever its shape (`tests/alloc.rs`).
 //! - [`error`]: the OpenAI error body, and a tolerant parser for the shapes engines really send.
 //! - [`request`]: body parsing that reports the failing JSON path as OpenAI's `param`.
 //! - [`sse`]: a sans-IO server-sent-events decoder, correct at any byte boundary, and the encoder.
@@ -21,6 +23,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod error;
 pub mod models;
+mod raw;
 pub mod request;
 pub mod sse;
 pub mod stream;
@@ -28,7 +31,7 @@ mod util;
 
 pub use chat::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-    ChatCompletionResponse, ChatDelta, ChatMessage, MessageContent,
+    ChatCompletionResponse, ChatDelta, ChatMessage, MessageContent, MessageView, Messages,
 };
 pub use completions::{
     CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse, Prompt,
@@ -38,8 +41,10 @@ pub use embeddings::{
 };
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};
+pub use raw::RawExtra;
 pub use request::RequestError;
 pub use stream::{Chunk, HasModel, HasUsage, Reply, StreamOptions, Usage};
 
-/// Unknown JSON fields, kept in arrival order of the map implementation.
+/// Unknown JSON fields of response types, as a map of values. Requests (and anything that holds
+/// a message) use [`RawExtra`] instead: raw JSON, so a huge unknown field costs its own size.
 pub type Extra = serde_json::Map<String, serde_json::Value>;

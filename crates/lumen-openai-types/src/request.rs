@@ -40,22 +40,23 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
         return Ok(v);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let result: Result<T, _> = serde_path_to_error::deserialize(de);
-    let err = match result {
-        Ok(v) => return Ok(v),
-        Err(e) => e,
+    let result: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
+    let (path, inner) = match result {
+        // The value parsed, so the fast path failed on what follows it (`{...} xyz`, two
+        // objects back to back): one body is one JSON value, or it is not parsed at all.
+        Ok(v) => match de.end() {
+            Ok(()) => return Ok(v),
+            Err(e) => (String::new(), e),
+        },
+        Err(e) => (e.path().to_string(), e.into_inner()),
     };
-    let path = err.path().to_string();
-    let inner = err.into_inner();
+    Err(explain(path, inner))
+}
+
+/// A serde error at a JSON path, worded as OpenAI does (`param` is the path).
+pub(crate) fn explain(path: String, inner: serde_json::Error) -> RequestError {
     if inner.is_syntax() || inner.is_eof() {
-        return Err(RequestError {
-            message: format!(
-                "We could not parse the JSON body of your request ({inner}). \
-                 The API expects a JSON payload."
-            ),
-            param: None,
-            code: None,
-        });
+        return syntax(inner);
     }
     let text = inner.to_string();
     // serde reports a missing field at its parent's path; OpenAI names the field itself.
@@ -65,22 +66,33 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
         } else {
             format!("{path}.{field}")
         };
-        return Err(RequestError {
+        return RequestError {
             message: format!("Missing required parameter: '{param}'."),
             param: Some(param),
             code: Some("missing_required_parameter"),
-        });
+        };
     }
     let message = strip_position(&text);
     let param = (path != "." && !path.is_empty()).then_some(path);
-    Err(RequestError {
+    RequestError {
         message: match &param {
             Some(p) => format!("Invalid value for '{p}': {message}."),
             None => format!("Invalid request body: {message}."),
         },
         param,
         code: None,
-    })
+    }
+}
+
+fn syntax(why: impl std::fmt::Display) -> RequestError {
+    RequestError {
+        message: format!(
+            "We could not parse the JSON body of your request ({why}). \
+             The API expects a JSON payload."
+        ),
+        param: None,
+        code: None,
+    }
 }
 
 fn missing_field(text: &str) -> Option<&str> {

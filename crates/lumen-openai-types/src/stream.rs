@@ -9,13 +9,27 @@ use crate::Extra;
 mod peek;
 
 /// `stream_options` on chat and completion requests.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StreamOptions {
     /// Ask the engine for a final chunk that carries `usage`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: crate::RawExtra,
+}
+
+crate::raw::deserialize_object!(StreamOptions, "a stream options object", {
+    include_usage: Option<bool> = default,
+});
+
+/// Above this many tokens in one `usage` field, the engine's count is nonsense (a broken or hostile
+/// engine, `u64::MAX`): it is treated as absent, so neither metrics nor limits are charged with
+/// it. 2^32 is far beyond any context window.
+pub const MAX_USAGE_TOKENS: u64 = 1 << 32;
+
+/// (input, output) when both counts are plausible.
+fn plausible(input: u64, output: u64) -> Option<(u64, u64)> {
+    (input <= MAX_USAGE_TOKENS && output <= MAX_USAGE_TOKENS).then_some((input, output))
 }
 
 /// Token accounting, as every OpenAI-compatible engine reports it.
@@ -36,6 +50,11 @@ impl Usage {
     /// (input, output) tokens.
     pub fn tokens(&self) -> (u64, u64) {
         (self.prompt_tokens, self.completion_tokens)
+    }
+
+    /// (input, output) tokens, `None` when a count is above [`MAX_USAGE_TOKENS`].
+    pub fn plausible_tokens(&self) -> Option<(u64, u64)> {
+        plausible(self.prompt_tokens, self.completion_tokens)
     }
 }
 
@@ -168,21 +187,28 @@ impl<T> Chunk<T> {
                         .take(2)
                         .eq(b"[]".iter())
                 });
-                let tokens = usage.map(|u| (u.prompt_tokens, u.completion_tokens));
-                (tokens, tokens.is_some() && empty, failed)
+                let tokens = usage
+                    .as_ref()
+                    .and_then(|u| plausible(u.prompt_tokens, u.completion_tokens));
+                (tokens, usage.is_some() && empty, failed)
             }
             // Escaped keys, or anything the scanner refuses: serde decides (and words the error).
             peek::Scan::Fallback | peek::Scan::Invalid => {
+                // serde skips the values it ignores without checking their UTF-8; the scanner
+                // refuses broken UTF-8, so check it here (this path is rare).
+                if std::str::from_utf8(&raw).is_err() {
+                    return Err(serde::de::Error::custom("the payload is not valid UTF-8"));
+                }
                 let p: Peek<'_> = serde_json::from_slice(&raw)?;
                 let failed = p.error.is_some_and(|e| e.get() != "null")
                     || p.object.as_deref() == Some("error");
                 let tokens = p
                     .usage
                     .as_ref()
-                    .map(|u| (u.prompt_tokens, u.completion_tokens));
+                    .and_then(|u| plausible(u.prompt_tokens, u.completion_tokens));
                 (
                     tokens,
-                    tokens.is_some() && p.choices.is_some_and(|c| c.0),
+                    p.usage.is_some() && p.choices.is_some_and(|c| c.0),
                     failed,
                 )
             }
@@ -329,13 +355,13 @@ pub trait HasUsage {
 
 impl HasUsage for crate::ChatCompletionResponse {
     fn tokens(&self) -> Option<(u64, u64)> {
-        self.usage.as_ref().map(Usage::tokens)
+        self.usage.as_ref().and_then(Usage::plausible_tokens)
     }
 }
 
 impl HasUsage for crate::ChatCompletionChunk {
     fn tokens(&self) -> Option<(u64, u64)> {
-        self.usage.as_ref().map(Usage::tokens)
+        self.usage.as_ref().and_then(Usage::plausible_tokens)
     }
     fn is_usage_only(&self) -> bool {
         self.choices.is_empty() && self.usage.is_some()
@@ -345,7 +371,7 @@ impl HasUsage for crate::ChatCompletionChunk {
 /// Also the completion stream chunk type.
 impl HasUsage for crate::CompletionResponse {
     fn tokens(&self) -> Option<(u64, u64)> {
-        self.usage.as_ref().map(Usage::tokens)
+        self.usage.as_ref().and_then(Usage::plausible_tokens)
     }
     fn is_usage_only(&self) -> bool {
         self.choices.is_empty() && self.usage.is_some()
@@ -354,7 +380,7 @@ impl HasUsage for crate::CompletionResponse {
 
 impl HasUsage for crate::EmbeddingResponse {
     fn tokens(&self) -> Option<(u64, u64)> {
-        Some((self.usage.prompt_tokens, 0))
+        plausible(self.usage.prompt_tokens, 0)
     }
 }
 

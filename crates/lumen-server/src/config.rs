@@ -109,7 +109,13 @@ pub struct BackendConfig {
     /// How the background checker probes it; by default `/health` (Ollama: `/v1/models`).
     /// `generate` sends a one-token completion and bills a token per probe.
     pub probe: Option<Probe>,
+    /// Cap on a non-streamed engine answer: a broken or hostile engine cannot make Lumen buffer
+    /// an endless body. Over it the request fails with 502 `upstream_response_too_large`.
+    pub max_response_bytes: usize,
 }
+
+/// Well above any real answer (a long completion with logprobs is a few MB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -121,6 +127,7 @@ impl Default for BackendConfig {
             kind: EngineKind::default(),
             weight: 1,
             probe: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }

@@ -122,11 +122,7 @@ impl Inference for Chat {
     }
 
     fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
-        let mut c = r.clone();
-        c.stream = None;
-        c.stream_options = None;
-        c.user = None;
-        serde_json::to_vec(&c).ok()
+        canonical_chat(r)
     }
 
     fn call<'a>(
@@ -180,11 +176,7 @@ impl Inference for Completions {
     }
 
     fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
-        let mut c = r.clone();
-        c.stream = None;
-        c.stream_options = None;
-        c.user = None;
-        serde_json::to_vec(&c).ok()
+        canonical_completion(r)
     }
 
     fn call<'a>(
@@ -245,5 +237,83 @@ impl Inference for Embeddings {
         _cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
         not_streamed()
+    }
+}
+
+/// The request as cached: everything that can change the answer, nothing that cannot
+/// (`stream`, `stream_options`, `user`). Serialised from borrowed parts (no copy of the request);
+/// unknown fields are sorted by key when there are a few, so equal requests give equal bytes
+/// whatever the field order (a body of thousands of unknown keys keeps its order: sorting it
+/// would cost far more than the body).
+fn canonical_chat(r: &ChatCompletionRequest) -> Option<Vec<u8>> {
+    #[derive(serde::Serialize)]
+    struct Canonical<'a> {
+        model: &'a str,
+        messages: &'a lumen_openai_types::Messages,
+        max_tokens: Option<u32>,
+        max_completion_tokens: Option<u32>,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        n: Option<u32>,
+        seed: Option<i64>,
+        extra: SortedExtra<'a>,
+    }
+    serde_json::to_vec(&Canonical {
+        model: &r.model,
+        messages: &r.messages,
+        max_tokens: r.max_tokens,
+        max_completion_tokens: r.max_completion_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        n: r.n,
+        seed: r.seed,
+        extra: SortedExtra(&r.extra),
+    })
+    .ok()
+}
+
+fn canonical_completion(r: &CompletionRequest) -> Option<Vec<u8>> {
+    #[derive(serde::Serialize)]
+    struct Canonical<'a> {
+        model: &'a str,
+        prompt: &'a lumen_openai_types::Prompt,
+        max_tokens: Option<u32>,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        n: Option<u32>,
+        seed: Option<i64>,
+        extra: SortedExtra<'a>,
+    }
+    serde_json::to_vec(&Canonical {
+        model: &r.model,
+        prompt: &r.prompt,
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        n: r.n,
+        seed: r.seed,
+        extra: SortedExtra(&r.extra),
+    })
+    .ok()
+}
+
+/// Unknown fields for the cache key: sorted by key when there are at most this many.
+const SORTED_EXTRA: usize = 64;
+
+struct SortedExtra<'a>(&'a lumen_openai_types::RawExtra);
+
+impl serde::Serialize for SortedExtra<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut entries: Vec<_> = self.0.entries().take(SORTED_EXTRA + 1).collect();
+        if entries.len() > SORTED_EXTRA {
+            return self.0.serialize(s);
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            map.serialize_entry(&k, v)?;
+        }
+        map.end()
     }
 }

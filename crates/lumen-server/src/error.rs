@@ -370,6 +370,12 @@ impl From<BackendError> for ApiError {
                 "The inference backend sent an invalid response.",
             )
             .code("upstream_invalid_response"),
+            BackendError::ResponseTooLarge { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                "The inference backend sent a response larger than the gateway accepts.",
+            )
+            .code("upstream_response_too_large"),
             BackendError::StreamInterrupted { error, .. } => {
                 let detail = error
                     .map(|e| format!(": {}", e.message))

@@ -252,6 +252,7 @@ fn backend_specs(
             let name = cfg.backend_name(i);
             let mut vc = lumen_backend_vllm::VllmConfig::new(name.clone(), bc.url.clone());
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
+            vc.max_response_bytes = bc.max_response_bytes;
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
             }
@@ -259,10 +260,11 @@ fn backend_specs(
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{:?}|{:x}",
+                "{}|{:?}|{:?}|{}|{:x}",
                 bc.url,
                 bc.kind,
                 resolved.connect,
+                bc.max_response_bytes,
                 bc.api_key.as_ref().map_or(0, |k| fingerprint(k.expose()))
             );
             let spec = BackendSpec {

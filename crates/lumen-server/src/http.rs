@@ -481,7 +481,7 @@ impl Api {
         let tokens = value.tokens();
         crate::access::note(|a| a.tokens = tokens);
         if let Some(s) = settlement.as_mut() {
-            s.tokens = tokens.map(|(i, o)| i + o);
+            s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
         }
         // The engine's own bytes unless the answer was edited (see `Reply`).
         match value.to_json() {
@@ -796,7 +796,7 @@ pin_project_lite::pin_project! {
 fn close(mut r: Record, tokens: Option<(u64, u64)>, outcome: &str) {
     r.access.tokens = tokens;
     if let Some(s) = r.settlement.as_mut() {
-        s.tokens = tokens.map(|(i, o)| i + o);
+        s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
     }
     let outcome = r.error.unwrap_or(outcome);
     r.access

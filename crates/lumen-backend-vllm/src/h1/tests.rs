@@ -344,3 +344,159 @@ async fn idle_connections_past_the_timeout_are_reaped_on_checkin() {
     assert_eq!(p.idle.lock().unwrap().len(), 1);
     assert_eq!(e.connections.load(Ordering::SeqCst), 2);
 }
+
+/// Engine faults through the whole backend (`VllmBackend::chat`), over real TCP.
+mod engine_faults {
+    use super::*;
+    use crate::{VllmBackend, VllmConfig};
+    use lumen_backend::Backend;
+    use lumen_openai_types::{ChatCompletionRequest, ChatMessage};
+
+    fn leak(v: Vec<u8>) -> &'static [u8] {
+        Box::leak(v.into_boxed_slice())
+    }
+
+    fn backend(port: u16, max: usize) -> VllmBackend {
+        let mut cfg = VllmConfig::new("b", format!("http://127.0.0.1:{port}"));
+        cfg.max_response_bytes = max;
+        VllmBackend::new(cfg).unwrap()
+    }
+
+    fn req() -> ChatCompletionRequest {
+        ChatCompletionRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::new("user", "hi")].into(),
+            ..Default::default()
+        }
+    }
+
+    /// The answer to one chat call, within two seconds (a hang is a failure too).
+    async fn chat(pieces: Vec<&'static [u8]>, close: bool, max: usize) -> BackendError {
+        let e = engine(vec![Step { pieces, close }]).await;
+        let b = backend(e.port, max);
+        let cx = RequestContext::new("t");
+        match tokio::time::timeout(Duration::from_secs(2), b.chat(req(), &cx)).await {
+            Ok(Ok(_)) => panic!("the answer was accepted"),
+            Ok(Err(err)) => err,
+            Err(_) => panic!("the call hung"),
+        }
+    }
+
+    /// A JSON answer of about `n` bytes.
+    fn answer(n: usize) -> Vec<u8> {
+        format!(r#"{{"id":"x","choices":[],"pad":"{}"}}"#, "a".repeat(n)).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_cap_fails_before_reading() {
+        // The engine declares 10 MB and sends nothing more: reading would hang.
+        let err = chat(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10000000\r\n\r\n"],
+            false,
+            4096,
+        )
+        .await;
+        assert!(
+            matches!(err, BackendError::ResponseTooLarge { limit: 4096, .. }),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn chunked_and_until_close_answers_are_cut_at_the_cap() {
+        let body = answer(10_000);
+        let mut chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for part in body.chunks(1000) {
+            chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            chunked.extend_from_slice(part);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let err = chat(vec![leak(chunked)], false, 4096).await;
+        assert!(
+            matches!(err, BackendError::ResponseTooLarge { .. }),
+            "{err:?}"
+        );
+        let mut eof = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        eof.extend_from_slice(&body);
+        let err = chat(vec![leak(eof)], true, 4096).await;
+        assert!(
+            matches!(err, BackendError::ResponseTooLarge { .. }),
+            "{err:?}"
+        );
+        // Under the cap the same answer is fine.
+        let mut fine =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        fine.extend_from_slice(&body);
+        let e = engine(vec![Step {
+            pieces: vec![leak(fine)],
+            close: false,
+        }])
+        .await;
+        let reply = backend(e.port, 64 * 1024)
+            .chat(req(), &RequestContext::new("t"))
+            .await
+            .unwrap();
+        assert_eq!(reply.raw().unwrap().len(), body.len());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_an_invalid_response_not_unreachable() {
+        // Bad chunk framing after the head.
+        let err = chat(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n"],
+            false,
+            1 << 20,
+        )
+        .await;
+        assert!(matches!(err, BackendError::Protocol { .. }), "{err:?}");
+        // Connection closed after part of the declared length.
+        let err = chat(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"id\":"],
+            true,
+            1 << 20,
+        )
+        .await;
+        assert!(matches!(err, BackendError::Protocol { .. }), "{err:?}");
+        assert!(err.to_string().contains("broke off"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_an_invalid_response() {
+        let body = b"{\"id\":\"x\",\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"\xff\xfe\"}}]}";
+        let mut resp =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        resp.extend_from_slice(body);
+        let err = chat(vec![leak(resp)], false, 1 << 20).await;
+        assert!(matches!(err, BackendError::Protocol { .. }), "{err:?}");
+        // In a stream: the event is refused, the stream ends with the error.
+        let event = b"data: {\"choices\":[{\"delta\":{\"content\":\"\xff\xfe\"}}]}\n\n";
+        let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
+        chunk.extend_from_slice(event);
+        chunk.extend_from_slice(b"\r\n");
+        let e = engine(vec![Step {
+            pieces: vec![
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+                leak(chunk),
+            ],
+            close: false,
+        }])
+        .await;
+        let mut s = backend(e.port, 1 << 20)
+            .chat_stream(req(), &RequestContext::new("t"))
+            .await
+            .unwrap();
+        use futures::StreamExt;
+        let first = tokio::time::timeout(Duration::from_secs(2), s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        match first {
+            Err(BackendError::StreamInterrupted { message, .. }) => {
+                assert!(message.contains("invalid stream event"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -191,7 +191,7 @@ impl Observer for Seen {
 fn ask(model: &str) -> ChatCompletionRequest {
     ChatCompletionRequest {
         model: model.into(),
-        messages: vec![ChatMessage::new("user", "hi")],
+        messages: vec![ChatMessage::new("user", "hi")].into(),
         ..Default::default()
     }
 }

@@ -239,6 +239,12 @@ impl<'a> Scanner<'a> {
             match rest[at] {
                 b'"' => {
                     let s = &self.b[start..self.i];
+                    // Outside strings any non-ASCII byte is already a syntax error; inside, it
+                    // must be UTF-8 (an engine's broken bytes are an invalid answer, not text
+                    // to relay). `is_ascii` is word-at-a-time, so ASCII strings cost nothing.
+                    if !s.is_ascii() && std::str::from_utf8(s).is_err() {
+                        return Err(());
+                    }
                     self.i += 1;
                     return Ok((s, escaped));
                 }

@@ -167,3 +167,45 @@ fn the_peek_scanner_agrees_with_serde_json() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+#[test]
+fn invalid_utf8_in_a_string_is_an_invalid_payload() {
+    for raw in [
+        &b"{\"choices\":[{\"delta\":{\"content\":\"\xff\xfe\"}}]}"[..],
+        b"{\"id\":\"a\xc3\"}",
+        b"{\"\xed\xa0\x80\":1}",
+    ] {
+        assert!(
+            Chunk::<crate::ChatCompletionChunk>::from_raw(Bytes::copy_from_slice(raw)).is_err(),
+            "{raw:?}"
+        );
+    }
+    let ok = "{\"choices\":[{\"delta\":{\"content\":\"héllo ✓\"}}]}";
+    assert!(Chunk::<crate::ChatCompletionChunk>::from_raw(Bytes::from(ok)).is_ok());
+}
+
+#[test]
+fn absurd_usage_counts_are_treated_as_absent() {
+    let max = u64::MAX;
+    let big = crate::stream::MAX_USAGE_TOKENS + 1;
+    for usage in [
+        format!(r#"{{"prompt_tokens":{max},"completion_tokens":1}}"#),
+        format!(r#"{{"prompt_tokens":1,"completion_tokens":{big}}}"#),
+    ] {
+        for raw in [
+            format!(r#"{{"choices":[],"usage":{usage}}}"#),
+            // Escaped key: the serde fallback path.
+            format!(r#"{{"\u0063hoices":[],"usage":{usage}}}"#),
+        ] {
+            let c =
+                Chunk::<crate::ChatCompletionChunk>::from_raw(Bytes::from(raw.clone())).unwrap();
+            assert_eq!(c.tokens(), None, "{raw}");
+            assert!(c.is_usage_only(), "still the usage chunk: {raw}");
+            let typed: crate::ChatCompletionChunk = serde_json::from_str(&raw).unwrap();
+            assert_eq!(typed.tokens(), None, "{raw}");
+        }
+    }
+    let fine = r#"{"choices":[],"usage":{"prompt_tokens":4294967296,"completion_tokens":7}}"#;
+    let c = Chunk::<crate::ChatCompletionChunk>::from_raw(Bytes::from(fine)).unwrap();
+    assert_eq!(c.tokens(), Some((1 << 32, 7)));
+}
