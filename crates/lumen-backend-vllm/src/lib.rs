@@ -32,7 +32,7 @@ use lumen_backend::{Backend, BackendError, ChunkStream, Health, RequestContext, 
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
-    ModelList, Reply,
+    JsonAnswer, JsonRequest, ModelList, Reply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -550,6 +550,15 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<Reply<EmbeddingResponse>, BackendError> {
         self.call_reply("/v1/embeddings", &req, cx).await
+    }
+
+    async fn call(
+        &self,
+        path: &'static str,
+        req: JsonRequest,
+        cx: &RequestContext,
+    ) -> Result<Reply<JsonAnswer>, BackendError> {
+        self.call_reply(path, &req, cx).await
     }
 
     async fn models(&self, cx: &RequestContext) -> Result<ModelList, BackendError> {

@@ -20,7 +20,8 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
-    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ModelList, Reply,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
+    JsonAnswer, JsonRequest, ModelList, Reply,
 };
 
 mod error;
@@ -113,6 +114,28 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ModelList, BackendError>> + Send;
 
     fn health(&self) -> impl Future<Output = Health> + Send;
+
+    /// Any other JSON endpoint of the engine that is routed by `model`: vLLM's `/tokenize`,
+    /// `/detokenize` and `/v1/rerank`. `path` is the engine's path; `req` is the client's JSON
+    /// with the engine's model id. The default answers 404, which is not retried, so a backend
+    /// that serves only the typed endpoints needs nothing here.
+    fn call(
+        &self,
+        path: &'static str,
+        req: JsonRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<Reply<JsonAnswer>, BackendError>> + Send {
+        let _ = (req, cx);
+        std::future::ready(Err(BackendError::Upstream {
+            backend: String::new(),
+            status: 404,
+            error: Box::new(ErrorObject::new(
+                format!("This backend does not serve {path}."),
+                "invalid_request_error",
+            )),
+            retry_after: None,
+        }))
+    }
 }
 
 /// Object-safe mirror of [`Backend`]; implemented for every `Backend`.
@@ -147,6 +170,12 @@ pub trait DynBackend: Send + Sync + 'static {
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<ModelList, BackendError>>;
     fn health(&self) -> BoxFuture<'_, Health>;
+    fn call<'a>(
+        &'a self,
+        path: &'static str,
+        req: JsonRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>>;
 }
 
 /// The handle the gateway stores: any backend, boxed once.
@@ -198,6 +227,14 @@ impl<B: Backend> DynBackend for B {
     }
     fn health(&self) -> BoxFuture<'_, Health> {
         Box::pin(Backend::health(self))
+    }
+    fn call<'a>(
+        &'a self,
+        path: &'static str,
+        req: JsonRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>> {
+        Box::pin(Backend::call(self, path, req, cx))
     }
 }
 

@@ -17,8 +17,8 @@ use lumen_governance::{
 };
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
-    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, Model,
-    ModelList, Prompt, Reply,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel,
+    JsonAnswer, JsonRequest, Model, ModelList, Prompt, Reply,
 };
 use lumen_resilience::config::{
     AdmissionConfig, BreakerSettings, InvalidSetting, Operation, Profile, Resolved, RetryConfig,
@@ -704,6 +704,38 @@ impl Gateway {
             lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
         })
         .await
+    }
+
+    /// Any other engine endpoint routed by `model` (vLLM's `/tokenize`, `/detokenize`,
+    /// `/v1/rerank`): the same attempt loop, deadlines and retries as embeddings (they are
+    /// non-generative too). The answer keeps the engine's bytes; when the caller used an alias,
+    /// a `model` the answer names is shown as the alias.
+    pub async fn call(
+        &self,
+        path: &'static str,
+        req: JsonRequest,
+        cx: &RequestContext,
+    ) -> Result<Reply<JsonAnswer>, GatewayError> {
+        let hints = Hints::new(cx, None, None);
+        let served = self
+            .attempts(
+                Operation::Embeddings,
+                req,
+                cx,
+                hints,
+                |up, r, t| async move {
+                    lumen_resilience::unary(up.backend.call(path, r, cx), &t).await
+                },
+            )
+            .await?;
+        let mut reply = served.value;
+        if served.route.rewrites_model() && !reply.get().model.is_empty() {
+            served
+                .route
+                .public_model
+                .clone_into(&mut reply.get_mut().model);
+        }
+        Ok(reply)
     }
 
     /// Exactly the models a caller can route to, with the engines' metadata.

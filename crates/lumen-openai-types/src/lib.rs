@@ -9,6 +9,8 @@
 //!   `guided_json`, `chat_template_kwargs`, ...) are forwarded unchanged. Request parts Lumen does
 //!   not read (unknown fields, `messages`, prompt and input arrays) stay raw JSON, so parsing a
 //!   body costs at most a small multiple of its size whatever its shape (`tests/alloc.rs`).
+//! - [`json`]: requests and answers of the engine endpoints Lumen routes without reading their
+//!   shape (tokenize, detokenize, rerank).
 //! - [`error`]: the OpenAI error body, and a tolerant parser for the shapes engines really send.
 //! - [`request`]: body parsing that reports the failing JSON path as OpenAI's `param`.
 //! - [`sse`]: a sans-IO server-sent-events decoder, correct at any byte boundary, and the encoder.
@@ -22,6 +24,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+pub mod json;
 pub mod models;
 mod raw;
 pub mod request;
@@ -40,6 +43,7 @@ pub use embeddings::{
     Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
 };
 pub use error::{ErrorBody, ErrorObject};
+pub use json::{JsonAnswer, JsonRequest};
 pub use models::{Model, ModelList};
 pub use raw::RawExtra;
 pub use request::RequestError;

@@ -47,9 +47,14 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// (input, output) tokens.
+    /// (input, output) tokens. An answer that reports only `total_tokens` (rerank) counts it
+    /// all as input.
     pub fn tokens(&self) -> (u64, u64) {
-        (self.prompt_tokens, self.completion_tokens)
+        input_output(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+        )
     }
 
     /// (input, output) tokens, `None` when a count is above [`MAX_USAGE_TOKENS`].
@@ -159,6 +164,29 @@ struct PeekUsage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+impl PeekUsage {
+    /// See [`Usage::tokens`].
+    fn tokens(&self) -> Option<(u64, u64)> {
+        let (i, o) = input_output(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+        );
+        plausible(i, o)
+    }
+}
+
+/// Rerank and score answers report only `total_tokens`, all of it input.
+fn input_output(prompt: u64, completion: u64, total: u64) -> (u64, u64) {
+    if prompt == 0 && completion == 0 {
+        (total, 0)
+    } else {
+        (prompt, completion)
+    }
 }
 
 impl<T> Chunk<T> {
@@ -187,9 +215,7 @@ impl<T> Chunk<T> {
                         .take(2)
                         .eq(b"[]".iter())
                 });
-                let tokens = usage
-                    .as_ref()
-                    .and_then(|u| plausible(u.prompt_tokens, u.completion_tokens));
+                let tokens = usage.as_ref().and_then(PeekUsage::tokens);
                 (tokens, usage.is_some() && empty, failed)
             }
             // Escaped keys, or anything the scanner refuses: serde decides (and words the error).
@@ -202,10 +228,7 @@ impl<T> Chunk<T> {
                 let p: Peek<'_> = serde_json::from_slice(&raw)?;
                 let failed = p.error.is_some_and(|e| e.get() != "null")
                     || p.object.as_deref() == Some("error");
-                let tokens = p
-                    .usage
-                    .as_ref()
-                    .and_then(|u| plausible(u.prompt_tokens, u.completion_tokens));
+                let tokens = p.usage.as_ref().and_then(PeekUsage::tokens);
                 (
                     tokens,
                     p.usage.is_some() && p.choices.is_some_and(|c| c.0),
@@ -339,7 +362,9 @@ has_model!(
     crate::EmbeddingResponse,
     crate::ChatCompletionRequest,
     crate::CompletionRequest,
-    crate::EmbeddingRequest
+    crate::EmbeddingRequest,
+    crate::JsonRequest,
+    crate::JsonAnswer
 );
 
 /// A response or chunk that may carry token usage, so the gateway can count tokens.
@@ -375,6 +400,12 @@ impl HasUsage for crate::CompletionResponse {
     }
     fn is_usage_only(&self) -> bool {
         self.choices.is_empty() && self.usage.is_some()
+    }
+}
+
+impl HasUsage for crate::JsonAnswer {
+    fn tokens(&self) -> Option<(u64, u64)> {
+        self.usage.as_ref().map(Usage::tokens)
     }
 }
 

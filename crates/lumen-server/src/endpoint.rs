@@ -10,7 +10,7 @@ use lumen_gateway::{Gateway, GatewayError, GatewayStream};
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
-    Reply, RequestError,
+    JsonAnswer, JsonRequest, Reply, RequestError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,10 @@ pub(crate) trait Inference: 'static {
     fn completion_budget(_r: &Self::Request) -> Option<u32> {
         Some(0)
     }
+
+    /// Whether the call is charged tokens (TPM, quotas). Tokenizer calls run no model: they
+    /// count as requests only.
+    const BILLS_TOKENS: bool = true;
 
     fn streams(_r: &Self::Request) -> bool {
         false
@@ -239,6 +243,103 @@ impl Inference for Embeddings {
         not_streamed()
     }
 }
+
+/// A [`JsonRequest`] member that must be present, as OpenAI names a missing one.
+fn require(r: &JsonRequest, field: &str) -> Result<(), RequestError> {
+    if r.extra.contains_key(field) {
+        Ok(())
+    } else {
+        Err(RequestError {
+            message: format!("Missing required parameter: '{field}'."),
+            param: Some(field.to_owned()),
+            code: Some("missing_required_parameter"),
+        })
+    }
+}
+
+macro_rules! json_endpoint {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $path:literal, bills = $bills:literal, validate = $validate:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $ty;
+
+        impl Inference for $ty {
+            type Request = JsonRequest;
+            type Answer = JsonAnswer;
+            type Chunk = JsonAnswer;
+            const NAME: &'static str = $name;
+            const BILLS_TOKENS: bool = $bills;
+
+            fn model(r: &mut Self::Request) -> &mut String {
+                &mut r.model
+            }
+
+            fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
+                let check: fn(&JsonRequest) -> Result<(), RequestError> = $validate;
+                check(r)
+            }
+
+            /// Deterministic: the same request gives the same answer.
+            fn caching(_r: &Self::Request) -> Caching {
+                Caching::Always
+            }
+
+            fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
+                serde_json::to_vec(r).ok()
+            }
+
+            fn call<'a>(
+                core: &'a Gateway,
+                r: Self::Request,
+                cx: &'a RequestContext,
+            ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
+                Box::pin(core.call($path, r, cx))
+            }
+
+            fn stream<'a>(
+                _core: &'a Gateway,
+                _r: Self::Request,
+                _cx: &'a RequestContext,
+            ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+                not_streamed()
+            }
+        }
+    };
+}
+
+json_endpoint!(
+    /// `POST /tokenize` (vLLM): a `prompt`, or chat `messages`, to token ids.
+    Tokenize, "tokenize", "/tokenize", bills = false,
+    validate = |r| {
+        if r.extra.contains_key("messages") {
+            Ok(())
+        } else {
+            require(r, "prompt")
+        }
+    }
+);
+
+json_endpoint!(
+    /// `POST /detokenize` (vLLM): token ids to text.
+    Detokenize, "detokenize", "/detokenize", bills = false,
+    validate = |r| require(r, "tokens")
+);
+
+json_endpoint!(
+    /// `POST /v1/rerank`, `/rerank`, `/v2/rerank` (vLLM, Jina and Cohere shapes): documents
+    /// ordered by relevance to a query. Billed by the engine's `usage.total_tokens`.
+    Rerank, "rerank", "/v1/rerank", bills = true,
+    validate = |r| {
+        require(r, "query")?;
+        require(r, "documents")?;
+        match r.extra.get_as::<Vec<serde::de::IgnoredAny>>("documents") {
+            Some(d) if !d.is_empty() => Ok(()),
+            _ => Err(RequestError::invalid(
+                "'documents' must be a non-empty array.",
+                "documents",
+            )),
+        }
+    }
+);
 
 /// The request as cached: everything that can change the answer, nothing that cannot
 /// (`stream`, `stream_options`, `user`). Serialised from borrowed parts (no copy of the request);

@@ -22,7 +22,9 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::access::Access;
-use crate::endpoint::{Caching, Chat, Completions, Embeddings, Inference};
+use crate::endpoint::{
+    Caching, Chat, Completions, Detokenize, Embeddings, Inference, Rerank, Tokenize,
+};
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{CACHE_HEADER, REQUEST_ID, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
@@ -48,6 +50,9 @@ enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    Tokenize,
+    Detokenize,
+    Rerank,
     Models,
     Model,
     Health,
@@ -66,6 +71,9 @@ impl Endpoint {
             "/v1/chat/completions" => Self::Chat,
             "/v1/completions" => Self::Completions,
             "/v1/embeddings" => Self::Embeddings,
+            "/tokenize" => Self::Tokenize,
+            "/detokenize" => Self::Detokenize,
+            "/v1/rerank" | "/rerank" | "/v2/rerank" => Self::Rerank,
             "/v1/models" => Self::Models,
             "/health" => Self::Health,
             "/health/inference" => Self::HealthInference,
@@ -105,7 +113,12 @@ impl Endpoint {
 
     fn allowed(self) -> &'static str {
         match self {
-            Self::Chat | Self::Completions | Self::Embeddings => "POST",
+            Self::Chat
+            | Self::Completions
+            | Self::Embeddings
+            | Self::Tokenize
+            | Self::Detokenize
+            | Self::Rerank => "POST",
             Self::AdminKeys => "GET, POST",
             Self::AdminKey => "DELETE",
             _ => "GET, HEAD",
@@ -114,7 +127,12 @@ impl Endpoint {
 
     fn accepts(self, m: &Method) -> bool {
         match self {
-            Self::Chat | Self::Completions | Self::Embeddings => m == Method::POST,
+            Self::Chat
+            | Self::Completions
+            | Self::Embeddings
+            | Self::Tokenize
+            | Self::Detokenize
+            | Self::Rerank => m == Method::POST,
             Self::AdminKeys => m == Method::GET || m == Method::POST,
             Self::AdminKey => m == Method::DELETE,
             _ => m == Method::GET || m == Method::HEAD,
@@ -125,7 +143,14 @@ impl Endpoint {
     fn is_api(self) -> bool {
         matches!(
             self,
-            Self::Chat | Self::Completions | Self::Embeddings | Self::Models | Self::Model
+            Self::Chat
+                | Self::Completions
+                | Self::Embeddings
+                | Self::Tokenize
+                | Self::Detokenize
+                | Self::Rerank
+                | Self::Models
+                | Self::Model
         )
     }
 
@@ -134,6 +159,9 @@ impl Endpoint {
             Self::Chat => "chat",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
+            Self::Tokenize => "tokenize",
+            Self::Detokenize => "detokenize",
+            Self::Rerank => "rerank",
             Self::Models => "models",
             Self::Model => "model",
             Self::Health => "health",
@@ -366,6 +394,18 @@ impl Api {
                 self.inference::<Embeddings, B>(req, principal, request_id, cx)
                     .await
             }
+            Endpoint::Tokenize => {
+                self.inference::<Tokenize, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Detokenize => {
+                self.inference::<Detokenize, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Rerank => {
+                self.inference::<Rerank, B>(req, principal, request_id, cx)
+                    .await
+            }
         }
     }
 
@@ -394,7 +434,11 @@ impl Api {
         self.resolve_model(&principal, E::model(&mut r))?;
         // Limits, the cache and routing all see this one resolved id.
         let model = E::model(&mut r).clone();
-        let estimate = self.estimate(body_len, E::completion_budget(&r));
+        let estimate = if E::BILLS_TOKENS {
+            self.estimate(body_len, E::completion_budget(&r))
+        } else {
+            0
+        };
         let (settlement, rate) = self.gw.shared().admit(&principal, &model, estimate).await?;
         if E::streams(&r) {
             let stream = E::stream(self.gw.core(), r, &cx).await;
