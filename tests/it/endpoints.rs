@@ -153,7 +153,11 @@ async fn rerank_on_every_path_with_keys_limits_retries_and_usage() {
     let metrics = get(&lumen.url("/metrics")).await.text();
     let input: u64 = metrics
         .lines()
-        .find(|l| l.starts_with("lumen_tokens_total") && l.contains(r#"token_type="input""#))
+        .find(|l| {
+            l.starts_with("lumen_tokens_total")
+                && l.contains(r#"model="rr""#)
+                && l.contains(r#"token_type="input""#)
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);

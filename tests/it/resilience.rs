@@ -631,3 +631,82 @@ async fn a_failing_model_does_not_take_its_engine_out_for_the_other_models() {
         "{metrics}"
     );
 }
+
+/// An engine that answers `/v1/models` on a keep-alive connection, and takes every other
+/// request, reads it, and closes the connection without a byte. Counts what it was sent.
+async fn silent_engine() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sends = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = sends.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    if !head.starts_with("get /v1/models") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        return; // read, then hang up without answering
+                    }
+                    buf.drain(..head_end);
+                    let body = r#"{"object":"list","data":[{"id":"m1","object":"model"}]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), sends)
+}
+
+/// The HTTP client re-sent a request on a fresh connection when a pooled one failed before
+/// any response byte, below the attempt loop: an engine that accepts, stays silent and closes
+/// saw more sends than the attempts Lumen counted. Generation is not idempotent, so the client
+/// now re-sends only when the write itself failed; every other failure is an attempt.
+#[tokio::test]
+async fn the_engine_sees_exactly_one_send_per_attempt() {
+    let (url, sends) = silent_engine().await;
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .retry(retry(3, 1, 0))
+            .breaker(no_breaker())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // Discovery left a pooled keep-alive connection: the first attempt reuses it.
+    let r = post(&lumen.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        sends.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "three attempts, three sends"
+    );
+    let retries: u64 = get(&lumen.url("/metrics"))
+        .await
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("lumen_retries_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(retries, 2);
+}

@@ -12,8 +12,10 @@
 //! pool only after its response body was read to the end; a dropped request or stream drops
 //! its connection, which closes it, so the engine sees the disconnect and stops generating.
 //! Idle connections the engine has closed are noticed without a system call (the runtime
-//! already knows the socket is readable) and discarded; a reused connection that fails before
-//! any response byte is retried once on a fresh one, as browsers and hyper do.
+//! already knows the socket is readable) and discarded; a reused connection whose *write*
+//! fails is retried once on a fresh one. A failure after the request was written (the engine
+//! may have started generating) is never re-sent here: it goes back to the gateway's attempt
+//! loop, so the engine sees exactly one send per attempt the access log counts.
 
 use std::collections::VecDeque;
 use std::io;
@@ -112,7 +114,7 @@ impl Pool {
             let sent = io.write_all(&wire).await;
             let head = match sent {
                 Ok(()) => read_head(&mut io, &mut buf).await,
-                Err(e) => Err(HeadError::Io(e, true)),
+                Err(e) => Err(HeadError::Write(e)),
             };
             match head {
                 Ok((head, framing, close)) => {
@@ -131,9 +133,11 @@ impl Pool {
                     };
                     return Ok((head, body.finish_if_empty()));
                 }
-                // A pooled connection the engine had already closed: nothing was processed.
-                Err(HeadError::Io(_, true)) if reused => fresh_only = true,
-                Err(HeadError::Io(e, _)) => {
+                // A pooled connection the engine had already closed, found on write: nothing
+                // was processed. Any later failure is an attempt of its own (the attempt loop
+                // counts, backs off and budgets it): generation is not idempotent.
+                Err(HeadError::Write(_)) if reused => fresh_only = true,
+                Err(HeadError::Write(e) | HeadError::Io(e)) => {
                     return Err(BackendError::Transport {
                         backend: self.backend.clone(),
                         source: Box::new(e),
@@ -262,7 +266,16 @@ fn still_open(io: &TcpStream) -> bool {
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     match io.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
+        // The runtime may not have seen the engine's FIN yet: ask the socket itself (one
+        // non-blocking peek). A request must not be written on a connection that is already
+        // closed, because after the write a failure can no longer be re-sent here.
+        Poll::Pending => {
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            matches!(
+                socket2::SockRef::from(io).peek(&mut probe),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            )
+        }
         Poll::Ready(Err(_)) => false,
         Poll::Ready(Ok(())) => {
             let mut probe = [0u8; 1];
@@ -272,8 +285,12 @@ fn still_open(io: &TcpStream) -> bool {
 }
 
 enum HeadError {
-    /// An I/O failure; `true` when no response byte had arrived.
-    Io(io::Error, bool),
+    /// Writing the request failed: the engine cannot have read it whole, so nothing was
+    /// processed and the request may be sent again on a fresh connection.
+    Write(io::Error),
+    /// Reading the response head failed. The engine may have received and started the
+    /// request, so this goes back to the attempt loop.
+    Io(io::Error),
     Malformed(String),
 }
 
@@ -371,17 +388,16 @@ async fn read_head(
             Err(e) => return Err(HeadError::Malformed(format!("bad response head: {e}"))),
         }
         reserve(buf);
-        let nothing_yet = buf.is_empty();
         match io.read_buf(buf).await {
             Ok(0) => {
                 let e = io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed before a complete response head",
                 );
-                return Err(HeadError::Io(e, nothing_yet));
+                return Err(HeadError::Io(e));
             }
             Ok(_) => {}
-            Err(e) => return Err(HeadError::Io(e, nothing_yet)),
+            Err(e) => return Err(HeadError::Io(e)),
         }
     }
 }
