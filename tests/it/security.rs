@@ -556,3 +556,38 @@ async fn a_model_whose_engine_starts_late_is_503_then_served() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A per-model limit holds whichever way the call reached the model: by name, through an
+/// alias, as the default for a blank `model`, or as `auto`'s choice.
+#[tokio::test]
+async fn a_per_model_limit_holds_for_every_way_of_naming_the_model() {
+    let (url, sim) = sim(&["chat"]).await;
+    let mut gov = GovernanceConfig {
+        default_model: Some("chat".into()),
+        ..Default::default()
+    };
+    gov.aliases.insert("fast".into(), "chat".into());
+    gov.auto.preference = vec!["chat".into()];
+    let mut key = restricted(&["chat", "fast"]);
+    key.keys[0].per_model.insert(
+        "chat".into(),
+        LimitSpec {
+            rpm: Some(1),
+            ..LimitSpec::default()
+        },
+    );
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .governance(gov)
+            .auth(key)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(chat_as(&lumen, &chat_body(Some("chat"))).await.status, 200);
+    for model in [Some("fast"), None, Some("auto")] {
+        let r = chat_as(&lumen, &chat_body(model)).await;
+        assert_eq!(r.status, 429, "{model:?}: {}", r.text());
+    }
+    assert_eq!(sim.generation_count(), 1);
+}

@@ -434,12 +434,13 @@ impl Api {
         self.resolve_model(&principal, E::model(&mut r))?;
         // Limits, the cache and routing all see this one resolved id.
         let model = E::model(&mut r).clone();
+        let scope = self.limit_scope(&principal, &model);
         let estimate = if E::BILLS_TOKENS {
             self.estimate(body_len, E::completion_budget(&r))
         } else {
             0
         };
-        let (settlement, rate) = self.gw.shared().admit(&principal, &model, estimate).await?;
+        let (settlement, rate) = self.gw.shared().admit(&principal, &scope, estimate).await?;
         if E::streams(&r) {
             let stream = E::stream(self.gw.core(), r, &cx).await;
             return Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate));
@@ -475,6 +476,22 @@ impl Api {
         // key's `/v1/models`.
         *model = self.gw.core().resolve(model, &allowed)?;
         Ok(())
+    }
+
+    /// The id a key's `per_model` limits are looked up by: the resolved public id, or, when
+    /// the key limits the engine model behind it (an alias was used), that engine id. So a
+    /// per-model limit holds whichever way the call reached the model: by name, an alias,
+    /// `auto` or a blank `model`.
+    fn limit_scope(&self, principal: &Principal, model: &str) -> String {
+        match principal {
+            Some(k) if !k.per_model.contains_key(model) => self
+                .gw
+                .router()
+                .engine_for(model)
+                .filter(|engine| k.per_model.contains_key(engine))
+                .unwrap_or_else(|| model.to_owned()),
+            _ => model.to_owned(),
+        }
     }
 
     fn estimate(&self, body_len: usize, max_tokens: Option<u32>) -> u64 {
