@@ -710,3 +710,33 @@ async fn the_engine_sees_exactly_one_send_per_attempt() {
         .sum();
     assert_eq!(retries, 2);
 }
+
+/// A one-off 500 is retried (500 is in the default retryable statuses); the list is
+/// configurable, and a status outside it is answered at once.
+#[tokio::test]
+async fn a_one_off_500_is_retried_and_the_retryable_statuses_are_configurable() {
+    let (a, sa) = sim(&["m1"]).await;
+    sa.set_faults(fail(1, 500));
+    let lumen = Lumen::start(builder(&[&a]).retry(retry(3, 1, 0)).build().unwrap()).await;
+    let r = post(&lumen.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sa.generation_count(), 2, "one retry");
+
+    let (b, sb) = sim(&["m1"]).await;
+    sb.set_faults(fail(1, 500));
+    let only_503 = RetryConfig {
+        retryable_statuses: vec![503],
+        ..retry(3, 1, 0)
+    };
+    let lumen = Lumen::start(builder(&[&b]).retry(only_503).build().unwrap()).await;
+    let r = post(&lumen.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(sb.generation_count(), 1, "500 is not in the list: no retry");
+
+    let bad = RetryConfig {
+        retryable_statuses: vec![400],
+        ..RetryConfig::default()
+    };
+    let err = builder(&[&b]).retry(bad).build().err().unwrap().to_string();
+    assert!(err.contains("retry.retryable_statuses"), "{err}");
+}

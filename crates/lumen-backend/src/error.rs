@@ -103,7 +103,7 @@ impl BackendError {
             | Self::Unavailable { .. }
             | Self::StreamInterrupted { .. } => true,
             Self::Timeout { kind } => matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstByte),
-            Self::Upstream { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            Self::Upstream { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
             Self::Protocol { .. } | Self::ResponseTooLarge { .. } => false,
         }
     }

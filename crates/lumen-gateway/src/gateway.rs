@@ -552,8 +552,8 @@ impl Gateway {
                 self.emit(&Event::Timeout { kind: *kind });
             }
             breakers.on_error(&err);
-            let delay = err
-                .is_retryable()
+            let delay = policy
+                .retries(&err)
                 .then(|| policy.next_delay(attempt, err.retry_after(), self.unit()))
                 .flatten();
             let Some(delay) = delay else {

@@ -208,6 +208,9 @@ pub struct RetryConfig {
     pub jitter: bool,
     /// An engine `Retry-After` above this is not waited out; the client gets it instead.
     pub max_retry_after_ms: u64,
+    /// Engine HTTP statuses worth another attempt. Other 4xx never are (they describe the
+    /// request), whatever this says.
+    pub retryable_statuses: Vec<u16>,
     /// Retries allowed per recent request (0.2 = at most 20 % extra load)...
     pub budget_ratio: f64,
     /// ...plus this many per second, so a quiet gateway can still retry.
@@ -228,6 +231,7 @@ impl Default for RetryConfig {
             max_ms: None,
             jitter: true,
             max_retry_after_ms: 5_000,
+            retryable_statuses: crate::DEFAULT_RETRYABLE_STATUSES.to_vec(),
             budget_ratio: 0.2,
             budget_min_per_sec: 10,
             budget_window_ms: 10_000,
@@ -369,10 +373,25 @@ impl Resolved {
             }
             Ok(n)
         };
+        if let Some(bad) = r
+            .retryable_statuses
+            .iter()
+            .find(|&&s| !(s == 408 || s == 409 || s == 425 || s == 429 || (500..600).contains(&s)))
+        {
+            return Err(ConfigError::invalid(
+                "retry.retryable_statuses",
+                format!(
+                    "{bad} cannot be retried: only 408, 409, 425, 429 and 5xx describe a failure \
+                     another attempt could avoid"
+                ),
+            ));
+        }
+        let statuses = crate::StatusSet::from_codes(&r.retryable_statuses);
         let policy = |n: u32| RetryPolicy {
             max_attempts: n,
             backoff,
             max_retry_after: Duration::from_millis(r.max_retry_after_ms),
+            retryable_statuses: statuses,
         };
         let retry = [
             policy(attempts(r.chat_attempts, "chat_attempts")?),

@@ -30,7 +30,9 @@ mod retry;
 
 pub use admission::{Admission, AdmissionError, Permit};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
-pub use retry::{Backoff, InvalidBackoff, RetryBudget, RetryPolicy};
+pub use retry::{
+    Backoff, DEFAULT_RETRYABLE_STATUSES, InvalidBackoff, RetryBudget, RetryPolicy, StatusSet,
+};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use lumen_backend::BackendError;
 use tokio::time::Instant;
 
 /// Wait between attempts. Linear is the default: predictable, and it keeps the added latency
@@ -81,9 +82,57 @@ pub struct RetryPolicy {
     /// An engine's `Retry-After` longer than this is not waited out: the error goes to the
     /// client (with the header) instead.
     pub max_retry_after: Duration,
+    /// Engine HTTP statuses worth another attempt (429, 500, 502, 503, 504 by default).
+    pub retryable_statuses: StatusSet,
+}
+
+/// A set of HTTP status codes (100–599), copied cheaply with the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusSet([u64; 10]);
+
+impl StatusSet {
+    pub const fn empty() -> Self {
+        Self([0; 10])
+    }
+
+    /// Codes outside 0–639 are ignored (they cannot be HTTP statuses).
+    pub fn from_codes(codes: &[u16]) -> Self {
+        let mut set = Self::empty();
+        for &c in codes {
+            let c = usize::from(c);
+            if c < 640 {
+                set.0[c / 64] |= 1 << (c % 64);
+            }
+        }
+        set
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        let c = usize::from(code);
+        c < 640 && self.0[c / 64] & (1 << (c % 64)) != 0
+    }
+}
+
+/// The statuses retried unless configured otherwise: rate limited, and the engine's own
+/// failures (a one-off 500 included).
+pub const DEFAULT_RETRYABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        Self::from_codes(&DEFAULT_RETRYABLE_STATUSES)
+    }
 }
 
 impl RetryPolicy {
+    /// Whether this failure is worth another attempt under this policy: an engine status in
+    /// the configured set, or any other failure the error itself calls retryable.
+    pub fn retries(&self, e: &BackendError) -> bool {
+        match e {
+            BackendError::Upstream { status, .. } => self.retryable_statuses.contains(*status),
+            other => other.is_retryable(),
+        }
+    }
+
     /// The wait before the next attempt after failed attempt `attempt`, or `None` when the
     /// attempts are used up or the engine asked for a longer pause than we will wait.
     pub fn next_delay(

@@ -27,6 +27,7 @@ fn exponential_backoff_with_and_without_jitter() {
 #[test]
 fn policy_honours_retry_after_and_attempt_limit() {
     let p = RetryPolicy {
+        retryable_statuses: StatusSet::default(),
         max_attempts: 3,
         backoff: Backoff::linear(50 * MS, 50 * MS, 500 * MS).unwrap(),
         max_retry_after: Duration::from_secs(2),
