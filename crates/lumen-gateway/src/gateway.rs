@@ -419,13 +419,18 @@ impl Gateway {
     /// Prefers backends whose breakers (the backend's and the model's on it) allow traffic
     /// and that have a free slot; if every candidate is saturated, takes one whose breakers
     /// allow traffic and queues on it.
-    fn pick(&self, rr: &RouteRequest<'_>) -> Result<Route<Upstream>, GovernanceError> {
+    fn pick(
+        &self,
+        rr: &RouteRequest<'_>,
+        silent: &[Arc<CircuitBreaker>],
+    ) -> Result<Route<Upstream>, GovernanceError> {
         let router = &self.inner.router;
+        let answers = |u: &Upstream| !silent.iter().any(|b| Arc::ptr_eq(b, &u.breaker));
         match router.route_filtered(rr, &|u: &Upstream, m: &str| {
-            u.allows(m) && u.limit.available() > 0
+            answers(u) && u.allows(m) && u.limit.available() > 0
         }) {
             Err(GovernanceError::NoHealthyBackend { .. }) => {
-                router.route_filtered(rr, &|u: &Upstream, m: &str| u.allows(m))
+                router.route_filtered(rr, &|u: &Upstream, m: &str| answers(u) && u.allows(m))
             }
             other => other,
         }
@@ -469,23 +474,36 @@ impl Gateway {
         let requested = req.model().to_owned();
         let policy = res.retry(op);
         let mut tried: Vec<u64> = Vec::new();
+        // Backends that stayed silent until the first-byte deadline: never asked again by this
+        // request, so a silent engine costs the caller one deadline, not one per attempt.
+        let mut silent: Vec<Arc<CircuitBreaker>> = Vec::new();
+        let mut last_err: Option<BackendError> = None;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let route = self
-                .pick(&RouteRequest {
+            let picked = self.pick(
+                &RouteRequest {
                     model: &requested,
                     session: hints.session.as_deref(),
                     prefix: hints.prefix.as_deref(),
                     exclude: &tried,
-                })
-                .inspect_err(|e| {
+                },
+                &silent,
+            );
+            let route = match (picked, last_err.take()) {
+                (Ok(route), _) => route,
+                // Nothing left to try after a failed attempt: the caller learns why the
+                // attempts failed, not that the pool ran dry because of them.
+                (Err(GovernanceError::NoHealthyBackend { .. }), Some(e)) => return Err(e.into()),
+                (Err(e), _) => {
                     if matches!(e, GovernanceError::NoHealthyBackend { .. }) {
                         self.emit(&Event::Rejected {
                             reason: "no_healthy_backend",
                         });
                     }
-                })?;
+                    return Err(e.into());
+                }
+            };
             self.emit(&Event::AttemptStarted {
                 attempt,
                 model: &route.public_model,
@@ -550,6 +568,9 @@ impl Gateway {
             };
             if let BackendError::Timeout { kind } = &err {
                 self.emit(&Event::Timeout { kind: *kind });
+                if *kind == TimeoutKind::FirstByte {
+                    silent.push(up.breaker.clone());
+                }
             }
             breakers.on_error(&err);
             let delay = policy
@@ -583,6 +604,7 @@ impl Gateway {
             );
             drop((route, slot));
             tokio::time::sleep(delay).await;
+            last_err = Some(err);
         }
     }
 

@@ -21,6 +21,8 @@ enum Step {
     Refused,
     /// A stream whose first chunk arrives, then fails.
     CutAfterFirst,
+    /// Accepts the request and never answers.
+    Silent,
 }
 
 /// An engine that plays a script per model (then `Ok` for ever) and logs each call.
@@ -117,6 +119,7 @@ impl Backend for Scripted {
     ) -> Result<ChunkStream<ChatCompletionChunk>, BackendError> {
         let name = self.name;
         match self.next(&req.model) {
+            Step::Silent => Ok(Box::pin(futures::stream::pending())),
             Step::Ok => Ok(Box::pin(futures::stream::iter(vec![
                 Ok(chunk(&req.model, name)),
                 Ok(chunk(&req.model, "!")),
@@ -268,15 +271,9 @@ async fn a_failing_model_opens_its_own_breaker_and_leaves_the_engines_other_mode
     let gw = core(vec![Scripted::new("b0", &[("a", &bad)], &calls)], 2, &seen);
     let cx = RequestContext::new("t");
     // Two failures in a row (two attempts of one request, both on b0): (b0, a) opens, so
-    // the third attempt finds no backend for `a`.
+    // the third attempt finds no backend for `a`, and the caller gets the engine's failure.
     let e = gw.chat(ask("a"), &cx).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GatewayError::Governance(GovernanceError::NoHealthyBackend { .. })
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, GatewayError::Backend(_)), "{e:?}");
     let slot = &gw.router().slots()[0];
     assert_eq!(slot.backend.models.states()[0].1, BreakerState::Open);
     assert_eq!(slot.backend.breaker.state(), BreakerState::Closed);
@@ -345,4 +342,57 @@ async fn nothing_is_retried_after_the_commit_point() {
     );
     assert!(s.next().await.is_none());
     assert_eq!(calls.lock().unwrap().len(), 1, "no second attempt");
+}
+
+/// A silent engine costs the caller one first-byte deadline: the backend is not asked again by
+/// this request, the next backend serves, and with none left the caller gets the timeout well
+/// inside the total deadline.
+#[tokio::test(start_paused = true)]
+async fn a_silent_engine_is_asked_once_per_request() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let silent = [Step::Silent; 5];
+    let mut b = Gateway::builder()
+        .retry(RetryConfig {
+            max_attempts: Some(3),
+            backoff: BackoffKind::Linear,
+            base_ms: Some(100),
+            step_ms: Some(0),
+            max_ms: Some(1_000),
+            ..Default::default()
+        })
+        .breaker(BreakerSettings {
+            consecutive_failures: 0,
+            ..Default::default()
+        })
+        .timeouts(Timeouts {
+            first_byte: Some(Duration::from_secs(2)),
+            idle: Some(Duration::from_secs(10)),
+            total: Some(Duration::from_secs(60)),
+        })
+        .observer(seen.clone());
+    b = b.backend(
+        "only",
+        Scripted::new("only", &[("a", &silent)], &calls),
+        Some(vec!["a".into()]),
+    );
+    let gw = b.build().unwrap();
+    let cx = RequestContext::new("t");
+    let start = Instant::now();
+    let e = gw.chat_stream(ask("a"), &cx).await.err().unwrap();
+    assert!(
+        matches!(
+            e,
+            GatewayError::Backend(BackendError::Timeout {
+                kind: TimeoutKind::FirstByte
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 1, "asked once");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(2_100),
+        "one first-byte deadline and one backoff, not three deadlines"
+    );
 }
