@@ -210,3 +210,42 @@ async fn client_disconnect_while_waiting_stops_the_engine() {
     call.abort();
     eventually(Duration::from_secs(10), || sim.running() == 0).await;
 }
+
+/// A complete stream (finish reason and usage sent, the HTTP body ended cleanly) whose engine
+/// left out `data: [DONE]` is a normal, successful stream: Lumen adds `[DONE]` itself. A stream
+/// that ends without a finish reason is still interrupted.
+#[tokio::test]
+async fn a_complete_stream_without_done_is_a_success() {
+    let (url, _sim) = sim(&["m1"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &stream_body(json!({"sim": {"no_done": true}, "stream_options": {"include_usage": true}})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let events = r.sse_data();
+    assert_eq!(
+        events.len(),
+        1 + 4 + 1 + 1,
+        "role, 4 tokens, usage, [DONE]: {events:?}"
+    );
+    assert!(!r.text().contains("\"error\""), "{}", r.text());
+    let usage: Value = serde_json::from_str(&events[5]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 4);
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    // Without the usage chunk the last token carries the finish reason: still complete.
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &stream_body(json!({"sim": {"no_done": true}})),
+    )
+    .await;
+    assert!(!r.text().contains("\"error\""), "{}", r.text());
+    // Cut before the finish reason: interrupted, as before.
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &stream_body(json!({"sim": {"drop_after": 3}})),
+    )
+    .await;
+    assert!(r.text().ends_with(INTERRUPTED), "{}", r.text());
+}

@@ -12,14 +12,18 @@ use serde::de::DeserializeOwned;
 
 use crate::UpBody;
 
-/// Decodes SSE from the body, yields parsed chunks that keep their bytes, ends at `[DONE]`.
-/// Any failure is yielded once as [`BackendError::StreamInterrupted`] and ends the stream.
+/// Decodes SSE from the body, yields parsed chunks that keep their bytes, ends at `[DONE]` (or
+/// at a clean end of the body after a chunk with a `finish_reason`). Any failure is yielded
+/// once as [`BackendError::StreamInterrupted`] and ends the stream.
 /// Dropping it drops the body, which closes the connection and aborts generation.
 pub(crate) struct SseChunks<T> {
     body: UpBody,
     decoder: SseDecoder,
     backend: String,
     finished: bool,
+    /// An event carried a `finish_reason`: a clean end of the body without `[DONE]` is then a
+    /// complete answer, not an interruption.
+    complete: bool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -30,6 +34,7 @@ impl<T> SseChunks<T> {
             decoder: SseDecoder::new(),
             backend,
             finished: false,
+            complete: false,
             _t: PhantomData,
         }
     }
@@ -60,7 +65,10 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                 Ok(Some(event)) => {
                     let item = match Chunk::<T>::from_raw(event.data) {
                         Ok(chunk) => match chunk.upstream_error() {
-                            None => Ok(chunk),
+                            None => {
+                                this.complete |= chunk.finishes();
+                                Ok(chunk)
+                            }
                             Some(e) => Err(interrupted(
                                 &this.backend,
                                 e.message.clone(),
@@ -91,6 +99,12 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                         format!("connection to the engine failed mid-stream: {e}"),
                         None,
                     ))));
+                }
+                // The body ended cleanly (its HTTP framing was complete). With a finish reason
+                // already sent, the answer is whole: some engines omit `[DONE]`.
+                None if this.complete && !this.decoder.has_partial() => {
+                    this.finished = true;
+                    return Poll::Ready(None);
                 }
                 None => {
                     this.finished = true;

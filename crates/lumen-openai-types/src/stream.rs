@@ -88,7 +88,22 @@ pub struct Chunk<T> {
 struct Peeked {
     tokens: Option<(u64, u64)>,
     usage_only: bool,
+    /// A choice carries a non-null `finish_reason`: the answer is complete.
+    finished: bool,
     error: Option<crate::ErrorObject>,
+}
+
+/// Whether a `choices` array names a `finish_reason` other than `null` (a byte search over this
+/// one event's choices: `"finish_reason"`, optional whitespace, `:`, then anything but `null`).
+fn names_finish_reason(choices: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    memchr::memmem::find_iter(choices, KEY).any(|at| {
+        let rest = &choices[at + KEY.len()..];
+        let rest = rest.trim_ascii_start();
+        rest.strip_prefix(b":")
+            .map(<[u8]>::trim_ascii_start)
+            .is_some_and(|v| !v.is_empty() && !v.starts_with(b"null"))
+    })
 }
 
 /// The few fields the gateway needs from a chunk; everything else is skipped unparsed.
@@ -201,8 +216,10 @@ impl<T> Chunk<T> {
 
     /// Takes an engine's `data:` payload: checks it is a JSON object and peeks at it.
     pub fn from_raw(raw: Bytes) -> Result<Self, serde_json::Error> {
+        let finished;
         let (tokens, usage_only, failed) = match peek::scan(&raw) {
             peek::Scan::Object(m) => {
+                finished = m.choices.is_some_and(names_finish_reason);
                 let usage: Option<PeekUsage> = match m.usage {
                     Some(u) => serde_json::from_slice(u)?,
                     None => None,
@@ -226,6 +243,7 @@ impl<T> Chunk<T> {
                     return Err(serde::de::Error::custom("the payload is not valid UTF-8"));
                 }
                 let p: Peek<'_> = serde_json::from_slice(&raw)?;
+                finished = names_finish_reason(&raw);
                 let failed = p.error.is_some_and(|e| e.get() != "null")
                     || p.object.as_deref() == Some("error");
                 let tokens = p.usage.as_ref().and_then(PeekUsage::tokens);
@@ -239,6 +257,7 @@ impl<T> Chunk<T> {
         let peek = Peeked {
             tokens,
             usage_only,
+            finished,
             error: if failed {
                 crate::ErrorObject::from_upstream(&raw)
             } else {
@@ -250,6 +269,13 @@ impl<T> Chunk<T> {
             raw: Some(raw),
             peek: Some(peek),
         })
+    }
+
+    /// True when a choice in this event carries a `finish_reason`: the engine said the answer
+    /// is complete (an engine that then ends the stream without `[DONE]` still finished it).
+    /// Only known for events read from an engine.
+    pub fn finishes(&self) -> bool {
+        self.peek.as_ref().is_some_and(|p| p.finished)
     }
 
     /// The engine's in-band error, when this event is one (`{"error": ...}` or vLLM's older

@@ -69,6 +69,9 @@ pub struct Faults {
     pub error_after: Option<u32>,
     /// Status code of `GET /health` (200 when unset).
     pub health_status: Option<u16>,
+    /// Stream the whole answer (finish reason and usage) but end the body without
+    /// `data: [DONE]`, as some engines do.
+    pub no_done: bool,
 }
 
 impl Faults {
@@ -91,6 +94,7 @@ impl Faults {
             garbage_after: req.garbage_after.or(self.garbage_after),
             error_after: req.error_after.or(self.error_after),
             health_status: self.health_status,
+            no_done: req.no_done || self.no_done,
         }
     }
 

@@ -546,7 +546,9 @@ fn stream(
         if include_usage {
             steps.push(Step::Frame(g.usage_frame()));
         }
-        steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
+        if !faults.no_done {
+            steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
+        }
     }
     let tokens = u64::from(g.n);
     let prompt = g.prompt_tokens;

@@ -209,3 +209,17 @@ fn absurd_usage_counts_are_treated_as_absent() {
     let c = Chunk::<crate::ChatCompletionChunk>::from_raw(Bytes::from(fine)).unwrap();
     assert_eq!(c.tokens(), Some((1 << 32, 7)));
 }
+
+#[test]
+fn a_finish_reason_marks_the_answer_complete() {
+    let c = |s: &'static str| {
+        Chunk::<crate::ChatCompletionChunk>::from_raw(Bytes::from_static(s.as_bytes())).unwrap()
+    };
+    assert!(c(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#).finishes());
+    assert!(c(r#"{"choices":[{"index":0,"finish_reason" : "length"}]}"#).finishes());
+    assert!(
+        !c(r#"{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}"#).finishes()
+    );
+    assert!(!c(r#"{"choices":[{"index":0,"delta":{"content":"finish_reason"}}]}"#).finishes());
+    assert!(!c(r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#).finishes());
+}
