@@ -636,7 +636,7 @@ async fn a_failing_model_does_not_take_its_engine_out_for_the_other_models() {
 /// request, reads it, and closes the connection without a byte. Counts what it was sent.
 async fn silent_engine() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sends = std::sync::Arc::new(AtomicUsize::new(0));
@@ -647,22 +647,13 @@ async fn silent_engine() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(head) = read_request(&mut sock, &mut buf).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
                     if !head.starts_with("get /v1/models") {
                         counted.fetch_add(1, Ordering::SeqCst);
                         return; // read, then hang up without answering
                     }
-                    buf.drain(..head_end);
                     let body = r#"{"object":"list","data":[{"id":"m1","object":"model"}]}"#;
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -41,7 +41,7 @@ pub async fn sim_with(mut cfg: SimConfig) -> (String, Simulator) {
 /// A minimal engine over raw TCP that answers every chat request with `answer`, byte for byte
 /// (and `/v1/models` with model `m1`), so tests can see exactly what Lumen forwards.
 pub async fn canned_engine(answer: &'static str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -49,35 +49,14 @@ pub async fn canned_engine(answer: &'static str) -> String {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    // One request: the head, then Content-Length bytes of body.
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(head) = read_request(&mut sock, &mut buf).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    while buf.len() < head_end + len {
-                        let mut chunk = [0u8; 4096];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
                     let body = if head.starts_with("get /v1/models") {
                         r#"{"object":"list","data":[{"id":"m1","object":"model"}]}"#
                     } else {
                         answer
                     };
-                    buf.drain(..head_end + len);
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
@@ -90,6 +69,37 @@ pub async fn canned_engine(answer: &'static str) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// Reads one HTTP/1.1 request (the head, then `content-length` bytes of body) from `sock`,
+/// consuming it from `buf`, and returns its head in lower case; `None` once the peer closed.
+/// For the raw-TCP engines tests script byte by byte.
+pub async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    while buf.len() < head_end + len {
+        let mut chunk = [0u8; 4096];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..head_end + len);
+    Some(head)
 }
 
 /// A running Lumen. Dropping it stops the server.
