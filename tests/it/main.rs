@@ -6,6 +6,7 @@
 mod architecture;
 mod endpoints;
 mod errors;
+mod failover;
 mod governance;
 mod lifecycle;
 mod observability;

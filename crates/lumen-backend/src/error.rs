@@ -123,6 +123,24 @@ impl BackendError {
         }
     }
 
+    /// True when the engine refused the request because it is longer than the model's context
+    /// (OpenAI's `context_length_exceeded`, or vLLM's and llama.cpp's wordings of it): a model
+    /// with a larger context could serve it, the same model never will.
+    pub fn is_context_length_exceeded(&self) -> bool {
+        let Self::Upstream { status, error, .. } = self else {
+            return false;
+        };
+        if !(400..500).contains(status) {
+            return false;
+        }
+        let message = error.message.to_ascii_lowercase();
+        error.code.as_deref() == Some("context_length_exceeded")
+            || error.kind == "exceed_context_size_error"
+            || message.contains("maximum context length")
+            || message.contains("exceeds the available context size")
+            || message.contains("context length exceeded")
+    }
+
     /// The engine's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -44,15 +44,26 @@ pub struct RequestContext {
     pub timeout: Option<std::time::Duration>,
     /// W3C `traceparent` to send upstream (the caller's trace, with Lumen as the parent span).
     pub traceparent: Option<String>,
+    /// The public models the caller may be served by (its key's list); `None` means any. The
+    /// gateway's fallbacks skip the others.
+    pub models: Option<std::sync::Arc<[String]>>,
 }
 
 impl RequestContext {
+    /// Whether the caller may be served by `model` (see [`models`](Self::models)).
+    pub fn allows(&self, model: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|m| m == model))
+    }
+
     pub fn new(request_id: impl Into<String>) -> Self {
         Self {
             request_id: request_id.into(),
             session_id: None,
             timeout: None,
             traceparent: None,
+            models: None,
         }
     }
 }

@@ -291,6 +291,41 @@ fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> Bac
     }
 }
 
+/// The models a request may move to: its model's fallback chain, then (only on a context
+/// length refusal, once) its larger-context models. Each is taken at most once, and only when
+/// the caller may use it.
+struct Fallbacks {
+    chain: std::collections::VecDeque<String>,
+    context: std::collections::VecDeque<String>,
+    context_used: bool,
+}
+
+impl Fallbacks {
+    fn new(cfg: &GovernanceConfig, model: &str) -> Self {
+        let list = |m: &std::collections::BTreeMap<String, Vec<String>>| {
+            m.get(model).cloned().unwrap_or_default().into()
+        };
+        Self {
+            chain: list(&cfg.fallbacks),
+            context: list(&cfg.context_fallbacks),
+            context_used: false,
+        }
+    }
+
+    /// Whether a fallback the caller may use remains (checked before spending retry budget).
+    fn any_for(&self, cx: &RequestContext) -> bool {
+        self.chain.iter().any(|m| cx.allows(m))
+    }
+
+    fn next(&mut self, cx: &RequestContext) -> Option<String> {
+        std::iter::from_fn(|| self.chain.pop_front()).find(|m| cx.allows(m))
+    }
+
+    fn next_context(&mut self, cx: &RequestContext) -> Option<String> {
+        std::iter::from_fn(|| self.context.pop_front()).find(|m| cx.allows(m))
+    }
+}
+
 /// An id for the core's own engine calls (discovery, health probes), unique per process.
 pub(crate) fn internal_id(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -471,16 +506,18 @@ impl Gateway {
         let budget = self.inner.budget.load_full();
         budget.deposit();
         let start = Instant::now();
-        let requested = req.model().to_owned();
+        let mut requested = req.model().to_owned();
+        let mut fallbacks = Fallbacks::new(&self.inner.router.config(), &requested);
         let policy = res.retry(op);
         let mut tried: Vec<u64> = Vec::new();
         // Backends that stayed silent until the first-byte deadline: never asked again by this
         // request, so a silent engine costs the caller one deadline, not one per attempt.
         let mut silent: Vec<Arc<CircuitBreaker>> = Vec::new();
-        let mut last_err: Option<BackendError> = None;
+        let mut last_err: Option<GatewayError> = None;
         let mut attempt: u32 = 0;
+        // Attempts on the current model: the retry policy's count restarts on a fallback.
+        let mut model_attempt: u32 = 0;
         loop {
-            attempt += 1;
             let picked = self.pick(
                 &RouteRequest {
                     model: &requested,
@@ -490,13 +527,30 @@ impl Gateway {
                 },
                 &silent,
             );
-            let route = match (picked, last_err.take()) {
-                (Ok(route), _) => route,
-                // Nothing left to try after a failed attempt: the caller learns why the
-                // attempts failed, not that the pool ran dry because of them.
-                (Err(GovernanceError::NoHealthyBackend { .. }), Some(e)) => return Err(e.into()),
-                (Err(e), _) => {
-                    if matches!(e, GovernanceError::NoHealthyBackend { .. }) {
+            let route = match picked {
+                Ok(route) => route,
+                Err(e) => {
+                    // The pool cannot serve: every backend is out, or (on a fallback) the model
+                    // has no backend at all. Move on to the next fallback the caller may use.
+                    let unavailable = matches!(e, GovernanceError::NoHealthyBackend { .. });
+                    let absent = last_err.is_some()
+                        && matches!(
+                            e,
+                            GovernanceError::ModelNotFound { .. }
+                                | GovernanceError::ModelNotReady { .. }
+                        );
+                    if (unavailable || absent)
+                        && self.fall_back(&mut fallbacks, &mut requested, cx, "no_healthy_backend")
+                    {
+                        (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
+                        continue;
+                    }
+                    if unavailable || absent {
+                        // Nothing left to try after a failed attempt: the caller learns why the
+                        // attempts failed, not that the pool ran dry because of them.
+                        if let Some(last) = last_err.take() {
+                            return Err(last);
+                        }
                         self.emit(&Event::Rejected {
                             reason: "no_healthy_backend",
                         });
@@ -504,6 +558,8 @@ impl Gateway {
                     return Err(e.into());
                 }
             };
+            attempt += 1;
+            model_attempt += 1;
             self.emit(&Event::AttemptStarted {
                 attempt,
                 model: &route.public_model,
@@ -512,15 +568,25 @@ impl Gateway {
             });
             let up = route.lease.backend.clone();
             let waiting = Instant::now();
-            let slot = up
+            let slot = match up
                 .limit
                 .acquire_within(res.queue_timeout.saturating_sub(start.elapsed()))
                 .await
-                .inspect_err(|_| {
+            {
+                Ok(slot) => slot,
+                Err(e) => {
                     self.emit(&Event::Rejected {
                         reason: "queue_timeout",
-                    })
-                })?;
+                    });
+                    drop(route);
+                    if self.fall_back(&mut fallbacks, &mut requested, cx, "queue_timeout") {
+                        (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
+                        last_err = Some(e.into());
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            };
             self.emit(&Event::BackendQueued {
                 waited: waiting.elapsed(),
             });
@@ -573,11 +639,39 @@ impl Gateway {
                 }
             }
             breakers.on_error(&err);
+            // Too long for this model: a larger-context one may serve it (once); retrying this
+            // model never will.
+            if err.is_context_length_exceeded() {
+                drop((route, slot));
+                if fallbacks.context_used {
+                    return Err(err.into());
+                }
+                fallbacks.context_used = true;
+                let Some(next) = fallbacks.next_context(cx) else {
+                    return Err(err.into());
+                };
+                self.switch(&mut requested, next, "context_length_exceeded");
+                (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
+                last_err = Some(err.into());
+                continue;
+            }
             let delay = policy
                 .retries(&err)
-                .then(|| policy.next_delay(attempt, err.retry_after(), self.unit()))
+                .then(|| policy.next_delay(model_attempt, err.retry_after(), self.unit()))
                 .flatten();
             let Some(delay) = delay else {
+                // Every retryable attempt on this model failed: its fallback, within the same
+                // total deadline and retry budget.
+                let in_time = full.total.is_none_or(|t| start.elapsed() < t);
+                if policy.retries(&err) && in_time && fallbacks.any_for(cx) && budget.try_withdraw()
+                {
+                    drop((route, slot));
+                    if self.fall_back(&mut fallbacks, &mut requested, cx, err.kind()) {
+                        (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
+                        last_err = Some(err.into());
+                        continue;
+                    }
+                }
                 return Err(err.into());
             };
             if full.total.is_some_and(|t| start.elapsed() + delay >= t) {
@@ -604,8 +698,35 @@ impl Gateway {
             );
             drop((route, slot));
             tokio::time::sleep(delay).await;
-            last_err = Some(err);
+            last_err = Some(err.into());
         }
+    }
+
+    /// Moves the request to the next fallback the caller may use; false when there is none.
+    fn fall_back(
+        &self,
+        fallbacks: &mut Fallbacks,
+        requested: &mut String,
+        cx: &RequestContext,
+        reason: &'static str,
+    ) -> bool {
+        match fallbacks.next(cx) {
+            Some(next) => {
+                self.switch(requested, next, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn switch(&self, requested: &mut String, next: String, reason: &'static str) {
+        self.emit(&Event::Fallback {
+            from: requested,
+            to: &next,
+            reason,
+        });
+        tracing::info!(from = %Text(requested), to = %Text(&next), reason, "falling back to another model");
+        *requested = next;
     }
 
     /// One non-streamed operation: the attempt loop, then the public model id in the answer.

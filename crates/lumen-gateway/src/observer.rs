@@ -53,6 +53,14 @@ pub enum Event<'a> {
         tokens: Option<(u64, u64)>,
         error: Option<&'static str>,
     },
+    /// The request moved to another model: `from`'s pool could not serve it (`reason`: the
+    /// last failure's kind, `no_healthy_backend`, `queue_timeout`), or the engine said it is
+    /// too long for `from`'s context (`context_length_exceeded`).
+    Fallback {
+        from: &'a str,
+        to: &'a str,
+        reason: &'static str,
+    },
     /// A background health probe finished.
     HealthChecked { backend: &'a str, ok: bool },
 }

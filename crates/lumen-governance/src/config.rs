@@ -59,6 +59,12 @@ pub struct GovernanceConfig {
     pub seed: Option<u64>,
     /// Background refresh of engines' model lists, in milliseconds.
     pub discovery_interval_ms: u64,
+    /// Public model → the models to try, in order, when its own pool cannot serve a request
+    /// (every retryable attempt failed, every backend is out, or its queue is full).
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Public model → larger-context models, tried once, only when an engine answers that
+    /// the request exceeds the model's context length.
+    pub context_fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for GovernanceConfig {
@@ -75,6 +81,8 @@ impl Default for GovernanceConfig {
             prefix_load_factor: 1.25,
             seed: None,
             discovery_interval_ms: 30_000,
+            fallbacks: BTreeMap::new(),
+            context_fallbacks: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +127,22 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> InvalidConfig {
 impl GovernanceConfig {
     /// Checks the settings against each other and against the configured backend names.
     pub fn validate(&self, backend_names: &[&str]) -> Result<(), InvalidConfig> {
+        for (key, chains) in [
+            ("routing.fallbacks", &self.fallbacks),
+            ("routing.context_fallbacks", &self.context_fallbacks),
+        ] {
+            for (model, chain) in chains {
+                if model.is_empty() || chain.iter().any(String::is_empty) {
+                    return Err(invalid(key, "model ids must not be empty"));
+                }
+                if chain.iter().any(|m| m == model || m == crate::AUTO) {
+                    return Err(invalid(
+                        format!("{key}.{model}"),
+                        "a model cannot fall back to itself or to `auto`",
+                    ));
+                }
+            }
+        }
         for (public, target) in &self.aliases {
             if public.is_empty() || target.is_empty() {
                 return Err(invalid(

@@ -25,6 +25,9 @@ pub(crate) struct Access {
     pub model: Option<String>,
     /// The model is a passthrough name, chosen by the caller: logged, but never a label.
     pub passthrough: bool,
+    /// The resolved model the caller asked for; `model` is the one that served (they differ
+    /// after a fallback).
+    pub requested: Option<String>,
     pub backend: Option<String>,
     pub attempts: u32,
     /// Time spent waiting on engine calls (for streams: until the first chunk).
@@ -52,6 +55,7 @@ impl Access {
             endpoint,
             model: None,
             passthrough: false,
+            requested: None,
             backend: None,
             attempts: 0,
             upstream: Duration::ZERO,
@@ -113,6 +117,7 @@ impl Access {
             trace_id = %lumen_gateway::Text(&self.trace_id),
             endpoint = self.endpoint,
             model = %lumen_gateway::Text(model),
+            requested_model = %lumen_gateway::Text(self.requested.as_deref().unwrap_or(model)),
             backend = %lumen_gateway::Text(backend),
             status,
             outcome,

@@ -16,3 +16,6 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Marks the response cached (`hit`), freshly fetched (`miss`, `refresh`) or not cacheable
 /// (`bypass`); present when the cache is on.
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-lumen-cache");
+
+/// The model that served the request, when a fallback chain moved it off the caller's model.
+pub const SERVED_MODEL: HeaderName = HeaderName::from_static("x-lumen-served-model");

@@ -27,7 +27,7 @@ use crate::endpoint::{
 };
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
-use crate::headers::{CACHE_HEADER, REQUEST_ID, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
+use crate::headers::{CACHE_HEADER, REQUEST_ID, SERVED_MODEL, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
 use crate::metrics::Metrics;
 use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
 use lumen_governance::limits::RateHeaders;
@@ -417,12 +417,17 @@ impl Api {
         req: Request<B>,
         principal: Principal,
         request_id: &HeaderValue,
-        cx: RequestContext,
+        mut cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Fallbacks in the core skip the models this key may not use.
+        cx.models = principal
+            .as_ref()
+            .and_then(|k| k.models.as_ref())
+            .map(|m| m.as_slice().into());
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
         let body = self.read_body(req).await?;
         let mut r: E::Request = request::parse(&body)?;
@@ -434,6 +439,7 @@ impl Api {
         self.resolve_model(&principal, E::model(&mut r))?;
         // Limits, the cache and routing all see this one resolved id.
         let model = E::model(&mut r).clone();
+        crate::access::note(|a| a.requested = Some(model.clone()));
         let scope = self.limit_scope(&principal, &model);
         let estimate = if E::BILLS_TOKENS {
             self.estimate(body_len, E::completion_budget(&r))
@@ -554,6 +560,7 @@ impl Api {
                 resp.headers_mut().reserve(12);
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                served_model_header(&mut resp, None);
                 Ok(Outcome::Done(finish(resp, false)))
             }
             Err(e) => {
@@ -637,6 +644,7 @@ impl Api {
         request_id: &HeaderValue,
         rate: RateHeaders,
     ) -> Outcome {
+        let served = stream.model().to_owned();
         let mut access = current_access();
         access.ttft = Some(access.start.elapsed());
         let overhead = access.overhead();
@@ -684,6 +692,7 @@ impl Api {
             HeaderValue::from_static("no"),
         );
         crate::error::rate_headers(h, &rate);
+        served_model_header(&mut resp, Some(served.as_str()));
         Outcome::Streaming(with_id(resp, request_id))
     }
 }
@@ -779,6 +788,22 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
             Some((trace, flags))
         }
         _ => None,
+    }
+}
+
+/// `x-lumen-served-model`, when a fallback served the request with another model than the
+/// caller's (the body's `model` names it too).
+fn served_model_header(resp: &mut Response<ResponseBody>, served: Option<&str>) {
+    let mut pair = None;
+    crate::access::note(|a| pair = Some((a.requested.clone(), a.model.clone())));
+    let Some((Some(requested), model)) = pair else {
+        return;
+    };
+    let served = served.map(str::to_owned).or(model);
+    if let Some(served) = served.filter(|s| *s != requested) {
+        if let Ok(v) = HeaderValue::from_str(&served) {
+            resp.headers_mut().insert(SERVED_MODEL, v);
+        }
     }
 }
 

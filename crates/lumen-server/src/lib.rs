@@ -31,7 +31,7 @@ mod shared;
 pub use config::{LumenConfig, Overrides};
 pub use error::ApiError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream, Upstream};
-pub use headers::{CACHE_HEADER, REQUEST_ID, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
+pub use headers::{CACHE_HEADER, REQUEST_ID, SERVED_MODEL, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
 pub use http::{Api, Surface};
 pub use serve::{serve, serve_admin, serve_api};
 

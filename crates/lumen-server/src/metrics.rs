@@ -43,6 +43,14 @@ pub(crate) struct BackendLabel {
     pub backend: String,
 }
 
+/// Both models come from `routing.fallbacks` / `routing.context_fallbacks` (configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FallbackLabels {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BackendModel {
     pub backend: String,
@@ -109,6 +117,7 @@ pub(crate) struct Metrics {
     pub timeouts: Family<KindLabel, Counter>,
     pub rejected: Family<ReasonLabel, Counter>,
     pub retry_budget_exhausted: Counter,
+    pub fallbacks: Family<FallbackLabels, Counter>,
     pub queue_wait: Histogram,
     pub overhead: Histogram,
     pub reloads: Family<ResultLabel, Counter>,
@@ -198,6 +207,12 @@ impl Metrics {
             "lumen_rejected",
             "Requests refused before reaching an engine: queue_full, queue_timeout, no_healthy_backend",
             rejected.clone(),
+        );
+        let fallbacks = Family::default();
+        r.register(
+            "lumen_fallbacks",
+            "Requests moved to a fallback model, by the model they left, the one they moved to and why",
+            fallbacks.clone(),
         );
         let retry_budget_exhausted = Counter::default();
         r.register(
@@ -291,6 +306,7 @@ impl Metrics {
             timeouts,
             rejected,
             retry_budget_exhausted,
+            fallbacks,
             queue_wait,
             overhead,
             reloads,

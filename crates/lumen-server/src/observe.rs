@@ -6,7 +6,9 @@ use std::sync::Arc;
 use lumen_gateway::{Event, Observer};
 
 use crate::access;
-use crate::metrics::{BackendReason, BackendResult, KindLabel, Metrics, ReasonLabel};
+use crate::metrics::{
+    BackendReason, BackendResult, FallbackLabels, KindLabel, Metrics, ReasonLabel,
+};
 
 pub(crate) struct ServerObserver {
     metrics: Arc<Metrics>,
@@ -79,6 +81,15 @@ impl Observer for ServerObserver {
                     })
                     .inc();
                 access::note(|a| a.waited += *delay);
+            }
+            Event::Fallback { from, to, reason } => {
+                m.fallbacks
+                    .get_or_create(&FallbackLabels {
+                        from: (*from).to_owned(),
+                        to: (*to).to_owned(),
+                        reason: (*reason).to_owned(),
+                    })
+                    .inc();
             }
             Event::RetryBudgetExhausted { .. } => {
                 m.retry_budget_exhausted.inc();

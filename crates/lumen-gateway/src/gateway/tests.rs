@@ -23,6 +23,10 @@ enum Step {
     CutAfterFirst,
     /// Accepts the request and never answers.
     Silent,
+    /// 400: the prompt is longer than the model's context.
+    TooLong,
+    /// 400: a content-policy refusal.
+    Policy,
 }
 
 /// An engine that plays a script per model (then `Ok` for ever) and logs each call.
@@ -65,6 +69,24 @@ impl Scripted {
 
     fn fail(&self, step: Step) -> BackendError {
         match step {
+            Step::Policy => BackendError::Upstream {
+                backend: self.name.into(),
+                status: 400,
+                error: Box::new(ErrorObject::new(
+                    "The prompt was refused by the content policy.",
+                    "BadRequestError",
+                )),
+                retry_after: None,
+            },
+            Step::TooLong => BackendError::Upstream {
+                backend: self.name.into(),
+                status: 400,
+                error: Box::new(ErrorObject::new(
+                    "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.",
+                    "BadRequestError",
+                )),
+                retry_after: None,
+            },
             Step::Refused => BackendError::Connect {
                 backend: self.name.into(),
                 source: "refused".into(),
@@ -185,6 +207,7 @@ impl Observer for Seen {
             Event::Retrying { delay, reason, .. } => {
                 format!("retry in {}ms after {reason}", delay.as_millis())
             }
+            Event::Fallback { from, to, reason } => format!("fallback {from} -> {to} ({reason})"),
             _ => return,
         };
         self.0.lock().unwrap().push(line);
@@ -395,4 +418,116 @@ async fn a_silent_engine_is_asked_once_per_request() {
         Duration::from_millis(2_100),
         "one first-byte deadline and one backoff, not three deadlines"
     );
+}
+
+/// Core for the fallback tests: engine `e1` serves `a` (failing as scripted) and engine `e2`
+/// serves `b` and `big`; `a` falls back to `b`, and to `big` when the prompt is too long.
+fn fallback_core(script: &[Step], seen: &Arc<Seen>, calls: &Calls) -> Gateway {
+    let mut gov = GovernanceConfig::default();
+    gov.fallbacks.insert("a".into(), vec!["b".into()]);
+    gov.context_fallbacks.insert("a".into(), vec!["big".into()]);
+    Gateway::builder()
+        .governance(gov)
+        .retry(RetryConfig {
+            max_attempts: Some(2),
+            backoff: BackoffKind::Linear,
+            base_ms: Some(100),
+            step_ms: Some(0),
+            max_ms: Some(1_000),
+            ..Default::default()
+        })
+        .breaker(BreakerSettings {
+            consecutive_failures: 0,
+            ..Default::default()
+        })
+        .observer(seen.clone())
+        .backend(
+            "e1",
+            Scripted::new("e1", &[("a", script)], calls),
+            Some(vec!["a".into()]),
+        )
+        .backend(
+            "e2",
+            Scripted::new("e2", &[], calls),
+            Some(vec!["b".into(), "big".into()]),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_that_cannot_serve_falls_back_to_the_next_model() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let gw = fallback_core(&[Step::Unavailable; 5], &seen, &calls);
+    let cx = RequestContext::new("t");
+    let r = gw.chat(ask("a"), &cx).await.unwrap();
+    assert_eq!(r.get().model, "b", "the answer names the model that served");
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [
+            "attempt 1 a@e1",
+            "retry in 100ms after upstream_5xx",
+            "attempt 2 a@e1",
+            "fallback a -> b (upstream_5xx)",
+            "attempt 3 b@e2",
+        ]
+    );
+    // The caller's key may not use `b`: no fallback, the engine's failure.
+    calls.lock().unwrap().clear();
+    let mut only_a = RequestContext::new("t2");
+    only_a.models = Some(vec!["a".to_owned()].into());
+    let gw = fallback_core(&[Step::Unavailable; 5], &seen, &calls);
+    let e = gw.chat(ask("a"), &only_a).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GatewayError::Backend(BackendError::Upstream { status: 503, .. })
+        ),
+        "{e:?}"
+    );
+    assert!(calls.lock().unwrap().iter().all(|c| c.1 == "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prompt_too_long_moves_once_to_the_larger_context_model() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let gw = fallback_core(&[Step::TooLong], &seen, &calls);
+    let cx = RequestContext::new("t");
+    let r = gw.chat(ask("a"), &cx).await.unwrap();
+    assert_eq!(r.get().model, "big");
+    let lines = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "attempt 1 a@e1",
+            "fallback a -> big (context_length_exceeded)",
+            "attempt 2 big@e2"
+        ],
+        "no retry on the same model"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_client_errors_never_fall_back() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let gw = fallback_core(&[Step::Policy], &seen, &calls);
+    let e = gw
+        .chat(ask("a"), &RequestContext::new("t"))
+        .await
+        .unwrap_err();
+    match e {
+        GatewayError::Backend(BackendError::Upstream { status, error, .. }) => {
+            assert_eq!(status, 400);
+            assert!(
+                error.message.contains("content policy"),
+                "the engine's reason"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(calls.lock().unwrap().len(), 1, "no retry, no fallback");
+    assert_eq!(*seen.0.lock().unwrap(), ["attempt 1 a@e1"]);
 }

@@ -1,0 +1,100 @@
+//! Model fallback chains end to end: a whole pool that cannot serve moves the request to the
+//! next model the caller's key may use; the caller sees which model served.
+
+use lumen_governance::GovernanceConfig;
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
+use lumen_server::config::{AuthConfig, BreakerSettings, RetryConfig};
+use lumen_tests::*;
+
+fn key(name: &str, secret: &str, models: &[&str]) -> ApiKey {
+    ApiKey {
+        name: name.into(),
+        sha256: to_hex(&digest(secret)),
+        models: Some(models.iter().map(|s| (*s).to_owned()).collect()),
+        limits: LimitSpec::default(),
+        per_model: Default::default(),
+    }
+}
+
+async fn chat(lumen: &Lumen, secret: &str, stream: bool) -> Reply {
+    let body = format!(
+        r#"{{"model":"primary","messages":[{{"role":"user","content":"hi"}}],"max_tokens":2,"stream":{stream}}}"#
+    );
+    send(
+        http::Method::POST,
+        &lumen.url("/v1/chat/completions"),
+        &body,
+        &[("authorization", &format!("Bearer {secret}"))],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_pool_that_fails_every_attempt_falls_back_to_the_next_model_the_key_allows() {
+    let (p, sp) = sim(&["primary"]).await;
+    let (s, ss) = sim(&["secondary"]).await;
+    sp.set_faults(Faults {
+        status: Some(503),
+        ..Faults::default()
+    });
+    let mut gov = GovernanceConfig::default();
+    gov.fallbacks
+        .insert("primary".into(), vec!["secondary".into()]);
+    let lumen = Lumen::start(
+        builder(&[&p, &s])
+            .governance(gov)
+            .retry(RetryConfig {
+                max_attempts: Some(2),
+                base_ms: Some(1),
+                step_ms: Some(0),
+                ..RetryConfig::default()
+            })
+            .breaker(BreakerSettings {
+                consecutive_failures: 0,
+                ..BreakerSettings::default()
+            })
+            .auth(AuthConfig {
+                enabled: true,
+                admin_key_sha256: None,
+                keys: vec![
+                    key("both", "sk-both", &["primary", "secondary"]),
+                    key("primary-only", "sk-primary", &["primary"]),
+                ],
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let r = chat(&lumen, "sk-both", false).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["model"],
+        "secondary",
+        "the answer names the model that served"
+    );
+    assert_eq!(r.header("x-lumen-served-model"), Some("secondary"));
+    assert!(r.json()["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(sp.generation_count(), 2, "both attempts on the primary");
+    assert_eq!(ss.generation_count(), 1);
+    // Streams fall back the same way, before the first byte.
+    let r = chat(&lumen, "sk-both", true).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-lumen-served-model"), Some("secondary"));
+    assert_eq!(r.sse_data().last().map(String::as_str), Some("[DONE]"));
+    // A key that may not use the fallback gets the primary's failure, with its message.
+    let r = chat(&lumen, "sk-primary", false).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
+    assert_eq!(
+        ss.generation_count(),
+        2,
+        "the fallback was not asked for that key"
+    );
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"lumen_fallbacks_total{from="primary",to="secondary",reason="upstream_5xx"} 2"#),
+        "{metrics}"
+    );
+}
