@@ -8,6 +8,8 @@ use lumen_server::config::{self, LogFormat, LumenConfig, Overrides};
 use lumen_server::{Gateway, serve};
 
 mod demo;
+mod health;
+mod inspect;
 
 /// mimalloc: a gateway allocates and frees many small, short-lived buffers per request across
 /// threads, which glibc's malloc handles with locks and consolidation (about a tenth of
@@ -16,7 +18,7 @@ mod demo;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for a configuration the user must fix (BSD `EX_USAGE`).
-const EX_USAGE: u8 = 64;
+pub(crate) const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +48,35 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Check or show the configuration (file, LUMEN_* variables, flags) without serving.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Probe a running Lumen: exit 0 when URL answers 200 (container health checks).
+    Health {
+        /// What to GET (plain http only).
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum ConfigAction {
+    /// Validate FILE plus the environment; exit 0 with one line, or 64 listing every wrong key.
+    Check {
+        /// The TOML file (as `--config` would read it).
+        file: PathBuf,
+    },
+    /// Print the effective settings as TOML, secrets redacted, each section with its sources.
+    Print {
+        /// TOML config file (same as `lumen --config FILE config print`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -90,13 +121,23 @@ fn keys(action: KeysAction) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::Keys { action }) = args.command {
-        return keys(action);
-    }
     let mut overrides = Overrides {
         listen: args.listen,
         backends: args.backends,
     };
+    match args.command {
+        Some(Command::Keys { action }) => return keys(action),
+        Some(Command::Health { url, timeout_ms }) => return health::probe(&url, timeout_ms),
+        Some(Command::Config { action }) => {
+            return match action {
+                ConfigAction::Check { file } => inspect::check(&file, &overrides),
+                ConfigAction::Print { config } => {
+                    inspect::print(config.or(args.config).as_deref(), &overrides)
+                }
+            };
+        }
+        None => {}
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -540,3 +540,279 @@ fn a_limit_is_exact_across_three_replicas_sharing_redis() {
         "exactly the limit, across 3 processes"
     );
 }
+
+/// A copy of the binary any user can run (the build directory may not be readable by them).
+fn image_like_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let bin = dir.join("lumen");
+    std::fs::copy(env!("CARGO_BIN_EXE_lumen"), &bin).unwrap();
+    let mut perms = std::fs::metadata(dir).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir, perms).unwrap();
+    bin
+}
+
+/// `setpriv` to drop to nobody when the tests run as root, as the image runs as uid 65532.
+/// Also says whether privileges are dropped (root without setpriv: a note, and they are not).
+fn unprivileged(bin: &std::path::Path) -> (Command, bool) {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    match (root, setpriv) {
+        (true, Some(setpriv)) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(bin);
+            (c, true)
+        }
+        (true, None) => {
+            eprintln!("note: running as root and setpriv is missing; not dropping privileges");
+            (Command::new(bin), false)
+        }
+        (false, _) => (Command::new(bin), true),
+    }
+}
+
+/// What the container image does: no environment but `LUMEN_*` settings (and the service
+/// links a Service named `lumen` injects), not root, listening on every interface, with an
+/// admin port; `/health`, `/ready` and `lumen health` answer, and SIGTERM exits cleanly.
+#[test]
+fn runs_like_the_container_image() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (sim_addr, _sim) = rt
+        .block_on(lumen_sim::spawn(lumen_sim::SimConfig {
+            models: vec!["m1".into()],
+            ..Default::default()
+        }))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("lumen-image-{}", std::process::id()));
+    let bin = image_like_binary(&dir);
+    let (mut command, dropped) = unprivileged(&bin);
+    let mut child = command
+        .env_clear()
+        .env("LUMEN_SERVER__LISTEN", "0.0.0.0:0")
+        .env("LUMEN_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("LUMEN_BACKENDS", format!("http://{sim_addr}"))
+        .env("LUMEN_LOG__FORMAT", "json")
+        .env("LUMEN_PORT", "tcp://10.0.0.1:8080")
+        .env("LUMEN_PORT_8080_TCP", "tcp://10.0.0.1:8080")
+        .env("LUMEN_PORT_8080_TCP_ADDR", "10.0.0.1")
+        .env("LUMEN_PORT_8080_TCP_PORT", "8080")
+        .env("LUMEN_PORT_8080_TCP_PROTO", "tcp")
+        .env("LUMEN_PORT_9090_TCP", "tcp://10.0.0.1:9090")
+        .env("LUMEN_SERVICE_HOST", "10.0.0.1")
+        .env("LUMEN_SERVICE_PORT", "8080")
+        .env("LUMEN_SERVICE_PORT_HTTP", "8080")
+        .env("LUMEN_SERVICE_PORT_ADMIN", "9090")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log) = collect_log(&mut child);
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let api = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let admin = loop {
+        let found = log.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("lumen admin listening on http://")
+                .map(str::to_owned)
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let get = |addr: &str, path: &str| {
+        http(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        )
+    };
+    assert!(get(&api, "/health").starts_with("HTTP/1.1 200"));
+    assert!(get(&admin, "/health").starts_with("HTTP/1.1 200"));
+    loop {
+        let ready = get(&admin, "/ready");
+        if ready.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ready}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The image's HEALTHCHECK: the same binary, no curl.
+    let probe = |url: String| {
+        Command::new(&bin)
+            .env_clear()
+            .args(["health", "--url", &url])
+            .output()
+            .unwrap()
+    };
+    assert!(probe(format!("http://{api}/health")).status.success());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = probe(format!("http://{closed}/health"));
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("--url"));
+
+    let uid = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|u| u.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .unwrap_or_default();
+    eprintln!("lumen ran as uid {uid}");
+    assert!(!dropped || uid != "0", "not as root");
+    let lines = log.lock().unwrap().clone();
+    assert!(
+        !lines.iter().any(|l| l.contains("LUMEN_PORT")),
+        "service links are ignored silently: {lines:?}"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn scratch(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lumen-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn config_check_lists_every_wrong_key_and_exits_64() {
+    let good = scratch(
+        "good.toml",
+        "[[backends]]\nurl = \"http://127.0.0.1:1\"\n[server]\nlisten = \"0.0.0.0:8080\"\n",
+    );
+    let out = lumen()
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("OK"), "{stdout}");
+
+    let bad = scratch(
+        "bad.toml",
+        "[[backends]]\nurl = \"http://127.0.0.1:1\"\n[server]\nlisten = \"nowhere\"\n\
+         [cache]\nenable = true\n[timeouts]\nidle_ms = \"soon\"\n",
+    );
+    let out = lumen()
+        .env("LUMEN_RETRY__MAX_ATTEMPTS", "lots")
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.listen",
+        "cache.enable",
+        "timeouts.idle_ms",
+        "retry.max_attempts",
+        "LUMEN_RETRY__MAX_ATTEMPTS",
+        "bad.toml",
+    ] {
+        assert!(err.contains(key), "{key} missing: {err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+    // A semantic error (not a type error) is reported too, with its key.
+    let dup = scratch(
+        "dup.toml",
+        "[[backends]]\nurl = \"http://a:1\"\nname = \"x\"\n[[backends]]\nurl = \"http://b:1\"\nname = \"x\"\n",
+    );
+    let out = lumen()
+        .args(["config", "check"])
+        .arg(&dup)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backends[1].name"));
+    // Nothing was bound: a missing file is one clear error.
+    let out = lumen()
+        .args(["config", "check", "/nonexistent/lumen.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// The `lumen.toml` shipped in the Kubernetes ConfigMap is a valid configuration.
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let manifest = include_str!("../../../deploy/kubernetes/configmap.yaml");
+    let (_, body) = manifest.split_once("lumen.toml: |\n").unwrap();
+    let toml: String = body
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[[backends]]"), "{toml}");
+    let file = scratch("configmap.toml", &toml);
+    let out = lumen()
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn config_print_shows_sources_and_redacts_secrets() {
+    let file = scratch(
+        "print.toml",
+        "[[backends]]\nname = \"gpu\"\nurl = \"http://127.0.0.1:1\"\napi_key = \"sk-upstream-secret\"\n\
+         [routing.aliases]\n\"meta/llama\" = \"m1\"\n",
+    );
+    let out = lumen()
+        .env("LUMEN_REDIS__URL", "redis://:hunter2@redis:6379/0")
+        .env("LUMEN_PROFILE", "small")
+        .args(["--listen", "127.0.0.1:9999", "config", "print", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("sk-upstream-secret"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("redis://:<redacted>@redis:6379/0"), "{text}");
+    assert!(text.contains("api_key = \"<redacted>\""), "{text}");
+    assert!(text.contains("profile = \"small\""), "{text}");
+    assert!(text.contains("# from LUMEN_PROFILE"), "{text}");
+    assert!(text.contains("# from command line"), "{text}");
+    assert!(
+        text.contains(&format!("# from file {}", file.display())),
+        "{text}"
+    );
+    assert!(text.contains("\"meta/llama\" = \"m1\""), "{text}");
+    assert!(text.contains("listen = \"127.0.0.1:9999\""), "{text}");
+
+    let out = lumen()
+        .env("LUMEN_TIMEOUTS__IDLE_MS", "soon")
+        .args(["--backend", "http://127.0.0.1:1", "config", "print"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeouts.idle_ms"));
+}

@@ -394,6 +394,11 @@ pub fn is_kubernetes_service_link(key: &str) -> bool {
 
 /// Loads and validates. A named file that does not exist is an error, not silently skipped.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<LumenConfig, ConfigError> {
+    extract(layered(path, overrides)?)
+}
+
+/// Every source in order: file, environment, flags.
+fn layered(path: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
     if let Some(p) = path {
         if !p.exists() {
             return Err(ConfigError::MissingFile(p.display().to_string()));
@@ -406,7 +411,229 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<LumenConfig, C
     if !overrides.backends.is_empty() {
         f = f.merge(Serialized::default("backends", &overrides.backends));
     }
-    extract(f)
+    Ok(f)
+}
+
+/// Like [`load`], but reports every wrong key rather than the first (`lumen config check`):
+/// serde stops at the first bad value, so each bad key is dropped and the rest parsed again.
+/// Each error names the key and the file or variable it came from. Validation (ranges,
+/// uniqueness) runs on what remains, unless it would only repeat a key already reported.
+pub fn check(path: Option<&Path>, overrides: &Overrides) -> Result<LumenConfig, Vec<ConfigError>> {
+    let f = layered(path, overrides).map_err(|e| vec![e])?;
+    let mut data = f
+        .extract::<figment::value::Dict>()
+        .map_err(|e| vec![ConfigError::Parse(e.to_string())])?;
+    let mut errors = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
+    // Each round drops at least one key; the bound only guards against a figment surprise.
+    for _ in 0..128 {
+        let round = Figment::from(Serialized::defaults(&data)).extract::<LumenConfig>();
+        let e = match round {
+            Ok(cfg) => {
+                if let Err(e) = cfg.validate() {
+                    let top = |k: &str| k.split(['.', '[']).next().unwrap_or("").to_owned();
+                    let repeated = matches!(&e, ConfigError::Invalid { key, .. }
+                        if dropped.iter().any(|d| top(d) == top(key)));
+                    if !repeated {
+                        errors.push(e);
+                    }
+                }
+                return if errors.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(errors)
+                };
+            }
+            Err(e) => e,
+        };
+        let mut progressed = false;
+        for e in e {
+            let mut key = e.path.clone();
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                if key.last() != Some(field) {
+                    key.push(field.clone());
+                }
+            }
+            let dotted = key.join(".");
+            let origin = f
+                .find_value(&dotted)
+                .ok()
+                .and_then(|v| f.get_metadata(v.tag()).map(|md| origin(md, &key)))
+                .map(|o| format!(" (from {o})"))
+                .unwrap_or_default();
+            errors.push(ConfigError::invalid(
+                if dotted.is_empty() {
+                    "(top level)".to_owned()
+                } else {
+                    dotted.clone()
+                },
+                format!("{}{origin}", e.kind),
+            ));
+            if remove_key(&mut data, &key) {
+                dropped.push(dotted);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Err(errors)
+}
+
+/// Drops `key` (or the nearest table entry on its path) from `data`; false when nothing was.
+fn remove_key(data: &mut figment::value::Dict, key: &[String]) -> bool {
+    let Some((first, rest)) = key.split_first() else {
+        return false;
+    };
+    if !rest.is_empty() {
+        if let Some(figment::value::Value::Dict(_, inner)) = data.get_mut(first) {
+            if remove_key(inner, rest) {
+                return true;
+            }
+        }
+    }
+    data.remove(first).is_some()
+}
+
+/// Where a value came from, for people: the file, the variable, or the command line.
+fn origin(md: &figment::Metadata, key: &[String]) -> String {
+    if let Some(file) = md.source.as_ref().and_then(|s| s.file_path()) {
+        format!("file {}", file.display())
+    } else if md.name.contains("environment") {
+        // figment's own interpolation drops the prefix and the `__` split.
+        format!("LUMEN_{}", key.join("__").to_ascii_uppercase())
+    } else {
+        "command line".to_owned()
+    }
+}
+
+/// One top-level setting as `lumen config print` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    /// `server`, `backends`, ...
+    pub key: String,
+    /// Where its values came from (files, variables, command line), without repeats.
+    pub origins: Vec<String>,
+    /// The merged value with secrets (`backends[].api_key`, the password in `redis.url`)
+    /// replaced by `<redacted>`.
+    pub value: serde_json::Value,
+}
+
+/// The settings given by the file, the environment and the flags after merging, secrets
+/// redacted. Settings absent here are at their defaults (docs/config.md); the config types
+/// have no `Serialize`, so defaults are not repeated. Fails like [`load`] on a bad config.
+pub fn effective(
+    path: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Vec<Effective>, ConfigError> {
+    let f = layered(path, overrides)?;
+    check(path, overrides).map_err(|errors| {
+        ConfigError::Parse(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let data = f
+        .extract::<figment::value::Dict>()
+        .map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let mut out = Vec::new();
+    for (key, value) in data {
+        let mut origins = Vec::new();
+        collect_origins(&f, &value, &mut vec![key.clone()], &mut origins);
+        let mut value = serde_json::to_value(&value)
+            .map_err(|e| ConfigError::invalid(key.clone(), e.to_string()))?;
+        redact(&key, &mut value);
+        out.push(Effective {
+            key,
+            origins,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+fn collect_origins(
+    f: &Figment,
+    v: &figment::value::Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<String>,
+) {
+    use figment::value::Value;
+    match v {
+        Value::Dict(_, d) if !d.is_empty() => {
+            for (k, v) in d {
+                path.push(k.clone());
+                collect_origins(f, v, path, out);
+                path.pop();
+            }
+        }
+        _ => {
+            if let Some(md) = f.get_metadata(v.tag()) {
+                let o = origin(md, path);
+                if !out.contains(&o) {
+                    out.push(o);
+                }
+            }
+        }
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// Secrets out of a top-level value: every `api_key` under `backends` (also inside a
+/// `LUMEN_BACKENDS` string that was not parsed into tables), the password of `redis.url`.
+fn redact(key: &str, v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match (key, v) {
+        ("backends", Value::Array(items)) => {
+            for item in items {
+                match item {
+                    Value::Object(b) => {
+                        if let Some(k) = b.get_mut("api_key") {
+                            *k = Value::String(REDACTED.to_owned());
+                        }
+                        if let Some(Value::String(u)) = b.get_mut("url") {
+                            *u = redact_url(u);
+                        }
+                    }
+                    Value::String(u) => *u = redact_url(u),
+                    _ => {}
+                }
+            }
+        }
+        ("backends", Value::String(s)) if s.contains("api_key") => {
+            *s = REDACTED.to_owned();
+        }
+        ("backends", Value::String(s)) => {
+            *s = s.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+        }
+        ("redis", Value::Object(r)) => {
+            if let Some(Value::String(u)) = r.get_mut("url") {
+                *u = redact_url(u);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:<redacted>@host`; other text unchanged.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:{REDACTED}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// Extracts and validates a prepared figment (tests and embedders build their own).
