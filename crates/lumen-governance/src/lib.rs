@@ -24,6 +24,7 @@
 //! # Must not depend on
 //! hyper, the resilience crate, or any backend crate.
 
+pub mod auth;
 pub mod cache;
 mod config;
 mod hash;

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use lumen_governance::auth::{AuthError, authorize};
 use lumen_governance::cache::{MemoryCache, MemoryKeyStore, cache_key, is_deterministic};
 use lumen_governance::keys::{ApiKey, KeyRing, digest, parse_hex};
 use lumen_governance::limits::{LimitError, Limiter, MemoryLimitStore, RateHeaders, Reservation};
@@ -254,16 +255,11 @@ impl Shared {
         if !s.auth_enabled {
             return Ok(None);
         }
-        let Some(secret) = bearer(headers) else {
-            return Err(ApiError::missing_key());
-        };
-        if let Some(k) = s.ring.lookup(secret) {
-            return Ok(Some(k));
-        }
-        match self.stores.keys.find(&digest(secret)).await {
-            Ok(Some(k)) => Ok(Some(Arc::new(k))),
-            Ok(None) => Err(ApiError::invalid_key()),
-            Err(e) => {
+        match authorize(&s.ring, self.stores.keys.as_ref(), bearer(headers)).await {
+            Ok(k) => Ok(Some(k)),
+            Err(AuthError::Missing) => Err(ApiError::missing_key()),
+            Err(AuthError::Invalid) => Err(ApiError::invalid_key()),
+            Err(AuthError::Store(e)) => {
                 self.store_error("auth", &e);
                 Err(ApiError::shared_state_unavailable())
             }
