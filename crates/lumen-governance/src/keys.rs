@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::InvalidConfig;
-use crate::limits::LimitSpec;
+use crate::spec::LimitSpec;
 
 /// A key as configured or created at run time. Never holds the secret itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,6 +32,7 @@ pub mod keys;
 pub mod limits;
 mod policy;
 mod router;
+mod spec;
 pub mod store;
 
 pub use config::{

@@ -13,43 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
 use crate::keys::ApiKey;
+pub use crate::spec::LimitSpec;
 use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Ticket, Verdict};
-
-/// Limits of a key (or of a key on one model). Absent means unlimited; 0 suspends the key
-/// (every request is refused), so an operator can switch a key off without deleting it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitSpec {
-    pub rpm: Option<u64>,
-    /// Prompt plus completion tokens per minute.
-    pub tpm: Option<u64>,
-    pub max_concurrent: Option<u64>,
-    pub daily_tokens: Option<u64>,
-    pub monthly_tokens: Option<u64>,
-}
-
-impl LimitSpec {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// The first limit set to 0, which suspends the key.
-    fn zero(&self) -> Option<&'static str> {
-        [
-            (self.rpm, Kind::Requests),
-            (self.tpm, Kind::Tokens),
-            (self.max_concurrent, Kind::Concurrent),
-            (self.daily_tokens, Kind::Daily),
-            (self.monthly_tokens, Kind::Monthly),
-        ]
-        .into_iter()
-        .find(|(limit, _)| *limit == Some(0))
-        .map(|(_, kind)| kind.field())
-    }
-}
 
 const MINUTE: Duration = Duration::from_secs(60);
 /// How long a concurrency slot outlives its last renewal. It bounds how long a slot whose
@@ -65,19 +32,6 @@ enum Kind {
     Concurrent,
     Daily,
     Monthly,
-}
-
-impl Kind {
-    /// The [`LimitSpec`] field, as operators write it.
-    fn field(self) -> &'static str {
-        match self {
-            Self::Requests => "rpm",
-            Self::Tokens => "tpm",
-            Self::Concurrent => "max_concurrent",
-            Self::Daily => "daily_tokens",
-            Self::Monthly => "monthly_tokens",
-        }
-    }
 }
 
 /// Why a request was refused.
