@@ -699,6 +699,12 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
+        if let Some(i) = self.backends.iter().position(|b| b.max_response_bytes == 0) {
+            return Err(ConfigError::invalid(
+                format!("backends[{i}].max_response_bytes"),
+                "must be greater than 0 (every answer would be refused)",
+            ));
+        }
         if let Some(i) = self.backends.iter().position(|b| b.weight == 0) {
             return Err(ConfigError::invalid(
                 format!("backends[{i}].weight"),

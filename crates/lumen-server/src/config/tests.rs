@@ -309,3 +309,16 @@ fn service_link_names() {
         assert!(!is_kubernetes_service_link(k), "{k}");
     }
 }
+
+#[test]
+fn a_zero_answer_cap_is_refused() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "lumen.toml",
+            "[[backends]]\nurl = \"http://127.0.0.1:8000\"\nmax_response_bytes = 0\n",
+        )?;
+        let err = load_in(jail, Some("lumen.toml")).unwrap_err().to_string();
+        assert!(err.contains("backends[0].max_response_bytes"), "{err}");
+        Ok(())
+    });
+}
