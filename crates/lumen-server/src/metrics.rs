@@ -255,7 +255,7 @@ impl Metrics {
         let rate_limited = Family::default();
         r.register(
             "lumen_rate_limited",
-            "Requests refused by per-key limits: requests, tokens, concurrent_requests, quota",
+            "Requests refused by per-key limits: requests, tokens, concurrent_requests, quota, suspended (a limit of 0)",
             rate_limited.clone(),
         );
         let redis_errors = Family::default();
