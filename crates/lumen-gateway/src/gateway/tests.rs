@@ -27,6 +27,8 @@ enum Step {
     TooLong,
     /// 400: a content-policy refusal.
     Policy,
+    /// 429 with `Retry-After: 2`.
+    Throttled,
 }
 
 /// An engine that plays a script per model (then `Ok` for ever) and logs each call.
@@ -69,6 +71,12 @@ impl Scripted {
 
     fn fail(&self, step: Step) -> BackendError {
         match step {
+            Step::Throttled => BackendError::Upstream {
+                backend: self.name.into(),
+                status: 429,
+                error: Box::new(ErrorObject::new("slow down", "rate_limit_error")),
+                retry_after: Some(Duration::from_secs(2)),
+            },
             Step::Policy => BackendError::Upstream {
                 backend: self.name.into(),
                 status: 400,
@@ -530,4 +538,29 @@ async fn other_client_errors_never_fall_back() {
     }
     assert_eq!(calls.lock().unwrap().len(), 1, "no retry, no fallback");
     assert_eq!(*seen.0.lock().unwrap(), ["attempt 1 a@e1"]);
+}
+
+/// An engine's `Retry-After` is honoured (the retry waits 2 s, not the 100 ms backoff), and the
+/// request then succeeds: never a tight loop against a throttling engine.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_is_honoured() {
+    let calls: Calls = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let gw = core(
+        vec![Scripted::new("b0", &[("a", &[Step::Throttled])], &calls)],
+        0,
+        &seen,
+    );
+    let start = Instant::now();
+    let r = gw.chat(ask("a"), &RequestContext::new("t")).await.unwrap();
+    assert_eq!(
+        r.get().choices[0].message.content.as_ref().unwrap().text(),
+        "b0"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert_eq!(
+        seen.0.lock().unwrap()[1],
+        "retry in 2000ms after upstream_4xx"
+    );
 }
