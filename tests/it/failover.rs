@@ -98,3 +98,70 @@ async fn a_pool_that_fails_every_attempt_falls_back_to_the_next_model_the_key_al
         "{metrics}"
     );
 }
+
+/// A primary that is down for a while, then healthy: while its breaker is open the fallback
+/// serves (the primary is not asked); after the cooldown a half-open probe finds it healthy and
+/// traffic goes back to it.
+#[tokio::test]
+async fn a_flapping_primary_is_served_around_then_comes_back() {
+    let (p, sp) = sim(&["primary"]).await;
+    let (s, ss) = sim(&["secondary"]).await;
+    sp.set_faults(Faults {
+        status: Some(500),
+        ..Faults::default()
+    });
+    let mut gov = GovernanceConfig::default();
+    gov.fallbacks
+        .insert("primary".into(), vec!["secondary".into()]);
+    let lumen = Lumen::start(
+        builder(&[&p, &s])
+            .governance(gov)
+            .retry(RetryConfig {
+                max_attempts: Some(1),
+                ..RetryConfig::default()
+            })
+            .breaker(BreakerSettings {
+                consecutive_failures: 1,
+                // Long enough that the first ten requests all fall inside it, even on a slow
+                // machine; short enough for the test.
+                cooldown_ms: Some(2_000),
+                ..BreakerSettings::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let body = r#"{"model":"primary","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    let served = |r: &Reply| r.json()["model"].as_str().unwrap_or_default().to_owned();
+    // The first request fails on the primary (opening its breaker) and is served by the fallback.
+    for _ in 0..10 {
+        let r = post(&lumen.url("/v1/chat/completions"), body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(served(&r), "secondary");
+    }
+    assert_eq!(
+        sp.generation_count(),
+        1,
+        "the open breaker keeps the primary out"
+    );
+    assert_eq!(ss.generation_count(), 10);
+    // The primary recovers; after the cooldown a probe goes to it and it serves again.
+    sp.set_faults(Faults::default());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = post(&lumen.url("/v1/chat/completions"), body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if served(&r) == "primary" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never back on the primary"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        let r = post(&lumen.url("/v1/chat/completions"), body).await;
+        assert_eq!(served(&r), "primary", "back on the primary");
+    }
+}
