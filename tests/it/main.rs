@@ -16,3 +16,4 @@ mod resilience;
 mod security;
 mod shared_state;
 mod streaming;
+mod tls;

@@ -62,6 +62,18 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// Largest `n` (choices per request) accepted; above it, 400 before any engine is asked.
     pub max_n: u32,
+    /// Serve the API listener over TLS (the admin listener stays plain, for probes).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: PEM files, read again on every reload (certificate rotation).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +85,7 @@ impl Default for ServerConfig {
             config_watch_ms: 0,
             admin_listen: None,
             body_read_timeout_ms: 30_000,
+            tls: None,
             max_n: 128,
         }
     }

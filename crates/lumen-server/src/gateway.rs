@@ -30,12 +30,14 @@ use crate::observe::ServerObserver;
 use crate::shared::{Shared, SharedSettings, Stores};
 
 /// Server settings that a reload may change; read once per request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) max_body_bytes: usize,
     pub(crate) body_read_timeout: Duration,
     pub(crate) max_n: u32,
     pub(crate) shutdown_grace: Duration,
+    /// The API listener's TLS, when `server.tls` is set; rebuilt on reload.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Lumen as an HTTP server sees it. Cheap to clone.
@@ -60,6 +62,7 @@ pub struct GatewayBuilder {
     body_read_timeout: Duration,
     max_n: u32,
     shutdown_grace: Duration,
+    tls: Option<crate::config::TlsConfig>,
     auth: AuthConfig,
     limits: LimitsConfig,
     cache: CacheConfig,
@@ -82,6 +85,7 @@ impl Default for GatewayBuilder {
             body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
             max_n: cfg.server.max_n,
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+            tls: None,
             auth: cfg.auth,
             limits: cfg.limits,
             cache: cfg.cache,
@@ -214,6 +218,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serve the API listener over TLS with these PEM files.
+    pub fn tls(mut self, tls: Option<crate::config::TlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     pub fn build(self) -> Result<Gateway, ConfigError> {
         let metrics = Arc::new(Metrics::new());
         let core = self
@@ -223,6 +233,7 @@ impl GatewayBuilder {
             .map_err(|e| ConfigError::invalid(e.key(), e.reason()))?;
         let shared = SharedSettings::new(&self.auth, &self.limits, &self.cache, &self.redis)?;
         let stores = Stores::new(&self.redis, &self.cache)?;
+        let tls = self.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 core,
@@ -231,6 +242,7 @@ impl GatewayBuilder {
                     body_read_timeout: self.body_read_timeout,
                     max_n: self.max_n,
                     shutdown_grace: self.shutdown_grace,
+                    tls,
                 }),
                 shared: Shared::new(stores, shared, metrics.clone()),
                 metrics,
@@ -305,6 +317,7 @@ impl Gateway {
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
             .max_n(cfg.server.max_n)
             .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms))
+            .tls(cfg.server.tls.clone())
             .health(cfg.health.clone())
             .auth(cfg.auth.clone())
             .limits(cfg.limits.clone())
@@ -329,6 +342,12 @@ impl Gateway {
         let result = cfg.validate().and_then(|()| {
             let resolved = cfg.resolved()?;
             let shared = SharedSettings::new(&cfg.auth, &cfg.limits, &cfg.cache, &cfg.redis)?;
+            let tls = cfg
+                .server
+                .tls
+                .as_ref()
+                .map(crate::tls::acceptor)
+                .transpose()?;
             let core = lumen_gateway::Settings {
                 resolved,
                 discovery_interval: Duration::from_millis(cfg.routing.discovery_interval_ms),
@@ -339,15 +358,16 @@ impl Gateway {
                 .core
                 .reload(cfg.routing.clone(), backend_specs(cfg)?, core)
                 .map_err(|e| ConfigError::invalid(e.key(), e.reason()))?;
-            Ok(shared)
+            Ok((shared, tls))
         });
         match result {
-            Ok(shared) => {
+            Ok((shared, tls)) => {
                 self.inner.settings.store(Arc::new(Settings {
                     max_body_bytes: cfg.server.max_body_bytes,
                     body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
                     max_n: cfg.server.max_n,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+                    tls,
                 }));
                 self.inner.shared.replace_settings(shared);
                 self.reload_counter("ok").inc();
@@ -452,6 +472,11 @@ impl Gateway {
 
     pub fn shutdown_grace(&self) -> Duration {
         self.inner.settings.load().shutdown_grace
+    }
+
+    /// The API listener's TLS acceptor, when configured (the current one after a reload).
+    pub(crate) fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.inner.settings.load().tls.clone()
     }
 
     /// Ends every open SSE stream served by this gateway's HTTP surface: each gets one in-band

@@ -27,6 +27,7 @@ mod observe;
 mod path;
 mod serve;
 mod shared;
+mod tls;
 
 pub use config::{LumenConfig, Overrides};
 pub use error::ApiError;
