@@ -104,3 +104,63 @@ fn a_missing_certificate_names_the_setting() {
         .to_string();
     assert!(err.contains("server.tls.cert_file"), "{err}");
 }
+
+/// A reload reads the PEM files again: a rotated certificate is served without a restart.
+#[tokio::test]
+async fn a_reload_serves_a_rotated_certificate() {
+    let dir = std::env::temp_dir().join(format!("lumen-tls-rot-{}", std::process::id()));
+    let (first, trust_first) = certificate(&dir.join("a"));
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&url]).tls(Some(first)).build().unwrap()).await;
+    let get = "GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    assert!(
+        https(lumen.addr, &trust_first, get)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let (second, trust_second) = certificate(&dir.join("b"));
+    let file = dir.join("lumen.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "backends = [\"{url}\"]\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            second.cert_file, second.key_file
+        ),
+    )
+    .unwrap();
+    lumen
+        .gateway
+        .reload_from(Some(&file), &lumen_server::Overrides::default())
+        .unwrap();
+    assert!(
+        https(lumen.addr, &trust_second, get)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        try_https(lumen.addr, &trust_first).await.is_err(),
+        "the old certificate is no longer served"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The handshake alone, reporting a certificate the client does not trust as an error.
+async fn try_https(
+    addr: std::net::SocketAddr,
+    trust: &CertificateDer<'static>,
+) -> std::io::Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map(|_| ())
+}
