@@ -204,16 +204,10 @@ pub struct RedisState {
     key_cache: moka::sync::Cache<[u8; 32], Option<ApiKey>>,
 }
 
-#[derive(Debug)]
+/// `redis.url` cannot be used (it does not parse, or names an unsupported scheme).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct RedisConfigError(pub String);
-
-impl std::fmt::Display for RedisConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RedisConfigError {}
 
 impl RedisState {
     /// Prepares a lazy connection to `url`. Never waits for Redis: it may be down now.
