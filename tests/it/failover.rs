@@ -165,3 +165,48 @@ async fn a_flapping_primary_is_served_around_then_comes_back() {
         assert_eq!(served(&r), "primary", "back on the primary");
     }
 }
+
+/// An answer from a fallback model is never cached under the requested model's key: once the
+/// primary is back, callers get the primary's answers.
+#[tokio::test]
+async fn a_fallback_answer_is_not_cached_for_the_requested_model() {
+    let (p, sp) = sim(&["primary"]).await;
+    let (s, _ss) = sim(&["secondary"]).await;
+    sp.set_faults(Faults {
+        status: Some(500),
+        ..Faults::default()
+    });
+    let mut gov = GovernanceConfig::default();
+    gov.fallbacks
+        .insert("primary".into(), vec!["secondary".into()]);
+    let lumen = Lumen::start(
+        builder(&[&p, &s])
+            .governance(gov)
+            .retry(RetryConfig {
+                max_attempts: Some(1),
+                ..RetryConfig::default()
+            })
+            .breaker(BreakerSettings {
+                consecutive_failures: 0,
+                ..BreakerSettings::default()
+            })
+            .cache(lumen_server::config::CacheConfig {
+                enabled: true,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let body = r#"{"model":"primary","temperature":0,"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    let r = post(&lumen.url("/v1/chat/completions"), body).await;
+    assert_eq!(r.json()["model"], "secondary");
+    sp.set_faults(Faults::default());
+    let r = post(&lumen.url("/v1/chat/completions"), body).await;
+    assert_eq!(
+        r.json()["model"],
+        "primary",
+        "not the cached fallback answer"
+    );
+    assert_eq!(r.header("x-lumen-cache"), Some("miss"));
+}

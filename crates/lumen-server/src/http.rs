@@ -553,7 +553,15 @@ impl Api {
         // The engine's own bytes unless the answer was edited (see `Reply`).
         match value.to_json() {
             Ok(body) => {
-                self.gw.shared().cache_put(&plan, body.clone());
+                // An answer a fallback model gave is not the requested model's: never cached
+                // under its key.
+                let mut fell_back = false;
+                crate::access::note(|a| {
+                    fell_back = a.requested.is_some() && a.requested != a.model;
+                });
+                if !fell_back {
+                    self.gw.shared().cache_put(&plan, body.clone());
+                }
                 let mut resp = Response::new(full(body));
                 // Room for content type, request id, six rate-limit headers and the cache header
                 // up front, instead of growing the map twice.
