@@ -28,7 +28,7 @@ pub(crate) enum Caching {
 
 /// One inference endpoint.
 pub(crate) trait Inference: 'static {
-    type Request: DeserializeOwned + Send + 'static;
+    type Request: DeserializeOwned + HasModel + Send + 'static;
     type Answer: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
     type Chunk: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
 
@@ -36,7 +36,9 @@ pub(crate) trait Inference: 'static {
     const NAME: &'static str;
 
     /// The `model` field, resolved in place to the public id that was authorized.
-    fn model(r: &mut Self::Request) -> &mut String;
+    fn model(r: &mut Self::Request) -> &mut String {
+        r.model_mut()
+    }
 
     /// What the JSON types alone cannot check; `max_n` bounds the number of choices.
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError>;
@@ -101,10 +103,6 @@ impl Inference for Chat {
     type Chunk = ChatCompletionChunk;
     const NAME: &'static str = "chat";
 
-    fn model(r: &mut Self::Request) -> &mut String {
-        &mut r.model
-    }
-
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
         check_n(r.n, max_n)
@@ -155,10 +153,6 @@ impl Inference for Completions {
     type Chunk = CompletionChunk;
     const NAME: &'static str = "completions";
 
-    fn model(r: &mut Self::Request) -> &mut String {
-        &mut r.model
-    }
-
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
         check_n(r.n, max_n)
@@ -208,10 +202,6 @@ impl Inference for Embeddings {
     type Answer = EmbeddingResponse;
     type Chunk = EmbeddingResponse;
     const NAME: &'static str = "embeddings";
-
-    fn model(r: &mut Self::Request) -> &mut String {
-        &mut r.model
-    }
 
     fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
         r.validate()
@@ -268,10 +258,6 @@ macro_rules! json_endpoint {
             type Chunk = JsonAnswer;
             const NAME: &'static str = $name;
             const BILLS_TOKENS: bool = $bills;
-
-            fn model(r: &mut Self::Request) -> &mut String {
-                &mut r.model
-            }
 
             fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
                 let check: fn(&JsonRequest) -> Result<(), RequestError> = $validate;

@@ -440,13 +440,14 @@ impl Api {
         // Limits, the cache and routing all see this one resolved id.
         let model = E::model(&mut r).clone();
         crate::access::note(|a| a.requested = Some(model.clone()));
-        let scope = self.limit_scope(&principal, &model);
+        let engine_scope = self.limit_scope(&principal, &model);
+        let scope = engine_scope.as_deref().unwrap_or(&model);
         let estimate = if E::BILLS_TOKENS {
             self.estimate(body_len, E::completion_budget(&r))
         } else {
             0
         };
-        let (settlement, rate) = self.gw.shared().admit(&principal, &scope, estimate).await?;
+        let (settlement, rate) = self.gw.shared().admit(&principal, scope, estimate).await?;
         if E::streams(&r) {
             let stream = E::stream(self.gw.core(), r, &cx).await;
             return Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate));
@@ -484,19 +485,18 @@ impl Api {
         Ok(())
     }
 
-    /// The id a key's `per_model` limits are looked up by: the resolved public id, or, when
-    /// the key limits the engine model behind it (an alias was used), that engine id. So a
+    /// The engine id a key's `per_model` limits are looked up by, when the key limits the engine
+    /// model behind the resolved public id (an alias was used); `None`: the public id. So a
     /// per-model limit holds whichever way the call reached the model: by name, an alias,
     /// `auto` or a blank `model`.
-    fn limit_scope(&self, principal: &Principal, model: &str) -> String {
+    fn limit_scope(&self, principal: &Principal, model: &str) -> Option<String> {
         match principal {
-            Some(k) if !k.per_model.contains_key(model) => self
+            Some(k) if !k.per_model.is_empty() && !k.per_model.contains_key(model) => self
                 .gw
                 .router()
                 .engine_for(model)
-                .filter(|engine| k.per_model.contains_key(engine))
-                .unwrap_or_else(|| model.to_owned()),
-            _ => model.to_owned(),
+                .filter(|engine| k.per_model.contains_key(engine)),
+            _ => None,
         }
     }
 
@@ -555,11 +555,8 @@ impl Api {
             Ok(body) => {
                 // An answer a fallback model gave is not the requested model's: never cached
                 // under its key.
-                let mut fell_back = false;
-                crate::access::note(|a| {
-                    fell_back = a.requested.is_some() && a.requested != a.model;
-                });
-                if !fell_back {
+                let fell_back = fallback_model();
+                if fell_back.is_none() {
                     self.gw.shared().cache_put(&plan, body.clone());
                 }
                 let mut resp = Response::new(full(body));
@@ -568,7 +565,7 @@ impl Api {
                 resp.headers_mut().reserve(12);
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                served_model_header(&mut resp, None);
+                served_model_header(&mut resp, fell_back.as_deref());
                 Ok(Outcome::Done(finish(resp, false)))
             }
             Err(e) => {
@@ -652,8 +649,14 @@ impl Api {
         request_id: &HeaderValue,
         rate: RateHeaders,
     ) -> Outcome {
-        let served = stream.model().to_owned();
         let mut access = current_access();
+        // Read before the stream and the record move into the body.
+        let fell_back = access
+            .requested
+            .as_deref()
+            .is_some_and(|r| r != stream.model())
+            .then(|| HeaderValue::from_str(stream.model()).ok())
+            .flatten();
         access.ttft = Some(access.start.elapsed());
         let overhead = access.overhead();
         let tpot = self
@@ -700,7 +703,9 @@ impl Api {
             HeaderValue::from_static("no"),
         );
         crate::error::rate_headers(h, &rate);
-        served_model_header(&mut resp, Some(served.as_str()));
+        if let Some(v) = fell_back {
+            h.insert(SERVED_MODEL, v);
+        }
         Outcome::Streaming(with_id(resp, request_id))
     }
 }
@@ -799,19 +804,23 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The model that served, when a fallback chain moved the request off the caller's model
+/// (`None` otherwise, without allocating).
+fn fallback_model() -> Option<String> {
+    let mut out = None;
+    crate::access::note(|a| {
+        if a.requested.is_some() && a.requested != a.model {
+            out.clone_from(&a.model);
+        }
+    });
+    out
+}
+
 /// `x-lumen-served-model`, when a fallback served the request with another model than the
 /// caller's (the body's `model` names it too).
 fn served_model_header(resp: &mut Response<ResponseBody>, served: Option<&str>) {
-    let mut pair = None;
-    crate::access::note(|a| pair = Some((a.requested.clone(), a.model.clone())));
-    let Some((Some(requested), model)) = pair else {
-        return;
-    };
-    let served = served.map(str::to_owned).or(model);
-    if let Some(served) = served.filter(|s| *s != requested) {
-        if let Ok(v) = HeaderValue::from_str(&served) {
-            resp.headers_mut().insert(SERVED_MODEL, v);
-        }
+    if let Some(v) = served.and_then(|s| HeaderValue::from_str(s).ok()) {
+        resp.headers_mut().insert(SERVED_MODEL, v);
     }
 }
 
