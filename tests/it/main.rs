@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod architecture;
+mod continuation;
 mod endpoints;
 mod errors;
 mod failover;

@@ -28,7 +28,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lumen_backend::{Backend, BackendError, ChunkStream, Health, RequestContext, TimeoutKind};
+use lumen_backend::{
+    Backend, BackendError, ChunkStream, Continuation, Health, RequestContext, TimeoutKind,
+};
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
@@ -57,6 +59,9 @@ pub struct VllmConfig {
     /// Cap on a non-streamed response body, so a broken engine cannot exhaust memory. Over it
     /// the call fails with [`BackendError::ResponseTooLarge`].
     pub max_response_bytes: usize,
+    /// How this engine continues another engine's partial answer (vLLM and SGLang:
+    /// `continue_final_message`). Only models with stream continuation on use it.
+    pub continuation: Continuation,
 }
 
 impl std::fmt::Debug for VllmConfig {
@@ -80,6 +85,7 @@ impl VllmConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             max_response_bytes: 64 * 1024 * 1024,
+            continuation: Continuation::ContinueFinalMessage,
         }
     }
 }
@@ -111,6 +117,7 @@ struct Inner {
     auth: Option<HeaderValue>,
     transport: Transport,
     max_response_bytes: usize,
+    continuation: Continuation,
 }
 
 enum Transport {
@@ -298,6 +305,7 @@ impl VllmBackend {
                 auth,
                 transport,
                 max_response_bytes: cfg.max_response_bytes,
+                continuation: cfg.continuation,
             }),
         })
     }
@@ -564,6 +572,10 @@ impl Backend for VllmBackend {
     async fn models(&self, cx: &RequestContext) -> Result<ModelList, BackendError> {
         self.call_json::<(), _>(Method::GET, "/v1/models", None, cx)
             .await
+    }
+
+    fn continuation(&self) -> Continuation {
+        self.inner.continuation
     }
 
     async fn health(&self) -> Health {

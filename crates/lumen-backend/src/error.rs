@@ -123,6 +123,12 @@ impl BackendError {
         }
     }
 
+    /// True when the engine refused this request as it stands (a 4xx other than a timeout or
+    /// a rate limit): the same request would be refused again, by this engine at least.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::Upstream { status, .. } if (400..500).contains(status) && !matches!(status, 408 | 429))
+    }
+
     /// True when the engine refused the request because it is longer than the model's context
     /// (OpenAI's `context_length_exceeded`, or vLLM's and llama.cpp's wordings of it): a model
     /// with a larger context could serve it, the same model never will.

@@ -68,6 +68,21 @@ impl RequestContext {
     }
 }
 
+/// How an engine can be asked to continue an answer it did not start (mid-stream continuation):
+/// the request carries the text so far as a final, partial assistant message (for completions,
+/// appended to the prompt) and the engine must extend it rather than answer it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Continuation {
+    /// This backend cannot continue another engine's answer; it is never asked to.
+    #[default]
+    None,
+    /// vLLM's and SGLang's `continue_final_message: true` with `add_generation_prompt: false`.
+    ContinueFinalMessage,
+    /// A final assistant message the chat template leaves open (llama.cpp's `llama-server`).
+    Prefill,
+}
+
 /// Result of a cheap liveness probe (never a generation: probes must not bill tokens).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -126,6 +141,12 @@ pub trait Backend: Send + Sync + 'static {
 
     fn health(&self) -> impl Future<Output = Health> + Send;
 
+    /// Whether and how this engine continues a partial answer (see [`Continuation`]). The
+    /// default is none: a backend opts in only when its engine is known to honour it.
+    fn continuation(&self) -> Continuation {
+        Continuation::None
+    }
+
     /// Any other JSON endpoint of the engine that is routed by `model`: vLLM's `/tokenize`,
     /// `/detokenize` and `/v1/rerank`. `path` is the engine's path; `req` is the client's JSON
     /// with the engine's model id. The default answers 404, which is not retried, so a backend
@@ -181,6 +202,7 @@ pub trait DynBackend: Send + Sync + 'static {
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<ModelList, BackendError>>;
     fn health(&self) -> BoxFuture<'_, Health>;
+    fn continuation(&self) -> Continuation;
     fn call<'a>(
         &'a self,
         path: &'static str,
@@ -238,6 +260,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn health(&self) -> BoxFuture<'_, Health> {
         Box::pin(Backend::health(self))
+    }
+    fn continuation(&self) -> Continuation {
+        Backend::continuation(self)
     }
     fn call<'a>(
         &'a self,

@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures::future::join_all;
-use lumen_backend::{Backend, BackendError, RequestContext, SharedBackend, TimeoutKind};
+use futures::future::{BoxFuture, join_all};
+use lumen_backend::{
+    Backend, BackendError, Continuation, RequestContext, SharedBackend, TimeoutKind,
+};
 use lumen_governance::{
     BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, Route, RouteRequest, Router,
 };
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel,
-    JsonAnswer, JsonRequest, Model, ModelList, Prompt, Reply,
+    JsonAnswer, JsonRequest, Model, ModelList, Prompt, Reply, continuation::StreamPiece,
 };
 use lumen_resilience::config::{
     AdmissionConfig, BreakerSettings, InvalidSetting, Operation, Profile, Resolved, RetryConfig,
@@ -31,7 +33,7 @@ use tokio::time::{Instant, timeout};
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
-use crate::stream::{GatewayStream, Served, force_usage};
+use crate::stream::{Continue, GatewayStream, Open, Partial, Resume, Resumer, Served, force_usage};
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
 
@@ -333,7 +335,8 @@ pub(crate) fn internal_id(what: &str) -> String {
 }
 
 /// Routing hints taken from the request before it is moved into the attempt loop.
-struct Hints {
+#[derive(Clone)]
+pub(crate) struct Hints {
     session: Option<String>,
     prefix: Option<Vec<u8>>,
 }
@@ -346,6 +349,21 @@ impl Hints {
             prefix,
         }
     }
+}
+
+/// Where an attempt loop starts: a new request, or the continuation of a broken stream.
+pub(crate) struct Plan<'a> {
+    pub(crate) op: Operation,
+    pub(crate) cx: &'a RequestContext,
+    pub(crate) hints: &'a Hints,
+    /// When the request was admitted: its total deadline counts from here.
+    pub(crate) start: Instant,
+    /// Backends (by breaker) this request must not ask again, even when no other is left: the
+    /// ones whose stream broke, for a continuation.
+    pub(crate) avoid: Vec<Arc<CircuitBreaker>>,
+    /// Finishing another engine's answer: only backends that can continue one are asked, and
+    /// one that refuses (a 4xx) is skipped rather than reported.
+    pub(crate) continuing: bool,
 }
 
 impl Gateway {
@@ -452,15 +470,24 @@ impl Gateway {
     }
 
     /// Prefers backends whose breakers (the backend's and the model's on it) allow traffic
-    /// and that have a free slot; if every candidate is saturated, takes one whose breakers
+    /// and that have a free slot (and, for a continuation, can continue an answer); if every
+    /// candidate is saturated, takes one whose breakers
     /// allow traffic and queues on it.
     fn pick(
         &self,
         rr: &RouteRequest<'_>,
         silent: &[Arc<CircuitBreaker>],
+        avoid: &[Arc<CircuitBreaker>],
+        continuing: bool,
     ) -> Result<Route<Upstream>, GovernanceError> {
         let router = &self.inner.router;
-        let answers = |u: &Upstream| !silent.iter().any(|b| Arc::ptr_eq(b, &u.breaker));
+        let answers = |u: &Upstream| {
+            let out =
+                |list: &[Arc<CircuitBreaker>]| list.iter().any(|b| Arc::ptr_eq(b, &u.breaker));
+            !out(silent)
+                && !out(avoid)
+                && (!continuing || u.backend.continuation() != Continuation::None)
+        };
         match router.route_filtered(rr, &|u: &Upstream, m: &str| {
             answers(u) && u.allows(m) && u.limit.available() > 0
         }) {
@@ -471,17 +498,14 @@ impl Gateway {
         }
     }
 
-    /// The attempt loop shared by every operation. Admits the request, then per attempt: routes
-    /// (avoiding backends already tried), takes the backend's slot, calls under the deadlines
-    /// left, records the outcome in the backend's breaker, and retries only what is retryable,
-    /// after the backoff, within the retry budget and the total deadline. For streams `call`
-    /// returns at the commit point, so nothing is ever retried after the first chunk.
+    /// Admits a request, then runs the attempt loop for it. The admission permit rides with
+    /// the answer (for a stream, until it ends).
     async fn attempts<Req, T, F, Fut>(
         &self,
         op: Operation,
         req: Req,
         cx: &RequestContext,
-        hints: Hints,
+        hints: &Hints,
         call: F,
     ) -> Result<Served<T>, GatewayError>
     where
@@ -489,8 +513,6 @@ impl Gateway {
         F: Fn(Upstream, Req, Timeouts) -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
-        let settings = self.settings();
-        let res = &settings.resolved;
         let admission = self.inner.admission.load_full();
         let queued_at = Instant::now();
         let global = admission.acquire().await.inspect_err(|e| {
@@ -503,13 +525,52 @@ impl Gateway {
         self.emit(&Event::Queued {
             waited: queued_at.elapsed(),
         });
+        self.inner.budget.load().deposit();
+        let plan = Plan {
+            op,
+            cx,
+            hints,
+            start: Instant::now(),
+            avoid: Vec::new(),
+            continuing: false,
+        };
+        let mut served = self.attempt_loop(plan, req, call).await?;
+        served.global = Some(global);
+        Ok(served)
+    }
+
+    /// The attempt loop shared by every operation. Per attempt: routes (avoiding backends
+    /// already tried), takes the backend's slot, calls under the deadlines left, records the
+    /// outcome in the backend's breakers, and retries only what is retryable, after the
+    /// backoff, within the retry budget and the total deadline; then the model's fallbacks.
+    /// For streams `call` returns at the commit point, so nothing is retried after the first
+    /// chunk: a broken stream comes back here only as a continuation (`plan.continuing`).
+    async fn attempt_loop<Req, T, F, Fut>(
+        &self,
+        plan: Plan<'_>,
+        req: Req,
+        call: F,
+    ) -> Result<Served<T>, GatewayError>
+    where
+        Req: Clone + HasModel,
+        F: Fn(Upstream, Req, Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let Plan {
+            op,
+            cx,
+            hints,
+            start,
+            mut avoid,
+            continuing,
+        } = plan;
+        let mut tried: Vec<u64> = Vec::new();
+        let settings = self.settings();
+        let res = &settings.resolved;
         let budget = self.inner.budget.load_full();
-        budget.deposit();
-        let start = Instant::now();
         let mut requested = req.model().to_owned();
         let mut fallbacks = Fallbacks::new(&self.inner.router.config(), &requested);
         let policy = res.retry(op);
-        let mut tried: Vec<u64> = Vec::new();
         // Backends that stayed silent until the first-byte deadline: never asked again by this
         // request, so a silent engine costs the caller one deadline, not one per attempt.
         let mut silent: Vec<Arc<CircuitBreaker>> = Vec::new();
@@ -526,6 +587,8 @@ impl Gateway {
                     exclude: &tried,
                 },
                 &silent,
+                &avoid,
+                continuing,
             );
             let route = match picked {
                 Ok(route) => route,
@@ -627,7 +690,9 @@ impl Gateway {
                         value,
                         route,
                         breakers,
-                        permits: [global, slot],
+                        global: None,
+                        slot,
+                        admitted: start,
                     });
                 }
                 Err(e) => e,
@@ -639,6 +704,16 @@ impl Gateway {
                 }
             }
             breakers.on_error(&err);
+            // An engine that refuses to continue another's answer (a 400 on the prefill, or
+            // the prompt now too long) is skipped; the next one may accept. The caller never
+            // sees that refusal: a failed continuation reports the stream's own failure.
+            if continuing && err.is_client_error() {
+                tracing::info!(backend = %route.lease.name, error = %Text(&err.to_string()), "engine refused to continue the answer");
+                avoid.push(up.breaker.clone());
+                drop((route, slot));
+                last_err = Some(err.into());
+                continue;
+            }
             // Too long for this model: a larger-context one may serve it (once); retrying this
             // model never will.
             if err.is_context_length_exceeded() {
@@ -744,33 +819,103 @@ impl Gateway {
         F: Fn(Upstream, Req, Timeouts) -> Fut,
         Fut: Future<Output = Result<Reply<T>, BackendError>>,
     {
-        let served = self.attempts(op, req, cx, hints, call).await?;
+        let served = self.attempts(op, req, cx, &hints, call).await?;
         Ok(show_public(served.value, &served.route))
     }
 
     /// One streamed operation: asks the engine for usage, runs the attempt loop up to the
-    /// commit point, and wraps the committed stream.
-    async fn stream_op<Req, T, F, Fut>(
+    /// commit point, and wraps the committed stream. When the served model has stream
+    /// continuation on, the stream keeps what it needs to finish a broken answer elsewhere.
+    async fn stream_op<Req, T>(
         &self,
         op: Operation,
         mut req: Req,
         stream_options: fn(&mut Req) -> &mut Option<lumen_openai_types::StreamOptions>,
         cx: &RequestContext,
         hints: Hints,
-        call: F,
+        open: Open<Req, T>,
     ) -> Result<GatewayStream<T>, GatewayError>
     where
-        Req: Clone + HasModel,
-        F: Fn(Upstream, Req, Timeouts) -> Fut,
-        Fut: Future<Output = Result<Guarded<T>, BackendError>>,
+        Req: Clone + HasModel + Continue + Send + Sync + 'static,
+        T: StreamPiece + HasModel + DeserializeOwned + Default + Send + 'static,
     {
         let strip = force_usage(stream_options(&mut req));
-        let served = self.attempts(op, req, cx, hints, call).await?;
+        // The request is kept for a continuation only where one may be wanted.
+        let kept = self
+            .inner
+            .router
+            .config()
+            .continues_any_stream()
+            .then(|| req.clone());
+        let served = self
+            .attempts(op, req, cx, &hints, |up, r, t| open(up, r, cx, t))
+            .await?;
+        let route = &served.route;
+        let resume = kept
+            .filter(|_| {
+                self.inner
+                    .router
+                    .config()
+                    .continues_streams(&route.public_model, &route.engine_model)
+            })
+            .map(|req| Resumer {
+                gateway: self.clone(),
+                op,
+                req,
+                cx: cx.clone(),
+                hints,
+                start: served.admitted,
+                open,
+            });
         Ok(GatewayStream::new(
             served,
             strip,
             self.inner.observer.clone(),
+            resume.map(|r| Arc::new(r) as Arc<dyn Resume<T>>),
         ))
+    }
+
+    /// Finishes a broken stream's answer: the attempt loop again, over the backends that can
+    /// continue an answer and have not served this request, then the model's fallbacks.
+    pub(crate) async fn continue_stream<Req, T>(
+        &self,
+        resumer: &Resumer<Req, T>,
+        partial: Partial,
+    ) -> Option<Served<Guarded<T>>>
+    where
+        Req: Clone + HasModel + Continue,
+    {
+        let Some(mut req) = resumer.req.with_partial_answer(&partial.text, partial.sent) else {
+            tracing::info!(
+                "this request cannot be continued (several choices, a prefilled answer, token ids, or no tokens left)"
+            );
+            return None;
+        };
+        partial.model.clone_into(req.model_mut());
+        if !self.inner.budget.load().try_withdraw() {
+            self.emit(&Event::RetryBudgetExhausted {
+                backend: &partial.from,
+            });
+            return None;
+        }
+        let cx = &resumer.cx;
+        let open = resumer.open;
+        let plan = Plan {
+            op: resumer.op,
+            cx,
+            hints: &resumer.hints,
+            start: resumer.start,
+            avoid: partial.avoid,
+            continuing: true,
+        };
+        let call = |up: Upstream, mut r: Req, t: Timeouts| {
+            r.for_engine(up.backend.continuation());
+            open(up, r, cx, t)
+        };
+        self.attempt_loop(plan, req, call)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %Text(&e.to_string()), "no engine could continue the stream"))
+            .ok()
     }
 
     pub async fn chat(
@@ -799,9 +944,7 @@ impl Gateway {
             |r| &mut r.stream_options,
             cx,
             hints,
-            |up, r, t| async move {
-                lumen_resilience::open_stream(up.backend.chat_stream(r, cx), &t).await
-            },
+            open_chat,
         )
         .await
     }
@@ -830,9 +973,7 @@ impl Gateway {
             |r| &mut r.stream_options,
             cx,
             hints,
-            |up, r, t| async move {
-                lumen_resilience::open_stream(up.backend.completions_stream(r, cx), &t).await
-            },
+            open_completions,
         )
         .await
     }
@@ -865,7 +1006,7 @@ impl Gateway {
                 Operation::Embeddings,
                 req,
                 cx,
-                hints,
+                &hints,
                 |up, r, t| async move {
                     lumen_resilience::unary(up.backend.call(path, r, cx), &t).await
                 },
@@ -1003,6 +1144,28 @@ impl Gateway {
             }
         }
     }
+}
+
+fn open_chat<'a>(
+    up: Upstream,
+    req: ChatCompletionRequest,
+    cx: &'a RequestContext,
+    t: Timeouts,
+) -> BoxFuture<'a, Result<Guarded<ChatCompletionChunk>, BackendError>> {
+    Box::pin(
+        async move { lumen_resilience::open_stream(up.backend.chat_stream(req, cx), &t).await },
+    )
+}
+
+fn open_completions<'a>(
+    up: Upstream,
+    req: CompletionRequest,
+    cx: &'a RequestContext,
+    t: Timeouts,
+) -> BoxFuture<'a, Result<Guarded<CompletionChunk>, BackendError>> {
+    Box::pin(async move {
+        lumen_resilience::open_stream(up.backend.completions_stream(req, cx), &t).await
+    })
 }
 
 /// Shows the public id (an alias, or the model `auto` chose) instead of the engine's id.

@@ -61,6 +61,16 @@ pub enum Event<'a> {
         to: &'a str,
         reason: &'static str,
     },
+    /// A stream that failed after commit (`reason`: the failure's kind) was continued on
+    /// another engine, `to`; `None` when none could continue it (the caller then gets the
+    /// failure in-band). `model` is the public model serving afterwards.
+    Continued {
+        model: &'a str,
+        passthrough: bool,
+        from: &'a str,
+        to: Option<&'a str>,
+        reason: &'static str,
+    },
     /// A background health probe finished.
     HealthChecked { backend: &'a str, ok: bool },
 }

@@ -65,6 +65,10 @@ pub struct GovernanceConfig {
     /// Public model → larger-context models, tried once, only when an engine answers that
     /// the request exceeds the model's context length.
     pub context_fallbacks: BTreeMap<String, Vec<String>>,
+    /// Finish a stream that broke after it started on another backend (or a fallback) by
+    /// asking it to continue the partial answer. Off by default: another engine may not say
+    /// what the first would have. `models.<id>.stream_continuation` overrides it per model.
+    pub stream_continuation: bool,
 }
 
 impl Default for GovernanceConfig {
@@ -83,6 +87,7 @@ impl Default for GovernanceConfig {
             discovery_interval_ms: 30_000,
             fallbacks: BTreeMap::new(),
             context_fallbacks: BTreeMap::new(),
+            stream_continuation: false,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct PassthroughConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub policy: Option<Policy>,
+    /// Overrides `routing.stream_continuation` for this model.
+    pub stream_continuation: Option<bool>,
 }
 
 /// A governance setting that cannot work, with the key that names it.
@@ -125,6 +132,24 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> InvalidConfig {
 }
 
 impl GovernanceConfig {
+    /// Whether any model may have its broken streams continued.
+    pub fn continues_any_stream(&self) -> bool {
+        self.stream_continuation
+            || self
+                .models
+                .values()
+                .any(|m| m.stream_continuation == Some(true))
+    }
+
+    /// Whether a broken stream of this model (public or engine id, as `models` is keyed) may be
+    /// continued on another engine.
+    pub fn continues_streams(&self, public: &str, engine: &str) -> bool {
+        [public, engine]
+            .iter()
+            .find_map(|m| self.models.get(*m).and_then(|c| c.stream_continuation))
+            .unwrap_or(self.stream_continuation)
+    }
+
     /// Checks the settings against each other and against the configured backend names.
     pub fn validate(&self, backend_names: &[&str]) -> Result<(), InvalidConfig> {
         for (key, chains) in [

@@ -9,6 +9,8 @@
 //!   `guided_json`, `chat_template_kwargs`, ...) are forwarded unchanged. Request parts Lumen does
 //!   not read (unknown fields, `messages`, prompt and input arrays) stay raw JSON, so parsing a
 //!   body costs at most a small multiple of its size whatever its shape (`tests/alloc.rs`).
+//! - [`continuation`]: the request that asks an engine to finish another's partial answer, and
+//!   what each stream chunk adds to the answer.
 //! - [`json`]: requests and answers of the engine endpoints Lumen routes without reading their
 //!   shape (tokenize, detokenize, rerank).
 //! - [`error`]: the OpenAI error body, and a tolerant parser for the shapes engines really send.
@@ -22,6 +24,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod continuation;
 pub mod embeddings;
 pub mod error;
 pub mod json;

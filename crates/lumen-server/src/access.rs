@@ -36,6 +36,8 @@ pub(crate) struct Access {
     pub waited: Duration,
     pub ttft: Option<Duration>,
     pub tokens: Option<(u64, u64)>,
+    /// Times a broken stream was continued on another engine.
+    pub continuations: u32,
 }
 
 impl Default for Access {
@@ -62,6 +64,7 @@ impl Access {
             waited: Duration::ZERO,
             ttft: None,
             tokens: None,
+            continuations: 0,
         }
     }
 
@@ -126,6 +129,7 @@ impl Access {
             input_tokens = self.tokens.map(|t| t.0),
             output_tokens = self.tokens.map(|t| t.1),
             attempts = self.attempts,
+            continuations = self.continuations,
             overhead_us = overhead.as_micros() as u64,
             cache = "bypass",
             "access"

@@ -125,6 +125,10 @@ pub struct BackendConfig {
     /// Cap on a non-streamed engine answer: a broken or hostile engine cannot make Lumen buffer
     /// an endless body. Over it the request fails with 502 `upstream_response_too_large`.
     pub max_response_bytes: usize,
+    /// How the engine continues another engine's partial answer, for models with
+    /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM and
+    /// SGLang, `prefill` for llama.cpp, `none` for the others (unknown, so never asked).
+    pub continuation: Option<lumen_backend::Continuation>,
 }
 
 /// Well above any real answer (a long completion with logprobs is a few MB).
@@ -141,11 +145,29 @@ impl Default for BackendConfig {
             weight: 1,
             probe: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            continuation: None,
         }
     }
 }
 
+impl BackendConfig {
+    /// `continuation` as set, else what `kind` is known to support.
+    pub fn effective_continuation(&self) -> lumen_backend::Continuation {
+        self.continuation.unwrap_or(self.kind.continuation())
+    }
+}
+
 impl EngineKind {
+    /// How this engine is known to continue a partial answer.
+    pub fn continuation(self) -> lumen_backend::Continuation {
+        use lumen_backend::Continuation;
+        match self {
+            Self::Vllm | Self::Sglang => Continuation::ContinueFinalMessage,
+            Self::Llamacpp => Continuation::Prefill,
+            Self::Tgi | Self::Ollama | Self::OpenaiCompatible => Continuation::None,
+        }
+    }
+
     /// The probe that works on this engine without billing tokens.
     pub fn default_probe(self) -> Probe {
         match self {

@@ -7,6 +7,7 @@
 use futures::future::BoxFuture;
 use lumen_backend::RequestContext;
 use lumen_gateway::{Gateway, GatewayError, GatewayStream};
+use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
@@ -30,7 +31,15 @@ pub(crate) enum Caching {
 pub(crate) trait Inference: 'static {
     type Request: DeserializeOwned + HasModel + Send + 'static;
     type Answer: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
-    type Chunk: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
+    /// The stream chunk; endpoints that never stream name any chunk type (`not_streamed`).
+    type Chunk: Serialize
+        + HasModel
+        + HasUsage
+        + StreamPiece
+        + DeserializeOwned
+        + Default
+        + Send
+        + 'static;
 
     /// The endpoint's name in metrics, the access log and the cache key.
     const NAME: &'static str;
@@ -200,7 +209,7 @@ pub(crate) struct Embeddings;
 impl Inference for Embeddings {
     type Request = EmbeddingRequest;
     type Answer = EmbeddingResponse;
-    type Chunk = EmbeddingResponse;
+    type Chunk = CompletionChunk;
     const NAME: &'static str = "embeddings";
 
     fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
@@ -255,7 +264,7 @@ macro_rules! json_endpoint {
         impl Inference for $ty {
             type Request = JsonRequest;
             type Answer = JsonAnswer;
-            type Chunk = JsonAnswer;
+            type Chunk = CompletionChunk;
             const NAME: &'static str = $name;
             const BILLS_TOKENS: bool = $bills;
 

@@ -265,6 +265,7 @@ fn backend_specs(
             let mut vc = lumen_backend_vllm::VllmConfig::new(name.clone(), bc.url.clone());
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
             vc.max_response_bytes = bc.max_response_bytes;
+            vc.continuation = bc.effective_continuation();
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
             }
@@ -272,9 +273,10 @@ fn backend_specs(
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{:?}|{}|{:x}",
+                "{}|{:?}|{:?}|{:?}|{}|{:x}",
                 bc.url,
                 bc.kind,
+                bc.effective_continuation(),
                 resolved.connect,
                 bc.max_response_bytes,
                 bc.api_key.as_ref().map_or(0, |k| fingerprint(k.expose()))

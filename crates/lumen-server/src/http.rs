@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
+use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
 use lumen_openai_types::{HasModel, HasUsage, Reply, request};
 use serde::Serialize;
@@ -642,7 +643,14 @@ impl Api {
     /// A committed stream as SSE. The access record moves into the body and is closed when the
     /// stream ends (or the client goes away), with its time to first token and tokens.
     fn sse<
-        T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default + Send + 'static,
+        T: Serialize
+            + HasModel
+            + HasUsage
+            + StreamPiece
+            + serde::de::DeserializeOwned
+            + Default
+            + Send
+            + 'static,
     >(
         &self,
         (stream, settlement): (GatewayStream<T>, Option<Settlement>),
@@ -890,14 +898,16 @@ pin_project_lite::pin_project! {
             let _entered = this.span.enter();
             if let Some(r) = this.record.take() {
                 let outcome = if *this.finished { "ok" } else { "client_disconnected" };
-                close(r, this.inner.tokens(), outcome);
+                close(r, &this.inner, outcome);
             }
         }
     }
 }
 
-fn close(mut r: Record, tokens: Option<(u64, u64)>, outcome: &str) {
+fn close<T>(mut r: Record, stream: &GatewayStream<T>, outcome: &str) {
+    let tokens = stream.tokens();
     r.access.tokens = tokens;
+    r.access.continuations = stream.continuations();
     if let Some(s) = r.settlement.as_mut() {
         s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
     }
@@ -906,7 +916,7 @@ fn close(mut r: Record, tokens: Option<(u64, u64)>, outcome: &str) {
         .finish(&r.gateway.inner.metrics, 200, outcome, r.overhead);
 }
 
-impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default> Body
+impl<T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOwned + Default> Body
     for SseBody<T>
 {
     type Data = Bytes;
@@ -926,7 +936,7 @@ impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default>
             tracing::warn!("stream ended by shutdown");
             if let Some(mut r) = this.record.take() {
                 r.error = Some("shutdown");
-                close(r, this.inner.tokens(), "shutdown");
+                close(r, &this.inner, "shutdown");
             }
             return Poll::Ready(Some(Ok(Frame::data(api_error_event(
                 &ApiError::shutting_down(),
@@ -965,7 +975,7 @@ impl<T: Serialize + HasModel + HasUsage + serde::de::DeserializeOwned + Default>
         };
         if *this.finished {
             if let Some(r) = this.record.take() {
-                close(r, this.inner.tokens(), "ok");
+                close(r, &this.inner, "ok");
             }
         }
         Poll::Ready(Some(Ok(Frame::data(bytes))))

@@ -43,6 +43,15 @@ pub(crate) struct BackendLabel {
     pub backend: String,
 }
 
+/// A broken stream's continuation: the serving model (configured or discovered; every
+/// passthrough name is `passthrough`), the failure's kind and whether another engine took over.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ContinuationLabels {
+    pub model: String,
+    pub reason: String,
+    pub outcome: String,
+}
+
 /// Both models come from `routing.fallbacks` / `routing.context_fallbacks` (configuration).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FallbackLabels {
@@ -118,6 +127,7 @@ pub(crate) struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub retry_budget_exhausted: Counter,
     pub fallbacks: Family<FallbackLabels, Counter>,
+    pub continuations: Family<ContinuationLabels, Counter>,
     pub queue_wait: Histogram,
     pub overhead: Histogram,
     pub reloads: Family<ResultLabel, Counter>,
@@ -214,6 +224,12 @@ impl Metrics {
             "Requests moved to a fallback model, by the model they left, the one they moved to and why",
             fallbacks.clone(),
         );
+        let continuations = Family::default();
+        r.register(
+            "lumen_stream_continuations",
+            "Streams that broke after commit, by model and failure, and whether another engine continued them (outcome resumed) or none could (failed)",
+            continuations.clone(),
+        );
         let retry_budget_exhausted = Counter::default();
         r.register(
             "lumen_retry_budget_exhausted",
@@ -307,6 +323,7 @@ impl Metrics {
             rejected,
             retry_budget_exhausted,
             fallbacks,
+            continuations,
             queue_wait,
             overhead,
             reloads,

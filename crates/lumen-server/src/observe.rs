@@ -7,7 +7,8 @@ use lumen_gateway::{Event, Observer};
 
 use crate::access;
 use crate::metrics::{
-    BackendReason, BackendResult, FallbackLabels, KindLabel, Metrics, ReasonLabel,
+    BackendReason, BackendResult, ContinuationLabels, FallbackLabels, KindLabel, Metrics,
+    ReasonLabel,
 };
 
 pub(crate) struct ServerObserver {
@@ -88,6 +89,21 @@ impl Observer for ServerObserver {
                         from: (*from).to_owned(),
                         to: (*to).to_owned(),
                         reason: (*reason).to_owned(),
+                    })
+                    .inc();
+            }
+            Event::Continued {
+                model,
+                passthrough,
+                to,
+                reason,
+                ..
+            } => {
+                m.continuations
+                    .get_or_create(&ContinuationLabels {
+                        model: if *passthrough { "passthrough" } else { model }.to_owned(),
+                        reason: (*reason).to_owned(),
+                        outcome: if to.is_some() { "resumed" } else { "failed" }.to_owned(),
                     })
                     .inc();
             }

@@ -72,6 +72,13 @@ pub struct Faults {
     /// Stream the whole answer (finish reason and usage) but end the body without
     /// `data: [DONE]`, as some engines do.
     pub no_done: bool,
+    /// Stream this many tokens, then go quiet with the connection open.
+    pub stall_after: Option<u32>,
+    /// `Retry-After` seconds on a 429 or 503 (1 when unset; 0 sends none).
+    pub retry_after: Option<u64>,
+    /// Refuse with 400 a chat request whose last message is the assistant's (a prefill, or
+    /// `continue_final_message`), as a model whose template does not allow it does.
+    pub reject_prefill: bool,
 }
 
 impl Faults {
@@ -95,6 +102,9 @@ impl Faults {
             error_after: req.error_after.or(self.error_after),
             health_status: self.health_status,
             no_done: req.no_done || self.no_done,
+            stall_after: req.stall_after.or(self.stall_after),
+            retry_after: req.retry_after.or(self.retry_after),
+            reject_prefill: req.reject_prefill || self.reject_prefill,
         }
     }
 

@@ -21,10 +21,18 @@
 //! explicit `ttft_ms` delays them) and is recorded.
 //!
 //! # Faults
-//! Globally through [`Faults`] (flags of the binary, or [`Simulator::set_faults`] in tests), or per
-//! request through a `"sim"` object in the JSON body, which Lumen forwards like any unknown field:
-//! `{"sim": {"status": 503, "hang": true, "ttft_ms": 500, "itl_ms": 5, "drop_after": 3,
-//! "garbage_after": 2, "error_after": 2, "flat_error": true}}`.
+//! Globally through [`Faults`] (flags of the binary, or [`Simulator::set_faults`] in tests), per
+//! model ([`Simulator::set_model_faults`]), or per request through a `"sim"` object in the JSON
+//! body, which Lumen forwards like any unknown field: `{"sim": {"status": 503, "hang": true,
+//! "ttft_ms": 500, "itl_ms": 5, "drop_after": 3, "garbage_after": 2, "error_after": 2,
+//! "stall_after": 4, "retry_after": 2, "reject_prefill": true, "flat_error": true}}`.
+//!
+//! # Continuation
+//! A chat request whose last message is the assistant's is continued from that text (as
+//! llama.cpp does with a prefill, and vLLM with `continue_final_message`, whose rule against
+//! also setting `add_generation_prompt` is enforced); a completion prompt that ends with the
+//! simulator's own answer is continued from there. So an answer cut on one simulator and
+//! finished on another reads exactly like one uninterrupted answer.
 //!
 //! # Layout
 //! - `config`: [`SimConfig`], [`Faults`].
@@ -71,6 +79,8 @@ pub struct Simulator {
 pub(crate) struct State {
     pub(crate) cfg: SimConfig,
     pub(crate) faults: Mutex<Faults>,
+    /// Faults for one model only, applied over the global ones.
+    pub(crate) model_faults: Mutex<std::collections::BTreeMap<String, Faults>>,
     pub(crate) running: AtomicUsize,
     pub(crate) requests: AtomicU64,
     pub(crate) generation_requests: AtomicU64,
@@ -87,6 +97,7 @@ impl Simulator {
             state: Arc::new(State {
                 cfg,
                 faults: Mutex::new(faults),
+                model_faults: Mutex::new(std::collections::BTreeMap::new()),
                 running: AtomicUsize::new(0),
                 requests: AtomicU64::new(0),
                 generation_requests: AtomicU64::new(0),
@@ -109,6 +120,21 @@ impl Simulator {
             .faults
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// Faults for requests naming `model` only (over the global ones; a request's own `"sim"`
+    /// object still wins). `Faults::default()` clears them.
+    pub fn set_model_faults(&self, model: &str, faults: Faults) {
+        let mut all = self
+            .state
+            .model_faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if faults.is_quiet() {
+            all.remove(model);
+        } else {
+            all.insert(model.to_owned(), faults);
+        }
     }
 
     /// Requests currently being processed, including streams still sending. Drops to zero as

@@ -97,6 +97,10 @@ struct SimRequest<'a> {
     input: Option<serde_json::Value>,
     #[serde(default)]
     encoding_format: Option<String>,
+    #[serde(default)]
+    continue_final_message: Option<bool>,
+    #[serde(default)]
+    add_generation_prompt: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -242,6 +246,34 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
             faults.flat_error,
         );
     }
+    // A final assistant message is an answer to continue (a prefill), from where it stops.
+    let prefill = match (kind, req.messages) {
+        (Kind::Chat, Some(m)) => match final_assistant(m) {
+            Ok(p) => p,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, &msg, faults.flat_error),
+        },
+        _ => None,
+    };
+    let continues = req.continue_final_message == Some(true);
+    if continues && req.add_generation_prompt != Some(false) {
+        let msg = "Cannot set both `continue_final_message` and `add_generation_prompt` to True.";
+        return error(StatusCode::BAD_REQUEST, msg, faults.flat_error);
+    }
+    if continues && prefill.is_none() {
+        let msg = "continue_final_message is set, but the last message is not the assistant's.";
+        return error(StatusCode::BAD_REQUEST, msg, faults.flat_error);
+    }
+    if faults.reject_prefill && prefill.is_some() {
+        let msg = "This model does not support assistant message prefill.";
+        return error(StatusCode::BAD_REQUEST, msg, faults.flat_error);
+    }
+    let start = match (kind, &prefill, req.prompt) {
+        (Kind::Chat, Some(text), _) => text::continued_from(text),
+        (Kind::Completion, _, Some(p)) => serde_json::from_str::<&str>(p.get())
+            .map(text::continued_from)
+            .unwrap_or(0),
+        _ => 0,
+    };
     let _running = Running::new(&state);
     if faults.hang {
         std::future::pending::<()>().await;
@@ -259,6 +291,7 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         created: now(),
         model,
         kind,
+        start,
         n: max_tokens,
         finish: if req.max_tokens.is_some() || req.max_completion_tokens.is_some() {
             "length"
@@ -297,6 +330,22 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
     json(StatusCode::OK, g.full_response())
 }
 
+/// The text of the last message when it is the assistant's; `Err` for messages that are not an
+/// array of messages.
+fn final_assistant(messages: &RawValue) -> Result<Option<String>, String> {
+    // Most requests end with the user's turn: skip the parse when no assistant is named.
+    if !messages.get().contains("assistant") {
+        return Ok(None);
+    }
+    let all: Vec<ChatMessage> =
+        serde_json::from_str(messages.get()).map_err(|e| format!("invalid messages: {e}"))?;
+    Ok(all
+        .into_iter()
+        .last()
+        .filter(|m| m.role == "assistant")
+        .map(|m| content_text(&m.content)))
+}
+
 /// The checks every POST makes before its own: injected faults first (so a fault fires whatever
 /// else is wrong with the request), then the model, which defaults to the first served one.
 fn admit(
@@ -304,7 +353,7 @@ fn admit(
     sim: Option<&Faults>,
     model: Option<&str>,
 ) -> Result<(Faults, String), Reject> {
-    let faults = effective_faults(state, sim);
+    let faults = effective_faults(state, model, sim);
     if let Some(status) = injected_status(state, &faults) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return Err(Reject::new(status, "injected fault".to_owned(), &faults));
@@ -339,6 +388,7 @@ struct Reject {
     status: StatusCode,
     message: String,
     flat: bool,
+    retry_after: Option<u64>,
 }
 
 impl Reject {
@@ -347,20 +397,30 @@ impl Reject {
             status,
             message,
             flat: faults.flat_error,
+            retry_after: faults.retry_after,
         }
     }
 
     fn response(self) -> Response<Body> {
-        error(self.status, &self.message, self.flat)
+        error_with(self.status, &self.message, self.flat, self.retry_after)
     }
 }
 
-fn effective_faults(state: &State, per_request: Option<&Faults>) -> Faults {
+fn effective_faults(state: &State, model: Option<&str>, per_request: Option<&Faults>) -> Faults {
     let global = state.faults.lock().unwrap_or_else(PoisonError::into_inner);
+    let by_model = state
+        .model_faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let model = model.and_then(|m| by_model.get(m));
+    let base = match model {
+        Some(m) => global.merged(m),
+        None => global.clone(),
+    };
     match per_request {
-        Some(r) => global.merged(r),
-        None if global.is_quiet() => Faults::default(),
-        None => global.merged(&Faults::default()),
+        Some(r) => base.merged(r),
+        None if base.is_quiet() => Faults::default(),
+        None => base.merged(&Faults::default()),
     }
 }
 
@@ -387,6 +447,8 @@ struct Generation {
     created: u64,
     model: String,
     kind: Kind,
+    /// Index of the first token: a continued answer picks up where its prefill stops.
+    start: u32,
     n: u32,
     finish: &'static str,
     prompt_tokens: u64,
@@ -420,7 +482,7 @@ impl Generation {
 
     fn full_response(&self) -> String {
         let mut out = String::with_capacity(512);
-        let text = json_str(&text::answer(self.n));
+        let text = json_str(&text::answer_from(self.start, self.n));
         match self.kind {
             Kind::Chat => {
                 self.head(&mut out, "chat.completion");
@@ -459,7 +521,9 @@ impl Generation {
                 self.head(&mut out, "chat.completion.chunk");
                 let delta = match i {
                     None => r#"{"role":"assistant","content":""}"#.to_owned(),
-                    Some(i) => format!(r#"{{"content":{}}}"#, json_str(text::token(i))),
+                    Some(i) => {
+                        format!(r#"{{"content":{}}}"#, json_str(text::token(self.start + i)))
+                    }
                 };
                 let _ = write!(
                     out,
@@ -468,7 +532,7 @@ impl Generation {
             }
             _ => {
                 self.head(&mut out, "text_completion");
-                let tok = i.map_or("", text::token);
+                let tok = i.map_or("", |i| text::token(self.start + i));
                 let _ = write!(
                     out,
                     r#""choices":[{{"index":0,"text":{},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}]}}"#,
@@ -499,6 +563,8 @@ enum Step {
     Wait(Duration),
     Frame(Bytes),
     Fail,
+    /// Never send another byte; the connection stays open.
+    Stall,
 }
 
 fn stream(
@@ -522,6 +588,11 @@ fn stream(
         }
         if faults.drop_after == Some(i) {
             steps.push(Step::Fail);
+            ended_early = true;
+            break;
+        }
+        if faults.stall_after == Some(i) {
+            steps.push(Step::Stall);
             ended_early = true;
             break;
         }
@@ -561,6 +632,7 @@ fn stream(
                     Step::Wait(d) if d.is_zero() => {}
                     Step::Wait(d) => tokio::time::sleep(d).await,
                     Step::Frame(b) => return Some((Ok(Frame::data(b)), (steps, running))),
+                    Step::Stall => std::future::pending::<()>().await,
                     Step::Fail => {
                         // Let hyper flush the tokens already produced (it flushes when the
                         // body is pending); otherwise a zero-latency stream would be dropped
@@ -722,6 +794,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reject> {
         status: StatusCode::BAD_REQUEST,
         message: format!("invalid JSON: {e}"),
         flat: false,
+        retry_after: None,
     })
 }
 
@@ -739,6 +812,18 @@ fn tokenizer_delay(faults: &Faults) -> Duration {
     faults.ttft_ms.map_or(Duration::ZERO, Duration::from_millis)
 }
 
+/// A message's text: a string, or the `text` of each part joined.
+fn content_text(content: &serde_json::Value) -> String {
+    match content {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text")?.as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
 /// The simulator's chat template, one `role: content` line per message and `assistant: ` to
 /// prompt an answer: plain text, so it tokenizes and detokenizes like any prompt.
 fn chat_prompt(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
@@ -746,15 +831,7 @@ fn chat_prompt(messages: &[ChatMessage], add_generation_prompt: bool) -> String 
     for m in messages {
         out.push_str(&m.role);
         out.push_str(": ");
-        match &m.content {
-            serde_json::Value::String(s) => out.push_str(s),
-            serde_json::Value::Array(parts) => {
-                for text in parts.iter().filter_map(|p| p.get("text")?.as_str()) {
-                    out.push_str(text);
-                }
-            }
-            _ => {}
-        }
+        out.push_str(&content_text(&m.content));
         out.push('\n');
     }
     if add_generation_prompt {
@@ -991,6 +1068,16 @@ fn metrics(state: &State) -> Response<Body> {
 
 /// vLLM's error body: nested (current) or flat (older versions, and SGLang).
 fn error(status: StatusCode, message: &str, flat: bool) -> Response<Body> {
+    error_with(status, message, flat, None)
+}
+
+/// [`error`] with the `Retry-After` seconds of a 429 or 503 (1 when `None`; 0 sends none).
+fn error_with(
+    status: StatusCode,
+    message: &str,
+    flat: bool,
+    retry_after: Option<u64>,
+) -> Response<Body> {
     let kind = match status.as_u16() {
         400 => "BadRequestError",
         401 => "Unauthorized",
@@ -1010,9 +1097,10 @@ fn error(status: StatusCode, message: &str, flat: bool) -> Response<Body> {
         format!(r#"{{"error":{{{inner}}}}}"#)
     };
     let mut resp = json(status, body);
-    if matches!(status.as_u16(), 429 | 503) {
+    let seconds = retry_after.unwrap_or(1);
+    if matches!(status.as_u16(), 429 | 503) && seconds > 0 {
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     resp
 }

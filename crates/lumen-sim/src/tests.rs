@@ -84,3 +84,19 @@ fn relevance_is_the_share_of_query_words_found() {
     assert_eq!(text::relevance(&q, "the engine"), 0.5);
     assert_eq!(text::relevance(&[], "anything"), 0.0);
 }
+
+#[test]
+fn a_partial_answer_is_continued_where_it_stops() {
+    for k in [1u32, 5, 21, 22, 23, 40, 59] {
+        let partial = text::answer(k);
+        assert_eq!(text::continued_from(&partial), k, "{partial:?}");
+        let prompt = format!("Tell me about Lumen.\n{partial}");
+        assert_eq!(text::continued_from(&prompt), k);
+        assert_eq!(
+            format!("{partial}{}", text::answer_from(k, 60 - k)),
+            text::answer(60)
+        );
+    }
+    assert_eq!(text::continued_from("Tell me something"), 0);
+    assert_eq!(text::continued_from("Lumen is great"), 0);
+}

@@ -17,6 +17,26 @@ pub(crate) fn answer(n: u32) -> String {
     (0..n).map(token).collect()
 }
 
+/// `n` tokens of the answer from token `start` on: the rest of an answer whose first `start`
+/// tokens were generated elsewhere.
+pub(crate) fn answer_from(start: u32, n: u32) -> String {
+    (start..start.saturating_add(n)).map(token).collect()
+}
+
+/// Where an answer that ends `text` stops: the number of tokens of the longest beginning of
+/// the simulator's answer that `text` ends with (0 when it ends with none).
+pub(crate) fn continued_from(text: &str) -> u32 {
+    let first = WORDS[0];
+    for (at, _) in text.match_indices(first) {
+        let tail = &text[at..];
+        let n = count_tokens(tail);
+        if n <= u64::from(u32::MAX) && answer(n as u32) == tail {
+            return n as u32;
+        }
+    }
+    0
+}
+
 /// A rough token count: one token per four bytes of prompt JSON, at least one.
 pub(crate) fn estimate_tokens(raw_len: usize) -> u64 {
     (raw_len as u64 / 4).max(1)

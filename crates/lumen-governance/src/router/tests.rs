@@ -324,6 +324,7 @@ fn governed() -> Router<String> {
             "qwen".into(),
             ModelConfig {
                 policy: Some(Policy::LeastInFlight),
+                ..ModelConfig::default()
             },
         )]),
         ..GovernanceConfig::default()

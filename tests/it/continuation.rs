@@ -1,0 +1,327 @@
+//! Mid-stream continuation end to end: a stream that breaks after commit is finished by another
+//! engine, asked to continue the partial answer; the caller reads one uninterrupted stream.
+//!
+//! The faults ride in the request's `"sim"` object, so every engine sees them; they are chosen
+//! so that only the first part trips them (a cut after 40 tokens, while the continuation is
+//! asked for the 20 left).
+
+use std::time::Duration;
+
+use lumen_governance::GovernanceConfig;
+use lumen_governance::ModelConfig;
+use lumen_server::config::TimeoutsConfig;
+use lumen_sim::Simulator;
+use lumen_tests::*;
+use serde_json::{Value, json};
+
+fn continuing() -> GovernanceConfig {
+    GovernanceConfig {
+        stream_continuation: true,
+        ..GovernanceConfig::default()
+    }
+}
+
+fn chat_body(faults: Value, max_tokens: u32) -> String {
+    json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "Tell me about Lumen."}],
+        "max_tokens": max_tokens,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "sim": faults,
+    })
+    .to_string()
+}
+
+/// The answer a healthy engine gives in one piece (a fresh simulator, asked directly).
+async fn whole_answer(max_tokens: u32) -> String {
+    let (engine, _sim) = sim(&["m"]).await;
+    let body = json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "Tell me about Lumen."}],
+        "max_tokens": max_tokens,
+    });
+    let r = post(&format!("{engine}/v1/chat/completions"), &body.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The stream's events, parsed, and the text their deltas spell.
+fn events(r: &Reply) -> (Vec<Value>, String) {
+    let data = r.sse_data();
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(data.iter().filter(|d| *d == "[DONE]").count(), 1);
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, text)
+}
+
+/// The generation requests an engine received (health and discovery left out).
+fn generations(sim: &Simulator) -> Vec<Value> {
+    sim.records()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions" || r.path == "/v1/completions")
+        .map(|r| r.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_answer_is_finished_on_another_engine() {
+    let (a, sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 40}), 60),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (chunks, text) = events(&r);
+    assert_eq!(text, whole_answer(60).await, "one uninterrupted answer");
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "no error event: {}",
+        r.text()
+    );
+    let roles = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"].get("role").is_some())
+        .count();
+    assert_eq!(roles, 1, "the continuation's opening chunk is not repeated");
+    let ids: std::collections::BTreeSet<_> =
+        chunks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "one stream id throughout: {ids:?}");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 60, "40 streamed + 20 continued");
+
+    // The first engine was cut; the second was asked to continue the 40 tokens it streamed.
+    let (first, second) = (generations(&sa), generations(&sb));
+    assert_eq!((first.len(), second.len()), (1, 1));
+    let cont = &second[0];
+    assert_eq!(cont["continue_final_message"], true);
+    assert_eq!(cont["add_generation_prompt"], false);
+    assert_eq!(cont["max_tokens"], 20, "the limit less what was sent");
+    let messages = cont["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["role"], "assistant");
+    let partial = messages[1]["content"].as_str().unwrap();
+    assert!(
+        text.starts_with(partial) && partial.len() < text.len(),
+        "{partial:?}"
+    );
+    // Usage sums both parts: the second engine read the prompt and the partial answer (the
+    // simulator counts a token per 4 bytes of messages JSON); the first read the prompt alone,
+    // which Lumen takes as the second's less the 40 tokens of the partial answer.
+    let second = serde_json::to_string(&cont["messages"]).unwrap().len() as u64 / 4;
+    assert_eq!(usage["prompt_tokens"], second + (second - 40));
+    assert_eq!(usage["total_tokens"], second + (second - 40) + 60);
+
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"lumen_stream_continuations_total{model="m",reason="protocol",outcome="resumed"} 1"#
+            || l == r#"lumen_stream_continuations_total{model="m",reason="transport",outcome="resumed"} 1"#
+            || l == r#"lumen_stream_continuations_total{model="m",reason="stream_interrupted",outcome="resumed"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_continuation_a_cut_stream_ends_with_one_error_event() {
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&a, &b]).await;
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 40}), 60),
+    )
+    .await;
+    let data = r.sse_data();
+    let last_two = &data[data.len() - 2..];
+    let error: Value = serde_json::from_str(&last_two[0]).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted", "{}", r.text());
+    assert_eq!(last_two[1], "[DONE]");
+    assert!(
+        generations(&sb).is_empty(),
+        "off by default: nobody else asked"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_stream_and_a_malformed_event_are_continued_too() {
+    for faults in [json!({"stall_after": 30}), json!({"garbage_after": 30})] {
+        let (a, _sa) = sim(&["m"]).await;
+        let (b, sb) = sim(&["m"]).await;
+        let lumen = Lumen::start(
+            builder(&[&a, &b])
+                .governance(continuing())
+                .timeouts_config(TimeoutsConfig {
+                    idle_ms: Some(300),
+                    ..TimeoutsConfig::default()
+                })
+                .build()
+                .unwrap(),
+        )
+        .await;
+        let r = post(
+            &lumen.url("/v1/chat/completions"),
+            &chat_body(faults.clone(), 50),
+        )
+        .await;
+        let (_, text) = events(&r);
+        assert_eq!(text, whole_answer(50).await, "{faults}");
+        assert_eq!(generations(&sb).len(), 1, "{faults}");
+        // Lumen is healthy afterwards.
+        let r = post(&lumen.url("/v1/chat/completions"), &chat_body(json!({}), 3)).await;
+        assert_eq!(r.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn an_engine_that_refuses_the_prefill_is_skipped_and_never_shown() {
+    // b0 cuts the answer; b1 refuses prefills (a 400), b2 continues.
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let (c, sc) = sim(&["m"]).await;
+    sb.set_faults(Faults {
+        reject_prefill: true,
+        ..Faults::default()
+    });
+    let lumen = Lumen::start(
+        builder(&[&a, &b, &c])
+            .governance(continuing())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 40}), 60),
+    )
+    .await;
+    let (_, text) = events(&r);
+    assert_eq!(text, whole_answer(60).await);
+    assert_eq!(
+        generations(&sb).len(),
+        1,
+        "the second engine was asked and refused"
+    );
+    assert_eq!(generations(&sc).len(), 1, "the third engine finished it");
+
+    // With no engine left that accepts, the caller gets the original failure in-band, never
+    // the refusal.
+    sc.set_faults(Faults {
+        reject_prefill: true,
+        ..Faults::default()
+    });
+    sb.clear_records();
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 40}), 60),
+    )
+    .await;
+    let data = r.sse_data();
+    let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted", "{error}");
+    assert!(!r.text().contains("prefill"), "{}", r.text());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
+async fn a_stream_is_continued_on_the_fallback_when_its_pool_cannot() {
+    // One engine for the primary (it cuts the stream), one for the fallback.
+    let (p, _sp) = sim(&["primary"]).await;
+    let (f, sf) = sim(&["fallback"]).await;
+    let mut gov = GovernanceConfig::default();
+    gov.fallbacks
+        .insert("primary".into(), vec!["fallback".into()]);
+    gov.models.insert(
+        "primary".into(),
+        ModelConfig {
+            stream_continuation: Some(true),
+            ..ModelConfig::default()
+        },
+    );
+    let lumen = Lumen::start(builder(&[&p, &f]).governance(gov).build().unwrap()).await;
+    let body = chat_body(json!({"drop_after": 20}), 30).replace("\"m\"", "\"primary\"");
+    let r = post(&lumen.url("/v1/chat/completions"), &body).await;
+    let (chunks, text) = events(&r);
+    assert_eq!(text, whole_answer(30).await);
+    assert_eq!(chunks[0]["model"], "primary", "{}", r.text());
+    assert_eq!(
+        chunks.last().unwrap()["model"],
+        "fallback",
+        "the continuation names the model that served it"
+    );
+    let cont = &generations(&sf)[0];
+    assert_eq!(cont["model"], "fallback");
+    assert_eq!(cont["max_tokens"], 10);
+}
+
+#[tokio::test]
+async fn completions_are_continued_by_extending_the_prompt() {
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
+    let body = json!({
+        "model": "m", "prompt": "Once upon a time", "max_tokens": 25, "stream": true,
+        "sim": {"drop_after": 15},
+    });
+    let r = post(&lumen.url("/v1/completions"), &body.to_string()).await;
+    let data = r.sse_data();
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let text: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    let (reference, _r) = sim(&["m"]).await;
+    let whole = post(
+        &format!("{reference}/v1/completions"),
+        &json!({"model": "m", "prompt": "Once upon a time", "max_tokens": 25}).to_string(),
+    )
+    .await;
+    assert_eq!(text, whole.json()["choices"][0]["text"].as_str().unwrap());
+    let cont = &generations(&sb)[0];
+    let prompt = cont["prompt"].as_str().unwrap();
+    assert!(
+        prompt.starts_with("Once upon a time") && prompt.len() > 16,
+        "{prompt}"
+    );
+    assert_eq!(cont["max_tokens"], 10);
+    assert!(cont.get("continue_final_message").is_none());
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_during_a_continuation_stops_it() {
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    // The continuation's engine is slow to start; the client leaves meanwhile.
+    sb.set_faults(Faults {
+        ttft_ms: Some(60_000),
+        ..Faults::default()
+    });
+    let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
+    let resp = post_streaming(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 5}), 20),
+    )
+    .await;
+    eventually(Duration::from_secs(5), || sb.running() == 1).await;
+    drop(resp);
+    eventually(Duration::from_secs(5), || sb.running() == 0).await;
+}
