@@ -8,6 +8,7 @@ mod continuation;
 mod endpoints;
 mod errors;
 mod failover;
+mod faults;
 mod governance;
 mod lifecycle;
 mod observability;

@@ -59,6 +59,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The JSON body (`Null` for GET or a non-JSON body).
     pub body: serde_json::Value,
+    /// When it arrived (tokio's clock, so paused-time tests can see when each attempt came).
+    pub at: tokio::time::Instant,
 }
 
 impl Recorded {

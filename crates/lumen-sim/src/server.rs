@@ -195,6 +195,7 @@ fn record<B>(state: &State, req: &Request<B>, body: Bytes) {
             })
             .collect(),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        at: tokio::time::Instant::now(),
     };
     let mut records = state.records.lock().unwrap_or_else(PoisonError::into_inner);
     if records.len() == state.cfg.record {
