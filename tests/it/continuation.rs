@@ -325,3 +325,113 @@ async fn a_client_that_leaves_during_a_continuation_stops_it() {
     drop(resp);
     eventually(Duration::from_secs(5), || sb.running() == 0).await;
 }
+
+/// A gateway over the given engines, each with its own way of continuing (or none).
+fn with_styles(engines: &[(&str, lumen_backend::Continuation)]) -> lumen_server::GatewayBuilder {
+    let mut b = lumen_server::Gateway::builder()
+        .health(no_health_checks())
+        .governance(continuing());
+    for (i, (url, style)) in engines.iter().enumerate() {
+        let mut cfg = lumen_backend_vllm::VllmConfig::new(format!("b{i}"), *url);
+        cfg.continuation = *style;
+        let backend = lumen_backend_vllm::VllmBackend::new(cfg).unwrap();
+        b = b.backend(format!("b{i}"), backend, None);
+    }
+    b
+}
+
+#[tokio::test]
+async fn each_engine_is_asked_the_way_it_continues_and_one_that_cannot_is_never_asked() {
+    use lumen_backend::Continuation;
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let (c, sc) = sim(&["m"]).await;
+    let lumen = Lumen::start(
+        with_styles(&[
+            (&a, Continuation::ContinueFinalMessage),
+            (&b, Continuation::None),
+            (&c, Continuation::Prefill),
+        ])
+        .build()
+        .unwrap(),
+    )
+    .await;
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 40}), 60),
+    )
+    .await;
+    let (_, text) = events(&r);
+    assert_eq!(text, whole_answer(60).await);
+    assert!(
+        generations(&sb).is_empty(),
+        "an engine that cannot continue is never asked"
+    );
+    let cont = &generations(&sc)[0];
+    assert_eq!(cont["messages"][1]["role"], "assistant", "a plain prefill");
+    assert!(cont.get("continue_final_message").is_none());
+    assert!(cont.get("add_generation_prompt").is_none());
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_twice_is_continued_twice_and_usage_sums_three_parts() {
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let (c, sc) = sim(&["m"]).await;
+    let lumen = Lumen::start(
+        builder(&[&a, &b, &c])
+            .governance(continuing())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // Every part is cut after 10 tokens: 30 = 10 (a) + 10 (b, asked for 20) + 10 (c, asked for 10).
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 10}), 30),
+    )
+    .await;
+    let (chunks, text) = events(&r);
+    assert_eq!(text, whole_answer(30).await);
+    assert_eq!(generations(&sb)[0]["max_tokens"], 20);
+    let last = &generations(&sc)[0];
+    assert_eq!(last["max_tokens"], 10);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 30);
+    // The last engine's prompt (prompt + 20 tokens) stands for P + 20: the first part read P,
+    // the second P + 10.
+    let p3 = serde_json::to_string(&last["messages"]).unwrap().len() as u64 / 4;
+    assert_eq!(usage["prompt_tokens"], p3 + (p3 - 20) + (p3 - 10));
+
+    // A third break is reported, not continued.
+    let (d, _sd) = sim(&["m"]).await;
+    let lumen = Lumen::start(
+        builder(&[&a, &b, &c, &d])
+            .governance(continuing())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 5}), 40),
+    )
+    .await;
+    let data = r.sse_data();
+    let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted");
+    let text: String = data[..data.len() - 2]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        text,
+        whole_answer(15).await,
+        "three parts of 5 tokens, then the error"
+    );
+}

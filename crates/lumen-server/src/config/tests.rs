@@ -322,3 +322,56 @@ fn a_zero_answer_cap_is_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn stream_continuation_from_a_file_and_the_environment() {
+    use lumen_backend::Continuation;
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "lumen.toml",
+            r#"
+            [routing]
+            stream_continuation = false
+            [routing.models.big]
+            stream_continuation = true
+            [[backends]]
+            url = "http://10.0.0.1:8000"
+            [[backends]]
+            url = "http://10.0.0.2:8080"
+            kind = "llamacpp"
+            [[backends]]
+            url = "http://10.0.0.3:8080"
+            kind = "tgi"
+            [[backends]]
+            url = "http://10.0.0.4:8000"
+            continuation = "none"
+            "#,
+        )?;
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        assert!(cfg.routing.continues_streams("big", "big"));
+        assert!(!cfg.routing.continues_streams("small", "small"));
+        let styles: Vec<_> = cfg
+            .backends
+            .iter()
+            .map(BackendConfig::effective_continuation)
+            .collect();
+        assert_eq!(
+            styles,
+            [
+                Continuation::ContinueFinalMessage,
+                Continuation::Prefill,
+                Continuation::None,
+                Continuation::None
+            ]
+        );
+        jail.set_env("LUMEN_ROUTING__STREAM_CONTINUATION", "true");
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        assert!(cfg.routing.continues_streams("small", "small"));
+        jail.create_file(
+            "bad.toml",
+            "[[backends]]\nurl = \"http://h:1\"\ncontinuation = \"sometimes\"\n",
+        )?;
+        assert!(load_in(jail, Some("bad.toml")).is_err());
+        Ok(())
+    });
+}
