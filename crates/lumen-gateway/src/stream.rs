@@ -108,6 +108,10 @@ where
 /// At most this many continuations per stream: an answer that keeps breaking is reported.
 const MAX_CONTINUATIONS: u32 = 2;
 
+/// A longer answer is no longer kept for a continuation (it would be sent back whole): an
+/// engine that streams without end cannot make Lumen hold its text without end.
+const MAX_PARTIAL_BYTES: usize = 4 * 1024 * 1024;
+
 /// A stream's continuation state; boxed, so streams of models without continuation stay small.
 struct Resumption<T> {
     resumer: Arc<dyn Resume<T>>,
@@ -115,6 +119,8 @@ struct Resumption<T> {
     sent: u32,
     /// A choice finished: there is nothing left to continue.
     finished: bool,
+    /// The answer is no longer tracked (see [`Resumption::see`]).
+    stopped: bool,
     broke: Vec<Arc<CircuitBreaker>>,
     /// The stream's id and creation time as the caller first saw them; later parts keep them.
     first: Option<(String, u64)>,
@@ -138,6 +144,7 @@ impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> Resumpti
             answer: String::new(),
             sent: 0,
             finished: false,
+            stopped: false,
             broke: Vec::new(),
             first: None,
             starts: Vec::new(),
@@ -145,22 +152,31 @@ impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> Resumpti
         }
     }
 
-    /// Reads one chunk: its text joins the answer; a later part's chunk is shown as part of the
-    /// first. `None` when the chunk holds what a continuation cannot reproduce (then the stream
-    /// is no longer continued).
-    fn see(&mut self, chunk: &mut Chunk<T>) -> Option<Seen> {
+    /// Reads one chunk: its text joins the answer, and a later part's chunk is shown as part of
+    /// the first (its opening chunk dropped). A chunk a continuation could not reproduce (tool
+    /// calls, several choices), or an answer past `MAX_PARTIAL_BYTES`, ends the tracking: the
+    /// stream is no longer continued, but the parts already joined still count in its usage.
+    fn see(&mut self, chunk: &mut Chunk<T>) -> Seen {
         if chunk.finishes() {
             self.finished = true;
         }
-        let text = match chunk.get().piece() {
-            Piece::Unsupported => return None,
-            Piece::Opening if !self.starts.is_empty() => return Some(Seen::Drop),
-            Piece::Text(t) => Some(t.to_owned()),
-            Piece::Opening | Piece::Other => None,
-        };
-        if let Some(t) = text.filter(|t| !t.is_empty()) {
-            self.answer.push_str(&t);
-            self.sent = self.sent.saturating_add(1);
+        let piece = chunk.get().piece();
+        if piece == Piece::Opening && !self.starts.is_empty() {
+            return Seen::Drop;
+        }
+        if !self.stopped {
+            match piece {
+                Piece::Unsupported => self.stop(),
+                Piece::Text(t) if !t.is_empty() => {
+                    if self.answer.len() + t.len() > MAX_PARTIAL_BYTES {
+                        self.stop();
+                    } else {
+                        self.answer.push_str(t);
+                        self.sent = self.sent.saturating_add(1);
+                    }
+                }
+                Piece::Text(_) | Piece::Opening | Piece::Other => {}
+            }
         }
         match &self.first {
             None => {
@@ -174,7 +190,12 @@ impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> Resumpti
             }
             Some(_) => {}
         }
-        Some(Seen::Pass)
+        Seen::Pass
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.answer = String::new();
     }
 
     /// The usage of the whole answer, from the last part's: every broken part read the prompt
@@ -197,6 +218,7 @@ impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> Resumpti
 
     fn can_continue(&self, e: &BackendError) -> bool {
         !self.finished
+            && !self.stopped
             && (self.starts.len() as u32) < MAX_CONTINUATIONS
             && !matches!(
                 e,
@@ -355,10 +377,8 @@ where
             return match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
                 Some(Ok(mut chunk)) => {
                     if let Some(r) = this.resumption.as_mut() {
-                        match r.see(&mut chunk) {
-                            Some(Seen::Pass) => {}
-                            Some(Seen::Drop) => continue,
-                            None => this.resumption = None,
+                        if let Seen::Drop = r.see(&mut chunk) {
+                            continue;
                         }
                     }
                     if let Some(t) = chunk.tokens() {

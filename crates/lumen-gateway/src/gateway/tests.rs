@@ -29,6 +29,8 @@ enum Step {
     Policy,
     /// 429 with `Retry-After: 2`.
     Throttled,
+    /// A stream whose first chunk is a tool call, then fails.
+    ToolCallThenCut,
 }
 
 /// An engine that plays a script per model (then `Ok` for ever) and logs each call.
@@ -162,6 +164,21 @@ impl Backend for Scripted {
                     error: None,
                 }),
             ]))),
+            Step::ToolCallThenCut => {
+                let mut call = chunk(&req.model, "");
+                call.get_mut().choices[0].delta.extra.insert(
+                    "tool_calls".into(),
+                    serde_json::json!([{"index": 0, "function": {"name": "f"}}]),
+                );
+                Ok(Box::pin(futures::stream::iter(vec![
+                    Ok(call),
+                    Err(BackendError::StreamInterrupted {
+                        backend: name.into(),
+                        message: "engine died".into(),
+                        error: None,
+                    }),
+                ])))
+            }
             s => Err(self.fail(s)),
         }
     }
@@ -196,6 +213,10 @@ impl Backend for Scripted {
 
     async fn health(&self) -> Health {
         Health::Healthy
+    }
+
+    fn continuation(&self) -> Continuation {
+        Continuation::ContinueFinalMessage
     }
 }
 
@@ -563,4 +584,65 @@ async fn a_retry_after_is_honoured() {
         seen.0.lock().unwrap()[1],
         "retry in 2000ms after upstream_4xx"
     );
+}
+
+fn continuing_core(backends: Vec<Scripted>) -> Gateway {
+    let mut b = Gateway::builder().governance(GovernanceConfig {
+        stream_continuation: true,
+        ..GovernanceConfig::default()
+    });
+    for s in backends {
+        let name = s.name;
+        b = b.backend(name, s, Some(vec!["a".into()]));
+    }
+    b.build().unwrap()
+}
+
+/// The text each item of a stream carries, and `ERR` for a failure.
+async fn drain(mut s: GatewayStream<ChatCompletionChunk>) -> (Vec<String>, u32) {
+    let mut out = Vec::new();
+    while let Some(item) = s.next().await {
+        out.push(match item {
+            Ok(c) => c.get().choices[0].delta.content.clone().unwrap_or_default(),
+            Err(_) => "ERR".into(),
+        });
+    }
+    (out, s.continuations())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_embedded_core_continues_a_broken_stream_on_another_backend() {
+    let calls: Calls = Arc::default();
+    let core = continuing_core(vec![
+        Scripted::new("x", &[("a", &[Step::CutAfterFirst])], &calls),
+        Scripted::new("y", &[], &calls),
+    ]);
+    let s = core
+        .chat_stream(ask("a"), &RequestContext::new("r"))
+        .await
+        .unwrap();
+    let (items, continued) = drain(s).await;
+    assert_eq!(items, ["x", "y", "!"], "x's part, then y's; no error");
+    assert_eq!(continued, 1);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [("x".into(), "a".into()), ("y".into(), "a".into())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_with_a_tool_call_is_never_continued() {
+    let calls: Calls = Arc::default();
+    let core = continuing_core(vec![
+        Scripted::new("x", &[("a", &[Step::ToolCallThenCut])], &calls),
+        Scripted::new("y", &[], &calls),
+    ]);
+    let s = core
+        .chat_stream(ask("a"), &RequestContext::new("r"))
+        .await
+        .unwrap();
+    let (items, continued) = drain(s).await;
+    assert_eq!(items, ["", "ERR"], "the failure reaches the caller");
+    assert_eq!(continued, 0);
+    assert_eq!(calls.lock().unwrap().len(), 1, "y was never asked");
 }
