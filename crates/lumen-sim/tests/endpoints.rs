@@ -343,3 +343,76 @@ async fn rerank_counts_as_generation_and_the_tokenizer_does_not() {
     assert_eq!(status, 200);
     assert_eq!(models["data"][0]["max_model_len"], 4096);
 }
+
+#[tokio::test]
+async fn faults_can_be_set_for_one_model() {
+    let (addr, sim) = sim().await;
+    sim.set_model_faults(
+        "reranker",
+        lumen_sim::Faults {
+            status: Some(429),
+            retry_after: Some(7),
+            ..lumen_sim::Faults::default()
+        },
+    );
+    let chat = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+            .to_string()
+    };
+    let (status, head, _) = send(addr, "POST", "/v1/chat/completions", &chat("reranker")).await;
+    assert_eq!(status, 429);
+    assert!(head.contains("retry-after: 7"), "{head}");
+    let (status, _, _) = send(addr, "POST", "/v1/chat/completions", &chat("sim-model")).await;
+    assert_eq!(status, 200, "the other model is untouched");
+    sim.set_model_faults("reranker", lumen_sim::Faults::default());
+    let (status, _, _) = send(addr, "POST", "/v1/chat/completions", &chat("reranker")).await;
+    assert_eq!(status, 200, "cleared");
+}
+
+#[tokio::test]
+async fn a_prefilled_answer_is_continued_and_vllm_rules_are_kept() {
+    let (addr, sim) = sim().await;
+    let ask = |extra: Value| {
+        let mut body = json!({
+            "model": "sim-model",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Lumen routes every"}
+            ],
+            "max_tokens": 2,
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, body) = post(addr, "/v1/chat/completions", ask(json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["choices"][0]["message"]["content"], " request to",
+        "picks up after the prefill's three tokens"
+    );
+    let (status, body) = post(
+        addr,
+        "/v1/chat/completions",
+        ask(json!({"continue_final_message": true})),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "vLLM refuses it with a generation prompt: {body}"
+    );
+    let (status, _) = post(
+        addr,
+        "/v1/chat/completions",
+        ask(json!({"continue_final_message": true, "add_generation_prompt": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.set_faults(lumen_sim::Faults {
+        reject_prefill: true,
+        ..lumen_sim::Faults::default()
+    });
+    let (status, body) = post(addr, "/v1/chat/completions", ask(json!({}))).await;
+    assert_eq!(status, 400, "{body}");
+}
