@@ -614,9 +614,13 @@ impl Gateway {
                         if let Some(last) = last_err.take() {
                             return Err(last);
                         }
-                        self.emit(&Event::Rejected {
-                            reason: "no_healthy_backend",
-                        });
+                        // A continuation with no engine able to take it is not a refused
+                        // request: the stream reports its own failure.
+                        if !continuing {
+                            self.emit(&Event::Rejected {
+                                reason: "no_healthy_backend",
+                            });
+                        }
                     }
                     return Err(e.into());
                 }
