@@ -3,7 +3,13 @@
 // The whole binary is test code; helpers outside #[test] fns may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Counts heap bytes (current and peak), so `bad_input`'s engine-fault cases can bound Lumen's
+/// memory; each runs in its own process, where the peak is that case's alone.
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 mod architecture;
+mod bad_input;
 mod continuation;
 mod endpoints;
 mod errors;

@@ -67,6 +67,18 @@ impl ChatCompletionRequest {
     /// and the shape of each message (kept as JSON, so checked here, one message at a time).
     pub fn validate(&self) -> Result<(), RequestError> {
         self.messages.check()?;
+        // A chat answer needs room for at least one token (OpenAI and vLLM refuse 0 too).
+        for (value, param) in [
+            (self.max_tokens, "max_tokens"),
+            (self.max_completion_tokens, "max_completion_tokens"),
+        ] {
+            if value == Some(0) {
+                return Err(RequestError::invalid(
+                    format!("0 is less than the minimum of 1 - '{param}'"),
+                    param,
+                ));
+            }
+        }
         crate::request::check_common(self.n, self.temperature, self.top_p)
     }
 }

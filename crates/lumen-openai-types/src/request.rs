@@ -23,6 +23,13 @@ impl RequestError {
     }
 }
 
+/// Deepest nesting of arrays and objects a request body may have (the body's own object is
+/// level 1). serde_json stops typed values at 128 levels, but the parts Lumen keeps as the
+/// client's JSON (unknown fields, `messages`) are skipped without a limit and would be
+/// forwarded: an engine's parser may crash or answer 500 on 100,000 levels, and a 500 counts
+/// against the engine's breaker.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses a JSON body into `T`, naming the failing field on error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -33,6 +40,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
             param: None,
             code: None,
         });
+    }
+    if nested_deeper_than(body, MAX_DEPTH) {
+        return Err(syntax(format_args!(
+            "arrays and objects nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     // Fast path: plain serde. Path tracking costs on every field, so it runs only to explain a
     // failure (the second parse is of a body that is already known to be bad).
@@ -53,12 +65,79 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
     Err(explain(path, inner))
 }
 
+/// True when arrays and objects in `body` nest deeper than `max`. One pass that skips string
+/// contents (a bracket in a string is text); the body need not be valid JSON.
+fn nested_deeper_than(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // To the closing quote, past escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
+                        None => return false,
+                        Some(j) if body[i + j] == b'"' => {
+                            i += j;
+                            break;
+                        }
+                        Some(j) => i += j + 2,
+                    }
+                    if i >= body.len() {
+                        return false;
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// A serde error at a JSON path, worded as OpenAI does (`param` is the path).
 pub(crate) fn explain(path: String, inner: serde_json::Error) -> RequestError {
+    let at = |field: Option<&str>| {
+        let base = (path != "." && !path.is_empty()).then_some(path.as_str());
+        match (base, field) {
+            (Some(p), Some(f)) => Some(format!("{p}.{f}")),
+            (None, Some(f)) => Some(f.to_owned()),
+            (p, None) => p.map(str::to_owned),
+        }
+    };
+    let text = inner.to_string();
     if inner.is_syntax() || inner.is_eof() {
+        // serde_json calls a number too large for any numeric type a syntax error, but it is
+        // one field's value: name the field.
+        if text.starts_with("number out of range") {
+            if let Some(param) = at(None) {
+                return RequestError {
+                    message: format!("Invalid value for '{param}': number out of range."),
+                    param: Some(param),
+                    code: None,
+                };
+            }
+        }
         return syntax(inner);
     }
-    let text = inner.to_string();
+    // A field given twice: which one should win is ambiguous (the engine's parser may keep the
+    // other), so it is refused, naming the field.
+    if let Some(field) = quoted_field(&text, "duplicate field `") {
+        let param = at(Some(field)).unwrap_or_default();
+        return RequestError {
+            message: format!("Invalid value for '{param}': the field appears more than once."),
+            param: Some(param),
+            code: None,
+        };
+    }
     // serde reports a missing field at its parent's path; OpenAI names the field itself.
     if let Some(field) = missing_field(&text) {
         let param = if path == "." || path.is_empty() {
@@ -96,8 +175,11 @@ fn syntax(why: impl std::fmt::Display) -> RequestError {
 }
 
 fn missing_field(text: &str) -> Option<&str> {
-    let rest = text.strip_prefix("missing field `")?;
-    rest.split('`').next()
+    quoted_field(text, "missing field `")
+}
+
+fn quoted_field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.strip_prefix(prefix)?.split('`').next()
 }
 
 /// serde_json appends " at line 1 column 42", which helps nobody reading an API error.

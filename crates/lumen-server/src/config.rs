@@ -60,6 +60,13 @@ pub struct ServerConfig {
     /// Longest time to receive a request body once its headers have arrived; a client that
     /// stalls mid-body gets 408 and its connection is closed, so it cannot hold a descriptor.
     pub body_read_timeout_ms: u64,
+    /// Longest time for a request head (request line and headers) to arrive complete, from its
+    /// first byte; a client that dribbles its headers is disconnected, so it cannot hold a
+    /// descriptor.
+    pub header_read_timeout_ms: u64,
+    /// Longest time a connection may sit with no request in progress (just accepted, or kept
+    /// alive after a response) before its next request starts; then it is closed.
+    pub idle_timeout_ms: u64,
     /// Largest `n` (choices per request) accepted; above it, 400 before any engine is asked.
     pub max_n: u32,
     /// Serve the API listener over TLS (the admin listener stays plain, for probes).
@@ -85,6 +92,8 @@ impl Default for ServerConfig {
             config_watch_ms: 0,
             admin_listen: None,
             body_read_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 30_000,
             tls: None,
             max_n: 128,
         }
@@ -722,6 +731,18 @@ impl LumenConfig {
         if self.server.body_read_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "server.body_read_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.header_read_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.idle_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.idle_timeout_ms",
                 "must be greater than 0",
             ));
         }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use lumen_backend::{BackendError, TimeoutKind};
@@ -36,6 +36,9 @@ pub struct ApiError {
     allow: Option<&'static str>,
     /// `x-ratelimit-*` headers for rate-limit refusals.
     pub rate: Option<RateHeaders>,
+    /// The request body was not read to its end (too large, too slow, broken framing): what
+    /// follows on the connection cannot be trusted to start a request, so it is closed.
+    close: bool,
 }
 
 impl ApiError {
@@ -46,7 +49,13 @@ impl ApiError {
             retry_after: None,
             allow: None,
             rate: None,
+            close: false,
         }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn missing_key() -> Self {
@@ -119,6 +128,7 @@ impl ApiError {
             format!("Request body is larger than the {limit}-byte limit."),
         )
         .code("request_too_large")
+        .closing()
     }
 
     pub fn shutting_down() -> Self {
@@ -142,6 +152,7 @@ impl ApiError {
             ),
         )
         .code("request_timeout")
+        .closing()
     }
 
     pub fn unsupported_media_type() -> Self {
@@ -175,8 +186,9 @@ impl ApiError {
         Self::new(
             StatusCode::BAD_REQUEST,
             INVALID_REQUEST,
-            "The request body could not be read.",
+            "The request body could not be read (broken chunked framing or connection).",
         )
+        .closing()
     }
 
     pub fn model_not_found(model: &str) -> Self {
@@ -213,8 +225,54 @@ impl ApiError {
         if let Some(rate) = &self.rate {
             rate_headers(h, rate);
         }
+        if self.close {
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
+}
+
+/// The whole HTTP/1.1 answer, as bytes, to a request hyper could not parse (status 400, 414
+/// or 431), or whose head did not arrive in time (408); see `conn.rs`. No request was read, so
+/// it carries a fresh request id and closes the connection.
+pub(crate) fn unparsable_request(status: u16) -> Vec<u8> {
+    let (status, message, code) = match status {
+        408 => (
+            StatusCode::REQUEST_TIMEOUT,
+            "The request headers did not arrive in time.",
+            "request_timeout",
+        ),
+        414 => (
+            StatusCode::URI_TOO_LONG,
+            "The request URL is too long.",
+            "url_too_long",
+        ),
+        431 => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "The request line and headers are too long, or there are too many headers.",
+            "request_headers_too_large",
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "The request is not valid HTTP/1.1 (malformed request line, header or framing).",
+            "invalid_http_request",
+        ),
+    };
+    let body = ApiError::new(status, INVALID_REQUEST, message)
+        .code(code)
+        .body_json();
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}: {id}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        crate::headers::REQUEST_ID,
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {

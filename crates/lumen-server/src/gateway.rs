@@ -34,6 +34,7 @@ use crate::shared::{Shared, SharedSettings, Stores};
 pub(crate) struct Settings {
     pub(crate) max_body_bytes: usize,
     pub(crate) body_read_timeout: Duration,
+    pub(crate) conn: crate::conn::Deadlines,
     pub(crate) max_n: u32,
     pub(crate) shutdown_grace: Duration,
     /// The API listener's TLS, when `server.tls` is set; rebuilt on reload.
@@ -60,6 +61,7 @@ pub struct GatewayBuilder {
     core: lumen_gateway::GatewayBuilder,
     max_body_bytes: usize,
     body_read_timeout: Duration,
+    conn: crate::conn::Deadlines,
     max_n: u32,
     shutdown_grace: Duration,
     tls: Option<crate::config::TlsConfig>,
@@ -83,6 +85,7 @@ impl Default for GatewayBuilder {
                 .discovery_interval(Duration::from_millis(cfg.routing.discovery_interval_ms)),
             max_body_bytes: cfg.server.max_body_bytes,
             body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
+            conn: crate::conn::Deadlines::from_config(&cfg.server),
             max_n: cfg.server.max_n,
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             tls: None,
@@ -202,6 +205,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Longest time for a request head to arrive once its first byte has (then the connection
+    /// is closed).
+    pub fn header_read_timeout(mut self, limit: Duration) -> Self {
+        self.conn.header = limit;
+        self
+    }
+
+    /// Longest time a connection may wait for its next request (then it is closed).
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.conn.idle = limit;
+        self
+    }
+
     /// Largest `n` accepted (400 above it).
     pub fn max_n(mut self, n: u32) -> Self {
         self.max_n = n;
@@ -240,6 +256,7 @@ impl GatewayBuilder {
                 settings: ArcSwap::from_pointee(Settings {
                     max_body_bytes: self.max_body_bytes,
                     body_read_timeout: self.body_read_timeout,
+                    conn: self.conn,
                     max_n: self.max_n,
                     shutdown_grace: self.shutdown_grace,
                     tls,
@@ -317,6 +334,8 @@ impl Gateway {
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
+            .header_read_timeout(Duration::from_millis(cfg.server.header_read_timeout_ms))
+            .idle_timeout(Duration::from_millis(cfg.server.idle_timeout_ms))
             .max_n(cfg.server.max_n)
             .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms))
             .tls(cfg.server.tls.clone())
@@ -367,6 +386,7 @@ impl Gateway {
                 self.inner.settings.store(Arc::new(Settings {
                     max_body_bytes: cfg.server.max_body_bytes,
                     body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
+                    conn: crate::conn::Deadlines::from_config(&cfg.server),
                     max_n: cfg.server.max_n,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
                     tls,

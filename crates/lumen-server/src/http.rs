@@ -358,7 +358,10 @@ impl Api {
                     match tokio::time::timeout(wait, Limited::new(body, limit).collect()).await {
                         Err(_) => return Err(ApiError::body_timeout(wait)),
                         Ok(Ok(c)) => c.to_bytes(),
-                        Ok(Err(_)) => return Err(ApiError::body_too_large(limit)),
+                        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                            return Err(ApiError::body_too_large(limit));
+                        }
+                        Ok(Err(_)) => return Err(ApiError::unreadable_body()),
                     };
                 let (status, value) =
                     crate::admin::handle(&self.gw, &parts.method, &path, &parts.headers, &body)

@@ -16,6 +16,7 @@
 mod access;
 mod admin;
 pub mod config;
+mod conn;
 mod endpoint;
 pub mod error;
 pub mod gateway;

@@ -3,23 +3,26 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::Gateway;
+use crate::conn::{Activity, Conn, Tracked};
 use crate::http::{Api, Surface};
 
 /// After the shutdown grace, how long ended streams get to deliver their last event.
 const STREAM_END_GRACE: Duration = Duration::from_secs(1);
 
-/// Clients that open a connection and send no request headers are dropped after this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (request line and headers) read: beyond it, 431. hyper's own bound is
+/// its read buffer (about 400 KB); no OpenAI client sends a head near this one.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests and streams up to the gateway's shutdown grace to finish. Background
@@ -158,14 +161,26 @@ async fn serve_on(
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let api = Api::new(gateway.clone(), surface);
-        let svc = service_fn(move |req| {
-            let api = api.clone();
-            async move { Ok::<_, Infallible>(api.handle(req).await) }
-        });
+        // The service marks each request in progress until its response body is dropped, so the
+        // socket applies the idle and head deadlines only between requests (see `conn.rs`).
+        let activity = Arc::new(Activity::default());
+        let svc = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let api = api.clone();
+                let request = activity.begin();
+                async move {
+                    let resp = api.handle(req).await;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+                }
+            })
+        };
+        let deadlines = gateway.settings().conn;
         let http = || {
             let mut b = http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+            // The deadlines are the socket's (`Conn`): hyper's header timer would count the
+            // idle time before a request against its head.
+            b.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
             b
         };
         // TLS on the API listener only: the admin listener stays plain for probes.
@@ -175,7 +190,8 @@ async fn serve_on(
         };
         match tls {
             None => {
-                let conn = graceful.watch(http().serve_connection(TokioIo::new(stream), svc));
+                let io = TokioIo::new(Conn::new(stream, activity, deadlines));
+                let conn = graceful.watch(http().serve_connection(io, svc));
                 conns.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -188,8 +204,7 @@ async fn serve_on(
                     // Bounded like the header read: a client that never finishes the
                     // handshake cannot hold its connection.
                     let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
+                        match tokio::time::timeout(deadlines.header, acceptor.accept(stream)).await
                         {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
@@ -201,7 +216,8 @@ async fn serve_on(
                                 return;
                             }
                         };
-                    let conn = http().serve_connection(TokioIo::new(stream), svc);
+                    let io = TokioIo::new(Conn::new(stream, activity, deadlines));
+                    let conn = http().serve_connection(io, svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }

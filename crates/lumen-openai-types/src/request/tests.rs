@@ -192,3 +192,76 @@ fn a_parsed_request_serialises_back_to_the_same_json() {
         assert_eq!(req.prompt.leading_bytes(max), prompt, "{body}");
     }
 }
+
+/// Parts kept as raw JSON (unknown fields, `messages`) were skipped by serde_json without its
+/// recursion limit, so 100,000 levels reached the engine. Nesting is bounded for the whole body.
+#[test]
+fn nesting_deeper_than_the_limit_is_refused_anywhere_in_the_body() {
+    let nest = |open: &str, inner: &str, close: &str, n: usize| {
+        format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+    };
+    let chat = |junk: String| {
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"junk":{junk}}}"#)
+    };
+    for body in [
+        chat(nest("[", "", "]", 100_000)),
+        chat(nest(r#"{"a":"#, "1", "}", 100_000)),
+        format!(
+            r#"{{"model":"m","messages":{}}}"#,
+            nest("[", "", "]", 100_000)
+        ),
+        chat(nest("[", "", "]", MAX_DEPTH)),
+    ] {
+        let err = parse::<ChatCompletionRequest>(body.as_bytes()).unwrap_err();
+        assert_eq!(err.param, None);
+        assert!(
+            err.message.contains("nested deeper than"),
+            "{}",
+            err.message
+        );
+    }
+    // At the limit (the body's own object is one level), and brackets inside strings, are fine.
+    let ok = chat(nest("[", "", "]", MAX_DEPTH - 1));
+    parse::<ChatCompletionRequest>(ok.as_bytes()).unwrap();
+    let strings = chat(format!(r#""{}\"{}""#, "[".repeat(1000), "{".repeat(1000)));
+    parse::<ChatCompletionRequest>(strings.as_bytes()).unwrap();
+}
+
+#[test]
+fn duplicate_and_out_of_range_fields_name_the_param() {
+    let err =
+        parse::<ChatCompletionRequest>(br#"{"model":"m","model":"x","messages":[]}"#).unwrap_err();
+    assert_eq!(err.param.as_deref(), Some("model"));
+    assert!(err.message.contains("more than once"), "{}", err.message);
+    let err = parse::<ChatCompletionRequest>(
+        br#"{"model":"m","messages":[],"str\u0065am":1,"stream":1}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.param.as_deref(), Some("stream"));
+    for field in ["max_tokens", "temperature", "n", "seed"] {
+        let body = format!(r#"{{"model":"m","messages":[],"{field}":1e400}}"#);
+        let err = parse::<ChatCompletionRequest>(body.as_bytes()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some(field), "{}", err.message);
+    }
+}
+
+/// `max_tokens: 0` reached the engine, which answered an empty completion (or, on vLLM, a 400
+/// in its own words). A chat request must leave room for at least one token. Completions keep
+/// 0 (with `echo`, it scores the prompt).
+#[test]
+fn a_chat_token_budget_of_zero_is_refused() {
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"{field}":0}}"#);
+        let req: ChatCompletionRequest = parse(body.as_bytes()).unwrap();
+        let err = req.validate().unwrap_err();
+        assert_eq!(err.param.as_deref(), Some(field));
+        assert_eq!(
+            err.message,
+            format!("0 is less than the minimum of 1 - '{field}'")
+        );
+    }
+    let req: CompletionRequest =
+        parse(br#"{"model":"m","prompt":"x","max_tokens":0,"echo":true}"#).unwrap();
+    req.validate().unwrap();
+}

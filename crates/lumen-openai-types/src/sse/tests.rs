@@ -132,3 +132,30 @@ fn data_frame_round_trips() {
     assert_eq!(frame.as_ref(), b"data: {\"k\":\"v\"}\n\n");
     assert_eq!(data_of(&decode_all(&[&frame])), vec!["{\"k\":\"v\"}"]);
 }
+
+/// A long line in small pieces: each piece is searched once (the decoder remembers how far it
+/// looked), and the result is the same as in one piece, including a CR that ends the line in a
+/// later piece and an event after it.
+#[test]
+fn a_long_line_in_small_pieces_decodes_and_is_capped() {
+    let line = format!("data: {}\r\n\r\ndata: next\n\n", "x".repeat(100_000));
+    let pieces: Vec<&[u8]> = line.as_bytes().chunks(7).collect();
+    let events = decode_all(&pieces);
+    assert_eq!(
+        data_of(&events),
+        vec!["x".repeat(100_000), "next".to_owned()]
+    );
+    let mut d = SseDecoder::with_max_event_bytes(64 * 1024);
+    let mut got = None;
+    for piece in line.as_bytes().chunks(1024) {
+        d.push(piece);
+        if let Err(e) = d.next_event() {
+            got = Some(e);
+            break;
+        }
+    }
+    assert_eq!(got, Some(SseError::EventTooLarge { limit: 64 * 1024 }));
+    // After the error the decoder holds nothing: a later event decodes from scratch.
+    d.push(b"data: ok\n\n");
+    assert_eq!(d.next_event().unwrap().unwrap().data.as_ref(), b"ok");
+}

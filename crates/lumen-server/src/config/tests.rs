@@ -375,3 +375,33 @@ fn stream_continuation_from_a_file_and_the_environment() {
         Ok(())
     });
 }
+
+/// The connection deadlines are read from the file and the environment, and 0 (no deadline,
+/// or every connection closed at once) is refused like `body_read_timeout_ms`.
+#[test]
+fn connection_deadlines_are_settable_and_never_zero() {
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
+        let cfg = load_in(jail, None).unwrap();
+        assert_eq!(cfg.server.header_read_timeout_ms, 30_000);
+        assert_eq!(cfg.server.idle_timeout_ms, 30_000);
+        jail.create_file(
+            "lumen.toml",
+            "[server]\nheader_read_timeout_ms = 5000\nidle_timeout_ms = 75000\n",
+        )?;
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        assert_eq!(cfg.server.header_read_timeout_ms, 5_000);
+        assert_eq!(cfg.server.idle_timeout_ms, 75_000);
+        for key in [
+            "header_read_timeout_ms",
+            "idle_timeout_ms",
+            "body_read_timeout_ms",
+        ] {
+            jail.set_env(format!("LUMEN_SERVER__{}", key.to_uppercase()), "0");
+            let err = load_in(jail, Some("lumen.toml")).unwrap_err().to_string();
+            assert!(err.contains(&format!("server.{key}")), "{err}");
+            jail.set_env(format!("LUMEN_SERVER__{}", key.to_uppercase()), "1000");
+        }
+        Ok(())
+    });
+}

@@ -1,0 +1,353 @@
+//! One client connection's socket as hyper sees it, for the two things hyper does not do the way
+//! Lumen needs.
+//!
+//! - **Deadlines.** hyper's header timer starts when it begins waiting for a request, so the time
+//!   a kept-alive connection idles and the time its next head takes share one budget. Here they
+//!   are two: `server.idle_timeout_ms` while no request is in progress and no byte of the next
+//!   one has arrived, then `server.header_read_timeout_ms` from that first byte until the head
+//!   is complete. While a request is in progress neither applies: its body has its own deadline
+//!   (`server.body_read_timeout_ms`, in `http.rs`), and a client is silent for as long as its
+//!   stream runs.
+//! - **Answers to bytes that are not HTTP.** hyper answers a request it cannot parse (bad
+//!   framing, two `Content-Length`s, a control byte in a header, too many or too large headers,
+//!   a URL over 64 KB) itself, before any service sees it, with a bare 400, 431 or 414 and an
+//!   empty body. That one answer is replaced here with Lumen's JSON error (`error.rs`), so every
+//!   client-visible error has one shape.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::task::AtomicWaker;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The two waits of a connection between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    /// No request in progress and no byte of the next one yet.
+    pub(crate) idle: Duration,
+    /// From the first byte of a request head until the head is complete.
+    pub(crate) header: Duration,
+}
+
+impl Deadlines {
+    pub(crate) fn from_config(server: &crate::config::ServerConfig) -> Self {
+        Self {
+            idle: Duration::from_millis(server.idle_timeout_ms),
+            header: Duration::from_millis(server.header_read_timeout_ms),
+        }
+    }
+}
+
+/// What the service tells the socket: requests started, and requests whose response is still
+/// alive (a stream runs for as long as its body does).
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    started: AtomicU64,
+    open: AtomicUsize,
+    /// The connection task's last read. hyper does not read again after an answer until the
+    /// socket has news, so the end of a request wakes it to start the idle deadline.
+    reader: AtomicWaker,
+}
+
+impl Activity {
+    /// Marks a request in progress until the returned guard is dropped (with its response body).
+    pub(crate) fn begin(self: &Arc<Self>) -> InProgress {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::AcqRel);
+        InProgress(self.clone())
+    }
+
+    fn busy(&self) -> bool {
+        self.open.load(Ordering::Acquire) > 0
+    }
+}
+
+/// A request in progress; dropped with its response body.
+#[derive(Debug)]
+pub(crate) struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request marked in progress until hyper drops it.
+    pub(crate) struct Tracked<B> {
+        #[pin]
+        body: B,
+        _request: InProgress,
+    }
+}
+
+impl<B> Tracked<B> {
+    pub(crate) fn new(body: B, request: InProgress) -> Self {
+        Self {
+            body,
+            _request: request,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Idle,
+    Head,
+}
+
+/// The socket under hyper: the between-request deadlines on reads, and Lumen's JSON in place of
+/// hyper's bare answer on writes.
+pub(crate) struct Conn<S> {
+    io: S,
+    activity: Arc<Activity>,
+    deadlines: Deadlines,
+    /// The wait under way: the requests started when it began, and which deadline it is under.
+    waiting: Option<(u64, Wait)>,
+    timer: Pin<Box<Sleep>>,
+    /// Lumen's answer in place of hyper's, and how much of it is written. Once set, hyper writes
+    /// nothing more that matters: it closes the connection after a parse error.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl<S> Conn<S> {
+    pub(crate) fn new(io: S, activity: Arc<Activity>, deadlines: Deadlines) -> Self {
+        Self {
+            io,
+            activity,
+            deadlines,
+            waiting: None,
+            timer: Box::pin(tokio::time::sleep(deadlines.idle)),
+            replacement: None,
+        }
+    }
+
+    fn arm(&mut self, started: u64, wait: Wait) {
+        let limit = match wait {
+            Wait::Idle => self.deadlines.idle,
+            Wait::Head => self.deadlines.header,
+        };
+        self.waiting = Some((started, wait));
+        self.timer.as_mut().reset(Instant::now() + limit);
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Conn<S> {
+    /// Writes what is left of the replacement answer, if any.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some((bytes, written)) = &mut self.replacement {
+            while *written < bytes.len() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Tells a client whose head was cut off why, if the socket takes the answer at once (it
+    /// has sent nothing on this connection since its last answer, so it normally does); the
+    /// connection closes either way. An idle connection is closed without a word, as HTTP
+    /// allows.
+    fn tell_too_slow(&mut self, cx: &mut Context<'_>) {
+        if self.replacement.is_none() {
+            let answer = crate::error::unparsable_request(408);
+            let mut io = Pin::new(&mut self.io);
+            // TLS buffers what is written until a flush.
+            if let Poll::Ready(Ok(n)) = io.as_mut().poll_write(cx, &answer) {
+                if n == answer.len() {
+                    let _ = io.poll_flush(cx);
+                }
+            }
+        }
+    }
+
+    /// When `head` is hyper's own answer to an unparsable request, takes it over: Lumen's answer
+    /// is written instead, and hyper is told its bytes were.
+    fn replace(&mut self, head: &[u8]) -> bool {
+        if self.replacement.is_some() || self.activity.busy() {
+            return false;
+        }
+        match bare_answer(head) {
+            Some(status) => {
+                self.replacement = Some((crate::error::unparsable_request(status), 0));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.activity.reader.register(cx.waker());
+        if this.activity.busy() {
+            this.waiting = None;
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let started = this.activity.started.load(Ordering::Acquire);
+        if this.waiting.is_some_and(|(n, _)| n != started) {
+            this.waiting = None;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let got_bytes = buf.filled().len() > before;
+                if got_bytes && !matches!(this.waiting, Some((_, Wait::Head))) {
+                    this.arm(started, Wait::Head);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.waiting.is_none() {
+                    this.arm(started, Wait::Idle);
+                }
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    let what = match this.waiting {
+                        Some((_, Wait::Head)) => {
+                            this.tell_too_slow(cx);
+                            "request head not complete within the deadline"
+                        }
+                        _ => "connection idle past the deadline",
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.replacement.is_some() {
+            ready!(this.poll_replacement(cx))?;
+            // Nothing follows hyper's answer to a parse error; swallow it rather than send it.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if this.replace(buf) {
+            // Written in flush or shutdown if the socket is full now.
+            let _ = this.poll_replacement(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let total = bufs.iter().map(|b| b.len()).sum();
+        if this.replacement.is_some() {
+            ready!(this.poll_replacement(cx))?;
+            return Poll::Ready(Ok(total));
+        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.replace(first) {
+            let _ = this.poll_replacement(cx)?;
+            return Poll::Ready(Ok(total));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// The status of hyper's automatic answer to a request it could not parse, when `head` is one:
+/// 400, 414 or 431, with no headers but `connection`, `content-length: 0` and `date`. Every
+/// answer Lumen writes itself carries `x-request-id` (and most a `content-type`), so none
+/// matches.
+fn bare_answer(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
+    let status = match rest.get(..4)? {
+        b"400 " => 400,
+        b"414 " => 414,
+        b"431 " => 431,
+        _ => return None,
+    };
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    // Only the head, with nothing after it: hyper's answer has no body.
+    if end + 4 != head.len() {
+        return None;
+    }
+    let mut lines = head[..end].split(|b| *b == b'\n').skip(1);
+    let mut empty_body = false;
+    let ok = lines.all(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return false;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            empty_body = value == b"0";
+            empty_body
+        } else {
+            name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"date")
+        }
+    });
+    (ok && empty_body).then_some(status)
+}
+
+#[cfg(test)]
+mod tests;
