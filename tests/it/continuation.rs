@@ -63,11 +63,25 @@ fn events(r: &Reply) -> (Vec<Value>, String) {
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    let text = chunks
+    let text = chat_text(&chunks);
+    (chunks, text)
+}
+
+/// The text chat chunks' deltas spell.
+fn chat_text(chunks: &[Value]) -> String {
+    chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    (chunks, text)
+        .collect()
+}
+
+/// The request most tests send: 60 tokens, the first engine cut after 40.
+async fn cut_at_40_of_60(lumen: &Lumen) -> Reply {
+    post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 40}), 60),
+    )
+    .await
 }
 
 /// The generation requests an engine received (health and discovery left out).
@@ -84,11 +98,7 @@ async fn a_stream_cut_mid_answer_is_finished_on_another_engine() {
     let (a, sa) = sim(&["m"]).await;
     let (b, sb) = sim(&["m"]).await;
     let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
-    let r = post(
-        &lumen.url("/v1/chat/completions"),
-        &chat_body(json!({"drop_after": 40}), 60),
-    )
-    .await;
+    let r = cut_at_40_of_60(&lumen).await;
     assert_eq!(r.status, 200);
     let (chunks, text) = events(&r);
     assert_eq!(text, whole_answer(60).await, "one uninterrupted answer");
@@ -145,11 +155,7 @@ async fn without_continuation_a_cut_stream_ends_with_one_error_event() {
     let (a, _sa) = sim(&["m"]).await;
     let (b, sb) = sim(&["m"]).await;
     let lumen = Lumen::in_front_of(&[&a, &b]).await;
-    let r = post(
-        &lumen.url("/v1/chat/completions"),
-        &chat_body(json!({"drop_after": 40}), 60),
-    )
-    .await;
+    let r = cut_at_40_of_60(&lumen).await;
     let data = r.sse_data();
     let last_two = &data[data.len() - 2..];
     let error: Value = serde_json::from_str(&last_two[0]).unwrap();
@@ -208,11 +214,7 @@ async fn an_engine_that_refuses_the_prefill_is_skipped_and_never_shown() {
             .unwrap(),
     )
     .await;
-    let r = post(
-        &lumen.url("/v1/chat/completions"),
-        &chat_body(json!({"drop_after": 40}), 60),
-    )
-    .await;
+    let r = cut_at_40_of_60(&lumen).await;
     let (_, text) = events(&r);
     assert_eq!(text, whole_answer(60).await);
     assert_eq!(
@@ -229,11 +231,7 @@ async fn an_engine_that_refuses_the_prefill_is_skipped_and_never_shown() {
         ..Faults::default()
     });
     sb.clear_records();
-    let r = post(
-        &lumen.url("/v1/chat/completions"),
-        &chat_body(json!({"drop_after": 40}), 60),
-    )
-    .await;
+    let r = cut_at_40_of_60(&lumen).await;
     let data = r.sse_data();
     let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(error["error"]["code"], "stream_interrupted", "{error}");
@@ -356,11 +354,7 @@ async fn each_engine_is_asked_the_way_it_continues_and_one_that_cannot_is_never_
         .unwrap(),
     )
     .await;
-    let r = post(
-        &lumen.url("/v1/chat/completions"),
-        &chat_body(json!({"drop_after": 40}), 60),
-    )
-    .await;
+    let r = cut_at_40_of_60(&lumen).await;
     let (_, text) = events(&r);
     assert_eq!(text, whole_answer(60).await);
     assert!(
@@ -420,15 +414,11 @@ async fn a_stream_that_breaks_twice_is_continued_twice_and_usage_sums_three_part
     let data = r.sse_data();
     let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(error["error"]["code"], "stream_interrupted");
-    let text: String = data[..data.len() - 2]
+    let chunks: Vec<Value> = data[..data.len() - 2]
         .iter()
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .map(|d| serde_json::from_str(d).unwrap())
         .collect();
+    let text = chat_text(&chunks);
     assert_eq!(
         text,
         whole_answer(15).await,

@@ -117,6 +117,24 @@ const UNSUPPORTED_DELTA: [&str; 4] = [
     "reasoning",
 ];
 
+/// The fields both chunk types name alike.
+macro_rules! stream_fields {
+    () => {
+        fn usage_mut(&mut self) -> &mut Option<Usage> {
+            &mut self.usage
+        }
+
+        fn stream_id(&self) -> (&str, u64) {
+            (&self.id, self.created)
+        }
+
+        fn set_stream_id(&mut self, id: &str, created: u64) {
+            id.clone_into(&mut self.id);
+            self.created = created;
+        }
+    };
+}
+
 impl StreamPiece for ChatCompletionChunk {
     fn piece(&self) -> Piece<'_> {
         let [choice] = self.choices.as_slice() else {
@@ -140,18 +158,7 @@ impl StreamPiece for ChatCompletionChunk {
         }
     }
 
-    fn usage_mut(&mut self) -> &mut Option<Usage> {
-        &mut self.usage
-    }
-
-    fn stream_id(&self) -> (&str, u64) {
-        (&self.id, self.created)
-    }
-
-    fn set_stream_id(&mut self, id: &str, created: u64) {
-        id.clone_into(&mut self.id);
-        self.created = created;
-    }
+    stream_fields!();
 }
 
 impl StreamPiece for CompletionResponse {
@@ -163,18 +170,7 @@ impl StreamPiece for CompletionResponse {
         }
     }
 
-    fn usage_mut(&mut self) -> &mut Option<Usage> {
-        &mut self.usage
-    }
-
-    fn stream_id(&self) -> (&str, u64) {
-        (&self.id, self.created)
-    }
-
-    fn set_stream_id(&mut self, id: &str, created: u64) {
-        id.clone_into(&mut self.id);
-        self.created = created;
-    }
+    stream_fields!();
 }
 
 #[cfg(test)]

@@ -610,11 +610,11 @@ async fn drain(mut s: GatewayStream<ChatCompletionChunk>) -> (Vec<String>, u32) 
     (out, s.continuations())
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_embedded_core_continues_a_broken_stream_on_another_backend() {
+/// One stream through a continuing core whose backend `x` plays `first`, `y` is healthy.
+async fn stream_after(first: Step) -> (Vec<String>, u32, Calls) {
     let calls: Calls = Arc::default();
     let core = continuing_core(vec![
-        Scripted::new("x", &[("a", &[Step::CutAfterFirst])], &calls),
+        Scripted::new("x", &[("a", &[first])], &calls),
         Scripted::new("y", &[], &calls),
     ]);
     let s = core
@@ -622,6 +622,12 @@ async fn an_embedded_core_continues_a_broken_stream_on_another_backend() {
         .await
         .unwrap();
     let (items, continued) = drain(s).await;
+    (items, continued, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_embedded_core_continues_a_broken_stream_on_another_backend() {
+    let (items, continued, calls) = stream_after(Step::CutAfterFirst).await;
     assert_eq!(items, ["x", "y", "!"], "x's part, then y's; no error");
     assert_eq!(continued, 1);
     assert_eq!(
@@ -632,16 +638,7 @@ async fn an_embedded_core_continues_a_broken_stream_on_another_backend() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_with_a_tool_call_is_never_continued() {
-    let calls: Calls = Arc::default();
-    let core = continuing_core(vec![
-        Scripted::new("x", &[("a", &[Step::ToolCallThenCut])], &calls),
-        Scripted::new("y", &[], &calls),
-    ]);
-    let s = core
-        .chat_stream(ask("a"), &RequestContext::new("r"))
-        .await
-        .unwrap();
-    let (items, continued) = drain(s).await;
+    let (items, continued, calls) = stream_after(Step::ToolCallThenCut).await;
     assert_eq!(items, ["", "ERR"], "the failure reaches the caller");
     assert_eq!(continued, 0);
     assert_eq!(calls.lock().unwrap().len(), 1, "y was never asked");
