@@ -17,3 +17,4 @@ mod security;
 mod shared_state;
 mod streaming;
 mod tls;
+mod tracing;

@@ -36,6 +36,9 @@ pub(crate) struct Access {
     pub waited: Duration,
     pub ttft: Option<Duration>,
     pub tokens: Option<(u64, u64)>,
+    /// The request's spans while it runs, when it is sampled and trace export is on.
+    #[cfg(feature = "otel")]
+    pub trace: Option<Box<crate::otel::RequestTrace>>,
 }
 
 impl Default for Access {
@@ -62,6 +65,8 @@ impl Access {
             waited: Duration::ZERO,
             ttft: None,
             tokens: None,
+            #[cfg(feature = "otel")]
+            trace: None,
         }
     }
 
@@ -95,8 +100,21 @@ impl Access {
         }
     }
 
-    /// Records the request metrics and writes the access line.
-    pub fn finish(&self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
+    /// Records the request metrics, writes the access line and queues the request's spans.
+    pub fn finish(&mut self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
+        #[cfg(feature = "otel")]
+        if let Some(t) = self.trace.take() {
+            t.finish(crate::otel::Summary {
+                request_id: &self.request_id,
+                requested: self.requested.as_deref(),
+                served: self.model.as_deref(),
+                backend: self.backend.as_deref(),
+                status,
+                outcome,
+                tokens: self.tokens,
+                streamed: self.ttft.is_some(),
+            });
+        }
         let model = self.model.as_deref().unwrap_or("unknown");
         let backend = self.backend.as_deref().unwrap_or("none");
         let duration = self.start.elapsed();
