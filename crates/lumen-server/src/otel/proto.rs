@@ -56,25 +56,28 @@ pub(crate) struct Resource {
 const SCOPE_NAME: &str = "lumen";
 const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// An `ExportTraceServiceRequest` carrying `spans`.
+/// An `ExportTraceServiceRequest` carrying `spans`, written into one buffer.
 pub(crate) fn export_request(resource: &Resource, spans: &[Span]) -> Vec<u8> {
-    let mut scope_spans = Vec::with_capacity(spans.len() * 256);
-    message(&mut scope_spans, 1, |b| {
-        string(b, 1, SCOPE_NAME);
-        string(b, 2, SCOPE_VERSION);
+    let mut out = Vec::with_capacity(256 + spans.len() * 768);
+    message(&mut out, 1, |rs| {
+        message(rs, 1, |r| {
+            for (k, v) in &resource.attrs {
+                message(r, 1, |kv| {
+                    string(kv, 1, k);
+                    message(kv, 2, |any| string_always(any, 1, v));
+                });
+            }
+        });
+        message(rs, 2, |ss| {
+            message(ss, 1, |scope| {
+                string(scope, 1, SCOPE_NAME);
+                string(scope, 2, SCOPE_VERSION);
+            });
+            for s in spans {
+                message(ss, 2, |b| span(b, s));
+            }
+        });
     });
-    for s in spans {
-        message(&mut scope_spans, 2, |b| span(b, s));
-    }
-    let mut resource_spans = Vec::with_capacity(scope_spans.len() + 128);
-    message(&mut resource_spans, 1, |b| {
-        for (k, v) in &resource.attrs {
-            message(b, 1, |kv| key_value(kv, k, &Value::Str(v.clone())));
-        }
-    });
-    bytes(&mut resource_spans, 2, &scope_spans);
-    let mut out = Vec::with_capacity(resource_spans.len() + 8);
-    bytes(&mut out, 1, &resource_spans);
     out
 }
 
@@ -174,11 +177,28 @@ fn string_always(b: &mut Vec<u8>, field: u32, v: &str) {
     bytes(b, field, v.as_bytes());
 }
 
-/// A length-delimited sub-message: written to a scratch buffer, then length-prefixed.
+/// A length-delimited sub-message, written in place: one byte is kept for its length (most
+/// sub-messages are attributes, shorter than 128 bytes) and the rest of a longer length is
+/// inserted once the body is known. No buffer per sub-message.
 fn message(b: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    f(&mut inner);
-    bytes(b, field, &inner);
+    tag(b, field, 2);
+    let at = b.len();
+    b.push(0);
+    f(b);
+    let len = (b.len() - at - 1) as u64;
+    if len < 0x80 {
+        b[at] = len as u8;
+    } else {
+        let (mut prefix, mut n, mut v) = ([0u8; 10], 0, len);
+        while v >= 0x80 {
+            prefix[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        prefix[n] = v as u8;
+        b[at] = prefix[0];
+        b.splice(at + 1..at + 1, prefix[1..=n].iter().copied());
+    }
 }
 
 #[cfg(test)]

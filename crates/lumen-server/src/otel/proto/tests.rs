@@ -24,3 +24,16 @@ fn a_zero_int_attribute_keeps_its_type() {
     // key "n", then AnyValue { int_value = 0 } written explicitly.
     assert_eq!(b, [0x0a, 1, b'n', 0x12, 2, 0x18, 0]);
 }
+
+#[test]
+fn long_sub_messages_get_their_whole_length() {
+    // 0x80 and 300 bytes need a two-byte length; 0x7f fits the byte kept in advance.
+    for n in [0usize, 1, 0x7f, 0x80, 300, 20_000] {
+        let body = vec![b'x'; n];
+        let mut b = Vec::new();
+        message(&mut b, 2, |m| m.extend_from_slice(&body));
+        let mut expected = Vec::new();
+        bytes(&mut expected, 2, &body);
+        assert_eq!(b, expected, "length {n}");
+    }
+}
