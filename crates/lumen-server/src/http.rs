@@ -856,7 +856,7 @@ fn trace_context<B>(req: &Request<B>, sampler: Option<&crate::config::Sampler>) 
     };
     if let Some(s) = sampler {
         let from_parent = parent.map(|_| flags & 1 == 1);
-        let sampled = s.sampled(from_parent, &cx.trace_id_bytes());
+        let sampled = s.sampled(from_parent, || cx.trace_id_bytes());
         cx.flags = (flags & !1) | u8::from(sampled);
     }
     let mut header = String::with_capacity(55);

@@ -93,9 +93,9 @@ impl Default for Sampler {
 
 impl Sampler {
     /// Whether to record a request: `parent` is the incoming sampled flag, if a valid
-    /// `traceparent` came in. A ratio compares the trace id's last 56 bits (the random part
+    /// `traceparent` came in; `trace_id` is called only for a ratio. A ratio compares the trace id's last 56 bits (the random part
     /// of a W3C trace id), so every service with the same ratio keeps the same traces.
-    pub fn sampled(&self, parent: Option<bool>, trace_id: &[u8; 16]) -> bool {
+    pub fn sampled(&self, parent: Option<bool>, trace_id: impl FnOnce() -> [u8; 16]) -> bool {
         if self.parent_based {
             if let Some(p) = parent {
                 return p;
@@ -108,7 +108,7 @@ impl Sampler {
             return false;
         }
         let mut low = [0u8; 8];
-        low[1..].copy_from_slice(&trace_id[9..]);
+        low[1..].copy_from_slice(&trace_id()[9..]);
         let r = u64::from_be_bytes(low);
         (r as f64) < self.ratio * (1u64 << 56) as f64
     }

@@ -145,18 +145,21 @@ fn samplers() {
         t
     };
     let (on, _) = s("always_on", "");
-    assert!(on.sampled(Some(false), &id), "always_on ignores the parent");
+    assert!(
+        on.sampled(Some(false), || id),
+        "always_on ignores the parent"
+    );
     let (off, _) = s("always_off", "");
-    assert!(!off.sampled(Some(true), &id));
+    assert!(!off.sampled(Some(true), || id));
     let (pb, _) = s("parentbased_always_off", "");
-    assert!(pb.sampled(Some(true), &id) && !pb.sampled(None, &id));
+    assert!(pb.sampled(Some(true), || id) && !pb.sampled(None, || id));
     let (ratio, w) = s("traceidratio", "0.5");
     assert_eq!(w, 0);
-    assert!(ratio.sampled(None, &low), "the last 56 bits decide");
-    assert!(!ratio.sampled(None, &id));
+    assert!(ratio.sampled(None, || low), "the last 56 bits decide");
+    assert!(!ratio.sampled(None, || id));
     let (pbr, _) = s("parentbased_traceidratio", "0.5");
     assert!(
-        pbr.sampled(Some(true), &id),
+        pbr.sampled(Some(true), || id),
         "the parent decides when there is one"
     );
     let (bad, w) = s("traceidratio", "2");
