@@ -25,3 +25,4 @@ mod security;
 mod shared_state;
 mod streaming;
 mod tls;
+mod tracing;

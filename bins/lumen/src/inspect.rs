@@ -27,6 +27,10 @@ pub fn check(file: &Path, overrides: &Overrides) -> ExitCode {
                 });
             match built {
                 Ok(_) => {
+                    // Trace settings never fail a check (they never stop Lumen), but say so.
+                    for w in &cfg.otel.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     println!("{}: OK ({} backend(s))", file.display(), cfg.backends.len());
                     return ExitCode::SUCCESS;
                 }

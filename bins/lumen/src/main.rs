@@ -182,6 +182,7 @@ fn main() -> ExitCode {
                 "ignoring LUMEN_* environment variables that name no setting (see docs/config.md)"
             );
         }
+        otel_notes(&cfg);
         let reload = Reload {
             path: args.config.clone(),
             overrides,
@@ -231,7 +232,7 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
         cfg.server.config_watch_ms,
     ));
     let served = match cfg.server.admin_listen {
-        None => serve(listener, gateway, shutdown_signal()).await,
+        None => serve(listener, gateway.clone(), shutdown_signal()).await,
         Some(admin_addr) => {
             let admin = match tokio::net::TcpListener::bind(admin_addr).await {
                 Ok(l) => l,
@@ -249,7 +250,7 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
                 let _ = rx.changed().await;
             };
             let api = lumen_server::serve_api(listener, gateway.clone(), stop(rx.clone()));
-            let admin = lumen_server::serve_admin(admin, gateway, stop(rx));
+            let admin = lumen_server::serve_admin(admin, gateway.clone(), stop(rx));
             let signal = async move {
                 shutdown_signal().await;
                 let _ = tx.send(());
@@ -258,12 +259,42 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
             api.and(admin)
         }
     };
+    if gateway.traces_enabled() {
+        // Spans of the last requests, under a deadline of their own: a dead collector must
+        // not hold the process past the pod's termination grace.
+        let grace = cfg.otel.timeout.min(std::time::Duration::from_secs(5));
+        if tokio::time::timeout(grace, gateway.flush_traces())
+            .await
+            .is_err()
+        {
+            tracing::warn!("trace export did not finish before exit; the last spans are lost");
+        }
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lumen: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs what the `OTEL_*` variables turned on, and anything in them that was ignored.
+fn otel_notes(cfg: &LumenConfig) {
+    for w in &cfg.otel.warnings {
+        tracing::warn!("{w}");
+    }
+    match &cfg.otel.endpoint {
+        Some(url) if cfg!(feature = "otel") => tracing::info!(
+            endpoint = %url,
+            service = %cfg.otel.service_name,
+            "exporting traces over OTLP/HTTP"
+        ),
+        Some(_) => tracing::warn!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build has no trace export (the `otel` \
+             feature); no spans are sent"
+        ),
+        None => {}
     }
 }
 

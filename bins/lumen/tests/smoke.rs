@@ -14,7 +14,7 @@ fn lumen() -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, _) in std::env::vars() {
-        if k.starts_with("LUMEN_") {
+        if k.starts_with("LUMEN_") || k.starts_with("OTEL_") {
             c.env_remove(k);
         }
     }
@@ -815,4 +815,76 @@ fn config_print_shows_sources_and_redacts_secrets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("timeouts.idle_ms"));
+}
+
+/// The binary exports traces by default (feature `otel`): the endpoint variable alone turns it
+/// on, and the last spans are sent on SIGTERM. The collector here is raw TCP: it checks the
+/// OTLP/HTTP request line and content type (tests/it/tracing.rs decodes the spans themselves).
+#[test]
+fn the_endpoint_variable_alone_exports_traces() {
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", collector.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut sock, _) = collector.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase())
+            .unwrap();
+    });
+    let mut child = lumen()
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+        // Spans wait for the shutdown flush, not for a batch timer.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .spawn()
+        .unwrap();
+    let addr = wait_listening(&mut child);
+    let body =
+        r#"{"model":"lumen-demo","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = http(
+        &addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let head = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no export reached the collector");
+    assert!(head.starts_with("post /v1/traces http/1.1"), "{head}");
+    assert!(
+        head.contains("content-type: application/x-protobuf"),
+        "{head}"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn config_check_warns_about_unusable_otel_settings_but_passes() {
+    let good = scratch("otel.toml", "[[backends]]\nurl = \"http://127.0.0.1:1\"\n");
+    let out = lumen()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "{err}");
+    assert!(err.contains("OTEL_TRACES_SAMPLER=sometimes"), "{err}");
 }

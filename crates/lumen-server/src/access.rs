@@ -38,6 +38,9 @@ pub(crate) struct Access {
     pub tokens: Option<(u64, u64)>,
     /// Times a broken stream was continued on another engine.
     pub continuations: u32,
+    /// The request's spans while it runs, when it is sampled and trace export is on.
+    #[cfg(feature = "otel")]
+    pub trace: Option<Box<crate::otel::RequestTrace>>,
 }
 
 impl Default for Access {
@@ -65,6 +68,8 @@ impl Access {
             ttft: None,
             tokens: None,
             continuations: 0,
+            #[cfg(feature = "otel")]
+            trace: None,
         }
     }
 
@@ -98,8 +103,21 @@ impl Access {
         }
     }
 
-    /// Records the request metrics and writes the access line.
-    pub fn finish(&self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
+    /// Records the request metrics, writes the access line and queues the request's spans.
+    pub fn finish(&mut self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
+        #[cfg(feature = "otel")]
+        if let Some(t) = self.trace.take() {
+            t.finish(crate::otel::Summary {
+                request_id: &self.request_id,
+                requested: self.requested.as_deref(),
+                served: self.model.as_deref(),
+                backend: self.backend.as_deref(),
+                status,
+                outcome,
+                tokens: self.tokens,
+                streamed: self.ttft.is_some(),
+            });
+        }
         let model = self.model.as_deref().unwrap_or("unknown");
         let backend = self.backend.as_deref().unwrap_or("none");
         let duration = self.start.elapsed();

@@ -20,6 +20,9 @@ pub use lumen_resilience::config::{
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+mod otel;
+pub use otel::{OtelConfig, Sampler};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +46,10 @@ pub struct LumenConfig {
     pub cache: CacheConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
+    /// Trace export, from the standard `OTEL_*` variables (never from the file or `LUMEN_*`);
+    /// read by [`load`] and [`check`], once: a reload does not change it.
+    #[serde(skip)]
+    pub otel: OtelConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,7 +445,17 @@ pub fn is_kubernetes_service_link(key: &str) -> bool {
 
 /// Loads and validates. A named file that does not exist is an error, not silently skipped.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<LumenConfig, ConfigError> {
-    extract(layered(path, overrides)?)
+    let mut cfg = extract(layered(path, overrides)?)?;
+    cfg.otel = otel_env();
+    Ok(cfg)
+}
+
+/// The `OTEL_*` trace settings of this process's environment.
+pub fn otel_env() -> OtelConfig {
+    OtelConfig::from_vars(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )
 }
 
 /// Every source in order: file, environment, flags.
@@ -473,7 +490,8 @@ pub fn check(path: Option<&Path>, overrides: &Overrides) -> Result<LumenConfig, 
     for _ in 0..128 {
         let round = Figment::from(Serialized::defaults(&data)).extract::<LumenConfig>();
         let e = match round {
-            Ok(cfg) => {
+            Ok(mut cfg) => {
+                cfg.otel = otel_env();
                 if let Err(e) = cfg.validate() {
                     let top = |k: &str| k.split(['.', '[']).next().unwrap_or("").to_owned();
                     let repeated = matches!(&e, ConfigError::Invalid { key, .. }

@@ -54,6 +54,9 @@ pub(crate) struct Inner {
     pub(crate) shared: Shared,
     /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// OTLP trace export, when configured.
+    #[cfg(feature = "otel")]
+    pub(crate) tracer: Option<Arc<crate::otel::Tracer>>,
 }
 
 /// Builds a [`Gateway`] from parts, for embedders that do not use [`LumenConfig`].
@@ -69,6 +72,11 @@ pub struct GatewayBuilder {
     limits: LimitsConfig,
     cache: CacheConfig,
     redis: RedisConfig,
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    otel: crate::config::OtelConfig,
+    /// Engine URLs by backend name, for trace spans' `server.address`.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    urls: Vec<(String, String)>,
 }
 
 impl Default for GatewayBuilder {
@@ -93,6 +101,8 @@ impl Default for GatewayBuilder {
             limits: cfg.limits,
             cache: cfg.cache,
             redis: cfg.redis,
+            otel: cfg.otel,
+            urls: Vec::new(),
         }
     }
 }
@@ -240,8 +250,28 @@ impl GatewayBuilder {
         self
     }
 
+    /// Trace export (`OTEL_*`; see docs/observability.md). Without the `otel` feature an
+    /// endpoint here is ignored (the binary warns about it).
+    pub fn otel(mut self, otel: crate::config::OtelConfig) -> Self {
+        self.otel = otel;
+        self
+    }
+
+    /// Where backend `name` is (its base URL), so its attempt spans carry `server.address`
+    /// and `server.port`. [`Gateway::from_config`] sets it for every configured backend.
+    pub fn backend_url(mut self, name: impl Into<String>, url: impl Into<String>) -> Self {
+        self.urls.push((name.into(), url.into()));
+        self
+    }
+
     pub fn build(self) -> Result<Gateway, ConfigError> {
         let metrics = Arc::new(Metrics::new());
+        #[cfg(feature = "otel")]
+        let tracer = crate::otel::Tracer::start(&self.otel, &metrics)?;
+        #[cfg(feature = "otel")]
+        if let Some(t) = &tracer {
+            t.set_backends(self.urls);
+        }
         let core = self
             .core
             .observer(Arc::new(ServerObserver::new(metrics.clone())))
@@ -264,6 +294,8 @@ impl GatewayBuilder {
                 shared: Shared::new(stores, shared, metrics.clone()),
                 metrics,
                 closing: tokio::sync::watch::Sender::new(false),
+                #[cfg(feature = "otel")]
+                tracer,
             }),
         })
     }
@@ -310,6 +342,13 @@ fn backend_specs(
         .collect()
 }
 
+/// Each configured backend's name and URL.
+fn backend_urls(cfg: &LumenConfig) -> Vec<(String, String)> {
+    (0..cfg.backends.len())
+        .map(|i| (cfg.backend_name(i), cfg.backends[i].url.clone()))
+        .collect()
+}
+
 /// A non-reversible fingerprint, so a key change is noticed without keeping the key twice.
 fn fingerprint(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -343,10 +382,12 @@ impl Gateway {
             .auth(cfg.auth.clone())
             .limits(cfg.limits.clone())
             .cache(cfg.cache.clone())
-            .redis(cfg.redis.clone());
+            .redis(cfg.redis.clone())
+            .otel(cfg.otel.clone());
         for (spec, probe) in backend_specs(cfg)? {
             b.core = b.core.backend_spec(spec, probe);
         }
+        b.urls = backend_urls(cfg);
         b.build()
     }
 
@@ -392,6 +433,10 @@ impl Gateway {
                     tls,
                 }));
                 self.inner.shared.replace_settings(shared);
+                #[cfg(feature = "otel")]
+                if let Some(t) = &self.inner.tracer {
+                    t.set_backends(backend_urls(cfg));
+                }
                 self.reload_counter("ok").inc();
                 Ok(())
             }
@@ -507,6 +552,25 @@ impl Gateway {
     /// shutdown grace runs out; it cannot be undone.
     pub fn end_streams(&self) {
         self.inner.closing.send_replace(true);
+    }
+
+    /// Sends every span still queued to the collector and waits for its answer (at most the
+    /// OTLP timeout per batch); a no-op without trace export. Call it after `serve` returns,
+    /// under a deadline of your own.
+    pub async fn flush_traces(&self) {
+        #[cfg(feature = "otel")]
+        if let Some(t) = &self.inner.tracer {
+            t.flush().await;
+        }
+    }
+
+    /// Whether spans are exported (the `otel` feature is built in and an endpoint is set).
+    pub fn traces_enabled(&self) -> bool {
+        #[cfg(feature = "otel")]
+        let on = self.inner.tracer.is_some();
+        #[cfg(not(feature = "otel"))]
+        let on = false;
+        on
     }
 
     /// The router, for health checks and tests that inspect or mark backends.

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -155,6 +154,27 @@ impl Endpoint {
         )
     }
 
+    /// The GenAI operation name and the route of an inference endpoint (`None`: not traced).
+    #[cfg(feature = "otel")]
+    fn traced(self, path: &str) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Self::Chat => ("chat", "/v1/chat/completions"),
+            Self::Completions => ("text_completion", "/v1/completions"),
+            Self::Embeddings => ("embeddings", "/v1/embeddings"),
+            Self::Tokenize => ("tokenize", "/tokenize"),
+            Self::Detokenize => ("detokenize", "/detokenize"),
+            Self::Rerank => (
+                "rerank",
+                match path {
+                    "/rerank" => "/rerank",
+                    "/v2/rerank" => "/v2/rerank",
+                    _ => "/v1/rerank",
+                },
+            ),
+            _ => return None,
+        })
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",
@@ -206,23 +226,45 @@ impl Api {
     {
         let surface = self.surface;
         let request_id = request_id(&req);
-        let (traceparent, trace_id) = traceparent(&req);
         let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
+        // Inference requests get spans when trace export is on (feature `otel`).
+        #[cfg(feature = "otel")]
+        let tracer = self
+            .gw
+            .inner
+            .tracer
+            .as_ref()
+            .zip(endpoint.and_then(|e| e.traced(req.uri().path())));
+        #[cfg(feature = "otel")]
+        let trace = trace_context(&req, tracer.map(|(t, _)| t.sampler()));
+        #[cfg(not(feature = "otel"))]
+        let trace = trace_context(&req, None);
         let span = tracing::info_span!(
             "request",
             id = %lumen_gateway::Text(request_id.to_str().unwrap_or_default()),
-            trace_id = %trace_id,
+            trace_id = %trace.trace_id,
         );
-        let access = Access::new(
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+        let mut access = Access::new(
             request_id.to_str().unwrap_or_default().to_owned(),
-            trace_id.clone(),
+            trace.trace_id.clone(),
             endpoint.map_or("unknown", Endpoint::as_str),
         );
+        #[cfg(feature = "otel")]
+        if let Some((tracer, (operation, route))) = tracer.filter(|_| trace.sampled()) {
+            access.trace = Some(Box::new(tracer.begin(
+                &trace,
+                operation,
+                route,
+                access.start,
+            )));
+        }
+        let traceparent = trace.header;
         async {
             // Boxed once: the request's future is several KB, and every wrapper below (the
             // access scope, the span, hyper's dispatcher) would otherwise copy it when moved.
             let work = Box::pin(self.dispatch(req, endpoint, &request_id, traceparent));
-            let (result, access) = access.scope(work).await;
+            let (result, mut access) = access.scope(work).await;
             match result {
                 Ok(Outcome::Streaming(resp)) => resp,
                 Ok(Outcome::Done(resp)) => {
@@ -236,7 +278,11 @@ impl Api {
                     }
                     resp
                 }
-                Err((e, access)) => {
+                Err((e, mut access)) => {
+                    #[cfg(feature = "otel")]
+                    if let Some(t) = access.trace.as_deref_mut() {
+                        t.set_error_type(e.error.code.as_deref().unwrap_or(&e.error.kind));
+                    }
                     let resp = e.into_response(&request_id);
                     access.finish(
                         &self.gw.inner.metrics,
@@ -759,58 +805,99 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The `traceparent` to send upstream and the trace id for logs. A valid incoming header keeps
-/// its trace id and flags with Lumen as the new parent span; otherwise a new trace starts.
-fn traceparent<B>(req: &Request<B>) -> (String, String) {
+/// The request's place in a W3C trace: the `traceparent` to send upstream, the trace id for
+/// logs, and what a span for it needs.
+pub(crate) struct TraceContext {
+    pub header: String,
+    pub trace_id: String,
+    /// Lumen's span for this request: the parent the engine sees.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub span_id: u64,
+    /// The caller's span, from a valid incoming `traceparent`.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub parent: Option<u64>,
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Whether the flags sent on say "sampled".
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The trace id as 16 bytes (it is 32 lowercase hex digits by construction).
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, pair) in self.trace_id.as_bytes().chunks(2).take(16).enumerate() {
+            out[i] = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+        }
+        out
+    }
+}
+
+/// A valid incoming header keeps its trace id and flags with Lumen as the new parent span;
+/// otherwise a new trace starts. With a `sampler` (trace export on, an inference endpoint), the
+/// sampled flag sent on is Lumen's decision, so the engine records exactly the traces Lumen does.
+fn trace_context<B>(req: &Request<B>, sampler: Option<&crate::config::Sampler>) -> TraceContext {
     use std::fmt::Write as _;
-    static SPAN: AtomicU64 = AtomicU64::new(0);
-    // Read once: `process::id` is a system call, and this runs on every request.
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| (std::process::id() as u64) << 40);
-    let n = SPAN.fetch_add(1, Ordering::Relaxed) ^ seed;
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    let span_id = (z ^ (z >> 31)).max(1);
+    let span_id = crate::headers::span_id();
     let incoming = req
         .headers()
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    let (trace_id, flags) = match incoming {
-        Some((t, f)) => (t.to_owned(), f),
+    let (trace_id, parent, flags) = match incoming {
+        Some((t, p, f)) => (t.to_owned(), Some(p), f),
         None => {
             let mut buf = uuid::Uuid::encode_buffer();
             let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
-            ((*id).to_owned(), "01")
+            ((*id).to_owned(), None, 1)
         }
     };
+    let mut cx = TraceContext {
+        header: String::new(),
+        trace_id,
+        span_id,
+        parent,
+        flags,
+    };
+    if let Some(s) = sampler {
+        let from_parent = parent.map(|_| flags & 1 == 1);
+        let sampled = s.sampled(from_parent, || cx.trace_id_bytes());
+        cx.flags = (flags & !1) | u8::from(sampled);
+    }
     let mut header = String::with_capacity(55);
     // Writing into a String cannot fail.
-    let _ = write!(header, "00-{trace_id}-{span_id:016x}-{flags}");
-    (header, trace_id)
+    let _ = write!(header, "00-{}-{span_id:016x}-{:02x}", cx.trace_id, cx.flags);
+    cx.header = header;
+    cx
 }
 
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.
-fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
-    let parts: Vec<&str> = v.trim().split('-').collect();
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero: the trace id,
+/// the parent span id and the flags.
+fn parse_traceparent(v: &str) -> Option<(&str, u64, u8)> {
+    let mut parts = v.trim().split('-');
+    let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| {
         s.len() == n
             && s.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     };
-    match parts.as_slice() {
-        [ver, trace, parent, flags]
-            if hex(ver, 2)
-                && *ver != "ff"
-                && hex(trace, 32)
-                && hex(parent, 16)
-                && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0')
-                && parent.bytes().any(|b| b != b'0') =>
-        {
-            Some((trace, flags))
-        }
+    let valid = parts.next().is_none()
+        && hex(ver, 2)
+        && ver != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0');
+    let parent = u64::from_str_radix(parent, 16).ok().filter(|p| *p != 0);
+    let flags = u8::from_str_radix(flags, 16).ok();
+    match (valid, parent, flags) {
+        (true, Some(p), Some(f)) => Some((trace, p, f)),
         _ => None,
     }
 }

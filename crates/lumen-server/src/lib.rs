@@ -12,6 +12,7 @@
 //! - `http`: routes, body limits, request ids, JSON and SSE responses.
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
 //! - `serve`: the accept loop and graceful shutdown.
+//! - `otel` (feature `otel`): OTLP trace export, spans built from the core's events.
 
 mod access;
 mod admin;
@@ -25,6 +26,8 @@ pub mod health;
 mod http;
 mod metrics;
 mod observe;
+#[cfg(feature = "otel")]
+mod otel;
 mod path;
 mod serve;
 mod shared;

@@ -141,6 +141,11 @@ pub(crate) struct Metrics {
     pub model_breaker: Family<BackendModel, Gauge>,
     pub healthy: Family<BackendLabel, Gauge>,
     pub queue_depth: Gauge,
+    /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
+    #[cfg(feature = "otel")]
+    pub trace_spans_exported: Counter,
+    #[cfg(feature = "otel")]
+    pub trace_spans_dropped: Family<ReasonLabel, Counter>,
     /// Per-request metric handles by label set, so the hot path neither allocates label
     /// strings nor hashes them into every family on each request and stream chunk.
     /// Keyed by an FNV hash of the labels already, so the map itself only needs Fx.
@@ -310,6 +315,23 @@ impl Metrics {
             "Requests waiting for an admission slot",
             queue_depth.clone(),
         );
+        #[cfg(feature = "otel")]
+        let trace_spans_exported = Counter::default();
+        #[cfg(feature = "otel")]
+        r.register(
+            "lumen_trace_spans_exported",
+            "Spans the OTLP collector accepted",
+            trace_spans_exported.clone(),
+        );
+        #[cfg(feature = "otel")]
+        let trace_spans_dropped = Family::default();
+        #[cfg(feature = "otel")]
+        r.register(
+            "lumen_trace_spans_dropped",
+            "Spans not exported: queue_full (the export queue was full, the request did not wait) \
+             or export_failed (the collector refused, failed or timed out)",
+            trace_spans_dropped.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -336,6 +358,10 @@ impl Metrics {
             model_breaker,
             healthy,
             queue_depth,
+            #[cfg(feature = "otel")]
+            trace_spans_exported,
+            #[cfg(feature = "otel")]
+            trace_spans_dropped,
             handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),
         }
     }

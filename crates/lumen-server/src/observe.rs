@@ -42,6 +42,10 @@ impl Observer for ServerObserver {
                 passthrough,
                 backend,
             } => access::note(|a| {
+                #[cfg(feature = "otel")]
+                if let Some(t) = a.trace.as_deref_mut() {
+                    t.attempt_started(*attempt, model, backend);
+                }
                 a.model = Some((*model).to_owned());
                 a.passthrough = *passthrough;
                 a.backend = Some((*backend).to_owned());
@@ -53,7 +57,13 @@ impl Observer for ServerObserver {
                 elapsed,
                 error,
             } => {
-                access::note(|a| a.upstream += *elapsed);
+                access::note(|a| {
+                    a.upstream += *elapsed;
+                    #[cfg(feature = "otel")]
+                    if let Some(t) = a.trace.as_deref_mut() {
+                        t.attempt_finished(error.map(|e| e.kind()));
+                    }
+                });
                 if let Some(e) = error {
                     m.attempt_errors
                         .get_or_create(&BackendReason {
@@ -81,9 +91,21 @@ impl Observer for ServerObserver {
                         reason: (*reason).to_owned(),
                     })
                     .inc();
-                access::note(|a| a.waited += *delay);
+                access::note(|a| {
+                    a.waited += *delay;
+                    #[cfg(feature = "otel")]
+                    if let Some(t) = a.trace.as_deref_mut() {
+                        t.retrying(*delay);
+                    }
+                });
             }
             Event::Fallback { from, to, reason } => {
+                #[cfg(feature = "otel")]
+                access::note(|a| {
+                    if let Some(t) = a.trace.as_deref_mut() {
+                        t.fallback(from, to, reason);
+                    }
+                });
                 m.fallbacks
                     .get_or_create(&FallbackLabels {
                         from: (*from).to_owned(),

@@ -1,0 +1,338 @@
+//! OpenTelemetry trace export settings, from the standard `OTEL_*` environment variables (the
+//! same names every other service reads, so a platform's collector settings apply unchanged).
+//!
+//! They are separate from `LUMEN_*`: read once at start (a reload does not change them), and,
+//! as the OpenTelemetry specification asks, a value Lumen cannot use is reported as a warning
+//! and replaced by the default rather than stopping the process.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::Secret;
+
+/// What `OTEL_*` asks for. `endpoint: None` means no export (the default: setting
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is what turns it on).
+#[derive(Clone)]
+pub struct OtelConfig {
+    /// Full OTLP/HTTP traces URL (`.../v1/traces`), or `None`: export off.
+    pub endpoint: Option<String>,
+    /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`), often a collector's API key.
+    pub headers: Vec<(String, Secret)>,
+    /// Per export request.
+    pub timeout: Duration,
+    pub service_name: String,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, without `service.name` (that is [`service_name`](Self::service_name)).
+    pub resource: Vec<(String, String)>,
+    pub sampler: Sampler,
+    /// Spans waiting for export; beyond it new spans are dropped and counted.
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    /// Longest a span waits for its batch to fill before it is sent.
+    pub schedule_delay: Duration,
+    /// Settings that were ignored, and why; the binary logs them once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            service_name: "lumen".to_owned(),
+            resource: Vec::new(),
+            sampler: Sampler::default(),
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            schedule_delay: Duration::from_secs(5),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for OtelConfig {
+    /// Header values are often credentials: names only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelConfig")
+            .field("endpoint", &self.endpoint)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .field("service_name", &self.service_name)
+            .field("resource", &self.resource)
+            .field("sampler", &self.sampler)
+            .field("max_queue_size", &self.max_queue_size)
+            .field("max_export_batch_size", &self.max_export_batch_size)
+            .field("schedule_delay", &self.schedule_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER` (+ `OTEL_TRACES_SAMPLER_ARG`): the decision for a trace Lumen starts,
+/// and whether a caller's decision (the `traceparent` sampled flag) wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// Follow the incoming `traceparent`'s sampled flag when there is one (`parentbased_*`).
+    pub parent_based: bool,
+    /// The share of traces sampled when Lumen decides: 1.0 (`always_on`), 0.0 (`always_off`),
+    /// or the ratio of `traceidratio`.
+    pub ratio: f64,
+}
+
+impl Default for Sampler {
+    /// `parentbased_always_on`, the specification's default.
+    fn default() -> Self {
+        Self {
+            parent_based: true,
+            ratio: 1.0,
+        }
+    }
+}
+
+impl Sampler {
+    /// Whether to record a request: `parent` is the incoming sampled flag, if a valid
+    /// `traceparent` came in; `trace_id` is called only for a ratio. A ratio compares the trace id's last 56 bits (the random part
+    /// of a W3C trace id), so every service with the same ratio keeps the same traces.
+    pub fn sampled(&self, parent: Option<bool>, trace_id: impl FnOnce() -> [u8; 16]) -> bool {
+        if self.parent_based {
+            if let Some(p) = parent {
+                return p;
+            }
+        }
+        if self.ratio >= 1.0 {
+            return true;
+        }
+        if self.ratio <= 0.0 {
+            return false;
+        }
+        let mut low = [0u8; 8];
+        low[1..].copy_from_slice(&trace_id()[9..]);
+        let r = u64::from_be_bytes(low);
+        (r as f64) < self.ratio * (1u64 << 56) as f64
+    }
+}
+
+impl OtelConfig {
+    /// Reads the `OTEL_*` variables in `vars` (usually `std::env::vars()`). An empty value
+    /// counts as unset.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Self {
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, v)| k.starts_with("OTEL_") && !v.trim().is_empty())
+            .collect();
+        let get = |k: &str| {
+            vars.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim())
+        };
+        let mut cfg = Self::default();
+        let mut warnings: Vec<String> = Vec::new();
+
+        let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let exporter_none = match get("OTEL_TRACES_EXPORTER") {
+            None => false,
+            Some(v) => {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .collect();
+                if list.iter().any(|s| s == "none") {
+                    true
+                } else {
+                    if list.iter().any(|s| s != "otlp") {
+                        warnings.push(format!(
+                            "OTEL_TRACES_EXPORTER={v}: only `otlp` (or `none`) is supported; using otlp"
+                        ));
+                    }
+                    false
+                }
+            }
+        };
+        let endpoint = match (
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(url), _) => Some(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url.to_owned())),
+            (None, Some(base)) => Some((
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("{}/v1/traces", base.trim_end_matches('/')),
+            )),
+            (None, None) => None,
+        };
+        cfg.endpoint = match endpoint {
+            _ if disabled || exporter_none => None,
+            None => None,
+            Some((var, url)) => match check_url(&url) {
+                Ok(()) => Some(url),
+                Err(why) => {
+                    warnings.push(format!("{var}: {why}; traces are not exported"));
+                    None
+                }
+            },
+        };
+
+        let protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"));
+        if let Some(p) = protocol {
+            if p != "http/protobuf" {
+                warnings.push(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={p}: Lumen exports OTLP over http/protobuf only; \
+                     using it (point the endpoint at the collector's OTLP/HTTP port, usually 4318)"
+                ));
+            }
+        }
+        for var in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        ] {
+            if let Some(v) = get(var).filter(|v| *v != "none") {
+                warnings.push(format!(
+                    "{var}={v}: compression is not supported; sending uncompressed"
+                ));
+            }
+        }
+
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            for (k, v) in pairs(get(var).unwrap_or_default(), var, &mut warnings) {
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(&v).is_err()
+                {
+                    warnings.push(format!("{var}: `{k}` is not a valid header; ignored"));
+                    continue;
+                }
+                cfg.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
+                cfg.headers.push((k, Secret::new(v)));
+            }
+        }
+
+        let millis = |var: &str, default: Duration, warnings: &mut Vec<String>| match get(var) {
+            None => default,
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) => Duration::from_millis(ms),
+                Err(_) => {
+                    warnings.push(format!(
+                        "{var}={v}: not a number of milliseconds; using the default"
+                    ));
+                    default
+                }
+            },
+        };
+        let timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", cfg.timeout, &mut warnings);
+        cfg.timeout = millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", timeout, &mut warnings);
+        cfg.schedule_delay = millis("OTEL_BSP_SCHEDULE_DELAY", cfg.schedule_delay, &mut warnings);
+        let count = |var: &str, default: usize, warnings: &mut Vec<String>| match get(var) {
+            None => default,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    warnings.push(format!(
+                        "{var}={v}: not a positive integer; using the default"
+                    ));
+                    default
+                }
+            },
+        };
+        cfg.max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", cfg.max_queue_size, &mut warnings);
+        cfg.max_export_batch_size = count(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            cfg.max_export_batch_size,
+            &mut warnings,
+        )
+        .min(cfg.max_queue_size);
+
+        for (k, v) in pairs(
+            get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default(),
+            "OTEL_RESOURCE_ATTRIBUTES",
+            &mut warnings,
+        ) {
+            if k == "service.name" {
+                cfg.service_name = v;
+            } else {
+                cfg.resource.retain(|(n, _)| *n != k);
+                cfg.resource.push((k, v));
+            }
+        }
+        if let Some(name) = get("OTEL_SERVICE_NAME") {
+            name.clone_into(&mut cfg.service_name);
+        }
+
+        cfg.sampler = sampler(
+            get("OTEL_TRACES_SAMPLER"),
+            get("OTEL_TRACES_SAMPLER_ARG"),
+            &mut warnings,
+        );
+        cfg.warnings = warnings;
+        cfg
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
+}
+
+/// `key=value,key2=value2` with percent-encoded values (the W3C baggage form the
+/// specification uses for headers and resource attributes).
+fn pairs(list: &str, var: &str, warnings: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => out.push((
+                crate::path::percent_decode(k.trim()),
+                crate::path::percent_decode(v.trim()),
+            )),
+            _ => warnings.push(format!("{var}: `{item}` is not key=value; ignored")),
+        }
+    }
+    out
+}
+
+fn sampler(name: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) -> Sampler {
+    let mut ratio = || match arg {
+        None => 1.0,
+        Some(a) => match a.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => {
+                warnings.push(format!(
+                    "OTEL_TRACES_SAMPLER_ARG={a}: not a ratio between 0 and 1; using 1.0"
+                ));
+                1.0
+            }
+        },
+    };
+    let (parent_based, ratio) = match name.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("parentbased_always_on") => (true, 1.0),
+        Some("always_on") => (false, 1.0),
+        Some("always_off") => (false, 0.0),
+        Some("parentbased_always_off") => (true, 0.0),
+        Some("traceidratio") => (false, ratio()),
+        Some("parentbased_traceidratio") => (true, ratio()),
+        Some(other) => {
+            warnings.push(format!(
+                "OTEL_TRACES_SAMPLER={other}: unknown sampler; using parentbased_always_on"
+            ));
+            (true, 1.0)
+        }
+    };
+    Sampler {
+        parent_based,
+        ratio,
+    }
+}
+
+#[cfg(test)]
+mod tests;
