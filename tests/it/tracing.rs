@@ -538,3 +538,25 @@ async fn a_stalled_collector_fills_the_queue_then_spans_are_dropped_not_waited_f
     assert_eq!(sample(&m, "lumen_trace_spans_exported_total"), 0);
     assert!(!held.lock().unwrap().is_empty(), "the exporter did connect");
 }
+
+#[tokio::test]
+async fn a_flush_sends_queued_spans_without_waiting_for_the_batch_timer() {
+    let collector = Collector::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let cfg = OtelConfig {
+        // Far longer than the test: only the flush can send these spans.
+        schedule_delay: Duration::from_secs(3600),
+        ..otel(&collector.url)
+    };
+    let lumen = lumen(&[&a], cfg, RetryConfig::default()).await;
+    assert_eq!(
+        post(&lumen.url("/v1/chat/completions"), &chat("m1", ""))
+            .await
+            .status,
+        200
+    );
+    tokio::time::timeout(Duration::from_secs(30), lumen.gateway.flush_traces())
+        .await
+        .expect("the flush waited for the batch timer");
+    assert_eq!(collector.spans().len(), 2);
+}

@@ -111,16 +111,28 @@ impl Exporter {
                     continue;
                 }
             }
-            // The first span of a batch waits at most `delay` for the batch to fill.
+            // The first span of a batch waits at most `delay` for the batch to fill, or until
+            // a flush asks for everything now.
             let due = tokio::time::Instant::now() + self.delay;
+            let mut flushed = None;
             while batch.len() < self.batch {
                 let room = self.batch - batch.len();
                 tokio::select! {
                     n = spans.recv_many(&mut batch, room) => if n == 0 { break },
                     () = tokio::time::sleep_until(due) => break,
+                    Some(done) = flushes.recv() => {
+                        flushed = Some(done);
+                        break;
+                    }
                 }
             }
-            self.export(&mut batch).await;
+            match flushed {
+                Some(done) => {
+                    self.drain(&mut spans, &mut batch).await;
+                    let _ = done.send(());
+                }
+                None => self.export(&mut batch).await,
+            }
         }
         self.drain(&mut spans, &mut batch).await;
     }
