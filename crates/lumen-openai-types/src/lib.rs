@@ -24,6 +24,9 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod json;
 pub mod models;
 mod raw;

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
-use lumen_openai_types::{HasModel, HasUsage, Reply, request};
+use lumen_openai_types::{HasModel, HasUsage, Reply};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -27,13 +26,10 @@ use crate::endpoint::{
 };
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
-use crate::headers::{CACHE_HEADER, REQUEST_ID, SERVED_MODEL, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
+use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
 use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
 use lumen_governance::limits::RateHeaders;
-
-/// Longest client-supplied request id that is accepted as is.
-const MAX_REQUEST_ID: usize = 128;
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
 /// operational ones.
@@ -204,8 +200,8 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let surface = self.surface;
-        let request_id = request_id(&req);
-        let (traceparent, trace_id) = traceparent(&req);
+        let request_id = headers::request_id(req.headers());
+        let (traceparent, trace_id) = headers::traceparent(req.headers());
         let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
         let span = tracing::info_span!(
             "request",
@@ -430,12 +426,11 @@ impl Api {
             .map(|m| m.as_slice().into());
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
         let body = self.read_body(req).await?;
-        let mut r: E::Request = request::parse(&body)?;
+        let mut r = E::read(&body, self.gw.settings().max_n)?;
         // The parsed request holds what is forwarded: free the body now rather than for the
         // whole engine call.
         let body_len = body.len();
         drop(body);
-        E::validate(&r, self.gw.settings().max_n)?;
         self.resolve_model(&principal, E::model(&mut r))?;
         // Limits, the cache and routing all see this one resolved id.
         let model = E::model(&mut r).clone();
@@ -588,23 +583,8 @@ impl Api {
     ) -> Result<RequestContext, ApiError> {
         let mut cx = RequestContext::new(request_id.to_str().unwrap_or_default());
         cx.traceparent = Some(traceparent);
-        cx.session_id = req
-            .headers()
-            .get(SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
-            .map(str::to_owned);
-        if let Some(v) = req.headers().get(TIMEOUT_MS) {
-            let ms = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .filter(|ms| *ms > 0);
-            match ms {
-                Some(ms) => cx.timeout = Some(Duration::from_millis(ms)),
-                None => return Err(ApiError::invalid_header(TIMEOUT_MS.as_str())),
-            }
-        }
+        cx.session_id = headers::session_id(req.headers()).map(str::to_owned);
+        cx.timeout = headers::timeout(req.headers())?;
         Ok(cx)
     }
 
@@ -731,77 +711,6 @@ fn current_access() -> Access {
     let mut out = None;
     crate::access::note(|a| out = Some(a.clone()));
     out.unwrap_or_else(|| Access::new(String::new(), String::new(), "unknown"))
-}
-
-/// The client's `x-request-id` when it is sane (printable ASCII, at most 128 bytes), else a
-/// fresh time-ordered UUIDv7.
-fn request_id<B>(req: &Request<B>) -> HeaderValue {
-    if let Some(v) = req.headers().get(REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x20..0x7f).contains(c))
-        {
-            return v.clone();
-        }
-    }
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// The `traceparent` to send upstream and the trace id for logs. A valid incoming header keeps
-/// its trace id and flags with Lumen as the new parent span; otherwise a new trace starts.
-fn traceparent<B>(req: &Request<B>) -> (String, String) {
-    use std::fmt::Write as _;
-    static SPAN: AtomicU64 = AtomicU64::new(0);
-    // Read once: `process::id` is a system call, and this runs on every request.
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| (std::process::id() as u64) << 40);
-    let n = SPAN.fetch_add(1, Ordering::Relaxed) ^ seed;
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    let span_id = (z ^ (z >> 31)).max(1);
-    let incoming = req
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let (trace_id, flags) = match incoming {
-        Some((t, f)) => (t.to_owned(), f),
-        None => {
-            let mut buf = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
-            ((*id).to_owned(), "01")
-        }
-    };
-    let mut header = String::with_capacity(55);
-    // Writing into a String cannot fail.
-    let _ = write!(header, "00-{trace_id}-{span_id:016x}-{flags}");
-    (header, trace_id)
-}
-
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.
-fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
-    let parts: Vec<&str> = v.trim().split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    match parts.as_slice() {
-        [ver, trace, parent, flags]
-            if hex(ver, 2)
-                && *ver != "ff"
-                && hex(trace, 32)
-                && hex(parent, 16)
-                && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0')
-                && parent.bytes().any(|b| b != b'0') =>
-        {
-            Some((trace, flags))
-        }
-        _ => None,
-    }
 }
 
 /// The model that served, when a fallback chain moved the request off the caller's model

@@ -18,6 +18,9 @@ mod admin;
 pub mod config;
 mod endpoint;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 mod headers;
 pub mod health;
