@@ -354,15 +354,24 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, Strin
                 let mut close = http10;
                 let mut retry_after = None;
                 let mut chunked = false;
+                let mut coded = false;
+                let mut length = None;
                 for h in resp.headers.iter() {
                     let v = h.value;
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        let n = std::str::from_utf8(v)
-                            .ok()
-                            .and_then(|s| s.trim().parse::<u64>().ok())
+                        // Digits only (no sign), and one value: two different lengths leave
+                        // the body's end, and so the next response on the connection, unknown.
+                        let n = Some(v.trim_ascii())
+                            .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+                            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok())
                             .ok_or_else(|| "bad content-length".to_owned())?;
+                        if length.is_some_and(|m| m != n) {
+                            return Err("conflicting content-length".into());
+                        }
+                        length = Some(n);
                         framing = Framing::Length(n);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        coded = true;
                         chunked = v
                             .rsplit(|&b| b == b',')
                             .next()
@@ -391,6 +400,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, Strin
                 }
                 if chunked {
                     framing = Framing::Chunked(Chunked::Size);
+                } else if coded {
+                    // A coding other than chunked last: the body ends at close (RFC 9112 6.3).
+                    framing = Framing::Eof;
+                }
+                if coded && length.is_some() {
+                    // Transfer-Encoding wins, but a response framed both ways is not trusted
+                    // to leave the connection clean.
+                    close = true;
                 }
                 if status == 204 || status == 304 {
                     framing = Framing::Length(0);
@@ -613,10 +630,11 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static st
                     .next()
                     .unwrap_or(&[])
                     .trim_ascii();
-                let size = std::str::from_utf8(hex)
-                    .ok()
-                    .filter(|h| !h.is_empty() && h.len() <= 16)
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                let size = Some(hex)
+                    .filter(|h| {
+                        !h.is_empty() && h.len() <= 16 && h.iter().all(u8::is_ascii_hexdigit)
+                    })
+                    .and_then(|h| u64::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
                     .ok_or("bad chunk size")?;
                 *framing = Framing::Chunked(if size == 0 {
                     Chunked::Trailers

@@ -133,7 +133,7 @@ fn chunked_reference(mut rest: &[u8]) -> (Vec<u8>, Result<bool, ()>) {
         };
         let hex = size_line.split(|&b| b == b';').next().unwrap_or(&[]);
         let hex = hex.trim_ascii();
-        if hex.is_empty() || hex.len() > 16 {
+        if hex.is_empty() || hex.len() > 16 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return (out, Err(()));
         }
         let Some(size) = std::str::from_utf8(hex)
