@@ -193,7 +193,7 @@ fn absurd_usage_counts_are_treated_as_absent() {
     ] {
         for raw in [
             format!(r#"{{"choices":[],"usage":{usage}}}"#),
-            // Escaped key: the serde fallback path.
+            // Escaped key: unescaped before it is matched.
             format!(r#"{{"\u0063hoices":[],"usage":{usage}}}"#),
         ] {
             let c =
