@@ -317,25 +317,61 @@ async fn read_head(
     buf: &mut BytesMut,
 ) -> Result<(Head, Framing, bool), HeadError> {
     loop {
+        if let Some(head) = parse_head(buf).map_err(HeadError::Malformed)? {
+            return Ok(head);
+        }
+        reserve(buf);
+        match io.read_buf(buf).await {
+            Ok(0) => {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a complete response head",
+                );
+                return Err(HeadError::Io(e));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(HeadError::Io(e)),
+        }
+    }
+}
+
+/// The response head at the start of `buf`, consumed with any `1xx` interim heads before it
+/// (sans-IO): the head, the body framing and whether the connection must close after this
+/// response; `Ok(None)` when more bytes are needed. The size cap applies to each head whole,
+/// so the verdict does not depend on how the bytes were split into reads.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, String> {
+    loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(buf) {
             Ok(httparse::Status::Complete(len)) => {
+                if len > MAX_HEAD {
+                    return Err("response head too large".into());
+                }
                 let status = resp.code.unwrap_or(0);
                 let http10 = resp.version == Some(0);
                 let mut framing = Framing::Eof;
                 let mut close = http10;
                 let mut retry_after = None;
                 let mut chunked = false;
+                let mut coded = false;
+                let mut length = None;
                 for h in resp.headers.iter() {
                     let v = h.value;
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        let n = std::str::from_utf8(v)
-                            .ok()
-                            .and_then(|s| s.trim().parse::<u64>().ok())
-                            .ok_or_else(|| HeadError::Malformed("bad content-length".into()))?;
+                        // Digits only (no sign), and one value: two different lengths leave
+                        // the body's end, and so the next response on the connection, unknown.
+                        let n = Some(v.trim_ascii())
+                            .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+                            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok())
+                            .ok_or_else(|| "bad content-length".to_owned())?;
+                        if length.is_some_and(|m| m != n) {
+                            return Err("conflicting content-length".into());
+                        }
+                        length = Some(n);
                         framing = Framing::Length(n);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        coded = true;
                         chunked = v
                             .rsplit(|&b| b == b',')
                             .next()
@@ -364,6 +400,14 @@ async fn read_head(
                 }
                 if chunked {
                     framing = Framing::Chunked(Chunked::Size);
+                } else if coded {
+                    // A coding other than chunked last: the body ends at close (RFC 9112 6.3).
+                    framing = Framing::Eof;
+                }
+                if coded && length.is_some() {
+                    // Transfer-Encoding wins, but a response framed both ways is not trusted
+                    // to leave the connection clean.
+                    close = true;
                 }
                 if status == 204 || status == 304 {
                     framing = Framing::Length(0);
@@ -371,33 +415,22 @@ async fn read_head(
                 if framing == Framing::Eof {
                     close = true;
                 }
-                return Ok((
+                return Ok(Some((
                     Head {
                         status,
                         retry_after,
                     },
                     framing,
                     close,
-                ));
+                )));
             }
             Ok(httparse::Status::Partial) => {
                 if buf.len() > MAX_HEAD {
-                    return Err(HeadError::Malformed("response head too large".into()));
+                    return Err("response head too large".into());
                 }
+                return Ok(None);
             }
-            Err(e) => return Err(HeadError::Malformed(format!("bad response head: {e}"))),
-        }
-        reserve(buf);
-        match io.read_buf(buf).await {
-            Ok(0) => {
-                let e = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a complete response head",
-                );
-                return Err(HeadError::Io(e));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(HeadError::Io(e)),
+            Err(e) => return Err(format!("bad response head: {e}")),
         }
     }
 }
@@ -467,34 +500,22 @@ impl Body {
             if self.done {
                 return Poll::Ready(None);
             }
-            match self.framing {
-                Framing::Length(0) => {
+            match decode(&mut self.framing, &mut self.buf) {
+                Ok(Step::Data(data)) => {
+                    // The last bytes of a sized body: the connection is free at once.
+                    if self.framing == Framing::Length(0) {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Ok(Step::End) => {
                     self.finish();
                     return Poll::Ready(None);
                 }
-                Framing::Length(left) => {
-                    if !self.buf.is_empty() {
-                        let n = (left as usize).min(self.buf.len());
-                        let data = self.buf.split_to(n).freeze();
-                        self.framing = Framing::Length(left - n as u64);
-                        if left == n as u64 {
-                            self.finish();
-                        }
-                        return Poll::Ready(Some(Ok(data)));
-                    }
+                Ok(Step::More) => {}
+                Err(message) => {
+                    return Poll::Ready(Some(Err(self.fail(io::ErrorKind::InvalidData, message))));
                 }
-                Framing::Eof => {
-                    if !self.buf.is_empty() {
-                        return Poll::Ready(Some(Ok(self.buf.split().freeze())));
-                    }
-                }
-                Framing::Chunked(state) => match self.step_chunked(state) {
-                    Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
-                    Ok(None) if self.done => return Poll::Ready(None),
-                    Ok(None) if self.framing != Framing::Chunked(state) => continue,
-                    Ok(None) => {}
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                },
             }
             // Need more bytes.
             let n = match ready!(self.poll_fill(cx)) {
@@ -516,93 +537,6 @@ impl Body {
                     "connection closed before the end of the body",
                 );
                 return Poll::Ready(Some(Err(e)));
-            }
-        }
-    }
-
-    /// One step of chunked decoding over what is buffered: data, a state change (`Ok(None)`
-    /// with a new state), or `Ok(None)` with the same state when more bytes are needed.
-    fn step_chunked(&mut self, state: Chunked) -> io::Result<Option<Bytes>> {
-        match state {
-            Chunked::Size => {
-                let Some(end) = memchr::memchr(b'\n', &self.buf) else {
-                    if self.buf.len() > MAX_CHUNK_LINE {
-                        return Err(
-                            self.fail(io::ErrorKind::InvalidData, "chunk size line too long")
-                        );
-                    }
-                    return Ok(None);
-                };
-                let line = self.buf.split_to(end + 1);
-                let text = line
-                    .strip_suffix(b"\r\n")
-                    .or_else(|| line.strip_suffix(b"\n"))
-                    .unwrap_or(&line);
-                let hex = text
-                    .split(|&b| b == b';')
-                    .next()
-                    .unwrap_or(&[])
-                    .trim_ascii();
-                let size = std::str::from_utf8(hex)
-                    .ok()
-                    .filter(|h| !h.is_empty() && h.len() <= 16)
-                    .and_then(|h| u64::from_str_radix(h, 16).ok());
-                let Some(size) = size else {
-                    return Err(self.fail(io::ErrorKind::InvalidData, "bad chunk size"));
-                };
-                self.framing = Framing::Chunked(if size == 0 {
-                    Chunked::Trailers
-                } else {
-                    Chunked::Data(size)
-                });
-                Ok(None)
-            }
-            Chunked::Data(left) => {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                let n = (left as usize).min(self.buf.len());
-                let data = self.buf.split_to(n).freeze();
-                self.framing = Framing::Chunked(if left == n as u64 {
-                    Chunked::DataEnd
-                } else {
-                    Chunked::Data(left - n as u64)
-                });
-                Ok(Some(data))
-            }
-            Chunked::DataEnd => {
-                if self.buf.len() < 2 && !self.buf.starts_with(b"\n") {
-                    return Ok(None);
-                }
-                if self.buf.starts_with(b"\r\n") {
-                    self.buf.advance(2);
-                } else if self.buf.starts_with(b"\n") {
-                    self.buf.advance(1);
-                } else {
-                    return Err(
-                        self.fail(io::ErrorKind::InvalidData, "missing CRLF after chunk data")
-                    );
-                }
-                self.framing = Framing::Chunked(Chunked::Size);
-                Ok(None)
-            }
-            Chunked::Trailers => {
-                // Trailer lines until an empty one; their contents are not used.
-                loop {
-                    let Some(end) = memchr::memchr(b'\n', &self.buf) else {
-                        if self.buf.len() > MAX_CHUNK_LINE {
-                            return Err(
-                                self.fail(io::ErrorKind::InvalidData, "trailer line too long")
-                            );
-                        }
-                        return Ok(None);
-                    };
-                    let line = self.buf.split_to(end + 1);
-                    if line.as_ref() == b"\r\n" || line.as_ref() == b"\n" {
-                        self.finish();
-                        return Ok(None);
-                    }
-                }
             }
         }
     }
@@ -645,6 +579,117 @@ impl Body {
         })
     }
 }
+
+/// What the body framing makes of the buffered bytes.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Data(Bytes),
+    /// More bytes are needed (for an until-close body, also its end: the caller sees the EOF).
+    More,
+    /// The body is complete; what is left in the buffer is not part of it.
+    End,
+}
+
+/// One step of body framing over `buf` (sans-IO), updating `framing`. Line caps apply to each
+/// line whole, so the verdict does not depend on how the bytes were split into reads.
+fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    loop {
+        match *framing {
+            Framing::Length(0) => return Ok(Step::End),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                *framing = Framing::Length(left - n as u64);
+                return Ok(Step::Data(buf.split_to(n).freeze()));
+            }
+            Framing::Eof => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                return Ok(Step::Data(buf.split().freeze()));
+            }
+            Framing::Chunked(Chunked::Size) => {
+                let Some(end) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err("chunk size line too long");
+                    }
+                    return Ok(Step::More);
+                };
+                if end > MAX_CHUNK_LINE {
+                    return Err("chunk size line too long");
+                }
+                let line = buf.split_to(end + 1);
+                let text = line
+                    .strip_suffix(b"\r\n")
+                    .or_else(|| line.strip_suffix(b"\n"))
+                    .unwrap_or(&line);
+                let hex = text
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or(&[])
+                    .trim_ascii();
+                let size = Some(hex)
+                    .filter(|h| {
+                        !h.is_empty() && h.len() <= 16 && h.iter().all(u8::is_ascii_hexdigit)
+                    })
+                    .and_then(|h| u64::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+                    .ok_or("bad chunk size")?;
+                *framing = Framing::Chunked(if size == 0 {
+                    Chunked::Trailers
+                } else {
+                    Chunked::Data(size)
+                });
+            }
+            Framing::Chunked(Chunked::Data(left)) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                *framing = Framing::Chunked(if left == n as u64 {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(left - n as u64)
+                });
+                return Ok(Step::Data(buf.split_to(n).freeze()));
+            }
+            Framing::Chunked(Chunked::DataEnd) => {
+                if buf.len() < 2 && !buf.starts_with(b"\n") {
+                    return Ok(Step::More);
+                }
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
+                } else if buf.starts_with(b"\n") {
+                    buf.advance(1);
+                } else {
+                    return Err("missing CRLF after chunk data");
+                }
+                *framing = Framing::Chunked(Chunked::Size);
+            }
+            Framing::Chunked(Chunked::Trailers) => {
+                // Trailer lines until an empty one; their contents are not used.
+                let Some(end) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err("trailer line too long");
+                    }
+                    return Ok(Step::More);
+                };
+                if end > MAX_CHUNK_LINE {
+                    return Err("trailer line too long");
+                }
+                let line = buf.split_to(end + 1);
+                if line.as_ref() == b"\r\n" || line.as_ref() == b"\n" {
+                    *framing = Framing::Length(0);
+                    return Ok(Step::End);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(any(test, feature = "fuzz"))]
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests;

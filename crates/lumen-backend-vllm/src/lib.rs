@@ -42,6 +42,17 @@ use serde::de::DeserializeOwned;
 mod h1;
 mod stream;
 
+/// Bodies of the fuzz targets over this crate (`fuzz/`), as plain functions that a normal test
+/// replays over the corpora without a fuzzer.
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz {
+    /// `h1_response`: the HTTP/1.1 client's response parsing (see `h1/fuzz.rs`).
+    pub fn h1_response(data: &[u8]) {
+        crate::h1::fuzz::h1_response(data);
+    }
+}
+
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How to reach one engine.

@@ -24,6 +24,12 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// keeps a key's capacity: short, because a live request renews its slot every
 /// [`Limiter::RENEW_EVERY`].
 const LEASE: Duration = Duration::from_secs(30);
+/// A settlement corrects only the window its estimate was charged in, and only while that
+/// window has at least this long left: a remote store applies it a round trip later, and a
+/// correction that lands in the next window would refund that window's requests with
+/// another's tokens (letting it admit past its limit). Dropping a late refund errs towards
+/// refusing.
+const SETTLE_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -94,6 +100,9 @@ pub struct Reservation {
     ticket: Option<Ticket>,
     /// Token counters charged with the estimate.
     token_keys: Vec<String>,
+    /// When the window each of `token_keys` was charged in ends (ms on the limiter's clock,
+    /// read before the charge, so never later than the store's own end).
+    window_ends: Vec<u64>,
     estimate: u64,
     /// Lease counters holding one slot for this request.
     concurrency_keys: Vec<String>,
@@ -105,18 +114,30 @@ impl Reservation {
         Self {
             ticket: None,
             token_keys: Vec::new(),
+            window_ends: Vec::new(),
             estimate: 0,
             concurrency_keys: Vec::new(),
         }
     }
 
-    /// The corrections that replace the estimate with the real usage.
-    pub fn settlement(&self, actual_tokens: Option<u64>) -> Vec<(String, i64)> {
-        let delta = actual_tokens.map_or(0, |a| a as i64 - self.estimate as i64);
+    /// The corrections that replace the estimate with the real usage, at `now_ms`: one per
+    /// token counter whose window is still the one charged (see [`SETTLE_MARGIN`]). Huge
+    /// counts saturate rather than wrap.
+    pub fn settlement(&self, actual_tokens: Option<u64>, now_ms: u64) -> Vec<(String, i64)> {
+        let delta = actual_tokens.map_or(0, |a| {
+            let d = i128::from(a) - i128::from(self.estimate);
+            i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+        });
         if delta == 0 {
             return Vec::new();
         }
-        self.token_keys.iter().map(|k| (k.clone(), delta)).collect()
+        let margin = SETTLE_MARGIN.as_millis() as u64;
+        self.token_keys
+            .iter()
+            .zip(&self.window_ends)
+            .filter(|(_, end)| now_ms.saturating_add(margin) < **end)
+            .map(|(k, _)| (k.clone(), delta))
+            .collect()
     }
 
     /// Whether [`Limiter::settle`] has anything to do.
@@ -281,6 +302,7 @@ impl Limiter {
             return Ok((Reservation::none(), RateHeaders::default()));
         }
         let ticket = ticket(&key.name);
+        let admitted_at = (self.clock)();
         let verdict = self.store.acquire(&ticket, &counters).await?;
         let headers = |states: &[CounterState]| {
             let mut h = RateHeaders::default();
@@ -301,9 +323,13 @@ impl Limiter {
                 r.ticket = Some(ticket);
                 r.estimate = estimate;
                 let h = headers(&states);
-                for (c, (kind, _)) in counters.into_iter().zip(&kinds) {
+                for ((c, (kind, _)), s) in counters.into_iter().zip(&kinds).zip(&states) {
                     match kind {
-                        Kind::Tokens | Kind::Daily | Kind::Monthly => r.token_keys.push(c.key),
+                        Kind::Tokens | Kind::Daily | Kind::Monthly => {
+                            r.token_keys.push(c.key);
+                            let left = u64::try_from(s.reset.as_millis()).unwrap_or(u64::MAX);
+                            r.window_ends.push(admitted_at.saturating_add(left));
+                        }
                         Kind::Concurrent => r.concurrency_keys.push(c.key),
                         Kind::Requests => {}
                     }
@@ -367,7 +393,7 @@ impl Limiter {
         if !reservation.needs_settling(actual_tokens) {
             return Ok(());
         }
-        let deltas = reservation.settlement(actual_tokens);
+        let deltas = reservation.settlement(actual_tokens, (self.clock)());
         self.store
             .settle(ticket, &deltas, &reservation.concurrency_keys)
             .await
@@ -555,7 +581,7 @@ impl Maps {
                 } else {
                     now + live.reset.as_millis() as u64
                 };
-                let value = live.value + c.cost;
+                let value = live.value.saturating_add(c.cost);
                 // Overwrite in place: cloning the key for `insert` is an allocation per counter
                 // per request.
                 match self.windows.get_mut(&c.key) {
@@ -582,7 +608,7 @@ impl LimitStore for MemoryLimitStore {
         let verdict = self.with(|maps, now| {
             for (i, c) in counters.iter().enumerate() {
                 let s = maps.state(c, now);
-                if c.limit == 0 || s.value + c.cost > c.limit {
+                if c.limit == 0 || s.value.saturating_add(c.cost) > c.limit {
                     return Verdict::Refused { index: i, state: s };
                 }
             }
@@ -606,7 +632,11 @@ impl LimitStore for MemoryLimitStore {
             for (k, d) in deltas {
                 if let Some((v, exp)) = maps.windows.get_mut(k) {
                     if *exp > now {
-                        *v = (*v as i64 + d).max(0) as u64;
+                        *v = if *d >= 0 {
+                            v.saturating_add(d.unsigned_abs())
+                        } else {
+                            v.saturating_sub(d.unsigned_abs())
+                        };
                     }
                 }
             }
@@ -648,5 +678,7 @@ impl LimitStore for MemoryLimitStore {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

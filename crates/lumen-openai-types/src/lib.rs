@@ -27,6 +27,9 @@ pub mod completions;
 pub mod continuation;
 pub mod embeddings;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod json;
 pub mod models;
 mod raw;

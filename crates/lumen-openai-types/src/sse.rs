@@ -130,6 +130,12 @@ impl SseDecoder {
                 self.scanned = self.buf.len();
                 return Ok(None);
             };
+            // The cap is on the line, not on what one read delivered: a long line that arrived
+            // with its end in the same read is refused too, so the verdict never depends on
+            // how the transport split the stream.
+            if end > self.max_event {
+                return Err(self.too_large());
+            }
             self.scanned = 0;
             let line = self.buf.split_to(end).freeze();
             let terminator = self.buf[0];

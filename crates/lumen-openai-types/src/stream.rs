@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Extra;
 
-mod peek;
+pub(crate) mod peek;
 
 /// `stream_options` on chat and completion requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -106,71 +106,6 @@ fn names_finish_reason(choices: &[u8]) -> bool {
     })
 }
 
-/// The few fields the gateway needs from a chunk; everything else is skipped unparsed.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(default, borrow)]
-    error: Option<&'a serde_json::value::RawValue>,
-    #[serde(default, borrow)]
-    object: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<PeekUsage>,
-    #[serde(default)]
-    choices: Option<EmptyArray>,
-}
-
-/// Whether `choices` is `[]`, found without keeping its contents: a `RawValue` would also
-/// validate the slice as UTF-8 a second time, on every chunk.
-struct EmptyArray(bool);
-
-impl<'de> Deserialize<'de> for EmptyArray {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = EmptyArray;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<EmptyArray, A::Error> {
-                use serde::de::IgnoredAny;
-                let empty = seq.next_element::<IgnoredAny>()?.is_none();
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(EmptyArray(empty))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<EmptyArray, A::Error> {
-                use serde::de::IgnoredAny;
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(EmptyArray(false))
-            }
-            fn visit_unit<E>(self) -> Result<EmptyArray, E> {
-                Ok(EmptyArray(false))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<EmptyArray, E> {
-                Ok(EmptyArray(false))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<EmptyArray, E> {
-                Ok(EmptyArray(false))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<EmptyArray, E> {
-                Ok(EmptyArray(false))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<EmptyArray, E> {
-                Ok(EmptyArray(false))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<EmptyArray, E> {
-                Ok(EmptyArray(false))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// `usage` without [`Usage`]'s flattened extras: `flatten` makes serde buffer every field into
 /// an intermediate map, which costs more than the rest of the peek.
 #[derive(Deserialize)]
@@ -216,44 +151,34 @@ impl<T> Chunk<T> {
 
     /// Takes an engine's `data:` payload: checks it is a JSON object and peeks at it.
     pub fn from_raw(raw: Bytes) -> Result<Self, serde_json::Error> {
-        let finished;
-        let (tokens, usage_only, failed) = match peek::scan(&raw) {
-            peek::Scan::Object(m) => {
-                finished = m.choices.is_some_and(names_finish_reason);
-                let usage: Option<PeekUsage> = match m.usage {
-                    Some(u) => serde_json::from_slice(u)?,
-                    None => None,
-                };
-                let failed =
-                    m.error.is_some_and(|e| e != b"null") || m.object == Some(&br#""error""#[..]);
-                let empty = m.choices.is_some_and(|c| {
-                    c.iter()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .take(2)
-                        .eq(b"[]".iter())
-                });
-                let tokens = usage.as_ref().and_then(PeekUsage::tokens);
-                (tokens, usage.is_some() && empty, failed)
-            }
-            // Escaped keys, or anything the scanner refuses: serde decides (and words the error).
-            peek::Scan::Fallback | peek::Scan::Invalid => {
-                // serde skips the values it ignores without checking their UTF-8; the scanner
-                // refuses broken UTF-8, so check it here (this path is rare).
-                if std::str::from_utf8(&raw).is_err() {
-                    return Err(serde::de::Error::custom("the payload is not valid UTF-8"));
-                }
-                let p: Peek<'_> = serde_json::from_slice(&raw)?;
-                finished = names_finish_reason(&raw);
-                let failed = p.error.is_some_and(|e| e.get() != "null")
-                    || p.object.as_deref() == Some("error");
-                let tokens = p.usage.as_ref().and_then(PeekUsage::tokens);
-                (
-                    tokens,
-                    p.usage.is_some() && p.choices.is_some_and(|c| c.0),
-                    failed,
-                )
-            }
+        let Some(m) = peek::scan(&raw) else {
+            // serde words the error. What serde skips but the scanner refuses is not an
+            // object, has broken UTF-8 in a string, or nests deeper than serde_json parses.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&raw)?;
+            return Err(serde::de::Error::custom(format!(
+                "expected one JSON object, valid UTF-8, nested at most {} deep",
+                peek::MAX_NESTING
+            )));
         };
+        let finished = m.choices.is_some_and(names_finish_reason);
+        let usage: Option<PeekUsage> = match m.usage {
+            Some(u) => serde_json::from_slice(u)?,
+            None => None,
+        };
+        let failed = m.error.is_some_and(|e| e != b"null")
+            || m.object.is_some_and(|o| {
+                o == br#""error""#
+                    || (o.contains(&b'\\')
+                        && serde_json::from_slice::<String>(o).is_ok_and(|s| s == "error"))
+            });
+        let empty = m.choices.is_some_and(|c| {
+            c.iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .take(2)
+                .eq(b"[]".iter())
+        });
+        let tokens = usage.as_ref().and_then(PeekUsage::tokens);
+        let usage_only = usage.is_some() && empty;
         let peek = Peeked {
             tokens,
             usage_only,

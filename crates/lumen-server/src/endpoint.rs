@@ -52,6 +52,13 @@ pub(crate) trait Inference: 'static {
     /// What the JSON types alone cannot check; `max_n` bounds the number of choices.
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError>;
 
+    /// A body as the pipeline reads it: parsed (the failing field named), then validated.
+    fn read(body: &[u8], max_n: u32) -> Result<Self::Request, RequestError> {
+        let r = lumen_openai_types::request::parse(body)?;
+        Self::validate(&r, max_n)?;
+        Ok(r)
+    }
+
     /// Completion tokens to reserve (`None`: the configured default).
     fn completion_budget(_r: &Self::Request) -> Option<u32> {
         Some(0)

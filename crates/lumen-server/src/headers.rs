@@ -1,10 +1,19 @@
-//! The header names Lumen reads or writes beyond the standard ones, and the span ids the
-//! W3C `traceparent` Lumen sends carries.
+//! The header names Lumen reads or writes beyond the standard ones, how it reads the client's
+//! (every function here takes any bytes a client can send and never fails but with an
+//! OpenAI-shaped error; fuzzed by `fuzz/fuzz_targets/headers.rs`), and the W3C trace context
+//! Lumen sends on, with its span ids.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use http::header::HeaderName;
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+
+use crate::error::ApiError;
+
+/// Longest client-supplied request id (and session id) that is accepted as is.
+pub(crate) const MAX_REQUEST_ID: usize = 128;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -23,6 +32,120 @@ pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-lumen-cache");
 
 /// The model that served the request, when a fallback chain moved it off the caller's model.
 pub const SERVED_MODEL: HeaderName = HeaderName::from_static("x-lumen-served-model");
+
+/// The client's `x-request-id` when it is sane (printable ASCII, at most 128 bytes), else a
+/// fresh time-ordered UUIDv7.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x20..0x7f).contains(c))
+        {
+            return v.clone();
+        }
+    }
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The request's place in a W3C trace: the `traceparent` to send upstream, the trace id for
+/// logs, and what a span for it needs.
+pub(crate) struct TraceContext {
+    pub header: String,
+    pub trace_id: String,
+    /// Lumen's span for this request: the parent the engine sees.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub span_id: u64,
+    /// The caller's span, from a valid incoming `traceparent`.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub parent: Option<u64>,
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Whether the flags sent on say "sampled".
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The trace id as 16 bytes (it is 32 lowercase hex digits by construction).
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, pair) in self.trace_id.as_bytes().chunks(2).take(16).enumerate() {
+            out[i] = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+        }
+        out
+    }
+}
+
+/// A valid incoming header keeps its trace id and flags with Lumen as the new parent span;
+/// otherwise a new trace starts. With a `sampler` (trace export on, an inference endpoint), the
+/// sampled flag sent on is Lumen's decision, so the engine records exactly the traces Lumen does.
+pub(crate) fn trace_context(
+    headers: &HeaderMap,
+    sampler: Option<&crate::config::Sampler>,
+) -> TraceContext {
+    use std::fmt::Write as _;
+    let span_id = span_id();
+    let incoming = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let (trace_id, parent, flags) = match incoming {
+        Some((t, p, f)) => (t.to_owned(), Some(p), f),
+        None => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+            ((*id).to_owned(), None, 1)
+        }
+    };
+    let mut cx = TraceContext {
+        header: String::new(),
+        trace_id,
+        span_id,
+        parent,
+        flags,
+    };
+    if let Some(s) = sampler {
+        let from_parent = parent.map(|_| flags & 1 == 1);
+        let sampled = s.sampled(from_parent, || cx.trace_id_bytes());
+        cx.flags = (flags & !1) | u8::from(sampled);
+    }
+    let mut header = String::with_capacity(55);
+    // Writing into a String cannot fail.
+    let _ = write!(header, "00-{}-{span_id:016x}-{:02x}", cx.trace_id, cx.flags);
+    cx.header = header;
+    cx
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero: the trace id,
+/// the parent span id and the flags.
+pub(crate) fn parse_traceparent(v: &str) -> Option<(&str, u64, u8)> {
+    let mut parts = v.trim().split('-');
+    let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = parts.next().is_none()
+        && hex(ver, 2)
+        && ver != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0');
+    let parent = u64::from_str_radix(parent, 16).ok().filter(|p| *p != 0);
+    let flags = u8::from_str_radix(flags, 16).ok();
+    match (valid, parent, flags) {
+        (true, Some(p), Some(f)) => Some((trace, p, f)),
+        _ => None,
+    }
+}
 
 /// A fresh, non-zero span id: a per-process random seed (so replicas, which often all run as
 /// pid 1, do not share a sequence) plus a counter, mixed by splitmix64. No system call after the
@@ -44,4 +167,36 @@ pub(crate) fn span_id() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)).max(1)
+}
+
+/// `x-session-id`, when it is text of a sane length.
+pub(crate) fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
+}
+
+/// `x-lumen-timeout-ms`: absent, or a positive whole number of milliseconds (anything else is a
+/// 400 naming the header).
+pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    let Some(v) = headers.get(TIMEOUT_MS) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| ApiError::invalid_header(TIMEOUT_MS.as_str()))
+}
+
+/// The bearer token of `Authorization`, when there is a non-empty one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }

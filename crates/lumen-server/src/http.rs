@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
-use lumen_openai_types::{HasModel, HasUsage, Reply, request};
+use lumen_openai_types::{HasModel, HasUsage, Reply};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -27,13 +27,10 @@ use crate::endpoint::{
 };
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
-use crate::headers::{CACHE_HEADER, REQUEST_ID, SERVED_MODEL, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
+use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
 use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
 use lumen_governance::limits::RateHeaders;
-
-/// Longest client-supplied request id that is accepted as is.
-const MAX_REQUEST_ID: usize = 128;
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
 /// operational ones.
@@ -225,7 +222,7 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let surface = self.surface;
-        let request_id = request_id(&req);
+        let request_id = headers::request_id(req.headers());
         let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
         // Inference requests get spans when trace export is on (feature `otel`).
         #[cfg(feature = "otel")]
@@ -236,9 +233,9 @@ impl Api {
             .as_ref()
             .zip(endpoint.and_then(|e| e.traced(req.uri().path())));
         #[cfg(feature = "otel")]
-        let trace = trace_context(&req, tracer.map(|(t, _)| t.sampler()));
+        let trace = headers::trace_context(req.headers(), tracer.map(|(t, _)| t.sampler()));
         #[cfg(not(feature = "otel"))]
-        let trace = trace_context(&req, None);
+        let trace = headers::trace_context(req.headers(), None);
         let span = tracing::info_span!(
             "request",
             id = %lumen_gateway::Text(request_id.to_str().unwrap_or_default()),
@@ -480,12 +477,11 @@ impl Api {
             .map(|m| m.as_slice().into());
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
         let body = self.read_body(req).await?;
-        let mut r: E::Request = request::parse(&body)?;
+        let mut r = E::read(&body, self.gw.settings().max_n)?;
         // The parsed request holds what is forwarded: free the body now rather than for the
         // whole engine call.
         let body_len = body.len();
         drop(body);
-        E::validate(&r, self.gw.settings().max_n)?;
         self.resolve_model(&principal, E::model(&mut r))?;
         // Limits, the cache and routing all see this one resolved id.
         let model = E::model(&mut r).clone();
@@ -638,23 +634,8 @@ impl Api {
     ) -> Result<RequestContext, ApiError> {
         let mut cx = RequestContext::new(request_id.to_str().unwrap_or_default());
         cx.traceparent = Some(traceparent);
-        cx.session_id = req
-            .headers()
-            .get(SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
-            .map(str::to_owned);
-        if let Some(v) = req.headers().get(TIMEOUT_MS) {
-            let ms = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .filter(|ms| *ms > 0);
-            match ms {
-                Some(ms) => cx.timeout = Some(Duration::from_millis(ms)),
-                None => return Err(ApiError::invalid_header(TIMEOUT_MS.as_str())),
-            }
-        }
+        cx.session_id = headers::session_id(req.headers()).map(str::to_owned);
+        cx.timeout = headers::timeout(req.headers())?;
         Ok(cx)
     }
 
@@ -788,118 +769,6 @@ fn current_access() -> Access {
     let mut out = None;
     crate::access::note(|a| out = Some(a.clone()));
     out.unwrap_or_else(|| Access::new(String::new(), String::new(), "unknown"))
-}
-
-/// The client's `x-request-id` when it is sane (printable ASCII, at most 128 bytes), else a
-/// fresh time-ordered UUIDv7.
-fn request_id<B>(req: &Request<B>) -> HeaderValue {
-    if let Some(v) = req.headers().get(REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x20..0x7f).contains(c))
-        {
-            return v.clone();
-        }
-    }
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// The request's place in a W3C trace: the `traceparent` to send upstream, the trace id for
-/// logs, and what a span for it needs.
-pub(crate) struct TraceContext {
-    pub header: String,
-    pub trace_id: String,
-    /// Lumen's span for this request: the parent the engine sees.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
-    pub span_id: u64,
-    /// The caller's span, from a valid incoming `traceparent`.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
-    pub parent: Option<u64>,
-    pub flags: u8,
-}
-
-impl TraceContext {
-    /// Whether the flags sent on say "sampled".
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
-    pub fn sampled(&self) -> bool {
-        self.flags & 1 == 1
-    }
-
-    /// The trace id as 16 bytes (it is 32 lowercase hex digits by construction).
-    pub fn trace_id_bytes(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        for (i, pair) in self.trace_id.as_bytes().chunks(2).take(16).enumerate() {
-            out[i] = std::str::from_utf8(pair)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .unwrap_or(0);
-        }
-        out
-    }
-}
-
-/// A valid incoming header keeps its trace id and flags with Lumen as the new parent span;
-/// otherwise a new trace starts. With a `sampler` (trace export on, an inference endpoint), the
-/// sampled flag sent on is Lumen's decision, so the engine records exactly the traces Lumen does.
-fn trace_context<B>(req: &Request<B>, sampler: Option<&crate::config::Sampler>) -> TraceContext {
-    use std::fmt::Write as _;
-    let span_id = crate::headers::span_id();
-    let incoming = req
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let (trace_id, parent, flags) = match incoming {
-        Some((t, p, f)) => (t.to_owned(), Some(p), f),
-        None => {
-            let mut buf = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
-            ((*id).to_owned(), None, 1)
-        }
-    };
-    let mut cx = TraceContext {
-        header: String::new(),
-        trace_id,
-        span_id,
-        parent,
-        flags,
-    };
-    if let Some(s) = sampler {
-        let from_parent = parent.map(|_| flags & 1 == 1);
-        let sampled = s.sampled(from_parent, || cx.trace_id_bytes());
-        cx.flags = (flags & !1) | u8::from(sampled);
-    }
-    let mut header = String::with_capacity(55);
-    // Writing into a String cannot fail.
-    let _ = write!(header, "00-{}-{span_id:016x}-{:02x}", cx.trace_id, cx.flags);
-    cx.header = header;
-    cx
-}
-
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero: the trace id,
-/// the parent span id and the flags.
-fn parse_traceparent(v: &str) -> Option<(&str, u64, u8)> {
-    let mut parts = v.trim().split('-');
-    let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    let valid = parts.next().is_none()
-        && hex(ver, 2)
-        && ver != "ff"
-        && hex(trace, 32)
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0');
-    let parent = u64::from_str_radix(parent, 16).ok().filter(|p| *p != 0);
-    let flags = u8::from_str_radix(flags, 16).ok();
-    match (valid, parent, flags) {
-        (true, Some(p), Some(f)) => Some((trace, p, f)),
-        _ => None,
-    }
 }
 
 /// The model that served, when a fallback chain moved the request off the caller's model

@@ -20,6 +20,9 @@ pub mod config;
 mod conn;
 mod endpoint;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 mod headers;
 pub mod health;

@@ -105,7 +105,7 @@ impl Tracer {
     /// The trace state of a sampled request that starts now.
     pub(crate) fn begin(
         self: &Arc<Self>,
-        cx: &crate::http::TraceContext,
+        cx: &crate::headers::TraceContext,
         operation: &'static str,
         route: &'static str,
         start: Instant,

@@ -108,15 +108,6 @@ impl SharedSettings {
 /// The caller's key, when auth is on.
 pub(crate) type Principal = Option<Arc<ApiKey>>;
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// Releases concurrency and replaces the token estimate with real usage when dropped, on every
 /// path out of a request: success, error, or the client going away. Until then it renews the
 /// request's concurrency slots, which otherwise expire (so a lost release cannot hold a slot).
@@ -255,7 +246,13 @@ impl Shared {
         if !s.auth_enabled {
             return Ok(None);
         }
-        match authorize(&s.ring, self.stores.keys.as_ref(), bearer(headers)).await {
+        match authorize(
+            &s.ring,
+            self.stores.keys.as_ref(),
+            crate::headers::bearer(headers),
+        )
+        .await
+        {
             Ok(k) => Ok(Some(k)),
             Err(AuthError::Missing) => Err(ApiError::missing_key()),
             Err(AuthError::Invalid) => Err(ApiError::invalid_key()),
@@ -269,7 +266,7 @@ impl Shared {
     /// True when the presented bearer matches the admin key's digest (constant time).
     pub(crate) fn is_admin(&self, headers: &HeaderMap) -> Option<bool> {
         let want = self.settings().admin_digest?;
-        Some(bearer(headers).is_some_and(|s| bool::from(digest(s).ct_eq(&want))))
+        Some(crate::headers::bearer(headers).is_some_and(|s| bool::from(digest(s).ct_eq(&want))))
     }
 
     /// Charges the caller's limits for one request. Without a key (auth off) there is nothing

@@ -510,3 +510,40 @@ mod engine_faults {
         }
     }
 }
+
+fn head_of(raw: &str) -> Result<Option<(Head, Framing, bool)>, String> {
+    parse_head(&mut BytesMut::from(raw))
+}
+
+/// Found reviewing the `h1_response` fuzz target: a response framed two ways (two different
+/// lengths, or a length beside a transfer coding) was read by the last header or the length,
+/// leaving the end of the body, and so the next response on a pooled connection, ambiguous.
+#[test]
+fn ambiguous_framing_is_refused_or_never_reused() {
+    let ok = |raw: &str| head_of(raw).unwrap().unwrap();
+    assert!(head_of("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
+    assert!(head_of("HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
+    let (_, framing, close) =
+        ok("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n");
+    assert_eq!((framing, close), (Framing::Length(5), false));
+    let (_, framing, close) =
+        ok("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n");
+    assert_eq!((framing, close), (Framing::Chunked(Chunked::Size), true));
+    let (_, framing, close) =
+        ok("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 5\r\n\r\n");
+    assert_eq!((framing, close), (Framing::Eof, true), "read to the close");
+}
+
+/// Same review: a chunk size with a sign (`+5`) was read as 5.
+#[test]
+fn a_chunk_size_is_hex_digits_only() {
+    let mut framing = Framing::Chunked(Chunked::Size);
+    let mut buf = BytesMut::from("+5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(decode(&mut framing, &mut buf), Err("bad chunk size"));
+    let mut framing = Framing::Chunked(Chunked::Size);
+    let mut buf = BytesMut::from("5 ; ext=1\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(
+        decode(&mut framing, &mut buf),
+        Ok(super::Step::Data(Bytes::from_static(b"hello")))
+    );
+}

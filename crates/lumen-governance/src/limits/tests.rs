@@ -257,3 +257,65 @@ async fn a_lost_release_frees_its_slot_after_the_lease_even_on_a_busy_key() {
     let (_b, _) = l.admit(&k, "m", 1).await.unwrap();
     assert!(l.admit(&k, "m", 1).await.is_err(), "two live slots");
 }
+
+/// Found by `props::reserve_then_settle_matches_the_model`: a refund that arrives after its
+/// window ended went into the next window, which held only other requests' charges, so that
+/// window admitted past its limit by the refund.
+#[tokio::test]
+async fn a_refund_never_lowers_a_later_window() {
+    let (t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        tpm: Some(1_000),
+        ..Default::default()
+    });
+    let (long, _) = l.admit(&k, "m", 1_000).await.unwrap();
+    t.fetch_add(61_000, Ordering::SeqCst);
+    l.admit(&k, "m", 600).await.unwrap();
+    // The long request ends having used nothing: its window is over, nothing to refund.
+    l.settle(&long, Some(0)).await.unwrap();
+    assert!(
+        l.admit(&k, "m", 1_000).await.is_err(),
+        "600 charged in this window + 1000 > 1000"
+    );
+    assert_eq!(l.usage(&k).await.unwrap()[0].1, 600);
+}
+
+/// Found by the same property: charges and usage near `u64::MAX` wrapped (a panic in debug
+/// builds; in release a wrapped sum admitted the request, and usage above `i64::MAX` became a
+/// refund).
+#[tokio::test]
+async fn huge_estimates_and_usage_saturate() {
+    let (_t, c) = clock();
+    let l = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c);
+    let k = key(LimitSpec {
+        tpm: Some(1_000),
+        ..Default::default()
+    });
+    let (r, _) = l.admit(&k, "m", 100).await.unwrap();
+    assert!(l.admit(&k, "m", u64::MAX).await.is_err());
+    assert!(l.admit(&k, "m", u64::MAX - 50).await.is_err());
+    l.settle(&r, Some(u64::MAX)).await.unwrap();
+    assert!(
+        l.usage(&k).await.unwrap()[0].1 >= 1_000,
+        "huge usage is a huge charge, not a refund"
+    );
+    assert!(l.admit(&k, "m", 1).await.is_err());
+    let mut big = key(LimitSpec {
+        tpm: Some(u64::MAX - 10),
+        ..Default::default()
+    });
+    big.name = "big".into();
+    let (r, _) = l.admit(&big, "m", u64::MAX - 11).await.unwrap();
+    assert!(
+        l.admit(&big, "m", u64::MAX).await.is_err(),
+        "saturated, not wrapped"
+    );
+    l.admit(&big, "m", 1).await.unwrap();
+    l.settle(&r, Some(0)).await.unwrap();
+    assert_eq!(
+        l.usage(&big).await.unwrap()[0].1,
+        (u64::MAX - 10) - (1 << 63),
+        "a refund is at most i64::MAX + 1 (deltas are i64, as in Redis)"
+    );
+}

@@ -159,3 +159,93 @@ fn a_long_line_in_small_pieces_decodes_and_is_capped() {
     d.push(b"data: ok\n\n");
     assert_eq!(d.next_event().unwrap().unwrap().data.as_ref(), b"ok");
 }
+
+/// SSE split invariance: whatever the transport does to a byte stream (any cut points, empty
+/// reads), the decoder yields the same events, the same error and the same leftover as when
+/// fed the whole stream at once, and as a line-at-a-time reading of the spec.
+mod split_invariance {
+    use proptest::prelude::*;
+
+    use crate::fuzz::{decode, reference};
+    use crate::sse::DEFAULT_MAX_EVENT_BYTES;
+
+    /// Streams built from the pieces that make SSE hard: every line ending, BOMs, comments,
+    /// fields with and without the space, multi-byte UTF-8, NUL in ids, and raw bytes.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"data: ".to_vec()),
+            Just(b"data:".to_vec()),
+            Just(b"data".to_vec()),
+            Just(b"event: e".to_vec()),
+            Just(b"id: 7".to_vec()),
+            Just(b"id: a\0b".to_vec()),
+            Just(b"retry: 5".to_vec()),
+            Just(b": keep-alive".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n\n".to_vec()),
+            Just(b"\xEF\xBB\xBF".to_vec()),
+            Just("é✓".as_bytes().to_vec()),
+            Just(b"{\"a\":1}".to_vec()),
+            Just(b"[DONE]".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    fn cut<'a>(input: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+        let mut at: Vec<usize> = points.iter().map(|p| p % (input.len() + 1)).collect();
+        at.sort_unstable();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for p in at {
+            out.push(&input[from..p]); // repeated points give empty reads
+            from = p;
+        }
+        out.push(&input[from..]);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1024,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_split_decodes_to_the_same_events(
+            input in stream(),
+            points in proptest::collection::vec(any::<usize>(), 0..24),
+            max in prop_oneof![Just(8usize), Just(32), Just(DEFAULT_MAX_EVENT_BYTES)],
+        ) {
+            let whole = decode(max, &[&input]);
+            prop_assert_eq!(&whole, &decode(max, &cut(&input, &points)));
+            prop_assert_eq!(&whole, &reference(max, &input));
+        }
+    }
+}
+
+/// Found by `split_invariance`: a line over the cap was refused when it arrived in pieces but
+/// accepted when its end came in the same read.
+#[test]
+fn a_line_over_the_cap_is_refused_however_it_arrives() {
+    let line = b"data: 123456789\n\n";
+    let mut whole = SseDecoder::with_max_event_bytes(8);
+    whole.push(line);
+    assert_eq!(
+        whole.next_event(),
+        Err(SseError::EventTooLarge { limit: 8 })
+    );
+    let mut split = SseDecoder::with_max_event_bytes(8);
+    let mut verdict = Ok(None);
+    for b in line.chunks(1) {
+        split.push(b);
+        verdict = split.next_event();
+        if verdict.is_err() {
+            break;
+        }
+    }
+    assert_eq!(verdict, Err(SseError::EventTooLarge { limit: 8 }));
+}

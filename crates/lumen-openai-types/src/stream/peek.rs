@@ -5,45 +5,32 @@
 //! Why not serde: a derived struct deserialises every key through an identifier visitor and
 //! re-validates strings, which was about 4,000 instructions per stream event, most of the cost
 //! of relaying a stream. This scanner does the same validation (structure, literals, number
-//! grammar, string escapes and control characters, nesting depth) in one forward pass. The member values it keeps are handed to serde, which is cheap
-//! for those few bytes. A key written with escapes falls back to serde (`None`), so an
-//! unusual but valid payload is never misread.
+//! grammar, string escapes and control characters, UTF-8) in one forward pass: it accepts what
+//! serde_json accepts when it skips values, within the nesting serde_json parses (the `peek`
+//! fuzz target holds it to that, member by member). The member values it keeps are handed to
+//! serde, which is cheap for those few bytes. A key written with escapes is unescaped by serde
+//! before it is matched, so an unusual but valid payload is never misread.
 
 /// Byte ranges of the members the gateway reads, each the raw JSON value.
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct Members<'a> {
+pub(crate) struct Members<'a> {
     pub error: Option<&'a [u8]>,
     pub object: Option<&'a [u8]>,
     pub usage: Option<&'a [u8]>,
     pub choices: Option<&'a [u8]>,
 }
 
-/// serde_json's own limit, so both accept the same documents.
-const MAX_DEPTH: usize = 128;
+/// serde_json's own limit when it parses (rather than skips) a value: it refuses the 128th
+/// nested array or object, the top-level object included.
+pub(crate) const MAX_NESTING: usize = 127;
 
-#[derive(Debug, PartialEq)]
-pub(super) enum Scan<'a> {
-    Object(Members<'a>),
-    /// Not one valid JSON object.
-    Invalid,
-    /// Valid so far but a key needs unescaping: let serde decide.
-    Fallback,
-}
-
-pub(super) fn scan(raw: &[u8]) -> Scan<'_> {
+/// The members of one valid JSON object, or `None` when `raw` is not one (the last of
+/// duplicate keys wins, as in serde_json's maps).
+pub(crate) fn scan(raw: &[u8]) -> Option<Members<'_>> {
     let mut s = Scanner { b: raw, i: 0 };
-    match s.top() {
-        Ok(Some(m)) => {
-            s.ws();
-            if s.i == raw.len() {
-                Scan::Object(m)
-            } else {
-                Scan::Invalid
-            }
-        }
-        Ok(None) => Scan::Fallback,
-        Err(()) => Scan::Invalid,
-    }
+    let m = s.top().ok()?;
+    s.ws();
+    (s.i == raw.len()).then_some(m)
 }
 
 struct Scanner<'a> {
@@ -74,26 +61,32 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The top-level object; `None` when a key has escapes (see the module docs).
-    fn top(&mut self) -> R<Option<Members<'a>>> {
+    /// The top-level object.
+    fn top(&mut self) -> R<Members<'a>> {
         let mut m = Members::default();
         self.eat(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Some(m));
+            return Ok(m);
         }
         loop {
             self.ws();
+            let key_start = self.i;
             let (key, escaped) = self.string()?;
+            let unescaped: String;
+            let key = if escaped {
+                // Rare: the key as serde reads it (which also refuses a lone surrogate).
+                unescaped = serde_json::from_slice(&self.b[key_start..self.i]).map_err(|_| ())?;
+                unescaped.as_bytes()
+            } else {
+                key
+            };
             self.eat(b':')?;
             self.ws();
             let start = self.i;
             self.value(1)?;
             let value = &self.b[start..self.i];
-            if escaped {
-                return Ok(None);
-            }
             match key {
                 b"error" => m.error = Some(value),
                 b"object" => m.object = Some(value),
@@ -106,18 +99,20 @@ impl<'a> Scanner<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Some(m));
+                    return Ok(m);
                 }
                 _ => return Err(()),
             }
         }
     }
 
+    /// One value inside `depth` arrays and objects.
     fn value(&mut self, depth: usize) -> R<()> {
-        if depth > MAX_DEPTH {
+        let c = self.peek().ok_or(())?;
+        if matches!(c, b'{' | b'[') && depth >= MAX_NESTING {
             return Err(());
         }
-        match self.peek().ok_or(())? {
+        match c {
             b'"' => self.string().map(|_| ()),
             b'{' => {
                 self.i += 1;

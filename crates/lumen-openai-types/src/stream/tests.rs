@@ -82,7 +82,7 @@ fn garbage_is_rejected() {
 /// double-byte ASCII mutations.
 #[test]
 fn the_peek_scanner_agrees_with_serde_json() {
-    use super::peek::{Scan, scan};
+    use super::peek::scan;
     let corpus: Vec<&[u8]> = vec![
         TOKEN,
         USAGE,
@@ -106,7 +106,7 @@ fn the_peek_scanner_agrees_with_serde_json() {
         .is_ok();
         let serde: Option<serde_json::Value> = serde_json::from_slice(input).ok();
         match scan(input) {
-            Scan::Object(m) => {
+            Some(m) => {
                 counts.set((counts.get().0 + 1, counts.get().1));
                 assert!(
                     serde_ok,
@@ -127,7 +127,7 @@ fn the_peek_scanner_agrees_with_serde_json() {
                     assert_eq!(mine, members(v));
                 }
             }
-            Scan::Invalid => {
+            None => {
                 counts.set((counts.get().0, counts.get().1 + 1));
                 assert!(
                     !serde_ok,
@@ -135,7 +135,6 @@ fn the_peek_scanner_agrees_with_serde_json() {
                     String::from_utf8_lossy(input)
                 );
             }
-            Scan::Fallback => {}
         }
     };
     for doc in &corpus {
@@ -194,7 +193,7 @@ fn absurd_usage_counts_are_treated_as_absent() {
     ] {
         for raw in [
             format!(r#"{{"choices":[],"usage":{usage}}}"#),
-            // Escaped key: the serde fallback path.
+            // Escaped key: unescaped before it is matched.
             format!(r#"{{"\u0063hoices":[],"usage":{usage}}}"#),
         ] {
             let c =
@@ -222,4 +221,51 @@ fn a_finish_reason_marks_the_answer_complete() {
     );
     assert!(!c(r#"{"choices":[{"index":0,"delta":{"content":"finish_reason"}}]}"#).finishes());
     assert!(!c(r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#).finishes());
+}
+
+/// Found by the `peek` fuzz target (the scanner against serde_json): a key written with
+/// escapes sent the scanner to a serde fallback that refused duplicate keys, and `object`
+/// spelled with an escape hid an in-band error. Both paths now read members alike: keys
+/// unescaped, the last of duplicates winning, values compared as serde reads them.
+#[test]
+fn escaped_keys_and_values_read_as_serde_reads_them() {
+    let chunk =
+        |s: &str| Chunk::<ChatCompletionChunk>::from_raw(Bytes::copy_from_slice(s.as_bytes()));
+    let c = chunk(r#"{"\u0061":1,"usage":null,"usage":{"prompt_tokens":2,"completion_tokens":3}}"#)
+        .unwrap();
+    assert_eq!(c.tokens(), Some((2, 3)));
+    let c = chunk(r#"{"us\u0061ge":{"total_tokens":7},"choices":[]}"#).unwrap();
+    assert_eq!(c.tokens(), Some((7, 0)));
+    assert!(c.is_usage_only());
+    let e = chunk(r#"{"object":"err\u006fr","message":"boom","code":400}"#).unwrap();
+    assert_eq!(e.upstream_error().map(|e| e.message.as_str()), Some("boom"));
+    let e = chunk(r#"{"\u0065rror":{"message":"m"}}"#).unwrap();
+    assert!(e.upstream_error().is_some());
+    // A lone surrogate in a key cannot be unescaped: not a valid object for serde either.
+    assert!(chunk(r#"{"\ud800":1}"#).is_err());
+}
+
+/// Found by the `peek` fuzz target: the scanner accepted one or two more levels of nesting
+/// than serde_json parses (it refuses the 128th nested array or object).
+#[test]
+fn nesting_stops_where_serde_json_stops() {
+    let nested = |levels: usize| {
+        let inner = levels - 1; // the top-level object is one
+        format!(r#"{{"a":{}{}}}"#, "[".repeat(inner), "]".repeat(inner))
+    };
+    for (levels, ok) in [
+        (126, true),
+        (127, true),
+        (128, false),
+        (129, false),
+        (2000, false),
+    ] {
+        let doc = nested(levels);
+        assert_eq!(
+            Chunk::<ChatCompletionChunk>::from_raw(Bytes::from(doc.clone())).is_ok(),
+            ok,
+            "{levels} levels"
+        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&doc).is_ok(), ok);
+    }
 }
