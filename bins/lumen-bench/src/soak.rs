@@ -172,7 +172,15 @@ pub async fn run(args: SoakArgs, dir: &Path) -> Result<bool, String> {
     let curve = verdict::judge(&samples, args.connections);
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     let total = done.load(Ordering::Relaxed);
-    let text = report(&args, total, elapsed, cpu, &curve, &tally, lumen.peak_rss_kb());
+    let text = report(
+        &args,
+        total,
+        elapsed,
+        cpu,
+        &curve,
+        &tally,
+        lumen.peak_rss_kb(),
+    );
     println!("{text}");
     if let Some(path) = &args.out {
         std::fs::write(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
