@@ -68,4 +68,63 @@ echo "== examples (self-checking)"
 cargo run -q --locked -p lumen-examples --example custom_backend >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_gateway >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_core >/dev/null
+# ---- Endurance (issue 16): 60 s of the soak (benches/soak.sh runs 1M requests) -------------
+# A debug Lumen (already built for the tests) in front of lumen-sim, limits on a real
+# redis-server, 200 mixed requests a second: streams, errors, limits, engine faults, retries and
+# client hang-ups. Fails on clear growth: the median RSS of the last 15 s of load above the
+# median of seconds 15-30 by more than 10 % + 8 MiB, descriptors by more than 16, descriptors
+# after the load above idle + one per load connection + 8, or any answer its kind does not expect.
+echo "== soak (60 s, clear growth of RSS or descriptors fails)"
+cargo build -q --locked -p lumen -p lumen-sim-bin -p lumen-bench
+soak_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")/soak-ci"
+mkdir -p "$soak_dir"
+if ! "$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/lumen-bench" soak \
+    --requests 0 --seconds 60 --rate 200 --connections 48 --idle 5 --after 10 \
+    --csv "$soak_dir/samples.csv" --out "$soak_dir/summary.md" > /dev/null; then
+  cat "$soak_dir/summary.md" >&2 || true
+  echo "== soak FAILED (samples: $soak_dir/samples.csv)" >&2
+  exit 1
+fi
+sed -n '/^| idle/,/^| VmHWM/p' "$soak_dir/summary.md"
+
+# ---- Supply chain (issue 16): cargo deny --------------------------------------------------
+# Licences, bans (duplicate versions included) and sources on every run, from deny.toml (each
+# exception there says why). Advisories need the RustSec advisory database, a git repository
+# these machines cannot fetch (the network reaches only package registries): they are checked
+# when RUSTSEC_ADVISORY_DB names a checkout of it (or one was put in place before), and
+# otherwise reported as not checked. cargo-deny is installed only when missing: from crates.io,
+# --locked, into target/tools (a rerun finds it there), unoptimised (2.5 CPU-minutes instead of
+# 7 for the crate's LTO profile; a check then takes ~12 s instead of ~5).
+tools_root="$(realpath -m "${CARGO_TARGET_DIR:-target}")/tools/cargo-deny"
+deny=""
+if command -v cargo-deny >/dev/null 2>&1 \
+    && cargo-deny --version 2>/dev/null | grep -Eq '^cargo-deny 0\.(1[89]|[2-9][0-9])\.'; then
+  deny=cargo-deny
+elif [ -x "$tools_root/bin/cargo-deny" ]; then
+  deny="$tools_root/bin/cargo-deny"
+else
+  echo "== installing cargo-deny 0.20.2 (cargo install --locked, into $tools_root)"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_STRIP=false \
+    cargo install -q --locked cargo-deny --version 0.20.2 --root "$tools_root" \
+      --target-dir "$tools_root/build"
+  rm -rf "$tools_root/build"
+  deny="$tools_root/bin/cargo-deny"
+fi
+# cargo-deny reads the database (with --offline, never fetching it) from deny.toml's db-path,
+# in a directory named after the database's URL.
+advisory_db="target/advisory-db/advisory-db-3157b0e258782691"
+if [ -n "${RUSTSEC_ADVISORY_DB:-}" ]; then
+  rm -rf "$advisory_db" && mkdir -p "$(dirname "$advisory_db")"
+  git clone -q "$RUSTSEC_ADVISORY_DB" "$advisory_db"
+fi
+checks=(bans licenses sources)
+if [ -d "$advisory_db/crates" ]; then
+  checks+=(advisories)
+  echo "== cargo deny check ${checks[*]} (advisory database of $(git -C "$advisory_db" log -1 --format=%cs))"
+else
+  echo "== cargo deny check ${checks[*]} (advisories NOT checked: no advisory database; set RUSTSEC_ADVISORY_DB to a clone of RustSec's advisory-db)"
+fi
+"$deny" --locked --offline check --hide-inclusion-graph "${checks[@]}"
+
 echo "== all tests passed"

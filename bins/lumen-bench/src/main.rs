@@ -11,6 +11,7 @@
 mod load;
 mod procs;
 mod report;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,10 +20,15 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Parser, Clone)]
-#[command(about = "Benchmark lumen-sim directly and through Lumen, and report the ratios")]
+#[command(
+    about = "Benchmark lumen-sim directly and through Lumen, and report the ratios",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory holding the `lumen` and `lumen-sim` binaries (default: next to this one).
-    #[arg(long)]
+    #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 5)]
@@ -44,6 +50,13 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand, Clone)]
+enum Command {
+    /// Endurance: Lumen's RSS and descriptors, sampled every second, under a long mixed load
+    /// (streams, errors, hang-ups, retries, limits on a real Redis); exit 1 on clear growth.
+    Soak(soak::SoakArgs),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -57,6 +70,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Soak(soak)) = args.command.clone() {
+        return match rt.block_on(async {
+            let dir = bin_dir(&args)?;
+            soak::run(soak, &dir).await
+        }) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("lumen-bench soak: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,15 +92,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let dir = match &args.bin_dir {
-        Some(d) => d.clone(),
+fn bin_dir(args: &Args) -> Result<PathBuf, String> {
+    match &args.bin_dir {
+        Some(d) => Ok(d.clone()),
         None => std::env::current_exe()
             .map_err(|e| e.to_string())?
             .parent()
             .map(PathBuf::from)
-            .ok_or("cannot locate the binaries")?,
-    };
+            .ok_or_else(|| "cannot locate the binaries".to_owned()),
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let dir = bin_dir(&args)?;
     let d = Duration::from_secs(args.seconds);
     let sim = procs::start_sim(&dir).await?;
     let (lumen, startup) = procs::start_lumen(&dir, sim.addr).await?;

@@ -43,6 +43,16 @@ impl Proc {
         self.status_kb("VmRSS:")
     }
 
+    /// Threads of the process (the `Threads:` line of its status).
+    pub fn threads(&self) -> u64 {
+        self.status_kb("Threads:")
+    }
+
+    /// Open file descriptors: the entries of `/proc/<pid>/fd` (0 when it cannot be read).
+    pub fn fds(&self) -> u64 {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count() as u64)
+    }
+
     pub fn peak_rss_kb(&self) -> u64 {
         self.status_kb("VmHWM:")
     }
@@ -121,6 +131,11 @@ async fn launch(
 
 /// The engine: one worker thread, zero latency, one model.
 pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
+    start_sim_serving(dir, "m").await
+}
+
+/// The engine serving `models` (comma-separated): one worker thread, zero latency.
+pub async fn start_sim_serving(dir: &Path, models: &str) -> Result<Proc, String> {
     let addr = free_addr()?;
     let binary = dir.join("lumen-sim");
     let mut cmd = Command::new(&binary);
@@ -130,9 +145,75 @@ pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
         "--threads",
         "1",
         "--model",
-        "m",
+        models,
     ]);
     launch(cmd, &binary, "lumen-sim-bin", addr, "/health").await
+}
+
+/// A free loopback address to give a server that binds it itself.
+pub fn reserve_addr() -> Result<SocketAddr, String> {
+    free_addr()
+}
+
+/// Lumen from a configuration file that listens on `addr`.
+/// `envs` are added to its environment (allocator options, say).
+pub async fn start_lumen_file(
+    dir: &Path,
+    config: &Path,
+    addr: SocketAddr,
+    envs: &[(String, String)],
+) -> Result<Proc, String> {
+    let binary = dir.join("lumen");
+    let mut cmd = Command::new(&binary);
+    cmd.arg("--config").arg(config);
+    // Only the file counts: LUMEN_* variables of the calling shell must not change the run.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LUMEN_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
+    launch(cmd, &binary, "lumen", addr, "/ready").await
+}
+
+/// A real `redis-server` on a free loopback port, nothing persisted; up when it answers PING.
+pub async fn start_redis(binary: &Path) -> Result<Proc, String> {
+    let addr = free_addr()?;
+    let child = Command::new(binary)
+        .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (install redis-server)",
+                binary.display()
+            )
+        })?;
+    let pid = child.id().unwrap_or(0);
+    let start = Instant::now();
+    while !redis_pong(addr).await {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("redis-server on {addr} did not answer PING"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Proc { child, pid, addr })
+}
+
+async fn redis_pong(addr: SocketAddr) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").await.is_ok()
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
+            Ok(Ok(_))
+        )
+        && &buf == b"+PONG\r\n"
 }
 
 /// Lumen with governance on: an API key with (high) in-memory limits, metrics, request ids.
