@@ -19,6 +19,23 @@ fn falling_back() -> GovernanceConfig {
     gov
 }
 
+/// A primary engine with `faults`, a healthy secondary, and Lumen with the primary's fallback.
+async fn primary_failing_with(
+    faults: Faults,
+) -> (lumen_sim::Simulator, lumen_sim::Simulator, Lumen) {
+    let (p, sp) = sim(&["primary"]).await;
+    let (s, ss) = sim(&["secondary"]).await;
+    sp.set_faults(faults);
+    let lumen = Lumen::start(
+        builder(&[&p, &s])
+            .governance(falling_back())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    (sp, ss, lumen)
+}
+
 /// When each generation request reached the engine.
 fn arrivals(sim: &lumen_sim::Simulator) -> Vec<Instant> {
     sim.records()
@@ -30,19 +47,11 @@ fn arrivals(sim: &lumen_sim::Simulator) -> Vec<Instant> {
 
 #[tokio::test(start_paused = true)]
 async fn a_429_without_retry_after_backs_off_then_falls_back_or_is_a_clean_429() {
-    let (p, sp) = sim(&["primary"]).await;
-    let (s, ss) = sim(&["secondary"]).await;
-    sp.set_faults(Faults {
+    let (sp, ss, lumen) = primary_failing_with(Faults {
         status: Some(429),
         retry_after: Some(0),
         ..Faults::default()
-    });
-    let lumen = Lumen::start(
-        builder(&[&p, &s])
-            .governance(falling_back())
-            .build()
-            .unwrap(),
-    )
+    })
     .await;
     let start = Instant::now();
     let r = post(&lumen.url("/v1/chat/completions"), CHAT).await;
@@ -125,18 +134,10 @@ async fn a_first_token_after_20_seconds_is_answered_unless_a_shorter_deadline_is
 
 #[tokio::test(start_paused = true)]
 async fn a_primary_down_for_a_minute_is_served_around_and_comes_back() {
-    let (p, sp) = sim(&["primary"]).await;
-    let (s, _ss) = sim(&["secondary"]).await;
-    sp.set_faults(Faults {
+    let (sp, _ss, lumen) = primary_failing_with(Faults {
         status: Some(503),
         ..Faults::default()
-    });
-    let lumen = Lumen::start(
-        builder(&[&p, &s])
-            .governance(falling_back())
-            .build()
-            .unwrap(),
-    )
+    })
     .await;
     let start = Instant::now();
     let mut served = Vec::new();
