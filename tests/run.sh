@@ -125,6 +125,10 @@ if [ -d "$advisory_db/crates" ]; then
 else
   echo "== cargo deny check ${checks[*]} (advisories NOT checked: no advisory database; set RUSTSEC_ADVISORY_DB to a clone of RustSec's advisory-db)"
 fi
+# `cargo deny` reads the metadata of every platform's dependencies (Windows and macOS crates too),
+# but a build only downloads this platform's: fetch them all first (a no-op once cached), or
+# --offline finds nothing to read on a machine that never fetched them (issue 26).
+cargo fetch --locked -q
 "$deny" --locked --offline check --hide-inclusion-graph "${checks[@]}"
 
 echo "== all tests passed"
