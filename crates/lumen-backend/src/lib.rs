@@ -47,6 +47,24 @@ pub struct RequestContext {
     /// The public models the caller may be served by (its key's list); `None` means any. The
     /// gateway's fallbacks skip the others.
     pub models: Option<std::sync::Arc<[String]>>,
+    /// Asked before a fallback moves the request to another model: the caller's limits in
+    /// that model's scope. `None`: nothing to charge (no key, or an embedder without limits).
+    pub admission: Option<Arc<dyn ModelAdmission>>,
+}
+
+/// The caller's admission to a model it was not admitted for at the door. A fallback (or a
+/// context fallback, or a continuation on a fallback) moves a request to another model; the
+/// key's per-model limits must hold there too, or a key suspended on a model reaches it by
+/// asking for a broken one. The gateway asks before each move; `false` skips that model.
+pub trait ModelAdmission: Send + Sync {
+    /// Checks and charges the caller's limits for `model`; `false` when they refuse it.
+    fn admit<'a>(&'a self, model: &'a str) -> BoxFuture<'a, bool>;
+}
+
+impl std::fmt::Debug for dyn ModelAdmission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModelAdmission")
+    }
 }
 
 impl RequestContext {
@@ -64,6 +82,7 @@ impl RequestContext {
             timeout: None,
             traceparent: None,
             models: None,
+            admission: None,
         }
     }
 }

@@ -319,12 +319,27 @@ impl Fallbacks {
         self.chain.iter().any(|m| cx.allows(m))
     }
 
-    fn next(&mut self, cx: &RequestContext) -> Option<String> {
-        std::iter::from_fn(|| self.chain.pop_front()).find(|m| cx.allows(m))
-    }
-
-    fn next_context(&mut self, cx: &RequestContext) -> Option<String> {
-        std::iter::from_fn(|| self.context.pop_front()).find(|m| cx.allows(m))
+    /// The next model of the chain (or, with `context`, of the larger-context list) that the
+    /// caller may use and whose limits admit it (charged there before the move; one that
+    /// refuses is skipped, and so are the models after it only if they refuse too).
+    async fn next(&mut self, cx: &RequestContext, context: bool) -> Option<String> {
+        loop {
+            let list = if context {
+                &mut self.context
+            } else {
+                &mut self.chain
+            };
+            let model = list.pop_front()?;
+            if !cx.allows(&model) {
+                continue;
+            }
+            match &cx.admission {
+                Some(gate) if !gate.admit(&model).await => {
+                    tracing::info!(to = %Text(&model), "fallback skipped: the caller's limits refuse that model");
+                }
+                _ => return Some(model),
+            }
+        }
     }
 }
 
@@ -603,7 +618,9 @@ impl Gateway {
                                 | GovernanceError::ModelNotReady { .. }
                         );
                     if (unavailable || absent)
-                        && self.fall_back(&mut fallbacks, &mut requested, cx, "no_healthy_backend")
+                        && self
+                            .fall_back(&mut fallbacks, &mut requested, cx, "no_healthy_backend")
+                            .await
                     {
                         (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
                         continue;
@@ -646,7 +663,10 @@ impl Gateway {
                         reason: "queue_timeout",
                     });
                     drop(route);
-                    if self.fall_back(&mut fallbacks, &mut requested, cx, "queue_timeout") {
+                    if self
+                        .fall_back(&mut fallbacks, &mut requested, cx, "queue_timeout")
+                        .await
+                    {
                         (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
                         last_err = Some(e.into());
                         continue;
@@ -726,7 +746,7 @@ impl Gateway {
                     return Err(err.into());
                 }
                 fallbacks.context_used = true;
-                let Some(next) = fallbacks.next_context(cx) else {
+                let Some(next) = fallbacks.next(cx, true).await else {
                     return Err(err.into());
                 };
                 self.switch(&mut requested, next, "context_length_exceeded");
@@ -745,7 +765,10 @@ impl Gateway {
                 if policy.retries(&err) && in_time && fallbacks.any_for(cx) && budget.try_withdraw()
                 {
                     drop((route, slot));
-                    if self.fall_back(&mut fallbacks, &mut requested, cx, err.kind()) {
+                    if self
+                        .fall_back(&mut fallbacks, &mut requested, cx, err.kind())
+                        .await
+                    {
                         (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
                         last_err = Some(err.into());
                         continue;
@@ -782,14 +805,14 @@ impl Gateway {
     }
 
     /// Moves the request to the next fallback the caller may use; false when there is none.
-    fn fall_back(
+    async fn fall_back(
         &self,
         fallbacks: &mut Fallbacks,
         requested: &mut String,
         cx: &RequestContext,
         reason: &'static str,
     ) -> bool {
-        match fallbacks.next(cx) {
+        match fallbacks.next(cx, false).await {
             Some(next) => {
                 self.switch(requested, next, reason);
                 true

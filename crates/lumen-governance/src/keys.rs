@@ -39,6 +39,16 @@ impl ApiKey {
     pub fn digest(&self) -> Option<[u8; 32]> {
         parse_hex(&self.sha256)
     }
+
+    /// What the key's counters and cached answers are kept under: its name (readable in
+    /// Redis) and the first 16 hex digits of its secret's digest. A key deleted and created
+    /// again under the same name has another secret, so it starts with fresh counters and
+    /// never reads the old key's cached (possibly private) answers.
+    pub fn namespace(&self) -> String {
+        let d = self.sha256.trim();
+        let short = d.get(..16).unwrap_or(d).to_ascii_lowercase();
+        format!("{}#{short}", self.name)
+    }
 }
 
 /// SHA-256 of a presented secret.

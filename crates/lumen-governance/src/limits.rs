@@ -104,6 +104,12 @@ pub struct Reservation {
     /// read before the charge, so never later than the store's own end).
     window_ends: Vec<u64>,
     estimate: u64,
+    /// For each of `token_keys`: whether it is the per-model scope's (not the key's own).
+    model_scoped: Vec<bool>,
+    /// A fallback served the request with another model: the per-model token counters of the
+    /// model admitted at the door are refunded, as the tokens count against the model that
+    /// served (charged through its own reservation).
+    moved: bool,
     /// Lease counters holding one slot for this request.
     concurrency_keys: Vec<String>,
 }
@@ -116,7 +122,24 @@ impl Reservation {
             token_keys: Vec::new(),
             window_ends: Vec::new(),
             estimate: 0,
+            model_scoped: Vec::new(),
+            moved: false,
             concurrency_keys: Vec::new(),
+        }
+    }
+
+    /// Records that another model served the request (see the `moved` field).
+    pub fn mark_moved(&mut self) {
+        self.moved = true;
+    }
+
+    /// The real tokens a counter is settled to: none for the admitted model's own scope when
+    /// the request moved to another model.
+    fn actual_for(&self, scoped: bool, actual: Option<u64>) -> Option<u64> {
+        if scoped && self.moved {
+            Some(0)
+        } else {
+            actual
         }
     }
 
@@ -124,19 +147,20 @@ impl Reservation {
     /// token counter whose window is still the one charged (see [`SETTLE_MARGIN`]). Huge
     /// counts saturate rather than wrap.
     pub fn settlement(&self, actual_tokens: Option<u64>, now_ms: u64) -> Vec<(String, i64)> {
-        let delta = actual_tokens.map_or(0, |a| {
-            let d = i128::from(a) - i128::from(self.estimate);
-            i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
-        });
-        if delta == 0 {
-            return Vec::new();
-        }
+        let delta = |actual: Option<u64>| {
+            actual.map_or(0, |a| {
+                let d = i128::from(a) - i128::from(self.estimate);
+                i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+            })
+        };
         let margin = SETTLE_MARGIN.as_millis() as u64;
         self.token_keys
             .iter()
             .zip(&self.window_ends)
-            .filter(|(_, end)| now_ms.saturating_add(margin) < **end)
-            .map(|(k, _)| (k.clone(), delta))
+            .zip(self.model_scoped.iter().chain(std::iter::repeat(&false)))
+            .filter(|((_, end), _)| now_ms.saturating_add(margin) < **end)
+            .map(|((k, _), scoped)| (k.clone(), delta(self.actual_for(*scoped, actual_tokens))))
+            .filter(|(_, d)| *d != 0)
             .collect()
     }
 
@@ -144,8 +168,10 @@ impl Reservation {
     pub fn needs_settling(&self, actual_tokens: Option<u64>) -> bool {
         self.ticket.is_some()
             && (!self.concurrency_keys.is_empty()
-                || (!self.token_keys.is_empty()
-                    && actual_tokens.is_some_and(|a| a != self.estimate)))
+                || self.model_scoped.iter().any(|s| {
+                    self.actual_for(*s, actual_tokens)
+                        .is_some_and(|a| a != self.estimate)
+                }))
     }
 
     /// Whether the request holds concurrency slots, which it must renew (every
@@ -195,21 +221,27 @@ impl Limiter {
     }
 
     /// The counters that apply, and beside them what each one limits.
+    /// `whole`: the key's own limits and the model's; otherwise only the model's (a fallback
+    /// model, the key's own limits being charged already). Each entry of the second list says
+    /// what the counter limits and whether it is the model's scope.
     fn plan(
         &self,
         key: &ApiKey,
         model: &str,
         estimate: u64,
-    ) -> (Vec<Counter>, Vec<(Kind, &'static str)>) {
+        whole: bool,
+    ) -> (Vec<Counter>, Vec<(Kind, &'static str, bool)>) {
         let mut counters = Vec::new();
         let mut kinds = Vec::new();
-        let scopes = [("*", Some(&key.limits)), (model, key.per_model.get(model))];
-        for (scope, spec) in scopes {
+        let own = whole.then_some(&key.limits);
+        let scopes = [("*", own, false), (model, key.per_model.get(model), true)];
+        let ns = key.namespace();
+        for (scope, spec, scoped) in scopes {
             let Some(spec) = spec.filter(|s| !s.is_empty()) else {
                 continue;
             };
             // Braces: a Redis Cluster hash tag, so one key's counters share a slot.
-            let base = format!("lumen:rl:{{{}}}:{scope}:", key.name);
+            let base = format!("lumen:rl:{{{ns}}}:{scope}:");
             let mut push = |kind, suffix: &str, limit: Option<u64>, cost, expiry, what| {
                 if let Some(limit) = limit {
                     let mut key = String::with_capacity(base.len() + suffix.len());
@@ -221,7 +253,7 @@ impl Limiter {
                         cost,
                         expiry,
                     });
-                    kinds.push((kind, what));
+                    kinds.push((kind, what, scoped));
                 }
             };
             push(
@@ -282,10 +314,32 @@ impl Limiter {
         model: &str,
         estimate: u64,
     ) -> Result<(Reservation, RateHeaders), LimitError> {
+        self.admit_scopes(key, model, estimate, true).await
+    }
+
+    /// Checks and charges only the key's limits on `model` (its `per_model` entry): for a
+    /// fallback model that takes over a request already admitted, whose key-wide limits were
+    /// charged at the door. Nothing to charge (no entry): admitted with no reservation.
+    pub async fn admit_model(
+        &self,
+        key: &ApiKey,
+        model: &str,
+        estimate: u64,
+    ) -> Result<Reservation, LimitError> {
+        Ok(self.admit_scopes(key, model, estimate, false).await?.0)
+    }
+
+    async fn admit_scopes(
+        &self,
+        key: &ApiKey,
+        model: &str,
+        estimate: u64,
+        whole: bool,
+    ) -> Result<(Reservation, RateHeaders), LimitError> {
         // Refused here, not by the store: no round trip, and the same answer while the store
         // is down (a suspended key stays suspended in fail-open mode).
         let scopes = [
-            (None, Some(&key.limits)),
+            (None, whole.then_some(&key.limits)),
             (Some(model), key.per_model.get(model)),
         ];
         for (scope, spec) in scopes {
@@ -297,16 +351,16 @@ impl Limiter {
                 });
             }
         }
-        let (counters, kinds) = self.plan(key, model, estimate);
+        let (counters, kinds) = self.plan(key, model, estimate, whole);
         if counters.is_empty() {
             return Ok((Reservation::none(), RateHeaders::default()));
         }
-        let ticket = ticket(&key.name);
+        let ticket = ticket(&key.namespace());
         let admitted_at = (self.clock)();
         let verdict = self.store.acquire(&ticket, &counters).await?;
         let headers = |states: &[CounterState]| {
             let mut h = RateHeaders::default();
-            for ((c, (kind, _)), s) in counters.iter().zip(&kinds).zip(states) {
+            for ((c, (kind, _, _)), s) in counters.iter().zip(&kinds).zip(states) {
                 let entry = Some((c.limit, c.limit.saturating_sub(s.value), s.reset));
                 match kind {
                     // The tightest scope wins (the per-model one comes second).
@@ -323,10 +377,11 @@ impl Limiter {
                 r.ticket = Some(ticket);
                 r.estimate = estimate;
                 let h = headers(&states);
-                for ((c, (kind, _)), s) in counters.into_iter().zip(&kinds).zip(&states) {
+                for ((c, (kind, _, scoped)), s) in counters.into_iter().zip(&kinds).zip(&states) {
                     match kind {
                         Kind::Tokens | Kind::Daily | Kind::Monthly => {
                             r.token_keys.push(c.key);
+                            r.model_scoped.push(*scoped);
                             let left = u64::try_from(s.reset.as_millis()).unwrap_or(u64::MAX);
                             r.window_ends.push(admitted_at.saturating_add(left));
                         }
@@ -337,7 +392,8 @@ impl Limiter {
                 Ok((r, h))
             }
             Verdict::Refused { index, state } => {
-                let (Some(c), Some((kind, what))) = (counters.get(index), kinds.get(index)) else {
+                let (Some(c), Some((kind, what, _))) = (counters.get(index), kinds.get(index))
+                else {
                     return Err(LimitError::Store(StoreError::Unavailable(format!(
                         "store refused counter {index} of {}",
                         counters.len()
@@ -412,20 +468,43 @@ impl Limiter {
         }
     }
 
-    /// Current usage of a key, for `/admin/usage`: (counter name, value, limit, reset).
-    pub async fn usage(
-        &self,
-        key: &ApiKey,
-    ) -> Result<Vec<(String, u64, u64, Duration)>, StoreError> {
-        let (counters, kinds) = self.plan(key, "*", 0);
-        let states = self.store.read(&counters).await?;
-        Ok(counters
-            .into_iter()
-            .zip(kinds)
-            .zip(states)
-            .map(|((c, (_, what)), s)| (what.to_owned(), s.value, c.limit, s.reset))
-            .collect())
+    /// Current usage of a key, for `/admin/usage`: the key's own counters, then each
+    /// `per_model` entry's (model, counter name, value, limit, reset).
+    pub async fn usage(&self, key: &ApiKey) -> Result<Vec<Usage>, StoreError> {
+        let mut out = Vec::new();
+        let scopes = std::iter::once(None).chain(key.per_model.keys().map(Some));
+        for model in scopes {
+            let (counters, kinds) = match model {
+                None => self.plan(key, "", 0, true),
+                Some(m) => self.plan(key, m, 0, false),
+            };
+            let states = self.store.read(&counters).await?;
+            out.extend(counters.into_iter().zip(kinds).zip(states).filter_map(
+                |((c, (_, what, scoped)), s)| {
+                    // The key's own counters only, on the first pass.
+                    (scoped == model.is_some()).then(|| Usage {
+                        model: model.cloned(),
+                        counter: what,
+                        used: s.value,
+                        limit: c.limit,
+                        reset: s.reset,
+                    })
+                },
+            ));
+        }
+        Ok(out)
     }
+}
+
+/// One counter's state, as `/admin/usage` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// `None` for the key's own limits; the model for a `per_model` entry.
+    pub model: Option<String>,
+    pub counter: &'static str,
+    pub used: u64,
+    pub limit: u64,
+    pub reset: Duration,
 }
 
 fn tighter(

@@ -127,6 +127,24 @@ impl Prompt {
         }
     }
 
+    /// How many prompts the request holds: each is answered separately (`n` times), so each
+    /// is a completion budget to reserve. A token array is one prompt; an array of texts or
+    /// of token arrays is one per element (counted in one pass, nothing kept).
+    pub fn count(&self) -> u64 {
+        match self {
+            Self::Text(_) | Self::Tokens(_) => 1,
+            Self::Texts(v) => v.len() as u64,
+            Self::TokenBatches(v) => v.len() as u64,
+            Self::Raw(r) => match shape(r) {
+                Some(Shape::Texts) if kind(r) == b'"' => 1,
+                Some(Shape::Texts | Shape::Batches(_)) => {
+                    Elements::<IgnoredAny>::new(r.get()).count() as u64
+                }
+                _ => 1,
+            },
+        }
+    }
+
     /// One of the four shapes and not empty; `field` names it in the error.
     pub(crate) fn check(&self, field: &str) -> Result<(), RequestError> {
         if let Self::Raw(r) = self {

@@ -138,11 +138,15 @@ pub(crate) async fn handle(
             for k in keys {
                 let usage = gw.shared().limiter().usage(&k).await.map_err(store_err)?;
                 let counters: Vec<Value> = usage
-                        .into_iter()
-                        .map(|(what, used, limit, reset)| {
-                            json!({"counter": what, "used": used, "limit": limit, "reset_seconds": reset.as_secs()})
-                        })
-                        .collect();
+                    .into_iter()
+                    .map(|u| {
+                        let mut c = json!({"counter": u.counter, "used": u.used, "limit": u.limit, "reset_seconds": u.reset.as_secs()});
+                        if let Some(m) = u.model {
+                            c["model"] = Value::String(m);
+                        }
+                        c
+                    })
+                    .collect();
                 out.push(json!({"name": k.name, "counters": counters}));
             }
             Ok((StatusCode::OK, json!({"object": "list", "data": out})))

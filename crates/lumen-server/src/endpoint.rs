@@ -11,7 +11,7 @@ use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
-    JsonAnswer, JsonRequest, Reply, RequestError,
+    JsonAnswer, JsonRequest, RawExtra, Reply, RequestError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -59,9 +59,16 @@ pub(crate) trait Inference: 'static {
         Ok(r)
     }
 
-    /// Completion tokens to reserve (`None`: the configured default).
+    /// Completion tokens to reserve per answer (`None`: the configured default).
     fn completion_budget(_r: &Self::Request) -> Option<u32> {
         Some(0)
+    }
+
+    /// How many answers the completion budget is spent on: every choice (`n`, `best_of`) of
+    /// every prompt. The reservation is the budget times this, so `n: 128` cannot be admitted
+    /// on the price of one answer.
+    fn choices(_r: &Self::Request) -> u64 {
+        1
     }
 
     /// Whether the call is charged tokens (TPM, quotas). Tokenizer calls run no model: they
@@ -91,14 +98,44 @@ pub(crate) trait Inference: 'static {
     ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>>;
 }
 
-fn check_n(n: Option<u32>, max: u32) -> Result<(), RequestError> {
-    match n {
-        Some(n) if n > max => Err(RequestError::invalid(
+/// `n` and vLLM's `best_of` (read from the unknown fields, where it stays) are both bounded by
+/// `max_n`: each is that many sequences generated, so each multiplies what a request costs.
+fn check_n(n: Option<u32>, extra: &RawExtra, max: u32) -> Result<(), RequestError> {
+    if let Some(n) = n.filter(|n| *n > max) {
+        return Err(RequestError::invalid(
             format!("{n} is greater than the maximum of {max} - 'n'"),
             "n",
-        )),
-        _ => Ok(()),
+        ));
     }
+    match best_of(extra) {
+        Err(()) => Err(RequestError::invalid(
+            format!("Invalid value for 'best_of': expected an integer from 1 to {max}."),
+            "best_of",
+        )),
+        Ok(Some(b)) if b == 0 || b > u64::from(max) => Err(RequestError::invalid(
+            format!("Invalid value for 'best_of': expected an integer from 1 to {max}."),
+            "best_of",
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `best_of` when present (`null` counts as absent); `Err` when it is not a whole number.
+fn best_of(extra: &RawExtra) -> Result<Option<u64>, ()> {
+    match extra.get("best_of") {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str::<u64>(raw.get())
+            .map(Some)
+            .map_err(|_| ()),
+    }
+}
+
+/// Sequences the engine generates per prompt: `n`, or `best_of` when larger (vLLM generates
+/// `best_of` and returns the best `n`). Validated first, so both are within `max_n`.
+fn sequences(n: Option<u32>, extra: &RawExtra) -> u64 {
+    let n = u64::from(n.unwrap_or(1).max(1));
+    n.max(best_of(extra).ok().flatten().unwrap_or(1))
 }
 
 fn not_streamed<'a, T: Send + 'static>() -> BoxFuture<'a, Result<GatewayStream<T>, GatewayError>> {
@@ -121,11 +158,15 @@ impl Inference for Chat {
 
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
-        check_n(r.n, max_n)
+        check_n(r.n, &r.extra, max_n)
     }
 
     fn completion_budget(r: &Self::Request) -> Option<u32> {
         r.max_completion_tokens.or(r.max_tokens)
+    }
+
+    fn choices(r: &Self::Request) -> u64 {
+        sequences(r.n, &r.extra)
     }
 
     fn streams(r: &Self::Request) -> bool {
@@ -171,11 +212,16 @@ impl Inference for Completions {
 
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
-        check_n(r.n, max_n)
+        check_n(r.n, &r.extra, max_n)
     }
 
     fn completion_budget(r: &Self::Request) -> Option<u32> {
         r.max_tokens
+    }
+
+    /// Every prompt of a batch is answered `n` (or `best_of`) times.
+    fn choices(r: &Self::Request) -> u64 {
+        r.prompt.count().saturating_mul(sequences(r.n, &r.extra))
     }
 
     fn streams(r: &Self::Request) -> bool {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
-use crate::shared::{CachePlan, Principal, Settlement, estimate_tokens};
+use crate::shared::{CachePlan, FallbackLimits, Principal, Settlement, estimate_tokens};
 use lumen_governance::limits::RateHeaders;
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
@@ -489,11 +490,26 @@ impl Api {
         let engine_scope = self.limit_scope(&principal, &model);
         let scope = engine_scope.as_deref().unwrap_or(&model);
         let estimate = if E::BILLS_TOKENS {
-            self.estimate(body_len, E::completion_budget(&r))
+            self.estimate(body_len, E::completion_budget(&r), E::choices(&r))
         } else {
             0
         };
         let (settlement, rate) = self.gw.shared().admit(&principal, scope, estimate).await?;
+        // A fallback model's limits are checked and charged before the request moves there.
+        // Only keys with per-model limits need it: the key's own counters are the same
+        // whichever model serves.
+        if let (Some(key), Some(s)) = (
+            principal.as_ref().filter(|k| !k.per_model.is_empty()),
+            &settlement,
+        ) {
+            cx.admission = Some(Arc::new(FallbackLimits::new(
+                self.gw.shared(),
+                self.gw.core(),
+                key.clone(),
+                estimate,
+                s,
+            )));
+        }
         if E::streams(&r) {
             let stream = E::stream(self.gw.core(), r, &cx).await;
             return Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate));
@@ -536,20 +552,16 @@ impl Api {
     /// per-model limit holds whichever way the call reached the model: by name, an alias,
     /// `auto` or a blank `model`.
     fn limit_scope(&self, principal: &Principal, model: &str) -> Option<String> {
-        match principal {
-            Some(k) if !k.per_model.is_empty() && !k.per_model.contains_key(model) => self
-                .gw
-                .router()
-                .engine_for(model)
-                .filter(|engine| k.per_model.contains_key(engine)),
-            _ => None,
-        }
+        principal
+            .as_ref()
+            .and_then(|k| crate::shared::limit_scope(self.gw.core(), k, model))
     }
 
-    fn estimate(&self, body_len: usize, max_tokens: Option<u32>) -> u64 {
+    fn estimate(&self, body_len: usize, max_tokens: Option<u32>, choices: u64) -> u64 {
         estimate_tokens(
             body_len,
             max_tokens,
+            choices,
             self.gw.shared().settings().limits.default_max_tokens,
         )
     }

@@ -2,7 +2,7 @@
 //! Redis. Redis trouble never hangs a request: every operation has a tight deadline, and the
 //! outcome is fail-open (the default) or fail-closed (`redis.fail_closed`), counted in metrics.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -118,7 +118,13 @@ pub(crate) struct Settlement {
     pub tokens: Option<u64>,
     metrics: Arc<Metrics>,
     renewal: Option<tokio::task::AbortHandle>,
+    /// Set by [`FallbackLimits`] when a fallback model took the request over.
+    moved: Moved,
 }
+
+/// A fallback model's hold on a request: `Some` once the request moved to another model, with
+/// that model's own reservation (`None` inside when the key has no limits there).
+type Moved = Arc<Mutex<Option<Option<Settlement>>>>;
 
 impl Settlement {
     fn new(limiter: Limiter, reservation: Reservation, metrics: Arc<Metrics>) -> Self {
@@ -141,6 +147,7 @@ impl Settlement {
             tokens: None,
             metrics,
             renewal,
+            moved: Moved::default(),
         }
     }
 }
@@ -149,6 +156,20 @@ impl Drop for Settlement {
     fn drop(&mut self) {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
+        }
+        // A fallback served: the tokens are that model's (its reservation settles them), and
+        // the model admitted at the door gets its per-model estimate back. The key's own
+        // counters settle the same tokens either way.
+        let moved = self
+            .moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(fallback) = moved {
+            self.reservation.mark_moved();
+            if let Some(mut f) = fallback {
+                f.tokens = self.tokens;
+            }
         }
         if !self.reservation.needs_settling(self.tokens) {
             return;
@@ -171,6 +192,103 @@ impl Drop for Settlement {
             }
         }
     }
+}
+
+/// The limits of a model a fallback moves a request to (the gateway asks before each move):
+/// the key's `per_model` entry for it is checked and charged with the request's estimate, so a
+/// key suspended or out of tokens on a model cannot reach it by asking for a broken one. The
+/// key's own limits were charged at the door and are not charged twice.
+pub(crate) struct FallbackLimits {
+    limiter: Limiter,
+    metrics: Arc<Metrics>,
+    fail_closed: bool,
+    key: Arc<ApiKey>,
+    estimate: u64,
+    /// To name a public model by the engine id when the key's limits use that (see
+    /// [`limit_scope`]).
+    core: lumen_gateway::Gateway,
+    moved: Moved,
+}
+
+impl FallbackLimits {
+    /// The gate for a request admitted with `settlement` (the two share what a move records).
+    pub(crate) fn new(
+        shared: &Shared,
+        core: &lumen_gateway::Gateway,
+        key: Arc<ApiKey>,
+        estimate: u64,
+        settlement: &Settlement,
+    ) -> Self {
+        Self {
+            limiter: shared.stores.limiter.clone(),
+            metrics: shared.metrics.clone(),
+            fail_closed: shared.settings().fail_closed,
+            key,
+            estimate,
+            core: core.clone(),
+            moved: settlement.moved.clone(),
+        }
+    }
+
+    async fn enter(&self, model: &str) -> bool {
+        let scope = limit_scope(&self.core, &self.key, model);
+        let scope = scope.as_deref().unwrap_or(model);
+        let held = match self
+            .limiter
+            .admit_model(&self.key, scope, self.estimate)
+            .await
+        {
+            Ok(r) => Some(Settlement::new(
+                self.limiter.clone(),
+                r,
+                self.metrics.clone(),
+            )),
+            Err(LimitError::Store(e)) => {
+                store_error(&self.metrics, "limits", &e);
+                if self.fail_closed {
+                    return false;
+                }
+                None
+            }
+            Err(e) => {
+                tracing::info!(model = %lumen_gateway::Text(model), reason = e.reason(), "the key's limits refuse the fallback model");
+                return false;
+            }
+        };
+        let previous = self
+            .moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(held);
+        // An earlier fallback that did not serve gets its estimate back.
+        if let Some(Some(mut earlier)) = previous {
+            earlier.tokens = Some(0);
+        }
+        true
+    }
+}
+
+impl lumen_backend::ModelAdmission for FallbackLimits {
+    fn admit<'a>(&'a self, model: &'a str) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(self.enter(model))
+    }
+}
+
+/// The engine id a key's `per_model` limits are looked up by, when the key limits the engine
+/// model behind the public id `model` (an alias was used); `None`: the public id. So a
+/// per-model limit holds whichever way the call reached the model: by name, an alias, `auto`,
+/// a blank `model` or a fallback.
+pub(crate) fn limit_scope(
+    core: &lumen_gateway::Gateway,
+    key: &ApiKey,
+    model: &str,
+) -> Option<String> {
+    if key.per_model.is_empty() || key.per_model.contains_key(model) {
+        return None;
+    }
+    core.router()
+        .engine_for(model)
+        .filter(|engine| key.per_model.contains_key(engine))
 }
 
 /// How a request meets the cache.
@@ -341,9 +459,16 @@ impl Shared {
         let Some(body) = canonical() else {
             return CachePlan::bypass();
         };
-        let ns = principal.as_ref().map_or("", |k| k.name.as_str());
+        // The key's namespace, not its name: a key re-created under the same name never
+        // reads the old key's answers.
+        let ns = principal.as_ref().map(|k| k.namespace());
         CachePlan {
-            key: Some(cache_key(ns, endpoint, model, &body)),
+            key: Some(cache_key(
+                ns.as_deref().unwrap_or(""),
+                endpoint,
+                model,
+                &body,
+            )),
             lookup: !no_cache,
             store: true,
         }
@@ -412,8 +537,17 @@ impl Shared {
     }
 }
 
-/// Rough prompt size in tokens (4 bytes a token) plus the completion budget: the reservation
-/// that is settled to the real usage afterwards.
-pub(crate) fn estimate_tokens(body_len: usize, max_tokens: Option<u32>, default_max: u64) -> u64 {
-    (body_len as u64 / 4).max(1) + max_tokens.map_or(default_max, u64::from)
+/// Rough prompt size in tokens (4 bytes a token) plus the completion budget of every answer
+/// the engine will generate (`choices`: `n`, `best_of`, batched prompts): the reservation that
+/// is settled to the real usage afterwards. Saturates rather than wraps.
+pub(crate) fn estimate_tokens(
+    body_len: usize,
+    max_tokens: Option<u32>,
+    choices: u64,
+    default_max: u64,
+) -> u64 {
+    let budget = max_tokens.map_or(default_max, u64::from);
+    (body_len as u64 / 4)
+        .max(1)
+        .saturating_add(budget.saturating_mul(choices.max(1)))
 }

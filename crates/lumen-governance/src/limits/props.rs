@@ -167,7 +167,7 @@ fn run(ops: Vec<Op>, rpm: u64, tpm: u64, conc: u64) -> Result<(), TestCaseError>
         let Some(Ok(usage)) = l.usage(&key).now_or_never() else {
             return Err(TestCaseError::fail("usage read failed"));
         };
-        let values: Vec<u64> = usage.iter().map(|u| u.1).collect();
+        let values: Vec<u64> = usage.iter().map(|u| u.used).collect();
         let expected = vec![m.rpm.value(now), m.tpm.value(now), m.slots.len() as u64];
         prop_assert_eq!(
             values,

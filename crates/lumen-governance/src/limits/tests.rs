@@ -229,7 +229,7 @@ async fn a_live_request_keeps_its_slot_by_renewing_it() {
     l.settle(&after, None).await.unwrap();
     assert!(l.admit(&k, "m", 1).await.is_ok());
     let usage = l.usage(&k).await.unwrap();
-    assert_eq!(usage[0].1, 1, "{usage:?}");
+    assert_eq!(usage[0].used, 1, "{usage:?}");
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn a_refund_never_lowers_a_later_window() {
         l.admit(&k, "m", 1_000).await.is_err(),
         "600 charged in this window + 1000 > 1000"
     );
-    assert_eq!(l.usage(&k).await.unwrap()[0].1, 600);
+    assert_eq!(l.usage(&k).await.unwrap()[0].used, 600);
 }
 
 /// Found by the same property: charges and usage near `u64::MAX` wrapped (a panic in debug
@@ -297,7 +297,7 @@ async fn huge_estimates_and_usage_saturate() {
     assert!(l.admit(&k, "m", u64::MAX - 50).await.is_err());
     l.settle(&r, Some(u64::MAX)).await.unwrap();
     assert!(
-        l.usage(&k).await.unwrap()[0].1 >= 1_000,
+        l.usage(&k).await.unwrap()[0].used >= 1_000,
         "huge usage is a huge charge, not a refund"
     );
     assert!(l.admit(&k, "m", 1).await.is_err());
@@ -314,7 +314,7 @@ async fn huge_estimates_and_usage_saturate() {
     l.admit(&big, "m", 1).await.unwrap();
     l.settle(&r, Some(0)).await.unwrap();
     assert_eq!(
-        l.usage(&big).await.unwrap()[0].1,
+        l.usage(&big).await.unwrap()[0].used,
         (u64::MAX - 10) - (1 << 63),
         "a refund is at most i64::MAX + 1 (deltas are i64, as in Redis)"
     );
