@@ -62,7 +62,8 @@ pub fn to_hex(d: &[u8; 32]) -> String {
 
 pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
-    if s.len() != 64 {
+    // Hex digits only: `from_str_radix` alone would also take a sign (`+f`).
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];

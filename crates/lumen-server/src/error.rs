@@ -535,3 +535,9 @@ impl From<GatewayError> for ApiError {
 
 #[cfg(test)]
 mod tests;
+
+impl From<crate::headers::InvalidHeader> for ApiError {
+    fn from(e: crate::headers::InvalidHeader) -> Self {
+        Self::invalid_header(e.0)
+    }
+}

@@ -194,6 +194,7 @@ pub fn headers(data: &[u8]) {
         Ok(Some(d)) => assert!(!d.is_zero()),
         Ok(None) => assert!(map.get(headers::TIMEOUT_MS).is_none()),
         Err(e) => {
+            let e = crate::error::ApiError::from(e);
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert_eq!(e.error.code.as_deref(), Some("invalid_header"));
         }

@@ -10,8 +10,6 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
-use crate::error::ApiError;
-
 /// Longest client-supplied request id (and session id) that is accepted as is.
 pub(crate) const MAX_REQUEST_ID: usize = 128;
 
@@ -177,9 +175,15 @@ pub(crate) fn session_id(headers: &HeaderMap) -> Option<&str> {
         .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
 }
 
+/// A header whose value Lumen must read is not what it should be; the HTTP layer answers 400
+/// naming it (`error.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {0} header")]
+pub(crate) struct InvalidHeader(pub &'static str);
+
 /// `x-lumen-timeout-ms`: absent, or a positive whole number of milliseconds (anything else is a
 /// 400 naming the header).
-pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, InvalidHeader> {
     let Some(v) = headers.get(TIMEOUT_MS) else {
         return Ok(None);
     };
@@ -188,7 +192,7 @@ pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError>
         .and_then(|s| s.trim().parse::<u64>().ok())
         .filter(|ms| *ms > 0)
         .map(|ms| Some(Duration::from_millis(ms)))
-        .ok_or_else(|| ApiError::invalid_header(TIMEOUT_MS.as_str()))
+        .ok_or(InvalidHeader("x-lumen-timeout-ms"))
 }
 
 /// The bearer token of `Authorization`, when there is a non-empty one.

@@ -22,6 +22,27 @@ fn digest_and_lookup() {
 }
 
 #[test]
+fn a_digest_is_hex_digits_only() {
+    assert_eq!(parse_hex(&"+f".repeat(32)), None, "a sign is not a digit");
+    assert_eq!(parse_hex(&"0f".repeat(32)), Some([0x0f; 32]));
+    assert_eq!(parse_hex(&"0F".repeat(32)), Some([0x0f; 32]));
+}
+
+#[test]
+fn a_namespace_changes_with_the_secret_not_only_the_name() {
+    let k = |secret: &str| ApiKey {
+        name: "tenant".into(),
+        sha256: to_hex(&digest(secret)),
+        models: None,
+        limits: LimitSpec::default(),
+        per_model: Default::default(),
+    };
+    assert_ne!(k("one").namespace(), k("two").namespace());
+    assert_eq!(k("one").namespace(), k("one").namespace());
+    assert!(k("one").namespace().starts_with("tenant#"));
+}
+
+#[test]
 fn bad_keys_are_rejected_with_the_key_path() {
     let k = |name: &str, sha: &str| ApiKey {
         name: name.into(),
