@@ -507,7 +507,10 @@ async fn llama_cpp_flavour_repeats_a_prefill_unless_told_to_continue_it() {
             "stream_options": {"include_usage": true, "continuous_usage_stats": true}})),
     )
     .await;
-    assert_eq!(events.iter().filter(|e| e.get("usage").is_some()).count(), 1);
+    assert_eq!(
+        events.iter().filter(|e| e.get("usage").is_some()).count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -558,7 +561,10 @@ async fn streams_honour_n_packing_and_continuous_usage() {
             "stream_options": {"include_usage": true}}),
     )
     .await;
-    assert_eq!(events.iter().filter(|e| e.get("usage").is_some()).count(), 1);
+    assert_eq!(
+        events.iter().filter(|e| e.get("usage").is_some()).count(),
+        1
+    );
     let (status, body) = post(
         addr,
         "/v1/completions",
