@@ -114,14 +114,32 @@ pub(crate) type Principal = Option<Arc<ApiKey>>;
 pub(crate) struct Settlement {
     limiter: Limiter,
     reservation: Reservation,
+    /// What was reserved.
+    estimate: u64,
     /// Real (input + output) tokens, once known. `None` keeps the estimate.
     pub tokens: Option<u64>,
+    /// The least a request whose usage never arrived is charged (a stream: the prompt
+    /// estimate plus the output it relayed), when more than the estimate. See [`charge`].
+    pub floor: Option<u64>,
     metrics: Arc<Metrics>,
     renewal: Option<tokio::task::AbortHandle>,
 }
 
+/// What a request is charged when it settles: the engine's usage when it arrived; otherwise
+/// its reservation, or what it is known to have used when that is more (`None` keeps the
+/// reservation). A stream the client cut off, or whose engine never sent usage, can so never
+/// cost less than what it relayed, nor less than it reserved.
+pub(crate) fn charge(usage: Option<u64>, floor: Option<u64>, estimate: u64) -> Option<u64> {
+    usage.or(floor.filter(|f| *f > estimate))
+}
+
 impl Settlement {
-    fn new(limiter: Limiter, reservation: Reservation, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        limiter: Limiter,
+        reservation: Reservation,
+        estimate: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let renewal = reservation.has_leases().then(|| {
             let (limiter, reservation, metrics) =
                 (limiter.clone(), reservation.clone(), metrics.clone());
@@ -138,7 +156,9 @@ impl Settlement {
         Self {
             limiter,
             reservation,
+            estimate,
             tokens: None,
+            floor: None,
             metrics,
             renewal,
         }
@@ -150,12 +170,12 @@ impl Drop for Settlement {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
-        if !self.reservation.needs_settling(self.tokens) {
+        let tokens = charge(self.tokens, self.floor, self.estimate);
+        if !self.reservation.needs_settling(tokens) {
             return;
         }
         let limiter = self.limiter.clone();
         let reservation = std::mem::replace(&mut self.reservation, Reservation::none());
-        let tokens = self.tokens;
         let metrics = self.metrics.clone();
         let settle = async move {
             if let Err(e) = limiter.settle(&reservation, tokens).await {
@@ -283,7 +303,12 @@ impl Shared {
         let limiter = self.stores.limiter.clone();
         match limiter.admit(key, model, estimate).await {
             Ok((reservation, headers)) => Ok((
-                Some(Settlement::new(limiter, reservation, self.metrics.clone())),
+                Some(Settlement::new(
+                    limiter,
+                    reservation,
+                    estimate,
+                    self.metrics.clone(),
+                )),
                 headers,
             )),
             Err(LimitError::Store(e)) => {
@@ -410,6 +435,12 @@ impl Shared {
     pub(crate) fn limiter(&self) -> &Limiter {
         &self.stores.limiter
     }
+}
+
+/// Rough prompt size in tokens: 4 bytes of request body a token (the prompt part of
+/// [`estimate_tokens`]); what a stream whose usage never arrived is charged for its input.
+pub(crate) fn prompt_estimate(body_len: usize) -> u64 {
+    (body_len as u64 / 4).max(1)
 }
 
 /// Rough prompt size in tokens (4 bytes a token) plus the completion budget: the reservation
