@@ -410,3 +410,64 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Log lines written while a [`capture_logs`] guard lives, as JSON.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Every line so far, parsed (`tracing-subscriber`'s JSON: `target`, `fields`, ...).
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let buf = self.0.lock().unwrap();
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The fields of each access line.
+    pub fn access(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["target"] == "lumen::access")
+            .map(|l| l["fields"].clone())
+            .collect()
+    }
+
+    /// The fields of each line whose message contains `text`.
+    pub fn with_message(&self, text: &str) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(text))
+            })
+            .map(|l| l["fields"].clone())
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records Lumen's log lines (info and up) on this thread while the guard lives: a
+/// `#[tokio::test]` runs every task of the test (Lumen's and the simulators') on it.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
