@@ -448,9 +448,21 @@ impl Logs {
     }
 }
 
-impl std::io::Write for Logs {
+thread_local! {
+    /// Where log lines written on this thread go, while a [`capture_logs`] guard lives.
+    static SINK: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The global subscriber's writer: this thread's [`Logs`], if it is capturing.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        SINK.with(|s| {
+            if let Some(logs) = &*s.borrow() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -459,15 +471,34 @@ impl std::io::Write for Logs {
     }
 }
 
-/// Records Lumen's log lines (info and up) on this thread while the guard lives: a
+/// Stops a [`capture_logs`] capture when dropped.
+pub struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        SINK.with(|s| *s.borrow_mut() = None);
+    }
+}
+
+/// Records Lumen's log lines (info and up) written on this thread while the guard lives: a
 /// `#[tokio::test]` runs every task of the test (Lumen's and the simulators') on it.
-pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+///
+/// One global subscriber (set once) writes each line to the capturing thread's buffer. A
+/// per-thread `set_default` would race with other tests: a callsite first hit elsewhere at the
+/// wrong moment is cached as uninteresting for every thread.
+pub fn capture_logs() -> (Logs, LogGuard) {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| ThreadSink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    // Callsites registered before the subscriber existed are asked again.
+    tracing::callsite::rebuild_interest_cache();
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
+    SINK.with(|s| *s.borrow_mut() = Some(logs.clone()));
+    (logs, LogGuard(()))
 }
