@@ -448,3 +448,6 @@ pub(crate) fn prompt_estimate(body_len: usize) -> u64 {
 pub(crate) fn estimate_tokens(body_len: usize, max_tokens: Option<u32>, default_max: u64) -> u64 {
     (body_len as u64 / 4).max(1) + max_tokens.map_or(default_max, u64::from)
 }
+
+#[cfg(test)]
+mod tests;
