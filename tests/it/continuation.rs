@@ -425,3 +425,246 @@ async fn a_stream_that_breaks_twice_is_continued_twice_and_usage_sums_three_part
         "three parts of 5 tokens, then the error"
     );
 }
+
+/// A simulator in llama.cpp's flavour: it repeats a final assistant message at the start of its
+/// answer unless asked with `continue_final_message`, and sends no running usage.
+async fn llama_sim() -> (String, Simulator) {
+    sim_with(lumen_sim::SimConfig {
+        models: vec!["m".to_owned()],
+        flavor: lumen_sim::Flavor::LlamaCpp,
+        ..lumen_sim::SimConfig::default()
+    })
+    .await
+}
+
+/// Lumen from configuration over `kind = "llamacpp"` backends `b0`, `b1`, ..., continuation on.
+async fn llama_cpp_fleet(
+    urls: &[&str],
+    continuation: Option<lumen_backend::Continuation>,
+) -> Lumen {
+    let cfg = lumen_server::config::LumenConfig {
+        backends: urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| lumen_server::config::BackendConfig {
+                name: Some(format!("b{i}")),
+                url: (*u).to_owned(),
+                kind: lumen_server::config::EngineKind::Llamacpp,
+                continuation,
+                ..Default::default()
+            })
+            .collect(),
+        routing: continuing(),
+        health: no_health_checks(),
+        ..Default::default()
+    };
+    Lumen::start(lumen_server::Gateway::from_config(&cfg).unwrap()).await
+}
+
+/// The tokens a continuation was asked for (its `max_tokens`).
+fn asked(cont: &Value) -> u32 {
+    u32::try_from(cont["max_tokens"].as_u64().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_llama_cpp_backend_continues_without_sending_the_answer_twice() {
+    let (a, _sa) = llama_sim().await;
+    let (b, sb) = llama_sim().await;
+    let lumen = llama_cpp_fleet(&[&a, &b], None).await;
+    let r = cut_at_40_of_60(&lumen).await;
+    let (chunks, text) = events(&r);
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{}",
+        r.text()
+    );
+    let cont = &generations(&sb)[0];
+    assert_eq!(
+        cont["continue_final_message"], true,
+        "the default continuation for kind = llamacpp"
+    );
+    // llama.cpp sends no running token count, so the 40 tokens sent are estimated (4 bytes a
+    // token: more than 40 of the simulator's words), and fewer than 20 are asked for.
+    let asked = asked(cont);
+    assert!((1..=20).contains(&asked), "{asked}");
+    assert_eq!(
+        text,
+        whole_answer(40 + asked).await,
+        "the partial answer once, then the rest"
+    );
+}
+
+#[tokio::test]
+async fn the_seam_drops_a_copy_of_the_answer_whatever_the_engine() {
+    // `continuation = "prefill"` on llama.cpp: the engine repeats the partial answer before
+    // continuing it, as llama-server does; Lumen drops the copy.
+    let (a, _sa) = llama_sim().await;
+    let (b, sb) = llama_sim().await;
+    let lumen = llama_cpp_fleet(&[&a, &b], Some(lumen_backend::Continuation::Prefill)).await;
+    let r = cut_at_40_of_60(&lumen).await;
+    let (_, text) = events(&r);
+    let cont = &generations(&sb)[0];
+    assert!(
+        cont.get("continue_final_message").is_none(),
+        "a plain prefill"
+    );
+    let partial = cont["messages"][1]["content"].as_str().unwrap();
+    assert_eq!(partial, whole_answer(40).await);
+    assert_eq!(text.matches(partial).count(), 1, "{text}");
+    assert_eq!(text, whole_answer(40 + asked(cont)).await);
+}
+
+#[tokio::test]
+async fn a_continuation_counts_tokens_not_chunks() {
+    // Three tokens a chunk, cut after 40 tokens (14 chunks) of 60.
+    let body = chat_body(json!({"drop_after": 40, "tokens_per_chunk": 3}), 60);
+    // vLLM sends its running count when asked (Lumen asks on models it may continue): the
+    // continuation is asked for exactly the 20 tokens left, and usage adds up.
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
+    let r = post(&lumen.url("/v1/chat/completions"), &body).await;
+    let (chunks, text) = events(&r);
+    assert_eq!(asked(&generations(&sb)[0]), 20);
+    assert_eq!(text, whole_answer(60).await);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 60, "{usage}");
+    assert!(
+        chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c.get("usage").is_none_or(Value::is_null)),
+        "the running counts Lumen asked for are not shown to a caller who did not ask"
+    );
+
+    // An engine without running counts (llama.cpp): the estimate still never lets the answer
+    // run past `max_tokens`.
+    let (a, _sa) = llama_sim().await;
+    let (b, sb) = llama_sim().await;
+    let lumen = llama_cpp_fleet(&[&a, &b], None).await;
+    let r = post(&lumen.url("/v1/chat/completions"), &body).await;
+    let (chunks, text) = events(&r);
+    let asked = asked(&generations(&sb)[0]);
+    assert!(40 + asked <= 60, "{asked}");
+    assert_eq!(text, whole_answer(40 + asked).await);
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["completion_tokens"],
+        60,
+        "the first part's estimate plus the tokens the second generated"
+    );
+}
+
+#[tokio::test]
+async fn echo_and_structured_output_are_never_continued() {
+    let (a, sa) = sim(&["m"]).await;
+    let (b, sb) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
+    let mut seen = 0;
+    for extra in [
+        json!({"echo": true}),
+        json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}}),
+        json!({"response_format": {"type": "json_object"}}),
+    ] {
+        let mut body: Value =
+            serde_json::from_str(&chat_body(json!({"drop_after": 10}), 30)).unwrap();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = post(&lumen.url("/v1/chat/completions"), &body.to_string()).await;
+        let data = r.sse_data();
+        let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+        assert_eq!(error["error"]["code"], "stream_interrupted", "{extra}");
+        let asked = generations(&sa).len() + generations(&sb).len();
+        assert_eq!(asked, seen + 1, "{extra}: nobody was asked to continue");
+        seen = asked;
+    }
+}
+
+#[tokio::test]
+async fn a_fallback_model_on_the_engine_that_broke_finishes_the_answer() {
+    // One engine serves both models (llama.cpp's router mode, Ollama, a multi-model vLLM).
+    let (url, s) = sim(&["primary", "fallback"]).await;
+    let mut gov = GovernanceConfig::default();
+    gov.fallbacks
+        .insert("primary".into(), vec!["fallback".into()]);
+    gov.models.insert(
+        "primary".into(),
+        ModelConfig {
+            stream_continuation: Some(true),
+            ..ModelConfig::default()
+        },
+    );
+    let lumen = Lumen::start(builder(&[&url]).governance(gov).build().unwrap()).await;
+    let body = chat_body(json!({"drop_after": 20}), 30).replace("\"m\"", "\"primary\"");
+    let r = post(&lumen.url("/v1/chat/completions"), &body).await;
+    let (chunks, text) = events(&r);
+    assert_eq!(text, whole_answer(30).await, "{}", r.text());
+    assert_eq!(chunks.last().unwrap()["model"], "fallback");
+    let models: Vec<Value> = generations(&s).iter().map(|g| g["model"].clone()).collect();
+    assert_eq!(
+        models,
+        [json!("primary"), json!("fallback")],
+        "the same engine, asked again for the fallback model"
+    );
+}
+
+#[tokio::test]
+async fn when_no_engine_can_continue_the_log_says_why_and_what_was_relayed() {
+    let (url, _s) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&url]).governance(continuing()).build().unwrap()).await;
+    let (logs, _guard) = capture_logs();
+    let r = post(
+        &lumen.url("/v1/chat/completions"),
+        &chat_body(json!({"drop_after": 20}), 30),
+    )
+    .await;
+    let data = r.sse_data();
+    let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted");
+    let why = logs.with_message("no engine could continue the stream");
+    assert_eq!(why.len(), 1, "{:?}", logs.lines());
+    assert_eq!(
+        why[0]["reason"], "already_failed",
+        "the only backend is healthy; its stream of this model broke: {}",
+        why[0]
+    );
+    let access = logs.access();
+    let line = access.last().unwrap();
+    assert_eq!(
+        line["output_tokens"], 20,
+        "the engine's running count: {line}"
+    );
+    assert_eq!(line["tokens_estimated"], true, "{line}");
+}
+
+#[tokio::test]
+async fn a_continued_stream_is_logged_and_counted_against_every_backend_that_served_it() {
+    let (a, _sa) = sim(&["m"]).await;
+    let (b, _sb) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&a, &b]).governance(continuing()).build().unwrap()).await;
+    let (logs, _guard) = capture_logs();
+    let r = cut_at_40_of_60(&lumen).await;
+    let (_, text) = events(&r);
+    assert_eq!(text, whole_answer(60).await);
+    let access = logs.access();
+    let line = access
+        .last()
+        .unwrap_or_else(|| panic!("{:#?}", logs.lines()));
+    assert_eq!(
+        line["backend"], "b1",
+        "the backend that finished it: {line}"
+    );
+    assert_eq!(line["backends"], "b0,b1", "{line}");
+    assert_eq!(line["continuations"], 1);
+    assert_eq!(line["output_tokens"], 60);
+    assert_eq!(line["tokens_estimated"], false);
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    let requests = |backend: &str| {
+        metrics.lines().any(|l| {
+            l == format!(
+                r#"lumen_requests_total{{model="m",backend="{backend}",endpoint="chat",status_class="2xx"}} 1"#
+            )
+        })
+    };
+    assert!(requests("b1"), "{metrics}");
+    assert!(!requests("b0"), "{metrics}");
+}

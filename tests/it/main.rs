@@ -24,6 +24,7 @@ mod proxy;
 mod resilience;
 mod security;
 mod shared_state;
+mod stream_billing;
 mod streaming;
 mod tls;
 mod tracing;

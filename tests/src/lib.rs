@@ -410,3 +410,95 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Log lines written while a [`capture_logs`] guard lives, as JSON.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Every line so far, parsed (`tracing-subscriber`'s JSON: `target`, `fields`, ...).
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let buf = self.0.lock().unwrap();
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The fields of each access line.
+    pub fn access(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["target"] == "lumen::access")
+            .map(|l| l["fields"].clone())
+            .collect()
+    }
+
+    /// The fields of each line whose message contains `text`.
+    pub fn with_message(&self, text: &str) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(text))
+            })
+            .map(|l| l["fields"].clone())
+            .collect()
+    }
+}
+
+thread_local! {
+    /// Where log lines written on this thread go, while a [`capture_logs`] guard lives.
+    static SINK: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The global subscriber's writer: this thread's [`Logs`], if it is capturing.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SINK.with(|s| {
+            if let Some(logs) = &*s.borrow() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stops a [`capture_logs`] capture when dropped.
+pub struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        SINK.with(|s| *s.borrow_mut() = None);
+    }
+}
+
+/// Records Lumen's log lines (info and up) written on this thread while the guard lives: a
+/// `#[tokio::test]` runs every task of the test (Lumen's and the simulators') on it.
+///
+/// One global subscriber (set once) writes each line to the capturing thread's buffer. A
+/// per-thread `set_default` would race with other tests: a callsite first hit elsewhere at the
+/// wrong moment is cached as uninteresting for every thread.
+pub fn capture_logs() -> (Logs, LogGuard) {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| ThreadSink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    // Callsites registered before the subscriber existed are asked again.
+    tracing::callsite::rebuild_interest_cache();
+    let logs = Logs::default();
+    SINK.with(|s| *s.borrow_mut() = Some(logs.clone()));
+    (logs, LogGuard(()))
+}

@@ -33,7 +33,10 @@ use tokio::time::{Instant, timeout};
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
-use crate::stream::{Continue, GatewayStream, Open, Partial, Resume, Resumer, Served, force_usage};
+use crate::stream::{
+    Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resumer, Served,
+    ask_usage, avoided, blocked,
+};
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
 
@@ -373,9 +376,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) hints: &'a Hints,
     /// When the request was admitted: its total deadline counts from here.
     pub(crate) start: Instant,
-    /// Backends (by breaker) this request must not ask again, even when no other is left: the
-    /// ones whose stream broke, for a continuation.
-    pub(crate) avoid: Vec<Arc<CircuitBreaker>>,
+    /// (Backend, engine model) pairs this request must not ask again, even when no other is
+    /// left: the ones whose stream broke, for a continuation.
+    pub(crate) avoid: Vec<Avoid>,
     /// Finishing another engine's answer: only backends that can continue one are asked, and
     /// one that refuses (a 4xx) is skipped rather than reported.
     pub(crate) continuing: bool,
@@ -492,25 +495,40 @@ impl Gateway {
         &self,
         rr: &RouteRequest<'_>,
         silent: &[Arc<CircuitBreaker>],
-        avoid: &[Arc<CircuitBreaker>],
+        avoid: &[Avoid],
         continuing: bool,
     ) -> Result<Route<Upstream>, GovernanceError> {
         let router = &self.inner.router;
-        let answers = |u: &Upstream| {
-            let out =
-                |list: &[Arc<CircuitBreaker>]| list.iter().any(|b| Arc::ptr_eq(b, &u.breaker));
-            !out(silent)
-                && !out(avoid)
+        let answers = |u: &Upstream, m: &str| {
+            !silent.iter().any(|b| Arc::ptr_eq(b, &u.breaker))
+                && !avoided(avoid, u, m)
                 && (!continuing || u.backend.continuation() != Continuation::None)
         };
         match router.route_filtered(rr, &|u: &Upstream, m: &str| {
-            answers(u) && u.allows(m) && u.limit.available() > 0
+            answers(u, m) && u.allows(m) && u.limit.available() > 0
         }) {
             Err(GovernanceError::NoHealthyBackend { .. }) => {
-                router.route_filtered(rr, &|u: &Upstream, m: &str| answers(u) && u.allows(m))
+                router.route_filtered(rr, &|u: &Upstream, m: &str| answers(u, m) && u.allows(m))
             }
             other => other,
         }
+    }
+
+    /// Why no backend of `model` could take a continuation: the pool as it stands, so the log
+    /// never blames health when the healthy backends were ruled out for this stream.
+    fn why_not_continued(&self, model: &str, avoid: &[Avoid]) -> Blocked {
+        let router = &self.inner.router;
+        let engine = router.engine_for(model).unwrap_or_else(|| model.to_owned());
+        let pool: Vec<Candidate> = router
+            .backends_for(model)
+            .iter()
+            .map(|s| Candidate {
+                healthy: s.is_available() && s.backend.allows(&engine),
+                continues: s.backend.backend.continuation() != Continuation::None,
+                avoided: avoided(avoid, &s.backend, &engine),
+            })
+            .collect();
+        blocked(&pool)
     }
 
     /// Admits a request, then runs the attempt loop for it. The admission permit rides with
@@ -733,7 +751,7 @@ impl Gateway {
             // sees that refusal: a failed continuation reports the stream's own failure.
             if continuing && err.is_client_error() {
                 tracing::info!(backend = %route.lease.name, error = %Text(&err.to_string()), "engine refused to continue the answer");
-                avoid.push(up.breaker.clone());
+                avoid.push((up.breaker.clone(), route.engine_model.clone()));
                 drop((route, slot));
                 last_err = Some(err.into());
                 continue;
@@ -866,14 +884,12 @@ impl Gateway {
         Req: Clone + HasModel + Continue + Send + Sync + 'static,
         T: StreamPiece + HasModel + DeserializeOwned + Default + Send + 'static,
     {
-        let strip = force_usage(stream_options(&mut req));
+        let config = self.inner.router.config();
+        let engine = self.inner.router.engine_for(req.model());
+        let continues = config.continues_streams(req.model(), engine.as_deref().unwrap_or(""));
+        let usage = ask_usage(stream_options(&mut req), continues);
         // The request is kept for a continuation only where one may be wanted.
-        let kept = self
-            .inner
-            .router
-            .config()
-            .continues_any_stream()
-            .then(|| req.clone());
+        let kept = config.continues_any_stream().then(|| req.clone());
         let served = self
             .attempts(op, req, cx, &hints, |up, r, t| open(up, r, cx, t))
             .await?;
@@ -896,7 +912,7 @@ impl Gateway {
             });
         Ok(GatewayStream::new(
             served,
-            strip,
+            usage,
             self.inner.observer.clone(),
             resume.map(|r| Arc::new(r) as Arc<dyn Resume<T>>),
         ))
@@ -932,17 +948,30 @@ impl Gateway {
             cx,
             hints: &resumer.hints,
             start: resumer.start,
-            avoid: partial.avoid,
+            avoid: partial.avoid.clone(),
             continuing: true,
         };
         let call = |up: Upstream, mut r: Req, t: Timeouts| {
             r.for_engine(up.backend.continuation());
             open(up, r, cx, t)
         };
-        self.attempt_loop(plan, req, call)
-            .await
-            .inspect_err(|e| tracing::warn!(error = %Text(&e.to_string()), "no engine could continue the stream"))
-            .ok()
+        match self.attempt_loop(plan, req, call).await {
+            Ok(served) => Some(served),
+            Err(GatewayError::Governance(GovernanceError::NoHealthyBackend { model })) => {
+                let reason = self.why_not_continued(&model, &partial.avoid);
+                tracing::warn!(
+                    model = %Text(&model),
+                    reason = reason.as_str(),
+                    "no engine could continue the stream: {}",
+                    reason.explain()
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %Text(&e.to_string()), "no engine could continue the stream");
+                None
+            }
+        }
     }
 
     pub async fn chat(

@@ -13,9 +13,42 @@ pub trait Resumable: Sized {
     /// The same request with `partial` (the text already streamed to the caller) as the start
     /// of the answer, and its token limit lowered by the `sent` tokens already generated.
     /// `None` when the request cannot be continued that way: several choices, an answer the
-    /// caller already prefilled, a prompt of token ids or of several texts, or a token limit
-    /// already used up.
+    /// caller already prefilled, `echo`, output constrained by a schema or grammar, a prompt
+    /// of token ids or of several texts, or a token limit already used up.
     fn with_partial_answer(&self, partial: &str, sent: u32) -> Option<Self>;
+}
+
+/// Engine extras that constrain the output to a grammar (vLLM's guided decoding and
+/// structured outputs, llama.cpp's, SGLang's).
+const CONSTRAINTS: [&str; 9] = [
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+    "json_schema",
+    "grammar",
+    "regex",
+    "ebnf",
+];
+
+/// Whether the output must follow a schema or grammar. Such a stream is not continued: the
+/// engine asked to continue it starts the grammar again from the top, so the text after the
+/// seam would break the very format the caller asked for.
+fn constrained(extra: &crate::RawExtra) -> bool {
+    let json_format = extra
+        .get_as::<serde_json::Value>("response_format")
+        .is_some_and(|f| matches!(f["type"].as_str(), Some("json_object" | "json_schema")));
+    json_format
+        || CONSTRAINTS
+            .iter()
+            .any(|k| extra.get(k).is_some_and(|v| v.get() != "null"))
+}
+
+/// `echo: true`: the engine would repeat the prompt (or, for chat, the final message), which
+/// now holds the partial answer the caller already has.
+fn echoes(extra: &crate::RawExtra) -> bool {
+    extra.get_as::<bool>("echo") == Some(true)
 }
 
 /// A token limit less what was already generated; `None` (cannot continue) once spent.
@@ -32,7 +65,7 @@ fn single_choice(n: Option<u32>) -> bool {
 
 impl Resumable for ChatCompletionRequest {
     fn with_partial_answer(&self, partial: &str, sent: u32) -> Option<Self> {
-        if !single_choice(self.n) {
+        if !single_choice(self.n) || echoes(&self.extra) || constrained(&self.extra) {
             return None;
         }
         // A caller's own prefill would need merging with ours; not worth the risk of a wrong
@@ -68,11 +101,7 @@ impl Messages {
 
 impl Resumable for CompletionRequest {
     fn with_partial_answer(&self, partial: &str, sent: u32) -> Option<Self> {
-        if !single_choice(self.n) {
-            return None;
-        }
-        // `echo` would repeat the prompt, which now holds the partial answer.
-        if self.extra.get_as::<bool>("echo") == Some(true) {
+        if !single_choice(self.n) || echoes(&self.extra) || constrained(&self.extra) {
             return None;
         }
         let prompt = match &self.prompt {
@@ -103,6 +132,9 @@ pub enum Piece<'a> {
 /// A stream chunk type that continuation can read and edit.
 pub trait StreamPiece {
     fn piece(&self) -> Piece<'_>;
+    /// Replaces the text of the (single) answer in this chunk: a continuation's copy of the
+    /// text already sent is cut off at the seam.
+    fn set_text(&mut self, text: &str);
     fn usage_mut(&mut self) -> &mut Option<Usage>;
     /// The stream's `id` and `created`: a continued stream keeps the first engine's.
     fn stream_id(&self) -> (&str, u64);
@@ -158,6 +190,12 @@ impl StreamPiece for ChatCompletionChunk {
         }
     }
 
+    fn set_text(&mut self, text: &str) {
+        if let Some(choice) = self.choices.first_mut() {
+            choice.delta.content = Some(text.to_owned());
+        }
+    }
+
     stream_fields!();
 }
 
@@ -167,6 +205,12 @@ impl StreamPiece for CompletionResponse {
             [] => Piece::Other,
             [choice] if choice.index == 0 => Piece::Text(&choice.text),
             _ => Piece::Unsupported,
+        }
+    }
+
+    fn set_text(&mut self, text: &str) {
+        if let Some(choice) = self.choices.first_mut() {
+            text.clone_into(&mut choice.text);
         }
     }
 

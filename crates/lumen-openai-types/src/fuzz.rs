@@ -318,6 +318,11 @@ pub fn peek(data: &[u8]) {
                 in_band.as_ref(),
                 "in-band error differs"
             );
+            // The output walk never fails on what was accepted, and never counts more text
+            // than the payload holds.
+            let mut text = 0u64;
+            chunk.outputs(|_, n| text += n);
+            assert!(text <= data.len() as u64, "outputs count {text} bytes");
         }
     }
 }

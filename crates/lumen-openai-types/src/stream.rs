@@ -91,6 +91,8 @@ struct Peeked {
     /// A choice carries a non-null `finish_reason`: the answer is complete.
     finished: bool,
     error: Option<crate::ErrorObject>,
+    /// Where `choices` is in the payload, for [`Chunk::outputs`].
+    choices: Option<std::ops::Range<usize>>,
 }
 
 /// Whether a `choices` array names a `finish_reason` other than `null` (a byte search over this
@@ -179,10 +181,16 @@ impl<T> Chunk<T> {
         });
         let tokens = usage.as_ref().and_then(PeekUsage::tokens);
         let usage_only = usage.is_some() && empty;
+        // A sub-slice of `raw`: its offset is the difference of the two addresses.
+        let choices = m.choices.map(|c| {
+            let at = c.as_ptr() as usize - raw.as_ptr() as usize;
+            at..at + c.len()
+        });
         let peek = Peeked {
             tokens,
             usage_only,
             finished,
+            choices,
             error: if failed {
                 crate::ErrorObject::from_upstream(&raw)
             } else {
@@ -271,6 +279,31 @@ impl<T: DeserializeOwned + Default> Chunk<T> {
         match &self.peek {
             Some(p) => p.usage_only,
             None => self.get().is_usage_only(),
+        }
+    }
+
+    /// Calls `f(index, bytes)` for each choice in this event with the bytes of text it
+    /// generated here (unescaped): chat's `content`, reasoning and tool-call names and
+    /// arguments, completions' `text`. This is what a tokenizer-free count of relayed output is
+    /// made of. An edited chunk is serialised to be read the same way.
+    pub fn outputs(&self, mut f: impl FnMut(u32, u64))
+    where
+        T: Serialize,
+    {
+        if let (Some(raw), Some(Peeked { choices, .. })) = (&self.raw, &self.peek) {
+            if let Some(c) = choices.clone().and_then(|r| raw.get(r)) {
+                peek::choice_outputs(c, &mut f);
+            }
+            return;
+        }
+        if let Some(c) = self
+            .to_json()
+            .ok()
+            .as_deref()
+            .and_then(peek::scan)
+            .and_then(|m| m.choices)
+        {
+            peek::choice_outputs(c, &mut f);
         }
     }
 

@@ -36,6 +36,12 @@ pub(crate) struct Access {
     pub waited: Duration,
     pub ttft: Option<Duration>,
     pub tokens: Option<(u64, u64)>,
+    /// `tokens` is Lumen's estimate (a stream whose usage never arrived: the prompt estimate
+    /// and the output it relayed), not the engine's count.
+    pub tokens_estimated: bool,
+    /// Every backend that served a part of a continued stream, in order (`backend` is the
+    /// last, which finished it).
+    pub backends: Option<String>,
     /// Times a broken stream was continued on another engine.
     pub continuations: u32,
     /// The request's spans while it runs, when it is sampled and trace export is on.
@@ -67,6 +73,8 @@ impl Access {
             waited: Duration::ZERO,
             ttft: None,
             tokens: None,
+            tokens_estimated: false,
+            backends: None,
             continuations: 0,
             #[cfg(feature = "otel")]
             trace: None,
@@ -146,6 +154,8 @@ impl Access {
             ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1e3),
             input_tokens = self.tokens.map(|t| t.0),
             output_tokens = self.tokens.map(|t| t.1),
+            tokens_estimated = self.tokens_estimated,
+            backends = self.backends.as_deref().map(|b| tracing::field::display(lumen_gateway::Text(b))),
             attempts = self.attempts,
             continuations = self.continuations,
             overhead_us = overhead.as_micros() as u64,

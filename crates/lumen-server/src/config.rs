@@ -142,8 +142,8 @@ pub struct BackendConfig {
     /// an endless body. Over it the request fails with 502 `upstream_response_too_large`.
     pub max_response_bytes: usize,
     /// How the engine continues another engine's partial answer, for models with
-    /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM and
-    /// SGLang, `prefill` for llama.cpp, `none` for the others (unknown, so never asked).
+    /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM,
+    /// SGLang and llama.cpp, `none` for the others (unknown, so never asked).
     pub continuation: Option<lumen_backend::Continuation>,
 }
 
@@ -178,8 +178,9 @@ impl EngineKind {
     pub fn continuation(self) -> lumen_backend::Continuation {
         use lumen_backend::Continuation;
         match self {
-            Self::Vllm | Self::Sglang => Continuation::ContinueFinalMessage,
-            Self::Llamacpp => Continuation::Prefill,
+            // llama.cpp continues a bare prefill too, but repeats its text at the start of
+            // the answer unless `continue_final_message` is set.
+            Self::Vllm | Self::Sglang | Self::Llamacpp => Continuation::ContinueFinalMessage,
             Self::Tgi | Self::Ollama | Self::OpenaiCompatible => Continuation::None,
         }
     }

@@ -30,7 +30,9 @@ use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
-use crate::shared::{CachePlan, FallbackLimits, Principal, Settlement, estimate_tokens};
+use crate::shared::{
+    CachePlan, FallbackLimits, Principal, Settlement, estimate_tokens, prompt_estimate,
+};
 use lumen_governance::limits::RateHeaders;
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
@@ -512,7 +514,13 @@ impl Api {
         }
         if E::streams(&r) {
             let stream = E::stream(self.gw.core(), r, &cx).await;
-            return Ok(self.sse(refund_on_error(stream, settlement)?, request_id, rate));
+            let prompt = prompt_estimate(body_len);
+            return Ok(self.sse(
+                refund_on_error(stream, settlement)?,
+                prompt,
+                request_id,
+                rate,
+            ));
         }
         let deterministic = match E::caching(&r) {
             Caching::IfDeterministic { temperature, seed } => Some((temperature, seed)),
@@ -683,7 +691,9 @@ impl Api {
     }
 
     /// A committed stream as SSE. The access record moves into the body and is closed when the
-    /// stream ends (or the client goes away), with its time to first token and tokens.
+    /// stream ends (or the client goes away), with its time to first token and tokens; `prompt`
+    /// is the request's prompt estimate, charged with what was relayed when the engine's usage
+    /// never arrives.
     fn sse<
         T: Serialize
             + HasModel
@@ -696,6 +706,7 @@ impl Api {
     >(
         &self,
         (stream, settlement): (GatewayStream<T>, Option<Settlement>),
+        prompt: u64,
         request_id: &HeaderValue,
         rate: RateHeaders,
     ) -> Outcome {
@@ -740,6 +751,7 @@ impl Api {
                 gateway: self.gw.clone(),
                 error: None,
                 settlement,
+                prompt,
             }),
             span: tracing::Span::current(),
         };
@@ -840,6 +852,8 @@ struct Record {
     gateway: Gateway,
     error: Option<&'static str>,
     settlement: Option<Settlement>,
+    /// The prompt estimate (see [`Api::sse`]).
+    prompt: u64,
 }
 
 pin_project_lite::pin_project! {
@@ -875,12 +889,32 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// (input, output) tokens of a stream that ended, and whether they are Lumen's estimate: the
+/// engine's usage when it arrived, else the prompt estimate and the output relayed (a client
+/// that left, an engine that broke or never sent usage).
+fn stream_tokens(usage: Option<(u64, u64)>, prompt: u64, relayed: u64) -> ((u64, u64), bool) {
+    match usage {
+        Some(t) => (t, false),
+        None => ((prompt, relayed), true),
+    }
+}
+
 fn close<T>(mut r: Record, stream: &GatewayStream<T>, outcome: &str) {
-    let tokens = stream.tokens();
-    r.access.tokens = tokens;
+    let usage = stream.tokens();
+    let (tokens, estimated) = stream_tokens(usage, r.prompt, stream.relayed());
+    r.access.tokens = Some(tokens);
+    r.access.tokens_estimated = estimated;
     r.access.continuations = stream.continuations();
+    if stream.continuations() > 0 {
+        // The request counts against the backend (and model) that finished it; the line
+        // names every backend that served a part.
+        r.access.backend = Some(stream.backend().to_owned());
+        r.access.model = Some(stream.model().to_owned());
+        r.access.backends = Some(stream.backends().collect::<Vec<_>>().join(","));
+    }
     if let Some(s) = r.settlement.as_mut() {
-        s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
+        s.tokens = usage.map(|(i, o)| i.saturating_add(o));
+        s.floor = estimated.then(|| tokens.0.saturating_add(tokens.1));
     }
     let outcome = r.error.unwrap_or(outcome);
     r.access

@@ -114,8 +114,13 @@ pub(crate) type Principal = Option<Arc<ApiKey>>;
 pub(crate) struct Settlement {
     limiter: Limiter,
     reservation: Reservation,
+    /// What was reserved.
+    estimate: u64,
     /// Real (input + output) tokens, once known. `None` keeps the estimate.
     pub tokens: Option<u64>,
+    /// The least a request whose usage never arrived is charged (a stream: the prompt
+    /// estimate plus the output it relayed), when more than the estimate. See [`charge`].
+    pub floor: Option<u64>,
     metrics: Arc<Metrics>,
     renewal: Option<tokio::task::AbortHandle>,
     /// Set by [`FallbackLimits`] when a fallback model took the request over.
@@ -126,8 +131,21 @@ pub(crate) struct Settlement {
 /// that model's own reservation (`None` inside when the key has no limits there).
 type Moved = Arc<Mutex<Option<Option<Settlement>>>>;
 
+/// What a request is charged when it settles: the engine's usage when it arrived; otherwise
+/// its reservation, or what it is known to have used when that is more (`None` keeps the
+/// reservation). A stream the client cut off, or whose engine never sent usage, can so never
+/// cost less than what it relayed, nor less than it reserved.
+pub(crate) fn charge(usage: Option<u64>, floor: Option<u64>, estimate: u64) -> Option<u64> {
+    usage.or(floor.filter(|f| *f > estimate))
+}
+
 impl Settlement {
-    fn new(limiter: Limiter, reservation: Reservation, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        limiter: Limiter,
+        reservation: Reservation,
+        estimate: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let renewal = reservation.has_leases().then(|| {
             let (limiter, reservation, metrics) =
                 (limiter.clone(), reservation.clone(), metrics.clone());
@@ -144,7 +162,9 @@ impl Settlement {
         Self {
             limiter,
             reservation,
+            estimate,
             tokens: None,
+            floor: None,
             metrics,
             renewal,
             moved: Moved::default(),
@@ -157,6 +177,7 @@ impl Drop for Settlement {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
+        let tokens = charge(self.tokens, self.floor, self.estimate);
         // A fallback served: the tokens are that model's (its reservation settles them), and
         // the model admitted at the door gets its per-model estimate back. The key's own
         // counters settle the same tokens either way.
@@ -168,15 +189,14 @@ impl Drop for Settlement {
         if let Some(fallback) = moved {
             self.reservation.mark_moved();
             if let Some(mut f) = fallback {
-                f.tokens = self.tokens;
+                f.tokens = tokens;
             }
         }
-        if !self.reservation.needs_settling(self.tokens) {
+        if !self.reservation.needs_settling(tokens) {
             return;
         }
         let limiter = self.limiter.clone();
         let reservation = std::mem::replace(&mut self.reservation, Reservation::none());
-        let tokens = self.tokens;
         let metrics = self.metrics.clone();
         let settle = async move {
             if let Err(e) = limiter.settle(&reservation, tokens).await {
@@ -241,6 +261,7 @@ impl FallbackLimits {
             Ok(r) => Some(Settlement::new(
                 self.limiter.clone(),
                 r,
+                self.estimate,
                 self.metrics.clone(),
             )),
             Err(LimitError::Store(e)) => {
@@ -401,7 +422,12 @@ impl Shared {
         let limiter = self.stores.limiter.clone();
         match limiter.admit(key, model, estimate).await {
             Ok((reservation, headers)) => Ok((
-                Some(Settlement::new(limiter, reservation, self.metrics.clone())),
+                Some(Settlement::new(
+                    limiter,
+                    reservation,
+                    estimate,
+                    self.metrics.clone(),
+                )),
                 headers,
             )),
             Err(LimitError::Store(e)) => {
@@ -537,6 +563,12 @@ impl Shared {
     }
 }
 
+/// Rough prompt size in tokens: 4 bytes of request body a token (the prompt part of
+/// [`estimate_tokens`]); what a stream whose usage never arrived is charged for its input.
+pub(crate) fn prompt_estimate(body_len: usize) -> u64 {
+    (body_len as u64 / 4).max(1)
+}
+
 /// Rough prompt size in tokens (4 bytes a token) plus the completion budget of every answer
 /// the engine will generate (`choices`: `n`, `best_of`, batched prompts): the reservation that
 /// is settled to the real usage afterwards. Saturates rather than wraps.
@@ -547,7 +579,8 @@ pub(crate) fn estimate_tokens(
     default_max: u64,
 ) -> u64 {
     let budget = max_tokens.map_or(default_max, u64::from);
-    (body_len as u64 / 4)
-        .max(1)
-        .saturating_add(budget.saturating_mul(choices.max(1)))
+    prompt_estimate(body_len).saturating_add(budget.saturating_mul(choices.max(1)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,6 +23,23 @@ pub struct SimConfig {
     /// How many received requests to keep for [`crate::Simulator::records`]; 0 keeps none.
     pub record: usize,
     pub faults: Faults,
+    /// Which engine to imitate where engines differ.
+    pub flavor: Flavor,
+}
+
+/// The engine the simulator imitates where real engines behave differently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flavor {
+    /// vLLM (and SGLang): a final assistant message is continued with
+    /// `continue_final_message: true` (which forbids `add_generation_prompt`), and
+    /// `stream_options.continuous_usage_stats` puts `usage` in every chunk.
+    #[default]
+    Vllm,
+    /// llama.cpp's `llama-server`: a final assistant message is continued (a prefill), but
+    /// unless the request sets `continue_final_message: true` the answer starts by repeating
+    /// that message's text (the first content chunk carries it, with the first new token), as
+    /// `llama-server` was seen to do; `continuous_usage_stats` is not supported.
+    LlamaCpp,
 }
 
 impl Default for SimConfig {
@@ -37,6 +54,7 @@ impl Default for SimConfig {
             api_key: None,
             record: 0,
             faults: Faults::default(),
+            flavor: Flavor::default(),
         }
     }
 }
@@ -79,6 +97,9 @@ pub struct Faults {
     /// Refuse with 400 a chat request whose last message is the assistant's (a prefill, or
     /// `continue_final_message`), as a model whose template does not allow it does.
     pub reject_prefill: bool,
+    /// Stream this many tokens per chunk (SGLang's `stream_interval`, speculative decoding)
+    /// instead of one; `usage` still counts tokens.
+    pub tokens_per_chunk: Option<u32>,
 }
 
 impl Faults {
@@ -105,6 +126,7 @@ impl Faults {
             stall_after: req.stall_after.or(self.stall_after),
             retry_after: req.retry_after.or(self.retry_after),
             reject_prefill: req.reject_prefill || self.reject_prefill,
+            tokens_per_chunk: req.tokens_per_chunk.or(self.tokens_per_chunk),
         }
     }
 

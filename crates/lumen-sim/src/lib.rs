@@ -3,8 +3,8 @@
 //! It is three things at once: the newcomer's demo backend, the test double every integration
 //! test talks to over real TCP, and the baseline that Lumen's overhead is measured against (so it
 //! is written to be cheap per request). It serves configurable models with deterministic text,
-//! honours `max_tokens`, time to first token, inter-token latency and
-//! `stream_options.include_usage`, answers embeddings, `/health`, `/v1/models` and a `/metrics`
+//! honours `max_tokens`, `n`, time to first token, inter-token latency,
+//! `stream_options.include_usage` and vLLM's `continuous_usage_stats`, answers embeddings, `/health`, `/v1/models` and a `/metrics`
 //! page with vLLM's metric names, injects faults on demand, and records what it received.
 //!
 //! # Endpoints
@@ -25,14 +25,17 @@
 //! model ([`Simulator::set_model_faults`]), or per request through a `"sim"` object in the JSON
 //! body, which Lumen forwards like any unknown field: `{"sim": {"status": 503, "hang": true,
 //! "ttft_ms": 500, "itl_ms": 5, "drop_after": 3, "garbage_after": 2, "error_after": 2,
-//! "stall_after": 4, "retry_after": 2, "reject_prefill": true, "flat_error": true}}`.
+//! "stall_after": 4, "retry_after": 2, "reject_prefill": true, "flat_error": true,
+//! "tokens_per_chunk": 3}}`.
 //!
 //! # Continuation
 //! A chat request whose last message is the assistant's is continued from that text (as
 //! llama.cpp does with a prefill, and vLLM with `continue_final_message`, whose rule against
 //! also setting `add_generation_prompt` is enforced); a completion prompt that ends with the
 //! simulator's own answer is continued from there. So an answer cut on one simulator and
-//! finished on another reads exactly like one uninterrupted answer.
+//! finished on another reads exactly like one uninterrupted answer. In llama.cpp's flavour
+//! ([`Flavor::LlamaCpp`]) a final assistant message not marked `continue_final_message: true`
+//! is continued too, but its text comes back first, as `llama-server` sends it.
 //!
 //! # Layout
 //! - `config`: [`SimConfig`], [`Faults`].
@@ -47,7 +50,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use config::{Faults, SimConfig};
+pub use config::{Faults, Flavor, SimConfig};
 pub use server::serve;
 
 /// One request as the simulator received it.

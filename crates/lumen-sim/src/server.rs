@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
-use crate::config::Faults;
+use crate::config::{Faults, Flavor};
 use crate::text;
 use crate::{Recorded, Simulator, State};
 
@@ -83,6 +83,9 @@ struct SimRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(default)]
     max_completion_tokens: Option<u32>,
+    /// Choices to generate (each the same deterministic answer).
+    #[serde(default)]
+    n: Option<u32>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -107,6 +110,9 @@ struct SimRequest<'a> {
 struct StreamOpts {
     #[serde(default)]
     include_usage: Option<bool>,
+    /// vLLM's: `usage` (so far) in every chunk, not only at the end.
+    #[serde(default)]
+    continuous_usage_stats: Option<bool>,
 }
 
 /// What a request path asks for.
@@ -256,11 +262,12 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         _ => None,
     };
     let continues = req.continue_final_message == Some(true);
-    if continues && req.add_generation_prompt != Some(false) {
+    let vllm = state.cfg.flavor == Flavor::Vllm;
+    if vllm && continues && req.add_generation_prompt != Some(false) {
         let msg = "Cannot set both `continue_final_message` and `add_generation_prompt` to True.";
         return error(StatusCode::BAD_REQUEST, msg, faults.flat_error);
     }
-    if continues && prefill.is_none() {
+    if vllm && continues && prefill.is_none() {
         let msg = "continue_final_message is set, but the last message is not the assistant's.";
         return error(StatusCode::BAD_REQUEST, msg, faults.flat_error);
     }
@@ -294,12 +301,16 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         kind,
         start,
         n: max_tokens,
+        choices: req.n.unwrap_or(1).max(1),
         finish: if req.max_tokens.is_some() || req.max_completion_tokens.is_some() {
             "length"
         } else {
             "stop"
         },
         prompt_tokens: text::estimate_tokens(prompt_raw.map_or(0, |r| r.get().len())),
+        // llama.cpp's quirk: a prefill it was not told to continue comes back first.
+        repeat: prefill.filter(|_| !vllm && !continues),
+        continuous: false,
     };
     if kind == Kind::Embedding {
         return embeddings(
@@ -310,11 +321,11 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         );
     }
     if req.stream.unwrap_or(false) {
-        let usage = req
-            .stream_options
-            .unwrap_or_default()
-            .include_usage
-            .unwrap_or(false);
+        let opts = req.stream_options.unwrap_or_default();
+        let usage = opts.include_usage.unwrap_or(false);
+        let mut g = g;
+        // vLLM sends per-chunk usage only when the final usage is asked for too.
+        g.continuous = vllm && usage && opts.continuous_usage_stats == Some(true);
         return stream(state.clone(), g, ttft, itl, usage, faults, _running);
     }
     let wait = ttft + itl * max_tokens.saturating_sub(1);
@@ -326,7 +337,7 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         .fetch_add(g.prompt_tokens, Ordering::Relaxed);
     state
         .generation_tokens
-        .fetch_add(u64::from(g.n), Ordering::Relaxed);
+        .fetch_add(g.completion_tokens(), Ordering::Relaxed);
     state.success.fetch_add(1, Ordering::Relaxed);
     json(StatusCode::OK, g.full_response())
 }
@@ -450,9 +461,17 @@ struct Generation {
     kind: Kind,
     /// Index of the first token: a continued answer picks up where its prefill stops.
     start: u32,
+    /// Tokens per choice.
     n: u32,
+    /// Choices (`n` in the request), each the same answer.
+    choices: u32,
     finish: &'static str,
     prompt_tokens: u64,
+    /// Text sent before the answer, in the first content chunk of each choice, without
+    /// counting as generated (llama.cpp's repeated prefill, [`Flavor::LlamaCpp`]).
+    repeat: Option<String>,
+    /// `usage` so far in every stream chunk (vLLM's `continuous_usage_stats`).
+    continuous: bool,
 }
 
 impl Generation {
@@ -471,77 +490,95 @@ impl Generation {
         );
     }
 
-    fn usage(&self, out: &mut String) {
+    /// Tokens generated over all choices.
+    fn completion_tokens(&self) -> u64 {
+        u64::from(self.n) * u64::from(self.choices)
+    }
+
+    fn usage(&self, out: &mut String, completion: u64) {
         let _ = write!(
             out,
-            r#""usage":{{"prompt_tokens":{},"total_tokens":{},"completion_tokens":{}}}"#,
+            r#""usage":{{"prompt_tokens":{},"total_tokens":{},"completion_tokens":{completion}}}"#,
             self.prompt_tokens,
-            self.prompt_tokens + u64::from(self.n),
-            self.n
+            self.prompt_tokens + completion,
         );
+    }
+
+    /// The answer's text, with the repeated prefill in front when there is one.
+    fn text(&self, from: u32, to: u32) -> String {
+        let mut text = String::new();
+        if from == 0 {
+            text.push_str(self.repeat.as_deref().unwrap_or(""));
+        }
+        text.push_str(&text::answer_from(self.start + from, to - from));
+        text
     }
 
     fn full_response(&self) -> String {
         let mut out = String::with_capacity(512);
-        let text = json_str(&text::answer_from(self.start, self.n));
-        match self.kind {
-            Kind::Chat => {
-                self.head(&mut out, "chat.completion");
-                let _ = write!(
-                    out,
-                    r#""choices":[{{"index":0,"message":{{"role":"assistant","content":{text},"tool_calls":[]}},"logprobs":null,"finish_reason":"{}","stop_reason":null}}],"#,
-                    self.finish
-                );
+        let text = json_str(&self.text(0, self.n));
+        let (object, body) = match self.kind {
+            Kind::Chat => (
+                "chat.completion",
+                format!(r#""message":{{"role":"assistant","content":{text},"tool_calls":[]}}"#),
+            ),
+            _ => ("text_completion", format!(r#""text":{text}"#)),
+        };
+        self.head(&mut out, object);
+        out.push_str(r#""choices":["#);
+        for c in 0..self.choices {
+            if c > 0 {
+                out.push(',');
             }
-            _ => {
-                self.head(&mut out, "text_completion");
-                let _ = write!(
-                    out,
-                    r#""choices":[{{"index":0,"text":{text},"logprobs":null,"finish_reason":"{}","stop_reason":null}}],"#,
-                    self.finish
-                );
-            }
+            let _ = write!(
+                out,
+                r#"{{"index":{c},{body},"logprobs":null,"finish_reason":"{}","stop_reason":null}}"#,
+                self.finish
+            );
         }
-        self.usage(&mut out);
+        out.push_str("],");
+        self.usage(&mut out, self.completion_tokens());
         out.push('}');
         out
     }
 
-    /// One SSE frame for token `i` (`None` for the role-only opening chunk of chat).
-    fn token_frame(&self, i: Option<u32>) -> Bytes {
+    /// One SSE frame of choice `c`: tokens `from..to` of its answer, or (`None`) chat's
+    /// role-only opening chunk.
+    fn token_frame(&self, c: u32, span: Option<(u32, u32)>) -> Bytes {
         let mut out = String::with_capacity(256);
         out.push_str("data: ");
-        let last = i.is_some_and(|i| i + 1 == self.n);
-        let finish = if last {
-            format!("\"{}\"", self.finish)
-        } else {
-            "null".to_owned()
+        let finish = match span {
+            Some((_, to)) if to == self.n => format!("\"{}\"", self.finish),
+            _ => "null".to_owned(),
         };
+        let text = span.map(|(from, to)| self.text(from, to));
         match self.kind {
             Kind::Chat => {
                 self.head(&mut out, "chat.completion.chunk");
-                let delta = match i {
+                let delta = match &text {
                     None => r#"{"role":"assistant","content":""}"#.to_owned(),
-                    Some(i) => {
-                        format!(r#"{{"content":{}}}"#, json_str(text::token(self.start + i)))
-                    }
+                    Some(t) => format!(r#"{{"content":{}}}"#, json_str(t)),
                 };
                 let _ = write!(
                     out,
-                    r#""choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
+                    r#""choices":[{{"index":{c},"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]"#
                 );
             }
             _ => {
                 self.head(&mut out, "text_completion");
-                let tok = i.map_or("", |i| text::token(self.start + i));
                 let _ = write!(
                     out,
-                    r#""choices":[{{"index":0,"text":{},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}]}}"#,
-                    json_str(tok)
+                    r#""choices":[{{"index":{c},"text":{},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}]"#,
+                    json_str(text.as_deref().unwrap_or(""))
                 );
             }
         }
-        out.push_str("\n\n");
+        if self.continuous {
+            // vLLM counts the tokens this choice generated so far.
+            out.push(',');
+            self.usage(&mut out, u64::from(span.map_or(0, |(_, to)| to)));
+        }
+        out.push_str("}\n\n");
         Bytes::from(out)
     }
 
@@ -554,7 +591,7 @@ impl Generation {
         };
         self.head(&mut out, object);
         out.push_str(r#""choices":[],"#);
-        self.usage(&mut out);
+        self.usage(&mut out, self.completion_tokens());
         out.push_str("}\n\n");
         Bytes::from(out)
     }
@@ -568,6 +605,26 @@ enum Step {
     Stall,
 }
 
+/// What the stream does when it reaches token `i`: nothing, or one of the injected faults.
+fn fault_at(faults: &Faults, i: u32) -> Option<Step> {
+    if faults.drop_after == Some(i) {
+        return Some(Step::Fail);
+    }
+    if faults.stall_after == Some(i) {
+        return Some(Step::Stall);
+    }
+    if faults.garbage_after == Some(i) {
+        return Some(Step::Frame(Bytes::from_static(
+            b"data: {this is not json\n\n",
+        )));
+    }
+    faults.error_after.filter(|at| *at == i).map(|_| {
+        Step::Frame(Bytes::from_static(
+            b"data: {\"error\":{\"object\":\"error\",\"message\":\"injected engine failure\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\ndata: [DONE]\n\n",
+        ))
+    })
+}
+
 fn stream(
     state: Arc<State>,
     g: Generation,
@@ -577,42 +634,32 @@ fn stream(
     faults: Faults,
     running: Running,
 ) -> Response<Body> {
-    let mut steps = Vec::with_capacity(g.n as usize * 2 + 4);
+    let per_chunk = faults.tokens_per_chunk.unwrap_or(1).max(1);
+    let mut steps = Vec::with_capacity((g.n / per_chunk + 2) as usize * (g.choices as usize + 1));
     steps.push(Step::Wait(ttft));
     if g.kind == Kind::Chat {
-        steps.push(Step::Frame(g.token_frame(None)));
+        steps.extend((0..g.choices).map(|c| Step::Frame(g.token_frame(c, None))));
     }
     let mut ended_early = false;
-    for i in 0..g.n {
-        if i > 0 {
+    // Tokens are generated one at a time (one inter-token latency each) and sent in groups of
+    // `per_chunk`, or sooner when a fault cuts the stream.
+    let mut from = 0;
+    for i in 0..=g.n {
+        let fault = (i < g.n).then(|| fault_at(&faults, i)).flatten();
+        if i > from && (i - from == per_chunk || i == g.n || fault.is_some()) {
+            for c in 0..g.choices {
+                steps.push(Step::Frame(g.token_frame(c, Some((from, i)))));
+            }
+            from = i;
+        }
+        if let Some(fault) = fault {
+            steps.push(fault);
+            ended_early = true;
+            break;
+        }
+        if i > 0 && i < g.n {
             steps.push(Step::Wait(itl));
         }
-        if faults.drop_after == Some(i) {
-            steps.push(Step::Fail);
-            ended_early = true;
-            break;
-        }
-        if faults.stall_after == Some(i) {
-            steps.push(Step::Stall);
-            ended_early = true;
-            break;
-        }
-        if faults.garbage_after == Some(i) {
-            steps.push(Step::Frame(Bytes::from_static(
-                b"data: {this is not json\n\n",
-            )));
-            ended_early = true;
-            break;
-        }
-        if faults.error_after == Some(i) {
-            steps.push(Step::Frame(Bytes::from_static(
-                b"data: {\"error\":{\"object\":\"error\",\"message\":\"injected engine failure\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n",
-            )));
-            steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
-            ended_early = true;
-            break;
-        }
-        steps.push(Step::Frame(g.token_frame(Some(i))));
     }
     if !ended_early {
         if include_usage {
@@ -622,7 +669,7 @@ fn stream(
             steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
         }
     }
-    let tokens = u64::from(g.n);
+    let tokens = g.completion_tokens();
     let prompt = g.prompt_tokens;
     let done_state = state.clone();
     let frames = futures::stream::unfold(

@@ -416,3 +416,163 @@ async fn a_prefilled_answer_is_continued_and_vllm_rules_are_kept() {
     let (status, body) = post(addr, "/v1/chat/completions", ask(json!({}))).await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// A streamed POST's `data:` payloads (HTTP/1.0, so the body is not chunked and ends at EOF),
+/// parsed, up to `[DONE]`.
+async fn stream_events(addr: SocketAddr, path: &str, body: Value) -> Vec<Value> {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nhost: sim\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .take_while(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+fn prefilled(extra: Value) -> Value {
+    let mut body = json!({
+        "model": "sim-model",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Lumen routes every"}
+        ],
+        "max_tokens": 3,
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+fn contents(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn llama_cpp_flavour_repeats_a_prefill_unless_told_to_continue_it() {
+    let (addr, _sim) = lumen_sim::spawn(SimConfig {
+        models: vec!["sim-model".to_owned()],
+        flavor: lumen_sim::Flavor::LlamaCpp,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // A prefill: the answer starts with the prefill's text again, in the first chunk with the
+    // first new token; usage counts only the generated tokens.
+    let events = stream_events(
+        addr,
+        "/v1/chat/completions",
+        prefilled(json!({"stream": true, "stream_options": {"include_usage": true}})),
+    )
+    .await;
+    assert_eq!(
+        contents(&events),
+        ["Lumen routes every request", " to", " a"]
+    );
+    assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 3);
+    let (status, body) = post(addr, "/v1/chat/completions", prefilled(json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Lumen routes every request to a"
+    );
+    // `continue_final_message` continues it cleanly (no vLLM rule about the generation
+    // prompt: llama.cpp does not check it).
+    let events = stream_events(
+        addr,
+        "/v1/chat/completions",
+        prefilled(json!({"stream": true, "continue_final_message": true})),
+    )
+    .await;
+    assert_eq!(contents(&events), [" request", " to", " a"]);
+    // Continuous usage is vLLM's: llama.cpp sends usage only at the end.
+    let events = stream_events(
+        addr,
+        "/v1/chat/completions",
+        prefilled(json!({"stream": true, "continue_final_message": true,
+            "stream_options": {"include_usage": true, "continuous_usage_stats": true}})),
+    )
+    .await;
+    assert_eq!(
+        events.iter().filter(|e| e.get("usage").is_some()).count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn streams_honour_n_packing_and_continuous_usage() {
+    let (addr, _sim) = sim().await;
+    let events = stream_events(
+        addr,
+        "/v1/chat/completions",
+        json!({
+            "model": "sim-model", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5, "n": 2, "stream": true,
+            "stream_options": {"include_usage": true, "continuous_usage_stats": true},
+            "sim": {"tokens_per_chunk": 2},
+        }),
+    )
+    .await;
+    let of = |c: u64| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["choices"][0]["index"] == c)
+            .collect()
+    };
+    for c in 0..2 {
+        let chunks = of(c);
+        let texts: Vec<&str> = chunks
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(texts, ["", "Lumen routes", " every request", " to"], "{c}");
+        let counts: Vec<&Value> = chunks
+            .iter()
+            .map(|e| &e["usage"]["completion_tokens"])
+            .collect();
+        assert_eq!(counts, [0, 2, 4, 5], "tokens so far, per choice");
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            "length"
+        );
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 10, "both choices");
+    // Without the switch, usage comes once, at the end.
+    let events = stream_events(
+        addr,
+        "/v1/completions",
+        json!({"model": "sim-model", "prompt": "hi", "max_tokens": 3, "stream": true,
+            "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(
+        events.iter().filter(|e| e.get("usage").is_some()).count(),
+        1
+    );
+    let (status, body) = post(
+        addr,
+        "/v1/completions",
+        json!({"model": "sim-model", "prompt": "hi", "max_tokens": 2, "n": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["choices"].as_array().unwrap().len(), 3);
+    assert_eq!(body["choices"][2]["text"], "Lumen routes");
+    assert_eq!(body["usage"]["completion_tokens"], 6);
+}

@@ -133,3 +133,47 @@ fn completion_chunks_say_what_they_add_to_the_answer() {
     );
     assert_eq!(c.get().piece(), Piece::Unsupported);
 }
+
+#[test]
+fn echo_and_constrained_output_are_never_continued() {
+    let base = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true"#;
+    let with = |extra: &str| chat(&format!("{base},{extra}}}"));
+    for extra in [
+        r#""echo":true"#,
+        r#""response_format":{"type":"json_object"}"#,
+        r#""response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}"#,
+        r#""guided_json":{"type":"object"}"#,
+        r#""grammar":"root ::= \"a\"""#,
+    ] {
+        assert!(
+            with(extra).with_partial_answer("{\"a\"", 2).is_none(),
+            "{extra}"
+        );
+    }
+    for extra in [
+        r#""echo":false"#,
+        r#""response_format":{"type":"text"}"#,
+        r#""guided_json":null"#,
+    ] {
+        assert!(
+            with(extra).with_partial_answer("Hi", 1).is_some(),
+            "{extra}"
+        );
+    }
+    let schema: CompletionRequest = parse(
+        br#"{"model":"m","prompt":"a","response_format":{"type":"json_schema","json_schema":{}}}"#,
+    )
+    .unwrap();
+    assert!(schema.with_partial_answer("x", 1).is_none());
+}
+
+#[test]
+fn the_answer_text_of_a_chunk_can_be_replaced() {
+    let mut c =
+        chunk::<ChatCompletionChunk>(r#"{"choices":[{"index":0,"delta":{"content":"abcdef"}}]}"#);
+    c.get_mut().set_text("def");
+    assert_eq!(c.get().piece(), Piece::Text("def"));
+    let mut c = chunk::<CompletionResponse>(r#"{"choices":[{"index":0,"text":"abc"}]}"#);
+    c.get_mut().set_text("");
+    assert_eq!(c.get().piece(), Piece::Text(""));
+}

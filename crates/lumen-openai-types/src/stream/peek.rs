@@ -262,3 +262,185 @@ impl<'a> Scanner<'a> {
         }
     }
 }
+
+/// Calls `f(index, bytes)` for each choice of a stream event's `choices` array: how many bytes
+/// of text the choice generated in this event, unescaped — chat's `delta.content`,
+/// `reasoning_content`, `reasoning` and tool calls' `name` and `arguments`; completions' `text`.
+/// The array was validated when the event was read, so the walk is lenient: anything
+/// unexpected ends it.
+pub(crate) fn choice_outputs(choices: &[u8], f: &mut dyn FnMut(u32, u64)) {
+    let mut s = Scanner { b: choices, i: 0 };
+    let _ = s.outputs(f);
+}
+
+/// Delta members whose strings are generated text.
+const GENERATED: [&[u8]; 3] = [b"content", b"reasoning_content", b"reasoning"];
+/// Members of a tool call (at any depth) whose strings are generated text.
+const TOOL_TEXT: [&[u8]; 2] = [b"name", b"arguments"];
+
+impl<'a> Scanner<'a> {
+    fn outputs(&mut self, f: &mut dyn FnMut(u32, u64)) -> R<()> {
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() == Some(b'{') {
+                let (index, bytes) = self.choice()?;
+                f(index, bytes);
+            } else {
+                self.value(1)?;
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => return Ok(()),
+                _ => return Err(()),
+            }
+        }
+    }
+
+    /// The members of the object at the current `{`: `member(key)` must consume each value.
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> R<()>) -> R<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            // An escaped key is never one of the few read here; its value is skipped.
+            let (key, _) = self.string()?;
+            self.eat(b':')?;
+            self.ws();
+            member(self, key)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    /// One choice: its `index` and the bytes of text it carries.
+    fn choice(&mut self) -> R<(u32, u64)> {
+        let (mut index, mut bytes) = (0, 0);
+        self.members(|s, key| match key {
+            b"index" => {
+                let start = s.i;
+                s.value(2)?;
+                index = std::str::from_utf8(&s.b[start..s.i])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                Ok(())
+            }
+            b"text" => s.text_len(2).map(|n| bytes += n),
+            b"delta" if s.peek() == Some(b'{') => s.members(|s, key| {
+                if GENERATED.contains(&key) {
+                    s.text_len(3).map(|n| bytes += n)
+                } else if key == b"tool_calls" {
+                    s.tool_text(3).map(|n| bytes += n)
+                } else {
+                    s.value(3)
+                }
+            }),
+            _ => s.value(2),
+        })?;
+        Ok((index, bytes))
+    }
+
+    /// The unescaped length of the string here; 0 (and skipped) for any other value.
+    fn text_len(&mut self, depth: usize) -> R<u64> {
+        if self.peek() != Some(b'"') {
+            return self.value(depth).map(|()| 0);
+        }
+        let (raw, escaped) = self.string()?;
+        Ok(if escaped {
+            unescaped_len(raw)
+        } else {
+            raw.len() as u64
+        })
+    }
+
+    /// The bytes of the tool-call strings named in [`TOOL_TEXT`] anywhere in this value.
+    fn tool_text(&mut self, depth: usize) -> R<u64> {
+        if depth >= MAX_NESTING {
+            return Err(());
+        }
+        match self.peek() {
+            Some(b'{') => {
+                let mut n = 0;
+                self.members(|s, key| {
+                    let add = if TOOL_TEXT.contains(&key) && s.peek() == Some(b'"') {
+                        s.text_len(depth + 1)?
+                    } else {
+                        s.tool_text(depth + 1)?
+                    };
+                    n += add;
+                    Ok(())
+                })?;
+                Ok(n)
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut n = 0;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(0);
+                }
+                loop {
+                    self.ws();
+                    n += self.tool_text(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(n);
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            _ => self.value(depth).map(|()| 0),
+        }
+    }
+}
+
+/// The UTF-8 length of a JSON string's raw (still escaped) contents.
+fn unescaped_len(raw: &[u8]) -> u64 {
+    let (mut n, mut i) = (0u64, 0);
+    while i < raw.len() {
+        if raw[i] != b'\\' {
+            n += 1;
+            i += 1;
+            continue;
+        }
+        if raw.get(i + 1) == Some(&b'u') {
+            let unit = std::str::from_utf8(raw.get(i + 2..i + 6).unwrap_or_default())
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+            // A surrogate is half of a 4-byte character.
+            n += match unit {
+                0..0x80 => 1,
+                0x80..0x800 | 0xD800..=0xDFFF => 2,
+                _ => 3,
+            };
+            i += 6;
+        } else {
+            n += 1;
+            i += 2;
+        }
+    }
+    n
+}

@@ -1,5 +1,5 @@
 use super::*;
-use crate::ChatCompletionChunk;
+use crate::{ChatCompletionChunk, CompletionResponse};
 
 const TOKEN: &[u8] = br#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"logprobs":null,"finish_reason":null}]}"#;
 const USAGE: &[u8] = br#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}"#;
@@ -268,4 +268,68 @@ fn nesting_stops_where_serde_json_stops() {
         );
         assert_eq!(serde_json::from_str::<serde_json::Value>(&doc).is_ok(), ok);
     }
+}
+
+fn outputs<T: serde::de::DeserializeOwned + Default + Serialize>(c: &Chunk<T>) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    c.outputs(|i, n| out.push((i, n)));
+    out
+}
+
+#[test]
+fn outputs_count_the_generated_text_of_each_choice() {
+    let chat = |json: &str| {
+        outputs(
+            &Chunk::<ChatCompletionChunk>::from_raw(Bytes::copy_from_slice(json.as_bytes()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        chat(r#"{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#),
+        [(0, 0)]
+    );
+    assert_eq!(
+        chat(
+            r#"{"choices":[{"delta":{"content":"Hello"},"index":3,"logprobs":{"content":[{"token":"Hello"}]}}]}"#
+        ),
+        [(3, 5)],
+        "logprobs are not output; index may come last"
+    );
+    // Escapes count as the bytes they stand for: é (2), a surrogate pair (4), \n (1).
+    assert_eq!(
+        chat(r#"{"choices":[{"index":0,"delta":{"content":"\u00e9\ud83d\ude00\n\"a"}}]}"#),
+        [(0, 2 + 4 + 1 + 2)]
+    );
+    assert_eq!(
+        chat(
+            r#"{"choices":[{"index":0,"delta":{"content":null,"reasoning_content":"hmm","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"a\":1}"}}]}}]}"#
+        ),
+        [(0, 3 + 3 + 7)],
+        "reasoning, and a tool call's name and arguments (not its id or type)"
+    );
+    assert_eq!(
+        chat(
+            r#"{"choices":[{"index":0,"delta":{"content":"ab"}},{"index":1,"delta":{"content":"cde"}}]}"#
+        ),
+        [(0, 2), (1, 3)]
+    );
+    assert!(chat(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#).is_empty());
+    assert!(chat(r#"{"object":"chat.completion.chunk"}"#).is_empty());
+    let completion = Chunk::<CompletionResponse>::from_raw(Bytes::from_static(
+        br#"{"choices":[{"index":0,"text":" once","logprobs":null}]}"#,
+    ))
+    .unwrap();
+    assert_eq!(outputs(&completion), [(0, 5)]);
+}
+
+#[test]
+fn an_edited_chunk_is_read_the_same_way() {
+    let mut c = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(
+        br#"{"model":"m","choices":[{"index":1,"delta":{"content":"caf\u00e9"}}]}"#,
+    ))
+    .unwrap();
+    assert_eq!(outputs(&c), [(1, 5)]);
+    "alias".clone_into(c.get_mut().model_mut());
+    assert!(c.raw().is_none());
+    assert_eq!(outputs(&c), [(1, 5)]);
 }
