@@ -23,6 +23,36 @@ pub struct SimConfig {
     /// How many received requests to keep for [`crate::Simulator::records`]; 0 keeps none.
     pub record: usize,
     pub faults: Faults,
+    /// Which engine's API to speak where engines differ.
+    pub flavor: Flavor,
+}
+
+/// The engine the simulator imitates where engines' APIs differ. Everything else (the OpenAI
+/// endpoints, faults, continuation) is the same in every flavour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flavor {
+    /// vLLM: `/tokenize` takes `prompt` or `messages` and answers `count`, `max_model_len`,
+    /// `tokens`; `/detokenize` answers `prompt`.
+    #[default]
+    Vllm,
+    /// llama.cpp's `llama-server`: `/tokenize` reads only `content` (`{"tokens": [...]}`,
+    /// an empty list without it), `/detokenize` answers `content`, and it serves
+    /// `/apply-template` and `GET /props`.
+    Llamacpp,
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vllm" => Ok(Self::Vllm),
+            "llamacpp" | "llama.cpp" => Ok(Self::Llamacpp),
+            other => Err(format!(
+                "unknown flavor {other:?} (expected vllm or llamacpp)"
+            )),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -37,6 +67,7 @@ impl Default for SimConfig {
             api_key: None,
             record: 0,
             faults: Faults::default(),
+            flavor: Flavor::default(),
         }
     }
 }

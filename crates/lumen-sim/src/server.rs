@@ -22,9 +22,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
-use crate::config::Faults;
+use crate::config::{Faults, Flavor};
 use crate::text;
 use crate::{Recorded, Simulator, State};
+
+mod llamacpp;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -116,6 +118,8 @@ enum Route {
     Rerank,
     Tokenize,
     Detokenize,
+    /// llama.cpp only: chat messages through the template, as text.
+    ApplyTemplate,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -155,10 +159,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/rerank" | "/v1/rerank" | "/v2/rerank") => Route::Rerank,
         (&Method::POST, "/tokenize") => Route::Tokenize,
         (&Method::POST, "/detokenize") => Route::Detokenize,
+        (&Method::POST, "/apply-template") if state.cfg.flavor == Flavor::Llamacpp => {
+            Route::ApplyTemplate
+        }
+        (&Method::GET, "/props") if state.cfg.flavor == Flavor::Llamacpp => {
+            record(&state, &req, Bytes::new());
+            return Ok(llamacpp::props(&state));
+        }
         _ => return Ok(error(StatusCode::NOT_FOUND, "Not Found", false)),
     };
     // Rerank runs the model like an embedding does; the tokenizer endpoints never reach it.
-    if !matches!(route, Route::Tokenize | Route::Detokenize) {
+    if !matches!(
+        route,
+        Route::Tokenize | Route::Detokenize | Route::ApplyTemplate
+    ) {
         state.generation_requests.fetch_add(1, Ordering::Relaxed);
     }
     let (parts, body) = req.into_parts();
@@ -172,8 +186,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(match route {
         Route::Generate(kind) => generate(state, kind, &body).await,
         Route::Rerank => rerank(state, &body).await,
-        Route::Tokenize => tokenize(state, &body).await,
-        Route::Detokenize => detokenize(state, &body).await,
+        Route::Tokenize => match state.cfg.flavor {
+            Flavor::Vllm => tokenize(state, &body).await,
+            Flavor::Llamacpp => llamacpp::tokenize(state, &body).await,
+        },
+        Route::Detokenize => match state.cfg.flavor {
+            Flavor::Vllm => detokenize(state, &body).await,
+            Flavor::Llamacpp => llamacpp::detokenize(state, &body).await,
+        },
+        Route::ApplyTemplate => llamacpp::apply_template(state, &body).await,
     })
 }
 
