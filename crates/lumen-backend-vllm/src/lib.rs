@@ -27,7 +27,7 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lumen_backend::{
     Backend, BackendError, ChunkStream, Continuation, Health, RequestContext, TimeoutKind,
 };
@@ -65,6 +65,8 @@ pub struct VllmConfig {
     /// Sent as `Authorization: Bearer ...` to engines started with `--api-key`.
     pub api_key: Option<String>,
     pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long, by a background reaper (and at once
+    /// when the engine has closed them), so a burst leaves no descriptors behind.
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     /// Cap on a non-streamed response body, so a broken engine cannot exhaust memory. Over it
@@ -304,6 +306,9 @@ impl VllmBackend {
             http.enforce_http(false);
             Transport::Tls(
                 Client::builder(TokioExecutor::new())
+                    // Without a timer hyper-util never closes idle connections on its own:
+                    // they would wait for the next request, as in the plain pool.
+                    .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(cfg.pool_idle_timeout)
                     .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
                     .build(https_connector(http, &cfg.name)?),

@@ -145,7 +145,14 @@ pub struct BackendConfig {
     /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM and
     /// SGLang, `prefill` for llama.cpp, `none` for the others (unknown, so never asked).
     pub continuation: Option<lumen_backend::Continuation>,
+    /// Idle pooled connections to the engine are closed after this long, in the background
+    /// (and as soon as the engine has closed its end), so a burst leaves no descriptors open.
+    pub pool_idle_timeout_ms: u64,
 }
+
+/// 90 s, as common HTTP clients keep idle connections. Engines that close theirs sooner (vLLM
+/// and llama.cpp after about 5 s) are noticed by the pool's sweep within seconds.
+pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
 
 /// Well above any real answer (a long completion with logprobs is a few MB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -162,6 +169,7 @@ impl Default for BackendConfig {
             probe: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             continuation: None,
+            pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
         }
     }
 }
@@ -770,6 +778,12 @@ impl LumenConfig {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
                 "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(i) = self.backends.iter().position(|b| b.pool_idle_timeout_ms == 0) {
+            return Err(ConfigError::invalid(
+                format!("backends[{i}].pool_idle_timeout_ms"),
                 "must be greater than 0",
             ));
         }

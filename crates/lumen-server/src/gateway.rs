@@ -315,6 +315,7 @@ fn backend_specs(
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
             vc.max_response_bytes = bc.max_response_bytes;
             vc.continuation = bc.effective_continuation();
+            vc.pool_idle_timeout = Duration::from_millis(bc.pool_idle_timeout_ms);
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
             }
@@ -322,12 +323,13 @@ fn backend_specs(
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{:?}|{:?}|{}|{:x}",
+                "{}|{:?}|{:?}|{:?}|{}|{}|{:x}",
                 bc.url,
                 bc.kind,
                 bc.effective_continuation(),
                 resolved.connect,
                 bc.max_response_bytes,
+                bc.pool_idle_timeout_ms,
                 bc.api_key.as_ref().map_or(0, |k| fingerprint(k.expose()))
             );
             let spec = BackendSpec {
