@@ -192,6 +192,15 @@ impl EngineKind {
         }
     }
 
+    /// How the engine's tokenizer endpoints are spoken: llama.cpp's are translated to vLLM's
+    /// shapes, the others are forwarded.
+    pub fn dialect(self) -> lumen_backend_vllm::Dialect {
+        match self {
+            Self::Llamacpp => lumen_backend_vllm::Dialect::Llamacpp,
+            _ => lumen_backend_vllm::Dialect::Vllm,
+        }
+    }
+
     /// The probe that works on this engine without billing tokens.
     pub fn default_probe(self) -> Probe {
         match self {

@@ -309,11 +309,22 @@ macro_rules! json_endpoint {
 }
 
 json_endpoint!(
-    /// `POST /tokenize` (vLLM): a `prompt`, or chat `messages`, to token ids.
+    /// `POST /tokenize` (vLLM): a `prompt`, or chat `messages`, to token ids. Lumen speaks vLLM's
+    /// shape whatever the engine (a llama.cpp backend's is translated in lumen-backend-vllm), so
+    /// llama.cpp's own `content` is refused with a pointer to `prompt`.
     Tokenize, "tokenize", "/tokenize", bills = false,
     validate = |r| {
-        if r.extra.contains_key("messages") {
+        if r.extra.contains_key("messages") || r.extra.contains_key("prompt") {
             Ok(())
+        } else if r.extra.contains_key("content") {
+            Err(RequestError {
+                message: "Missing required parameter: 'prompt'. /tokenize takes vLLM's body \
+                          ('prompt', or chat 'messages'), whichever engine serves the model; \
+                          llama.cpp's 'content' is not accepted."
+                    .to_owned(),
+                param: Some("prompt".to_owned()),
+                code: Some("missing_required_parameter"),
+            })
         } else {
             require(r, "prompt")
         }

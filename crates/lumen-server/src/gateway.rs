@@ -315,6 +315,7 @@ fn backend_specs(
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
             vc.max_response_bytes = bc.max_response_bytes;
             vc.continuation = bc.effective_continuation();
+            vc.dialect = bc.kind.dialect();
             vc.pool_idle_timeout = Duration::from_millis(bc.pool_idle_timeout_ms);
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;

@@ -93,7 +93,10 @@ async fn pieces_are_text_or_the_bytes_of_a_split_character() {
         .map(|p| p["piece"].clone())
         .collect();
     // "Lumen", " ", then é's two bytes, each not UTF-8 on its own.
-    assert_eq!(pieces, [json!("Lumen"), json!(" "), json!([195]), json!([169])]);
+    assert_eq!(
+        pieces,
+        [json!("Lumen"), json!(" "), json!([195]), json!([169])]
+    );
     assert!(t["tokens"][0]["id"].is_u64());
 }
 

@@ -1,0 +1,199 @@
+//! Engines that differ from vLLM, through Lumen over real TCP (issue 20, item 3): llama.cpp's
+//! tokenizer surface translated to vLLM's shapes (against lumen-sim in llama.cpp flavour).
+
+use lumen_server::Gateway;
+use lumen_server::config::{BackendConfig, EngineKind, LumenConfig};
+use lumen_sim::{Flavor, SimConfig};
+use lumen_tests::*;
+use serde_json::{Value, json};
+
+/// Lumen in front of one engine of `kind`, configured as an operator would.
+async fn lumen_for(url: &str, kind: EngineKind) -> Lumen {
+    let cfg = LumenConfig {
+        backends: vec![BackendConfig {
+            name: Some("e".into()),
+            url: url.to_owned(),
+            kind,
+            ..BackendConfig::default()
+        }],
+        health: no_health_checks(),
+        ..LumenConfig::default()
+    };
+    Lumen::start(Gateway::from_config(&cfg).unwrap()).await
+}
+
+/// A simulated engine serving `m`, in the given flavour.
+async fn engine(flavor: Flavor) -> (String, lumen_sim::Simulator) {
+    sim_with(SimConfig {
+        models: vec!["m".into()],
+        max_model_len: 4096,
+        flavor,
+        ..SimConfig::default()
+    })
+    .await
+}
+
+async fn call(lumen: &Lumen, path: &str, body: Value) -> Reply {
+    post(&lumen.url(path), &body.to_string()).await
+}
+
+/// The paths the engine was asked, discovery's `/v1/models` aside.
+fn engine_calls(sim: &lumen_sim::Simulator) -> Vec<String> {
+    sim.records()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p != "/v1/models")
+        .collect()
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The same vLLM-shaped calls answer in the same shapes whether vLLM or llama.cpp serves them.
+#[tokio::test]
+async fn tokenizer_calls_take_vllm_shapes_on_a_llamacpp_engine() {
+    let (vurl, _vsim) = engine(Flavor::Vllm).await;
+    let (lurl, lsim) = engine(Flavor::Llamacpp).await;
+    let vllm = lumen_for(&vurl, EngineKind::Vllm).await;
+    let llama = lumen_for(&lurl, EngineKind::Llamacpp).await;
+
+    let text = "Lumen routes every request";
+    let body = json!({"model": "m", "prompt": text});
+    let v = call(&vllm, "/tokenize", body.clone()).await;
+    let l = call(&llama, "/tokenize", body).await;
+    assert_eq!(
+        (v.status.as_u16(), l.status.as_u16()),
+        (200, 200),
+        "{} | {}",
+        v.text(),
+        l.text()
+    );
+    let (v, l) = (v.json(), l.json());
+    assert_eq!(
+        keys(&l),
+        ["count", "max_model_len", "token_strs", "tokens"],
+        "{l}"
+    );
+    // Same vocabulary in both simulators, and vLLM's BOS default honoured on llama.cpp.
+    assert_eq!(l["tokens"], v["tokens"]);
+    assert_eq!(l["count"], v["count"]);
+    assert_eq!(l["tokens"][0], 1);
+    assert_eq!(l["max_model_len"], 4096, "from /props");
+    assert_eq!(l["token_strs"], Value::Null);
+    // What the engine was asked: llama.cpp's body, then its props (once).
+    let rec = lsim.records();
+    let tok = rec.iter().find(|r| r.path == "/tokenize").unwrap();
+    assert_eq!(
+        tok.body,
+        json!({"model": "m", "content": text, "add_special": true, "with_pieces": false})
+    );
+    assert_eq!(rec.iter().filter(|r| r.path == "/props").count(), 1);
+    call(&llama, "/tokenize", json!({"model": "m", "prompt": "x"})).await;
+    assert_eq!(
+        lsim.records().iter().filter(|r| r.path == "/props").count(),
+        1,
+        "the context length is remembered"
+    );
+
+    // Detokenize: vLLM's `prompt` back (llama.cpp writes special tokens out).
+    let d = call(
+        &llama,
+        "/detokenize",
+        json!({"model": "m", "tokens": l["tokens"]}),
+    )
+    .await;
+    assert_eq!(d.status, 200, "{}", d.text());
+    assert_eq!(d.json(), json!({"prompt": format!("<s>{text}")}));
+
+    // Token strings, a split character's bytes named as SentencePiece does.
+    let s = call(
+        &llama,
+        "/tokenize",
+        json!({"model": "m", "prompt": "Lumen é", "add_special_tokens": false, "return_token_strs": true}),
+    )
+    .await
+    .json();
+    assert_eq!(
+        s["token_strs"],
+        json!(["Lumen", " ", "<0xC3>", "<0xA9>"]),
+        "{s}"
+    );
+    assert_eq!(s["count"], 4);
+}
+
+/// vLLM's chat form: llama.cpp renders the messages with the model's own template
+/// (`/apply-template`), then tokenizes that text with the BOS its chat path adds.
+#[tokio::test]
+async fn messages_are_rendered_by_the_llamacpp_template_then_tokenized() {
+    let (vurl, _vsim) = engine(Flavor::Vllm).await;
+    let (lurl, lsim) = engine(Flavor::Llamacpp).await;
+    let vllm = lumen_for(&vurl, EngineKind::Vllm).await;
+    let llama = lumen_for(&lurl, EngineKind::Llamacpp).await;
+    let body = json!({"model": "m", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Lumen routes"}
+    ]});
+    let v = call(&vllm, "/tokenize", body.clone()).await.json();
+    let l = call(&llama, "/tokenize", body).await;
+    assert_eq!(l.status, 200, "{}", l.text());
+    let l = l.json();
+    assert_eq!(l["count"], v["count"].as_u64().unwrap() + 1, "BOS: {l} {v}");
+    assert_eq!(
+        l["tokens"].as_array().unwrap()[1..],
+        v["tokens"].as_array().unwrap()[..]
+    );
+    assert_eq!(
+        engine_calls(&lsim),
+        ["/apply-template", "/tokenize", "/props"]
+    );
+    let d = call(
+        &llama,
+        "/detokenize",
+        json!({"model": "m", "tokens": l["tokens"]}),
+    )
+    .await;
+    assert_eq!(
+        d.json()["prompt"],
+        "<s>system: Be brief.\nuser: Lumen routes\nassistant: "
+    );
+}
+
+/// llama.cpp's own body is not Lumen's API: refused before any engine is asked, naming what
+/// to send. An engine without `/apply-template` (an older llama.cpp) gets a clear 400 for
+/// `messages`, not its 404.
+#[tokio::test]
+async fn llamacpp_bodies_and_engines_without_a_template_endpoint_get_clear_errors() {
+    let (lurl, lsim) = engine(Flavor::Llamacpp).await;
+    let llama = lumen_for(&lurl, EngineKind::Llamacpp).await;
+    let r = call(&llama, "/tokenize", json!({"model": "m", "content": "hi"})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "prompt");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'content'")
+    );
+    assert!(engine_calls(&lsim).is_empty());
+
+    // The vLLM-flavoured simulator has no /apply-template: as an old llama-server.
+    let (old, _) = engine(Flavor::Vllm).await;
+    let old = lumen_for(&old, EngineKind::Llamacpp).await;
+    let r = call(
+        &old,
+        "/tokenize",
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "messages");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'prompt' instead of 'messages'"),
+        "{}",
+        r.text()
+    );
+}
