@@ -1,8 +1,9 @@
-//! Engines that differ from vLLM, through Lumen over real TCP (issue 20, item 3): llama.cpp's
-//! tokenizer surface translated to vLLM's shapes (against lumen-sim in llama.cpp flavour).
+//! Engines that differ from vLLM, through Lumen over real TCP (issue 20, items 3 and 14):
+//! llama.cpp's tokenizer surface translated to vLLM's shapes (against lumen-sim in llama.cpp
+//! flavour), and each rerank path kept to the engine.
 
 use lumen_server::Gateway;
-use lumen_server::config::{BackendConfig, EngineKind, LumenConfig};
+use lumen_server::config::{BackendConfig, CacheConfig, EngineKind, LumenConfig};
 use lumen_sim::{Flavor, SimConfig};
 use lumen_tests::*;
 use serde_json::{Value, json};
@@ -196,4 +197,35 @@ async fn llamacpp_bodies_and_engines_without_a_template_endpoint_get_clear_error
         "{}",
         r.text()
     );
+}
+
+/// Item 14: each rerank path reaches the engine on that path (engines answer each in its own
+/// API's shape), and the cache never serves one path's answer for another.
+#[tokio::test]
+async fn each_rerank_path_keeps_its_own_path_and_cache_entry() {
+    let (url, sim) = sim(&["rr"]).await;
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .cache(CacheConfig {
+                enabled: true,
+                ..CacheConfig::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let body = json!({"model": "rr", "query": "q", "documents": ["q", "x"]});
+    let paths = ["/v2/rerank", "/rerank", "/v1/rerank"];
+    for path in paths {
+        let r = call(&lumen, path, body.clone()).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("x-lumen-cache"), Some("miss"), "{path}");
+    }
+    assert_eq!(engine_calls(&sim), paths);
+    // The same call again is each path's own cache hit.
+    for path in paths {
+        let r = call(&lumen, path, body.clone()).await;
+        assert_eq!(r.header("x-lumen-cache"), Some("hit"), "{path}");
+    }
+    assert_eq!(engine_calls(&sim).len(), 3);
 }

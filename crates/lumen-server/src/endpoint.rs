@@ -41,7 +41,9 @@ pub(crate) trait Inference: 'static {
         + Send
         + 'static;
 
-    /// The endpoint's name in metrics, the access log and the cache key.
+    /// The endpoint's part of the cache key: distinct wherever the answer's shape can differ
+    /// (each rerank path has its own), so one shape is never served for another. (Metrics and
+    /// the access log name the route, `http::Endpoint`.)
     const NAME: &'static str;
 
     /// The `model` field, resolved in place to the public id that was authorized.
@@ -338,21 +340,55 @@ json_endpoint!(
 );
 
 json_endpoint!(
-    /// `POST /v1/rerank`, `/rerank`, `/v2/rerank` (vLLM, Jina and Cohere shapes): documents
-    /// ordered by relevance to a query. Billed by the engine's `usage.total_tokens`.
+    /// `POST /v1/rerank` (vLLM, Jina's shape): documents ordered by relevance to a query.
+    /// Billed by the engine's `usage.total_tokens`.
     Rerank, "rerank", "/v1/rerank", bills = true,
-    validate = |r| {
-        require(r, "query")?;
-        require(r, "documents")?;
-        match r.extra.get_as::<Vec<serde::de::IgnoredAny>>("documents") {
-            Some(d) if !d.is_empty() => Ok(()),
-            _ => Err(RequestError::invalid(
-                "'documents' must be a non-empty array.",
-                "documents",
-            )),
+    validate = validate_rerank
+);
+
+json_endpoint!(
+    /// `POST /rerank`: vLLM's first rerank path. Each rerank path goes to the same path on the
+    /// engine, so an engine that answers each path in its own API's shape keeps doing so.
+    RerankBare, "rerank /rerank", "/rerank", bills = true,
+    validate = validate_rerank
+);
+
+json_endpoint!(
+    /// `POST /v2/rerank`: Cohere's v2 API, for Cohere clients.
+    RerankV2, "rerank /v2/rerank", "/v2/rerank", bills = true,
+    validate = validate_rerank
+);
+
+/// Which rerank descriptor serves a path ([`Rerank`], [`RerankBare`], [`RerankV2`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RerankPath {
+    V1,
+    Bare,
+    V2,
+}
+
+impl RerankPath {
+    /// The descriptor of a rerank path; `/v1/rerank` for any other.
+    pub(crate) fn of(path: &str) -> Self {
+        match path {
+            "/rerank" => Self::Bare,
+            "/v2/rerank" => Self::V2,
+            _ => Self::V1,
         }
     }
-);
+}
+
+fn validate_rerank(r: &JsonRequest) -> Result<(), RequestError> {
+    require(r, "query")?;
+    require(r, "documents")?;
+    match r.extra.get_as::<Vec<serde::de::IgnoredAny>>("documents") {
+        Some(d) if !d.is_empty() => Ok(()),
+        _ => Err(RequestError::invalid(
+            "'documents' must be a non-empty array.",
+            "documents",
+        )),
+    }
+}
 
 /// The request as cached: everything that can change the answer, nothing that cannot
 /// (`stream`, `stream_options`, `user`). Serialised from borrowed parts (no copy of the request);

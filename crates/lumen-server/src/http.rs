@@ -23,7 +23,8 @@ use tracing::Instrument;
 use crate::ResponseBody;
 use crate::access::Access;
 use crate::endpoint::{
-    Caching, Chat, Completions, Detokenize, Embeddings, Inference, Rerank, Tokenize,
+    Caching, Chat, Completions, Detokenize, Embeddings, Inference, Rerank, RerankBare, RerankPath,
+    RerankV2, Tokenize,
 };
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
@@ -449,10 +450,21 @@ impl Api {
                 self.inference::<Detokenize, B>(req, principal, request_id, cx)
                     .await
             }
-            Endpoint::Rerank => {
-                self.inference::<Rerank, B>(req, principal, request_id, cx)
-                    .await
-            }
+            // Each path keeps its own shape on the engine (and in the cache).
+            Endpoint::Rerank => match RerankPath::of(&path) {
+                RerankPath::V1 => {
+                    self.inference::<Rerank, B>(req, principal, request_id, cx)
+                        .await
+                }
+                RerankPath::Bare => {
+                    self.inference::<RerankBare, B>(req, principal, request_id, cx)
+                        .await
+                }
+                RerankPath::V2 => {
+                    self.inference::<RerankV2, B>(req, principal, request_id, cx)
+                        .await
+                }
+            },
         }
     }
 
