@@ -1,9 +1,14 @@
-//! Engines that differ from vLLM, through Lumen over real TCP (issue 20, items 3 and 14):
+//! Engines that differ from vLLM, through Lumen over real TCP (issue 20, items 3, 14, 15, 16):
 //! llama.cpp's tokenizer surface translated to vLLM's shapes (against lumen-sim in llama.cpp
-//! flavour), and each rerank path kept to the engine.
+//! flavour), each rerank path kept to the engine, tokenizer calls counted and capped, and idle
+//! engine connections closed without a request.
 
+use std::time::Duration;
+
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
 use lumen_server::Gateway;
-use lumen_server::config::{BackendConfig, CacheConfig, EngineKind, LumenConfig};
+use lumen_server::config::{AuthConfig, BackendConfig, CacheConfig, EngineKind, LumenConfig};
 use lumen_sim::{Flavor, SimConfig};
 use lumen_tests::*;
 use serde_json::{Value, json};
@@ -228,4 +233,135 @@ async fn each_rerank_path_keeps_its_own_path_and_cache_entry() {
         assert_eq!(r.header("x-lumen-cache"), Some("hit"), "{path}");
     }
     assert_eq!(engine_calls(&sim).len(), 3);
+}
+
+const KEY: &str = "sk-tokenizer";
+
+/// Item 15: tokenizer calls are charged a request each (rpm), never tokens, and their bodies
+/// have a cap of their own, smaller than the one for inference.
+#[tokio::test]
+async fn tokenizer_calls_count_as_requests_and_have_their_own_body_cap() {
+    let (url, sim) = sim(&["m"]).await;
+    let auth = AuthConfig {
+        enabled: true,
+        admin_key_sha256: None,
+        keys: vec![ApiKey {
+            name: "svc".into(),
+            sha256: to_hex(&digest(KEY)),
+            models: None,
+            limits: LimitSpec {
+                rpm: Some(3),
+                ..LimitSpec::default()
+            },
+            per_model: Default::default(),
+        }],
+    };
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .auth(auth)
+            .max_tokenizer_body_bytes(1024)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let bearer = format!("Bearer {KEY}");
+    let send = |path: &'static str, body: Value| {
+        let (url, bearer) = (lumen.url(path), bearer.clone());
+        async move {
+            send(
+                http::Method::POST,
+                &url,
+                &body.to_string(),
+                &[("authorization", &bearer)],
+            )
+            .await
+        }
+    };
+    let big = "word ".repeat(300);
+    // Over the tokenizer cap: 413 before the body is read whole, nothing charged or sent.
+    let r = send("/tokenize", json!({"model": "m", "prompt": big})).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1024-byte")
+    );
+    let r = send("/detokenize", json!({"model": "m", "tokens": vec![7; 600]})).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(engine_calls(&sim).is_empty());
+    // The same size is fine for inference, which is charged tokens.
+    let r = send(
+        "/v1/completions",
+        json!({"model": "m", "prompt": big, "max_tokens": 1}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Each tokenizer call is a request against the key's rpm: the fourth in the minute is refused.
+    let r = send("/tokenize", json!({"model": "m", "prompt": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("1"));
+    let r = send("/detokenize", json!({"model": "m", "tokens": [7]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send("/tokenize", json!({"model": "m", "prompt": "hi"})).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+}
+
+/// Item 16 through the whole stack: `backends[].pool_idle_timeout_ms` reaches the pool, and an
+/// idle engine connection is closed when it runs out, with no request arriving. The engine is
+/// a raw TCP one, so the test sees the close itself.
+#[tokio::test]
+async fn idle_engine_connections_close_after_the_configured_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_request(&mut sock, &mut buf).await.is_some() {
+                    let body = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    sock.write_all(head.as_bytes()).await.unwrap();
+                    sock.write_all(body.as_bytes()).await.unwrap();
+                }
+                // The peer closed the connection.
+                let _ = closed_tx.send(tokio::time::Instant::now());
+            });
+        }
+    });
+    let mut cfg = LumenConfig {
+        backends: vec![BackendConfig {
+            url,
+            models: Some(vec!["m".into()]),
+            pool_idle_timeout_ms: 300,
+            ..BackendConfig::default()
+        }],
+        health: no_health_checks(),
+        ..LumenConfig::default()
+    };
+    cfg.routing.discovery_interval_ms = 3_600_000;
+    let lumen = Lumen::start(Gateway::from_config(&cfg).unwrap()).await;
+    // One request through Lumen leaves one pooled connection (discovery's, or this one's).
+    let r = call(&lumen, "/tokenize", json!({"model": "m", "prompt": "x"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let idle_from = tokio::time::Instant::now();
+    let at = tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the engine never saw its idle connection close")
+        .unwrap();
+    assert!(
+        at - idle_from >= Duration::from_millis(250),
+        "closed too early"
+    );
+
+    // Zero is refused, naming the setting.
+    cfg.backends[0].pool_idle_timeout_ms = 0;
+    let e = Gateway::from_config(&cfg).err().unwrap().to_string();
+    assert!(e.contains("backends[0].pool_idle_timeout_ms"), "{e}");
 }

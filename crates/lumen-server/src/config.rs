@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Largest `n` (choices per request) accepted; above it, 400 before any engine is asked.
     pub max_n: u32,
+    /// Request bodies of `/tokenize` and `/detokenize` above this (and never above
+    /// `max_body_bytes`) are refused with 413. Tokenizer calls run no model and are charged
+    /// no tokens (only a request), so their bodies get a cap of their own.
+    pub max_tokenizer_body_bytes: usize,
     /// Serve the API listener over TLS (the admin listener stays plain, for probes).
     pub tls: Option<TlsConfig>,
 }
@@ -103,9 +107,14 @@ impl Default for ServerConfig {
             idle_timeout_ms: 30_000,
             tls: None,
             max_n: 128,
+            max_tokenizer_body_bytes: DEFAULT_MAX_TOKENIZER_BODY_BYTES,
         }
     }
 }
+
+/// 4 MiB: the text of a million-token context, or about half a million token ids to
+/// detokenize; the largest contexts served today fit, and a tokenizer call costs at most this.
+pub const DEFAULT_MAX_TOKENIZER_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Which engine is behind a backend. All speak the OpenAI API; the kind documents intent and
 /// selects engine quirks as they are added.
@@ -790,7 +799,17 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
-        if let Some(i) = self.backends.iter().position(|b| b.pool_idle_timeout_ms == 0) {
+        if self.server.max_tokenizer_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_tokenizer_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(i) = self
+            .backends
+            .iter()
+            .position(|b| b.pool_idle_timeout_ms == 0)
+        {
             return Err(ConfigError::invalid(
                 format!("backends[{i}].pool_idle_timeout_ms"),
                 "must be greater than 0",

@@ -70,6 +70,18 @@ pub(crate) trait Inference: 'static {
     /// count as requests only.
     const BILLS_TOKENS: bool = true;
 
+    /// The largest body this endpoint reads (413 beyond), from `server.max_body_bytes` (`all`)
+    /// and `server.max_tokenizer_body_bytes` (`unbilled`). An endpoint charged no tokens gets
+    /// the smaller cap: a key limited only by tokens could otherwise send the largest bodies
+    /// Lumen reads, for nothing but a request each.
+    fn max_body_bytes(all: usize, unbilled: usize) -> usize {
+        if Self::BILLS_TOKENS {
+            all
+        } else {
+            unbilled.min(all)
+        }
+    }
+
     fn streams(_r: &Self::Request) -> bool {
         false
     }

@@ -33,6 +33,8 @@ use crate::shared::{Shared, SharedSettings, Stores};
 #[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) max_body_bytes: usize,
+    /// `/tokenize` and `/detokenize` bodies (at most `max_body_bytes`).
+    pub(crate) max_tokenizer_body_bytes: usize,
     pub(crate) body_read_timeout: Duration,
     pub(crate) conn: crate::conn::Deadlines,
     pub(crate) max_n: u32,
@@ -63,6 +65,7 @@ pub(crate) struct Inner {
 pub struct GatewayBuilder {
     core: lumen_gateway::GatewayBuilder,
     max_body_bytes: usize,
+    max_tokenizer_body_bytes: usize,
     body_read_timeout: Duration,
     conn: crate::conn::Deadlines,
     max_n: u32,
@@ -92,6 +95,7 @@ impl Default for GatewayBuilder {
                 .health(cfg.health)
                 .discovery_interval(Duration::from_millis(cfg.routing.discovery_interval_ms)),
             max_body_bytes: cfg.server.max_body_bytes,
+            max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
             body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
             conn: crate::conn::Deadlines::from_config(&cfg.server),
             max_n: cfg.server.max_n,
@@ -209,6 +213,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Cap on `/tokenize` and `/detokenize` bodies (never above [`Self::max_body_bytes`]).
+    pub fn max_tokenizer_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_tokenizer_body_bytes = bytes;
+        self
+    }
+
     /// Longest time to receive a request body after its headers (408 beyond it).
     pub fn body_read_timeout(mut self, limit: Duration) -> Self {
         self.body_read_timeout = limit;
@@ -285,6 +295,7 @@ impl GatewayBuilder {
                 core,
                 settings: ArcSwap::from_pointee(Settings {
                     max_body_bytes: self.max_body_bytes,
+                    max_tokenizer_body_bytes: self.max_tokenizer_body_bytes,
                     body_read_timeout: self.body_read_timeout,
                     conn: self.conn,
                     max_n: self.max_n,
@@ -375,6 +386,7 @@ impl Gateway {
             .breaker(cfg.breaker.clone())
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
+            .max_tokenizer_body_bytes(cfg.server.max_tokenizer_body_bytes)
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
             .header_read_timeout(Duration::from_millis(cfg.server.header_read_timeout_ms))
             .idle_timeout(Duration::from_millis(cfg.server.idle_timeout_ms))
@@ -429,6 +441,7 @@ impl Gateway {
             Ok((shared, tls)) => {
                 self.inner.settings.store(Arc::new(Settings {
                     max_body_bytes: cfg.server.max_body_bytes,
+                    max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
                     body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
                     conn: crate::conn::Deadlines::from_config(&cfg.server),
                     max_n: cfg.server.max_n,

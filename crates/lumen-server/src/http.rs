@@ -488,7 +488,9 @@ impl Api {
             .and_then(|k| k.models.as_ref())
             .map(|m| m.as_slice().into());
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let body = self.read_body(req).await?;
+        let settings = self.gw.settings();
+        let limit = E::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
+        let body = self.read_body(req, limit).await?;
         let mut r = E::read(&body, self.gw.settings().max_n)?;
         // The parsed request holds what is forwarded: free the body now rather than for the
         // whole engine call.
@@ -655,14 +657,13 @@ impl Api {
     /// is refused before a byte is read; an undeclared one is cut off as soon as it passes the
     /// limit. Only JSON is read: a form or text body (which a browser can send cross-site
     /// without a preflight) and any content or transfer coding are refused before reading.
-    async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, ApiError>
+    async fn read_body<B>(&self, req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         check_json_request(req.headers())?;
         let settings = self.gw.settings();
-        let limit = settings.max_body_bytes;
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
