@@ -12,6 +12,7 @@ mod architecture;
 mod bad_input;
 mod continuation;
 mod endpoints;
+mod engines;
 mod errors;
 mod failover;
 mod faults;

@@ -48,6 +48,10 @@ struct Args {
     /// Keep the last N requests (for debugging what a gateway forwarded).
     #[arg(long, default_value_t = 0)]
     record: usize,
+    /// Which engine's API to imitate where they differ: `vllm`, or `llamacpp` (llama-server's
+    /// `/tokenize` with `content`, `/detokenize` answering `content`, `/apply-template`, `/props`).
+    #[arg(long, default_value = "vllm")]
+    flavor: lumen_sim::Flavor,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         default_max_tokens: args.default_max_tokens,
         api_key: args.api_key,
         record: args.record,
+        flavor: args.flavor,
         faults: Faults {
             error_rate: args.error_rate,
             fail_status: Some(args.error_status),

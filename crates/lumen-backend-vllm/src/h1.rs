@@ -13,12 +13,19 @@
 //! its connection, which closes it, so the engine sees the disconnect and stops generating.
 //! Idle connections the engine has closed are noticed without a system call (the runtime
 //! already knows the socket is readable) and discarded; a reused connection whose *write*
-//! fails is retried once on a fresh one. A failure after the request was written (the engine
+//! fails is retried once on a fresh one.
+//!
+//! While any connection is idle, a small reaper task (one per pool, holding only a weak
+//! reference, gone when the pool is idle-free or dropped) closes those idle past the idle
+//! timeout and those the engine has closed, without waiting for a request to come: after a
+//! burst, hundreds of connections would otherwise hold descriptors on both sides (or sit in
+//! `CLOSE_WAIT` on ours once the engine's keep-alive ran out) until the next request. A failure after the request was written (the engine
 //! may have started generating) is never re-sent here: it goes back to the gateway's attempt
 //! loop, so the engine sees exactly one send per attempt the access log counts.
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -37,6 +44,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Grow the read buffer only when less than this is free: stream events are split off the
 /// buffer as they arrive, and reserving a full chunk after each would allocate per event.
 const MIN_SPARE: usize = 2 * 1024;
+/// How often the reaper looks for idle connections the engine has closed (engines such as
+/// vLLM's uvicorn and llama.cpp close theirs after about five idle seconds).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Where and how to reach one plain-HTTP engine, and its idle connections.
 pub(crate) struct Pool {
@@ -54,6 +64,8 @@ pub(crate) struct Pool {
     max_idle: usize,
     /// Most recently used at the back (reused first), oldest at the front (reaped first).
     idle: Mutex<VecDeque<(TcpStream, Instant)>>,
+    /// A reaper task is running for this pool.
+    reaping: AtomicBool,
 }
 
 pub(crate) struct PoolConfig {
@@ -92,6 +104,7 @@ impl Pool {
             idle_timeout: cfg.idle_timeout,
             max_idle: cfg.max_idle,
             idle: Mutex::new(VecDeque::new()),
+            reaping: AtomicBool::new(false),
         })
     }
 
@@ -213,21 +226,48 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, io: TcpStream) {
+    fn checkin(self: &Arc<Self>, io: TcpStream) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // No background reaper: connections idle past the timeout are closed here, oldest
-        // first, so a burst's extra connections do not linger (engines such as uvicorn close
-        // theirs after a few seconds, leaving ours in CLOSE_WAIT).
-        while idle
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
         {
-            idle.pop_front();
-        }
-        if idle.len() < self.max_idle {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            // Connections idle past the timeout are closed here too, oldest first, so a busy
+            // pool does not wait for the reaper.
+            while idle
+                .front()
+                .is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+            {
+                idle.pop_front();
+            }
+            if idle.len() >= self.max_idle {
+                return;
+            }
             idle.push_back((io, now));
         }
+        self.reap_in_background();
+    }
+
+    /// Starts the pool's reaper unless one runs (or there is no runtime to run it on).
+    fn reap_in_background(self: &Arc<Self>) {
+        if self.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.reaping.store(false, Ordering::Release);
+            return;
+        };
+        rt.spawn(reap::reap(reap::Reaper {
+            pool: Arc::downgrade(self),
+            armed: true,
+        }));
+    }
+
+    /// Closes idle connections past the timeout or closed by the engine. Returns when to look
+    /// again: at the next timeout or sweep, whichever is first; `None` when nothing is idle.
+    fn sweep(&self, now: Instant) -> Option<Instant> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(io, since)| now.duration_since(*since) < self.idle_timeout && still_open(io));
+        let oldest = idle.front()?.1;
+        Some((oldest + self.idle_timeout).min(now + SWEEP_EVERY))
     }
 
     async fn connect(&self) -> Result<TcpStream, BackendError> {
@@ -687,6 +727,8 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static st
         }
     }
 }
+
+mod reap;
 
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) mod fuzz;

@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //! - [`VllmConfig`] / [`VllmBackend`]: construction and the [`Backend`] implementation.
+//! - `dialect`: [`Dialect`], and the translation of llama.cpp's tokenizer endpoints to vLLM's
+//!   shapes.
 //! - `h1`: the in-task HTTP/1.1 client for plain-`http` engines.
 //! - `stream`: SSE body to [`ChunkStream`] adapter.
 //!
@@ -27,7 +29,7 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lumen_backend::{
     Backend, BackendError, ChunkStream, Continuation, Health, RequestContext, TimeoutKind,
 };
@@ -39,8 +41,11 @@ use lumen_openai_types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod dialect;
 mod h1;
 mod stream;
+
+pub use dialect::Dialect;
 
 /// Bodies of the fuzz targets over this crate (`fuzz/`), as plain functions that a normal test
 /// replays over the corpora without a fuzzer.
@@ -65,6 +70,8 @@ pub struct VllmConfig {
     /// Sent as `Authorization: Bearer ...` to engines started with `--api-key`.
     pub api_key: Option<String>,
     pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long, by a background reaper (and at once
+    /// when the engine has closed them), so a burst leaves no descriptors behind.
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     /// Cap on a non-streamed response body, so a broken engine cannot exhaust memory. Over it
@@ -73,6 +80,9 @@ pub struct VllmConfig {
     /// How this engine continues another engine's partial answer (vLLM and SGLang:
     /// `continue_final_message`). Only models with stream continuation on use it.
     pub continuation: Continuation,
+    /// Which engine's tokenizer endpoints these are: llama.cpp's are translated to vLLM's
+    /// shapes (`dialect`).
+    pub dialect: Dialect,
 }
 
 impl std::fmt::Debug for VllmConfig {
@@ -97,6 +107,7 @@ impl VllmConfig {
             pool_max_idle_per_host: 256,
             max_response_bytes: 64 * 1024 * 1024,
             continuation: Continuation::ContinueFinalMessage,
+            dialect: Dialect::Vllm,
         }
     }
 }
@@ -129,6 +140,9 @@ struct Inner {
     transport: Transport,
     max_response_bytes: usize,
     continuation: Continuation,
+    dialect: Dialect,
+    /// llama.cpp: context lengths read from `/props`, for `/tokenize`'s `max_model_len`.
+    contexts: dialect::ContextLengths,
 }
 
 enum Transport {
@@ -304,6 +318,9 @@ impl VllmBackend {
             http.enforce_http(false);
             Transport::Tls(
                 Client::builder(TokioExecutor::new())
+                    // Without a timer hyper-util never closes idle connections on its own:
+                    // they would wait for the next request, as in the plain pool.
+                    .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(cfg.pool_idle_timeout)
                     .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
                     .build(https_connector(http, &cfg.name)?),
@@ -317,6 +334,8 @@ impl VllmBackend {
                 transport,
                 max_response_bytes: cfg.max_response_bytes,
                 continuation: cfg.continuation,
+                dialect: cfg.dialect,
+                contexts: dialect::ContextLengths::default(),
             }),
         })
     }
@@ -479,12 +498,29 @@ impl VllmBackend {
         req: &Req,
         cx: &RequestContext,
     ) -> Result<Reply<T>, BackendError> {
-        let body = self.encode(req)?;
-        let resp = self.send(Method::POST, path, Some(body), cx).await?;
+        let bytes = self.call_bytes(Method::POST, path, Some(req), cx).await?;
+        self.reply(bytes)
+    }
+
+    /// The body of a successful answer, whole (up to the size cap); an error status becomes
+    /// [`BackendError::Upstream`].
+    async fn call_bytes<Req: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        req: Option<&Req>,
+        cx: &RequestContext,
+    ) -> Result<Bytes, BackendError> {
+        let body = req.map(|r| self.encode(r)).transpose()?;
+        let resp = self.send(method, path, body, cx).await?;
         if !resp.status.is_success() {
             return Err(self.upstream_error(resp).await);
         }
-        let bytes = self.read_body(resp).await?;
+        self.read_body(resp).await
+    }
+
+    /// An answer's bytes as a [`Reply`]: a JSON object without an in-band error.
+    fn reply<T>(&self, bytes: Bytes) -> Result<Reply<T>, BackendError> {
         let reply = Reply::from_raw(bytes).map_err(|e| BackendError::Protocol {
             backend: self.inner.name.clone(),
             message: format!("response is not a valid OpenAI object: {e}"),
@@ -516,6 +552,57 @@ impl VllmBackend {
             resp.body,
             self.inner.name.clone(),
         )))
+    }
+
+    /// vLLM's `/tokenize` on llama.cpp (`dialect`): the chat form rendered by `/apply-template`
+    /// first, then `/tokenize` with `content`, and the answer in vLLM's shape with the context
+    /// length from `/props`. Tokenizer calls run no model, so the extra calls cost the engine
+    /// next to nothing.
+    async fn llamacpp_tokenize(
+        &self,
+        req: &JsonRequest,
+        plan: &dialect::Tokenize,
+        cx: &RequestContext,
+    ) -> Result<Reply<JsonAnswer>, BackendError> {
+        let rendered = if plan.chat {
+            let template = dialect::template_request(req);
+            let answer = self
+                .call_bytes(Method::POST, "/apply-template", Some(&template), cx)
+                .await
+                .map_err(dialect::no_template)?;
+            Some(self.translated(dialect::template_prompt(&answer))?)
+        } else {
+            None
+        };
+        let body = dialect::tokenize_request(req, plan, rendered.as_deref());
+        let answer = self
+            .call_bytes(Method::POST, "/tokenize", Some(&self.translated(body)?), cx)
+            .await?;
+        let max_model_len = self.context_length(&req.model, cx).await;
+        let vllm = dialect::tokenize_answer(&answer, max_model_len, plan.token_strs);
+        self.reply(Bytes::from(self.translated(vllm)?))
+    }
+
+    /// A llama.cpp model's per-slot context, from `/props` once a minute at most. A failure
+    /// only leaves `max_model_len` unknown: the tokens are the answer.
+    async fn context_length(&self, model: &str, cx: &RequestContext) -> Option<u32> {
+        if let Some(known) = self.inner.contexts.get(model) {
+            return known;
+        }
+        let path = dialect::props_path(model);
+        let props = self.call_bytes::<()>(Method::GET, &path, None, cx).await;
+        let n = props.ok().and_then(|p| dialect::props_context(&p));
+        self.inner.contexts.put(model, n);
+        n
+    }
+
+    /// A translation's result; a failure means the engine's answer was not what its dialect
+    /// promises.
+    fn translated<T>(&self, r: Result<T, String>) -> Result<T, BackendError> {
+        r.map_err(|message| BackendError::Protocol {
+            backend: self.inner.name.clone(),
+            message,
+        })
     }
 
     fn encode<Req: Serialize>(&self, req: &Req) -> Result<Vec<u8>, BackendError> {
@@ -577,7 +664,17 @@ impl Backend for VllmBackend {
         req: JsonRequest,
         cx: &RequestContext,
     ) -> Result<Reply<JsonAnswer>, BackendError> {
-        self.call_reply(path, &req, cx).await
+        match dialect::plan(self.inner.dialect, path, &req) {
+            dialect::JsonCall::Forward => self.call_reply(path, &req, cx).await,
+            dialect::JsonCall::LlamacppTokenize(plan) => {
+                self.llamacpp_tokenize(&req, &plan, cx).await
+            }
+            dialect::JsonCall::LlamacppDetokenize => {
+                let answer = self.call_bytes(Method::POST, "/detokenize", Some(&req), cx);
+                let vllm = dialect::detokenize_answer(&answer.await?);
+                self.reply(Bytes::from(self.translated(vllm)?))
+            }
+        }
     }
 
     async fn models(&self, cx: &RequestContext) -> Result<ModelList, BackendError> {

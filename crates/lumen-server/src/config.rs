@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Largest `n` (choices per request) accepted; above it, 400 before any engine is asked.
     pub max_n: u32,
+    /// Request bodies of `/tokenize` and `/detokenize` above this (and never above
+    /// `max_body_bytes`) are refused with 413. Tokenizer calls run no model and are charged
+    /// no tokens (only a request), so their bodies get a cap of their own.
+    pub max_tokenizer_body_bytes: usize,
     /// Serve the API listener over TLS (the admin listener stays plain, for probes).
     pub tls: Option<TlsConfig>,
 }
@@ -103,9 +107,14 @@ impl Default for ServerConfig {
             idle_timeout_ms: 30_000,
             tls: None,
             max_n: 128,
+            max_tokenizer_body_bytes: DEFAULT_MAX_TOKENIZER_BODY_BYTES,
         }
     }
 }
+
+/// 4 MiB: the text of a million-token context, or about half a million token ids to
+/// detokenize; the largest contexts served today fit, and a tokenizer call costs at most this.
+pub const DEFAULT_MAX_TOKENIZER_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Which engine is behind a backend. All speak the OpenAI API; the kind documents intent and
 /// selects engine quirks as they are added.
@@ -145,7 +154,14 @@ pub struct BackendConfig {
     /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM,
     /// SGLang and llama.cpp, `none` for the others (unknown, so never asked).
     pub continuation: Option<lumen_backend::Continuation>,
+    /// Idle pooled connections to the engine are closed after this long, in the background
+    /// (and as soon as the engine has closed its end), so a burst leaves no descriptors open.
+    pub pool_idle_timeout_ms: u64,
 }
+
+/// 90 s, as common HTTP clients keep idle connections. Engines that close theirs sooner (vLLM
+/// and llama.cpp after about 5 s) are noticed by the pool's sweep within seconds.
+pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
 
 /// Well above any real answer (a long completion with logprobs is a few MB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -162,6 +178,7 @@ impl Default for BackendConfig {
             probe: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             continuation: None,
+            pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
         }
     }
 }
@@ -182,6 +199,15 @@ impl EngineKind {
             // the answer unless `continue_final_message` is set.
             Self::Vllm | Self::Sglang | Self::Llamacpp => Continuation::ContinueFinalMessage,
             Self::Tgi | Self::Ollama | Self::OpenaiCompatible => Continuation::None,
+        }
+    }
+
+    /// How the engine's tokenizer endpoints are spoken: llama.cpp's are translated to vLLM's
+    /// shapes, the others are forwarded.
+    pub fn dialect(self) -> lumen_backend_vllm::Dialect {
+        match self {
+            Self::Llamacpp => lumen_backend_vllm::Dialect::Llamacpp,
+            _ => lumen_backend_vllm::Dialect::Vllm,
         }
     }
 
@@ -771,6 +797,22 @@ impl LumenConfig {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
                 "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.max_tokenizer_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_tokenizer_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(i) = self
+            .backends
+            .iter()
+            .position(|b| b.pool_idle_timeout_ms == 0)
+        {
+            return Err(ConfigError::invalid(
+                format!("backends[{i}].pool_idle_timeout_ms"),
                 "must be greater than 0",
             ));
         }

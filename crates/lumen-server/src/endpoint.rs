@@ -41,7 +41,9 @@ pub(crate) trait Inference: 'static {
         + Send
         + 'static;
 
-    /// The endpoint's name in metrics, the access log and the cache key.
+    /// The endpoint's part of the cache key: distinct wherever the answer's shape can differ
+    /// (each rerank path has its own), so one shape is never served for another. (Metrics and
+    /// the access log name the route, `http::Endpoint`.)
     const NAME: &'static str;
 
     /// The `model` field, resolved in place to the public id that was authorized.
@@ -74,6 +76,18 @@ pub(crate) trait Inference: 'static {
     /// Whether the call is charged tokens (TPM, quotas). Tokenizer calls run no model: they
     /// count as requests only.
     const BILLS_TOKENS: bool = true;
+
+    /// The largest body this endpoint reads (413 beyond), from `server.max_body_bytes` (`all`)
+    /// and `server.max_tokenizer_body_bytes` (`unbilled`). An endpoint charged no tokens gets
+    /// the smaller cap: a key limited only by tokens could otherwise send the largest bodies
+    /// Lumen reads, for nothing but a request each.
+    fn max_body_bytes(all: usize, unbilled: usize) -> usize {
+        if Self::BILLS_TOKENS {
+            all
+        } else {
+            unbilled.min(all)
+        }
+    }
 
     fn streams(_r: &Self::Request) -> bool {
         false
@@ -355,11 +369,22 @@ macro_rules! json_endpoint {
 }
 
 json_endpoint!(
-    /// `POST /tokenize` (vLLM): a `prompt`, or chat `messages`, to token ids.
+    /// `POST /tokenize` (vLLM): a `prompt`, or chat `messages`, to token ids. Lumen speaks vLLM's
+    /// shape whatever the engine (a llama.cpp backend's is translated in lumen-backend-vllm), so
+    /// llama.cpp's own `content` is refused with a pointer to `prompt`.
     Tokenize, "tokenize", "/tokenize", bills = false,
     validate = |r| {
-        if r.extra.contains_key("messages") {
+        if r.extra.contains_key("messages") || r.extra.contains_key("prompt") {
             Ok(())
+        } else if r.extra.contains_key("content") {
+            Err(RequestError {
+                message: "Missing required parameter: 'prompt'. /tokenize takes vLLM's body \
+                          ('prompt', or chat 'messages'), whichever engine serves the model; \
+                          llama.cpp's 'content' is not accepted."
+                    .to_owned(),
+                param: Some("prompt".to_owned()),
+                code: Some("missing_required_parameter"),
+            })
         } else {
             require(r, "prompt")
         }
@@ -373,21 +398,55 @@ json_endpoint!(
 );
 
 json_endpoint!(
-    /// `POST /v1/rerank`, `/rerank`, `/v2/rerank` (vLLM, Jina and Cohere shapes): documents
-    /// ordered by relevance to a query. Billed by the engine's `usage.total_tokens`.
+    /// `POST /v1/rerank` (vLLM, Jina's shape): documents ordered by relevance to a query.
+    /// Billed by the engine's `usage.total_tokens`.
     Rerank, "rerank", "/v1/rerank", bills = true,
-    validate = |r| {
-        require(r, "query")?;
-        require(r, "documents")?;
-        match r.extra.get_as::<Vec<serde::de::IgnoredAny>>("documents") {
-            Some(d) if !d.is_empty() => Ok(()),
-            _ => Err(RequestError::invalid(
-                "'documents' must be a non-empty array.",
-                "documents",
-            )),
+    validate = validate_rerank
+);
+
+json_endpoint!(
+    /// `POST /rerank`: vLLM's first rerank path. Each rerank path goes to the same path on the
+    /// engine, so an engine that answers each path in its own API's shape keeps doing so.
+    RerankBare, "rerank /rerank", "/rerank", bills = true,
+    validate = validate_rerank
+);
+
+json_endpoint!(
+    /// `POST /v2/rerank`: Cohere's v2 API, for Cohere clients.
+    RerankV2, "rerank /v2/rerank", "/v2/rerank", bills = true,
+    validate = validate_rerank
+);
+
+/// Which rerank descriptor serves a path ([`Rerank`], [`RerankBare`], [`RerankV2`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RerankPath {
+    V1,
+    Bare,
+    V2,
+}
+
+impl RerankPath {
+    /// The descriptor of a rerank path; `/v1/rerank` for any other.
+    pub(crate) fn of(path: &str) -> Self {
+        match path {
+            "/rerank" => Self::Bare,
+            "/v2/rerank" => Self::V2,
+            _ => Self::V1,
         }
     }
-);
+}
+
+fn validate_rerank(r: &JsonRequest) -> Result<(), RequestError> {
+    require(r, "query")?;
+    require(r, "documents")?;
+    match r.extra.get_as::<Vec<serde::de::IgnoredAny>>("documents") {
+        Some(d) if !d.is_empty() => Ok(()),
+        _ => Err(RequestError::invalid(
+            "'documents' must be a non-empty array.",
+            "documents",
+        )),
+    }
+}
 
 /// The request as cached: everything that can change the answer, nothing that cannot
 /// (`stream`, `stream_options`, `user`). Serialised from borrowed parts (no copy of the request);

@@ -33,6 +33,8 @@ use crate::shared::{Shared, SharedSettings, Stores};
 #[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) max_body_bytes: usize,
+    /// `/tokenize` and `/detokenize` bodies (at most `max_body_bytes`).
+    pub(crate) max_tokenizer_body_bytes: usize,
     pub(crate) body_read_timeout: Duration,
     pub(crate) conn: crate::conn::Deadlines,
     pub(crate) max_n: u32,
@@ -63,6 +65,7 @@ pub(crate) struct Inner {
 pub struct GatewayBuilder {
     core: lumen_gateway::GatewayBuilder,
     max_body_bytes: usize,
+    max_tokenizer_body_bytes: usize,
     body_read_timeout: Duration,
     conn: crate::conn::Deadlines,
     max_n: u32,
@@ -92,6 +95,7 @@ impl Default for GatewayBuilder {
                 .health(cfg.health)
                 .discovery_interval(Duration::from_millis(cfg.routing.discovery_interval_ms)),
             max_body_bytes: cfg.server.max_body_bytes,
+            max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
             body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
             conn: crate::conn::Deadlines::from_config(&cfg.server),
             max_n: cfg.server.max_n,
@@ -209,6 +213,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Cap on `/tokenize` and `/detokenize` bodies (never above [`Self::max_body_bytes`]).
+    pub fn max_tokenizer_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_tokenizer_body_bytes = bytes;
+        self
+    }
+
     /// Longest time to receive a request body after its headers (408 beyond it).
     pub fn body_read_timeout(mut self, limit: Duration) -> Self {
         self.body_read_timeout = limit;
@@ -285,6 +295,7 @@ impl GatewayBuilder {
                 core,
                 settings: ArcSwap::from_pointee(Settings {
                     max_body_bytes: self.max_body_bytes,
+                    max_tokenizer_body_bytes: self.max_tokenizer_body_bytes,
                     body_read_timeout: self.body_read_timeout,
                     conn: self.conn,
                     max_n: self.max_n,
@@ -315,6 +326,8 @@ fn backend_specs(
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
             vc.max_response_bytes = bc.max_response_bytes;
             vc.continuation = bc.effective_continuation();
+            vc.dialect = bc.kind.dialect();
+            vc.pool_idle_timeout = Duration::from_millis(bc.pool_idle_timeout_ms);
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
             }
@@ -322,12 +335,13 @@ fn backend_specs(
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{:?}|{:?}|{}|{:x}",
+                "{}|{:?}|{:?}|{:?}|{}|{}|{:x}",
                 bc.url,
                 bc.kind,
                 bc.effective_continuation(),
                 resolved.connect,
                 bc.max_response_bytes,
+                bc.pool_idle_timeout_ms,
                 bc.api_key.as_ref().map_or(0, |k| fingerprint(k.expose()))
             );
             let spec = BackendSpec {
@@ -372,6 +386,7 @@ impl Gateway {
             .breaker(cfg.breaker.clone())
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
+            .max_tokenizer_body_bytes(cfg.server.max_tokenizer_body_bytes)
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
             .header_read_timeout(Duration::from_millis(cfg.server.header_read_timeout_ms))
             .idle_timeout(Duration::from_millis(cfg.server.idle_timeout_ms))
@@ -426,6 +441,7 @@ impl Gateway {
             Ok((shared, tls)) => {
                 self.inner.settings.store(Arc::new(Settings {
                     max_body_bytes: cfg.server.max_body_bytes,
+                    max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
                     body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
                     conn: crate::conn::Deadlines::from_config(&cfg.server),
                     max_n: cfg.server.max_n,

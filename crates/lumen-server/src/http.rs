@@ -24,7 +24,8 @@ use tracing::Instrument;
 use crate::ResponseBody;
 use crate::access::Access;
 use crate::endpoint::{
-    Caching, Chat, Completions, Detokenize, Embeddings, Inference, Rerank, Tokenize,
+    Caching, Chat, Completions, Detokenize, Embeddings, Inference, Rerank, RerankBare, RerankPath,
+    RerankV2, Tokenize,
 };
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
@@ -452,10 +453,21 @@ impl Api {
                 self.inference::<Detokenize, B>(req, principal, request_id, cx)
                     .await
             }
-            Endpoint::Rerank => {
-                self.inference::<Rerank, B>(req, principal, request_id, cx)
-                    .await
-            }
+            // Each path keeps its own shape on the engine (and in the cache).
+            Endpoint::Rerank => match RerankPath::of(&path) {
+                RerankPath::V1 => {
+                    self.inference::<Rerank, B>(req, principal, request_id, cx)
+                        .await
+                }
+                RerankPath::Bare => {
+                    self.inference::<RerankBare, B>(req, principal, request_id, cx)
+                        .await
+                }
+                RerankPath::V2 => {
+                    self.inference::<RerankV2, B>(req, principal, request_id, cx)
+                        .await
+                }
+            },
         }
     }
 
@@ -479,7 +491,9 @@ impl Api {
             .and_then(|k| k.models.as_ref())
             .map(|m| m.as_slice().into());
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let body = self.read_body(req).await?;
+        let settings = self.gw.settings();
+        let limit = E::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
+        let body = self.read_body(req, limit).await?;
         let mut r = E::read(&body, self.gw.settings().max_n)?;
         // The parsed request holds what is forwarded: free the body now rather than for the
         // whole engine call.
@@ -663,14 +677,13 @@ impl Api {
     /// is refused before a byte is read; an undeclared one is cut off as soon as it passes the
     /// limit. Only JSON is read: a form or text body (which a browser can send cross-site
     /// without a preflight) and any content or transfer coding are refused before reading.
-    async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, ApiError>
+    async fn read_body<B>(&self, req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         check_json_request(req.headers())?;
         let settings = self.gw.settings();
-        let limit = settings.max_body_bytes;
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)

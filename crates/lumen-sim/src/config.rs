@@ -27,19 +27,38 @@ pub struct SimConfig {
     pub flavor: Flavor,
 }
 
-/// The engine the simulator imitates where real engines behave differently.
+/// The engine the simulator imitates where real engines behave differently. Everything else
+/// (the OpenAI endpoints, faults) is the same in every flavour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Flavor {
     /// vLLM (and SGLang): a final assistant message is continued with
     /// `continue_final_message: true` (which forbids `add_generation_prompt`), and
-    /// `stream_options.continuous_usage_stats` puts `usage` in every chunk.
+    /// `stream_options.continuous_usage_stats` puts `usage` in every chunk. `/tokenize` takes
+    /// `prompt` or `messages` and answers `count`, `max_model_len`, `tokens`; `/detokenize`
+    /// answers `prompt`.
     #[default]
     Vllm,
     /// llama.cpp's `llama-server`: a final assistant message is continued (a prefill), but
     /// unless the request sets `continue_final_message: true` the answer starts by repeating
     /// that message's text (the first content chunk carries it, with the first new token), as
-    /// `llama-server` was seen to do; `continuous_usage_stats` is not supported.
+    /// `llama-server` was seen to do; `continuous_usage_stats` is not supported. `/tokenize`
+    /// reads only `content` (`{"tokens": [...]}`, an empty list without it), `/detokenize`
+    /// answers `content`, and it serves `/apply-template` and `GET /props`.
     LlamaCpp,
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vllm" => Ok(Self::Vllm),
+            "llamacpp" | "llama.cpp" => Ok(Self::LlamaCpp),
+            other => Err(format!(
+                "unknown flavor {other:?} (expected vllm or llamacpp)"
+            )),
+        }
+    }
 }
 
 impl Default for SimConfig {

@@ -16,6 +16,9 @@
 //!   detokenizing a tokenization gives the text back. Its counts are not the `usage.prompt_tokens`
 //!   of completions, which stay a free estimate from the prompt's byte length.
 //! - `GET /health`, `GET /v1/models` (with `max_model_len`), `GET /metrics`.
+//! - In llama.cpp flavour ([`Flavor::LlamaCpp`]) the tokenizer endpoints take llama-server's
+//!   shapes instead (`/tokenize` reads `content` and answers `{"tokens"}`, `/detokenize` answers
+//!   `{"content"}`), and `POST /apply-template` and `GET /props` are served too.
 //!
 //! Every POST honours the `"sim"` faults below (the tokenizer endpoints run no model, so only an
 //! explicit `ttft_ms` delays them) and is recorded.
@@ -38,8 +41,9 @@
 //! is continued too, but its text comes back first, as `llama-server` sends it.
 //!
 //! # Layout
-//! - `config`: [`SimConfig`], [`Faults`].
-//! - `server`: the accept loop and request handlers.
+//! - `config`: [`SimConfig`], [`Faults`], [`Flavor`].
+//! - `server`: the accept loop and request handlers; `server/llamacpp.rs` the llama.cpp-flavour
+//!   ones.
 //! - `text`: deterministic tokens, the tokenizer, rerank scores, embeddings and base64.
 
 mod config;

@@ -26,6 +26,8 @@ use crate::config::{Faults, Flavor};
 use crate::text;
 use crate::{Recorded, Simulator, State};
 
+mod llamacpp;
+
 type Body = BoxBody<Bytes, io::Error>;
 
 /// Serves until `shutdown` resolves. The caller owns the socket (tests bind port 0).
@@ -122,6 +124,8 @@ enum Route {
     Rerank,
     Tokenize,
     Detokenize,
+    /// llama.cpp only: chat messages through the template, as text.
+    ApplyTemplate,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -161,10 +165,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/rerank" | "/v1/rerank" | "/v2/rerank") => Route::Rerank,
         (&Method::POST, "/tokenize") => Route::Tokenize,
         (&Method::POST, "/detokenize") => Route::Detokenize,
+        (&Method::POST, "/apply-template") if state.cfg.flavor == Flavor::LlamaCpp => {
+            Route::ApplyTemplate
+        }
+        (&Method::GET, "/props") if state.cfg.flavor == Flavor::LlamaCpp => {
+            record(&state, &req, Bytes::new());
+            return Ok(llamacpp::props(&state));
+        }
         _ => return Ok(error(StatusCode::NOT_FOUND, "Not Found", false)),
     };
     // Rerank runs the model like an embedding does; the tokenizer endpoints never reach it.
-    if !matches!(route, Route::Tokenize | Route::Detokenize) {
+    if !matches!(
+        route,
+        Route::Tokenize | Route::Detokenize | Route::ApplyTemplate
+    ) {
         state.generation_requests.fetch_add(1, Ordering::Relaxed);
     }
     let (parts, body) = req.into_parts();
@@ -178,8 +192,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(match route {
         Route::Generate(kind) => generate(state, kind, &body).await,
         Route::Rerank => rerank(state, &body).await,
-        Route::Tokenize => tokenize(state, &body).await,
-        Route::Detokenize => detokenize(state, &body).await,
+        Route::Tokenize => match state.cfg.flavor {
+            Flavor::Vllm => tokenize(state, &body).await,
+            Flavor::LlamaCpp => llamacpp::tokenize(state, &body).await,
+        },
+        Route::Detokenize => match state.cfg.flavor {
+            Flavor::Vllm => detokenize(state, &body).await,
+            Flavor::LlamaCpp => llamacpp::detokenize(state, &body).await,
+        },
+        Route::ApplyTemplate => llamacpp::apply_template(state, &body).await,
     })
 }
 

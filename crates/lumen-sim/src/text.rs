@@ -111,6 +111,18 @@ pub(crate) fn decode(ids: &[u32]) -> Result<String, u32> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// The bytes an id stands for, as llama.cpp's `with_pieces` reports them: the word, the one byte
+/// of a byte token, the special token's text; `None` outside the vocabulary.
+pub(crate) fn piece(id: u32) -> Option<Vec<u8>> {
+    match id {
+        UNK | BOS | EOS => Some(token_str(id).into_bytes()),
+        b if b < FIRST_WORD => Some(vec![(b - FIRST_BYTE) as u8]),
+        w => WORDS
+            .get((w - FIRST_WORD) as usize)
+            .map(|s| s.as_bytes().to_vec()),
+    }
+}
+
 /// The vocabulary entry of an in-vocabulary id, as `return_token_strs` shows it: Llama's
 /// `<0xNN>` for byte tokens, the word itself (leading space included) for words.
 pub(crate) fn token_str(id: u32) -> String {

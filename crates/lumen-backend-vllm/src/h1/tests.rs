@@ -355,6 +355,100 @@ async fn idle_connections_past_the_timeout_are_reaped_on_checkin() {
     assert_eq!(e.connections.load(Ordering::SeqCst), 2);
 }
 
+/// Issue 20 #16: after a burst, idle connections are closed when their idle timeout runs out,
+/// with no request arriving to do it; the engine sees each one close, and not before.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed_after_the_timeout_without_a_request() {
+    let step = Step {
+        pieces: vec![OK],
+        close: false,
+    };
+    let e = engine(vec![step; 4]).await;
+    let p = Pool::new(PoolConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..config(e.port)
+    });
+    let start = Instant::now();
+    let (a, b, c) = tokio::join!(get(&p), get(&p), get(&p));
+    assert_eq!((a.unwrap().0, b.unwrap().0, c.unwrap().0), (200, 200, 200));
+    assert_eq!(p.idle.lock().unwrap().len(), 3);
+    // Past a sweep (5 s), short of the timeout: open connections stay pooled.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(e.closed.load(Ordering::SeqCst), 0);
+    assert_eq!(p.idle.lock().unwrap().len(), 3);
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while e.closed.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the engine never saw the idle connections close"
+    );
+    let after = start.elapsed();
+    assert!(
+        after >= Duration::from_secs(10) && after < Duration::from_secs(11),
+        "{after:?}"
+    );
+    assert!(p.idle.lock().unwrap().is_empty());
+    assert!(
+        !p.reaping.load(Ordering::SeqCst),
+        "the reaper ends with nothing idle"
+    );
+    // The pool works on (a new reaper starts with the next idle connection).
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    assert_eq!(e.connections.load(Ordering::SeqCst), 4);
+    assert!(p.reaping.load(Ordering::SeqCst));
+}
+
+/// An engine that closed its end of an idle connection (its keep-alive ran out) leaves ours
+/// in `CLOSE_WAIT`: the reaper's sweep closes it long before the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_the_engine_closed_are_swept() {
+    let step = Step {
+        pieces: vec![OK],
+        close: true,
+    };
+    let e = engine(vec![step]).await;
+    let p = Pool::new(PoolConfig {
+        idle_timeout: Duration::from_secs(600),
+        ..config(e.port)
+    });
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    assert_eq!(
+        p.idle.lock().unwrap().len(),
+        1,
+        "pooled: the answer said keep-alive"
+    );
+    tokio::time::sleep(SWEEP_EVERY + Duration::from_millis(1)).await;
+    assert_eq!(e.hung_up.load(Ordering::SeqCst), 1);
+    assert!(p.idle.lock().unwrap().is_empty());
+}
+
+/// A dropped pool takes its reaper with it (the task holds only a weak reference).
+#[tokio::test(start_paused = true)]
+async fn the_reaper_does_not_keep_a_dropped_pool() {
+    let step = Step {
+        pieces: vec![OK],
+        close: false,
+    };
+    let e = engine(vec![step]).await;
+    let p = pool(e.port);
+    assert_eq!(get(&p).await.unwrap().0, 200);
+    assert!(p.reaping.load(Ordering::SeqCst));
+    let weak = Arc::downgrade(&p);
+    drop(p);
+    assert!(weak.upgrade().is_none());
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while e.closed.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// Engine faults through the whole backend (`VllmBackend::chat`), over real TCP.
 mod engine_faults {
     use super::*;
