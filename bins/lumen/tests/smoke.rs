@@ -888,3 +888,45 @@ fn config_check_warns_about_unusable_otel_settings_but_passes() {
     assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "{err}");
     assert!(err.contains("OTEL_TRACES_SAMPLER=sometimes"), "{err}");
 }
+
+/// Container log collectors store stderr as written: text logs sent to a pipe must carry no
+/// ANSI escape codes (they did: every level and field name was wrapped in `ESC[..m`).
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let mut child = lumen()
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .env("LUMEN_LOG__FORMAT", "text")
+        .env_remove("NO_COLOR")
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut told = false;
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            // The demo's own request has been served and logged: enough to judge.
+            if !told && String::from_utf8_lossy(&all).contains("lumen::access") {
+                let _ = tx.send(());
+                told = true;
+            }
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("no access line on stderr");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = reader.join().unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("INFO") && text.contains("ready"), "{text}");
+    assert!(
+        !log.contains(&0x1b),
+        "escape codes in a piped log: {text:?}"
+    );
+}
