@@ -287,7 +287,7 @@ fn otel_notes(cfg: &LumenConfig) {
     }
     match &cfg.otel.endpoint {
         Some(url) if cfg!(feature = "otel") => tracing::info!(
-            endpoint = %url,
+            endpoint = %lumen_server::redact::url(url),
             service = %cfg.otel.service_name,
             "exporting traces over OTLP/HTTP"
         ),

@@ -195,15 +195,31 @@ impl OtelConfig {
             }
         }
 
+        // Header values are usually credentials, and a malformed entry is usually a credential
+        // written the wrong way (`Authorization: Bearer ...`): warnings name the entry by its
+        // position, and show a header's name only once it is a valid name.
         for var in [
             "OTEL_EXPORTER_OTLP_HEADERS",
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         ] {
-            for (k, v) in pairs(get(var).unwrap_or_default(), var, &mut warnings) {
-                if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                    || http::HeaderValue::from_str(&v).is_err()
-                {
-                    warnings.push(format!("{var}: `{k}` is not a valid header; ignored"));
+            for (n, entry) in pairs(get(var).unwrap_or_default()).into_iter().enumerate() {
+                let n = n + 1;
+                let Some((k, v)) = entry else {
+                    warnings.push(format!(
+                        "{var}: entry {n} is not key=value; ignored (not shown: it may hold a credential)"
+                    ));
+                    continue;
+                };
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    warnings.push(format!(
+                        "{var}: entry {n} does not start with a valid header name; ignored (not shown: it may hold a credential)"
+                    ));
+                    continue;
+                }
+                if http::HeaderValue::from_str(&v).is_err() {
+                    warnings.push(format!(
+                        "{var}: the value of `{k}` is not a valid header value; ignored"
+                    ));
                     continue;
                 }
                 cfg.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
@@ -246,11 +262,15 @@ impl OtelConfig {
         )
         .min(cfg.max_queue_size);
 
-        for (k, v) in pairs(
-            get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default(),
-            "OTEL_RESOURCE_ATTRIBUTES",
-            &mut warnings,
-        ) {
+        let list = get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+        let items = list.split(',').map(str::trim).filter(|s| !s.is_empty());
+        for (item, entry) in items.zip(pairs(list)) {
+            let Some((k, v)) = entry else {
+                warnings.push(format!(
+                    "OTEL_RESOURCE_ATTRIBUTES: `{item}` is not key=value; ignored"
+                ));
+                continue;
+            };
             if k == "service.name" {
                 cfg.service_name = v;
             } else {
@@ -272,33 +292,41 @@ impl OtelConfig {
     }
 }
 
-/// An absolute `http://` or `https://` URL with a host.
+/// An absolute `http://` or `https://` URL with a host. The reason shows the URL redacted: a
+/// collector's token is often its user name or a query value.
 fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    let shown = || crate::redact::url(url);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{}` is not a URL", shown()))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("`{url}` must start with http:// or https://")),
+        _ => {
+            return Err(format!("`{}` must start with http:// or https://", shown()));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("`{url}` has no host"));
+        return Err(format!("`{}` has no host", shown()));
     }
     Ok(())
 }
 
 /// `key=value,key2=value2` with percent-encoded values (the W3C baggage form the
-/// specification uses for headers and resource attributes).
-fn pairs(list: &str, var: &str, warnings: &mut Vec<String>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match item.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => out.push((
+/// specification uses for headers and resource attributes): one entry per non-empty item,
+/// `None` where an item is not `key=value`. The caller words the warning, because only it
+/// knows whether the item may be shown.
+fn pairs(list: &str) -> Vec<Option<(String, String)>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Some((
                 crate::path::percent_decode(k.trim()),
                 crate::path::percent_decode(v.trim()),
             )),
-            _ => warnings.push(format!("{var}: `{item}` is not key=value; ignored")),
-        }
-    }
-    out
+            _ => None,
+        })
+        .collect()
 }
 
 fn sampler(name: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) -> Sampler {

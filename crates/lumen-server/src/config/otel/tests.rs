@@ -88,6 +88,11 @@ fn headers_resource_and_service_name() {
         .collect();
     assert_eq!(headers, [("x-api-key", "abc=="), ("team", "b")]);
     assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert!(
+        cfg.warnings[0].contains("entry 2") && !cfg.warnings[0].contains("bad header"),
+        "{:?}",
+        cfg.warnings
+    );
     assert_eq!(cfg.service_name, "from-resource");
     assert_eq!(
         cfg.resource,
@@ -166,4 +171,33 @@ fn samplers() {
     assert_eq!((bad.ratio, w), (1.0, 1));
     let (unknown, w) = s("jaeger_remote", "");
     assert_eq!((unknown, w), (Sampler::default(), 1));
+}
+
+/// Warnings are logged at start and printed by `lumen config check`: a header entry written
+/// the wrong way is usually a credential (`Authorization: Bearer ...`), and a collector's
+/// token is often in its URL. None of it may appear in a warning.
+#[test]
+fn warnings_never_show_a_header_value_or_the_endpoint_credentials() {
+    let cfg = from(&[
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization Bearer SECRET1,Authorization: Bearer SECRET2=x,x-key=SECRET3\u{7f}",
+        ),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-token=%0aSECRET4"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "grpc://user:SECRET5@collector:4317?token=SECRET6",
+        ),
+    ]);
+    assert_eq!(cfg.endpoint, None);
+    assert!(cfg.headers.is_empty());
+    assert_eq!(cfg.warnings.len(), 5, "{:?}", cfg.warnings);
+    for w in &cfg.warnings {
+        assert!(!w.contains("SECRET"), "{w}");
+    }
+    assert!(
+        cfg.warnings[0].contains("grpc://<redacted>@collector:4317?token=<redacted>"),
+        "{:?}",
+        cfg.warnings
+    );
 }
