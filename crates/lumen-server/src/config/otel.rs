@@ -92,9 +92,18 @@ impl Default for Sampler {
 }
 
 impl Sampler {
+    fn new(parent_based: bool, ratio: f64) -> Self {
+        Self {
+            parent_based,
+            ratio,
+        }
+    }
+
     /// Whether to record a request: `parent` is the incoming sampled flag, if a valid
-    /// `traceparent` came in; `trace_id` is called only for a ratio. A ratio compares the trace id's last 56 bits (the random part
-    /// of a W3C trace id), so every service with the same ratio keeps the same traces.
+    /// `traceparent` came in. Only a parent-based sampler reads it, so under a plain one
+    /// (`always_off`, `traceidratio`) no caller can turn recording on, or off. `trace_id` is
+    /// called only for a ratio, which compares the trace id's last 56 bits (the random part of
+    /// a W3C trace id), so every service with the same ratio keeps the same traces.
     pub fn sampled(&self, parent: Option<bool>, trace_id: impl FnOnce() -> [u8; 16]) -> bool {
         if self.parent_based {
             if let Some(p) = parent {
@@ -329,6 +338,11 @@ fn pairs(list: &str) -> Vec<Option<(String, String)>> {
         .collect()
 }
 
+/// The sampler `OTEL_TRACES_SAMPLER` names. Only the two `*traceidratio` samplers read
+/// `OTEL_TRACES_SAMPLER_ARG`; with any other (the default included) a ratio there is ignored,
+/// as the specification says, and logged, as it also says: `OTEL_TRACES_SAMPLER_ARG=0` alone
+/// leaves `parentbased_always_on` in charge, which records every request, and any caller
+/// can have its trace recorded by sending a sampled `traceparent`.
 fn sampler(name: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) -> Sampler {
     let mut ratio = || match arg {
         None => 1.0,
@@ -343,23 +357,31 @@ fn sampler(name: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) ->
         },
     };
     let (parent_based, ratio) = match name.map(str::to_ascii_lowercase).as_deref() {
+        Some("traceidratio") => return Sampler::new(false, ratio()),
+        Some("parentbased_traceidratio") => return Sampler::new(true, ratio()),
         None | Some("parentbased_always_on") => (true, 1.0),
         Some("always_on") => (false, 1.0),
         Some("always_off") => (false, 0.0),
         Some("parentbased_always_off") => (true, 0.0),
-        Some("traceidratio") => (false, ratio()),
-        Some("parentbased_traceidratio") => (true, ratio()),
         Some(other) => {
             warnings.push(format!(
                 "OTEL_TRACES_SAMPLER={other}: unknown sampler; using parentbased_always_on"
             ));
-            (true, 1.0)
+            return Sampler::default();
         }
     };
-    Sampler {
-        parent_based,
-        ratio,
+    if let Some(a) = arg {
+        let which = name.map_or_else(
+            || "the default sampler, parentbased_always_on,".to_owned(),
+            |n| format!("OTEL_TRACES_SAMPLER={n}"),
+        );
+        warnings.push(format!(
+            "OTEL_TRACES_SAMPLER_ARG={a} is ignored: {which} takes no argument. For a ratio set \
+             OTEL_TRACES_SAMPLER=traceidratio (callers' traceparent cannot turn recording on) \
+             or parentbased_traceidratio (a sampled traceparent is always recorded)"
+        ));
     }
+    Sampler::new(parent_based, ratio)
 }
 
 #[cfg(test)]

@@ -201,3 +201,37 @@ fn warnings_never_show_a_header_value_or_the_endpoint_credentials() {
         cfg.warnings
     );
 }
+
+/// `OTEL_TRACES_SAMPLER_ARG=0` alone leaves the default `parentbased_always_on` in charge: every
+/// request is recorded and every sampled `traceparent` is followed. The specification has the
+/// argument ignored there, and logged; it was ignored silently.
+#[test]
+fn a_ratio_the_sampler_does_not_read_is_a_warning() {
+    let alone = from(&[("OTEL_TRACES_SAMPLER_ARG", "0.0")]);
+    assert_eq!(alone.sampler, Sampler::default());
+    assert_eq!(alone.warnings.len(), 1, "{:?}", alone.warnings);
+    assert!(
+        alone.warnings[0].contains("OTEL_TRACES_SAMPLER_ARG=0.0 is ignored")
+            && alone.warnings[0].contains("parentbased_always_on"),
+        "{:?}",
+        alone.warnings
+    );
+    let off = from(&[
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ]);
+    assert_eq!(off.sampler.ratio, 0.0);
+    assert!(
+        off.warnings[0].contains("OTEL_TRACES_SAMPLER=always_off takes no argument"),
+        "{:?}",
+        off.warnings
+    );
+    for name in ["traceidratio", "parentbased_traceidratio"] {
+        let read = from(&[
+            ("OTEL_TRACES_SAMPLER", name),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]);
+        assert_eq!(read.sampler.ratio, 0.25, "{name}");
+        assert!(read.warnings.is_empty(), "{name}: {:?}", read.warnings);
+    }
+}
