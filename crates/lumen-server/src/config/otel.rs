@@ -51,10 +51,13 @@ impl Default for OtelConfig {
 }
 
 impl fmt::Debug for OtelConfig {
-    /// Header values are often credentials: names only.
+    /// Header values are often credentials: names only; the endpoint redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtelConfig")
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(crate::redact::url),
+            )
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),

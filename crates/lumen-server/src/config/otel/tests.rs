@@ -177,6 +177,24 @@ fn samplers() {
 /// the wrong way is usually a credential (`Authorization: Bearer ...`), and a collector's
 /// token is often in its URL. None of it may appear in a warning.
 #[test]
+fn debug_shows_the_endpoint_redacted() {
+    let cfg = from(&[(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "https://token:SECRET@otlp.example/v1/traces?key=SECRET",
+    )]);
+    assert!(
+        cfg.endpoint.as_deref().unwrap().contains("SECRET"),
+        "kept for use"
+    );
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert!(
+        shown.contains("https://<redacted>@otlp.example/v1/traces"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn warnings_never_show_a_header_value_or_the_endpoint_credentials() {
     let cfg = from(&[
         (
