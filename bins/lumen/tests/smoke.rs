@@ -1065,3 +1065,29 @@ fn otel_credentials_stay_out_of_the_start_up_log_and_config_check() {
     assert!(text.contains("entry 1 is not key=value"), "{text}");
     assert!(!text.contains("SECRET"), "{text}");
 }
+
+/// `lumen health` repeats its `--url` when the probe fails: redacted, like every URL shown.
+#[test]
+fn the_health_probe_shows_its_url_redacted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = lumen()
+        .args(["health", "--url"])
+        .arg(format!(
+            "http://probe:SECRET@127.0.0.1:{port}/health?token=SECRET"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "http://<redacted>@127.0.0.1:{port}/health?token=<redacted>"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET"), "{err}");
+}
