@@ -79,15 +79,60 @@ async fn the_api_listener_serves_tls_with_the_configured_certificate() {
     .await;
     assert!(chat.starts_with("HTTP/1.1 200"), "{chat}");
     assert!(chat.contains("\"model\":\"m\""), "{chat}");
-    // Plain HTTP on the TLS port gets no HTTP answer.
-    let mut plain = tokio::net::TcpStream::connect(lumen.addr).await.unwrap();
-    plain
-        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Everything a client gets back on a new plain TCP connection after sending `bytes`.
+async fn plain(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
-    let _ = plain.read_to_end(&mut out).await;
-    assert!(!String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    let _ = s.read_to_end(&mut out).await;
+    out
+}
+
+/// Plain HTTP on the TLS port got a bare TLS alert (`curl` prints "Empty reply from server");
+/// now a 400 in Lumen's JSON says to use https. Bytes that are not plainly HTTP still get
+/// rustls's alert, and the port keeps serving TLS.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_is_answered_400_in_json() {
+    let dir = std::env::temp_dir().join(format!("lumen-tls-plain-{}", std::process::id()));
+    let (tls, trust) = certificate(&dir);
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&url]).tls(Some(tls)).build().unwrap()).await;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    for request in [
+        "GET /health HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    ] {
+        let out = plain(lumen.addr, request.as_bytes()).await;
+        let text = String::from_utf8_lossy(&out);
+        let (head, json) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("x-request-id: "), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert_eq!(v["error"]["code"], "https_required", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("https://"),
+            "{v}"
+        );
+    }
+    // Not HTTP: no HTTP answer (a TLS alert, then the connection closes).
+    let out = plain(lumen.addr, b"\x00\x01\x02 hello\r\n").await;
+    assert!(!out.starts_with(b"HTTP/"), "{out:?}");
+    let health = https(
+        lumen.addr,
+        &trust,
+        "GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -163,4 +208,85 @@ async fn try_https(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .map(|_| ())
+}
+
+/// A reload with a certificate rustls cannot serve was reported as "invalid peer certificate:
+/// BadEncoding" (rustls's words for a client checking a server). The error now names the
+/// setting and the file and says what is wrong; the running certificate stays.
+#[tokio::test]
+async fn a_bad_certificate_on_reload_names_the_file_and_why() {
+    let dir = std::env::temp_dir().join(format!("lumen-tls-bad-{}", std::process::id()));
+    let (good, trust) = certificate(&dir.join("good"));
+    let (other, _) = certificate(&dir.join("other"));
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&url]).tls(Some(good.clone())).build().unwrap()).await;
+    // A well-formed PEM block whose content is not a certificate.
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQoLDA0ODw==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let reload = |cert: &std::path::Path, key: &std::path::Path| {
+        let file = dir.join("lumen.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "backends = [\"{url}\"]\n[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+            ),
+        )
+        .unwrap();
+        lumen
+            .gateway
+            .reload_from(Some(&file), &lumen_server::Overrides::default())
+            .expect_err("the reload is refused")
+            .to_string()
+    };
+    let cases = [
+        (
+            reload(&garbage, &good.key_file),
+            "server.tls.cert_file",
+            garbage.display().to_string(),
+            "not a valid X.509 certificate",
+        ),
+        (
+            reload(&good.cert_file, &other.key_file),
+            "server.tls.key_file",
+            other.key_file.display().to_string(),
+            "does not belong to the certificate",
+        ),
+        (
+            reload(&good.cert_file, &good.cert_file),
+            "server.tls.key_file",
+            good.cert_file.display().to_string(),
+            "no PEM private key found",
+        ),
+        (
+            reload(&good.key_file, &good.key_file),
+            "server.tls.cert_file",
+            good.key_file.display().to_string(),
+            "no PEM certificate found",
+        ),
+    ];
+    for (err, key, file, why) in &cases {
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains(file.as_str()), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(!err.contains("peer"), "{err}");
+        assert!(
+            !err.contains("PRIVATE KEY"),
+            "never the key's content: {err}"
+        );
+    }
+    let health = https(
+        lumen.addr,
+        &trust,
+        "GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "the old certificate is still served"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

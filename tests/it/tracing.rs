@@ -453,6 +453,91 @@ async fn an_unsampled_caller_gets_no_spans_and_passes_its_decision_on() {
     assert!(collector.spans().is_empty());
 }
 
+/// Who decides whether a request is recorded, for each sampler the `OTEL_*` variables can
+/// name, against the real receiver: a parent-based sampler follows a valid `traceparent`'s
+/// sampled flag, a plain one does not, so no caller can force export past `always_off` or
+/// `traceidratio` at 0. The `traceparent` sent to the engine carries the same decision. A
+/// ratio given to a sampler that reads none is reported (it was ignored silently, leaving
+/// `parentbased_always_on` to record every caller that asked).
+#[tokio::test]
+async fn the_configured_sampler_decides_and_only_parent_based_ones_follow_the_caller() {
+    /// The variables, then whether a request is recorded with a sampled `traceparent`, an
+    /// unsampled one, and none.
+    type Row = (&'static [(&'static str, &'static str)], [bool; 3]);
+    const RATIO: &str = "OTEL_TRACES_SAMPLER_ARG";
+    const SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    let table: &[Row] = &[
+        (&[(SAMPLER, "traceidratio"), (RATIO, "0.0")], [false; 3]),
+        (&[(SAMPLER, "always_off")], [false; 3]),
+        (&[(SAMPLER, "traceidratio"), (RATIO, "1.0")], [true; 3]),
+        (&[(SAMPLER, "always_on")], [true; 3]),
+        (
+            &[(SAMPLER, "parentbased_traceidratio"), (RATIO, "0.0")],
+            [true, false, false],
+        ),
+        (&[(SAMPLER, "parentbased_always_off")], [true, false, false]),
+        (
+            &[(SAMPLER, "parentbased_traceidratio"), (RATIO, "1.0")],
+            [true, false, true],
+        ),
+        (&[], [true, false, true]),
+        (&[(RATIO, "0.0")], [true, false, true]),
+    ];
+    let collector = Collector::start().await;
+    let (a, sa) = sim(&["m1"]).await;
+    for (row, (vars, want)) in table.iter().enumerate() {
+        let mut env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.push((
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".to_owned(),
+            collector.url.clone(),
+        ));
+        env.push(("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "1".to_owned()));
+        let cfg = OtelConfig::from_vars(env);
+        let ignored_ratio = vars.len() == 1 && vars[0].0 == RATIO;
+        assert_eq!(
+            cfg.warnings.len(),
+            usize::from(ignored_ratio),
+            "{vars:?}: {:?}",
+            cfg.warnings
+        );
+        let lumen = lumen(&[&a], cfg, RetryConfig::default()).await;
+        let url = lumen.url("/v1/chat/completions");
+        for (col, flags) in ["01", "00", ""].into_iter().enumerate() {
+            let trace = format!("{:032x}", 0xabc0 + row * 4 + col);
+            let traceparent = format!("00-{trace}-{PARENT}-{flags}");
+            let headers: &[(&str, &str)] = if flags.is_empty() {
+                &[]
+            } else {
+                &[("traceparent", &traceparent)]
+            };
+            let before = collector.spans().len();
+            assert_eq!(post_with(&url, &chat("m1", ""), headers).await.status, 200);
+            lumen.gateway.flush_traces().await;
+            let spans = collector.spans();
+            let recorded = spans.len() > before;
+            let case = format!("{vars:?} with traceparent flags {flags:?}");
+            assert_eq!(recorded, want[col], "{case}");
+            let forwarded = sa
+                .records()
+                .iter()
+                .rfind(|r| r.method == "POST")
+                .and_then(|r| r.header("traceparent").map(str::to_owned))
+                .unwrap();
+            let flag = if want[col] { "-01" } else { "-00" };
+            assert!(forwarded.ends_with(flag), "{case}: sent on {forwarded}");
+            if recorded && !flags.is_empty() {
+                assert!(
+                    spans[before..].iter().all(|s| hex(&s.trace_id) == trace),
+                    "{case}: the caller's trace"
+                );
+            }
+        }
+    }
+}
+
 fn sample(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// GETs `url` (plain `http://host:port/path`) and succeeds on a 200 status line.
+/// Messages show the URL redacted, and errors never repeat its authority.
 pub fn probe(url: &str, timeout_ms: u64) -> ExitCode {
+    let shown = || lumen_server::redact::url(url);
     match get_status(url, Duration::from_millis(timeout_ms.max(1))) {
         Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {
-            eprintln!("lumen health: {url} answered {status}");
+            eprintln!("lumen health: {} answered {status}", shown());
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("lumen health: --url {url}: {e}");
+            eprintln!("lumen health: --url {}: {e}", shown());
             ExitCode::FAILURE
         }
     }
@@ -31,9 +33,9 @@ fn get_status(url: &str, timeout: Duration) -> Result<u16, String> {
     };
     let addr = authority
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .map_err(|e| format!("cannot resolve the host: {e}"))?
         .next()
-        .ok_or_else(|| format!("{authority} resolves to no address"))?;
+        .ok_or("the host resolves to no address")?;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;

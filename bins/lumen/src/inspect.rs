@@ -12,57 +12,68 @@ use serde_json::Value;
 use crate::EX_USAGE;
 
 /// Parses and validates `file` plus the environment and flags, then builds the gateway (which
-/// checks backend URLs) without discovering models or binding a port.
+/// checks backend URLs, Redis and TLS settings) without discovering models or binding a port.
 #[allow(clippy::print_stdout)]
 pub fn check(file: &Path, overrides: &Overrides) -> ExitCode {
-    let errors = match config::check(Some(file), overrides) {
+    match validated(Some(file), overrides) {
         Ok(cfg) => {
-            let built = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    let _guard = rt.enter();
-                    Gateway::from_config(&cfg).map_err(|e| e.to_string())
-                });
-            match built {
-                Ok(_) => {
-                    // Trace settings never fail a check (they never stop Lumen), but say so.
-                    for w in &cfg.otel.warnings {
-                        eprintln!("warning: {w}");
-                    }
-                    println!("{}: OK ({} backend(s))", file.display(), cfg.backends.len());
-                    return ExitCode::SUCCESS;
-                }
-                Err(e) => vec![e],
+            // Trace settings never fail a check (they never stop Lumen), but say so.
+            for w in &cfg.otel.warnings {
+                eprintln!("warning: {w}");
             }
+            println!("{}: OK ({} backend(s))", file.display(), cfg.backends.len());
+            ExitCode::SUCCESS
         }
-        Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
-    };
-    eprintln!(
-        "{}: {} error(s) in the configuration:",
-        file.display(),
-        errors.len()
-    );
-    for e in errors {
-        eprintln!("  {e}");
+        Err(errors) => refuse(&file.display().to_string(), &errors),
     }
-    ExitCode::from(EX_USAGE)
 }
 
-/// The merged settings as TOML, one commented section per top-level key.
+/// The merged settings as TOML, one commented section per top-level key. A configuration that
+/// `check` refuses is not printed, and exits 64 the same way: `print` once showed a Redis URL
+/// that no Redis client could parse (and the password in it), and exited 0.
 #[allow(clippy::print_stdout)]
 pub fn print(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
+    let source = file.map_or_else(|| "lumen".to_owned(), |f| f.display().to_string());
+    if let Err(errors) = validated(file, overrides) {
+        return refuse(&source, &errors);
+    }
     match config::effective(file, overrides) {
         Ok(sections) => {
             print!("{}", render(&sections));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("lumen: invalid configuration: {e}");
-            ExitCode::from(EX_USAGE)
-        }
+        Err(e) => refuse(&source, &[e.to_string()]),
     }
+}
+
+/// What `check` and `print` both require: the configuration `lumen` would start with, or every
+/// reason it would not start.
+fn validated(
+    file: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<config::LumenConfig, Vec<String>> {
+    let cfg = config::check(file, overrides).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| vec![e.to_string()])?;
+    let _guard = rt.enter();
+    Gateway::from_config(&cfg).map_err(|e| vec![e.to_string()])?;
+    Ok(cfg)
+}
+
+/// Every error on stderr, one per line, and `EX_USAGE`.
+fn refuse(source: &str, errors: &[String]) -> ExitCode {
+    eprintln!("{source}: {} error(s) in the configuration:", errors.len());
+    for e in errors {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(EX_USAGE)
 }
 
 fn render(sections: &[config::Effective]) -> String {

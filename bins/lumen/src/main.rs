@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lumen_server::config::{self, LogFormat, LumenConfig, Overrides};
+use lumen_server::config::{self, LumenConfig, Overrides};
 use lumen_server::{Gateway, serve};
 
 mod demo;
 mod health;
 mod inspect;
+mod logging;
 
 /// mimalloc: a gateway allocates and frees many small, short-lived buffers per request across
 /// threads, which glibc's malloc handles with locks and consolidation (about a tenth of
@@ -170,7 +171,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         };
-        init_logging(&cfg);
+        logging::init(&cfg);
         let stray: Vec<String> = config::unknown_env()
             .into_iter()
             .filter(|k| !config::is_kubernetes_service_link(k))
@@ -286,7 +287,7 @@ fn otel_notes(cfg: &LumenConfig) {
     }
     match &cfg.otel.endpoint {
         Some(url) if cfg!(feature = "otel") => tracing::info!(
-            endpoint = %url,
+            endpoint = %lumen_server::redact::url(url),
             service = %cfg.otel.service_name,
             "exporting traces over OTLP/HTTP"
         ),
@@ -296,19 +297,6 @@ fn otel_notes(cfg: &LumenConfig) {
         ),
         None => {}
     }
-}
-
-fn init_logging(cfg: &LumenConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 /// Reloads on SIGHUP and, when `watch_ms` > 0, when the config file's modification time changes.

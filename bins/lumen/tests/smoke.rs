@@ -796,7 +796,7 @@ fn config_print_shows_sources_and_redacts_secrets() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("sk-upstream-secret"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
-    assert!(text.contains("redis://:<redacted>@redis:6379/0"), "{text}");
+    assert!(text.contains("redis://<redacted>@redis:6379/0"), "{text}");
     assert!(text.contains("api_key = \"<redacted>\""), "{text}");
     assert!(text.contains("profile = \"small\""), "{text}");
     assert!(text.contains("# from LUMEN_PROFILE"), "{text}");
@@ -887,4 +887,207 @@ fn config_check_warns_about_unusable_otel_settings_but_passes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "{err}");
     assert!(err.contains("OTEL_TRACES_SAMPLER=sometimes"), "{err}");
+}
+
+/// Container log collectors store stderr as written: text logs sent to a pipe must carry no
+/// ANSI escape codes (they did: every level and field name was wrapped in `ESC[..m`).
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let mut child = lumen()
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .env("LUMEN_LOG__FORMAT", "text")
+        .env_remove("NO_COLOR")
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut told = false;
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            // The demo's own request has been served and logged: enough to judge.
+            if !told && String::from_utf8_lossy(&all).contains("lumen::access") {
+                let _ = tx.send(());
+                told = true;
+            }
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("no access line on stderr");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = reader.join().unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("INFO") && text.contains("ready"), "{text}");
+    assert!(
+        !log.contains(&0x1b),
+        "escape codes in a piped log: {text:?}"
+    );
+}
+
+/// Runs `lumen config check FILE` and `lumen config print --config FILE` with `env`; returns
+/// both exit codes and everything both wrote.
+fn check_and_print(file: &std::path::Path, env: &[(&str, &str)]) -> ((i32, i32), String) {
+    let run = |args: &[&str]| {
+        let mut c = lumen();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).arg(file).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap(), text)
+    };
+    let (check, a) = run(&["config", "check"]);
+    let (print, b) = run(&["config", "print", "--config"]);
+    ((check, print), format!("{a}{b}"))
+}
+
+/// No output shows a secret held in a URL, wherever it sits: `?pass=` of a `redis+unix` URL,
+/// passwords with unencoded `/ # ?` (which no Redis client can parse: `print` exits 64 like
+/// `check`, where it exited 0 and printed the password), a backend URL's userinfo and
+/// `?api_key=` (echoed by `check`), and the backend name taken from such a URL.
+#[test]
+fn config_check_and_print_never_show_a_secret_in_a_url() {
+    /// File name, its text, the exit codes of `check` and `print`, text the output must hold.
+    type Case = (&'static str, String, (i32, i32), &'static [&'static str]);
+    let redis = |url: &str| {
+        format!("[[backends]]\nurl = \"http://127.0.0.1:1\"\n[redis]\nurl = \"{url}\"\n")
+    };
+    let cases: &[Case] = &[
+        (
+            "unix.toml",
+            redis("redis+unix:///run/redis.sock?db=0&pass=SECRET"),
+            (0, 0),
+            &["redis+unix:///run/redis.sock?db=<redacted>&pass=<redacted>"],
+        ),
+        (
+            "slash.toml",
+            redis("redis://:SEC/RET@redis:6379/0"),
+            (64, 64),
+            &["redis.url"],
+        ),
+        (
+            "hash.toml",
+            redis("redis://:SEC#RET@redis:6379/0"),
+            (64, 64),
+            &["redis.url"],
+        ),
+        (
+            "question.toml",
+            redis("redis://:SEC?RET@redis:6379/0"),
+            (64, 64),
+            &["redis.url"],
+        ),
+        (
+            "query.toml",
+            "[[backends]]\nurl = \"http://user:SECRET@127.0.0.1:1/?api_key=SECRET\"\n".to_owned(),
+            (64, 64),
+            &["backends[0].url", "127.0.0.1:1", "query string"],
+        ),
+        (
+            "userinfo.toml",
+            "[[backends]]\nurl = \"http://user:SECRET@127.0.0.1:1\"\n\
+             [[backends]]\nurl = \"http://user:SECRET@127.0.0.1:1\"\n"
+                .to_owned(),
+            (64, 64),
+            &["duplicate backend name \"127.0.0.1:1\""],
+        ),
+        (
+            "printed.toml",
+            "[[backends]]\nurl = \"http://user:SECRET@127.0.0.1:1/v1\"\n".to_owned(),
+            (0, 0),
+            &["url = \"http://<redacted>@127.0.0.1:1/v1\""],
+        ),
+    ];
+    for (name, toml, codes, expect) in cases {
+        let file = scratch(name, toml);
+        let (got, text) = check_and_print(&file, &[]);
+        assert_eq!(got, *codes, "{name}: {text}");
+        assert!(!text.contains("SEC"), "{name}: {text}");
+        assert!(!text.contains("RET"), "{name}: {text}");
+        for e in *expect {
+            assert!(text.contains(e), "{name}: {e} missing: {text}");
+        }
+    }
+}
+
+/// The OTLP settings are logged at start: the endpoint without its userinfo, and a malformed
+/// `OTEL_EXPORTER_OTLP_HEADERS` entry by position only (it printed the entry, a bearer token).
+#[test]
+fn otel_credentials_stay_out_of_the_start_up_log_and_config_check() {
+    let env = [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:SECRET1@127.0.0.1:1",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization Bearer SECRET2,x-team: SECRET3=1",
+        ),
+    ];
+    let mut c = lumen();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .spawn()
+        .unwrap();
+    let (_, before) = wait_listening_with_log(&mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = before.join("\n");
+    assert!(
+        log.contains("endpoint=http://<redacted>@127.0.0.1:1/v1/traces"),
+        "{log}"
+    );
+    assert!(log.contains("OTEL_EXPORTER_OTLP_HEADERS: entry 1"), "{log}");
+    assert!(log.contains("OTEL_EXPORTER_OTLP_HEADERS: entry 2"), "{log}");
+    assert!(!log.contains("SECRET"), "{log}");
+
+    let file = scratch(
+        "otel-secrets.toml",
+        "[[backends]]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let (codes, text) = check_and_print(&file, &env);
+    assert_eq!(codes, (0, 0), "{text}");
+    assert!(text.contains("entry 1 is not key=value"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+}
+
+/// `lumen health` repeats its `--url` when the probe fails: redacted, like every URL shown.
+#[test]
+fn the_health_probe_shows_its_url_redacted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = lumen()
+        .args(["health", "--url"])
+        .arg(format!(
+            "http://probe:SECRET@127.0.0.1:{port}/health?token=SECRET"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "http://<redacted>@127.0.0.1:{port}/health?token=<redacted>"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET"), "{err}");
 }

@@ -114,12 +114,10 @@ impl VllmConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VllmConfigError {
-    #[error("backend {name}: invalid base URL {url:?}: {reason}")]
-    BadUrl {
-        name: String,
-        url: String,
-        reason: String,
-    },
+    /// The URL itself is not repeated: it may hold credentials (userinfo, `?api_key=`), and
+    /// this message reaches logs and `lumen config check`. The caller knows which URL it gave.
+    #[error("backend {name}: invalid base URL: {reason}")]
+    BadUrl { name: String, reason: String },
     #[error("backend {name}: the API key contains characters not allowed in an HTTP header")]
     BadApiKey { name: String },
     #[error("backend {name}: TLS setup failed: {reason}")]
@@ -285,7 +283,6 @@ impl VllmBackend {
             .transpose()?;
         let uri: Uri = base.parse().map_err(|_| VllmConfigError::BadUrl {
             name: cfg.name.clone(),
-            url: cfg.base_url.clone(),
             reason: "not a URL".to_owned(),
         })?;
         let transport = if uri.scheme_str() == Some("http") {
@@ -707,7 +704,6 @@ impl Backend for VllmBackend {
 fn normalize_base(name: &str, url: &str) -> Result<String, VllmConfigError> {
     let bad = |reason: &str| VllmConfigError::BadUrl {
         name: name.to_owned(),
-        url: url.to_owned(),
         reason: reason.to_owned(),
     };
     let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;

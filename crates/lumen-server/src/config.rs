@@ -604,8 +604,9 @@ pub struct Effective {
     pub key: String,
     /// Where its values came from (files, variables, command line), without repeats.
     pub origins: Vec<String>,
-    /// The merged value with secrets (`backends[].api_key`, the password in `redis.url`)
-    /// replaced by `<redacted>`.
+    /// The merged value with secrets (`backends[].api_key`; userinfo, query values and
+    /// fragment of `redis.url` and backend URLs: [`crate::redact::url`]) replaced by
+    /// `<redacted>`.
     pub value: serde_json::Value,
 }
 
@@ -671,10 +672,9 @@ fn collect_origins(
     }
 }
 
-const REDACTED: &str = "<redacted>";
-
 /// Secrets out of a top-level value: every `api_key` under `backends` (also inside a
-/// `LUMEN_BACKENDS` string that was not parsed into tables), the password of `redis.url`.
+/// `LUMEN_BACKENDS` string that was not parsed into tables), and what [`crate::redact::url`]
+/// hides in every backend URL and in `redis.url`.
 fn redact(key: &str, v: &mut serde_json::Value) {
     use serde_json::Value;
     match (key, v) {
@@ -683,45 +683,33 @@ fn redact(key: &str, v: &mut serde_json::Value) {
                 match item {
                     Value::Object(b) => {
                         if let Some(k) = b.get_mut("api_key") {
-                            *k = Value::String(REDACTED.to_owned());
+                            *k = Value::String(crate::redact::REDACTED.to_owned());
                         }
                         if let Some(Value::String(u)) = b.get_mut("url") {
-                            *u = redact_url(u);
+                            *u = crate::redact::url(u);
                         }
                     }
-                    Value::String(u) => *u = redact_url(u),
+                    Value::String(u) => *u = crate::redact::url(u),
                     _ => {}
                 }
             }
         }
         ("backends", Value::String(s)) if s.contains("api_key") => {
-            *s = REDACTED.to_owned();
+            *s = crate::redact::REDACTED.to_owned();
         }
         ("backends", Value::String(s)) => {
-            *s = s.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+            *s = s
+                .split(',')
+                .map(crate::redact::url)
+                .collect::<Vec<_>>()
+                .join(",");
         }
         ("redis", Value::Object(r)) => {
             if let Some(Value::String(u)) = r.get_mut("url") {
-                *u = redact_url(u);
+                *u = crate::redact::url(u);
             }
         }
         _ => {}
-    }
-}
-
-/// `redis://user:secret@host` → `redis://user:<redacted>@host`; other text unchanged.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:{REDACTED}@{host}{tail}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -892,17 +880,24 @@ impl LumenConfig {
         .map_err(ConfigError::from)
     }
 
-    /// The configured name, or `host:port` from the URL.
+    /// The configured name, or `host:port` from the URL. The name is a metric label and is in
+    /// every log line about the backend, so nothing else of the URL may reach it: not the
+    /// userinfo (it was, `user:password@host:8000`), not a query.
     pub fn backend_name(&self, i: usize) -> String {
         let b = &self.backends[i];
         match &b.name {
             Some(n) if !n.is_empty() => n.clone(),
-            _ => {
-                let rest = b.url.split("://").nth(1).unwrap_or(&b.url);
-                rest.split('/').next().unwrap_or(rest).to_owned()
-            }
+            _ => host_port(&b.url).to_owned(),
         }
     }
+}
+
+/// The authority of `url` without its userinfo: what follows `scheme://` and the last `@`
+/// before the path, query or fragment.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
 
 /// `backends` accepts `"url"`, `"url1,url2"`, `["url", {url = "...", ...}]`.

@@ -258,6 +258,22 @@ pub(crate) fn unparsable_request(status: u16) -> Vec<u8> {
             "invalid_http_request",
         ),
     };
+    raw_answer(status, message, code)
+}
+
+/// The whole HTTP/1.1 answer, as bytes, to plain HTTP sent to the TLS port (see `tls.rs`):
+/// 400 in Lumen's JSON, as nginx and others answer, rather than a TLS alert a person cannot
+/// read. No request was parsed, so it carries a fresh request id and closes the connection.
+pub(crate) fn plain_http_on_tls_port() -> Vec<u8> {
+    raw_answer(
+        StatusCode::BAD_REQUEST,
+        "This port serves HTTPS, and the request was sent as plain HTTP: use an https:// URL.",
+        "https_required",
+    )
+}
+
+/// An answer written on the socket directly, before hyper reads a request.
+fn raw_answer(status: StatusCode, message: &str, code: &str) -> Vec<u8> {
     let body = ApiError::new(status, INVALID_REQUEST, message)
         .code(code)
         .body_json();

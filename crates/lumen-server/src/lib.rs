@@ -32,6 +32,7 @@ mod observe;
 #[cfg(feature = "otel")]
 mod otel;
 mod path;
+pub mod redact;
 mod serve;
 mod shared;
 mod tls;

@@ -201,21 +201,15 @@ async fn serve_on(
             Some(acceptor) => {
                 let watcher = graceful.watcher();
                 conns.spawn(async move {
-                    // Bounded like the header read: a client that never finishes the
-                    // handshake cannot hold its connection.
-                    let stream =
-                        match tokio::time::timeout(deadlines.header, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    // Bounded like the header read; plain HTTP is answered 400 (`tls.rs`).
+                    let stream = match crate::tls::accept(&acceptor, stream, deadlines.header).await
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS connection refused");
+                            return;
+                        }
+                    };
                     let io = TokioIo::new(Conn::new(stream, activity, deadlines));
                     let conn = http().serve_connection(io, svc);
                     if let Err(e) = watcher.watch(conn).await {

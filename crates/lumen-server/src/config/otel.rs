@@ -51,10 +51,13 @@ impl Default for OtelConfig {
 }
 
 impl fmt::Debug for OtelConfig {
-    /// Header values are often credentials: names only.
+    /// Header values are often credentials: names only; the endpoint redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtelConfig")
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(crate::redact::url),
+            )
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -92,9 +95,18 @@ impl Default for Sampler {
 }
 
 impl Sampler {
+    fn new(parent_based: bool, ratio: f64) -> Self {
+        Self {
+            parent_based,
+            ratio,
+        }
+    }
+
     /// Whether to record a request: `parent` is the incoming sampled flag, if a valid
-    /// `traceparent` came in; `trace_id` is called only for a ratio. A ratio compares the trace id's last 56 bits (the random part
-    /// of a W3C trace id), so every service with the same ratio keeps the same traces.
+    /// `traceparent` came in. Only a parent-based sampler reads it, so under a plain one
+    /// (`always_off`, `traceidratio`) no caller can turn recording on, or off. `trace_id` is
+    /// called only for a ratio, which compares the trace id's last 56 bits (the random part of
+    /// a W3C trace id), so every service with the same ratio keeps the same traces.
     pub fn sampled(&self, parent: Option<bool>, trace_id: impl FnOnce() -> [u8; 16]) -> bool {
         if self.parent_based {
             if let Some(p) = parent {
@@ -195,15 +207,31 @@ impl OtelConfig {
             }
         }
 
+        // Header values are usually credentials, and a malformed entry is usually a credential
+        // written the wrong way (`Authorization: Bearer ...`): warnings name the entry by its
+        // position, and show a header's name only once it is a valid name.
         for var in [
             "OTEL_EXPORTER_OTLP_HEADERS",
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         ] {
-            for (k, v) in pairs(get(var).unwrap_or_default(), var, &mut warnings) {
-                if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                    || http::HeaderValue::from_str(&v).is_err()
-                {
-                    warnings.push(format!("{var}: `{k}` is not a valid header; ignored"));
+            for (n, entry) in pairs(get(var).unwrap_or_default()).into_iter().enumerate() {
+                let n = n + 1;
+                let Some((k, v)) = entry else {
+                    warnings.push(format!(
+                        "{var}: entry {n} is not key=value; ignored (not shown: it may hold a credential)"
+                    ));
+                    continue;
+                };
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    warnings.push(format!(
+                        "{var}: entry {n} does not start with a valid header name; ignored (not shown: it may hold a credential)"
+                    ));
+                    continue;
+                }
+                if http::HeaderValue::from_str(&v).is_err() {
+                    warnings.push(format!(
+                        "{var}: the value of `{k}` is not a valid header value; ignored"
+                    ));
                     continue;
                 }
                 cfg.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
@@ -246,11 +274,15 @@ impl OtelConfig {
         )
         .min(cfg.max_queue_size);
 
-        for (k, v) in pairs(
-            get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default(),
-            "OTEL_RESOURCE_ATTRIBUTES",
-            &mut warnings,
-        ) {
+        let list = get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+        let items = list.split(',').map(str::trim).filter(|s| !s.is_empty());
+        for (item, entry) in items.zip(pairs(list)) {
+            let Some((k, v)) = entry else {
+                warnings.push(format!(
+                    "OTEL_RESOURCE_ATTRIBUTES: `{item}` is not key=value; ignored"
+                ));
+                continue;
+            };
             if k == "service.name" {
                 cfg.service_name = v;
             } else {
@@ -272,35 +304,48 @@ impl OtelConfig {
     }
 }
 
-/// An absolute `http://` or `https://` URL with a host.
+/// An absolute `http://` or `https://` URL with a host. The reason shows the URL redacted: a
+/// collector's token is often its user name or a query value.
 fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    let shown = || crate::redact::url(url);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{}` is not a URL", shown()))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("`{url}` must start with http:// or https://")),
+        _ => {
+            return Err(format!("`{}` must start with http:// or https://", shown()));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("`{url}` has no host"));
+        return Err(format!("`{}` has no host", shown()));
     }
     Ok(())
 }
 
 /// `key=value,key2=value2` with percent-encoded values (the W3C baggage form the
-/// specification uses for headers and resource attributes).
-fn pairs(list: &str, var: &str, warnings: &mut Vec<String>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match item.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => out.push((
+/// specification uses for headers and resource attributes): one entry per non-empty item,
+/// `None` where an item is not `key=value`. The caller words the warning, because only it
+/// knows whether the item may be shown.
+fn pairs(list: &str) -> Vec<Option<(String, String)>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Some((
                 crate::path::percent_decode(k.trim()),
                 crate::path::percent_decode(v.trim()),
             )),
-            _ => warnings.push(format!("{var}: `{item}` is not key=value; ignored")),
-        }
-    }
-    out
+            _ => None,
+        })
+        .collect()
 }
 
+/// The sampler `OTEL_TRACES_SAMPLER` names. Only the two `*traceidratio` samplers read
+/// `OTEL_TRACES_SAMPLER_ARG`; with any other (the default included) a ratio there is ignored,
+/// as the specification says, and logged, as it also says: `OTEL_TRACES_SAMPLER_ARG=0` alone
+/// leaves `parentbased_always_on` in charge, which records every request, and any caller
+/// can have its trace recorded by sending a sampled `traceparent`.
 fn sampler(name: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) -> Sampler {
     let mut ratio = || match arg {
         None => 1.0,
@@ -315,23 +360,31 @@ fn sampler(name: Option<&str>, arg: Option<&str>, warnings: &mut Vec<String>) ->
         },
     };
     let (parent_based, ratio) = match name.map(str::to_ascii_lowercase).as_deref() {
+        Some("traceidratio") => return Sampler::new(false, ratio()),
+        Some("parentbased_traceidratio") => return Sampler::new(true, ratio()),
         None | Some("parentbased_always_on") => (true, 1.0),
         Some("always_on") => (false, 1.0),
         Some("always_off") => (false, 0.0),
         Some("parentbased_always_off") => (true, 0.0),
-        Some("traceidratio") => (false, ratio()),
-        Some("parentbased_traceidratio") => (true, ratio()),
         Some(other) => {
             warnings.push(format!(
                 "OTEL_TRACES_SAMPLER={other}: unknown sampler; using parentbased_always_on"
             ));
-            (true, 1.0)
+            return Sampler::default();
         }
     };
-    Sampler {
-        parent_based,
-        ratio,
+    if let Some(a) = arg {
+        let which = name.map_or_else(
+            || "the default sampler, parentbased_always_on,".to_owned(),
+            |n| format!("OTEL_TRACES_SAMPLER={n}"),
+        );
+        warnings.push(format!(
+            "OTEL_TRACES_SAMPLER_ARG={a} is ignored: {which} takes no argument. For a ratio set \
+             OTEL_TRACES_SAMPLER=traceidratio (callers' traceparent cannot turn recording on) \
+             or parentbased_traceidratio (a sampled traceparent is always recorded)"
+        ));
     }
+    Sampler::new(parent_based, ratio)
 }
 
 #[cfg(test)]

@@ -406,3 +406,20 @@ fn connection_deadlines_are_settable_and_never_zero() {
         Ok(())
     });
 }
+
+/// A backend without a name is named after its URL's host and port: that name is a metric
+/// label and in every log line about the backend, so the URL's credentials must not reach it
+/// (`user:SECRET@gpu:8000` was the name).
+#[test]
+fn a_name_taken_from_the_url_holds_no_credentials() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "LUMEN_BACKENDS",
+            "http://user:SECRET@gpu-1:8000/v1,http://:SE/C?R#ET@gpu-2:8000,http://gpu-3:8000?api_key=SECRET",
+        );
+        let cfg = load_in(jail, None).unwrap();
+        let names: Vec<String> = (0..3).map(|i| cfg.backend_name(i)).collect();
+        assert_eq!(names, ["gpu-1:8000", "gpu-2:8000", "gpu-3:8000"]);
+        Ok(())
+    });
+}

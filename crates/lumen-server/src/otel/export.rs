@@ -26,6 +26,9 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub(super) struct Exporter {
     client: Client<Connector, Full<Bytes>>,
     endpoint: http::Uri,
+    /// The endpoint as logs show it ([`crate::redact::url`]): a collector's token is often its
+    /// user name or a query value.
+    shown: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     resource: Resource,
@@ -44,9 +47,10 @@ impl Exporter {
         exported: Counter,
         failed: Counter,
     ) -> Result<Self, String> {
+        let shown = crate::redact::url(&endpoint);
         let endpoint: http::Uri = endpoint
             .parse()
-            .map_err(|_| format!("`{endpoint}` is not a URL"))?;
+            .map_err(|_| format!("`{shown}` is not a URL"))?;
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.timeout));
@@ -84,6 +88,7 @@ impl Exporter {
                 .pool_max_idle_per_host(1)
                 .build(tls),
             endpoint,
+            shown,
             headers,
             timeout: cfg.timeout,
             resource: Resource { attrs: resource },
@@ -161,7 +166,7 @@ impl Exporter {
             Ok(Ok(())) => {
                 self.exported.inc_by(n);
                 if self.failing {
-                    tracing::info!(endpoint = %self.endpoint, "trace export recovered");
+                    tracing::info!(endpoint = %self.shown, "trace export recovered");
                     self.failing = false;
                 }
             }
@@ -174,7 +179,7 @@ impl Exporter {
         self.failed.inc_by(n);
         if !self.failing {
             tracing::warn!(
-                endpoint = %self.endpoint,
+                endpoint = %self.shown,
                 error = %lumen_gateway::Text(why),
                 spans = n,
                 "trace export failed; spans are dropped until the collector answers \

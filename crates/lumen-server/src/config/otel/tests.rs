@@ -88,6 +88,11 @@ fn headers_resource_and_service_name() {
         .collect();
     assert_eq!(headers, [("x-api-key", "abc=="), ("team", "b")]);
     assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert!(
+        cfg.warnings[0].contains("entry 2") && !cfg.warnings[0].contains("bad header"),
+        "{:?}",
+        cfg.warnings
+    );
     assert_eq!(cfg.service_name, "from-resource");
     assert_eq!(
         cfg.resource,
@@ -166,4 +171,85 @@ fn samplers() {
     assert_eq!((bad.ratio, w), (1.0, 1));
     let (unknown, w) = s("jaeger_remote", "");
     assert_eq!((unknown, w), (Sampler::default(), 1));
+}
+
+/// Warnings are logged at start and printed by `lumen config check`: a header entry written
+/// the wrong way is usually a credential (`Authorization: Bearer ...`), and a collector's
+/// token is often in its URL. None of it may appear in a warning.
+#[test]
+fn debug_shows_the_endpoint_redacted() {
+    let cfg = from(&[(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "https://token:SECRET@otlp.example/v1/traces?key=SECRET",
+    )]);
+    assert!(
+        cfg.endpoint.as_deref().unwrap().contains("SECRET"),
+        "kept for use"
+    );
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert!(
+        shown.contains("https://<redacted>@otlp.example/v1/traces"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn warnings_never_show_a_header_value_or_the_endpoint_credentials() {
+    let cfg = from(&[
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization Bearer SECRET1,Authorization: Bearer SECRET2=x,x-key=SECRET3\u{7f}",
+        ),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-token=%0aSECRET4"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "grpc://user:SECRET5@collector:4317?token=SECRET6",
+        ),
+    ]);
+    assert_eq!(cfg.endpoint, None);
+    assert!(cfg.headers.is_empty());
+    assert_eq!(cfg.warnings.len(), 5, "{:?}", cfg.warnings);
+    for w in &cfg.warnings {
+        assert!(!w.contains("SECRET"), "{w}");
+    }
+    assert!(
+        cfg.warnings[0].contains("grpc://<redacted>@collector:4317?token=<redacted>"),
+        "{:?}",
+        cfg.warnings
+    );
+}
+
+/// `OTEL_TRACES_SAMPLER_ARG=0` alone leaves the default `parentbased_always_on` in charge: every
+/// request is recorded and every sampled `traceparent` is followed. The specification has the
+/// argument ignored there, and logged; it was ignored silently.
+#[test]
+fn a_ratio_the_sampler_does_not_read_is_a_warning() {
+    let alone = from(&[("OTEL_TRACES_SAMPLER_ARG", "0.0")]);
+    assert_eq!(alone.sampler, Sampler::default());
+    assert_eq!(alone.warnings.len(), 1, "{:?}", alone.warnings);
+    assert!(
+        alone.warnings[0].contains("OTEL_TRACES_SAMPLER_ARG=0.0 is ignored")
+            && alone.warnings[0].contains("parentbased_always_on"),
+        "{:?}",
+        alone.warnings
+    );
+    let off = from(&[
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ]);
+    assert_eq!(off.sampler.ratio, 0.0);
+    assert!(
+        off.warnings[0].contains("OTEL_TRACES_SAMPLER=always_off takes no argument"),
+        "{:?}",
+        off.warnings
+    );
+    for name in ["traceidratio", "parentbased_traceidratio"] {
+        let read = from(&[
+            ("OTEL_TRACES_SAMPLER", name),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]);
+        assert_eq!(read.sampler.ratio, 0.25, "{name}");
+        assert!(read.warnings.is_empty(), "{name}: {:?}", read.warnings);
+    }
 }
