@@ -204,3 +204,4 @@ fn the_core_crate_pulls_in_no_server_dependencies() {
         unique.len()
     });
 }
+mod imports;

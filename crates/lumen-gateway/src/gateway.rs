@@ -30,11 +30,12 @@ use lumen_resilience::{Admission, AdmissionError, CircuitBreaker, Guarded, Retry
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, timeout};
 
+use crate::decide::{self, Left, Next, Unroutable};
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
 use crate::stream::{
-    Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resumer, Served,
+    Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resuming, Served,
     ask_usage, avoided, blocked,
 };
 use crate::text::Text;
@@ -346,6 +347,27 @@ impl Fallbacks {
     }
 }
 
+/// What a stream keeps to continue itself: the request and how to open it again.
+pub(crate) struct Resumer<Req, T> {
+    pub(crate) gateway: Gateway,
+    pub(crate) op: Operation,
+    pub(crate) req: Req,
+    pub(crate) cx: RequestContext,
+    pub(crate) hints: Hints,
+    pub(crate) start: Instant,
+    pub(crate) open: Open<Req, T>,
+}
+
+impl<Req, T> Resume<T> for Resumer<Req, T>
+where
+    Req: Clone + HasModel + Continue + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn resume(self: Arc<Self>, partial: Partial) -> Resuming<T> {
+        Box::pin(async move { self.gateway.continue_stream(&self, partial).await })
+    }
+}
+
 /// An id for the core's own engine calls (discovery, health probes), unique per process.
 pub(crate) fn internal_id(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -628,14 +650,16 @@ impl Gateway {
                 Err(e) => {
                     // The pool cannot serve: every backend is out, or (on a fallback) the model
                     // has no backend at all. Move on to the next fallback the caller may use.
-                    let unavailable = matches!(e, GovernanceError::NoHealthyBackend { .. });
-                    let absent = last_err.is_some()
-                        && matches!(
+                    let unroutable = decide::when_unroutable(
+                        matches!(e, GovernanceError::NoHealthyBackend { .. }),
+                        matches!(
                             e,
                             GovernanceError::ModelNotFound { .. }
                                 | GovernanceError::ModelNotReady { .. }
-                        );
-                    if (unavailable || absent)
+                        ),
+                        last_err.is_some(),
+                    );
+                    if unroutable == Unroutable::TryFallback
                         && self
                             .fall_back(&mut fallbacks, &mut requested, cx, "no_healthy_backend")
                             .await
@@ -643,7 +667,7 @@ impl Gateway {
                         (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
                         continue;
                     }
-                    if unavailable || absent {
+                    if unroutable == Unroutable::TryFallback {
                         // Nothing left to try after a failed attempt: the caller learns why the
                         // attempts failed, not that the pool ran dry because of them.
                         if let Some(last) = last_err.take() {
@@ -746,78 +770,69 @@ impl Gateway {
                 }
             }
             breakers.on_error(&err);
-            // An engine that refuses to continue another's answer (a 400 on the prefill, or
-            // the prompt now too long) is skipped; the next one may accept. The caller never
-            // sees that refusal: a failed continuation reports the stream's own failure.
-            if continuing && err.is_client_error() {
-                tracing::info!(backend = %route.lease.name, error = %Text(&err.to_string()), "engine refused to continue the answer");
-                avoid.push((up.breaker.clone(), route.engine_model.clone()));
-                drop((route, slot));
-                last_err = Some(err.into());
-                continue;
-            }
-            // Too long for this model: a larger-context one may serve it (once); retrying this
-            // model never will.
-            if err.is_context_length_exceeded() {
-                drop((route, slot));
-                if fallbacks.context_used {
-                    return Err(err.into());
+            let left = Left {
+                model_attempt,
+                elapsed: start.elapsed(),
+                total: full.total,
+                context_used: fallbacks.context_used,
+                fallback_left: fallbacks.any_for(cx),
+                continuing,
+            };
+            let next = decide::after_failure(policy, &err, left, || self.unit());
+            if next.spends_budget() && !budget.try_withdraw() {
+                if let Next::Retry { .. } = next {
+                    self.emit(&Event::RetryBudgetExhausted {
+                        backend: &route.lease.name,
+                    });
+                    tracing::warn!(backend = %route.lease.name, error = %Text(&err.to_string()), "retry budget exhausted; not retrying");
                 }
-                fallbacks.context_used = true;
-                let Some(next) = fallbacks.next(cx, true).await else {
-                    return Err(err.into());
-                };
-                self.switch(&mut requested, next, "context_length_exceeded");
-                (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
-                last_err = Some(err.into());
-                continue;
+                return Err(err.into());
             }
-            let delay = policy
-                .retries(&err)
-                .then(|| policy.next_delay(model_attempt, err.retry_after(), self.unit()))
-                .flatten();
-            let Some(delay) = delay else {
-                // Every retryable attempt on this model failed: its fallback, within the same
-                // total deadline and retry budget.
-                let in_time = full.total.is_none_or(|t| start.elapsed() < t);
-                if policy.retries(&err) && in_time && fallbacks.any_for(cx) && budget.try_withdraw()
-                {
+            match next {
+                // The caller never sees that refusal: a failed continuation reports the
+                // stream's own failure.
+                Next::Skip => {
+                    tracing::info!(backend = %route.lease.name, error = %Text(&err.to_string()), "engine refused to continue the answer");
+                    avoid.push((up.breaker.clone(), route.engine_model.clone()));
                     drop((route, slot));
-                    if self
+                }
+                Next::ContextFallback => {
+                    drop((route, slot));
+                    fallbacks.context_used = true;
+                    let Some(next) = fallbacks.next(cx, true).await else {
+                        return Err(err.into());
+                    };
+                    self.switch(&mut requested, next, "context_length_exceeded");
+                    (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
+                }
+                Next::Fallback => {
+                    drop((route, slot));
+                    if !self
                         .fall_back(&mut fallbacks, &mut requested, cx, err.kind())
                         .await
                     {
-                        (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
-                        last_err = Some(err.into());
-                        continue;
+                        return Err(err.into());
                     }
+                    (tried, silent, model_attempt) = (Vec::new(), Vec::new(), 0);
                 }
-                return Err(err.into());
-            };
-            if full.total.is_some_and(|t| start.elapsed() + delay >= t) {
-                return Err(err.into());
+                Next::Retry { delay } => {
+                    self.emit(&Event::Retrying {
+                        backend: &route.lease.name,
+                        reason: err.kind(),
+                        delay,
+                    });
+                    tracing::warn!(
+                        attempt,
+                        backend = %route.lease.name,
+                        error = %Text(&err.to_string()),
+                        delay_ms = delay.as_millis() as u64,
+                        "attempt failed; retrying"
+                    );
+                    drop((route, slot));
+                    tokio::time::sleep(delay).await;
+                }
+                Next::GiveUp(_) => return Err(err.into()),
             }
-            if !budget.try_withdraw() {
-                self.emit(&Event::RetryBudgetExhausted {
-                    backend: &route.lease.name,
-                });
-                tracing::warn!(backend = %route.lease.name, error = %Text(&err.to_string()), "retry budget exhausted; not retrying");
-                return Err(err.into());
-            }
-            self.emit(&Event::Retrying {
-                backend: &route.lease.name,
-                reason: err.kind(),
-                delay,
-            });
-            tracing::warn!(
-                attempt,
-                backend = %route.lease.name,
-                error = %Text(&err.to_string()),
-                delay_ms = delay.as_millis() as u64,
-                "attempt failed; retrying"
-            );
-            drop((route, slot));
-            tokio::time::sleep(delay).await;
             last_err = Some(err.into());
         }
     }

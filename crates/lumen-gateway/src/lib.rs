@@ -19,6 +19,7 @@
 //! # Must not depend on
 //! hyper, figment, redis, rustls or prometheus-client (a test reads `cargo tree` to hold it).
 
+mod decide;
 mod error;
 mod gateway;
 mod health;

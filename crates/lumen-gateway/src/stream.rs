@@ -14,12 +14,10 @@ use lumen_openai_types::continuation::{Piece, Resumable, StreamPiece};
 use lumen_openai_types::{
     ChatCompletionRequest, Chunk, CompletionRequest, HasModel, HasUsage, Usage,
 };
-use lumen_resilience::config::Operation;
 use lumen_resilience::{CircuitBreaker, Guarded, Permit, Timeouts};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::gateway::{Gateway, Hints};
 use crate::observer::{Event, Observer};
 use crate::upstream::{AttemptBreakers, Upstream};
 
@@ -92,33 +90,13 @@ pub(crate) struct Partial {
     pub(crate) from: String,
 }
 
-/// What a stream keeps to continue itself: the request and how to open it again.
-pub(crate) struct Resumer<Req, T> {
-    pub(crate) gateway: Gateway,
-    pub(crate) op: Operation,
-    pub(crate) req: Req,
-    pub(crate) cx: RequestContext,
-    pub(crate) hints: Hints,
-    pub(crate) start: Instant,
-    pub(crate) open: Open<Req, T>,
-}
-
 /// A continuation under way: the next part's stream, once an engine took it on.
-type Resuming<T> = BoxFuture<'static, Option<Served<Guarded<T>>>>;
+pub(crate) type Resuming<T> = BoxFuture<'static, Option<Served<Guarded<T>>>>;
 
-/// [`Resumer`] with its request type erased, so the stream is generic over chunks only.
+/// How a stream continues itself, with the request type erased (so the stream is generic
+/// over chunks only). The core implements it (`gateway.rs`); the stream only calls it.
 pub(crate) trait Resume<T>: Send + Sync {
     fn resume(self: Arc<Self>, partial: Partial) -> Resuming<T>;
-}
-
-impl<Req, T> Resume<T> for Resumer<Req, T>
-where
-    Req: Clone + HasModel + Continue + Send + Sync + 'static,
-    T: Send + 'static,
-{
-    fn resume(self: Arc<Self>, partial: Partial) -> Resuming<T> {
-        Box::pin(async move { self.gateway.continue_stream(&self, partial).await })
-    }
 }
 
 /// At most this many continuations per stream: an answer that keeps breaking is reported.
