@@ -11,5 +11,8 @@ fn a_request_is_charged_its_usage_else_at_least_its_reservation_and_what_it_used
     assert_eq!(charge(None, None, 1_046), None);
     assert_eq!(prompt_estimate(0), 1);
     assert_eq!(prompt_estimate(90), 22);
-    assert_eq!(estimate_tokens(90, None, 1, 1_024), prompt_estimate(90) + 1_024);
+    assert_eq!(
+        estimate_tokens(90, None, 1, 1_024),
+        prompt_estimate(90) + 1_024
+    );
 }
