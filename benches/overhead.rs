@@ -31,7 +31,7 @@ async fn main() {
         .backend("sim", backend, None)
         .build()
         .unwrap();
-    gw.discover().await;
+    gw.core().discover().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lumen_addr = listener.local_addr().unwrap();
     tokio::spawn(lumen_server::serve(listener, gw, std::future::pending()));

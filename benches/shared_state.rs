@@ -38,7 +38,7 @@ async fn lumen(
         b = b.redis(r);
     }
     let gw = b.build().unwrap();
-    gw.discover().await;
+    gw.core().discover().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(lumen_server::serve(listener, gw, std::future::pending()));

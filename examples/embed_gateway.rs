@@ -28,10 +28,11 @@ async fn main() {
         sims.push(sim);
     }
     let gateway = builder.build().unwrap();
-    gateway.discover().await;
+    gateway.core().discover().await;
     println!(
         "models: {:?}",
         gateway
+            .core()
             .models()
             .data
             .iter()
@@ -48,14 +49,14 @@ async fn main() {
     };
     for _ in 0..4 {
         // A `Reply` keeps the engine's bytes; `get` parses them on first use.
-        let resp = gateway.chat(req.clone(), &cx).await.unwrap();
+        let resp = gateway.core().chat(req.clone(), &cx).await.unwrap();
         let resp = resp.get();
         assert_eq!(
             resp.choices[0].message.content.as_ref().unwrap().text(),
             "Lumen routes every"
         );
     }
-    let mut stream = gateway.chat_stream(req, &cx).await.unwrap();
+    let mut stream = gateway.core().chat_stream(req, &cx).await.unwrap();
     let mut text = String::new();
     while let Some(chunk) = stream.next().await {
         for c in &chunk.unwrap().get().choices {

@@ -204,4 +204,5 @@ fn the_core_crate_pulls_in_no_server_dependencies() {
         unique.len()
     });
 }
+mod forwards;
 mod imports;

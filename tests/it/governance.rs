@@ -170,7 +170,7 @@ async fn auto_names_the_model_that_served() {
         "first preference with a healthy backend"
     );
     // With every qwen backend out of rotation, auto falls to llama.
-    for s in f.lumen.gateway.router().slots() {
+    for s in f.lumen.gateway.core().router().slots() {
         if s.name == "a" || s.name == "c" {
             s.set_available(false);
         }
@@ -293,5 +293,11 @@ async fn reload_under_load_loses_nothing_and_bad_files_are_rejected() {
         "every request reached exactly one engine"
     );
     assert_eq!(gw.reload_counts(), (20, 2));
-    assert!(gw.router().slots().iter().all(|s| s.in_flight() == 0));
+    assert!(
+        gw.core()
+            .router()
+            .slots()
+            .iter()
+            .all(|s| s.in_flight() == 0)
+    );
 }

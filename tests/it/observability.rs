@@ -159,7 +159,7 @@ async fn timeouts_and_rejections_are_counted_by_kind() {
     );
     let idle = post(&url, &chat("m1", r#","stream":true,"sim":{"itl_ms":5000}"#)).await;
     assert!(idle.text().contains(r#""code":"timeout""#));
-    for s in lumen.gateway.router().slots() {
+    for s in lumen.gateway.core().router().slots() {
         s.set_available(false);
     }
     assert_eq!(post(&url, &chat("m1", "")).await.status, 503);
@@ -364,14 +364,14 @@ async fn health_thresholds_eject_and_restore_in_virtual_time() {
         CheckState::Failing,
         "one failed probe does not eject"
     );
-    assert!(gw.router().slots()[0].is_available());
+    assert!(gw.core().router().slots()[0].is_available());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         check(&lumen, "b0"),
         CheckState::Ejected,
         "three in a row do"
     );
-    assert!(!gw.router().slots()[0].is_available());
+    assert!(!gw.core().router().slots()[0].is_available());
     let before = sa.generation_count();
     for _ in 0..4 {
         assert_eq!(
@@ -397,7 +397,7 @@ async fn health_thresholds_eject_and_restore_in_virtual_time() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(check(&lumen, "b0"), CheckState::Healthy);
-    assert!(gw.router().slots()[0].is_available());
+    assert!(gw.core().router().slots()[0].is_available());
     assert_eq!(sa.generation_count(), before, "probes bill no tokens");
 }
 
@@ -448,7 +448,7 @@ async fn a_generate_probe_is_opt_in_and_bills_one_token() {
     let cfg = lumen_server::config::load(Some(&file), &Default::default()).unwrap();
     let _ = std::fs::remove_file(&file);
     let gw = lumen_server::Gateway::from_config(&cfg).unwrap();
-    gw.check_health().await;
+    gw.core().check_health().await;
     let rec = sa
         .records()
         .into_iter()
@@ -468,7 +468,7 @@ async fn readiness_requires_the_configured_models() {
     };
     let gw = builder(&[&a]).health(need(&["m1", "m2"])).build().unwrap();
     let lumen = Lumen::start(gw).await;
-    lumen.gateway.check_health().await;
+    lumen.gateway.core().check_health().await;
     let r = get(&lumen.url("/ready")).await;
     assert_eq!(r.status, 503);
     assert_eq!(
@@ -477,7 +477,7 @@ async fn readiness_requires_the_configured_models() {
     );
     let gw = builder(&[&a]).health(need(&["m1"])).build().unwrap();
     let lumen = Lumen::start(gw).await;
-    lumen.gateway.check_health().await;
+    lumen.gateway.core().check_health().await;
     assert_eq!(
         get(&lumen.url("/ready")).await.json(),
         serde_json::json!({"ready": true, "missing": []})
@@ -488,7 +488,7 @@ async fn readiness_requires_the_configured_models() {
 async fn an_admin_listener_takes_the_operational_endpoints() {
     let (a, _sa) = sim(&["m1"]).await;
     let gw = single_shot(&[&a]).build().unwrap();
-    gw.discover().await;
+    gw.core().discover().await;
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (api_addr, admin_addr) = (api.local_addr().unwrap(), admin.local_addr().unwrap());

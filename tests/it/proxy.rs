@@ -294,7 +294,7 @@ async fn discovery_picks_up_an_engine_that_starts_late() {
     tokio::spawn(lumen_sim::serve(l, sim, std::future::pending()));
     let gw = lumen.gateway.clone();
     eventually(std::time::Duration::from_secs(10), || {
-        gw.model("m1").is_some()
+        gw.core().model("m1").is_some()
     })
     .await;
     assert_eq!(

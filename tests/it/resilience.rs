@@ -62,9 +62,10 @@ async fn linear_backoff_between_attempts_in_virtual_time() {
         .breaker(no_breaker())
         .build()
         .unwrap();
-    gw.discover().await;
+    gw.core().discover().await;
     let start = Instant::now();
     let resp = gw
+        .core()
         .chat(chat_req(), &RequestContext::new("t"))
         .await
         .unwrap();
@@ -86,9 +87,10 @@ async fn retry_after_from_the_engine_is_honoured() {
         .breaker(no_breaker())
         .build()
         .unwrap();
-    gw.discover().await;
+    gw.core().discover().await;
     let start = Instant::now();
-    gw.chat(chat_req(), &RequestContext::new("t"))
+    gw.core()
+        .chat(chat_req(), &RequestContext::new("t"))
         .await
         .unwrap();
     assert_eq!(
@@ -110,8 +112,9 @@ async fn a_retry_after_longer_than_the_cap_goes_to_the_client() {
         .breaker(no_breaker())
         .build()
         .unwrap();
-    gw.discover().await;
+    gw.core().discover().await;
     let err = gw
+        .core()
         .chat(chat_req(), &RequestContext::new("t"))
         .await
         .unwrap_err();
@@ -316,7 +319,7 @@ async fn the_retry_budget_stops_a_retry_storm() {
     }
     // Ten requests, each wanting one retry; the budget allows 0.5 per request.
     assert_eq!(sa.generation_count(), 15);
-    assert_eq!(lumen.gateway.retries_refused(), 5);
+    assert_eq!(lumen.gateway.core().retries_refused(), 5);
 }
 
 #[tokio::test]
@@ -334,7 +337,8 @@ async fn the_breaker_ejects_a_failing_backend_then_probes_it_back() {
     // A 500 is the model's failure on that engine: the (backend, model) breaker opens; the
     // backend's own breaker is for an engine that cannot be reached.
     let model_state = |gw: &lumen_server::Gateway, name: &str| {
-        gw.router()
+        gw.core()
+            .router()
             .slots()
             .into_iter()
             .find(|s| s.name == name)
@@ -413,7 +417,7 @@ async fn admission_queue_full_is_429_and_queue_timeout_is_503() {
         tokio::spawn(async move { post(&url, CHAT).await })
     };
     let gw = lumen.gateway.clone();
-    eventually(Duration::from_secs(10), || gw.queued() == 1).await;
+    eventually(Duration::from_secs(10), || gw.core().queued() == 1).await;
     let full = post(&url, CHAT).await;
     assert_eq!(full.status, 429, "{}", full.text());
     assert_eq!(full.json()["error"]["code"], "queue_full");

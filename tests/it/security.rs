@@ -186,9 +186,9 @@ async fn clients_that_leave_the_queue_give_their_places_back() {
     for _ in 0..2 {
         queued.push(start_request(&lumen, &chat_body(Some("m"))).await);
     }
-    eventually(Duration::from_secs(10), || gw.queued() == 2).await;
+    eventually(Duration::from_secs(10), || gw.core().queued() == 2).await;
     drop(queued);
-    eventually(Duration::from_secs(10), || gw.queued() == 0).await;
+    eventually(Duration::from_secs(10), || gw.core().queued() == 0).await;
     let metrics = get(&lumen.url("/metrics")).await.text();
     assert!(
         metrics.lines().any(|l| l == "lumen_queue_depth 0"),
@@ -199,11 +199,11 @@ async fn clients_that_leave_the_queue_give_their_places_back() {
         let url = lumen.url("/v1/chat/completions");
         async move { post(&url, &chat_body(Some("m"))).await }
     });
-    eventually(Duration::from_secs(10), || gw.queued() == 1).await;
+    eventually(Duration::from_secs(10), || gw.core().queued() == 1).await;
     drop(holder);
     let r = next.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(gw.queued(), 0);
+    assert_eq!(gw.core().queued(), 0);
 }
 
 /// Reads whatever the server sends until it closes the connection (bounded).

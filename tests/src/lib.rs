@@ -113,7 +113,7 @@ pub struct Lumen {
 impl Lumen {
     /// Serves `gateway` on a fresh port after one discovery round.
     pub async fn start(gateway: Gateway) -> Self {
-        gateway.discover().await;
+        gateway.core().discover().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -206,7 +206,7 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    gateway.discover().await;
+    gateway.core().discover().await;
     let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -223,7 +223,7 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
     };
     // Tests and scripts wait for this exact line; keep it stable.
     eprintln!("lumen listening on http://{addr}");
-    tracing::info!(%addr, backends = cfg.backends.len(), models = gateway.models().data.len(), "ready");
+    tracing::info!(%addr, backends = cfg.backends.len(), models = gateway.core().models().data.len(), "ready");
     if demo {
         tokio::spawn(demo::show(addr));
     }

@@ -5,18 +5,12 @@
 //! An embedder who wants HTTP uses this type with `serve`; one who wants only routing and
 //! retries depends on `lumen-gateway` directly.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lumen_backend::{Backend, RequestContext, SharedBackend};
-use lumen_governance::{BackendSpec, GovernanceConfig, Router};
-use lumen_openai_types::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
-    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, Model, ModelList,
-    Reply,
-};
+use lumen_backend::{Backend, SharedBackend};
+use lumen_governance::{BackendSpec, GovernanceConfig};
 use lumen_resilience::{BreakerState, Timeouts};
 
 pub use lumen_gateway::{GatewayError, GatewayStream, Upstream};
@@ -501,7 +495,7 @@ impl Gateway {
     /// The Prometheus text exposition, with live gauges (in flight, breakers, queue) refreshed.
     pub fn render_metrics(&self) -> String {
         let m = &self.inner.metrics;
-        for slot in self.router().slots() {
+        for slot in self.inner.core.router().slots() {
             let label = BackendLabel {
                 backend: slot.name.clone(),
             };
@@ -529,7 +523,7 @@ impl Gateway {
             let up = slot.is_available() && slot.backend.breaker.allows();
             m.healthy.get_or_create(&label).set(i64::from(up));
         }
-        m.queue_depth.set(self.queued() as i64);
+        m.queue_depth.set(self.inner.core.queued() as i64);
         m.render()
     }
 
@@ -587,89 +581,6 @@ impl Gateway {
         #[cfg(not(feature = "otel"))]
         let on = false;
         on
-    }
-
-    /// The router, for health checks and tests that inspect or mark backends.
-    pub fn router(&self) -> &Router<Upstream> {
-        self.inner.core.router()
-    }
-
-    /// Requests waiting for a global admission slot right now.
-    pub fn queued(&self) -> usize {
-        self.inner.core.queued()
-    }
-
-    /// Retries refused by the retry budget since start (or since its settings last changed).
-    pub fn retries_refused(&self) -> u64 {
-        self.inner.core.retries_refused()
-    }
-
-    pub async fn chat(
-        &self,
-        req: ChatCompletionRequest,
-        cx: &RequestContext,
-    ) -> Result<Reply<ChatCompletionResponse>, GatewayError> {
-        self.inner.core.chat(req, cx).await
-    }
-
-    /// Returns once the first chunk has arrived (the commit point).
-    pub async fn chat_stream(
-        &self,
-        req: ChatCompletionRequest,
-        cx: &RequestContext,
-    ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
-        self.inner.core.chat_stream(req, cx).await
-    }
-
-    pub async fn completions(
-        &self,
-        req: CompletionRequest,
-        cx: &RequestContext,
-    ) -> Result<Reply<CompletionResponse>, GatewayError> {
-        self.inner.core.completions(req, cx).await
-    }
-
-    pub async fn completions_stream(
-        &self,
-        req: CompletionRequest,
-        cx: &RequestContext,
-    ) -> Result<GatewayStream<CompletionChunk>, GatewayError> {
-        self.inner.core.completions_stream(req, cx).await
-    }
-
-    pub async fn embeddings(
-        &self,
-        req: EmbeddingRequest,
-        cx: &RequestContext,
-    ) -> Result<Reply<EmbeddingResponse>, GatewayError> {
-        self.inner.core.embeddings(req, cx).await
-    }
-
-    /// Exactly the models a caller can route to, with the engines' metadata.
-    pub fn models(&self) -> ModelList {
-        self.inner.core.models()
-    }
-
-    pub fn model(&self, id: &str) -> Option<Model> {
-        self.inner.core.model(id)
-    }
-
-    /// One round of model discovery (see `lumen_gateway::Gateway::discover`).
-    pub async fn discover(&self) {
-        self.inner.core.discover().await
-    }
-
-    pub async fn run_discovery(&self, shutdown: impl Future<Output = ()>) {
-        self.inner.core.run_discovery(shutdown).await
-    }
-
-    /// One round of health probes.
-    pub async fn check_health(&self) {
-        self.inner.core.check_health().await
-    }
-
-    pub async fn run_health_checks(&self, shutdown: impl Future<Output = ()>) {
-        self.inner.core.run_health_checks(shutdown).await
     }
 
     /// The deep report behind `/health/inference`.

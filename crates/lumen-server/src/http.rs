@@ -416,7 +416,7 @@ impl Api {
                 done(json(status, &value, request_id))
             }
             Endpoint::Models => {
-                let mut list = self.gw.models();
+                let mut list = self.gw.core().models();
                 if let Some(k) = &principal {
                     list.data.retain(|m| k.allows(&m.id));
                 }
@@ -426,6 +426,7 @@ impl Api {
                 let id = crate::path::percent_decode(&path["/v1/models/".len()..]);
                 match self
                     .gw
+                    .core()
                     .model(&id)
                     .filter(|_| principal.as_ref().is_none_or(|k| k.allows(&id)))
                 {

@@ -129,10 +129,10 @@ async fn serve_on(
     if background {
         let gw = gateway.clone();
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { gw.run_discovery(stop).await });
+        tasks.spawn(async move { gw.core().run_discovery(stop).await });
         let gw = gateway.clone();
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { gw.run_health_checks(stop).await });
+        tasks.spawn(async move { gw.core().run_health_checks(stop).await });
     }
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
