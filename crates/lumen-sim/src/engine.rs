@@ -157,20 +157,35 @@ impl Engine {
         max_tokens: u32,
         start: u32,
     ) -> Result<(Ticket, u64), String> {
-        let prompt = match (messages, prompt) {
-            (Some(m), _) => chat_tokens(m.get(), tools.map(RawValue::get))?,
-            (None, Some(p)) => completion_tokens(p),
+        let seq = match (messages, prompt) {
+            (Some(m), _) => chat_request(m.get(), tools.map(RawValue::get), max_tokens, start)?,
+            (None, Some(p)) => NewSeq {
+                prompt: completion_tokens(p),
+                max_tokens,
+                output: output_tokens(start, max_tokens),
+            },
             (None, None) => return Err("Field required: messages".to_owned()),
         };
-        let n = prompt.len() as u64;
-        let seq = NewSeq {
-            prompt,
-            max_tokens,
-            output: output_tokens(start, max_tokens),
-        };
+        let n = seq.prompt.len() as u64;
         let ticket = self.submit(seq).map_err(|r| r.to_string())?;
         Ok((ticket, n))
     }
+}
+
+/// The sequence a chat request becomes in the engine: its rendered prompt and the simulator's
+/// answer from token `start` (0 unless it continues a partial answer). Public so that a
+/// benchmark can run exactly the served requests through [`offline::run`].
+pub fn chat_request(
+    messages: &str,
+    tools: Option<&str>,
+    max_tokens: u32,
+    start: u32,
+) -> Result<NewSeq, String> {
+    Ok(NewSeq {
+        prompt: chat_tokens(messages, tools)?,
+        max_tokens,
+        output: output_tokens(start, max_tokens),
+    })
 }
 
 impl Shared {
