@@ -31,12 +31,18 @@ use workload::{Generator, Kind, Shape};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct FleetArgs {
-    /// The short run: 80% load only, 3 s of warm-up and 9 s measured per cell (about four
-    /// minutes for the default workloads, policies and replica counts).
+    /// The short run: 80% load only, 5 s of warm-up and 10 s measured per cell, the workloads
+    /// and the KV cache at a quarter of their size (about five minutes for the default
+    /// workloads, policies and replica counts).
     #[arg(long)]
     quick: bool,
     /// Workloads to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "chat,docs,unique")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "chat,docs,unique"
+    )]
     workloads: Vec<Kind>,
     /// Offered loads, percent of the fleet's capacity (default 50,80,95; 80 with --quick).
     #[arg(long, value_delimiter = ',')]
@@ -54,15 +60,16 @@ pub struct FleetArgs {
     /// Simulated engines.
     #[arg(long, default_value_t = 4)]
     engines: usize,
-    /// Seconds of load before measuring (default 20; 3 with --quick).
+    /// Seconds of load before measuring (default 20; 5 with --quick).
     #[arg(long)]
     warmup: Option<f64>,
-    /// Seconds measured (default 60; 9 with --quick).
+    /// Seconds measured (default 60; 10 with --quick).
     #[arg(long)]
     measure: Option<f64>,
-    /// KV-cache blocks per engine (16 tokens each).
-    #[arg(long, default_value_t = EngineConfig::default().num_blocks)]
-    kv_blocks: u32,
+    /// KV-cache blocks per engine, 16 tokens each (default: the engine model's 8,192; 2,048
+    /// with --quick).
+    #[arg(long)]
+    kv_blocks: Option<u32>,
     /// Seeds the workloads and the arrival times.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -88,20 +95,21 @@ struct Plan {
 
 impl FleetArgs {
     fn plan(&self) -> Result<Plan, String> {
-        let (loads, warmup, measure) = if self.quick {
-            (vec![80], 3.0, 9.0)
+        let full = EngineConfig::default().num_blocks;
+        let (loads, warmup, measure, blocks, shape) = if self.quick {
+            (vec![80], 5.0, 10.0, full / 4, Shape::quick())
         } else {
-            (vec![50, 80, 95], 20.0, 60.0)
+            (vec![50, 80, 95], 20.0, 60.0, full, Shape::default())
         };
         let plan = Plan {
             loads: self.loads.clone().unwrap_or(loads),
             warmup: secs(self.warmup.unwrap_or(warmup), "--warmup")?,
             measure: secs(self.measure.unwrap_or(measure), "--measure")?,
             engine: EngineConfig {
-                num_blocks: self.kv_blocks,
+                num_blocks: self.kv_blocks.unwrap_or(blocks),
                 ..EngineConfig::default()
             },
-            shape: Shape::default(),
+            shape,
         };
         if plan.measure.is_zero() {
             return Err("--measure must be above 0".to_owned());
@@ -126,6 +134,7 @@ fn secs(s: f64, flag: &str) -> Result<Duration, String> {
 /// Runs every cell and writes the report.
 pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
     let plan = args.plan()?;
+    let load_before = loadavg();
     for policy in &args.policies {
         check_policy(dir, policy).await?;
     }
@@ -173,7 +182,8 @@ pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
             }
         }
     }
-    let text = render(&args, &plan, &capacities, &cells);
+    let loads = (load_before, loadavg());
+    let text = render(&args, &plan, &capacities, &cells, loads);
     #[allow(clippy::print_stdout)]
     {
         println!("{text}");
@@ -288,8 +298,11 @@ async fn check_policy(dir: &Path, policy: &str) -> Result<(), String> {
         "lumen-fleet-check-{}-{policy}.toml",
         std::process::id()
     ));
-    std::fs::write(&file, lumen_config(procs::reserve_addr()?, &engines, policy))
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(
+        &file,
+        lumen_config(procs::reserve_addr()?, &engines, policy),
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let out = tokio::process::Command::new(dir.join("lumen"))
         .arg("config")
         .arg("check")
@@ -306,6 +319,16 @@ async fn check_policy(dir: &Path, policy: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// The 1-minute load average: on a shared machine, how busy the others kept it.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
 }
 
 /// The machine, as the kernel describes it.
@@ -337,6 +360,7 @@ fn render(
     plan: &Plan,
     capacities: &[(Kind, capacity::Capacity)],
     cells: &[report::Cell],
+    (load_before, load_after): (String, String),
 ) -> String {
     let e = &plan.engine;
     let mut o = String::new();
@@ -344,7 +368,11 @@ fn render(
     if !args.label.is_empty() {
         let _ = writeln!(o, "{}\n", args.label);
     }
-    let _ = writeln!(o, "- machine: {}", machine());
+    let _ = writeln!(
+        o,
+        "- machine: {}; 1-minute load average {load_before} at the start, {load_after} at the end",
+        machine()
+    );
     let _ = writeln!(
         o,
         "- the load generator, {} `lumen-sim --engine` processes (one worker thread each) and the Lumen replicas (release builds) share the machine",
@@ -391,4 +419,62 @@ fn render(
     let _ = writeln!(o, "\n## Results\n");
     o.push_str(&report::table(cells));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        let mut argv = vec!["fleet"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().fleet.plan()
+    }
+
+    #[test]
+    fn quick_scales_the_run_down_and_explicit_flags_win() {
+        let full = plan(&[]).unwrap();
+        assert_eq!(full.loads, [50, 80, 95]);
+        assert_eq!(full.engine, EngineConfig::default());
+        assert_eq!(full.shape.documents, 64);
+        let quick = plan(&["--quick"]).unwrap();
+        assert_eq!(quick.loads, [80]);
+        assert_eq!(quick.engine.num_blocks, 2048);
+        assert_eq!(quick.shape.documents, 16);
+        assert_eq!(
+            (quick.warmup, quick.measure),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
+        let mixed = plan(&["--quick", "--loads", "50,95", "--kv-blocks", "4096"]).unwrap();
+        assert_eq!((mixed.loads, mixed.engine.num_blocks), (vec![50, 95], 4096));
+        assert!(
+            plan(&["--kv-blocks", "100"]).is_err(),
+            "smaller than the context"
+        );
+        assert!(plan(&["--loads", "0"]).is_err());
+        assert!(plan(&["--measure", "0"]).is_err());
+    }
+
+    #[test]
+    fn every_replica_gets_every_engine_and_the_policy() {
+        let engines: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let c = lumen_config("127.0.0.1:3".parse().unwrap(), &engines, "prefix_affinity");
+        assert!(
+            c.contains("url = \"http://127.0.0.1:1\"")
+                && c.contains("url = \"http://127.0.0.1:2\"")
+        );
+        assert!(c.contains("policy = \"prefix_affinity\""));
+        assert!(c.contains("listen = \"127.0.0.1:3\""));
+    }
 }

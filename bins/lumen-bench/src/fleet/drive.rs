@@ -26,26 +26,36 @@ pub struct Outcome {
     pub prompt_tokens: u64,
 }
 
-/// Keep-alive connections to one replica, reused one request at a time.
+/// Keep-alive connections to one replica, reused one request at a time, most recently used
+/// first.
 struct Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<(Client, Instant)>>,
 }
+
+/// Connections idle longer are not reused: Lumen closes idle connections (30 s by default),
+/// and a request sent on one it is closing would fail for the client's sake, not the fleet's.
+const MAX_IDLE: Duration = Duration::from_secs(10);
 
 impl Pool {
     fn take(&self) -> Client {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_else(|| Client::new(self.addr))
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        match idle.pop() {
+            Some((c, since)) if since.elapsed() < MAX_IDLE => c,
+            // The freshest is too old, so are the rest.
+            Some(_) => {
+                idle.clear();
+                Client::new(self.addr)
+            }
+            None => Client::new(self.addr),
+        }
     }
 
     fn give(&self, c: Client) {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(c);
+            .push((c, Instant::now()));
     }
 }
 

@@ -97,7 +97,10 @@ pub fn table(cells: &[Cell]) -> String {
         o,
         "| workload | load | rate (req/s) | policy | replicas | TTFT p50 (ms) | TTFT p99 (ms) | p99 vs round_robin | throughput (req/s) | hit rate | imbalance | preemptions | requests | errors |"
     );
-    let _ = writeln!(o, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for c in cells {
         let rr = cells.iter().find(|r| {
             r.policy == "round_robin"
@@ -105,7 +108,9 @@ pub fn table(cells: &[Cell]) -> String {
                 && r.load == c.load
                 && r.replicas == c.replicas
         });
-        let vs = rr.map_or("".to_owned(), |r| format!("{:.2}×", c.ttft_p99_ms / r.ttft_p99_ms));
+        let vs = rr.map_or("".to_owned(), |r| {
+            format!("{:.2}×", c.ttft_p99_ms / r.ttft_p99_ms)
+        });
         let _ = writeln!(
             o,
             "| {} | {}% | {:.1} | `{}` | {} | {:.0} | {:.0} | {} | {:.1} | {:.1}% | {:.2} | {} | {} | {} |",
@@ -189,7 +194,11 @@ mod tests {
         assert_eq!(c.imbalance, 60.0 / 50.0);
         assert_eq!(c.preemptions, 1.0);
         // The last answer ends at 1990 + 100 + 100 ms: 99 answers in 1.19 s.
-        assert!((c.throughput - 99.0 / 1.19).abs() < 1e-9, "{}", c.throughput);
+        assert!(
+            (c.throughput - 99.0 / 1.19).abs() < 1e-9,
+            "{}",
+            c.throughput
+        );
         assert!(table(&[c]).contains("| docs | 80% |"));
     }
 }

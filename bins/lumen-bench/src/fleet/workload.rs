@@ -71,6 +71,18 @@ impl Default for Shape {
 }
 
 impl Shape {
+    /// The quick run's sizes: the same workloads at a quarter of the scale (with a quarter of
+    /// the KV cache, see `fleet.rs`), so their caches reach a steady state within seconds
+    /// instead of a minute. What matters for routing, the working set against one engine's
+    /// cache and against the fleet's, keeps its proportions.
+    pub fn quick() -> Self {
+        Self {
+            conversations: 12,
+            documents: 16,
+            ..Self::default()
+        }
+    }
+
     /// One line per workload, for the report.
     pub fn describe(&self, kind: Kind) -> String {
         match kind {
@@ -189,7 +201,12 @@ impl Generator {
         let mut rng = Rng::new(seed ^ 0x5EED_F1EE_7000_0000);
         let systems = match kind {
             Kind::Chat => (0..shape.system_prompts.max(1))
-                .map(|i| format!("You are assistant {i}. {}", words(&mut rng, shape.system_tokens)))
+                .map(|i| {
+                    format!(
+                        "You are assistant {i}. {}",
+                        words(&mut rng, shape.system_tokens)
+                    )
+                })
                 .collect(),
             Kind::Docs => vec![format!(
                 "Answer from the document only. {}",
@@ -248,7 +265,8 @@ impl Generator {
             Kind::Docs => self.docs(),
             Kind::Unique => {
                 let text = words(&mut self.rng, self.shape.unique_tokens);
-                let messages = json!([{"role": "user", "content": format!("{} {text}", self.issued)}]);
+                let messages =
+                    json!([{"role": "user", "content": format!("{} {text}", self.issued)}]);
                 Request {
                     messages: messages.to_string(),
                     max_tokens: self.shape.unique_answer_tokens,
