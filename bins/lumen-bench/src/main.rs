@@ -8,6 +8,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod fleet;
 mod load;
 mod procs;
 mod report;
@@ -55,6 +56,10 @@ enum Command {
     /// Endurance: Lumen's RSS and descriptors, sampled every second, under a long mixed load
     /// (streams, errors, hang-ups, retries, limits on a real Redis); exit 1 on clear growth.
     Soak(soak::SoakArgs),
+    /// Routing policies on a simulated fleet: four lumen-sim engine models behind one or three
+    /// Lumen replicas, three workloads open loop at shares of the fleet's capacity; time to
+    /// first token, throughput, prefix-cache hit rate and load imbalance (benches/fleet.sh).
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Fleet(fleet)) = args.command.clone() {
+        return match rt.block_on(async {
+            let dir = bin_dir(&args)?;
+            fleet::run(fleet, &dir).await
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lumen-bench fleet: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Soak(soak)) = args.command.clone() {
         return match rt.block_on(async {
             let dir = bin_dir(&args)?;

@@ -136,6 +136,11 @@ pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
 
 /// The engine serving `models` (comma-separated): one worker thread, zero latency.
 pub async fn start_sim_serving(dir: &Path, models: &str) -> Result<Proc, String> {
+    start_sim_with(dir, models, &[]).await
+}
+
+/// The engine serving `models` with more flags (the engine model's, say): one worker thread.
+pub async fn start_sim_with(dir: &Path, models: &str, extra: &[String]) -> Result<Proc, String> {
     let addr = free_addr()?;
     let binary = dir.join("lumen-sim");
     let mut cmd = Command::new(&binary);
@@ -147,6 +152,7 @@ pub async fn start_sim_serving(dir: &Path, models: &str) -> Result<Proc, String>
         "--model",
         models,
     ]);
+    cmd.args(extra);
     launch(cmd, &binary, "lumen-sim-bin", addr, "/health").await
 }
 

@@ -9,7 +9,7 @@
 //! hang up. Every answer is checked against what its kind expects. Writes the samples as CSV
 //! and a markdown summary, and fails (exit 1) on clear growth or an unexpected answer.
 
-mod client;
+pub(crate) mod client;
 mod mix;
 mod verdict;
 

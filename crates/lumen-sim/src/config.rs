@@ -23,6 +23,9 @@ pub struct SimConfig {
     /// How many received requests to keep for [`crate::Simulator::records`]; 0 keeps none.
     pub record: usize,
     pub faults: Faults,
+    /// The vLLM-like engine model ([`crate::engine`]); `None` (the default) answers after the
+    /// fixed delays above, at the least cost per request.
+    pub engine: Option<crate::EngineConfig>,
     /// Which engine to imitate where engines differ.
     pub flavor: Flavor,
 }
@@ -74,6 +77,7 @@ impl Default for SimConfig {
             record: 0,
             faults: Faults::default(),
             flavor: Flavor::default(),
+            engine: None,
         }
     }
 }

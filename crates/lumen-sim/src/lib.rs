@@ -40,13 +40,22 @@
 //! ([`Flavor::LlamaCpp`]) a final assistant message not marked `continue_final_message: true`
 //! is continued too, but its text comes back first, as `llama-server` sends it.
 //!
+//! # Engine model
+//! Off by default. With [`SimConfig::engine`] set, chat and completion requests go through a
+//! vLLM-like performance model ([`engine`]): continuous batching, a paged KV cache with prefix
+//! caching, a queue, and `/metrics` that report them; `usage` then counts the prompt's real
+//! tokens and carries `prompt_tokens_details.cached_tokens`, and the `ttft_ms`/`itl_ms`
+//! faults no longer apply (time comes from the model).
+//!
 //! # Layout
 //! - `config`: [`SimConfig`], [`Faults`], [`Flavor`].
+//! - `engine`: the optional engine model.
 //! - `server`: the accept loop and request handlers; `server/llamacpp.rs` the llama.cpp-flavour
 //!   ones.
 //! - `text`: deterministic tokens, the tokenizer, rerank scores, embeddings and base64.
 
 mod config;
+pub mod engine;
 mod server;
 mod text;
 
@@ -55,7 +64,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use config::{Faults, Flavor, SimConfig};
+pub use engine::EngineConfig;
 pub use server::serve;
+
+/// The simulator's answer of `n` tokens, as every chat or completion that is not a
+/// continuation gets it: a client replaying a conversation can put it back as the assistant's
+/// turn, and the engine model's prefix cache then holds it.
+pub fn answer(n: u32) -> String {
+    text::answer(n)
+}
 
 /// One request as the simulator received it.
 #[derive(Debug, Clone)]
@@ -97,11 +114,17 @@ pub(crate) struct State {
     pub(crate) generation_tokens: AtomicU64,
     pub(crate) success: AtomicU64,
     pub(crate) records: Mutex<VecDeque<Recorded>>,
+    /// The engine model, when [`SimConfig::engine`] is set.
+    pub(crate) engine: Option<engine::Engine>,
 }
 
 impl Simulator {
     pub fn new(cfg: SimConfig) -> Self {
         let faults = cfg.faults.clone();
+        let engine = cfg
+            .engine
+            .clone()
+            .map(|e| engine::Engine::new(e, cfg.max_model_len));
         Self {
             state: Arc::new(State {
                 cfg,
@@ -114,6 +137,7 @@ impl Simulator {
                 generation_tokens: AtomicU64::new(0),
                 success: AtomicU64::new(0),
                 records: Mutex::new(VecDeque::new()),
+                engine,
             }),
         }
     }
@@ -175,6 +199,11 @@ impl Simulator {
             .collect()
     }
 
+    /// The engine model's queue, cache and counters (`None` when it is off).
+    pub fn engine_report(&self) -> Option<engine::Report> {
+        self.state.engine.as_ref().map(engine::Engine::report)
+    }
+
     pub fn clear_records(&self) {
         self.state
             .records
@@ -185,7 +214,12 @@ impl Simulator {
 }
 
 /// Binds `127.0.0.1:0`, serves in the background, and returns the address: the one-liner tests use.
+/// An engine model that cannot work ([`EngineConfig::validate`]) is refused as `InvalidInput`.
 pub async fn spawn(cfg: SimConfig) -> std::io::Result<(std::net::SocketAddr, Simulator)> {
+    if let Some(e) = &cfg.engine {
+        e.validate(cfg.max_model_len)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sim = Simulator::new(cfg);

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
 use crate::config::{Faults, Flavor};
+use crate::engine::Pace;
 use crate::text;
 use crate::{Recorded, Simulator, State};
 
@@ -98,6 +99,8 @@ struct SimRequest<'a> {
     messages: Option<&'a RawValue>,
     #[serde(default, borrow)]
     prompt: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tools: Option<&'a RawValue>,
     #[serde(default)]
     input: Option<serde_json::Value>,
     #[serde(default)]
@@ -315,7 +318,22 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         .itl_ms
         .map(Duration::from_millis)
         .unwrap_or(state.cfg.itl);
-    let g = Generation {
+    // With the engine model on, the request joins its queue; time comes from its steps.
+    let (mut pace, prompt_tokens) = match &state.engine {
+        Some(engine) if kind != Kind::Embedding => {
+            let messages = req.messages.filter(|_| kind == Kind::Chat);
+            let prompt = req.prompt.filter(|_| kind == Kind::Completion);
+            match engine.admit(messages, req.tools, prompt, max_tokens, start) {
+                Ok((ticket, n)) => (Pace::Engine(ticket), n),
+                Err(msg) => return error(StatusCode::BAD_REQUEST, &msg, faults.flat_error),
+            }
+        }
+        _ => (
+            Pace::Fixed,
+            text::estimate_tokens(prompt_raw.map_or(0, |r| r.get().len())),
+        ),
+    };
+    let mut g = Generation {
         id: state.requests.load(Ordering::Relaxed),
         created: now(),
         model,
@@ -328,7 +346,8 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         } else {
             "stop"
         },
-        prompt_tokens: text::estimate_tokens(prompt_raw.map_or(0, |r| r.get().len())),
+        prompt_tokens,
+        cached_tokens: None,
         // llama.cpp's quirk: a prefill it was not told to continue comes back first.
         repeat: prefill.filter(|_| !vllm && !continues),
         continuous: false,
@@ -344,15 +363,13 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
     if req.stream.unwrap_or(false) {
         let opts = req.stream_options.unwrap_or_default();
         let usage = opts.include_usage.unwrap_or(false);
-        let mut g = g;
         // vLLM sends per-chunk usage only when the final usage is asked for too.
         g.continuous = vllm && usage && opts.continuous_usage_stats == Some(true);
-        return stream(state.clone(), g, ttft, itl, usage, faults, _running);
+        return stream(state.clone(), g, (pace, ttft, itl), usage, faults, _running);
     }
-    let wait = ttft + itl * max_tokens.saturating_sub(1);
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
+    pace.wait_all(ttft + itl * max_tokens.saturating_sub(1))
+        .await;
+    g.cached_tokens = pace.cached_tokens();
     state
         .prompt_tokens
         .fetch_add(g.prompt_tokens, Ordering::Relaxed);
@@ -493,6 +510,8 @@ struct Generation {
     repeat: Option<String>,
     /// `usage` so far in every stream chunk (vLLM's `continuous_usage_stats`).
     continuous: bool,
+    /// Prompt tokens the engine model found in its prefix cache (only it knows).
+    cached_tokens: Option<u64>,
 }
 
 impl Generation {
@@ -519,10 +538,18 @@ impl Generation {
     fn usage(&self, out: &mut String, completion: u64) {
         let _ = write!(
             out,
-            r#""usage":{{"prompt_tokens":{},"total_tokens":{},"completion_tokens":{completion}}}"#,
+            r#""usage":{{"prompt_tokens":{},"total_tokens":{},"completion_tokens":{completion}"#,
             self.prompt_tokens,
             self.prompt_tokens + completion,
         );
+        // As vLLM with --enable-prompt-tokens-details.
+        if let Some(cached) = self.cached_tokens {
+            let _ = write!(
+                out,
+                r#","prompt_tokens_details":{{"cached_tokens":{cached}}}"#
+            );
+        }
+        out.push('}');
     }
 
     /// The answer's text, with the repeated prefill in front when there is one.
@@ -619,8 +646,12 @@ impl Generation {
 }
 
 enum Step {
+    /// The pause before the next token (for the engine model, until it produced one).
     Wait(Duration),
     Frame(Bytes),
+    /// The usage chunk, written when reached: the engine model's cached tokens are known only
+    /// once the request was scheduled.
+    Usage,
     Fail,
     /// Never send another byte; the connection stays open.
     Stall,
@@ -646,11 +677,17 @@ fn fault_at(faults: &Faults, i: u32) -> Option<Step> {
     })
 }
 
+/// What a stream keeps while it is being sent.
+struct Live {
+    _running: Running,
+    pace: Pace,
+    g: Generation,
+}
+
 fn stream(
     state: Arc<State>,
     g: Generation,
-    ttft: Duration,
-    itl: Duration,
+    (pace, ttft, itl): (Pace, Duration, Duration),
     include_usage: bool,
     faults: Faults,
     running: Running,
@@ -684,7 +721,7 @@ fn stream(
     }
     if !ended_early {
         if include_usage {
-            steps.push(Step::Frame(g.usage_frame()));
+            steps.push(Step::Usage);
         }
         if !faults.no_done {
             steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
@@ -693,14 +730,23 @@ fn stream(
     let tokens = g.completion_tokens();
     let prompt = g.prompt_tokens;
     let done_state = state.clone();
+    let live = Live {
+        _running: running,
+        pace,
+        g,
+    };
     let frames = futures::stream::unfold(
-        (steps.into_iter(), running),
-        move |(mut steps, running)| async move {
+        (steps.into_iter(), live),
+        move |(mut steps, mut live)| async move {
             loop {
                 match steps.next()? {
-                    Step::Wait(d) if d.is_zero() => {}
-                    Step::Wait(d) => tokio::time::sleep(d).await,
-                    Step::Frame(b) => return Some((Ok(Frame::data(b)), (steps, running))),
+                    Step::Wait(d) => live.pace.wait(d).await,
+                    Step::Frame(b) => return Some((Ok(Frame::data(b)), (steps, live))),
+                    Step::Usage => {
+                        live.g.cached_tokens = live.pace.cached_tokens();
+                        let frame = Frame::data(live.g.usage_frame());
+                        return Some((Ok(frame), (steps, live)));
+                    }
                     Step::Stall => std::future::pending::<()>().await,
                     Step::Fail => {
                         // Let hyper flush the tokens already produced (it flushes when the
@@ -708,7 +754,7 @@ fn stream(
                         // before its first byte left, which is a different fault.
                         tokio::time::sleep(Duration::from_millis(1)).await;
                         let err = io::Error::new(io::ErrorKind::ConnectionAborted, "injected drop");
-                        return Some((Err(err), (steps, running)));
+                        return Some((Err(err), (steps, live)));
                     }
                 }
             }
@@ -1089,25 +1135,34 @@ fn models(state: &State) -> Response<Body> {
 }
 
 fn metrics(state: &State) -> Response<Body> {
-    let model = json_str(state.cfg.models.first().map_or("", String::as_str));
+    // vLLM V1's label set: the served model and the engine core's index.
+    let labels = format!(
+        "model_name={},engine=\"0\"",
+        json_str(state.cfg.models.first().map_or("", String::as_str))
+    );
+    let report = state.engine.as_ref().map(crate::engine::Engine::report);
+    let (running, waiting) = match &report {
+        Some(r) => (r.running as u64, r.waiting as u64),
+        None => (state.running.load(Ordering::Relaxed) as u64, 0),
+    };
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = write!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{model_name={model}}} {value}\n"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {value}\n"
         );
     };
     metric(
         "vllm:num_requests_running",
         "gauge",
-        "Number of requests currently running on GPU.",
-        state.running.load(Ordering::Relaxed) as u64,
+        "Number of requests in model execution batches.",
+        running,
     );
     metric(
         "vllm:num_requests_waiting",
         "gauge",
         "Number of requests waiting to be processed.",
-        0,
+        waiting,
     );
     metric(
         "vllm:prompt_tokens_total",
@@ -1127,6 +1182,9 @@ fn metrics(state: &State) -> Response<Body> {
         "Count of successfully processed requests.",
         state.success.load(Ordering::Relaxed),
     );
+    if let Some(report) = &report {
+        crate::engine::render_metrics(&mut out, &labels, report);
+    }
     let mut resp = Response::new(full(out));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

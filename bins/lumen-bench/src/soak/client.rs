@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Bodies are kept up to this many bytes (enough for every answer the soak asks for); the
 /// rest is read and dropped.
@@ -29,6 +30,8 @@ pub enum Read {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// When the first SSE event (`data: `) arrived: a stream's time to first token.
+    pub first_event: Option<Instant>,
 }
 
 impl Answer {
@@ -127,7 +130,7 @@ impl Client {
         };
         let mut answer = Answer {
             status,
-            body: Vec::new(),
+            ..Answer::default()
         };
         let first_event_only = read == Read::FirstEvent;
         match framing {
@@ -161,6 +164,9 @@ impl Client {
                     fill(io, &mut self.buf).await?;
                 }
                 keep(&mut answer.body, &self.buf[..size]);
+                if answer.first_event.is_none() && answer.has(b"data: ") {
+                    answer.first_event = Some(Instant::now());
+                }
                 self.buf.advance(size + 2);
                 if first_event_only && answer.has(b"data: ") {
                     return Ok(answer);
@@ -168,6 +174,9 @@ impl Client {
             },
             Framing::UntilClose => loop {
                 keep(&mut answer.body, &self.buf);
+                if answer.first_event.is_none() && answer.has(b"data: ") {
+                    answer.first_event = Some(Instant::now());
+                }
                 self.buf.clear();
                 if first_event_only && answer.has(b"data: ") {
                     return Ok(answer);

@@ -330,14 +330,17 @@ mod tests {
         let ok = Answer {
             status: 200,
             body: b"{\"id\":1}".to_vec(),
+            ..Answer::default()
         };
         let not_found = Answer {
             status: 404,
             body: br#"{"error":{"message":"no","type":"invalid_request_error"}}"#.to_vec(),
+            ..Answer::default()
         };
         let bare_404 = Answer {
             status: 404,
             body: b"not found".to_vec(),
+            ..Answer::default()
         };
         assert!(Kind::Chat.expected(&ok));
         assert!(!Kind::Chat.expected(&not_found));
@@ -350,6 +353,7 @@ mod tests {
         let cut = Answer {
             status: 200,
             body: b"data: {\"id\":1}\n\n".to_vec(),
+            ..Answer::default()
         };
         assert!(
             !Kind::Stream.expected(&cut),
