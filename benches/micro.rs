@@ -93,6 +93,7 @@ fn main() {
                             session: Some("user-42"),
                             prefix: Some(prefix),
                             exclude: &[],
+                            ..RouteRequest::default()
                         })
                         .unwrap();
                     black_box(route);
