@@ -34,10 +34,10 @@ use tokio::time::{Instant, timeout};
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
-use crate::{prompt, signals};
 use crate::stream::{Continue, GatewayStream, Open, Partial, Resume, Resumer, Served, force_usage};
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
+use crate::{prompt, signals};
 
 /// The core's settings that a reload may change; read once per request.
 #[derive(Debug, Clone)]
@@ -1351,6 +1351,6 @@ fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod signals_tests;
+#[cfg(test)]
+mod tests;

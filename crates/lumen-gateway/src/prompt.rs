@@ -27,7 +27,11 @@ pub(crate) fn session_hint<'a>(
 
 /// A chat request's routing key. `key_bytes` caps how much of the first message after the
 /// shared section names the conversation (`routing.prefix_bytes`).
-pub(crate) fn chat(req: &ChatCompletionRequest, cx: &RequestContext, key_bytes: usize) -> PromptKey {
+pub(crate) fn chat(
+    req: &ChatCompletionRequest,
+    cx: &RequestContext,
+    key_bytes: usize,
+) -> PromptKey {
     let mut h = PromptHasher::new(MAX_PROMPT, key_bytes);
     let tools = req.extra.get("tools").map(|t| t.get().as_bytes());
     let mut shared = true;

@@ -72,7 +72,9 @@ impl PrefixIndex {
             head: NIL,
             tail: NIL,
             capacity: capacity.max(1),
-            ttl_s: u32::try_from(ttl_ms.div_ceil(1000)).unwrap_or(u32::MAX).max(1),
+            ttl_s: u32::try_from(ttl_ms.div_ceil(1000))
+                .unwrap_or(u32::MAX)
+                .max(1),
         }
     }
 

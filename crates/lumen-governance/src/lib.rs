@@ -42,8 +42,8 @@ mod spec;
 pub mod store;
 
 pub use config::{
-    AutoConfig, CacheAwareConfig, GovernanceConfig, InvalidConfig, ModelConfig,
-    PassthroughConfig, Policy, SignalsConfig,
+    AutoConfig, CacheAwareConfig, GovernanceConfig, InvalidConfig, ModelConfig, PassthroughConfig,
+    Policy, SignalsConfig,
 };
 pub use prefix::{PromptHasher, PromptKey};
 pub use router::{BackendSpec, Lease, Route, RouteRequest, Router, Slot};

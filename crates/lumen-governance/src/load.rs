@@ -85,8 +85,10 @@ impl EngineState {
     pub fn record(&self, report: &EngineReport, in_flight_at_send: usize, at_ms: u64) {
         let running = clamp_u32(report.running);
         let waiting = clamp_u32(report.waiting);
-        self.counts
-            .store(u64::from(running) << 32 | u64::from(waiting), Ordering::Relaxed);
+        self.counts.store(
+            u64::from(running) << 32 | u64::from(waiting),
+            Ordering::Relaxed,
+        );
         let kv = report
             .kv_usage
             .filter(|k| k.is_finite())
@@ -170,9 +172,7 @@ pub fn estimate(snapshot: Option<Snapshot>, in_flight: usize, now_ms: u64, stale
     let occupancy = (f64::from(s.running) + f64::from(s.waiting) + since).max(0.0);
     // With a queue at the last report the engine was full at `running`; a capacity learned
     // earlier holds until the engine queues again.
-    let capacity = s
-        .capacity
-        .or_else(|| (s.waiting > 0).then_some(s.running));
+    let capacity = s.capacity.or_else(|| (s.waiting > 0).then_some(s.running));
     let queue = capacity.map_or(0.0, |c| (occupancy - f64::from(c)).max(0.0));
     Load {
         occupancy,

@@ -59,7 +59,7 @@ impl PromptKey {
     /// the shared section, when it is the bulk of what the requests after it share (it is at
     /// least as long as the first message after it — a document in the system prompt asked
     /// several questions) and not common to many conversations; else the conversation key.
-    pub(crate) fn placement(&self, section_shared: bool) -> u64 {
+    pub fn placement(&self, section_shared: bool) -> u64 {
         match (self.session, self.section) {
             (Some(s), _) => s,
             (None, Some((section, len))) if !section_shared && len >= self.first_len => section,

@@ -695,6 +695,7 @@ impl<B: Clone> Router<B> {
             kv_threshold: cfg.signals.kv_threshold,
             kv_weight: cfg.signals.kv_weight,
             load_factor: cfg.prefix_load_factor,
+            min_gain: crate::prefix::FIRST_BLOCK,
         };
         let (i, _why) = policy::cache_aware(
             &view,

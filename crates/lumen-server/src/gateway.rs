@@ -485,10 +485,17 @@ impl Gateway {
     /// The Prometheus text exposition, with live gauges (in flight, breakers, queue) refreshed.
     pub fn render_metrics(&self) -> String {
         let m = &self.inner.metrics;
+        let routing = self.router().config();
+        let scraped = routing.scrapes_signals();
+        let now_ms = self.inner.core.now_ms();
         for slot in self.router().slots() {
             let label = BackendLabel {
                 backend: slot.name.clone(),
             };
+            if scraped {
+                m.engine
+                    .set(&slot, &label, now_ms, routing.signals.stale_ms);
+            }
             m.in_flight
                 .get_or_create(&label)
                 .set(slot.in_flight() as i64);
@@ -514,6 +521,9 @@ impl Gateway {
             m.healthy.get_or_create(&label).set(i64::from(up));
         }
         m.queue_depth.set(self.queued() as i64);
+        m.engine
+            .index_entries
+            .set(self.router().indexed_entries() as i64);
         m.render()
     }
 
@@ -654,6 +664,16 @@ impl Gateway {
 
     pub async fn run_health_checks(&self, shutdown: impl Future<Output = ()>) {
         self.inner.core.run_health_checks(shutdown).await
+    }
+
+    /// One round of engine `/metrics` scrapes (see `lumen_gateway::Gateway::scrape_signals`).
+    pub async fn scrape_signals(&self) {
+        self.inner.core.scrape_signals().await
+    }
+
+    /// The background scrape of the engines' load signals, until `shutdown`.
+    pub async fn run_signals(&self, shutdown: impl Future<Output = ()>) {
+        self.inner.core.run_signals(shutdown).await
     }
 
     /// The deep report behind `/health/inference`.

@@ -169,7 +169,11 @@ fn ask(messages: &[(&str, &str)]) -> ChatCompletionRequest {
 
 #[tokio::test(start_paused = true)]
 async fn a_scrape_stores_each_engines_report_and_failures_age_it_out() {
-    let f = fleet(Policy::LoadAware, SignalsConfig::default(), &[false, false, true]);
+    let f = fleet(
+        Policy::LoadAware,
+        SignalsConfig::default(),
+        &[false, false, true],
+    );
     f.report(0, 12, 3);
     *f.metrics[1].lock().unwrap() = Some("process_open_fds 3\n".into());
     f.gw.scrape_signals().await;
@@ -191,7 +195,11 @@ async fn a_scrape_stores_each_engines_report_and_failures_age_it_out() {
 
 #[tokio::test(start_paused = true)]
 async fn load_aware_sends_nothing_to_the_engine_with_a_queue() {
-    let f = fleet(Policy::LoadAware, SignalsConfig::default(), &[false, false, false]);
+    let f = fleet(
+        Policy::LoadAware,
+        SignalsConfig::default(),
+        &[false, false, false],
+    );
     f.report(0, 20, 9);
     f.report(1, 2, 0);
     f.report(2, 3, 0);
@@ -207,10 +215,17 @@ async fn load_aware_sends_nothing_to_the_engine_with_a_queue() {
 
 #[tokio::test(start_paused = true)]
 async fn cache_aware_keeps_a_conversation_and_its_session_on_one_engine() {
-    let f = fleet(Policy::CacheAware, SignalsConfig::default(), &[false, false, false]);
+    let f = fleet(
+        Policy::CacheAware,
+        SignalsConfig::default(),
+        &[false, false, false],
+    );
     let system = "You are a careful assistant. ".repeat(100);
     let cx = RequestContext::new("t");
-    let mut turns = vec![("system", system.as_str()), ("user", "Tell me about ships.")];
+    let mut turns = vec![
+        ("system", system.as_str()),
+        ("user", "Tell me about ships."),
+    ];
     let answers: Vec<String> = (0..5).map(|i| format!("answer {i} ").repeat(60)).collect();
     for a in &answers {
         f.gw.chat(ask(&turns), &cx).await.unwrap();
@@ -272,11 +287,10 @@ async fn a_held_request_times_out_with_the_queues_deadline() {
         }
     });
     let start = Instant::now();
-    let err = f
-        .gw
-        .chat(ask(&[("user", "hi")]), &RequestContext::new("late"))
-        .await
-        .unwrap_err();
+    let err =
+        f.gw.chat(ask(&[("user", "hi")]), &RequestContext::new("late"))
+            .await
+            .unwrap_err();
     keep.abort();
     assert!(
         matches!(

@@ -28,7 +28,9 @@ fn raw_and_typed_messages_give_one_key() {
         1024,
     );
     let from_json = chat(
-        &raw(r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hello there"}]}]}"#),
+        &raw(
+            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hello there"}]}]}"#,
+        ),
         &cx,
         1024,
     );
@@ -39,12 +41,16 @@ fn raw_and_typed_messages_give_one_key() {
 fn tools_belong_to_the_shared_section_wherever_they_appear_in_the_body() {
     let cx = RequestContext::new("t");
     let a = chat(
-        &raw(r#"{"tools":[{"type":"function","function":{"name":"f"}}],"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}]}"#),
+        &raw(
+            r#"{"tools":[{"type":"function","function":{"name":"f"}}],"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}]}"#,
+        ),
         &cx,
         1024,
     );
     let b = chat(
-        &raw(r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#),
+        &raw(
+            r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        ),
         &cx,
         1024,
     );
@@ -93,14 +99,15 @@ fn completion_prompts_are_keyed_by_their_start() {
     let cx = RequestContext::new("t");
     let doc = "lorem ipsum ".repeat(500);
     let req = |q: &str| -> CompletionRequest {
-        serde_json::from_str(&format!(
-            r#"{{"model":"m","prompt":"{doc}Q: {q}"}}"#
-        ))
-        .unwrap()
+        serde_json::from_str(&format!(r#"{{"model":"m","prompt":"{doc}Q: {q}"}}"#)).unwrap()
     };
     let (a, b) = (req("who?"), req("why?"));
     let ka = completion(&a.prompt, &a.extra, a.user.as_ref(), &cx, 1024);
     let kb = completion(&b.prompt, &b.extra, b.user.as_ref(), &cx, 1024);
     assert_eq!(ka.placement(false), kb.placement(false));
-    assert_eq!(ka.indexed_len(), 5000, "blocks up to the last boundary in its 6 KB");
+    assert_eq!(
+        ka.indexed_len(),
+        5000,
+        "blocks up to the last boundary in its 6 KB"
+    );
 }

@@ -75,7 +75,10 @@ fn similar_names_braces_in_values_and_junk_are_not_misread() {
 #[test]
 fn text_without_load_gauges_is_none() {
     assert_eq!(parse(""), None);
-    assert_eq!(parse("# TYPE process_open_fds gauge\nprocess_open_fds 87.0\n"), None);
+    assert_eq!(
+        parse("# TYPE process_open_fds gauge\nprocess_open_fds 87.0\n"),
+        None
+    );
     // TGI's names are not read (it has no KV or batch gauge in the same sense).
     assert_eq!(parse("tgi_queue_size 3\ntgi_batch_current_size 8\n"), None);
 }

@@ -43,7 +43,11 @@ fn depths_follow_each_backend_separately() {
     let next = prompt(&[&sys, &body(2000, 2), "more"]);
     let d = ix.depths(&next, ALL, 0);
     assert_eq!(d.0[0], 1024, "backend 0 holds the system prompt's blocks");
-    assert_eq!(d.0[1], conv.indexed_len(), "backend 1 holds the conversation");
+    assert_eq!(
+        d.0[1],
+        conv.indexed_len(),
+        "backend 1 holds the conversation"
+    );
 }
 
 #[test]
@@ -71,7 +75,11 @@ fn memory_is_bounded_and_the_least_recent_goes_first() {
         assert!(ix.len() <= 64);
     }
     assert_eq!(ix.len(), 64);
-    assert_eq!(ix.depths(&keep, ALL, 2_000).0[0], keep.indexed_len(), "kept by use");
+    assert_eq!(
+        ix.depths(&keep, ALL, 2_000).0[0],
+        keep.indexed_len(),
+        "kept by use"
+    );
     let old = prompt(&[&body(2048, 3)]);
     assert_eq!(ix.depths(&old, ALL, 2_000).0[1], 0, "evicted");
 }
@@ -125,9 +133,15 @@ fn a_section_whose_conversations_have_history_is_shared_at_the_second() {
     let section = turn("a", false).section.unwrap().0;
     ix.record(&turn("a", false), 0, 0);
     ix.record(&turn("a", true), 0, 0);
-    assert!(!ix.is_shared(section, 64, 0), "one conversation, turn after turn");
+    assert!(
+        !ix.is_shared(section, 64, 0),
+        "one conversation, turn after turn"
+    );
     ix.record(&turn("b", false), 1, 0);
-    assert!(ix.is_shared(section, 64, 0), "a second conversation on a chat prompt");
+    assert!(
+        ix.is_shared(section, 64, 0),
+        "a second conversation on a chat prompt"
+    );
 }
 
 #[test]

@@ -30,7 +30,10 @@ fn what_lumen_sent_since_the_report_counts_at_once() {
     // A queue at the report means the batch was full at 25: the rest waits.
     assert_eq!(l.queue, 3.0);
     // Never below zero.
-    assert_eq!(estimate(Some(snap(1, 0, 10, 1_000)), 0, 1_200, 2_000).occupancy, 0.0);
+    assert_eq!(
+        estimate(Some(snap(1, 0, 10, 1_000)), 0, 1_200, 2_000).occupancy,
+        0.0
+    );
 }
 
 #[test]
@@ -42,11 +45,14 @@ fn the_batch_limit_learned_from_a_queue_holds_until_the_next() {
         waiting,
         kv_usage: Some(0.8),
     };
-    s.record(&report(32.0, 6.0, ), 4, 100);
+    s.record(&report(32.0, 6.0), 4, 100);
     assert_eq!(s.snapshot().unwrap().capacity, Some(32));
     s.record(&report(20.0, 0.0), 4, 200);
     let snap = s.snapshot().unwrap();
-    assert_eq!((snap.capacity, snap.running, snap.kv_usage), (Some(32), 20, Some(0.8)));
+    assert_eq!(
+        (snap.capacity, snap.running, snap.kv_usage),
+        (Some(32), 20, Some(0.8))
+    );
     // 20 running plus 16 Lumen sent since: 4 past the limit wait.
     let l = estimate(Some(snap), 20, 300, 2_000);
     assert_eq!((l.occupancy, l.queue), (36.0, 4.0));
@@ -61,7 +67,10 @@ fn the_batch_limit_learned_from_a_queue_holds_until_the_next() {
         400,
     );
     let snap = s.snapshot().unwrap();
-    assert_eq!((snap.running, snap.waiting, snap.kv_usage), (0, 0, Some(1.0)));
+    assert_eq!(
+        (snap.running, snap.waiting, snap.kv_usage),
+        (0, 0, Some(1.0))
+    );
 }
 
 #[test]
@@ -98,7 +107,10 @@ fn saturated_only_when_every_backend_reports_a_queue() {
     };
     assert!(saturated(&[q(9.0, true), q(8.0, true)], 8));
     assert!(!saturated(&[q(9.0, true), q(7.0, true)], 8));
-    assert!(!saturated(&[q(9.0, true), q(99.0, false)], 8), "unknown is not full");
+    assert!(
+        !saturated(&[q(9.0, true), q(99.0, false)], 8),
+        "unknown is not full"
+    );
     assert!(!saturated(&[q(9.0, true)], 0), "0 is off");
     assert!(!saturated(&[], 8));
 }

@@ -41,6 +41,10 @@ pub(crate) struct Thresholds {
     pub(crate) kv_weight: f64,
     /// Requests at the engine beyond this factor of the pool's mean (plus the slack).
     pub(crate) load_factor: f64,
+    /// A deeper match moves a request off its placement only when it is deeper by at least
+    /// this many bytes (a block): the few bytes every prompt shares after a common section
+    /// ("user:") are not worth breaking the agreement between replicas.
+    pub(crate) min_gain: u32,
 }
 
 /// Why a backend was chosen (tests and traces read it).
@@ -125,9 +129,9 @@ pub(crate) fn decide(
     match deepest {
         // A session hint is the client saying which conversation this is: keep its backend;
         // when that one is too loaded, follow where the session went before.
-        Some((m, d, _)) if strong && a != top && d > 0 => (m, Why::Prefix),
+        Some((m, d, _)) if strong && a != top && d >= t.min_gain => (m, Why::Prefix),
         _ if strong => (a, spill),
-        Some((m, d, _)) if d > depth(a) => (m, Why::Prefix),
+        Some((m, d, _)) if d >= depth(a).saturating_add(t.min_gain) => (m, Why::Prefix),
         _ => (a, spill),
     }
 }

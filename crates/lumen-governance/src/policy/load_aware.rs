@@ -13,22 +13,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::load::{self, Load};
 
-/// The index of the lowest expected wait in `loads` (never empty); equal scores rotate so
-/// equal backends share the load.
+/// The index of the lowest expected wait in `loads` (never empty). Equal scores take turns:
+/// the cursor picks among the tied ones only, so two idle backends next to a busy one
+/// share evenly.
 pub(crate) fn decide(loads: &[Load], kv_weight: f64, cursor: &AtomicU64) -> usize {
-    let n = loads.len();
-    let offset = cursor.fetch_add(1, Ordering::Relaxed) as usize;
-    let mut best = offset % n;
-    let mut best_cost = load::cost(&loads[best], kv_weight);
-    for step in 1..n {
-        let i = (offset + step) % n;
-        let cost = load::cost(&loads[i], kv_weight);
-        if cost < best_cost {
-            best = i;
-            best_cost = cost;
-        }
-    }
-    best
+    let costs = loads.iter().map(|l| load::cost(l, kv_weight));
+    let best = costs.clone().fold(f64::INFINITY, f64::min);
+    let ties = costs.clone().filter(|c| *c == best).count().max(1);
+    let turn = cursor.fetch_add(1, Ordering::Relaxed) as usize % ties;
+    costs
+        .enumerate()
+        .filter(|(_, c)| *c == best)
+        .nth(turn)
+        .map_or(0, |(i, _)| i)
 }
 
 #[cfg(test)]

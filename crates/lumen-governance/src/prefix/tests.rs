@@ -43,12 +43,22 @@ fn a_later_turn_shares_every_block_of_the_earlier_one() {
     let u1 = text(700, 2);
     let a1 = text(900, 3);
     let t1 = chat(&sys, None, &[("user", &u1)]);
-    let t2 = chat(&sys, None, &[("user", &u1), ("assistant", &a1), ("user", "and then?")]);
+    let t2 = chat(
+        &sys,
+        None,
+        &[("user", &u1), ("assistant", &a1), ("user", "and then?")],
+    );
     assert!(t2.blocks.len() > t1.blocks.len());
     assert_eq!(t1.blocks[..], t2.blocks[..t1.blocks.len()]);
-    assert_eq!(t1.conversation, t2.conversation, "turns of one conversation share its key");
+    assert_eq!(
+        t1.conversation, t2.conversation,
+        "turns of one conversation share its key"
+    );
     assert_eq!(t1.section, t2.section);
-    assert_eq!(t1.section.map(|s| s.1), Some(3000 + "system:\n".len() as u32));
+    assert_eq!(
+        t1.section.map(|s| s.1),
+        Some(3000 + "system:\n".len() as u32)
+    );
 }
 
 #[test]
@@ -58,7 +68,12 @@ fn conversations_on_one_system_prompt_share_its_blocks_only() {
     let b = chat(&sys, None, &[("user", &text(900, 6))]);
     assert_eq!(a.section, b.section);
     assert_ne!(a.conversation, b.conversation);
-    let shared = a.blocks.iter().zip(&b.blocks).take_while(|(x, y)| x == y).count();
+    let shared = a
+        .blocks
+        .iter()
+        .zip(&b.blocks)
+        .take_while(|(x, y)| x == y)
+        .count();
     // Blocks that end inside the 2008-byte section (512, 1024, 1536) match; the rest do not.
     assert_eq!(shared, 3);
 }
@@ -154,6 +169,10 @@ fn a_short_instruction_before_a_long_document_is_not_the_key() {
     let k = chat(&doc, None, &[("user", "who wrote it?")]);
     assert_eq!(k.placement(false), k.section.unwrap().0);
     assert!(!k.history);
-    let later = chat(&doc, None, &[("user", "who?"), ("assistant", "x"), ("user", "why?")]);
+    let later = chat(
+        &doc,
+        None,
+        &[("user", "who?"), ("assistant", "x"), ("user", "why?")],
+    );
     assert!(later.history);
 }

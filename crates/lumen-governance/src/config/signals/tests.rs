@@ -18,13 +18,34 @@ fn the_new_policies_and_sections_parse_with_defaults() {
 #[test]
 fn bad_settings_name_their_key() {
     for (json, key) in [
-        (r#"{"signals":{"interval_ms":0}}"#, "routing.signals.interval_ms"),
-        (r#"{"signals":{"interval_ms":5000}}"#, "routing.signals.stale_ms"),
-        (r#"{"signals":{"kv_threshold":1.5}}"#, "routing.signals.kv_threshold"),
-        (r#"{"signals":{"kv_weight":-1}}"#, "routing.signals.kv_weight"),
-        (r#"{"cache_aware":{"max_entries":0}}"#, "routing.cache_aware.max_entries"),
-        (r#"{"cache_aware":{"ttl_ms":10}}"#, "routing.cache_aware.ttl_ms"),
-        (r#"{"cache_aware":{"shared_after":0}}"#, "routing.cache_aware.shared_after"),
+        (
+            r#"{"signals":{"interval_ms":0}}"#,
+            "routing.signals.interval_ms",
+        ),
+        (
+            r#"{"signals":{"interval_ms":5000}}"#,
+            "routing.signals.stale_ms",
+        ),
+        (
+            r#"{"signals":{"kv_threshold":1.5}}"#,
+            "routing.signals.kv_threshold",
+        ),
+        (
+            r#"{"signals":{"kv_weight":-1}}"#,
+            "routing.signals.kv_weight",
+        ),
+        (
+            r#"{"cache_aware":{"max_entries":0}}"#,
+            "routing.cache_aware.max_entries",
+        ),
+        (
+            r#"{"cache_aware":{"ttl_ms":10}}"#,
+            "routing.cache_aware.ttl_ms",
+        ),
+        (
+            r#"{"cache_aware":{"shared_after":0}}"#,
+            "routing.cache_aware.shared_after",
+        ),
     ] {
         let err = parse(json).validate(&[]).unwrap_err();
         assert_eq!(err.key, key, "{json}");

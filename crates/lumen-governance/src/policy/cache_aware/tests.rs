@@ -5,6 +5,7 @@ const T: Thresholds = Thresholds {
     kv_threshold: 0.9,
     kv_weight: 1.0,
     load_factor: 1.25,
+    min_gain: 512,
 };
 
 fn load(occupancy: f64, queue: f64, kv: Option<f64>) -> Load {
@@ -65,8 +66,10 @@ fn the_longest_prefix_wins_over_the_key() {
     c[2].depth = 4096;
     c[0].depth = 1024;
     assert_eq!(decide(&c, key, 0, false, &T), (2, Why::Prefix));
-    // Equal depth: the key's backend keeps it.
+    // Equal depth, or deeper by less than a block: the key's backend keeps it.
     c[0].depth = 4096;
+    assert_eq!(decide(&c, key, 0, false, &T), (0, Why::Affinity));
+    c[0].depth = 3700;
     assert_eq!(decide(&c, key, 0, false, &T), (0, Why::Affinity));
 }
 
@@ -76,7 +79,11 @@ fn a_widely_shared_section_attracts_nobody() {
     let (key, _) = key_on(&c, 0);
     // Backend 3 holds the common 3 KB system prompt (and nothing more of this prompt).
     c[3].depth = 3072;
-    assert_eq!(decide(&c, key, 0, false, &T).0, 3, "counted, it would attract");
+    assert_eq!(
+        decide(&c, key, 0, false, &T).0,
+        3,
+        "counted, it would attract"
+    );
     assert_eq!(decide(&c, key, 3072, false, &T), (0, Why::Affinity));
     // Beyond the section, the conversation itself still counts.
     c[1].depth = 6000;
