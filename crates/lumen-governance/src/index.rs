@@ -4,7 +4,7 @@
 //! One entry per block boundary of a prompt (see `prefix.rs`): its chain hash, the backends it
 //! was sent to (a bit each), when it was last used, and — for shared-section entries — how many
 //! different conversations followed it. Entries live in one slab threaded on an LRU list, so
-//! memory is `capacity` entries whatever the traffic (about 60 bytes each, map included), the
+//! memory is `capacity` entries whatever the traffic (about 80 bytes each, map included), the
 //! oldest entry is reused when full, and an entry unused for the TTL counts as absent (the
 //! engine has most likely evicted it by then). Touching a prompt touches all its entries at
 //! once, and a shorter prefix is touched at least as often as a longer one, so what survives

@@ -722,7 +722,7 @@ impl<B: Clone> Router<B> {
         index
     }
 
-    /// Entries in the cache-aware indexes, summed (for reports: each costs about 60 bytes).
+    /// Entries in the cache-aware indexes, summed (for reports: each costs about 80 bytes).
     pub fn indexed_entries(&self) -> usize {
         let map = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
         map.values()

@@ -342,7 +342,8 @@ fn three_replicas_reach_the_hit_rate_of_one() {
         "{imbalance1} {imbalance3}"
     );
     // What it beats: hashing the prompt's start piles each system prompt's conversations on
-    // one engine (and still misses more, its caches overflowing); round robin sprays.
+    // one engine (nothing is in flight here to bound it) and still misses more, its caches
+    // overflowing; round robin sprays.
     assert!(
         hit1 > prefix + 0.05 && prefix_imbalance > 2.0,
         "{prefix} {prefix_imbalance}"

@@ -66,7 +66,7 @@ impl EngineGauges {
         );
         r.register(
             "lumen_cache_aware_index_entries",
-            "Prompt blocks in the cache_aware indexes (about 60 bytes each)",
+            "Prompt blocks in the cache_aware indexes (about 80 bytes each)",
             g.index_entries.clone(),
         );
         g
