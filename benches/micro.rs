@@ -177,17 +177,24 @@ fn signal_routing() {
     });
     let system = words(4000, 3);
     let turns: Vec<String> = (0..10).map(|t| words(800, 50 + t)).collect();
-    time("prompt key of a 12 KB chat (8 turns, 4 KB system)", 20_000, || {
-        let mut h = PromptHasher::new(256 * 1024, 1024);
-        h.shared("system", system.as_bytes());
-        for (k, t) in turns.iter().enumerate() {
-            h.message(if k % 2 == 0 { "user" } else { "assistant" }, t.as_bytes());
-        }
-        black_box(h.finish(None));
-    });
+    time(
+        "prompt key of a 12 KB chat (8 turns, 4 KB system)",
+        20_000,
+        || {
+            let mut h = PromptHasher::new(256 * 1024, 1024);
+            h.shared("system", system.as_bytes());
+            for (k, t) in turns.iter().enumerate() {
+                h.message(if k % 2 == 0 { "user" } else { "assistant" }, t.as_bytes());
+            }
+            black_box(h.finish(None));
+        },
+    );
     let exposition = include_str!("../crates/lumen-gateway/src/signals/fixtures/vllm.txt");
     time(
-        &format!("parse a vLLM /metrics exposition ({} KB)", exposition.len() / 1024),
+        &format!(
+            "parse a vLLM /metrics exposition ({} KB)",
+            exposition.len() / 1024
+        ),
         20_000,
         || {
             black_box(lumen_gateway::signals::parse(black_box(exposition)));

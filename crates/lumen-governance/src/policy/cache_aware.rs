@@ -105,13 +105,13 @@ pub(crate) fn decide(
     // The first non-hot backend by hash, and the deepest non-hot match (ties: by hash).
     let mut placed: Option<(usize, f64)> = None;
     let mut deepest: Option<(usize, u32, f64)> = None;
-    for i in 0..c.len() {
+    for (i, cand) in c.iter().enumerate() {
         let s = score(i);
         if s > top_score {
             top = i;
             top_score = s;
         }
-        if bal.hot(&c[i].load, t) {
+        if bal.hot(&cand.load, t) {
             continue;
         }
         if placed.is_none_or(|(_, ps)| s > ps) {
