@@ -23,6 +23,7 @@ mod observability;
 mod openai_client;
 mod proxy;
 mod resilience;
+mod routing;
 mod security;
 mod shared_state;
 mod stream_billing;

@@ -683,6 +683,29 @@ impl Backend for VllmBackend {
         self.inner.continuation
     }
 
+    /// `GET /metrics`: vLLM's, SGLang's (`--enable-metrics`) and llama.cpp's (`--metrics`)
+    /// Prometheus text, for routing on the engine's queue and KV cache. Capped well below
+    /// answers: an engine's exposition is tens of kilobytes.
+    async fn metrics(&self, cx: &RequestContext) -> Result<Option<String>, BackendError> {
+        const MAX_METRICS_BYTES: usize = 4 * 1024 * 1024;
+        let resp = self.send(Method::GET, "/metrics", None, cx).await?;
+        if !resp.status.is_success() {
+            return Err(self.upstream_error(resp).await);
+        }
+        let backend = || self.inner.name.clone();
+        match resp.body.collect(MAX_METRICS_BYTES).await {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Err(CollectError::TooLarge) => Err(BackendError::ResponseTooLarge {
+                backend: backend(),
+                limit: MAX_METRICS_BYTES,
+            }),
+            Err(CollectError::Broken(e)) => Err(BackendError::Protocol {
+                backend: backend(),
+                message: format!("the metrics body broke off: {e}"),
+            }),
+        }
+    }
+
     async fn health(&self) -> Health {
         let cx = RequestContext::default();
         match self.send(Method::GET, "/health", None, &cx).await {

@@ -42,3 +42,63 @@ async fn refused_connection_is_a_retryable_connect_error() {
     assert!(err.is_retryable());
     assert!(!b.health().await.is_healthy());
 }
+
+/// An engine over raw TCP that answers every request with `status` and `body`, and records
+/// each request line.
+async fn fixed_engine(
+    status: &'static str,
+    body: &'static str,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                log.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or_default().to_owned());
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn metrics_is_the_engines_prometheus_text() {
+    let text = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 3.0\n";
+    let (url, seen) = fixed_engine("200 OK", text).await;
+    let b = VllmBackend::new(VllmConfig::new("b", format!("{url}/v1"))).unwrap();
+    let got = b.metrics(&RequestContext::default()).await.unwrap();
+    assert_eq!(got.as_deref(), Some(text));
+    assert_eq!(seen.lock().unwrap().as_slice(), ["GET /metrics HTTP/1.1"]);
+}
+
+#[tokio::test]
+async fn metrics_an_engine_does_not_serve_is_an_error() {
+    // llama.cpp without `--metrics` answers 501; Ollama has no such path (404).
+    let (url, _) = fixed_engine("501 Not Implemented", "").await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    let err = b.metrics(&RequestContext::default()).await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::Upstream { status: 501, .. }),
+        "{err:?}"
+    );
+}

@@ -166,6 +166,17 @@ pub trait Backend: Send + Sync + 'static {
         Continuation::None
     }
 
+    /// The engine's own metrics in Prometheus text (`GET /metrics`), read in the background
+    /// for routing on the engines' queues and KV-cache use. `Ok(None)` means this backend has
+    /// none to offer (the default): Lumen then balances on its own in-flight counts.
+    fn metrics(
+        &self,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<Option<String>, BackendError>> + Send {
+        let _ = cx;
+        std::future::ready(Ok(None))
+    }
+
     /// Any other JSON endpoint of the engine that is routed by `model`: vLLM's `/tokenize`,
     /// `/detokenize` and `/v1/rerank`. `path` is the engine's path; `req` is the client's JSON
     /// with the engine's model id. The default answers 404, which is not retried, so a backend
@@ -222,6 +233,10 @@ pub trait DynBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<ModelList, BackendError>>;
     fn health(&self) -> BoxFuture<'_, Health>;
     fn continuation(&self) -> Continuation;
+    fn metrics<'a>(
+        &'a self,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>>;
     fn call<'a>(
         &'a self,
         path: &'static str,
@@ -282,6 +297,12 @@ impl<B: Backend> DynBackend for B {
     }
     fn continuation(&self) -> Continuation {
         Backend::continuation(self)
+    }
+    fn metrics<'a>(
+        &'a self,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+        Box::pin(Backend::metrics(self, cx))
     }
     fn call<'a>(
         &'a self,

@@ -82,6 +82,8 @@ async fn custom_backend_works_through_the_boxed_seam() {
     assert_eq!(err.kind(), "upstream_5xx");
     assert_eq!(shared.models(&cx).await.unwrap().data[0].id, "echo");
     assert!(shared.health().await.is_healthy());
+    // A backend that says nothing about its load reports none, through the seam too.
+    assert_eq!(shared.metrics(&cx).await.unwrap(), None);
 }
 
 #[test]

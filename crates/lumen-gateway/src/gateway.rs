@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,7 +15,8 @@ use lumen_backend::{
     Backend, BackendError, Continuation, RequestContext, SharedBackend, TimeoutKind,
 };
 use lumen_governance::{
-    BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, Route, RouteRequest, Router,
+    BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, Policy, PromptKey, Route,
+    RouteRequest, Router,
 };
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
@@ -40,6 +41,7 @@ use crate::stream::{
 };
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
+use crate::{prompt, signals};
 
 /// The core's settings that a reload may change; read once per request.
 #[derive(Debug, Clone)]
@@ -95,6 +97,13 @@ struct Inner {
     health: HealthBook,
     /// Wakes the discovery loop early: a backend came (back) into rotation.
     rediscover: tokio::sync::Notify,
+    /// The router's clock: engine reports and the cache-aware index are stamped with
+    /// milliseconds since this (tokio time, so tests pause it).
+    epoch: Instant,
+    /// Wakes requests held while their pool is saturated: new engine reports arrived.
+    signals_updated: tokio::sync::Notify,
+    /// Requests held while their pool is saturated (part of the admission queue).
+    held: AtomicUsize,
 }
 
 /// Builds a [`Gateway`] from parts.
@@ -258,6 +267,9 @@ impl GatewayBuilder {
                 observer: self.observer,
                 health: HealthBook::new(),
                 rediscover: tokio::sync::Notify::new(),
+                epoch: Instant::now(),
+                signals_updated: tokio::sync::Notify::new(),
+                held: AtomicUsize::new(0),
             }),
         })
     }
@@ -379,6 +391,8 @@ pub(crate) fn internal_id(what: &str) -> String {
 pub(crate) struct Hints {
     session: Option<String>,
     prefix: Option<Vec<u8>>,
+    /// The prompt's blocks and keys, read only when a model may be routed `cache_aware`.
+    prompt: Option<PromptKey>,
 }
 
 impl Hints {
@@ -387,7 +401,13 @@ impl Hints {
         Self {
             session: cx.session_id.clone().or_else(|| user.cloned()),
             prefix,
+            prompt: None,
         }
+    }
+
+    fn with_prompt(mut self, prompt: Option<PromptKey>) -> Self {
+        self.prompt = prompt;
+        self
     }
 }
 
@@ -462,9 +482,79 @@ impl Gateway {
         &self.inner.health
     }
 
-    /// Requests waiting for a global admission slot right now.
+    /// Requests waiting in the admission queue right now: for a global slot, or held
+    /// because every engine of their pool is saturated.
     pub fn queued(&self) -> usize {
-        self.inner.admission.load().queued()
+        self.inner.admission.load().queued() + self.inner.held.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds on the router's clock (engine reports and the cache-aware index).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The prompt key `cache_aware` routes by, read only when some model may use it.
+    fn routing_prompt(&self, read: impl FnOnce(usize) -> PromptKey) -> Option<PromptKey> {
+        let cfg = self.inner.router.config();
+        cfg.uses(Policy::CacheAware).then(|| read(cfg.prefix_bytes))
+    }
+
+    /// Holds a request while every engine of its model's pool reports a queue of at least
+    /// `routing.signals.saturation_queue` (see `Router::saturated`): in Lumen's admission
+    /// queue — it takes a place there (429 `queue_full` when none is left) and waits at most
+    /// until the queue timeout counted from its admission (503 `queue_timeout`, with
+    /// `Retry-After`) — rather than in one engine's queue. It is let go as soon as a fresh
+    /// report or Lumen's own finished requests show room; what it then sends counts at once
+    /// in the estimate, so a release lets through about as many as there is room for.
+    async fn hold_while_saturated(
+        &self,
+        model: &str,
+        start: Instant,
+        res: &Resolved,
+    ) -> Result<(), AdmissionError> {
+        let router = &self.inner.router;
+        let usable = |u: &Upstream, m: &str| u.allows(m);
+        if !router.saturated(model, self.now_ms(), &usable) {
+            return Ok(());
+        }
+        let retry_after = Duration::from_secs(1);
+        let queued = self.inner.admission.load().queued();
+        let reserved = self
+            .inner
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                (h + queued < res.queue_size).then_some(h + 1)
+            });
+        if reserved.is_err() {
+            self.emit(&Event::Rejected {
+                reason: "queue_full",
+            });
+            return Err(AdmissionError::QueueFull { retry_after });
+        }
+        let _place = HeldPlace(&self.inner.held);
+        let held_at = Instant::now();
+        let deadline = start + res.queue_timeout;
+        // Lumen's own requests finishing also make room; look again this often.
+        let tick = Duration::from_millis((router.config().signals.interval_ms / 4).clamp(5, 100));
+        loop {
+            let updated = self.inner.signals_updated.notified();
+            if !router.saturated(model, self.now_ms(), &usable) {
+                self.emit(&Event::Queued {
+                    waited: held_at.elapsed(),
+                });
+                return Ok(());
+            }
+            tokio::select! {
+                _ = updated => {}
+                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.emit(&Event::Rejected {
+                        reason: "queue_timeout",
+                    });
+                    return Err(AdmissionError::QueueTimeout { retry_after });
+                }
+            }
+        }
     }
 
     /// Retries refused by the retry budget since start (or since its settings last changed).
@@ -634,12 +724,17 @@ impl Gateway {
         // Attempts on the current model: the retry policy's count restarts on a fallback.
         let mut model_attempt: u32 = 0;
         loop {
+            if !continuing {
+                self.hold_while_saturated(&requested, start, res).await?;
+            }
             let picked = self.pick(
                 &RouteRequest {
                     model: &requested,
                     session: hints.session.as_deref(),
                     prefix: hints.prefix.as_deref(),
                     exclude: &tried,
+                    prompt: hints.prompt.as_ref(),
+                    now_ms: self.now_ms(),
                 },
                 &silent,
                 &avoid,
@@ -994,7 +1089,8 @@ impl Gateway {
         req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<Reply<ChatCompletionResponse>, GatewayError> {
-        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
+        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)))
+            .with_prompt(self.routing_prompt(|key| prompt::chat(&req, cx, key)));
         self.unary_op(Operation::Chat, req, cx, hints, |up, r, t| async move {
             lumen_resilience::unary(up.backend.chat(r, cx), &t).await
         })
@@ -1008,7 +1104,8 @@ impl Gateway {
         req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
-        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)));
+        let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)))
+            .with_prompt(self.routing_prompt(|key| prompt::chat(&req, cx, key)));
         self.stream_op(
             Operation::Chat,
             req,
@@ -1025,7 +1122,10 @@ impl Gateway {
         req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<Reply<CompletionResponse>, GatewayError> {
-        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
+        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)))
+            .with_prompt(self.routing_prompt(|key| {
+                prompt::completion(&req.prompt, &req.extra, req.user.as_ref(), cx, key)
+            }));
         self.unary_op(Operation::Completions, req, cx, hints, |up, r, t| async move {
             lumen_resilience::unary(up.backend.completions(r, cx), &t).await
         })
@@ -1037,7 +1137,10 @@ impl Gateway {
         req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<GatewayStream<CompletionChunk>, GatewayError> {
-        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)));
+        let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)))
+            .with_prompt(self.routing_prompt(|key| {
+                prompt::completion(&req.prompt, &req.extra, req.user.as_ref(), cx, key)
+            }));
         self.stream_op(
             Operation::Completions,
             req,
@@ -1200,6 +1303,32 @@ impl Gateway {
         join_all(probes).await;
     }
 
+    /// One round of engine-signal scrapes: every backend's `/metrics`, concurrently, under
+    /// `routing.signals.timeout_ms`; then held requests look again.
+    pub async fn scrape_signals(&self) {
+        let cfg = self.inner.router.config();
+        let limit = Duration::from_millis(cfg.signals.timeout_ms);
+        signals::scrape(&self.inner.router, limit, &|| self.now_ms()).await;
+        self.inner.signals_updated.notify_waiters();
+    }
+
+    /// Scrapes the engines' signals on `routing.signals.interval_ms` until `shutdown`, while
+    /// the configuration wants them (a reload can turn them on or off).
+    pub async fn run_signals(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let cfg = self.inner.router.config();
+            if cfg.scrapes_signals() {
+                self.scrape_signals().await;
+            }
+            let every = Duration::from_millis(cfg.signals.interval_ms);
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
     /// Probes on the configured interval until `shutdown`; the first round runs at once.
     pub async fn run_health_checks(&self, shutdown: impl Future<Output = ()>) {
         if !self.settings().health.enabled {
@@ -1252,6 +1381,16 @@ fn show_public<T: HasModel + DeserializeOwned + Default>(
     resp
 }
 
+/// A place among the requests held while their pool is saturated, given back on drop (the
+/// client may leave while held).
+struct HeldPlace<'a>(&'a AtomicUsize);
+
+impl Drop for HeldPlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// At most this much leading prompt content is read for prefix affinity: more than any
 /// sensible `routing.prefix_bytes`, and reading it never copies a huge prompt.
 const MAX_PREFIX: usize = 64 * 1024;
@@ -1278,5 +1417,7 @@ fn prompt_prefix(prompt: &Prompt) -> Vec<u8> {
     prompt.leading_bytes(MAX_PREFIX)
 }
 
+#[cfg(test)]
+mod signals_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,9 @@
 //! - [`GatewayError`] (`error.rs`): typed, with `is_retryable`; the caller maps it.
 //! - [`Observer`] (`observer.rs`): events for metrics and access logs.
 //! - [`Upstream`], [`Probe`] (`upstream.rs`); [`HealthConfig`], [`HealthBook`] (`health.rs`).
+//! - [`signals`]: the engines' load reports — a sans-IO parser of their `/metrics` (vLLM,
+//!   SGLang, llama.cpp names) and the scrape round behind `Gateway::run_signals`.
+//! - `prompt.rs`: a request's prompt as `cache_aware` reads it (engine order, session hint).
 //!
 //! # Must not depend on
 //! hyper, figment, redis, rustls or prometheus-client (a test reads `cargo tree` to hold it).
@@ -24,6 +27,8 @@ mod error;
 mod gateway;
 mod health;
 mod observer;
+mod prompt;
+pub mod signals;
 mod stream;
 mod text;
 mod upstream;

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+mod signals;
+
+pub use signals::{CacheAwareConfig, SignalsConfig};
+
 /// How requests are spread across the backends of one model's pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +23,13 @@ pub enum Policy {
     SessionAffinity,
     /// Bounded-load rendezvous hashing on the prompt's leading content (KV-cache reuse).
     PrefixAffinity,
+    /// The backend that holds the longest prefix of the prompt (an index learned from the
+    /// traffic routed), unless its engine's queue or KV cache is out of balance; otherwise a
+    /// deterministic placement every replica agrees on (`policy/cache_aware.rs`).
+    CacheAware,
+    /// The lowest expected wait from the engine's own queue, batch and KV use, plus what Lumen
+    /// sent it since it last reported (`policy/load_aware.rs`).
+    LoadAware,
 }
 
 impl Policy {
@@ -29,7 +40,14 @@ impl Policy {
             Self::PowerOfTwo => "power_of_two",
             Self::SessionAffinity => "session_affinity",
             Self::PrefixAffinity => "prefix_affinity",
+            Self::CacheAware => "cache_aware",
+            Self::LoadAware => "load_aware",
         }
+    }
+
+    /// Whether the policy reads the engines' own load reports.
+    pub fn reads_signals(self) -> bool {
+        matches!(self, Self::CacheAware | Self::LoadAware)
     }
 }
 
@@ -69,6 +87,10 @@ pub struct GovernanceConfig {
     /// asking it to continue the partial answer. Off by default: another engine may not say
     /// what the first would have. `models.<id>.stream_continuation` overrides it per model.
     pub stream_continuation: bool,
+    /// The engines' own load reports (`/metrics`) and the thresholds read on them.
+    pub signals: SignalsConfig,
+    /// The index behind `cache_aware`.
+    pub cache_aware: CacheAwareConfig,
 }
 
 impl Default for GovernanceConfig {
@@ -88,6 +110,8 @@ impl Default for GovernanceConfig {
             fallbacks: BTreeMap::new(),
             context_fallbacks: BTreeMap::new(),
             stream_continuation: false,
+            signals: SignalsConfig::default(),
+            cache_aware: CacheAwareConfig::default(),
         }
     }
 }
@@ -222,7 +246,27 @@ impl GovernanceConfig {
                 "must be greater than 0",
             ));
         }
+        self.signals.validate()?;
+        self.cache_aware.validate()?;
         Ok(())
+    }
+
+    /// Whether any model may be routed by `policy` (the default or a model's own).
+    pub fn uses(&self, policy: Policy) -> bool {
+        self.policy == policy || self.models.values().any(|m| m.policy == Some(policy))
+    }
+
+    /// Whether the engines' `/metrics` should be scraped: as configured, else when a policy
+    /// reads them or saturation holding is on.
+    pub fn scrapes_signals(&self) -> bool {
+        self.signals.enabled.unwrap_or_else(|| {
+            self.signals.saturation_queue > 0
+                || self.policy.reads_signals()
+                || self
+                    .models
+                    .values()
+                    .any(|m| m.policy.is_some_and(Policy::reads_signals))
+        })
     }
 
     pub(crate) fn policy_for(&self, public: &str, engine: &str) -> Policy {

@@ -1,8 +1,8 @@
 //! Model governance and routing.
 //!
 //! Decides which model ids a caller may use and which backend serves each request: the exposed
-//! allowlist, the default model, `auto`, aliases, unknown-id passthrough, and five balancing
-//! policies inside a model's pool. It is plain Rust over a generic backend handle `B`, so it
+//! allowlist, the default model, `auto`, aliases, unknown-id passthrough, and seven balancing
+//! policies inside a model's pool (two of them on the engines' own load reports). It is plain Rust over a generic backend handle `B`, so it
 //! needs no HTTP stack and no backend crate, and an embedder can use it with their own handle.
 //!
 //! The routing table is immutable and swapped atomically ([`arc_swap`]): discovery and config
@@ -15,7 +15,10 @@
 //! - `config`: [`GovernanceConfig`], [`Policy`], validation.
 //! - `router`: [`Router`], [`RouteRequest`], [`Route`], [`Slot`], [`Lease`].
 //! - `policy`: the balancing algorithms.
-//! - `hash`: stable hashes for affinity.
+//! - `hash`: stable hashes for affinity, and the streaming hash prompts are read with.
+//! - `prefix`: [`PromptHasher`] / [`PromptKey`]: a prompt's block chain hashes and keys.
+//! - `index`: the memory-bounded index of which backend holds which prefix (`cache_aware`).
+//! - [`load`]: engine load reports, the estimate decisions read, expected wait, saturation.
 //! - [`keys`]: API keys (SHA-256 digests, constant-time comparison, model access).
 //! - [`limits`]: RPM / TPM / concurrency / daily and monthly token quotas, reserve then settle.
 //! - [`cache`]: the exact-match cache rules and key.
@@ -28,16 +31,21 @@ pub mod auth;
 pub mod cache;
 mod config;
 mod hash;
+mod index;
 pub mod keys;
 pub mod limits;
+pub mod load;
 mod policy;
+mod prefix;
 mod router;
 mod spec;
 pub mod store;
 
 pub use config::{
-    AutoConfig, GovernanceConfig, InvalidConfig, ModelConfig, PassthroughConfig, Policy,
+    AutoConfig, CacheAwareConfig, GovernanceConfig, InvalidConfig, ModelConfig, PassthroughConfig,
+    Policy, SignalsConfig,
 };
+pub use prefix::{PromptHasher, PromptKey};
 pub use router::{BackendSpec, Lease, Route, RouteRequest, Router, Slot};
 
 /// The pseudo-model that picks among exposed models by preference.

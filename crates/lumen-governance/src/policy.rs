@@ -5,6 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::hash;
 
+mod cache_aware;
+mod load_aware;
+
+pub(crate) use cache_aware::{Candidate, Thresholds, decide as cache_aware};
+pub(crate) use load_aware::decide as load_aware;
+
 /// What a policy may look at: candidate indices and accessors for their state.
 pub(crate) struct View<'a> {
     /// Usable pool indices, never empty.

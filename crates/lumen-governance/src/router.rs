@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use lumen_openai_types::Model;
 
-use crate::config::{GovernanceConfig, InvalidConfig, Policy};
+use crate::config::{CacheAwareConfig, GovernanceConfig, InvalidConfig, Policy};
+use crate::index::{MAX_TRACKED, PrefixIndex};
+use crate::load::{self, EngineState, Load};
+use crate::prefix::PromptKey;
 use crate::{AUTO, GovernanceError, hash, policy};
 
 /// A backend as the router tracks it. Shared by every table that contains it, so its in-flight
@@ -26,9 +29,23 @@ pub struct Slot<B> {
     available: AtomicBool,
     /// The engine has answered discovery at least once (always true for fixed model lists).
     discovered: AtomicBool,
+    /// The engine's own load reports (scraped by the core).
+    engine: EngineState,
+    /// This backend's bit in the cache-aware indexes; `None` past the 64th backend.
+    bit: Option<u8>,
 }
 
 impl<B> Slot<B> {
+    /// The engine's own load reports, for the scrape loop to write and reports to read.
+    pub fn engine(&self) -> &EngineState {
+        &self.engine
+    }
+
+    /// The load a decision would see now (milliseconds on the router's clock).
+    pub fn load(&self, now_ms: u64, stale_ms: u64) -> Load {
+        load::estimate(self.engine.snapshot(), self.in_flight(), now_ms, stale_ms)
+    }
+
     /// False while a backend whose models are discovered has never answered discovery (its
     /// engine was down when Lumen started): its models are not known yet.
     pub fn has_discovered(&self) -> bool {
@@ -116,6 +133,10 @@ pub struct RouteRequest<'a> {
     pub prefix: Option<&'a [u8]>,
     /// Slot ids already tried by this request; avoided while another backend exists.
     pub exclude: &'a [u64],
+    /// The prompt's blocks and keys, for `cache_aware`.
+    pub prompt: Option<&'a PromptKey>,
+    /// Now, in milliseconds on the clock the engine reports are stamped with (the core's).
+    pub now_ms: u64,
 }
 
 /// A routing decision.
@@ -277,6 +298,9 @@ impl<B> Table<B> {
 pub struct Router<B> {
     table: ArcSwap<Table<B>>,
     rng: AtomicU64,
+    /// `cache_aware`'s index per engine model (`""` for passthrough names, which share one:
+    /// callers choose those names). Kept across table swaps; bounded by the models routed.
+    indexes: Mutex<rustc_hash::FxHashMap<String, Arc<Mutex<PrefixIndex>>>>,
 }
 
 static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
@@ -291,6 +315,7 @@ impl<B: Clone> Router<B> {
         Ok(Self {
             table: ArcSwap::from_pointee(table),
             rng: AtomicU64::new(seed),
+            indexes: Mutex::new(rustc_hash::FxHashMap::default()),
         })
     }
 
@@ -302,15 +327,33 @@ impl<B: Clone> Router<B> {
     ) -> Result<Table<B>, InvalidConfig> {
         let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
         cfg.validate(&names)?;
-        let members = backends
-            .into_iter()
+        let kept: Vec<Option<&Member<B>>> = backends
+            .iter()
             .map(|spec| {
-                let fixed = spec.models.is_some();
-                let kept = previous.iter().find(|m| {
+                previous.iter().find(|m| {
                     m.slot.name == spec.name
                         && m.slot.key == spec.key
                         && m.slot.weight == spec.weight.max(1)
-                });
+                })
+            })
+            .collect();
+        // Index bits: kept backends keep theirs; new ones take the lowest free.
+        let mut used = [false; MAX_TRACKED];
+        for m in kept.iter().flatten() {
+            if let Some(b) = m.slot.bit {
+                used[usize::from(b)] = true;
+            }
+        }
+        let mut free_bit = || {
+            let b = used.iter().position(|u| !*u)?;
+            used[b] = true;
+            u8::try_from(b).ok()
+        };
+        let members = backends
+            .into_iter()
+            .zip(kept)
+            .map(|(spec, kept)| {
+                let fixed = spec.models.is_some();
                 match kept {
                     Some(m) => Member {
                         slot: m.slot.clone(),
@@ -328,6 +371,8 @@ impl<B: Clone> Router<B> {
                             in_flight: AtomicUsize::new(0),
                             available: AtomicBool::new(true),
                             discovered: AtomicBool::new(fixed),
+                            engine: EngineState::default(),
+                            bit: free_bit(),
                         }),
                         fixed: spec.models,
                         discovered: Vec::new(),
@@ -348,7 +393,27 @@ impl<B: Clone> Router<B> {
     ) -> Result<(), InvalidConfig> {
         let current = self.table.load_full();
         let table = Self::make_table(cfg, backends, &current.members, Some(&current.known))?;
+        // A new backend may reuse the bit of one that left: what the index learned about
+        // the old one is not true of it.
+        let fresh_bits: Vec<u8> = table
+            .members
+            .iter()
+            .filter(|m| !current.members.iter().any(|c| c.slot.id == m.slot.id))
+            .filter_map(|m| m.slot.bit)
+            .collect();
+        let resized = table.cfg.cache_aware != current.cfg.cache_aware;
         self.table.store(Arc::new(table));
+        let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        if resized {
+            indexes.clear();
+        } else if !fresh_bits.is_empty() {
+            for index in indexes.values() {
+                let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+                for &b in &fresh_bits {
+                    index.forget(b);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -504,8 +569,9 @@ impl<B: Clone> Router<B> {
             },
         };
         let policy = cfg.policy_for(public, engine);
+        let index_key = if passthrough { "" } else { engine };
         let slot = self
-            .pick(&t, pool, policy, req, &|b| usable(b, engine))
+            .pick(&t, pool, policy, req, index_key, &|b| usable(b, engine))
             .ok_or_else(|| GovernanceError::NoHealthyBackend {
                 model: public.to_owned(),
             })?;
@@ -524,6 +590,7 @@ impl<B: Clone> Router<B> {
         pool: &Pool,
         policy: Policy,
         req: &RouteRequest<'_>,
+        index_key: &str,
         ok: &dyn Fn(&B) -> bool,
     ) -> Option<Arc<Slot<B>>> {
         let slot = |k: usize| &t.members[pool.members[k]].slot;
@@ -559,8 +626,141 @@ impl<B: Clone> Router<B> {
                 }
                 None => policy::least_in_flight(&view, &pool.cursor),
             },
+            Policy::LoadAware => {
+                let loads = self.loads(t, pool, &cands, req.now_ms);
+                cands[policy::load_aware(&loads, t.cfg.signals.kv_weight, &pool.cursor)]
+            }
+            Policy::CacheAware => match req.prompt {
+                Some(prompt) => self.cache_aware(t, pool, &cands, prompt, req.now_ms, index_key),
+                None => {
+                    let loads = self.loads(t, pool, &cands, req.now_ms);
+                    cands[policy::load_aware(&loads, t.cfg.signals.kv_weight, &pool.cursor)]
+                }
+            },
         };
         Some(slot(chosen).clone())
+    }
+
+    /// Each candidate's load now (see `load::estimate`).
+    fn loads(&self, t: &Table<B>, pool: &Pool, cands: &[usize], now_ms: u64) -> Vec<Load> {
+        let stale = t.cfg.signals.stale_ms;
+        cands
+            .iter()
+            .map(|&k| t.members[pool.members[k]].slot.load(now_ms, stale))
+            .collect()
+    }
+
+    /// `cache_aware`: reads the model's index for how deep each candidate holds the prompt,
+    /// decides (`policy::cache_aware`), and records where the prompt went.
+    fn cache_aware(
+        &self,
+        t: &Table<B>,
+        pool: &Pool,
+        cands: &[usize],
+        prompt: &PromptKey,
+        now_ms: u64,
+        index_key: &str,
+    ) -> usize {
+        let cfg = &t.cfg;
+        let slot = |k: usize| &t.members[pool.members[k]].slot;
+        let index = self.index(index_key, &cfg.cache_aware);
+        let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+        let mask = cands
+            .iter()
+            .filter_map(|&k| slot(k).bit)
+            .fold(0u64, |m, b| m | 1u64 << b);
+        let depths = index.depths(prompt, mask, now_ms);
+        let shared = prompt.section.is_some_and(|(section, _)| {
+            index.is_shared(section, cfg.cache_aware.shared_after, now_ms)
+        });
+        let discount = match prompt.section {
+            Some((_, len)) if shared => len,
+            _ => 0,
+        };
+        let stale = cfg.signals.stale_ms;
+        let view: Vec<policy::Candidate> = cands
+            .iter()
+            .map(|&k| {
+                let s = slot(k);
+                policy::Candidate {
+                    node: s.name_hash,
+                    weight: s.weight,
+                    load: s.load(now_ms, stale),
+                    depth: depths.of(s.bit),
+                }
+            })
+            .collect();
+        let thresholds = policy::Thresholds {
+            queue_slack: f64::from(cfg.signals.queue_slack),
+            kv_threshold: cfg.signals.kv_threshold,
+            kv_weight: cfg.signals.kv_weight,
+            load_factor: cfg.prefix_load_factor,
+            min_gain: crate::prefix::FIRST_BLOCK,
+        };
+        let (i, _why) = policy::cache_aware(
+            &view,
+            prompt.placement(shared),
+            discount,
+            prompt.session.is_some(),
+            &thresholds,
+        );
+        let chosen = cands[i];
+        if let Some(bit) = slot(chosen).bit {
+            index.record(prompt, bit, now_ms);
+        }
+        chosen
+    }
+
+    /// The cache-aware index of one engine model, created on first use.
+    fn index(&self, key: &str, cfg: &CacheAwareConfig) -> Arc<Mutex<PrefixIndex>> {
+        let mut map = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = map.get(key) {
+            return i.clone();
+        }
+        let index = Arc::new(Mutex::new(PrefixIndex::new(cfg.max_entries, cfg.ttl_ms)));
+        map.insert(key.to_owned(), index.clone());
+        index
+    }
+
+    /// Entries in the cache-aware indexes, summed (for reports: each costs about 80 bytes).
+    pub fn indexed_entries(&self) -> usize {
+        let map = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values()
+            .map(|i| i.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// Whether every usable backend of the model's pool is queueing at least
+    /// `routing.signals.saturation_queue` requests by its fresh report (see
+    /// `load::saturated`): the caller then holds the request instead of routing it.
+    pub fn saturated(&self, model: &str, now_ms: u64, usable: &dyn Fn(&B, &str) -> bool) -> bool {
+        let t = self.table.load();
+        let threshold = t.cfg.signals.saturation_queue;
+        if threshold == 0 {
+            return false;
+        }
+        let Ok(public) = resolve_in(&t, model, &|_| true, usable) else {
+            return false;
+        };
+        let (engine, pool) = match t.public.get(public.as_str()) {
+            Some((engine, _)) => match t.pools.get(engine) {
+                Some(pool) => (engine.as_str(), pool),
+                None => return false,
+            },
+            None => match &t.passthrough {
+                Some(pool) => (public.as_str(), pool),
+                None => return false,
+            },
+        };
+        let stale = t.cfg.signals.stale_ms;
+        let loads: Vec<Load> = pool
+            .members
+            .iter()
+            .map(|&i| &t.members[i].slot)
+            .filter(|s| s.is_available() && usable(&s.backend, engine))
+            .map(|s| s.load(now_ms, stale))
+            .collect();
+        load::saturated(&loads, threshold)
     }
 }
 
@@ -651,3 +851,6 @@ fn random_seed() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cache_tests;

@@ -495,10 +495,17 @@ impl Gateway {
     /// The Prometheus text exposition, with live gauges (in flight, breakers, queue) refreshed.
     pub fn render_metrics(&self) -> String {
         let m = &self.inner.metrics;
+        let routing = self.inner.core.router().config();
+        let scraped = routing.scrapes_signals();
+        let now_ms = self.inner.core.now_ms();
         for slot in self.inner.core.router().slots() {
             let label = BackendLabel {
                 backend: slot.name.clone(),
             };
+            if scraped {
+                m.engine
+                    .set(&slot, &label, now_ms, routing.signals.stale_ms);
+            }
             m.in_flight
                 .get_or_create(&label)
                 .set(slot.in_flight() as i64);
@@ -524,6 +531,9 @@ impl Gateway {
             m.healthy.get_or_create(&label).set(i64::from(up));
         }
         m.queue_depth.set(self.inner.core.queued() as i64);
+        m.engine
+            .index_entries
+            .set(self.inner.core.router().indexed_entries() as i64);
         m.render()
     }
 

@@ -18,8 +18,17 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The caller's own deadline in milliseconds; it can only lower the configured caps.
 pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-lumen-timeout-ms");
 
-/// Session key for `session_affinity` (the `user` field is the fallback).
+/// Session key for `session_affinity` and `cache_aware` (the `user` field is the fallback).
 pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+
+/// Agent clients' own session headers, read when `x-session-id` is absent, in this order:
+/// Claude Code sends `x-claude-code-session-id` on every request of a session; Codex sends its
+/// conversation id as `session_id` (older releases also as `conversation_id`).
+pub const AGENT_SESSION_IDS: [HeaderName; 3] = [
+    HeaderName::from_static("x-claude-code-session-id"),
+    HeaderName::from_static("session_id"),
+    HeaderName::from_static("conversation_id"),
+];
 
 /// W3C trace context.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -167,12 +176,14 @@ pub(crate) fn span_id() -> u64 {
     (z ^ (z >> 31)).max(1)
 }
 
-/// `x-session-id`, when it is text of a sane length.
+/// The client's session: `x-session-id`, else an agent client's session header (see
+/// [`AGENT_SESSION_IDS`]); the first that is text of a sane length.
 pub(crate) fn session_id(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(SESSION_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
+    std::iter::once(&SESSION_ID)
+        .chain(AGENT_SESSION_IDS.iter())
+        .filter_map(|name| headers.get(name))
+        .filter_map(|v| v.to_str().ok())
+        .find(|s| !s.is_empty() && s.len() <= MAX_REQUEST_ID)
 }
 
 /// A header whose value Lumen must read is not what it should be; the HTTP layer answers 400
@@ -204,3 +215,6 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,6 +25,52 @@ pub struct BackendReport {
     /// Per-model breakers on this backend (models that have been called), so one failing
     /// model shows without taking the backend out.
     pub models: Vec<ModelBreakerReport>,
+    /// The engine's own load report and the load routing reads from it; present while the
+    /// engines' signals are scraped (`routing.signals`).
+    pub engine: Option<EngineSignals>,
+}
+
+/// One backend's engine signals in the deep health report.
+#[derive(Debug, Serialize)]
+pub struct EngineSignals {
+    /// The engine's last report: its running batch, its queue, its KV-cache use (0–1).
+    pub running: Option<u32>,
+    pub waiting: Option<u32>,
+    pub kv_cache_usage: Option<f64>,
+    pub report_age_ms: Option<u64>,
+    /// The report is recent enough to route on; otherwise Lumen uses its own in-flight count.
+    pub fresh: bool,
+    /// What routing reads now: requests at the engine and those of them queued — the report
+    /// corrected by Lumen's own requests since it was taken, or Lumen's in-flight count.
+    pub load_requests: f64,
+    pub load_queue: f64,
+    /// The batch size the engine queued at (its limit), once it has queued.
+    pub batch_capacity: Option<u32>,
+    pub scrape_failures: u32,
+    pub last_scrape_error: Option<String>,
+}
+
+/// The engine signals of one backend, when they are scraped.
+fn engine_signals<B>(
+    slot: &lumen_governance::Slot<B>,
+    now_ms: u64,
+    stale_ms: u64,
+) -> EngineSignals {
+    let snap = slot.engine().snapshot();
+    let load = slot.load(now_ms, stale_ms);
+    let (failures, error) = slot.engine().failures();
+    EngineSignals {
+        running: snap.map(|s| s.running),
+        waiting: snap.map(|s| s.waiting),
+        kv_cache_usage: snap.and_then(|s| s.kv_usage),
+        report_age_ms: snap.map(|s| now_ms.saturating_sub(s.at_ms)),
+        fresh: load.fresh,
+        load_requests: load.occupancy,
+        load_queue: load.queue,
+        batch_capacity: snap.and_then(|s| s.capacity),
+        scrape_failures: failures,
+        last_scrape_error: error,
+    }
 }
 
 /// One model's breaker on one backend.
@@ -62,6 +108,9 @@ pub fn inference_report(core: &lumen_gateway::Gateway) -> InferenceReport {
     {
         let router = core.router();
         let now = SystemTime::now();
+        let cfg = router.config();
+        let scraped = cfg.scrapes_signals();
+        let now_ms = core.now_ms();
         let backends: Vec<BackendReport> = router
             .slots()
             .iter()
@@ -104,6 +153,7 @@ pub fn inference_report(core: &lumen_gateway::Gateway) -> InferenceReport {
                             breaker: b.as_str(),
                         })
                         .collect(),
+                    engine: scraped.then(|| engine_signals(slot, now_ms, cfg.signals.stale_ms)),
                 }
             })
             .collect();

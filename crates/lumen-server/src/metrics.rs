@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+mod engine;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub model: String,
@@ -141,6 +143,8 @@ pub(crate) struct Metrics {
     pub model_breaker: Family<BackendModel, Gauge>,
     pub healthy: Family<BackendLabel, Gauge>,
     pub queue_depth: Gauge,
+    /// The engines' load reports and routing's estimate, per backend.
+    pub engine: engine::EngineGauges,
     /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
     #[cfg(feature = "otel")]
     pub trace_spans_exported: Counter,
@@ -315,6 +319,7 @@ impl Metrics {
             "Requests waiting for an admission slot",
             queue_depth.clone(),
         );
+        let engine = engine::EngineGauges::register(&mut r);
         #[cfg(feature = "otel")]
         let trace_spans_exported = Counter::default();
         #[cfg(feature = "otel")]
@@ -358,6 +363,7 @@ impl Metrics {
             model_breaker,
             healthy,
             queue_depth,
+            engine,
             #[cfg(feature = "otel")]
             trace_spans_exported,
             #[cfg(feature = "otel")]

@@ -133,6 +133,9 @@ async fn serve_on(
         let gw = gateway.clone();
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move { gw.core().run_health_checks(stop).await });
+        let gw = gateway.clone();
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { gw.core().run_signals(stop).await });
     }
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();

@@ -58,6 +58,7 @@ fn distribution(
                 session: session.as_deref(),
                 prefix: prefix.as_deref(),
                 exclude: &[],
+                ..RouteRequest::default()
             })
             .unwrap();
         *counts.entry(route.lease.name.clone()).or_insert(0) += 1;
@@ -281,6 +282,7 @@ fn in_flight_is_exact_under_concurrency() {
                                 session: Some(&key),
                                 prefix: Some(key.as_bytes()),
                                 exclude: &[],
+                                ..RouteRequest::default()
                             })
                             .unwrap();
                         *n.entry(route.lease.name.clone()).or_insert(0usize) += 1;
