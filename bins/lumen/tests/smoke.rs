@@ -489,6 +489,9 @@ fn a_limit_is_exact_across_three_replicas_sharing_redis() {
             )
             .env("LUMEN_REDIS__URL", format!("redis://127.0.0.1:{}", redis.1))
             .env("LUMEN_REDIS__TIMEOUT_MS", "2000")
+            // A Redis call that times out on a starved machine must refuse (503, reported
+            // below), never admit without counting: that would hide a real overshoot.
+            .env("LUMEN_REDIS__FAIL_CLOSED", "true")
             .env("LUMEN_LOG__LEVEL", "warn")
             .spawn()
             .unwrap();
@@ -503,6 +506,7 @@ fn a_limit_is_exact_across_three_replicas_sharing_redis() {
             VllmBackend::new(cfg).unwrap()
         })
         .collect();
+    let started = std::time::Instant::now();
     let (ok, limited, other) = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..1_000usize {
@@ -534,11 +538,22 @@ fn a_limit_is_exact_across_three_replicas_sharing_redis() {
         let _ = child.wait();
     }
     assert!(other.is_empty(), "{other:?}");
-    assert_eq!(
-        (ok, limited),
-        (100, 900),
-        "exactly the limit, across 3 processes"
-    );
+    // The rpm window is 60 s from the key's first request: on a machine slow enough that the
+    // 1,000 requests outlast it, each further window admits its own 100.
+    let windows = (started.elapsed().as_secs() / 60 + 1) as usize;
+    if windows == 1 {
+        assert_eq!(
+            (ok, limited),
+            (100, 900),
+            "exactly the limit, across 3 processes"
+        );
+    } else {
+        eprintln!("the run spanned {windows} rpm windows: {ok} admitted");
+        assert!(
+            (100..=100 * windows).contains(&ok) && ok + limited == 1_000,
+            "at most the limit per window, across 3 processes: {ok} admitted in {windows} windows"
+        );
+    }
 }
 
 /// A copy of the binary any user can run (the build directory may not be readable by them).
