@@ -2,16 +2,23 @@
 //!
 //! It is the only crate that knows HTTP status codes and figment. It wires the pieces together —
 //! governance picks the backend, resilience bounds the call, the backend talks to the engine — and
-//! exposes them two ways: [`Gateway`]'s Rust methods (`chat`, `chat_stream`, ...) for a service
-//! that embeds Lumen, and [`serve`] for HTTP, in mini-redis style: the caller owns the listener
-//! and the shutdown signal.
+//! exposes them two ways: [`Gateway::core`] (the `lumen_gateway` core with the server's
+//! configuration: `chat`, `chat_stream`, ...) for a service that embeds Lumen, and [`serve`] for
+//! HTTP, in mini-redis style: the caller owns the listener and the shutdown signal.
 //!
 //! # Layout
 //! - [`config`]: layered configuration (defaults, TOML, `LUMEN_*`, flags) and validation.
-//! - [`gateway`]: [`Gateway`], its builder, and [`GatewayError`].
-//! - `http`: routes, body limits, request ids, JSON and SSE responses.
+//! - [`gateway`]: [`Gateway`] (the core plus shared state and server settings), its builder,
+//!   reload and metrics rendering.
+//! - `http`: routes, body limits, request ids, the inference pipeline, JSON and SSE responses.
+//! - `endpoint`: the `Inference` descriptors (one per JSON endpoint).
+//! - `shared`: keys, limits and the cache on the request path (`Settlement`, `FallbackLimits`).
+//! - `admin`: `/admin/*`. [`health`]: `/health/inference` and `/ready`.
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
-//! - `serve`: the accept loop and graceful shutdown.
+//! - `serve`, `conn`, `tls`: the accept loop and graceful shutdown, the socket under hyper,
+//!   the TLS acceptor.
+//! - `headers`, `path`, [`redact`]: what is read from client headers and paths; secrets in URLs.
+//! - `metrics`, `observe`, `access`: Prometheus, the core's observer, the access record.
 //! - `otel` (feature `otel`): OTLP trace export, spans built from the core's events.
 
 mod access;
