@@ -17,6 +17,7 @@ mod failover;
 mod faults;
 mod governance;
 mod lifecycle;
+mod memory;
 mod observability;
 mod openai_client;
 mod proxy;

@@ -10,12 +10,14 @@
 //! - [`config`]: layered configuration (defaults, TOML, `LUMEN_*`, flags) and validation.
 //! - [`gateway`]: [`Gateway`], its builder, and [`GatewayError`].
 //! - `http`: routes, body limits, request ids, JSON and SSE responses.
+//! - `body`: reading request bodies, and the memory budget they share.
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
 //! - `serve`: the accept loop and graceful shutdown.
 //! - `otel` (feature `otel`): OTLP trace export, spans built from the core's events.
 
 mod access;
 mod admin;
+mod body;
 pub mod config;
 mod conn;
 mod endpoint;

@@ -141,6 +141,8 @@ pub(crate) struct Metrics {
     pub model_breaker: Family<BackendModel, Gauge>,
     pub healthy: Family<BackendLabel, Gauge>,
     pub queue_depth: Gauge,
+    /// Request body bytes held by requests in flight; kept current by the body budget.
+    pub body_bytes: Gauge,
     /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
     #[cfg(feature = "otel")]
     pub trace_spans_exported: Counter,
@@ -220,7 +222,7 @@ impl Metrics {
         let rejected = Family::default();
         r.register(
             "lumen_rejected",
-            "Requests refused before reaching an engine: queue_full, queue_timeout, no_healthy_backend",
+            "Requests refused before reaching an engine: queue_full, queue_timeout, no_healthy_backend, body_budget",
             rejected.clone(),
         );
         let fallbacks = Family::default();
@@ -315,6 +317,13 @@ impl Metrics {
             "Requests waiting for an admission slot",
             queue_depth.clone(),
         );
+        let body_bytes = Gauge::default();
+        r.register_with_unit(
+            "lumen_request_body",
+            "Request body bytes held by requests in flight (read, or parsed and not yet dropped), against server.body_budget_bytes",
+            Unit::Bytes,
+            body_bytes.clone(),
+        );
         #[cfg(feature = "otel")]
         let trace_spans_exported = Counter::default();
         #[cfg(feature = "otel")]
@@ -358,12 +367,22 @@ impl Metrics {
             model_breaker,
             healthy,
             queue_depth,
+            body_bytes,
             #[cfg(feature = "otel")]
             trace_spans_exported,
             #[cfg(feature = "otel")]
             trace_spans_dropped,
             handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),
         }
+    }
+
+    /// `lumen_rejected_total{reason}` for a reason Lumen names (never a client string).
+    pub fn rejected_for(&self, reason: &'static str) -> Counter {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .clone()
     }
 
     /// The handles for one label set, created on first use.
