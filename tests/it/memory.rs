@@ -1,5 +1,6 @@
-//! Memory bounds a client can reach: the budget for request bodies in flight. Over real TCP,
-//! with raw sockets where a test must hold a body half-sent.
+//! Memory bounds a client can reach: the budget for request bodies in flight, and the response
+//! cache's size in `/metrics`. Over real TCP, with raw sockets where a test must hold a body
+//! half-sent.
 
 use std::time::Duration;
 
@@ -171,5 +172,42 @@ async fn every_way_out_of_a_request_gives_its_share_back() {
     ] {
         assert_ne!(post(&chat, body).await.status, 200, "{body}");
         assert_eq!(lumen.gateway.body_bytes_in_flight(), 0, "{body}");
+    }
+}
+
+/// Issue 20, item 17: `/metrics` counts what the in-memory cache holds.
+#[tokio::test]
+async fn cached_bytes_are_a_gauge() {
+    let (url, _sim) = sim(&["m1"]).await;
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .cache(lumen_server::config::CacheConfig {
+                enabled: true,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        metric(&metrics(&lumen).await, "lumen_cache_bytes"),
+        Some(0.0)
+    );
+    let chat = lumen.url("/v1/chat/completions");
+    let mut total = 0;
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"model":"m1","temperature":0,"max_tokens":{},"messages":[{{"role":"user","content":"hi"}}]}}"#,
+            5 + i
+        );
+        let r = post(&chat, &body).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-lumen-cache"), Some("miss"));
+        total += r.body.len() + 64;
+        assert_eq!(
+            metric(&metrics(&lumen).await, "lumen_cache_bytes"),
+            Some(total as f64),
+            "answer bytes plus 64 per entry, as cache.max_bytes counts them"
+        );
     }
 }

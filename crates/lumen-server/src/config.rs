@@ -249,11 +249,17 @@ pub struct CacheConfig {
     pub ttl_ms: u64,
     /// Larger answers are not cached.
     pub max_entry_bytes: usize,
-    /// In-memory cache capacity (with Redis, Redis's own memory policy applies).
+    /// In-memory cache capacity, as answer bytes plus 64 per entry (with Redis, Redis's own
+    /// memory policy applies).
     pub max_bytes: u64,
     /// Models whose answers are cached even when not deterministic (temperature > 0, no seed).
     pub any_temperature_models: Vec<String>,
 }
+
+/// The in-memory cache's default size: it fits beside the streams and the body budget in the
+/// shipped Kubernetes manifest's memory limit (docs/deploy.md, Sizing), where it is what a
+/// replica uses when Redis is not configured.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -261,7 +267,7 @@ impl Default for CacheConfig {
             enabled: false,
             ttl_ms: 3_600_000,
             max_entry_bytes: 1024 * 1024,
-            max_bytes: 256 * 1024 * 1024,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
             any_temperature_models: Vec::new(),
         }
     }

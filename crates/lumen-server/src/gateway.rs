@@ -563,6 +563,8 @@ impl Gateway {
             m.healthy.get_or_create(&label).set(i64::from(up));
         }
         m.queue_depth.set(self.queued() as i64);
+        m.cache_bytes
+            .set(i64::try_from(self.inner.shared.cache_bytes()).unwrap_or(i64::MAX));
         m.render()
     }
 

@@ -143,6 +143,8 @@ pub(crate) struct Metrics {
     pub queue_depth: Gauge,
     /// Request body bytes held by requests in flight; kept current by the body budget.
     pub body_bytes: Gauge,
+    /// Bytes of answers in the in-memory response cache (0 with Redis), refreshed at scrape.
+    pub cache_bytes: Gauge,
     /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
     #[cfg(feature = "otel")]
     pub trace_spans_exported: Counter,
@@ -324,6 +326,13 @@ impl Metrics {
             Unit::Bytes,
             body_bytes.clone(),
         );
+        let cache_bytes = Gauge::default();
+        r.register_with_unit(
+            "lumen_cache",
+            "Bytes the in-memory response cache holds (each answer plus 64 bytes), against cache.max_bytes; 0 with Redis",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
         #[cfg(feature = "otel")]
         let trace_spans_exported = Counter::default();
         #[cfg(feature = "otel")]
@@ -368,6 +377,7 @@ impl Metrics {
             healthy,
             queue_depth,
             body_bytes,
+            cache_bytes,
             #[cfg(feature = "otel")]
             trace_spans_exported,
             #[cfg(feature = "otel")]
