@@ -432,3 +432,5 @@ fn the_body_budget_holds_a_body_at_the_cap() {
         Ok(())
     });
 }
+
+mod sizing;
