@@ -7,7 +7,12 @@ Starts release `lumen-sim` (slow tokens) and `lumen` on loopback, then:
    simulator sends one token every --itl-ms), and reads Lumen's RSS, open descriptors and CPU
    (utime + stime from /proc) before, while they are held, and after they are closed;
 2. rate: sends non-streamed chat completions (16 tokens) at a fixed rate on keep-alive
-   connections for --seconds and reads Lumen's CPU over that window.
+   connections for --seconds and reads Lumen's CPU over that window;
+3. bodies (--bodies N, first, on a fresh Lumen): N chat requests of --body-mb MB each at once,
+   and Lumen's peak RSS (VmHWM) and RSS --bodies-settle seconds later, with each answer's status;
+4. admission (--admission N): N streams opened at once with Lumen's own admission settings
+   (the default profile unless --set changes them), counted by outcome (200, or status and
+   error code).
 
 Only the Python standard library; the load generator shares the machine's cores, so only
 Lumen's own CPU (from /proc/<pid>/stat) is reported. Extra environment (e.g.
@@ -15,6 +20,8 @@ OTEL_EXPORTER_OTLP_ENDPOINT) is passed to Lumen as is.
 
     cargo build --release -p lumen -p lumen-sim-bin
     python3 benches/sizing.py --streams 1000 --itl-ms 100 --rate 1000
+    python3 benches/sizing.py --streams 0 --rate 0 --bodies 8 --body-mb 30 --body-shape escaped
+    python3 benches/sizing.py --streams 0 --rate 0 --admission 2000
 """
 
 import argparse
@@ -157,6 +164,131 @@ async def streams_phase(args, lumen, port):
     return stats
 
 
+def body_of(mb, shape):
+    """A chat request of about `mb` MB: plain ASCII content, or every character `\\u`-escaped
+    (the shape that costs most to parse)."""
+    n = mb * 1_000_000
+    if shape == "escaped":
+        content = "\\u00e9" * (n // 6)
+    else:
+        content = "x" * n
+    return ('{"model":"slow","max_tokens":1,"messages":[{"role":"user","content":"'
+            + content + '"}]}').encode()
+
+
+async def read_answer(r):
+    """(status, error code or None) of one HTTP/1.1 answer with a content-length."""
+    head = await r.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body = await r.readexactly(length) if length else b""
+    code = None
+    if status != 200:
+        try:
+            code = json.loads(body)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = body[:80]
+    return status, code
+
+
+async def post_large(port, payload):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n".encode())
+
+    async def send():
+        # Lumen may answer (503) without reading the body, then close: not an error here.
+        try:
+            w.write(payload)
+            await w.drain()
+        except OSError:
+            pass
+
+    sender = asyncio.create_task(send())
+    try:
+        return await read_answer(r)
+    except (OSError, asyncio.IncompleteReadError) as e:
+        return "error", repr(e)
+    finally:
+        sender.cancel()
+        w.close()
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def bodies_phase(args, lumen, port):
+    payload = body_of(args.body_mb, args.body_shape)
+    base = proc(lumen.pid)[0]
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(post_large(port, payload) for _ in range(args.bodies)))
+    took = time.monotonic() - t0
+    peak = peak_rss_kb(lumen.pid)
+    right_after = proc(lumen.pid)[0]
+    await asyncio.sleep(args.bodies_settle)
+    later = proc(lumen.pid)[0]
+    outcomes = {}
+    for status, code in results:
+        key = str(status) if code is None else f"{status} {code}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    print(f"## {args.bodies} concurrent {args.body_shape} bodies of {len(payload) / 1e6:.1f} MB")
+    print(f"- answers: {outcomes} in {took:.1f} s")
+    print(f"- Lumen RSS before: {base / 1024:.1f} MB, peak (VmHWM): {peak / 1024:.1f} MB, "
+          f"right after: {right_after / 1024:.1f} MB, {args.bodies_settle:.0f} s later: {later / 1024:.1f} MB")
+
+
+async def admission_phase(args, port):
+    """N streams at once; each counted by its first answer: 200 (held until all are counted),
+    or a refusal's status and code."""
+    stop = asyncio.Event()
+    outcomes = {}
+
+    async def one():
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as e:
+            outcomes[repr(e)] = outcomes.get(repr(e), 0) + 1
+            return
+        body = {"model": "slow", "stream": True, "max_tokens": args.max_tokens,
+                "messages": [{"role": "user", "content": "hold this stream open"}]}
+        w.write(request(body))
+        try:
+            await w.drain()
+            head = await r.readuntil(b"\r\n\r\n")
+            if head.startswith(b"HTTP/1.1 200"):
+                key = "200"
+            else:
+                r2 = asyncio.StreamReader()
+                r2.feed_data(head + await r.read(65536))
+                r2.feed_eof()
+                status, code = await read_answer(r2)
+                key = f"{status} {code}"
+        except (OSError, asyncio.IncompleteReadError) as e:
+            key = repr(e)
+        outcomes[key] = outcomes.get(key, 0) + 1
+        if key == "200":
+            await stop.wait()
+        w.close()
+
+    t0 = time.monotonic()
+    tasks = [asyncio.create_task(one()) for _ in range(args.admission)]
+    while sum(outcomes.values()) < args.admission and time.monotonic() - t0 < 120:
+        await asyncio.sleep(0.1)
+    took = time.monotonic() - t0
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print(f"## {args.admission} streams opened at once (admission as configured)")
+    print(f"- outcomes: {dict(sorted(outcomes.items()))}, all counted after {took:.1f} s")
+
+
 async def one_request(conn, body):
     r, w = conn
     w.write(body)
@@ -233,6 +365,15 @@ async def main():
     p.add_argument("--rate", type=int, default=1000, help="0 skips the rate phase")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--log-level", default="info", help="Lumen's log.level (info writes the access log)")
+    p.add_argument("--bodies", type=int, default=0, help="concurrent large bodies (0 skips the phase)")
+    p.add_argument("--body-mb", type=int, default=30)
+    p.add_argument("--body-shape", choices=["plain", "escaped"], default="plain")
+    p.add_argument("--bodies-settle", type=float, default=30.0,
+                   help="seconds after the bodies to read RSS again")
+    p.add_argument("--admission", type=int, default=0,
+                   help="streams opened at once against Lumen's own admission (0 skips the phase)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Lumen setting, e.g. admission.max_concurrent=2048 (repeatable)")
     args = p.parse_args()
 
     slow_port, fast_port, lumen_port = free_port(), free_port(), free_port()
@@ -249,16 +390,26 @@ async def main():
     env.update({
         "LUMEN_BACKENDS": f"http://127.0.0.1:{slow_port},http://127.0.0.1:{fast_port}",
         "LUMEN_SERVER__LISTEN": f"127.0.0.1:{lumen_port}",
-        "LUMEN_ADMISSION__MAX_CONCURRENT": "0",
         "LUMEN_LOG__LEVEL": args.log_level,
         "LUMEN_LOG__FORMAT": "json",
     })
+    # The stream and rate phases measure Lumen itself, so without the admission cap; the
+    # admission phase measures that cap as configured.
+    if not args.admission:
+        env["LUMEN_ADMISSION__MAX_CONCURRENT"] = "0"
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        env["LUMEN_" + key.upper().replace(".", "__")] = value
     lumen = subprocess.Popen([f"{args.bin_dir}/lumen"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await wait_ready(slow_port, "/health")
         await wait_ready(fast_port, "/health")
         await wait_ready(lumen_port)
+        if args.bodies:
+            await bodies_phase(args, lumen, lumen_port)
+        if args.admission:
+            await admission_phase(args, lumen_port)
         if args.streams:
             await streams_phase(args, lumen, lumen_port)
         if args.rate:

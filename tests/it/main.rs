@@ -19,6 +19,7 @@ mod faults;
 mod governance;
 mod lifecycle;
 mod limits;
+mod memory;
 mod observability;
 mod openai_client;
 mod proxy;

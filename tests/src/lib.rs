@@ -304,6 +304,14 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The value of one series (name and labels exactly as exposed) in a `/metrics` text, `None`
+/// when it is not there.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
 /// A real `redis-server` on a free loopback port, started by the test and killed on drop.
 /// (`tests/run.sh` installs it when missing.)
 pub struct RedisServer {

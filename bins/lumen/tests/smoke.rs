@@ -506,7 +506,7 @@ fn a_limit_is_exact_across_three_replicas_sharing_redis() {
             VllmBackend::new(cfg).unwrap()
         })
         .collect();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (ok, limited, other) = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..1_000usize {

@@ -44,6 +44,14 @@ impl MemoryCache {
                 .build(),
         }
     }
+
+    /// What the cache holds, as it counts against `max_bytes` (each answer plus 64 bytes).
+    /// Applies pending inserts and evictions first, so the figure is current rather than
+    /// however far moka's batched bookkeeping has got; cheap enough for a metrics scrape.
+    pub fn weighted_bytes(&self) -> u64 {
+        self.inner.run_pending_tasks();
+        self.inner.weighted_size()
+    }
 }
 
 impl CacheStore for MemoryCache {
@@ -57,7 +65,10 @@ impl CacheStore for MemoryCache {
         value: Bytes,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.insert(*key, value);
+        // A copy of exactly the answer's size: the answer usually arrives as a slice of the
+        // engine connection's read buffer, and keeping the slice would keep that whole buffer
+        // (measured: 1.8 bytes of memory per byte counted, 41 KB answers).
+        self.inner.insert(*key, Bytes::copy_from_slice(&value));
         Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -58,6 +58,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Request bodies above this are refused with 413 before they are read in full.
     pub max_body_bytes: usize,
+    /// Request body bytes all requests together may hold at once, from the first byte read
+    /// until the parsed request is dropped. A body costs several times its size while it is
+    /// parsed, so the per-body cap alone lets a few large bodies at once exhaust memory; over
+    /// the budget a request waits [`body_budget_wait_ms`](Self::body_budget_wait_ms), then
+    /// gets 503 with `Retry-After`. At least `max_body_bytes`, so a body at the cap can be read.
+    pub body_budget_bytes: u64,
+    /// Longest wait for room in the body budget before a request is refused with 503
+    /// (0: refused at once).
+    pub body_budget_wait_ms: u64,
     /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
     pub shutdown_grace_ms: u64,
     /// Reload the config file when it changes, checking this often (0 = only on SIGHUP).
@@ -94,11 +103,22 @@ pub struct TlsConfig {
     pub key_file: std::path::PathBuf,
 }
 
+/// The largest request body accepted by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// One body at the default cap and 16 MiB of others at once. A body costs up to about 5.5 times
+/// its size while it is read and parsed (30 MB of `\u`-escaped text, release build), so this
+/// bounds bodies at ≈ 300 MB of peak memory, which the shipped Kubernetes manifest's limit
+/// holds beside the default admission's streams and a full cache (docs/deploy.md, Sizing).
+pub const DEFAULT_BODY_BUDGET_BYTES: u64 = DEFAULT_MAX_BODY_BYTES as u64 + 16 * 1024 * 1024;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 32 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
+            body_budget_wait_ms: 5_000,
             shutdown_grace_ms: 30_000,
             config_watch_ms: 0,
             admin_listen: None,
@@ -256,11 +276,17 @@ pub struct CacheConfig {
     pub ttl_ms: u64,
     /// Larger answers are not cached.
     pub max_entry_bytes: usize,
-    /// In-memory cache capacity (with Redis, Redis's own memory policy applies).
+    /// In-memory cache capacity, as answer bytes plus 64 per entry (with Redis, Redis's own
+    /// memory policy applies).
     pub max_bytes: u64,
     /// Models whose answers are cached even when not deterministic (temperature > 0, no seed).
     pub any_temperature_models: Vec<String>,
 }
+
+/// The in-memory cache's default size: it fits beside the streams and the body budget in the
+/// shipped Kubernetes manifest's memory limit (docs/deploy.md, Sizing), where it is what a
+/// replica uses when Redis is not configured.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -268,7 +294,7 @@ impl Default for CacheConfig {
             enabled: false,
             ttl_ms: 3_600_000,
             max_entry_bytes: 1024 * 1024,
-            max_bytes: 256 * 1024 * 1024,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
             any_temperature_models: Vec::new(),
         }
     }
@@ -804,6 +830,7 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
+        check_body_budget(&self.server)?;
         if let Some(i) = self.backends.iter().position(|b| b.max_response_bytes == 0) {
             return Err(ConfigError::invalid(
                 format!("backends[{i}].max_response_bytes"),
@@ -898,6 +925,21 @@ fn host_port(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+/// The body budget must hold one body at the cap: a smaller one would refuse such a body with
+/// 503 forever, which a client would retry forever. (The builder checks the same.)
+pub(crate) fn check_body_budget(server: &ServerConfig) -> Result<(), ConfigError> {
+    if server.body_budget_bytes < server.max_body_bytes as u64 {
+        return Err(ConfigError::invalid(
+            "server.body_budget_bytes",
+            format!(
+                "must be at least server.max_body_bytes ({}), or a body at that cap could never be read",
+                server.max_body_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `backends` accepts `"url"`, `"url1,url2"`, `["url", {url = "...", ...}]`.

@@ -369,6 +369,29 @@ impl From<LimitError> for ApiError {
     }
 }
 
+impl From<crate::body::BodyError> for ApiError {
+    fn from(e: crate::body::BodyError) -> Self {
+        use crate::body::BodyError;
+        match e {
+            BodyError::TooLarge { limit } => Self::body_too_large(limit),
+            BodyError::Timeout(limit) => Self::body_timeout(limit),
+            BodyError::Unreadable => Self::unreadable_body(),
+            // The body was not read, so the connection closes; the next try may find room.
+            BodyError::OverBudget { .. } => {
+                let mut out = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVER_ERROR,
+                    "The gateway is reading as many request bodies as its memory budget allows; retry shortly.",
+                )
+                .code("body_budget_exhausted")
+                .closing();
+                out.retry_after = Some(Duration::from_secs(1));
+                out
+            }
+        }
+    }
+}
+
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         let mut out = Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, e.message);

@@ -30,11 +30,23 @@ pub(crate) struct Settings {
     /// `/tokenize` and `/detokenize` bodies (at most `max_body_bytes`).
     pub(crate) max_tokenizer_body_bytes: usize,
     pub(crate) body_read_timeout: Duration,
+    pub(crate) body_budget_wait: Duration,
     pub(crate) conn: crate::conn::Deadlines,
     pub(crate) max_n: u32,
     pub(crate) shutdown_grace: Duration,
     /// The API listener's TLS, when `server.tls` is set; rebuilt on reload.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Settings {
+    /// How a request body may be read now.
+    pub(crate) fn body_limits(&self) -> crate::body::BodyLimits {
+        crate::body::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            read_timeout: self.body_read_timeout,
+            budget_wait: self.body_budget_wait,
+        }
+    }
 }
 
 /// Lumen as an HTTP server sees it. Cheap to clone.
@@ -48,6 +60,8 @@ pub(crate) struct Inner {
     pub(crate) settings: ArcSwap<Settings>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shared: Shared,
+    /// Request body bytes in flight (`server.body_budget_bytes`).
+    pub(crate) body_budget: Arc<crate::body::BodyBudget>,
     /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
     /// OTLP trace export, when configured.
@@ -61,6 +75,8 @@ pub struct GatewayBuilder {
     max_body_bytes: usize,
     max_tokenizer_body_bytes: usize,
     body_read_timeout: Duration,
+    body_budget_bytes: u64,
+    body_budget_wait: Duration,
     conn: crate::conn::Deadlines,
     max_n: u32,
     shutdown_grace: Duration,
@@ -91,6 +107,8 @@ impl Default for GatewayBuilder {
             max_body_bytes: cfg.server.max_body_bytes,
             max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
             body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
+            body_budget_bytes: cfg.server.body_budget_bytes,
+            body_budget_wait: Duration::from_millis(cfg.server.body_budget_wait_ms),
             conn: crate::conn::Deadlines::from_config(&cfg.server),
             max_n: cfg.server.max_n,
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
@@ -213,6 +231,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Request body bytes all requests may hold at once (`server.body_budget_bytes`): at least
+    /// [`max_body_bytes`](Self::max_body_bytes).
+    pub fn body_budget_bytes(mut self, bytes: u64) -> Self {
+        self.body_budget_bytes = bytes;
+        self
+    }
+
+    /// Longest wait for room in the body budget before 503 (`server.body_budget_wait_ms`).
+    pub fn body_budget_wait(mut self, wait: Duration) -> Self {
+        self.body_budget_wait = wait;
+        self
+    }
+
     /// Longest time to receive a request body after its headers (408 beyond it).
     pub fn body_read_timeout(mut self, limit: Duration) -> Self {
         self.body_read_timeout = limit;
@@ -269,7 +300,17 @@ impl GatewayBuilder {
     }
 
     pub fn build(self) -> Result<Gateway, ConfigError> {
+        crate::config::check_body_budget(&crate::config::ServerConfig {
+            max_body_bytes: self.max_body_bytes,
+            body_budget_bytes: self.body_budget_bytes,
+            ..Default::default()
+        })?;
         let metrics = Arc::new(Metrics::new());
+        let body_budget = crate::body::BodyBudget::new(
+            self.body_budget_bytes,
+            metrics.body_bytes.clone(),
+            metrics.rejected_for("body_budget"),
+        );
         #[cfg(feature = "otel")]
         let tracer = crate::otel::Tracer::start(&self.otel, &metrics)?;
         #[cfg(feature = "otel")]
@@ -291,12 +332,14 @@ impl GatewayBuilder {
                     max_body_bytes: self.max_body_bytes,
                     max_tokenizer_body_bytes: self.max_tokenizer_body_bytes,
                     body_read_timeout: self.body_read_timeout,
+                    body_budget_wait: self.body_budget_wait,
                     conn: self.conn,
                     max_n: self.max_n,
                     shutdown_grace: self.shutdown_grace,
                     tls,
                 }),
                 shared: Shared::new(stores, shared, metrics.clone()),
+                body_budget,
                 metrics,
                 closing: tokio::sync::watch::Sender::new(false),
                 #[cfg(feature = "otel")]
@@ -381,6 +424,8 @@ impl Gateway {
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
             .max_tokenizer_body_bytes(cfg.server.max_tokenizer_body_bytes)
+            .body_budget_bytes(cfg.server.body_budget_bytes)
+            .body_budget_wait(Duration::from_millis(cfg.server.body_budget_wait_ms))
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
             .header_read_timeout(Duration::from_millis(cfg.server.header_read_timeout_ms))
             .idle_timeout(Duration::from_millis(cfg.server.idle_timeout_ms))
@@ -433,10 +478,14 @@ impl Gateway {
         });
         match result {
             Ok((shared, tls)) => {
+                self.inner
+                    .body_budget
+                    .set_capacity(cfg.server.body_budget_bytes);
                 self.inner.settings.store(Arc::new(Settings {
                     max_body_bytes: cfg.server.max_body_bytes,
                     max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
                     body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
+                    body_budget_wait: Duration::from_millis(cfg.server.body_budget_wait_ms),
                     conn: crate::conn::Deadlines::from_config(&cfg.server),
                     max_n: cfg.server.max_n,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
@@ -534,6 +583,8 @@ impl Gateway {
         m.engine
             .index_entries
             .set(self.inner.core.router().indexed_entries() as i64);
+        m.cache_bytes
+            .set(i64::try_from(self.inner.shared.cache_bytes()).unwrap_or(i64::MAX));
         m.render()
     }
 
@@ -555,6 +606,11 @@ impl Gateway {
 
     pub fn max_body_bytes(&self) -> usize {
         self.inner.settings.load().max_body_bytes
+    }
+
+    /// Request body bytes held by requests in flight now (read, or parsed and not yet dropped).
+    pub fn body_bytes_in_flight(&self) -> u64 {
+        self.inner.body_budget.held()
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -12,7 +12,7 @@ use futures::Stream;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
@@ -396,20 +396,16 @@ impl Api {
             }
             Endpoint::AdminKeys | Endpoint::AdminKey | Endpoint::AdminUsage => {
                 let (parts, body) = req.into_parts();
-                let limit = self.gw.max_body_bytes();
                 if parts.method == Method::POST {
                     check_json_request(&parts.headers)?;
                 }
-                let wait = self.gw.settings().body_read_timeout;
-                let body =
-                    match tokio::time::timeout(wait, Limited::new(body, limit).collect()).await {
-                        Err(_) => return Err(ApiError::body_timeout(wait)),
-                        Ok(Ok(c)) => c.to_bytes(),
-                        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                            return Err(ApiError::body_too_large(limit));
-                        }
-                        Ok(Err(_)) => return Err(ApiError::unreadable_body()),
-                    };
+                let (body, _budget) = crate::body::read(
+                    body,
+                    declared_length(&parts.headers),
+                    self.gw.settings().body_limits(),
+                    &self.gw.inner.body_budget,
+                )
+                .await?;
                 let (status, value) =
                     crate::admin::handle(&self.gw, &parts.method, &path, &parts.headers, &body)
                         .await?;
@@ -494,7 +490,9 @@ impl Api {
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
         let settings = self.gw.settings();
         let limit = E::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
-        let body = self.read_body(req, limit).await?;
+        // `_budget` is the body's share of the memory budget: kept until this call returns, by
+        // when the parsed request has been consumed by the engine call (a stream's, at commit).
+        let (body, _budget) = self.read_body(req, limit).await?;
         let mut r = E::read(&body, self.gw.settings().max_n)?;
         // The parsed request holds what is forwarded: free the body now rather than for the
         // whole engine call.
@@ -674,34 +672,31 @@ impl Api {
         Ok(cx)
     }
 
-    /// Reads the body up to the limit and the body deadline. A declared length over the limit
-    /// is refused before a byte is read; an undeclared one is cut off as soon as it passes the
-    /// limit. Only JSON is read: a form or text body (which a browser can send cross-site
-    /// without a preflight) and any content or transfer coding are refused before reading.
-    async fn read_body<B>(&self, req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
+    /// Reads the body within `limit`, the body deadline and the memory budget (`body.rs`): a
+    /// declared length over the limit is refused before a byte is read, an undeclared one as
+    /// soon as it passes the limit. Only JSON is read: a form or text body (which a browser can
+    /// send cross-site without a preflight) and any content or transfer coding are refused
+    /// before reading.
+    async fn read_body<B>(
+        &self,
+        req: Request<B>,
+        limit: usize,
+    ) -> Result<(Bytes, crate::body::BodyPermit), ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         check_json_request(req.headers())?;
-        let settings = self.gw.settings();
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(ApiError::body_too_large(limit));
-        }
-        let read = Limited::new(req.into_body(), limit).collect();
-        match tokio::time::timeout(settings.body_read_timeout, read).await {
-            Err(_) => Err(ApiError::body_timeout(settings.body_read_timeout)),
-            Ok(Ok(c)) => Ok(c.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ApiError::body_too_large(limit))
-            }
-            Ok(Err(_)) => Err(ApiError::unreadable_body()),
-        }
+        let declared = declared_length(req.headers());
+        let mut limits = self.gw.settings().body_limits();
+        limits.max_bytes = limit;
+        Ok(crate::body::read(
+            req.into_body(),
+            declared,
+            limits,
+            &self.gw.inner.body_budget,
+        )
+        .await?)
     }
 
     /// A committed stream as SSE. The access record moves into the body and is closed when the
@@ -1014,6 +1009,15 @@ fn api_error_event(api: &ApiError) -> Bytes {
     let mut out = data_frame(&api.body_json()).to_vec();
     out.extend_from_slice(DONE_FRAME);
     Bytes::from(out)
+}
+
+/// The `Content-Length` a request declares, when it is a number (hyper has already refused a
+/// malformed or doubled one).
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Refuses what Lumen cannot read as JSON: a body that is not `application/json` (or a

@@ -14,6 +14,7 @@
 //! - `endpoint`: the `Inference` descriptors (one per JSON endpoint).
 //! - `shared`: keys, limits and the cache on the request path (`Settlement`, `FallbackLimits`).
 //! - `admin`: `/admin/*`. [`health`]: `/health/inference` and `/ready`.
+//! - `body`: reading request bodies, and the memory budget they share.
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
 //! - `serve`, `conn`, `tls`: the accept loop and graceful shutdown, the socket under hyper,
 //!   the TLS acceptor.
@@ -23,6 +24,7 @@
 
 mod access;
 mod admin;
+mod body;
 pub mod config;
 mod conn;
 mod endpoint;

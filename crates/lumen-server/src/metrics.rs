@@ -145,6 +145,10 @@ pub(crate) struct Metrics {
     pub queue_depth: Gauge,
     /// The engines' load reports and routing's estimate, per backend.
     pub engine: engine::EngineGauges,
+    /// Request body bytes held by requests in flight; kept current by the body budget.
+    pub body_bytes: Gauge,
+    /// Bytes of answers in the in-memory response cache (0 with Redis), refreshed at scrape.
+    pub cache_bytes: Gauge,
     /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
     #[cfg(feature = "otel")]
     pub trace_spans_exported: Counter,
@@ -224,7 +228,7 @@ impl Metrics {
         let rejected = Family::default();
         r.register(
             "lumen_rejected",
-            "Requests refused before reaching an engine: queue_full, queue_timeout, no_healthy_backend",
+            "Requests refused before reaching an engine: queue_full, queue_timeout, no_healthy_backend, body_budget",
             rejected.clone(),
         );
         let fallbacks = Family::default();
@@ -320,6 +324,20 @@ impl Metrics {
             queue_depth.clone(),
         );
         let engine = engine::EngineGauges::register(&mut r);
+        let body_bytes = Gauge::default();
+        r.register_with_unit(
+            "lumen_request_body",
+            "Request body bytes held by requests in flight (read, or parsed and not yet dropped), against server.body_budget_bytes",
+            Unit::Bytes,
+            body_bytes.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        r.register_with_unit(
+            "lumen_cache",
+            "Bytes the in-memory response cache holds (each answer plus 64 bytes), against cache.max_bytes; 0 with Redis",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
         #[cfg(feature = "otel")]
         let trace_spans_exported = Counter::default();
         #[cfg(feature = "otel")]
@@ -364,12 +382,23 @@ impl Metrics {
             healthy,
             queue_depth,
             engine,
+            body_bytes,
+            cache_bytes,
             #[cfg(feature = "otel")]
             trace_spans_exported,
             #[cfg(feature = "otel")]
             trace_spans_dropped,
             handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),
         }
+    }
+
+    /// `lumen_rejected_total{reason}` for a reason Lumen names (never a client string).
+    pub fn rejected_for(&self, reason: &'static str) -> Counter {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .clone()
     }
 
     /// The handles for one label set, created on first use.

@@ -27,6 +27,8 @@ pub(crate) struct Stores {
     pub cache: Arc<dyn CacheStore>,
     pub keys: Arc<dyn KeyStore>,
     pub redis: Option<Arc<RedisState>>,
+    /// The cache again when it is in memory, for its size in `/metrics`.
+    pub memory_cache: Option<Arc<MemoryCache>>,
 }
 
 /// Milliseconds since the epoch on the Tokio clock (so a paused test clock moves windows too).
@@ -55,17 +57,22 @@ impl Stores {
                     cache: state.clone(),
                     keys: state.clone(),
                     redis: Some(state),
+                    memory_cache: None,
                 })
             }
-            None => Ok(Self {
-                limiter: Limiter::new(Arc::new(MemoryLimitStore::new(clock.clone())), clock),
-                cache: Arc::new(MemoryCache::new(
+            None => {
+                let memory = Arc::new(MemoryCache::new(
                     cache.max_bytes,
                     Duration::from_millis(cache.ttl_ms),
-                )),
-                keys: Arc::new(MemoryKeyStore::default()),
-                redis: None,
-            }),
+                ));
+                Ok(Self {
+                    limiter: Limiter::new(Arc::new(MemoryLimitStore::new(clock.clone())), clock),
+                    cache: memory.clone(),
+                    keys: Arc::new(MemoryKeyStore::default()),
+                    redis: None,
+                    memory_cache: Some(memory),
+                })
+            }
         }
     }
 }
@@ -546,6 +553,14 @@ impl Shared {
     pub async fn redis_health(&self) -> Option<Result<Duration, StoreError>> {
         let redis = self.stores.redis.as_ref()?;
         Some(redis.ping().await)
+    }
+
+    /// Bytes the in-memory cache holds (0 with Redis, whose memory is Redis's own).
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        self.stores
+            .memory_cache
+            .as_ref()
+            .map_or(0, |c| c.weighted_bytes())
     }
 
     /// Run-time keys, for the admin API.

@@ -423,3 +423,32 @@ fn a_name_taken_from_the_url_holds_no_credentials() {
         Ok(())
     });
 }
+
+/// Issue 20, item 8: the body budget is settable, and one that could not hold a body at the cap
+/// (which would be refused with 503 forever) is refused at load, naming the key.
+#[test]
+fn the_body_budget_holds_a_body_at_the_cap() {
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
+        let cfg = load_in(jail, None).unwrap();
+        assert_eq!(cfg.server.body_budget_bytes, DEFAULT_BODY_BUDGET_BYTES);
+        assert!(cfg.server.body_budget_bytes >= cfg.server.max_body_bytes as u64);
+        assert_eq!(cfg.server.body_budget_wait_ms, 5_000);
+        jail.create_file(
+            "lumen.toml",
+            "[server]\nmax_body_bytes = 1000\nbody_budget_bytes = 1000\nbody_budget_wait_ms = 0\n",
+        )?;
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        assert_eq!(
+            (cfg.server.body_budget_bytes, cfg.server.body_budget_wait_ms),
+            (1000, 0)
+        );
+        jail.set_env("LUMEN_SERVER__BODY_BUDGET_BYTES", "999");
+        let err = load_in(jail, Some("lumen.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("server.body_budget_bytes:"), "{err}");
+        assert!(err.contains("server.max_body_bytes (1000)"), "{err}");
+        Ok(())
+    });
+}
+
+mod sizing;
