@@ -9,7 +9,7 @@ use lumen_sim::{EngineConfig, Faults, SimConfig, Simulator};
 #[derive(Parser)]
 #[command(
     version,
-    about = "An OpenAI-compatible inference engine simulator (vLLM-flavoured)",
+    about = "An OpenAI-compatible inference engine simulator (vLLM-flavoured; --flavor llamacpp for llama-server's tokenizer API)",
     after_long_help = ENGINE_HELP
 )]
 struct Args {
