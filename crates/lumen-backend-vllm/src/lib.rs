@@ -626,6 +626,12 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<ChunkStream<ChatCompletionChunk>, BackendError> {
         req.stream = Some(true);
+        if cx.continuing && self.inner.continuation == Continuation::ContinueFinalMessage {
+            // vLLM's (and SGLang's, llama.cpp's) way to extend a final assistant message;
+            // both or neither: vLLM refuses `continue_final_message` with a generation prompt.
+            let _ = req.extra.insert("continue_final_message", &true);
+            let _ = req.extra.insert("add_generation_prompt", &false);
+        }
         self.call_stream("/v1/chat/completions", &req, cx).await
     }
 

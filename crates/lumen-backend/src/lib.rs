@@ -50,6 +50,11 @@ pub struct RequestContext {
     /// Asked before a fallback moves the request to another model: the caller's limits in
     /// that model's scope. `None`: nothing to charge (no key, or an embedder without limits).
     pub admission: Option<Arc<dyn ModelAdmission>>,
+    /// This call finishes another engine's broken answer (mid-stream continuation): the
+    /// request's final assistant message is that partial answer, and a backend adds what its
+    /// engine needs to extend it rather than answer it (see [`Continuation`]). Engine fields
+    /// are the backend's business, not the core's.
+    pub continuing: bool,
 }
 
 /// The caller's admission to a model it was not admitted for at the door. A fallback (or a
@@ -83,6 +88,7 @@ impl RequestContext {
             traceparent: None,
             models: None,
             admission: None,
+            continuing: false,
         }
     }
 }
@@ -97,6 +103,9 @@ pub enum Continuation {
     #[default]
     None,
     /// vLLM's and SGLang's `continue_final_message: true` with `add_generation_prompt: false`.
+    /// The backend adds those fields itself when `RequestContext::continuing` is set (the
+    /// core sends only the messages with the partial answer last): `lumen-backend-vllm` does,
+    /// and an embedder's backend that declares this must too.
     ContinueFinalMessage,
     /// A final assistant message the chat template leaves open (llama.cpp's `llama-server`).
     Prefill,

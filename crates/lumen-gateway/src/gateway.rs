@@ -1051,7 +1051,11 @@ impl Gateway {
             });
             return None;
         }
-        let cx = &resumer.cx;
+        // The backend adds what its engine needs to extend the answer (`continuing`).
+        let cx = &RequestContext {
+            continuing: true,
+            ..resumer.cx.clone()
+        };
         let open = resumer.open;
         let plan = Plan {
             op: resumer.op,
@@ -1061,10 +1065,7 @@ impl Gateway {
             avoid: partial.avoid.clone(),
             continuing: true,
         };
-        let call = |up: Upstream, mut r: Req, t: Timeouts| {
-            r.for_engine(up.backend.continuation());
-            open(up, r, cx, t)
-        };
+        let call = |up: Upstream, r: Req, t: Timeouts| open(up, r, cx, t);
         match self.attempt_loop(plan, req, call).await {
             Ok(served) => Some(served),
             Err(GatewayError::Governance(GovernanceError::NoHealthyBackend { model })) => {

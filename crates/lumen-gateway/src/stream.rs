@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use futures::Stream;
 use futures::future::BoxFuture;
-use lumen_backend::{BackendError, Continuation, RequestContext, TimeoutKind};
+use lumen_backend::{BackendError, RequestContext, TimeoutKind};
 use lumen_governance::Route;
 use lumen_openai_types::continuation::{Piece, Resumable, StreamPiece};
 use lumen_openai_types::{
@@ -55,26 +55,13 @@ pub(crate) type Open<Req, T> = for<'a> fn(
     Timeouts,
 ) -> BoxFuture<'a, Result<Guarded<T>, BackendError>>;
 
-/// A streamed request that another engine can be asked to continue.
-pub(crate) trait Continue: Resumable {
-    /// Adds what an engine of this `style` needs beyond the partial answer.
-    fn for_engine(&mut self, style: Continuation);
-}
+/// A streamed request that another engine can be asked to continue (the engine's own fields
+/// for it are added by its backend, which sees `RequestContext::continuing`).
+pub(crate) trait Continue: Resumable {}
 
-impl Continue for ChatCompletionRequest {
-    fn for_engine(&mut self, style: Continuation) {
-        if style == Continuation::ContinueFinalMessage {
-            // Both or neither: vLLM refuses `continue_final_message` with a generation prompt.
-            let _ = self.extra.insert("continue_final_message", &true);
-            let _ = self.extra.insert("add_generation_prompt", &false);
-        }
-    }
-}
+impl Continue for ChatCompletionRequest {}
 
-impl Continue for CompletionRequest {
-    /// A prompt that ends with the partial answer is continued by any completion engine.
-    fn for_engine(&mut self, _: Continuation) {}
-}
+impl Continue for CompletionRequest {}
 
 /// The answer so far, when a stream broke.
 pub(crate) struct Partial {
