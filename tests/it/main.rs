@@ -16,6 +16,7 @@ mod engines;
 mod errors;
 mod failover;
 mod faults;
+mod fuzz_corpus;
 mod governance;
 mod lifecycle;
 mod limits;

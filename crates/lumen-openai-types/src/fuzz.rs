@@ -326,6 +326,3 @@ pub fn peek(data: &[u8]) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

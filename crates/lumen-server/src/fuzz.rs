@@ -200,6 +200,3 @@ pub fn headers(data: &[u8]) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

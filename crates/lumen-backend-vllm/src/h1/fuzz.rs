@@ -224,6 +224,3 @@ pub(crate) fn h1_response(data: &[u8]) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
