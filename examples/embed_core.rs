@@ -1,8 +1,10 @@
-//! A Rust service that embeds only Lumen's routing and retry core (`lumen-gateway`): no HTTP
-//! server, no figment, no Redis, no Prometheus. It plugs in its own `Backend` (two in-memory
-//! "engines", one of which refuses its first connection), routes typed chat requests across
-//! them with a retry, watches what happened through its own `Observer`, and checks its output.
-//! CI runs it; it exits non-zero if the core or the seam breaks.
+//! A Rust service that embeds only Lumen's core (`lumen-gateway`): no HTTP server, no figment,
+//! no Redis, no Prometheus. It plugs in its own `Backend` (two in-memory "engines", one of
+//! which refuses its first connection), routes typed chat requests across them with a retry,
+//! watches what happened through its own `Observer`, then runs the whole pipeline
+//! (`Gateway::serve`) with API keys, a model list and limits — keys, limits and usage without
+//! the server crate — and checks its output. CI runs it; it exits non-zero if the core or the
+//! seam breaks.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,11 +14,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::StreamExt;
 use lumen_backend::{Backend, BackendError, ChunkStream, Health, RequestContext};
-use lumen_gateway::{Event, Gateway, Observer};
+use lumen_gateway::operation::Chat;
+use lumen_gateway::{
+    Call, Event, Gateway, Observer, PolicyError, PolicySettings, PolicyStores, ServeError, Served,
+};
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
+use lumen_governance::{AuthConfig, CacheConfig, GovernanceError, LimitsConfig};
 use lumen_openai_types::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, ChatMessage, Chunk, CompletionChunk, CompletionRequest,
-    CompletionResponse, EmbeddingRequest, EmbeddingResponse, Model, ModelList, Reply,
+    CompletionResponse, EmbeddingRequest, EmbeddingResponse, Model, ModelList, Reply, Usage,
 };
 
 /// An engine in process: answers "<name> says hi", and refuses its first `fail_first` calls as
@@ -74,6 +82,12 @@ impl Backend for Engine {
                 finish_reason: Some("stop".into()),
                 ..Default::default()
             }],
+            usage: Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 3,
+                total_tokens: 8,
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     }
@@ -190,7 +204,7 @@ async fn main() {
         "the refused attempt was retried elsewhere"
     );
 
-    let mut stream = gateway.chat_stream(req, &cx).await.unwrap();
+    let mut stream = gateway.chat_stream(req.clone(), &cx).await.unwrap();
     let mut streamed = String::new();
     while let Some(chunk) = stream.next().await {
         for c in &chunk.unwrap().get().choices {
@@ -219,5 +233,116 @@ async fn main() {
             "stream from flaky ended",
         ]
     );
+    governed(req).await;
     println!("embedded core OK");
+}
+
+/// The pipeline with keys and limits: a key that may use `house-model`, 2 requests a minute,
+/// and a daily token quota that records what it used.
+async fn governed(mut req: ChatCompletionRequest) {
+    // The reservation is the prompt estimate plus `max_tokens`; it settles to the usage.
+    req.max_tokens = Some(16);
+    let secret = "sk-embedded-team-a";
+    let auth = AuthConfig {
+        enabled: true,
+        keys: vec![
+            ApiKey {
+                name: "team-a".into(),
+                sha256: to_hex(&digest(secret)),
+                models: Some(vec!["house-model".into()]),
+                limits: LimitSpec {
+                    rpm: Some(2),
+                    daily_tokens: Some(1_000),
+                    ..Default::default()
+                },
+                per_model: Default::default(),
+            },
+            ApiKey {
+                name: "team-b".into(),
+                sha256: to_hex(&digest("sk-embedded-team-b")),
+                models: Some(vec!["another-model".into()]),
+                limits: LimitSpec::default(),
+                per_model: Default::default(),
+            },
+        ],
+        ..Default::default()
+    };
+    let cache = CacheConfig::default();
+    let (stores, _) = PolicyStores::in_memory(&cache);
+    let settings = PolicySettings::new(&auth, &LimitsConfig::default(), &cache, false).unwrap();
+    let gateway = Gateway::builder()
+        .backend("steady", Engine::new("steady", 0), None)
+        .policy(stores, settings)
+        .build()
+        .unwrap();
+    gateway.discover().await;
+    let policy = gateway.policy();
+    assert!(matches!(
+        policy.authenticate(None).await,
+        Err(PolicyError::MissingKey)
+    ));
+    assert!(matches!(
+        policy.authenticate(Some("sk-wrong")).await,
+        Err(PolicyError::InvalidKey)
+    ));
+
+    // A key without the model: not found, as the model is absent from its list.
+    let team_b = policy
+        .authenticate(Some("sk-embedded-team-b"))
+        .await
+        .unwrap();
+    let mut named = req.clone();
+    named.model = "house-model".into();
+    let refused = gateway
+        .serve::<Chat>(
+            named,
+            Call {
+                principal: &team_b,
+                body_len: 64,
+                cache_control: None,
+            },
+            RequestContext::new("embedded-core-b"),
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(ServeError::Gateway(
+            lumen_gateway::GatewayError::Governance(GovernanceError::ModelNotFound { .. })
+        ))
+    ));
+
+    let team_a = policy.authenticate(Some(secret)).await.unwrap();
+    let call = Call {
+        principal: &team_a,
+        body_len: 64,
+        cache_control: None,
+    };
+    for i in 0..2 {
+        let cx = RequestContext::new(format!("embedded-core-a{i}"));
+        match gateway.serve::<Chat>(req.clone(), call, cx).await.unwrap() {
+            Served::Answer(a) => {
+                assert_eq!(a.tokens, Some((5, 3)));
+                assert_eq!(a.rate.requests.map(|(_, left, _)| left), Some(1 - i));
+            }
+            Served::Stream { .. } => panic!("a non-streamed request answered with a stream"),
+        }
+    }
+    let third = gateway
+        .serve::<Chat>(req, call, RequestContext::new("embedded-core-a2"))
+        .await;
+    assert!(
+        matches!(third, Err(ServeError::Policy(PolicyError::Limited(_)))),
+        "the third request in a minute is over the key's rpm"
+    );
+    let usage = policy
+        .limiter()
+        .usage(&policy.settings().keys()[0])
+        .await
+        .unwrap();
+    let daily = usage.iter().find(|u| u.counter == "daily tokens").unwrap();
+    println!("team-a used {} of {} daily tokens", daily.used, daily.limit);
+    assert_eq!(
+        daily.used, 16,
+        "two answers of 8 tokens each, settled on their usage"
+    );
 }

@@ -15,8 +15,8 @@ use lumen_backend::{
     Backend, BackendError, Continuation, RequestContext, SharedBackend, TimeoutKind,
 };
 use lumen_governance::{
-    BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, Policy, PromptKey, Route,
-    RouteRequest, Router,
+    BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, PromptKey, Route, RouteRequest,
+    Router,
 };
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
@@ -31,17 +31,20 @@ use lumen_resilience::{Admission, AdmissionError, CircuitBreaker, Guarded, Retry
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, timeout};
 
+use crate::answered::Answered;
 use crate::decide::{self, Left, Next, Unroutable};
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::observer::{Event, NoopObserver, Observer};
+use crate::policy::{PolicySettings, PolicyStep, PolicyStores};
 use crate::stream::{
-    Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resuming, Served,
+    Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resuming, Success,
     ask_usage, avoided, blocked,
 };
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
 use crate::{prompt, signals};
+use lumen_governance::keys::ApiKey;
 
 /// The core's settings that a reload may change; read once per request.
 #[derive(Debug, Clone)]
@@ -104,6 +107,8 @@ struct Inner {
     signals_updated: tokio::sync::Notify,
     /// Requests held while their pool is saturated (part of the admission queue).
     held: AtomicUsize,
+    /// Keys, limits and the cache: the policy step of [`Gateway::serve`].
+    policy: PolicyStep,
 }
 
 /// Builds a [`Gateway`] from parts.
@@ -118,6 +123,7 @@ pub struct GatewayBuilder {
     discovery_interval: Duration,
     health: HealthConfig,
     observer: Arc<dyn Observer>,
+    policy: Option<(PolicyStores, PolicySettings)>,
 }
 
 impl Default for GatewayBuilder {
@@ -134,6 +140,7 @@ impl Default for GatewayBuilder {
             admission: AdmissionConfig::default(),
             health: HealthConfig::default(),
             observer: Arc::new(NoopObserver),
+            policy: None,
         }
     }
 }
@@ -238,6 +245,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Keys, limits and the cache ([`PolicyStep`]) on these stores. Without it the policy is open
+    /// (no keys, no cache) on in-memory stores.
+    pub fn policy(mut self, stores: PolicyStores, settings: PolicySettings) -> Self {
+        self.policy = Some((stores, settings));
+        self
+    }
+
     pub fn build(self) -> Result<Gateway, InvalidCore> {
         let resolved = Resolved::new(
             self.profile,
@@ -252,6 +266,11 @@ impl GatewayBuilder {
             .map(|(s, probe)| upstream(s, probe, &resolved))
             .collect();
         let router = Router::new(self.governance, specs)?;
+        let (stores, policy) = self.policy.unwrap_or_else(|| {
+            let (stores, _) = PolicyStores::in_memory(&lumen_governance::CacheConfig::default());
+            (stores, PolicySettings::default())
+        });
+        let policy = PolicyStep::new(stores, policy, self.observer.clone());
         Ok(Gateway {
             inner: Arc::new(Inner {
                 router,
@@ -270,6 +289,7 @@ impl GatewayBuilder {
                 epoch: Instant::now(),
                 signals_updated: tokio::sync::Notify::new(),
                 held: AtomicUsize::new(0),
+                policy,
             }),
         })
     }
@@ -316,6 +336,8 @@ struct Fallbacks {
     chain: std::collections::VecDeque<String>,
     context: std::collections::VecDeque<String>,
     context_used: bool,
+    /// The request moved to another model.
+    moved: bool,
 }
 
 impl Fallbacks {
@@ -327,6 +349,7 @@ impl Fallbacks {
             chain: list(&cfg.fallbacks),
             context: list(&cfg.context_fallbacks),
             context_used: false,
+            moved: false,
         }
     }
 
@@ -353,7 +376,10 @@ impl Fallbacks {
                 Some(gate) if !gate.admit(&model).await => {
                     tracing::info!(to = %Text(&model), "fallback skipped: the caller's limits refuse that model");
                 }
-                _ => return Some(model),
+                _ => {
+                    self.moved = true;
+                    return Some(model);
+                }
             }
         }
     }
@@ -496,7 +522,8 @@ impl Gateway {
     /// The prompt key `cache_aware` routes by, read only when some model may use it.
     fn routing_prompt(&self, read: impl FnOnce(usize) -> PromptKey) -> Option<PromptKey> {
         let cfg = self.inner.router.config();
-        cfg.uses(Policy::CacheAware).then(|| read(cfg.prefix_bytes))
+        cfg.uses(lumen_governance::Policy::CacheAware)
+            .then(|| read(cfg.prefix_bytes))
     }
 
     /// Holds a request while every engine of its model's pool reports a queue of at least
@@ -560,6 +587,25 @@ impl Gateway {
     /// Retries refused by the retry budget since start (or since its settings last changed).
     pub fn retries_refused(&self) -> u64 {
         self.inner.budget.load().refused()
+    }
+
+    /// Keys, limits and the cache.
+    pub fn policy(&self) -> &PolicyStep {
+        &self.inner.policy
+    }
+
+    /// The engine id a key's `per_model` limits are looked up by, when the key limits the
+    /// engine model behind the public id `model` (an alias was used); `None`: the public id. So
+    /// a per-model limit holds whichever way the call reached the model: by name, an alias,
+    /// `auto`, a blank `model` or a fallback.
+    pub fn limit_scope(&self, key: &ApiKey, model: &str) -> Option<String> {
+        if key.per_model.is_empty() || key.per_model.contains_key(model) {
+            return None;
+        }
+        self.inner
+            .router
+            .engine_for(model)
+            .filter(|engine| key.per_model.contains_key(engine))
     }
 
     pub(crate) fn emit(&self, event: &Event<'_>) {
@@ -652,7 +698,7 @@ impl Gateway {
         cx: &RequestContext,
         hints: &Hints,
         call: F,
-    ) -> Result<Served<T>, GatewayError>
+    ) -> Result<Success<T>, GatewayError>
     where
         Req: Clone + HasModel,
         F: Fn(Upstream, Req, Timeouts) -> Fut,
@@ -695,7 +741,7 @@ impl Gateway {
         plan: Plan<'_>,
         req: Req,
         call: F,
-    ) -> Result<Served<T>, GatewayError>
+    ) -> Result<Success<T>, GatewayError>
     where
         Req: Clone + HasModel,
         F: Fn(Upstream, Req, Timeouts) -> Fut,
@@ -847,13 +893,14 @@ impl Gateway {
                     if attempt > 1 {
                         tracing::info!(attempt, backend = %route.lease.name, "succeeded after retry");
                     }
-                    return Ok(Served {
+                    return Ok(Success {
                         value,
                         route,
                         breakers,
                         global: None,
                         slot,
                         admitted: start,
+                        fell_back: fallbacks.moved,
                     });
                 }
                 Err(e) => e,
@@ -967,7 +1014,7 @@ impl Gateway {
         cx: &RequestContext,
         hints: Hints,
         call: F,
-    ) -> Result<Reply<T>, GatewayError>
+    ) -> Result<Answered<T>, GatewayError>
     where
         Req: Clone + HasModel,
         T: HasModel + DeserializeOwned + Default,
@@ -975,7 +1022,10 @@ impl Gateway {
         Fut: Future<Output = Result<Reply<T>, BackendError>>,
     {
         let served = self.attempts(op, req, cx, &hints, call).await?;
-        Ok(show_public(served.value, &served.route))
+        Ok(Answered {
+            fell_back: served.fell_back.then(|| served.route.public_model.clone()),
+            reply: show_public(served.value, &served.route),
+        })
     }
 
     /// One streamed operation: asks the engine for usage, runs the attempt loop up to the
@@ -1034,7 +1084,7 @@ impl Gateway {
         &self,
         resumer: &Resumer<Req, T>,
         partial: Partial,
-    ) -> Option<Served<Guarded<T>>>
+    ) -> Option<Success<Guarded<T>>>
     where
         Req: Clone + HasModel + Continue,
     {
@@ -1090,6 +1140,14 @@ impl Gateway {
         req: ChatCompletionRequest,
         cx: &RequestContext,
     ) -> Result<Reply<ChatCompletionResponse>, GatewayError> {
+        Ok(self.chat_answered(req, cx).await?.reply)
+    }
+
+    pub(crate) async fn chat_answered(
+        &self,
+        req: ChatCompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<Answered<ChatCompletionResponse>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)))
             .with_prompt(self.routing_prompt(|key| prompt::chat(&req, cx, key)));
         self.unary_op(Operation::Chat, req, cx, hints, |up, r, t| async move {
@@ -1123,6 +1181,14 @@ impl Gateway {
         req: CompletionRequest,
         cx: &RequestContext,
     ) -> Result<Reply<CompletionResponse>, GatewayError> {
+        Ok(self.completions_answered(req, cx).await?.reply)
+    }
+
+    pub(crate) async fn completions_answered(
+        &self,
+        req: CompletionRequest,
+        cx: &RequestContext,
+    ) -> Result<Answered<CompletionResponse>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), Some(prompt_prefix(&req.prompt)))
             .with_prompt(self.routing_prompt(|key| {
                 prompt::completion(&req.prompt, &req.extra, req.user.as_ref(), cx, key)
@@ -1158,6 +1224,14 @@ impl Gateway {
         req: EmbeddingRequest,
         cx: &RequestContext,
     ) -> Result<Reply<EmbeddingResponse>, GatewayError> {
+        Ok(self.embeddings_answered(req, cx).await?.reply)
+    }
+
+    pub(crate) async fn embeddings_answered(
+        &self,
+        req: EmbeddingRequest,
+        cx: &RequestContext,
+    ) -> Result<Answered<EmbeddingResponse>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), None);
         self.unary_op(Operation::Embeddings, req, cx, hints, |up, r, t| async move {
             lumen_resilience::unary(up.backend.embeddings(r, cx), &t).await
@@ -1175,6 +1249,15 @@ impl Gateway {
         req: JsonRequest,
         cx: &RequestContext,
     ) -> Result<Reply<JsonAnswer>, GatewayError> {
+        Ok(self.call_answered(path, req, cx).await?.reply)
+    }
+
+    pub(crate) async fn call_answered(
+        &self,
+        path: &'static str,
+        req: JsonRequest,
+        cx: &RequestContext,
+    ) -> Result<Answered<JsonAnswer>, GatewayError> {
         let hints = Hints::new(cx, None, None);
         let served = self
             .attempts(
@@ -1194,7 +1277,10 @@ impl Gateway {
                 .public_model
                 .clone_into(&mut reply.get_mut().model);
         }
-        Ok(reply)
+        Ok(Answered {
+            reply,
+            fell_back: served.fell_back.then(|| served.route.public_model.clone()),
+        })
     }
 
     /// Exactly the models a caller can route to, with the engines' metadata.

@@ -11,22 +11,30 @@
 //! # Layout
 //! - [`Gateway`] and [`GatewayBuilder`] (`gateway.rs`): the attempt loop, discovery and the
 //!   health checker's loop.
+//! - [`Gateway::serve`] and its types (`pipeline.rs`: [`Call`], [`Served`], [`ServeError`]):
+//!   the whole chain for one request; [`operation`]: the operations it serves.
 //! - [`GatewayStream`] (`stream.rs`): a committed stream; holds its lease and permits.
 //! - [`GatewayError`] (`error.rs`): typed, with `is_retryable`; the caller maps it.
 //! - [`Observer`] (`observer.rs`): events for metrics and access logs.
 //! - [`Upstream`], [`Probe`] (`upstream.rs`); [`HealthConfig`], [`HealthBook`] (`health.rs`).
 //! - [`signals`]: the engines' load reports — a sans-IO parser of their `/metrics` (vLLM,
 //!   SGLang, llama.cpp names) and the scrape round behind `Gateway::run_signals`.
+//! - [`policy`]: keys, limits and the cache ([`PolicyStep`]), the reservation a request holds
+//!   until it settles ([`Settlement`]).
 //! - `prompt.rs`: a request's prompt as `cache_aware` reads it (engine order, session hint).
 //!
 //! # Must not depend on
 //! hyper, figment, redis, rustls or prometheus-client (a test reads `cargo tree` to hold it).
 
+mod answered;
 mod decide;
 mod error;
 mod gateway;
 mod health;
 mod observer;
+pub mod operation;
+mod pipeline;
+pub mod policy;
 mod prompt;
 pub mod signals;
 mod stream;
@@ -37,6 +45,9 @@ pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayBuilder, InvalidCore, Settings};
 pub use health::{CheckState, HealthBook, HealthConfig, Tracker};
 pub use observer::{Event, NoopObserver, Observer};
+pub use operation::Operation;
+pub use pipeline::{Answer, Call, ServeError, Served};
+pub use policy::{PolicyError, PolicySettings, PolicyStep, PolicyStores, Settlement};
 pub use stream::GatewayStream;
 pub use text::Text;
 pub use upstream::{ModelBreakers, Probe, Upstream};

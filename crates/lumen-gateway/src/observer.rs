@@ -13,6 +13,9 @@ use lumen_backend::{BackendError, TimeoutKind};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<'a> {
+    /// The pipeline resolved the request's `model` (blank, `auto`, an alias) to this public
+    /// id and the caller may use it; a fallback may still serve another (`AttemptStarted`).
+    Resolved { model: &'a str },
     /// Waited this long for a gateway admission slot.
     Queued { waited: Duration },
     /// Refused before any engine was asked: `queue_full`, `queue_timeout`,
@@ -73,6 +76,14 @@ pub enum Event<'a> {
     },
     /// A background health probe finished.
     HealthChecked { backend: &'a str, ok: bool },
+    /// A shared-state store (keys, limits, cache) failed in operation `op` (`auth`, `limits`,
+    /// `settle`, `renew`, `cache_get`, `cache_put`, ...); the request went on or was refused
+    /// as `fail_closed` says.
+    StoreFailed { op: &'static str },
+    /// The key's limits or quotas refused a request (or a fallback model).
+    RateLimited { reason: &'static str },
+    /// The response cache answered a lookup (`hit`, `miss`) or was refreshed (`refresh`).
+    Cache { result: &'static str },
 }
 
 /// Receives [`Event`]s; match on the ones you need and ignore the rest.

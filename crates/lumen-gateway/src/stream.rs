@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::observer::{Event, Observer};
+use crate::policy::Settlement;
 use crate::upstream::{AttemptBreakers, Upstream};
 
 mod blocked;
@@ -35,7 +36,7 @@ use relayed::Relayed;
 pub(crate) type Avoid = (Arc<CircuitBreaker>, String);
 
 /// A successful attempt, with what must live as long as the response.
-pub(crate) struct Served<T> {
+pub(crate) struct Success<T> {
     pub(crate) value: T,
     pub(crate) route: Route<Upstream>,
     pub(crate) breakers: AttemptBreakers,
@@ -45,6 +46,8 @@ pub(crate) struct Served<T> {
     pub(crate) slot: Permit,
     /// When the request was admitted: a continuation shares its total deadline.
     pub(crate) admitted: Instant,
+    /// A fallback model serves (not the one the request named).
+    pub(crate) fell_back: bool,
 }
 
 /// Opens a stream on one backend under the given deadlines.
@@ -78,7 +81,7 @@ pub(crate) struct Partial {
 }
 
 /// A continuation under way: the next part's stream, once an engine took it on.
-pub(crate) type Resuming<T> = BoxFuture<'static, Option<Served<Guarded<T>>>>;
+pub(crate) type Resuming<T> = BoxFuture<'static, Option<Success<Guarded<T>>>>;
 
 /// How a stream continues itself, with the request type erased (so the stream is generic
 /// over chunks only). The core implements it (`gateway.rs`); the stream only calls it.
@@ -289,13 +292,17 @@ pub struct GatewayStream<T> {
     resumption: Option<Box<Resumption<T>>>,
     /// The backends that served the parts before the current one.
     earlier: Vec<String>,
+    /// The caller's reservation, settled when the stream ends ([`GatewayStream::settle`]).
+    settlement: Option<Settlement>,
+    /// The request's prompt estimate: its input tokens when the engine's usage never comes.
+    prompt: u64,
     _global: Option<Permit>,
     _slot: Permit,
 }
 
 impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> GatewayStream<T> {
     pub(crate) fn new(
-        served: Served<Guarded<T>>,
+        served: Success<Guarded<T>>,
         usage: UsageAsk,
         observer: Arc<dyn Observer>,
         resume: Option<Arc<dyn Resume<T>>>,
@@ -317,6 +324,8 @@ impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> GatewayS
             error: None,
             resumption: resume.map(|r| Box::new(Resumption::new(r))),
             earlier: Vec::new(),
+            settlement: None,
+            prompt: 0,
             _global: served.global,
             _slot: served.slot,
         }
@@ -363,8 +372,37 @@ impl<T> GatewayStream<T> {
         self.earlier.len() as u32
     }
 
+    /// The caller's reservation rides with the stream from here, and `prompt` (the request's
+    /// prompt estimate) is its input when the engine's usage never arrives.
+    pub(crate) fn bill(&mut self, settlement: Option<Settlement>, prompt: u64) {
+        self.settlement = settlement;
+        self.prompt = prompt;
+    }
+
+    /// (input, output) tokens the stream is charged, and whether they are Lumen's estimate:
+    /// the engine's usage when it arrived, else the prompt estimate and the output relayed (a
+    /// client that left, an engine that broke or never sent usage).
+    pub fn charged(&self) -> ((u64, u64), bool) {
+        match self.tokens() {
+            Some(t) => (t, false),
+            None => ((self.prompt, self.relayed()), true),
+        }
+    }
+
+    /// Settles the caller's reservation on what the stream is charged now (see
+    /// [`charged`](Self::charged)); at most once, and when dropped if not before. A caller
+    /// that reports the stream's end settles first, so its usage is final when the end is seen.
+    pub fn settle(&mut self) {
+        let Some(mut s) = self.settlement.take() else {
+            return;
+        };
+        let (tokens, estimated) = self.charged();
+        s.tokens = self.tokens().map(|(i, o)| i.saturating_add(o));
+        s.floor = estimated.then(|| tokens.0.saturating_add(tokens.1));
+    }
+
     /// Takes over a continuation's engine stream; the old lease and slot are released.
-    fn switch_to(&mut self, served: Served<Guarded<T>>) {
+    fn switch_to(&mut self, served: Success<Guarded<T>>) {
         self.inner = served.value;
         self.rewrite = served
             .route
@@ -380,6 +418,7 @@ impl<T> GatewayStream<T> {
 
 impl<T> Drop for GatewayStream<T> {
     fn drop(&mut self) {
+        self.settle();
         self.observer.event(&Event::StreamEnded {
             model: &self.route.public_model,
             backend: &self.route.lease.name,

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+mod access;
 mod signals;
 
+pub use access::{AuthConfig, CacheConfig, DEFAULT_CACHE_MAX_BYTES, LimitsConfig};
 pub use signals::{CacheAwareConfig, SignalsConfig};
 
 /// How requests are spread across the backends of one model's pool.

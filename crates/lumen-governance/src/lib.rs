@@ -12,7 +12,8 @@
 //! end of the response or stream, on error, or on cancellation).
 //!
 //! # Layout
-//! - `config`: [`GovernanceConfig`], [`Policy`], validation.
+//! - `config`: [`GovernanceConfig`], [`Policy`], validation; [`AuthConfig`], [`LimitsConfig`],
+//!   [`CacheConfig`] for the core's policy step (keys, limits, cache).
 //! - `router`: [`Router`], [`RouteRequest`], [`Route`], [`Slot`], [`Lease`].
 //! - `policy`: the balancing algorithms.
 //! - `hash`: stable hashes for affinity, and the streaming hash prompts are read with.
@@ -42,8 +43,9 @@ mod spec;
 pub mod store;
 
 pub use config::{
-    AutoConfig, CacheAwareConfig, GovernanceConfig, InvalidConfig, ModelConfig, PassthroughConfig,
-    Policy, SignalsConfig,
+    AuthConfig, AutoConfig, CacheAwareConfig, CacheConfig, DEFAULT_CACHE_MAX_BYTES,
+    GovernanceConfig, InvalidConfig, LimitsConfig, ModelConfig, PassthroughConfig, Policy,
+    SignalsConfig,
 };
 pub use prefix::{PromptHasher, PromptKey};
 pub use router::{BackendSpec, Lease, Route, RouteRequest, Router, Slot};

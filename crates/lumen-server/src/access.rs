@@ -44,6 +44,8 @@ pub(crate) struct Access {
     pub backends: Option<String>,
     /// Times a broken stream was continued on another engine.
     pub continuations: u32,
+    /// What the response cache did for this request: `bypass`, `hit`, `miss` or `refresh`.
+    pub cache: &'static str,
     /// The request's spans while it runs, when it is sampled and trace export is on.
     #[cfg(feature = "otel")]
     pub trace: Option<Box<crate::otel::RequestTrace>>,
@@ -76,6 +78,7 @@ impl Access {
             tokens_estimated: false,
             backends: None,
             continuations: 0,
+            cache: "bypass",
             #[cfg(feature = "otel")]
             trace: None,
         }
@@ -159,7 +162,7 @@ impl Access {
             attempts = self.attempts,
             continuations = self.continuations,
             overhead_us = overhead.as_micros() as u64,
-            cache = "bypass",
+            cache = self.cache,
             "access"
         );
     }

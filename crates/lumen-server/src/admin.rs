@@ -45,24 +45,25 @@ pub(crate) async fn handle(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(StatusCode, Value), ApiError> {
-    match gw.shared().is_admin(headers) {
+    match crate::shared::is_admin(headers, gw.settings().admin_digest) {
         None => return Err(ApiError::route_not_found(method.as_str(), path)),
         Some(false) => return Err(ApiError::invalid_key()),
         Some(true) => {}
     }
+    let policy = gw.core().policy();
     let store_err = |e: lumen_governance::store::StoreError| {
-        gw.shared().store_error("admin", &e);
+        policy.store_failed("admin", &e);
         ApiError::shared_state_unavailable()
     };
     match (method, path) {
         (&Method::GET, "/admin/keys") => {
-            let mut out: Vec<Value> = gw
-                .shared()
-                .config_keys()
+            let mut out: Vec<Value> = policy
+                .settings()
+                .keys()
                 .iter()
                 .map(|k| describe(k, "config"))
                 .collect();
-            let runtime = gw.shared().key_store().list().await.map_err(store_err)?;
+            let runtime = policy.key_store().list().await.map_err(store_err)?;
             out.extend(runtime.iter().map(|k| describe(k, "runtime")));
             Ok((StatusCode::OK, json!({"object": "list", "data": out})))
         }
@@ -75,7 +76,7 @@ pub(crate) async fn handle(
                     )
                     .into());
             }
-            if gw.shared().config_keys().iter().any(|k| k.name == req.name) {
+            if policy.settings().keys().iter().any(|k| k.name == req.name) {
                 return Err(lumen_openai_types::RequestError::invalid(
                     "A key with this name is defined in the configuration.",
                     "name",
@@ -91,13 +92,7 @@ pub(crate) async fn handle(
                 per_model: req.per_model,
             };
             let mut shown = describe(&key, "runtime");
-            if !gw
-                .shared()
-                .key_store()
-                .insert(key)
-                .await
-                .map_err(store_err)?
-            {
+            if !policy.key_store().insert(key).await.map_err(store_err)? {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     crate::error::INVALID_REQUEST,
@@ -115,13 +110,7 @@ pub(crate) async fn handle(
             // (before names were restricted) can still be revoked.
             let name = crate::path::percent_decode(&p["/admin/keys/".len()..]);
             let name = name.as_str();
-            if gw
-                .shared()
-                .key_store()
-                .remove(name)
-                .await
-                .map_err(store_err)?
-            {
+            if policy.key_store().remove(name).await.map_err(store_err)? {
                 Ok((StatusCode::OK, json!({"name": name, "deleted": true})))
             } else {
                 Err(ApiError::new(
@@ -132,11 +121,11 @@ pub(crate) async fn handle(
             }
         }
         (&Method::GET, "/admin/usage") => {
-            let mut keys = gw.shared().config_keys();
-            keys.extend(gw.shared().key_store().list().await.map_err(store_err)?);
+            let mut keys = policy.settings().keys().to_vec();
+            keys.extend(policy.key_store().list().await.map_err(store_err)?);
             let mut out = Vec::new();
             for k in keys {
-                let usage = gw.shared().limiter().usage(&k).await.map_err(store_err)?;
+                let usage = policy.limiter().usage(&k).await.map_err(store_err)?;
                 let counters: Vec<Value> = usage
                     .into_iter()
                     .map(|u| {

@@ -369,6 +369,36 @@ impl From<LimitError> for ApiError {
     }
 }
 
+impl From<lumen_gateway::ServeError> for ApiError {
+    fn from(e: lumen_gateway::ServeError) -> Self {
+        use lumen_gateway::ServeError;
+        match e {
+            ServeError::Policy(e) => e.into(),
+            ServeError::Gateway(e) => e.into(),
+            ServeError::Encode(e) => {
+                tracing::error!(error = %e, "response serialisation failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    SERVER_ERROR,
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<lumen_gateway::PolicyError> for ApiError {
+    fn from(e: lumen_gateway::PolicyError) -> Self {
+        use lumen_gateway::PolicyError;
+        match e {
+            PolicyError::MissingKey => Self::missing_key(),
+            PolicyError::InvalidKey => Self::invalid_key(),
+            PolicyError::Unavailable => Self::shared_state_unavailable(),
+            PolicyError::Limited(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::body::BodyError> for ApiError {
     fn from(e: crate::body::BodyError) -> Self {
         use crate::body::BodyError;

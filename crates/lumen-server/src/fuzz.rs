@@ -12,9 +12,11 @@ use lumen_governance::keys::{ApiKey, KeyRing, digest, to_hex};
 use lumen_openai_types::{ErrorBody, RequestError};
 use serde::Serialize;
 
-use crate::endpoint::{Chat, Completions, Detokenize, Embeddings, Inference, Rerank, Tokenize};
 use crate::error::ApiError;
 use crate::headers;
+use lumen_gateway::operation::{
+    Chat, Completions, Detokenize, Embeddings, Operation, Rerank, Tokenize,
+};
 
 /// The default `server.max_n`.
 const MAX_N: u32 = 128;
@@ -50,7 +52,7 @@ fn check_shape(api: &ApiError) {
     assert_eq!(inner["type"], "invalid_request_error");
 }
 
-fn read<E: Inference>(body: &[u8])
+fn read<E: Operation>(body: &[u8])
 where
     E::Request: Serialize,
 {

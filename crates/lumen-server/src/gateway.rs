@@ -21,7 +21,7 @@ use crate::config::{
 };
 use crate::metrics::{BackendLabel, BackendModel, Metrics, ResultLabel};
 use crate::observe::ServerObserver;
-use crate::shared::{Shared, SharedSettings, Stores};
+use crate::shared::Stores;
 
 /// Server settings that a reload may change; read once per request.
 #[derive(Clone)]
@@ -36,6 +36,10 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace: Duration,
     /// The API listener's TLS, when `server.tls` is set; rebuilt on reload.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// SHA-256 of the admin key (`auth.admin_key_sha256`); `None`: no admin API.
+    pub(crate) admin_digest: Option<[u8; 32]>,
+    /// `/ready` fails while Redis is unreachable (`redis.required` with a URL).
+    pub(crate) redis_required: bool,
 }
 
 impl Settings {
@@ -59,7 +63,10 @@ pub(crate) struct Inner {
     pub(crate) core: lumen_gateway::Gateway,
     pub(crate) settings: ArcSwap<Settings>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) shared: Shared,
+    /// Redis, when shared state lives there (`/health/redis`, `/ready`).
+    pub(crate) redis: Option<Arc<lumen_redis::RedisState>>,
+    /// The in-memory cache, for its size in `/metrics` (`None` on Redis).
+    pub(crate) memory_cache: Option<Arc<lumen_governance::cache::MemoryCache>>,
     /// Request body bytes in flight (`server.body_budget_bytes`).
     pub(crate) body_budget: Arc<crate::body::BodyBudget>,
     /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
@@ -317,13 +324,16 @@ impl GatewayBuilder {
         if let Some(t) = &tracer {
             t.set_backends(self.urls);
         }
+        let stores = Stores::new(&self.redis, &self.cache)?;
         let core = self
             .core
             .observer(Arc::new(ServerObserver::new(metrics.clone())))
+            .policy(
+                stores.policy,
+                policy_settings(&self.auth, &self.limits, &self.cache, &self.redis)?,
+            )
             .build()
             .map_err(|e| ConfigError::invalid(e.key(), e.reason()))?;
-        let shared = SharedSettings::new(&self.auth, &self.limits, &self.cache, &self.redis)?;
-        let stores = Stores::new(&self.redis, &self.cache)?;
         let tls = self.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         Ok(Gateway {
             inner: Arc::new(Inner {
@@ -337,8 +347,11 @@ impl GatewayBuilder {
                     max_n: self.max_n,
                     shutdown_grace: self.shutdown_grace,
                     tls,
+                    admin_digest: admin_digest(&self.auth),
+                    redis_required: self.redis.required && self.redis.url.is_some(),
                 }),
-                shared: Shared::new(stores, shared, metrics.clone()),
+                redis: stores.redis,
+                memory_cache: stores.memory_cache,
                 body_budget,
                 metrics,
                 closing: tokio::sync::watch::Sender::new(false),
@@ -350,6 +363,24 @@ impl GatewayBuilder {
 }
 
 /// One OpenAI-compatible HTTP backend per configured engine.
+/// The core's policy settings from the configuration's `[auth]`, `[limits]`, `[cache]` and
+/// `redis.fail_closed`.
+fn policy_settings(
+    auth: &AuthConfig,
+    limits: &LimitsConfig,
+    cache: &CacheConfig,
+    redis: &RedisConfig,
+) -> Result<lumen_gateway::PolicySettings, ConfigError> {
+    lumen_gateway::PolicySettings::new(auth, limits, cache, redis.fail_closed)
+        .map_err(|e| ConfigError::invalid(e.key, e.reason))
+}
+
+fn admin_digest(auth: &AuthConfig) -> Option<[u8; 32]> {
+    auth.admin_key_sha256
+        .as_deref()
+        .and_then(lumen_governance::keys::parse_hex)
+}
+
 fn backend_specs(
     cfg: &LumenConfig,
 ) -> Result<Vec<(BackendSpec<SharedBackend>, Probe)>, ConfigError> {
@@ -457,7 +488,7 @@ impl Gateway {
     pub fn reload(&self, cfg: &LumenConfig) -> Result<(), ConfigError> {
         let result = cfg.validate().and_then(|()| {
             let resolved = cfg.resolved()?;
-            let shared = SharedSettings::new(&cfg.auth, &cfg.limits, &cfg.cache, &cfg.redis)?;
+            let shared = policy_settings(&cfg.auth, &cfg.limits, &cfg.cache, &cfg.redis)?;
             let tls = cfg
                 .server
                 .tls
@@ -490,8 +521,10 @@ impl Gateway {
                     max_n: cfg.server.max_n,
                     shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
                     tls,
+                    admin_digest: admin_digest(&cfg.auth),
+                    redis_required: cfg.redis.required && cfg.redis.url.is_some(),
                 }));
-                self.inner.shared.replace_settings(shared);
+                self.inner.core.policy().replace_settings(shared);
                 #[cfg(feature = "otel")]
                 if let Some(t) = &self.inner.tracer {
                     t.set_backends(backend_urls(cfg));
@@ -583,21 +616,22 @@ impl Gateway {
         m.engine
             .index_entries
             .set(self.inner.core.router().indexed_entries() as i64);
+        let cache_bytes = self
+            .inner
+            .memory_cache
+            .as_ref()
+            .map_or(0, |c| c.weighted_bytes());
         m.cache_bytes
-            .set(i64::try_from(self.inner.shared.cache_bytes()).unwrap_or(i64::MAX));
+            .set(i64::try_from(cache_bytes).unwrap_or(i64::MAX));
         m.render()
-    }
-
-    /// Keys, limits and the cache.
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.inner.shared
     }
 
     /// `/health/redis`: PING latency, or why Redis cannot be reached. `None` without Redis.
     pub async fn redis_health(
         &self,
     ) -> Option<Result<Duration, lumen_governance::store::StoreError>> {
-        self.inner.shared.redis_health().await
+        let redis = self.inner.redis.as_ref()?;
+        Some(redis.ping().await)
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -16,24 +15,23 @@ use http_body_util::BodyExt;
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
-use lumen_openai_types::{HasModel, HasUsage, Reply};
+use lumen_openai_types::{HasModel, HasUsage};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::access::Access;
-use crate::endpoint::{
-    Caching, Chat, Completions, Detokenize, Embeddings, Inference, Rerank, RerankBare, RerankPath,
-    RerankV2, Tokenize,
-};
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
-use crate::shared::{
-    CachePlan, FallbackLimits, Principal, Settlement, estimate_tokens, prompt_estimate,
+use lumen_gateway::operation::{
+    Chat, Completions, Detokenize, Embeddings, Operation, Rerank, RerankBare, RerankPath, RerankV2,
+    Tokenize,
 };
+use lumen_gateway::policy::Principal;
+use lumen_gateway::{Answer, Call, Served};
 use lumen_governance::limits::RateHeaders;
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
@@ -69,12 +67,12 @@ enum Endpoint {
 impl Endpoint {
     fn resolve(path: &str) -> Option<Self> {
         Some(match path {
-            "/v1/chat/completions" => Self::Chat,
-            "/v1/completions" => Self::Completions,
-            "/v1/embeddings" => Self::Embeddings,
-            "/tokenize" => Self::Tokenize,
-            "/detokenize" => Self::Detokenize,
-            "/v1/rerank" | "/rerank" | "/v2/rerank" => Self::Rerank,
+            Chat::PATH => Self::Chat,
+            Completions::PATH => Self::Completions,
+            Embeddings::PATH => Self::Embeddings,
+            Tokenize::PATH => Self::Tokenize,
+            Detokenize::PATH => Self::Detokenize,
+            Rerank::PATH | RerankBare::PATH | RerankV2::PATH => Self::Rerank,
             "/v1/models" => Self::Models,
             "/health" => Self::Health,
             "/health/inference" => Self::HealthInference,
@@ -340,7 +338,11 @@ impl Api {
         }
         let cx = self.context(&req, request_id, traceparent)?;
         let principal = if endpoint.is_api() {
-            self.gw.shared().authenticate(req.headers()).await?
+            self.gw
+                .core()
+                .policy()
+                .authenticate(headers::bearer(req.headers()))
+                .await?
         } else {
             None
         };
@@ -358,7 +360,7 @@ impl Api {
             }
             Endpoint::Ready => {
                 let mut report = self.gw.ready_report();
-                if self.gw.shared().settings().redis_required
+                if self.gw.settings().redis_required
                     && !matches!(self.gw.redis_health().await, Some(Ok(_)))
                 {
                     report.ready = false;
@@ -468,194 +470,39 @@ impl Api {
         }
     }
 
-    /// The one pipeline every inference endpoint runs: parse → resolve the model once →
-    /// authorize → admit against the key's limits → cache → attempts → relay, with the
-    /// answer's usage settling the reservation.
-    async fn inference<E: Inference, B>(
+    /// An operation over HTTP: reads and parses the body within the operation's limit, then
+    /// runs the core's pipeline ([`lumen_gateway::Gateway::serve`]) and renders what it gives.
+    async fn inference<O: Operation, B>(
         &self,
         req: Request<B>,
         principal: Principal,
         request_id: &HeaderValue,
-        mut cx: RequestContext,
+        cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        // Fallbacks in the core skip the models this key may not use.
-        cx.models = principal
-            .as_ref()
-            .and_then(|k| k.models.as_ref())
-            .map(|m| m.as_slice().into());
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
         let settings = self.gw.settings();
-        let limit = E::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
+        let limit = O::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
         // `_budget` is the body's share of the memory budget: kept until this call returns, by
         // when the parsed request has been consumed by the engine call (a stream's, at commit).
         let (body, _budget) = self.read_body(req, limit).await?;
-        let mut r = E::read(&body, self.gw.settings().max_n)?;
+        let r = O::read(&body, settings.max_n)?;
         // The parsed request holds what is forwarded: free the body now rather than for the
         // whole engine call.
         let body_len = body.len();
         drop(body);
-        self.resolve_model(&principal, E::model(&mut r))?;
-        // Limits, the cache and routing all see this one resolved id.
-        let model = E::model(&mut r).clone();
-        crate::access::note(|a| a.requested = Some(model.clone()));
-        let engine_scope = self.limit_scope(&principal, &model);
-        let scope = engine_scope.as_deref().unwrap_or(&model);
-        let estimate = if E::BILLS_TOKENS {
-            self.estimate(body_len, E::completion_budget(&r), E::choices(&r))
-        } else {
-            0
-        };
-        let (settlement, rate) = self.gw.shared().admit(&principal, scope, estimate).await?;
-        // A fallback model's limits are checked and charged before the request moves there.
-        // Only keys with per-model limits need it: the key's own counters are the same
-        // whichever model serves.
-        if let (Some(key), Some(s)) = (
-            principal.as_ref().filter(|k| !k.per_model.is_empty()),
-            &settlement,
-        ) {
-            cx.admission = Some(Arc::new(FallbackLimits::new(
-                self.gw.shared(),
-                self.gw.core(),
-                key.clone(),
-                estimate,
-                s,
-            )));
-        }
-        if E::streams(&r) {
-            let stream = E::stream(self.gw.core(), r, &cx).await;
-            let prompt = prompt_estimate(body_len);
-            return Ok(self.sse(
-                refund_on_error(stream, settlement)?,
-                prompt,
-                request_id,
-                rate,
-            ));
-        }
-        let deterministic = match E::caching(&r) {
-            Caching::IfDeterministic { temperature, seed } => Some((temperature, seed)),
-            Caching::Always => None,
-        };
-        let plan = self.gw.shared().cache_plan(
-            &principal,
-            cache_control.as_ref(),
-            E::NAME,
-            &model,
-            deterministic,
-            || E::canonical(&r),
-        );
-        self.unary(
-            plan,
-            settlement,
-            rate,
-            request_id,
-            E::call(self.gw.core(), r, &cx),
-        )
-        .await
-    }
-
-    /// Resolves the request's `model` once (blank, `auto`, alias, passthrough) and authorizes
-    /// the key on the result; the request then carries the resolved public id, so the attempt
-    /// loop routes exactly the model that was authorized.
-    fn resolve_model(&self, principal: &Principal, model: &mut String) -> Result<(), ApiError> {
-        let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
-        // A model the key may not use is reported as not found, as it is absent from that
-        // key's `/v1/models`.
-        *model = self.gw.core().resolve(model, &allowed)?;
-        Ok(())
-    }
-
-    /// The engine id a key's `per_model` limits are looked up by, when the key limits the engine
-    /// model behind the resolved public id (an alias was used); `None`: the public id. So a
-    /// per-model limit holds whichever way the call reached the model: by name, an alias,
-    /// `auto` or a blank `model`.
-    fn limit_scope(&self, principal: &Principal, model: &str) -> Option<String> {
-        principal
-            .as_ref()
-            .and_then(|k| crate::shared::limit_scope(self.gw.core(), k, model))
-    }
-
-    fn estimate(&self, body_len: usize, max_tokens: Option<u32>, choices: u64) -> u64 {
-        estimate_tokens(
+        let call = Call {
+            principal: &principal,
             body_len,
-            max_tokens,
-            choices,
-            self.gw.shared().settings().limits.default_max_tokens,
-        )
-    }
-
-    /// A non-streamed answer: from the cache when possible, else from the engines; tokens
-    /// settle the reservation, and the answer is cached when the plan says so.
-    async fn unary<T: Serialize + HasUsage + serde::de::DeserializeOwned + Default>(
-        &self,
-        plan: CachePlan,
-        mut settlement: Option<Settlement>,
-        rate: RateHeaders,
-        request_id: &HeaderValue,
-        call: impl std::future::Future<Output = Result<Reply<T>, crate::gateway::GatewayError>>,
-    ) -> Result<Outcome, ApiError> {
-        let cache_on = self.gw.shared().settings().cache.enabled;
-        let finish = |mut resp: Response<ResponseBody>, hit: bool| {
-            let h = resp.headers_mut();
-            crate::error::rate_headers(h, &rate);
-            if cache_on {
-                h.insert(CACHE_HEADER, HeaderValue::from_static(plan.header(hit)));
-            }
-            with_id(resp, request_id)
+            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
         };
-        if let Some(cached) = self.gw.shared().cache_get(&plan).await {
-            if let Some(s) = settlement.as_mut() {
-                s.tokens = Some(0);
-            }
-            let mut resp = Response::new(full(cached));
-            resp.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return Ok(Outcome::Done(finish(resp, true)));
-        }
-        let value = match call.await {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(s) = settlement.as_mut() {
-                    s.tokens = Some(0);
-                }
-                return Err(e.into());
-            }
-        };
-        let tokens = value.tokens();
-        crate::access::note(|a| a.tokens = tokens);
-        if let Some(s) = settlement.as_mut() {
-            s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
-        }
-        // The engine's own bytes unless the answer was edited (see `Reply`).
-        match value.to_json() {
-            Ok(body) => {
-                // An answer a fallback model gave is not the requested model's: never cached
-                // under its key.
-                let fell_back = fallback_model();
-                if fell_back.is_none() {
-                    self.gw.shared().cache_put(&plan, body.clone());
-                }
-                let mut resp = Response::new(full(body));
-                // Room for content type, request id, six rate-limit headers and the cache header
-                // up front, instead of growing the map twice.
-                resp.headers_mut().reserve(12);
-                resp.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                served_model_header(&mut resp, fell_back.as_deref());
-                Ok(Outcome::Done(finish(resp, false)))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "response serialisation failed");
-                Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    crate::error::SERVER_ERROR,
-                    "internal error",
-                ))
-            }
-        }
+        Ok(match self.gw.core().serve::<O>(r, call, cx).await? {
+            Served::Stream { stream, rate } => self.sse(stream, request_id, rate),
+            Served::Answer(answer) => Outcome::Done(answer_response(answer, request_id)),
+        })
     }
 
     /// What the gateway needs from the request's headers.
@@ -714,8 +561,7 @@ impl Api {
             + 'static,
     >(
         &self,
-        (stream, settlement): (GatewayStream<T>, Option<Settlement>),
-        prompt: u64,
+        stream: GatewayStream<T>,
         request_id: &HeaderValue,
         rate: RateHeaders,
     ) -> Outcome {
@@ -759,8 +605,6 @@ impl Api {
                 overhead,
                 gateway: self.gw.clone(),
                 error: None,
-                settlement,
-                prompt,
             }),
             span: tracing::Span::current(),
         };
@@ -781,39 +625,10 @@ impl Api {
     }
 }
 
-/// A stream that failed before commit refunds its token reservation; one that committed carries
-/// the settlement to its end.
-fn refund_on_error<T>(
-    stream: Result<GatewayStream<T>, crate::gateway::GatewayError>,
-    mut settlement: Option<Settlement>,
-) -> Result<(GatewayStream<T>, Option<Settlement>), ApiError> {
-    match stream {
-        Ok(s) => Ok((s, settlement)),
-        Err(e) => {
-            if let Some(s) = settlement.as_mut() {
-                s.tokens = Some(0);
-            }
-            Err(e.into())
-        }
-    }
-}
-
 fn current_access() -> Access {
     let mut out = None;
     crate::access::note(|a| out = Some(a.clone()));
     out.unwrap_or_else(|| Access::new(String::new(), String::new(), "unknown"))
-}
-
-/// The model that served, when a fallback chain moved the request off the caller's model
-/// (`None` otherwise, without allocating).
-fn fallback_model() -> Option<String> {
-    let mut out = None;
-    crate::access::note(|a| {
-        if a.requested.is_some() && a.requested != a.model {
-            out.clone_from(&a.model);
-        }
-    });
-    out
 }
 
 /// `x-lumen-served-model`, when a fallback served the request with another model than the
@@ -822,6 +637,26 @@ fn served_model_header(resp: &mut Response<ResponseBody>, served: Option<&str>) 
     if let Some(v) = served.and_then(|s| HeaderValue::from_str(s).ok()) {
         resp.headers_mut().insert(SERVED_MODEL, v);
     }
+}
+
+/// A whole answer as JSON, with its rate-limit, cache and served-model headers.
+fn answer_response(a: Answer, request_id: &HeaderValue) -> Response<ResponseBody> {
+    if a.tokens.is_some() {
+        crate::access::note(|x| x.tokens = a.tokens);
+    }
+    let mut resp = Response::new(full(a.json));
+    // Room for content type, request id, six rate-limit headers and the cache header up
+    // front, instead of growing the map twice.
+    resp.headers_mut().reserve(12);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    served_model_header(&mut resp, a.fell_back.as_deref());
+    let h = resp.headers_mut();
+    crate::error::rate_headers(h, &a.rate);
+    if let Some(cache) = a.cache {
+        h.insert(CACHE_HEADER, HeaderValue::from_static(cache));
+    }
+    with_id(resp, request_id)
 }
 
 fn with_id(mut resp: Response<ResponseBody>, request_id: &HeaderValue) -> Response<ResponseBody> {
@@ -860,9 +695,6 @@ struct Record {
     overhead: Duration,
     gateway: Gateway,
     error: Option<&'static str>,
-    settlement: Option<Settlement>,
-    /// The prompt estimate (see [`Api::sse`]).
-    prompt: u64,
 }
 
 pin_project_lite::pin_project! {
@@ -892,25 +724,17 @@ pin_project_lite::pin_project! {
             let _entered = this.span.enter();
             if let Some(r) = this.record.take() {
                 let outcome = if *this.finished { "ok" } else { "client_disconnected" };
-                close(r, &this.inner, outcome);
+                close(r, this.inner.get_mut(), outcome);
             }
         }
     }
 }
 
-/// (input, output) tokens of a stream that ended, and whether they are Lumen's estimate: the
-/// engine's usage when it arrived, else the prompt estimate and the output relayed (a client
-/// that left, an engine that broke or never sent usage).
-fn stream_tokens(usage: Option<(u64, u64)>, prompt: u64, relayed: u64) -> ((u64, u64), bool) {
-    match usage {
-        Some(t) => (t, false),
-        None => ((prompt, relayed), true),
-    }
-}
-
-fn close<T>(mut r: Record, stream: &GatewayStream<T>, outcome: &str) {
-    let usage = stream.tokens();
-    let (tokens, estimated) = stream_tokens(usage, r.prompt, stream.relayed());
+/// Closes the access record of a stream that ended, after settling the caller's reservation
+/// (so the usage is final when the end is seen).
+fn close<T>(mut r: Record, stream: &mut GatewayStream<T>, outcome: &str) {
+    let (tokens, estimated) = stream.charged();
+    stream.settle();
     r.access.tokens = Some(tokens);
     r.access.tokens_estimated = estimated;
     r.access.continuations = stream.continuations();
@@ -920,10 +744,6 @@ fn close<T>(mut r: Record, stream: &GatewayStream<T>, outcome: &str) {
         r.access.backend = Some(stream.backend().to_owned());
         r.access.model = Some(stream.model().to_owned());
         r.access.backends = Some(stream.backends().collect::<Vec<_>>().join(","));
-    }
-    if let Some(s) = r.settlement.as_mut() {
-        s.tokens = usage.map(|(i, o)| i.saturating_add(o));
-        s.floor = estimated.then(|| tokens.0.saturating_add(tokens.1));
     }
     let outcome = r.error.unwrap_or(outcome);
     r.access
@@ -950,7 +770,7 @@ impl<T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOw
             tracing::warn!("stream ended by shutdown");
             if let Some(mut r) = this.record.take() {
                 r.error = Some("shutdown");
-                close(r, &this.inner, "shutdown");
+                close(r, this.inner.as_mut().get_mut(), "shutdown");
             }
             return Poll::Ready(Some(Ok(Frame::data(api_error_event(
                 &ApiError::shutting_down(),
@@ -989,7 +809,7 @@ impl<T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOw
         };
         if *this.finished {
             if let Some(r) = this.record.take() {
-                close(r, &this.inner, "ok");
+                close(r, this.inner.as_mut().get_mut(), "ok");
             }
         }
         Poll::Ready(Some(Ok(Frame::data(bytes))))

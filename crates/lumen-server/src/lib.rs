@@ -11,7 +11,6 @@
 //! - [`gateway`]: [`Gateway`] (the core plus shared state and server settings), its builder,
 //!   reload and metrics rendering.
 //! - `http`: routes, body limits, request ids, the inference pipeline, JSON and SSE responses.
-//! - `endpoint`: the `Inference` descriptors (one per JSON endpoint).
 //! - `shared`: keys, limits and the cache on the request path (`Settlement`, `FallbackLimits`).
 //! - `admin`: `/admin/*`. [`health`]: `/health/inference` and `/ready`.
 //! - `body`: reading request bodies, and the memory budget they share.
@@ -27,7 +26,6 @@ mod admin;
 mod body;
 pub mod config;
 mod conn;
-mod endpoint;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]

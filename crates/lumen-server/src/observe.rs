@@ -7,8 +7,8 @@ use lumen_gateway::{Event, Observer};
 
 use crate::access;
 use crate::metrics::{
-    BackendReason, BackendResult, ContinuationLabels, FallbackLabels, KindLabel, Metrics,
-    ReasonLabel,
+    BackendReason, BackendResult, ContinuationLabels, FallbackLabels, KindLabel, Metrics, OpLabel,
+    ReasonLabel, ResultLabel,
 };
 
 pub(crate) struct ServerObserver {
@@ -25,6 +25,7 @@ impl Observer for ServerObserver {
     fn event(&self, event: &Event<'_>) {
         let m = &self.metrics;
         match event {
+            Event::Resolved { model } => access::note(|a| a.requested = Some((*model).to_owned())),
             Event::Queued { waited } => {
                 Metrics::observe(&m.queue_wait, *waited);
                 access::note(|a| a.waited += *waited);
@@ -139,6 +140,28 @@ impl Observer for ServerObserver {
                         result: if *ok { "ok" } else { "failed" }.to_owned(),
                     })
                     .inc();
+            }
+            Event::StoreFailed { op } => {
+                m.redis_errors
+                    .get_or_create(&OpLabel {
+                        op: (*op).to_owned(),
+                    })
+                    .inc();
+            }
+            Event::RateLimited { reason } => {
+                m.rate_limited
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.replace(' ', "_"),
+                    })
+                    .inc();
+            }
+            Event::Cache { result } => {
+                m.cache
+                    .get_or_create(&ResultLabel {
+                        result: (*result).to_owned(),
+                    })
+                    .inc();
+                access::note(|a| a.cache = result);
             }
             // The access record closes streams itself (time to first token, tokens, outcome).
             _ => {}

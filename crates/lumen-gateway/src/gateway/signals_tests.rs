@@ -1,6 +1,7 @@
 //! Routing on the engines' own reports through the core: in-memory engines whose `/metrics`
 //! text a test scripts, the scrape round, and the saturation hold, under a paused clock.
 
+use lumen_governance::Policy;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;

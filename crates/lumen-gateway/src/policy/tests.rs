@@ -1,3 +1,4 @@
+use super::settlement::charge;
 use super::*;
 
 #[test]

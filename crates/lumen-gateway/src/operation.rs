@@ -1,23 +1,28 @@
-//! Inference endpoints as descriptors. Each says how to read its request (the model, the
-//! completion budget for the token estimate, validation), whether it streams, what of it is
-//! cached, and which core operation serves it. One pipeline (`Api::inference`) runs every
-//! descriptor: parse → resolve the model once → authorize → admit against limits → cache →
-//! attempts → relay, with usage read from the answer for settlement, metrics and the log.
+//! The operations the pipeline serves, as descriptors. Each says where it lives (paths, the
+//! name traces and metrics use), how to read its request (the model, the completion budget for
+//! the token estimate, validation), whether it streams, what of it is cached, and which core
+//! call serves it. One pipeline ([`Gateway::serve`]) runs every operation: resolve the model
+//! once → authorize → admit against limits → cache → attempts → settle on the real usage.
+//! Adding a JSON endpoint is one operation here and one backend call.
 
 use futures::future::BoxFuture;
 use lumen_backend::RequestContext;
-use lumen_gateway::{Gateway, GatewayError, GatewayStream};
 use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
-    JsonAnswer, JsonRequest, RawExtra, Reply, RequestError,
+    JsonAnswer, JsonRequest, RawExtra, RequestError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::answered::Answered;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::stream::GatewayStream;
+
 /// How a request meets the response cache.
-pub(crate) enum Caching {
+pub enum Caching {
     /// Cached when deterministic (temperature 0 or a seed) unless the model is widened.
     IfDeterministic {
         temperature: Option<f64>,
@@ -27,11 +32,11 @@ pub(crate) enum Caching {
     Always,
 }
 
-/// One inference endpoint.
-pub(crate) trait Inference: 'static {
+/// One operation of the API.
+pub trait Operation: 'static {
     type Request: DeserializeOwned + HasModel + Send + 'static;
     type Answer: Serialize + HasModel + HasUsage + DeserializeOwned + Default + Send + 'static;
-    /// The stream chunk; endpoints that never stream name any chunk type (`not_streamed`).
+    /// The stream chunk; operations that never stream name any chunk type (`not_streamed`).
     type Chunk: Serialize
         + HasModel
         + HasUsage
@@ -41,10 +46,13 @@ pub(crate) trait Inference: 'static {
         + Send
         + 'static;
 
-    /// The endpoint's part of the cache key: distinct wherever the answer's shape can differ
-    /// (each rerank path has its own), so one shape is never served for another. (Metrics and
-    /// the access log name the route, `http::Endpoint`.)
+    /// The operation's part of the cache key: distinct wherever the answer's shape can differ
+    /// (each rerank path has its own), so one shape is never served for another.
     const NAME: &'static str;
+
+    /// The HTTP path (method `POST`) the operation is served at; the server's route table is
+    /// read from these.
+    const PATH: &'static str;
 
     /// The `model` field, resolved in place to the public id that was authorized.
     fn model(r: &mut Self::Request) -> &mut String {
@@ -77,10 +85,10 @@ pub(crate) trait Inference: 'static {
     /// count as requests only.
     const BILLS_TOKENS: bool = true;
 
-    /// The largest body this endpoint reads (413 beyond), from `server.max_body_bytes` (`all`)
-    /// and `server.max_tokenizer_body_bytes` (`unbilled`). An endpoint charged no tokens gets
-    /// the smaller cap: a key limited only by tokens could otherwise send the largest bodies
-    /// Lumen reads, for nothing but a request each.
+    /// The largest body this operation reads (413 beyond), from `server.max_body_bytes`
+    /// (`all`) and `server.max_tokenizer_body_bytes` (`unbilled`). An operation charged no
+    /// tokens gets the smaller cap: a key limited only by tokens could otherwise send the
+    /// largest bodies Lumen reads, for nothing but a request each.
     fn max_body_bytes(all: usize, unbilled: usize) -> usize {
         if Self::BILLS_TOKENS {
             all
@@ -102,7 +110,7 @@ pub(crate) trait Inference: 'static {
         core: &'a Gateway,
         r: Self::Request,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>>;
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>>;
 
     /// Only called when [`streams`](Self::streams) is true.
     fn stream<'a>(
@@ -162,13 +170,15 @@ fn not_streamed<'a, T: Send + 'static>() -> BoxFuture<'a, Result<GatewayStream<T
 }
 
 /// `POST /v1/chat/completions`.
-pub(crate) struct Chat;
+#[derive(Debug, Clone, Copy)]
+pub struct Chat;
 
-impl Inference for Chat {
+impl Operation for Chat {
     type Request = ChatCompletionRequest;
     type Answer = ChatCompletionResponse;
     type Chunk = ChatCompletionChunk;
     const NAME: &'static str = "chat";
+    const PATH: &'static str = "/v1/chat/completions";
 
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
@@ -202,8 +212,8 @@ impl Inference for Chat {
         core: &'a Gateway,
         r: Self::Request,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
-        Box::pin(core.chat(r, cx))
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+        Box::pin(core.chat_answered(r, cx))
     }
 
     fn stream<'a>(
@@ -216,13 +226,15 @@ impl Inference for Chat {
 }
 
 /// `POST /v1/completions`.
-pub(crate) struct Completions;
+#[derive(Debug, Clone, Copy)]
+pub struct Completions;
 
-impl Inference for Completions {
+impl Operation for Completions {
     type Request = CompletionRequest;
     type Answer = CompletionResponse;
     type Chunk = CompletionChunk;
     const NAME: &'static str = "completions";
+    const PATH: &'static str = "/v1/completions";
 
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
@@ -257,8 +269,8 @@ impl Inference for Completions {
         core: &'a Gateway,
         r: Self::Request,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
-        Box::pin(core.completions(r, cx))
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+        Box::pin(core.completions_answered(r, cx))
     }
 
     fn stream<'a>(
@@ -271,13 +283,15 @@ impl Inference for Completions {
 }
 
 /// `POST /v1/embeddings`.
-pub(crate) struct Embeddings;
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddings;
 
-impl Inference for Embeddings {
+impl Operation for Embeddings {
     type Request = EmbeddingRequest;
     type Answer = EmbeddingResponse;
     type Chunk = CompletionChunk;
     const NAME: &'static str = "embeddings";
+    const PATH: &'static str = "/v1/embeddings";
 
     fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
         r.validate()
@@ -297,8 +311,8 @@ impl Inference for Embeddings {
         core: &'a Gateway,
         r: Self::Request,
         cx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
-        Box::pin(core.embeddings(r, cx))
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+        Box::pin(core.embeddings_answered(r, cx))
     }
 
     fn stream<'a>(
@@ -326,13 +340,15 @@ fn require(r: &JsonRequest, field: &str) -> Result<(), RequestError> {
 macro_rules! json_endpoint {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $path:literal, bills = $bills:literal, validate = $validate:expr) => {
         $(#[$doc])*
-        pub(crate) struct $ty;
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
 
-        impl Inference for $ty {
+        impl Operation for $ty {
             type Request = JsonRequest;
             type Answer = JsonAnswer;
             type Chunk = CompletionChunk;
             const NAME: &'static str = $name;
+            const PATH: &'static str = $path;
             const BILLS_TOKENS: bool = $bills;
 
             fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
@@ -353,8 +369,8 @@ macro_rules! json_endpoint {
                 core: &'a Gateway,
                 r: Self::Request,
                 cx: &'a RequestContext,
-            ) -> BoxFuture<'a, Result<Reply<Self::Answer>, GatewayError>> {
-                Box::pin(core.call($path, r, cx))
+            ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+                Box::pin(core.call_answered($path, r, cx))
             }
 
             fn stream<'a>(
@@ -419,7 +435,7 @@ json_endpoint!(
 
 /// Which rerank descriptor serves a path ([`Rerank`], [`RerankBare`], [`RerankV2`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RerankPath {
+pub enum RerankPath {
     V1,
     Bare,
     V2,
@@ -427,7 +443,7 @@ pub(crate) enum RerankPath {
 
 impl RerankPath {
     /// The descriptor of a rerank path; `/v1/rerank` for any other.
-    pub(crate) fn of(path: &str) -> Self {
+    pub fn of(path: &str) -> Self {
         match path {
             "/rerank" => Self::Bare,
             "/v2/rerank" => Self::V2,

@@ -1,0 +1,10 @@
+//! A non-streamed answer as the attempt loop gives it to an operation.
+
+use lumen_openai_types::Reply;
+
+/// A non-streamed answer, and the fallback model that gave it when it is not the requested
+/// model's answer (then it is never cached under the requested model's key).
+pub struct Answered<T> {
+    pub reply: Reply<T>,
+    pub fell_back: Option<String>,
+}

@@ -1,0 +1,186 @@
+//! The pipeline: [`Gateway::serve`] runs the chain that is the product —
+//! resolve the model once → authorize the key on the result → charge its limits in the
+//! engine's scope → the cache → the attempts → settle on the real usage (for a stream, when it
+//! ends, however it ends) — for any [`Operation`](crate::operation::Operation). The server
+//! reads HTTP and renders answers in the caller's dialect; an embedder calls `serve` directly
+//! and gets keys, limits and the cache without the server crate.
+//!
+//! `serve` is written here rather than in `gateway.rs`: the operations it runs name the
+//! [`Gateway`] they call, so `gateway.rs` must not name them back (no file imports another in
+//! a circle).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lumen_backend::RequestContext;
+use lumen_governance::limits::RateHeaders;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::observer::Event;
+use crate::operation::{Caching, Operation};
+use crate::policy::{FallbackLimits, PolicyError, Principal, Settlement, prompt_estimate};
+use crate::stream::GatewayStream;
+
+impl Gateway {
+    /// The pipeline for one request of operation `O`: resolves the request's model once
+    /// (blank, `auto`, alias, passthrough) and authorizes the caller's key on the result (the
+    /// request then carries that id, so the attempts route exactly the model authorized);
+    /// charges the key's limits in the engine's scope; answers from the cache when it may;
+    /// runs the attempts; and settles the reservation on the real usage — at once for an
+    /// answer, when it ends for a stream. Fallbacks skip the models the key may not use and
+    /// pass its per-model limits first.
+    pub async fn serve<O: Operation>(
+        &self,
+        mut r: O::Request,
+        call: Call<'_>,
+        mut cx: RequestContext,
+    ) -> Result<Served<O::Chunk>, ServeError> {
+        let principal = call.principal;
+        cx.models = principal
+            .as_ref()
+            .and_then(|k| k.models.as_ref())
+            .map(|m| m.as_slice().into());
+        let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
+        // A model the key may not use is reported as not found, as it is absent from that
+        // key's model list.
+        let model = O::model(&mut r);
+        *model = self.resolve(model, &allowed)?;
+        let model = model.clone();
+        self.emit(&Event::Resolved { model: &model });
+        let policy = self.policy();
+        let engine_scope = principal.as_ref().and_then(|k| self.limit_scope(k, &model));
+        let scope = engine_scope.as_deref().unwrap_or(&model);
+        let estimate = if O::BILLS_TOKENS {
+            policy.estimate(call.body_len, O::completion_budget(&r), O::choices(&r))
+        } else {
+            0
+        };
+        let (mut settlement, rate) = policy.admit(principal, scope, estimate).await?;
+        // A fallback model's limits are checked and charged before the request moves there.
+        // Only keys with per-model limits need it: the key's own counters are the same
+        // whichever model serves.
+        if let (Some(key), Some(s)) = (
+            principal.as_ref().filter(|k| !k.per_model.is_empty()),
+            &settlement,
+        ) {
+            cx.admission = Some(Arc::new(FallbackLimits::new(
+                self,
+                key.clone(),
+                estimate,
+                s,
+            )));
+        }
+        if O::streams(&r) {
+            return match O::stream(self, r, &cx).await {
+                Ok(mut stream) => {
+                    stream.bill(settlement, prompt_estimate(call.body_len));
+                    Ok(Served::Stream { stream, rate })
+                }
+                Err(e) => {
+                    settlement.as_mut().map(Settlement::refund);
+                    Err(e.into())
+                }
+            };
+        }
+        let deterministic = match O::caching(&r) {
+            Caching::IfDeterministic { temperature, seed } => Some((temperature, seed)),
+            Caching::Always => None,
+        };
+        let plan = policy.cache_plan(
+            principal,
+            call.cache_control,
+            O::NAME,
+            &model,
+            deterministic,
+            || O::canonical(&r),
+        );
+        let cache_on = policy.settings().cache_enabled();
+        if let Some(json) = policy.cache_get(&plan).await {
+            settlement.as_mut().map(Settlement::refund);
+            return Ok(Served::Answer(Answer {
+                json,
+                tokens: None,
+                cache: cache_on.then(|| plan.result(true)),
+                fell_back: None,
+                rate,
+            }));
+        }
+        let answered = match O::call(self, r, &cx).await {
+            Ok(a) => a,
+            Err(e) => {
+                settlement.as_mut().map(Settlement::refund);
+                return Err(e.into());
+            }
+        };
+        let tokens = answered.reply.tokens();
+        if let Some(s) = settlement.as_mut() {
+            s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
+        }
+        // The engine's own bytes unless the answer was edited.
+        let json = answered.reply.to_json().map_err(ServeError::Encode)?;
+        if answered.fell_back.is_none() {
+            policy.cache_put(&plan, json.clone());
+        }
+        Ok(Served::Answer(Answer {
+            json,
+            tokens,
+            cache: cache_on.then(|| plan.result(false)),
+            fell_back: answered.fell_back,
+            rate,
+        }))
+    }
+}
+
+/// Who calls and how, beside the request itself.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// The caller's key, from [`PolicyStep::authenticate`](crate::PolicyStep::authenticate).
+    pub principal: &'a Principal,
+    /// The request body's size: the prompt part of the token estimate.
+    pub body_len: usize,
+    /// The caller's `Cache-Control` (`no-store` bypasses the cache, `no-cache` refreshes it).
+    pub cache_control: Option<&'a str>,
+}
+
+/// What the pipeline produced. Not boxed: it is moved once, out of `serve`, and taken apart
+/// at once; a box would cost every stream an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Served<C> {
+    /// A whole answer, from an engine or the cache.
+    Answer(Answer),
+    /// A committed stream. Its reservation rides inside it and settles when it ends
+    /// ([`GatewayStream::settle`]), with the engine's usage or, when that never arrived, the
+    /// prompt estimate plus the output relayed.
+    Stream {
+        stream: GatewayStream<C>,
+        rate: RateHeaders,
+    },
+}
+
+/// A whole answer as JSON: the engine's own bytes unless Lumen edited it.
+pub struct Answer {
+    pub json: Bytes,
+    /// (input, output) tokens the engine reported; `None` from the cache.
+    pub tokens: Option<(u64, u64)>,
+    /// What the cache did (`hit`, `miss`, `refresh`, `bypass`); `None` when the cache is off.
+    pub cache: Option<&'static str>,
+    /// The fallback model that answered, when it is not the requested one.
+    pub fell_back: Option<String>,
+    /// The key's rate-limit state, for `x-ratelimit-*`.
+    pub rate: RateHeaders,
+}
+
+/// Why the pipeline could not serve a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The key's limits refused it (or the store that keeps them could not answer).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Routing refused it, or the engines failed it after every retry and fallback.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The answer could not be encoded (an engine answer Lumen edited).
+    #[error("the answer could not be encoded: {0}")]
+    Encode(serde_json::Error),
+}
