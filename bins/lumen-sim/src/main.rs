@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use lumen_sim::{EngineConfig, Faults, SimConfig, Simulator};
+use lumen_sim::{EngineConfig, Faults, MessagesApi, SimConfig, Simulator};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,14 @@ struct Args {
     /// Context length, as vLLM's `max_model_len` (longer requests get 400).
     #[arg(long, default_value_t = 8192)]
     max_model_len: u32,
+    /// Do not serve Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`
+    /// answer 404, as on TGI or Ollama).
+    #[arg(long)]
+    no_messages: bool,
+    /// Serve Anthropic's Messages API for every model but this one (repeatable; comma-separated
+    /// also works): its requests get the 404 of a missing route.
+    #[arg(long = "no-messages-for", value_delimiter = ',')]
+    no_messages_for: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -137,7 +145,13 @@ fn main() -> ExitCode {
         eprintln!("lumen-sim: {err}");
         return ExitCode::from(2);
     }
+    let messages_api = match (args.no_messages, args.no_messages_for.is_empty()) {
+        (true, _) => MessagesApi::None,
+        (false, true) => MessagesApi::All,
+        (false, false) => MessagesApi::Except(args.no_messages_for),
+    };
     let cfg = SimConfig {
+        messages_api,
         models: args.models,
         max_model_len: args.max_model_len,
         engine,
@@ -203,5 +217,8 @@ mod tests {
         assert_eq!(args.max_model_len, SimConfig::default().max_model_len);
         let off = Args::try_parse_from(["lumen-sim"]).unwrap();
         assert_eq!(off.engine.config(), None);
+        assert!(!off.no_messages && off.no_messages_for.is_empty());
+        let some = Args::try_parse_from(["lumen-sim", "--no-messages-for", "a,b"]).unwrap();
+        assert_eq!(some.no_messages_for, ["a", "b"]);
     }
 }

@@ -28,6 +28,36 @@ pub struct SimConfig {
     pub engine: Option<crate::EngineConfig>,
     /// Which engine to imitate where engines differ.
     pub flavor: Flavor,
+    /// Which models serve Anthropic's Messages API natively (as vLLM, SGLang and llama.cpp
+    /// do); the others answer its routes 404, like an engine without them (TGI, Ollama), so a
+    /// gateway's translation to chat completions can be tested against the same simulator.
+    pub messages_api: MessagesApi,
+}
+
+/// Where `POST /v1/messages` and `POST /v1/messages/count_tokens` are served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MessagesApi {
+    /// For every model.
+    #[default]
+    All,
+    /// For no model: the routes do not exist (404 before the body is read).
+    None,
+    /// For every model but these: a request naming one gets the 404 of a missing route.
+    Except(Vec<String>),
+}
+
+impl MessagesApi {
+    /// Whether a request for `model` is served (`None`: the default model).
+    pub fn serves(&self, model: Option<&str>, default: Option<&str>) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Except(off) => {
+                let model = model.filter(|m| !m.is_empty()).or(default).unwrap_or("");
+                !off.iter().any(|m| m == model)
+            }
+        }
+    }
 }
 
 /// The engine the simulator imitates where real engines behave differently. Everything else
@@ -78,6 +108,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             flavor: Flavor::default(),
             engine: None,
+            messages_api: MessagesApi::default(),
         }
     }
 }

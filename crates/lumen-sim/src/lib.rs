@@ -15,6 +15,10 @@
 //!   a small reversible vocabulary: the simulator's own words plus a token per byte, so
 //!   detokenizing a tokenization gives the text back. Its counts are not the `usage.prompt_tokens`
 //!   of completions, which stay a free estimate from the prompt's byte length.
+//! - `POST /v1/messages` (streamed or not) and `POST /v1/messages/count_tokens`: Anthropic's
+//!   Messages API as vLLM's and llama.cpp's servers serve it (`message_start` carrying the
+//!   prompt's tokens, the output's in `message_delta`, errors in Anthropic's shape), for the
+//!   models [`SimConfig::messages_api`] says; other models get the 404 of a missing route.
 //! - `GET /health`, `GET /v1/models` (with `max_model_len`), `GET /metrics`.
 //! - In llama.cpp flavour ([`Flavor::LlamaCpp`]) the tokenizer endpoints take llama-server's
 //!   shapes instead (`/tokenize` reads `content` and answers `{"tokens"}`, `/detokenize` answers
@@ -51,7 +55,7 @@
 //! - `config`: [`SimConfig`], [`Faults`], [`Flavor`].
 //! - `engine`: the optional engine model.
 //! - `server`: the accept loop and request handlers; `server/llamacpp.rs` the llama.cpp-flavour
-//!   ones.
+//!   ones, `server/messages.rs` Anthropic's Messages API.
 //! - `text`: deterministic tokens, the tokenizer, rerank scores, embeddings and base64.
 
 mod config;
@@ -63,7 +67,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use config::{Faults, Flavor, SimConfig};
+pub use config::{Faults, Flavor, MessagesApi, SimConfig};
 pub use engine::EngineConfig;
 pub use server::serve;
 

@@ -22,12 +22,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
-use crate::config::{Faults, Flavor};
+use crate::config::{Faults, Flavor, MessagesApi};
 use crate::engine::Pace;
 use crate::text;
 use crate::{Recorded, Simulator, State};
 
 mod llamacpp;
+mod messages;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -101,6 +102,9 @@ struct SimRequest<'a> {
     prompt: Option<&'a RawValue>,
     #[serde(default, borrow)]
     tools: Option<&'a RawValue>,
+    /// Anthropic's system prompt (Messages only).
+    #[serde(default, borrow)]
+    system: Option<&'a RawValue>,
     #[serde(default)]
     input: Option<serde_json::Value>,
     #[serde(default)]
@@ -129,6 +133,8 @@ enum Route {
     Detokenize,
     /// llama.cpp only: chat messages through the template, as text.
     ApplyTemplate,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -136,6 +142,8 @@ enum Kind {
     Chat,
     Completion,
     Embedding,
+    /// Anthropic's Messages API.
+    Messages,
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -164,6 +172,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/v1/chat/completions") => Route::Generate(Kind::Chat),
         (&Method::POST, "/v1/completions") => Route::Generate(Kind::Completion),
         (&Method::POST, "/v1/embeddings") => Route::Generate(Kind::Embedding),
+        (&Method::POST, "/v1/messages") if state.cfg.messages_api != MessagesApi::None => {
+            Route::Generate(Kind::Messages)
+        }
+        (&Method::POST, "/v1/messages/count_tokens")
+            if state.cfg.messages_api != MessagesApi::None =>
+        {
+            Route::CountTokens
+        }
         // vLLM serves all three; Jina's clients use /v1, Cohere's v2 API /v2.
         (&Method::POST, "/rerank" | "/v1/rerank" | "/v2/rerank") => Route::Rerank,
         (&Method::POST, "/tokenize") => Route::Tokenize,
@@ -180,7 +196,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     // Rerank runs the model like an embedding does; the tokenizer endpoints never reach it.
     if !matches!(
         route,
-        Route::Tokenize | Route::Detokenize | Route::ApplyTemplate
+        Route::Tokenize | Route::Detokenize | Route::ApplyTemplate | Route::CountTokens
     ) {
         state.generation_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -191,6 +207,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     };
     if state.cfg.record > 0 {
         record(&state, &Request::from_parts(parts, ()), body.clone());
+    }
+    if matches!(route, Route::Generate(Kind::Messages) | Route::CountTokens) {
+        if !messages::served(&state, &body) {
+            return Ok(error(StatusCode::NOT_FOUND, "Not Found", false));
+        }
+        let resp = match route {
+            Route::CountTokens => messages::count_tokens(state, &body).await,
+            _ => generate(state, Kind::Messages, &body).await,
+        };
+        return Ok(messages::anthropic_errors(resp).await);
     }
     Ok(match route {
         Route::Generate(kind) => generate(state, kind, &body).await,
@@ -204,6 +230,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             Flavor::LlamaCpp => llamacpp::detokenize(state, &body).await,
         },
         Route::ApplyTemplate => llamacpp::apply_template(state, &body).await,
+        // Answered above.
+        Route::CountTokens => error(StatusCode::NOT_FOUND, "Not Found", false),
     })
 }
 
@@ -261,12 +289,12 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         return error(StatusCode::BAD_REQUEST, &msg, faults.flat_error);
     }
     let prompt_raw = match kind {
-        Kind::Chat => req.messages,
+        Kind::Chat | Kind::Messages => req.messages,
         Kind::Completion => req.prompt,
         Kind::Embedding => None,
     };
     if kind != Kind::Embedding && prompt_raw.is_none() {
-        let field = if kind == Kind::Chat {
+        let field = if matches!(kind, Kind::Chat | Kind::Messages) {
             "messages"
         } else {
             "prompt"
@@ -279,7 +307,7 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
     }
     // A final assistant message is an answer to continue (a prefill), from where it stops.
     let prefill = match (kind, req.messages) {
-        (Kind::Chat, Some(m)) => match final_assistant(m) {
+        (Kind::Chat | Kind::Messages, Some(m)) => match final_assistant(m) {
             Ok(p) => p,
             Err(msg) => return error(StatusCode::BAD_REQUEST, &msg, faults.flat_error),
         },
@@ -300,7 +328,7 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         return error(StatusCode::BAD_REQUEST, msg, faults.flat_error);
     }
     let start = match (kind, &prefill, req.prompt) {
-        (Kind::Chat, Some(text), _) => text::continued_from(text),
+        (Kind::Chat | Kind::Messages, Some(text), _) => text::continued_from(text),
         (Kind::Completion, _, Some(p)) => serde_json::from_str::<&str>(p.get())
             .map(text::continued_from)
             .unwrap_or(0),
@@ -321,7 +349,9 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
     // With the engine model on, the request joins its queue; time comes from its steps.
     let (mut pace, prompt_tokens) = match &state.engine {
         Some(engine) if kind != Kind::Embedding => {
-            let messages = req.messages.filter(|_| kind == Kind::Chat);
+            let messages = req
+                .messages
+                .filter(|_| matches!(kind, Kind::Chat | Kind::Messages));
             let prompt = req.prompt.filter(|_| kind == Kind::Completion);
             match engine.admit(messages, req.tools, prompt, max_tokens, start) {
                 Ok((ticket, n)) => (Pace::Engine(ticket), n),
@@ -330,7 +360,9 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         }
         _ => (
             Pace::Fixed,
-            text::estimate_tokens(prompt_raw.map_or(0, |r| r.get().len())),
+            text::estimate_tokens(
+                prompt_raw.map_or(0, |r| r.get().len()) + req.system.map_or(0, |s| s.get().len()),
+            ),
         ),
     };
     let mut g = Generation {
@@ -340,7 +372,12 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         kind,
         start,
         n: max_tokens,
-        choices: req.n.unwrap_or(1).max(1),
+        // Anthropic has no `n`.
+        choices: if kind == Kind::Messages {
+            1
+        } else {
+            req.n.unwrap_or(1).max(1)
+        },
         finish: if req.max_tokens.is_some() || req.max_completion_tokens.is_some() {
             "length"
         } else {
@@ -349,7 +386,7 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         prompt_tokens,
         cached_tokens: None,
         // llama.cpp's quirk: a prefill it was not told to continue comes back first.
-        repeat: prefill.filter(|_| !vllm && !continues),
+        repeat: prefill.filter(|_| !vllm && !continues && kind != Kind::Messages),
         continuous: false,
     };
     if kind == Kind::Embedding {
@@ -520,6 +557,7 @@ impl Generation {
             Kind::Chat => "chatcmpl",
             Kind::Completion => "cmpl",
             Kind::Embedding => "embd",
+            Kind::Messages => "msg",
         };
         let _ = write!(
             out,
@@ -563,6 +601,9 @@ impl Generation {
     }
 
     fn full_response(&self) -> String {
+        if self.kind == Kind::Messages {
+            return messages::full_response(self);
+        }
         let mut out = String::with_capacity(512);
         let text = json_str(&self.text(0, self.n));
         let (object, body) = match self.kind {
@@ -593,6 +634,9 @@ impl Generation {
     /// One SSE frame of choice `c`: tokens `from..to` of its answer, or (`None`) chat's
     /// role-only opening chunk.
     fn token_frame(&self, c: u32, span: Option<(u32, u32)>) -> Bytes {
+        if self.kind == Kind::Messages {
+            return messages::frame(self, span);
+        }
         let mut out = String::with_capacity(256);
         out.push_str("data: ");
         let finish = match span {
@@ -631,6 +675,9 @@ impl Generation {
     }
 
     fn usage_frame(&self) -> Bytes {
+        if self.kind == Kind::Messages {
+            return messages::end_frames(self);
+        }
         let mut out = String::from("data: ");
         let object = if self.kind == Kind::Chat {
             "chat.completion.chunk"
@@ -658,7 +705,7 @@ enum Step {
 }
 
 /// What the stream does when it reaches token `i`: nothing, or one of the injected faults.
-fn fault_at(faults: &Faults, i: u32) -> Option<Step> {
+fn fault_at(faults: &Faults, kind: Kind, i: u32) -> Option<Step> {
     if faults.drop_after == Some(i) {
         return Some(Step::Fail);
     }
@@ -671,6 +718,9 @@ fn fault_at(faults: &Faults, i: u32) -> Option<Step> {
         )));
     }
     faults.error_after.filter(|at| *at == i).map(|_| {
+        if kind == Kind::Messages {
+            return Step::Frame(Bytes::from_static(messages::INJECTED_ERROR));
+        }
         Step::Frame(Bytes::from_static(
             b"data: {\"error\":{\"object\":\"error\",\"message\":\"injected engine failure\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\ndata: [DONE]\n\n",
         ))
@@ -695,7 +745,7 @@ fn stream(
     let per_chunk = faults.tokens_per_chunk.unwrap_or(1).max(1);
     let mut steps = Vec::with_capacity((g.n / per_chunk + 2) as usize * (g.choices as usize + 1));
     steps.push(Step::Wait(ttft));
-    if g.kind == Kind::Chat {
+    if matches!(g.kind, Kind::Chat | Kind::Messages) {
         steps.extend((0..g.choices).map(|c| Step::Frame(g.token_frame(c, None))));
     }
     let mut ended_early = false;
@@ -703,7 +753,7 @@ fn stream(
     // `per_chunk`, or sooner when a fault cuts the stream.
     let mut from = 0;
     for i in 0..=g.n {
-        let fault = (i < g.n).then(|| fault_at(&faults, i)).flatten();
+        let fault = (i < g.n).then(|| fault_at(&faults, g.kind, i)).flatten();
         if i > from && (i - from == per_chunk || i == g.n || fault.is_some()) {
             for c in 0..g.choices {
                 steps.push(Step::Frame(g.token_frame(c, Some((from, i)))));
@@ -720,11 +770,17 @@ fn stream(
         }
     }
     if !ended_early {
-        if include_usage {
+        // Anthropic's stream always ends with the usage (`message_delta`).
+        if include_usage || g.kind == Kind::Messages {
             steps.push(Step::Usage);
         }
         if !faults.no_done {
-            steps.push(Step::Frame(Bytes::from_static(b"data: [DONE]\n\n")));
+            let done: &'static [u8] = if g.kind == Kind::Messages {
+                messages::MESSAGE_STOP
+            } else {
+                b"data: [DONE]\n\n"
+            };
+            steps.push(Step::Frame(Bytes::from_static(done)));
         }
     }
     let tokens = g.completion_tokens();
