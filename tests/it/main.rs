@@ -21,6 +21,7 @@ mod governance;
 mod lifecycle;
 mod limits;
 mod memory;
+mod messages;
 mod observability;
 mod openai_client;
 mod proxy;

@@ -211,7 +211,16 @@ impl ApiError {
     }
 
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
-        let mut resp = Response::new(full(self.body_json()));
+        self.into_response_in(crate::dialect::Dialect::OpenAi, request_id)
+    }
+
+    /// The response, with the body in the caller's API dialect.
+    pub(crate) fn into_response_in(
+        self,
+        dialect: crate::dialect::Dialect,
+        request_id: &HeaderValue,
+    ) -> Response<ResponseBody> {
+        let mut resp = Response::new(full(dialect.error_body(&self)));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -366,6 +375,16 @@ impl From<LimitError> for ApiError {
             }
             LimitError::Store(_) => Self::shared_state_unavailable(),
         }
+    }
+}
+
+impl From<lumen_anthropic_types::RequestError> for ApiError {
+    fn from(e: lumen_anthropic_types::RequestError) -> Self {
+        let mut out = Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, e.to_string());
+        if let Some(field) = e.field() {
+            out.error.param = Some(field.to_owned());
+        }
+        out
     }
 }
 

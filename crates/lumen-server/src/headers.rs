@@ -206,6 +206,17 @@ pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, InvalidHe
         .ok_or(InvalidHeader("x-lumen-timeout-ms"))
 }
 
+/// Anthropic's `x-api-key`, when there is a non-empty one (Claude Code and the Anthropic SDKs
+/// send the key there rather than as a bearer token).
+pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-api-key")?
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// The bearer token of `Authorization`, when there is a non-empty one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;

@@ -14,7 +14,6 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use lumen_backend::{BackendError, RequestContext};
 use lumen_openai_types::continuation::StreamPiece;
-use lumen_openai_types::sse::{DONE_FRAME, data_frame};
 use lumen_openai_types::{HasModel, HasUsage};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -22,10 +21,13 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::access::Access;
+use crate::dialect::{AnthropicFrames, Dialect, Frames, OpenAiFrames};
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
+use lumen_anthropic_types::translate::{self, TranslateOptions};
+use lumen_anthropic_types::{MessagesRequest, StreamTranslator};
 use lumen_gateway::operation::{
     Chat, Completions, Detokenize, Embeddings, Operation, Rerank, RerankBare, RerankPath, RerankV2,
     Tokenize,
@@ -33,6 +35,7 @@ use lumen_gateway::operation::{
 use lumen_gateway::policy::Principal;
 use lumen_gateway::{Answer, Call, Served};
 use lumen_governance::limits::RateHeaders;
+use lumen_openai_types::ChatCompletionResponse;
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
 /// operational ones.
@@ -52,6 +55,8 @@ enum Endpoint {
     Tokenize,
     Detokenize,
     Rerank,
+    Messages,
+    CountTokens,
     Models,
     Model,
     Health,
@@ -73,6 +78,8 @@ impl Endpoint {
             Tokenize::PATH => Self::Tokenize,
             Detokenize::PATH => Self::Detokenize,
             Rerank::PATH | RerankBare::PATH | RerankV2::PATH => Self::Rerank,
+            "/v1/messages" => Self::Messages,
+            "/v1/messages/count_tokens" => Self::CountTokens,
             "/v1/models" => Self::Models,
             "/health" => Self::Health,
             "/health/inference" => Self::HealthInference,
@@ -117,7 +124,9 @@ impl Endpoint {
             | Self::Embeddings
             | Self::Tokenize
             | Self::Detokenize
-            | Self::Rerank => "POST",
+            | Self::Rerank
+            | Self::Messages
+            | Self::CountTokens => "POST",
             Self::AdminKeys => "GET, POST",
             Self::AdminKey => "DELETE",
             _ => "GET, HEAD",
@@ -131,7 +140,9 @@ impl Endpoint {
             | Self::Embeddings
             | Self::Tokenize
             | Self::Detokenize
-            | Self::Rerank => m == Method::POST,
+            | Self::Rerank
+            | Self::Messages
+            | Self::CountTokens => m == Method::POST,
             Self::AdminKeys => m == Method::GET || m == Method::POST,
             Self::AdminKey => m == Method::DELETE,
             _ => m == Method::GET || m == Method::HEAD,
@@ -148,9 +159,19 @@ impl Endpoint {
                 | Self::Tokenize
                 | Self::Detokenize
                 | Self::Rerank
+                | Self::Messages
+                | Self::CountTokens
                 | Self::Models
                 | Self::Model
         )
+    }
+
+    /// The API dialect its answers and errors are written in.
+    fn dialect(self) -> Dialect {
+        match self {
+            Self::Messages | Self::CountTokens => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
     }
 
     /// The GenAI operation name and the route of an inference endpoint (`None`: not traced).
@@ -162,6 +183,8 @@ impl Endpoint {
             Self::Embeddings => ("embeddings", "/v1/embeddings"),
             Self::Tokenize => ("tokenize", "/tokenize"),
             Self::Detokenize => ("detokenize", "/detokenize"),
+            Self::Messages => ("chat", "/v1/messages"),
+            Self::CountTokens => ("count_tokens", "/v1/messages/count_tokens"),
             Self::Rerank => (
                 "rerank",
                 match path {
@@ -182,6 +205,8 @@ impl Endpoint {
             Self::Tokenize => "tokenize",
             Self::Detokenize => "detokenize",
             Self::Rerank => "rerank",
+            Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
             Self::Models => "models",
             Self::Model => "model",
             Self::Health => "health",
@@ -282,7 +307,8 @@ impl Api {
                     if let Some(t) = access.trace.as_deref_mut() {
                         t.set_error_type(e.error.code.as_deref().unwrap_or(&e.error.kind));
                     }
-                    let resp = e.into_response(&request_id);
+                    let dialect = endpoint.map_or(Dialect::OpenAi, Endpoint::dialect);
+                    let resp = e.into_response_in(dialect, &request_id);
                     access.finish(
                         &self.gw.inner.metrics,
                         resp.status().as_u16(),
@@ -338,11 +364,13 @@ impl Api {
         }
         let cx = self.context(&req, request_id, traceparent)?;
         let principal = if endpoint.is_api() {
-            self.gw
-                .core()
-                .policy()
-                .authenticate(headers::bearer(req.headers()))
-                .await?
+            // Anthropic's clients send their key as `x-api-key`.
+            let token = headers::bearer(req.headers()).or_else(|| {
+                (endpoint.dialect() == Dialect::Anthropic)
+                    .then(|| headers::api_key(req.headers()))
+                    .flatten()
+            });
+            self.gw.core().policy().authenticate(token).await?
         } else {
             None
         };
@@ -452,6 +480,8 @@ impl Api {
                 self.inference::<Detokenize, B>(req, principal, request_id, cx)
                     .await
             }
+            Endpoint::Messages => self.messages(req, principal, request_id, cx).await,
+            Endpoint::CountTokens => self.count_tokens(req, principal, request_id, cx).await,
             // Each path keeps its own shape on the engine (and in the cache).
             Endpoint::Rerank => match RerankPath::of(&path) {
                 RerankPath::V1 => {
@@ -500,9 +530,111 @@ impl Api {
             cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
         };
         Ok(match self.gw.core().serve::<O>(r, call, cx).await? {
-            Served::Stream { stream, rate } => self.sse(stream, request_id, rate),
+            Served::Stream { stream, rate } => self.sse(stream, request_id, rate, OpenAiFrames),
             Served::Answer(answer) => Outcome::Done(answer_response(answer, request_id)),
         })
+    }
+
+    /// `POST /v1/messages`: Anthropic's Messages API, translated to a chat completion and
+    /// run through the same pipeline as chat (keys, model lists, limits, cache, retries,
+    /// fallbacks, continuation, billing on the engine's usage); the answer, its stream and its
+    /// errors are written back in Anthropic's shape.
+    async fn messages<B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let settings = self.gw.settings();
+        let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
+        let request = MessagesRequest::parse(&body)?;
+        let translated = translate::to_chat(&request, &TranslateOptions::default())?;
+        drop(request);
+        Chat::validate(&translated.request, settings.max_n)?;
+        let body_len = body.len();
+        drop(body);
+        let call = Call {
+            principal: &principal,
+            body_len,
+            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        let reply = translated.reply;
+        Ok(
+            match self
+                .gw
+                .core()
+                .serve::<Chat>(translated.request, call, cx)
+                .await?
+            {
+                Served::Stream { stream, rate } => self.sse(
+                    stream,
+                    request_id,
+                    rate,
+                    AnthropicFrames::new(StreamTranslator::new(reply)),
+                ),
+                Served::Answer(mut answer) => {
+                    let chat: ChatCompletionResponse = serde_json::from_slice(&answer.json)
+                        .map_err(|e| translation_failed(&e.to_string()))?;
+                    let message = translate::reply_from_chat(&chat, &reply)
+                        .map_err(|e| translation_failed(&e.to_string()))?;
+                    answer.json = Bytes::from(message.to_json());
+                    Outcome::Done(answer_response(answer, request_id))
+                }
+            },
+        )
+    }
+
+    /// `POST /v1/messages/count_tokens`: the messages (and tools) through the engine's
+    /// tokenizer with its chat template (`/tokenize`), answered as `{"input_tokens": n}`. Like
+    /// `/tokenize`, charged as a request, never as tokens.
+    async fn count_tokens<B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let settings = self.gw.settings();
+        let limit =
+            Tokenize::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
+        let (body, _budget) = self.read_body(req, limit).await?;
+        let request = MessagesRequest::parse_count_tokens(&body)?;
+        let chat = translate::count_tokens_to_chat(&request)?;
+        drop(request);
+        let tokenize = serde_json::to_vec(&CountTokensBody {
+            model: &chat.model,
+            messages: &chat.messages,
+            tools: chat.extra.get("tools"),
+        })
+        .map_err(|e| translation_failed(&e.to_string()))?;
+        let r = Tokenize::read(&tokenize, settings.max_n)?;
+        let call = Call {
+            principal: &principal,
+            body_len: body.len(),
+            cache_control: None,
+        };
+        drop(body);
+        match self.gw.core().serve::<Tokenize>(r, call, cx).await? {
+            Served::Answer(mut answer) => {
+                let counted: TokenCount = serde_json::from_slice(&answer.json)
+                    .map_err(|e| translation_failed(&e.to_string()))?;
+                answer.json = Bytes::from(format!("{{\"input_tokens\":{}}}", counted.count));
+                Ok(Outcome::Done(answer_response(answer, request_id)))
+            }
+            Served::Stream { .. } => {
+                Err(translation_failed("the tokenizer answered with a stream"))
+            }
+        }
     }
 
     /// What the gateway needs from the request's headers.
@@ -559,11 +691,13 @@ impl Api {
             + Default
             + Send
             + 'static,
+        F: Frames<T>,
     >(
         &self,
         stream: GatewayStream<T>,
         request_id: &HeaderValue,
         rate: RateHeaders,
+        frames: F,
     ) -> Outcome {
         let mut access = current_access();
         // Read before the stream and the record move into the body.
@@ -589,6 +723,7 @@ impl Api {
             .clone();
         let mut closing = self.gw.inner.closing.subscribe();
         let body = SseBody {
+            frames,
             tpot,
             closing: Box::pin(async move {
                 // An error means the gateway is gone; then nothing will ever close the stream.
@@ -659,6 +794,31 @@ fn answer_response(a: Answer, request_id: &HeaderValue) -> Response<ResponseBody
     with_id(resp, request_id)
 }
 
+/// An engine answer that could not be written in the caller's dialect.
+fn translation_failed(why: &str) -> ApiError {
+    tracing::warn!(error = %lumen_gateway::Text(why), "answer translation failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        crate::error::SERVER_ERROR,
+        format!("The engine's answer could not be translated: {why}"),
+    )
+}
+
+/// vLLM's `/tokenize` body for a count: the chat messages and tools with the template applied.
+#[derive(Serialize)]
+struct CountTokensBody<'a> {
+    model: &'a str,
+    messages: &'a lumen_openai_types::Messages,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The count in a `/tokenize` answer.
+#[derive(serde::Deserialize)]
+struct TokenCount {
+    count: u64,
+}
+
 fn with_id(mut resp: Response<ResponseBody>, request_id: &HeaderValue) -> Response<ResponseBody> {
     resp.headers_mut().insert(REQUEST_ID, request_id.clone());
     resp
@@ -698,13 +858,14 @@ struct Record {
 }
 
 pin_project_lite::pin_project! {
-    /// Server-sent events for a committed stream: one frame per engine chunk (its original
-    /// bytes when unchanged), then `data: [DONE]`. A failure after commit becomes one
-    /// `data: {"error": ...}` event followed by `data: [DONE]`, and the body ends cleanly.
-    /// Dropping the body (client gone) drops the engine stream, which aborts generation.
-    struct SseBody<T> {
+    /// Server-sent events for a committed stream, written by the dialect's [`Frames`] (OpenAI:
+    /// one frame per engine chunk, its original bytes when unchanged, then `data: [DONE]`; a
+    /// failure after commit is one error event and the body ends cleanly). Dropping the body
+    /// (client gone) drops the engine stream, which aborts generation.
+    struct SseBody<T, F> {
         #[pin]
         inner: GatewayStream<T>,
+        frames: F,
         finished: bool,
         last_chunk: Instant,
         chunks: u64,
@@ -718,7 +879,7 @@ pin_project_lite::pin_project! {
         span: tracing::Span,
     }
 
-    impl<T> PinnedDrop for SseBody<T> {
+    impl<T, F> PinnedDrop for SseBody<T, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let _entered = this.span.enter();
@@ -750,8 +911,10 @@ fn close<T>(mut r: Record, stream: &mut GatewayStream<T>, outcome: &str) {
         .finish(&r.gateway.inner.metrics, 200, outcome, r.overhead);
 }
 
-impl<T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOwned + Default> Body
-    for SseBody<T>
+impl<T, F> Body for SseBody<T, F>
+where
+    T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOwned + Default,
+    F: Frames<T>,
 {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -772,39 +935,43 @@ impl<T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOw
                 r.error = Some("shutdown");
                 close(r, this.inner.as_mut().get_mut(), "shutdown");
             }
-            return Poll::Ready(Some(Ok(Frame::data(api_error_event(
-                &ApiError::shutting_down(),
-            )))));
+            return Poll::Ready(Some(Ok(Frame::data(
+                this.frames.fail(&ApiError::shutting_down()),
+            ))));
         }
-        let bytes = match ready!(this.inner.as_mut().poll_next(cx)) {
-            Some(Ok(chunk)) => {
-                *this.chunks += 1;
-                if *this.chunks > 1 {
-                    Metrics::observe(this.tpot, this.last_chunk.elapsed());
-                }
-                *this.last_chunk = Instant::now();
-                match chunk.to_json() {
-                    Ok(json) => data_frame(&json),
-                    Err(e) => {
-                        *this.finished = true;
-                        error_event(BackendError::Protocol {
-                            backend: String::new(),
-                            message: format!("could not encode a chunk: {e}"),
-                        })
+        let bytes = loop {
+            match ready!(this.inner.as_mut().poll_next(cx)) {
+                Some(Ok(chunk)) => {
+                    *this.chunks += 1;
+                    if *this.chunks > 1 {
+                        Metrics::observe(this.tpot, this.last_chunk.elapsed());
+                    }
+                    *this.last_chunk = Instant::now();
+                    match this.frames.chunk(&chunk) {
+                        // A chunk a dialect writes nothing for (yet): read the next one.
+                        Ok(frames) if frames.is_empty() => continue,
+                        Ok(frames) => break frames,
+                        Err(e) => {
+                            *this.finished = true;
+                            break this.frames.fail(&ApiError::from(BackendError::Protocol {
+                                backend: String::new(),
+                                message: format!("could not encode a chunk: {e}"),
+                            }));
+                        }
                     }
                 }
-            }
-            Some(Err(e)) => {
-                *this.finished = true;
-                tracing::warn!(error = %lumen_gateway::Text(&e.to_string()), kind = e.kind(), "stream failed after commit");
-                if let Some(r) = this.record.as_mut() {
-                    r.error = Some(e.kind());
+                Some(Err(e)) => {
+                    *this.finished = true;
+                    tracing::warn!(error = %lumen_gateway::Text(&e.to_string()), kind = e.kind(), "stream failed after commit");
+                    if let Some(r) = this.record.as_mut() {
+                        r.error = Some(e.kind());
+                    }
+                    break this.frames.fail(&ApiError::from(e));
                 }
-                error_event(e)
-            }
-            None => {
-                *this.finished = true;
-                Bytes::from_static(DONE_FRAME)
+                None => {
+                    *this.finished = true;
+                    break this.frames.end();
+                }
             }
         };
         if *this.finished {
@@ -818,17 +985,6 @@ impl<T: Serialize + HasModel + HasUsage + StreamPiece + serde::de::DeserializeOw
     fn is_end_stream(&self) -> bool {
         self.finished
     }
-}
-
-fn error_event(e: BackendError) -> Bytes {
-    api_error_event(&ApiError::from(e))
-}
-
-/// One `data: {"error":...}` event followed by `data: [DONE]`.
-fn api_error_event(api: &ApiError) -> Bytes {
-    let mut out = data_frame(&api.body_json()).to_vec();
-    out.extend_from_slice(DONE_FRAME);
-    Bytes::from(out)
 }
 
 /// The `Content-Length` a request declares, when it is a number (hyper has already refused a

@@ -14,7 +14,8 @@
 //! - `shared`: keys, limits and the cache on the request path (`Settlement`, `FallbackLimits`).
 //! - `admin`: `/admin/*`. [`health`]: `/health/inference` and `/ready`.
 //! - `body`: reading request bodies, and the memory budget they share.
-//! - [`error`]: [`ApiError`], the single error-to-HTTP mapping.
+//! - [`error`]: [`ApiError`], the single error-to-HTTP mapping; `dialect`: how errors and
+//!   stream frames are written in the caller's API (OpenAI's, or Anthropic's on `/v1/messages`).
 //! - `serve`, `conn`, `tls`: the accept loop and graceful shutdown, the socket under hyper,
 //!   the TLS acceptor.
 //! - `headers`, `path`, [`redact`]: what is read from client headers and paths; secrets in URLs.
@@ -26,6 +27,7 @@ mod admin;
 mod body;
 pub mod config;
 mod conn;
+mod dialect;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]

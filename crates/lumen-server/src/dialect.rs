@@ -1,0 +1,114 @@
+//! The dialects the edge speaks: how an error's body, and a committed stream's frames, are
+//! written for the caller's API. OpenAI's (chat, completions, embeddings, the engines' JSON
+//! endpoints) and Anthropic's (`/v1/messages`). The core's pipeline is the same for both; only
+//! the rendering differs, so a new API is a dialect here and a translation, not a copy of the
+//! chat path.
+
+use bytes::Bytes;
+use lumen_anthropic_types::{StreamEvent, StreamTranslator};
+use lumen_openai_types::sse::{DONE_FRAME, data_frame};
+use lumen_openai_types::{ChatCompletionChunk, Chunk};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The API a request speaks, chosen by its route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// An error's JSON body in this dialect: OpenAI's `{"error": {...}}`, or Anthropic's
+    /// `{"type": "error", "error": {"type", "message"}}` (its type from the status), so each
+    /// SDK raises its own exception types.
+    pub(crate) fn error_body(self, e: &ApiError) -> Bytes {
+        match self {
+            Self::OpenAi => e.body_json(),
+            Self::Anthropic => Bytes::from(
+                lumen_anthropic_types::ErrorBody::for_status(
+                    e.status.as_u16(),
+                    e.error.message.clone(),
+                )
+                .to_json(),
+            ),
+        }
+    }
+}
+
+/// How a committed stream's chunks become SSE frames. Per stream: a dialect that translates
+/// keeps its state here.
+pub(crate) trait Frames<T>: Send + 'static {
+    /// The frames one engine chunk becomes (empty: none yet). `Err` when it cannot be encoded.
+    fn chunk(&mut self, chunk: &Chunk<T>) -> Result<Bytes, String>;
+    /// The frames that end a stream the engine finished.
+    fn end(&mut self) -> Bytes;
+    /// The frames that end a stream with a failure after commit.
+    fn fail(&mut self, e: &ApiError) -> Bytes;
+}
+
+/// OpenAI's SSE: one `data:` frame per chunk (the engine's bytes when unchanged), `data:
+/// [DONE]` at the end, and a failure as one `data: {"error": ...}` frame before `[DONE]`.
+pub(crate) struct OpenAiFrames;
+
+impl<T: Serialize + DeserializeOwned + Default> Frames<T> for OpenAiFrames {
+    fn chunk(&mut self, chunk: &Chunk<T>) -> Result<Bytes, String> {
+        chunk
+            .to_json()
+            .map(|json| data_frame(&json))
+            .map_err(|e| e.to_string())
+    }
+
+    fn end(&mut self) -> Bytes {
+        Bytes::from_static(DONE_FRAME)
+    }
+
+    fn fail(&mut self, e: &ApiError) -> Bytes {
+        let mut out = data_frame(&e.body_json()).to_vec();
+        out.extend_from_slice(DONE_FRAME);
+        Bytes::from(out)
+    }
+}
+
+/// Anthropic's event stream, translated from a chat completion stream as it is relayed
+/// (`message_start`, content blocks, `message_delta` with usage, `message_stop`); a failure
+/// is an `event: error` frame.
+pub(crate) struct AnthropicFrames {
+    translator: StreamTranslator,
+    events: Vec<StreamEvent>,
+}
+
+impl AnthropicFrames {
+    pub(crate) fn new(translator: StreamTranslator) -> Self {
+        Self {
+            translator,
+            events: Vec::new(),
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        let out = lumen_anthropic_types::event::to_sse(&self.events);
+        self.events.clear();
+        out
+    }
+}
+
+impl Frames<ChatCompletionChunk> for AnthropicFrames {
+    fn chunk(&mut self, chunk: &Chunk<ChatCompletionChunk>) -> Result<Bytes, String> {
+        self.translator.push(chunk.get(), &mut self.events);
+        Ok(self.take())
+    }
+
+    fn end(&mut self) -> Bytes {
+        self.translator.finish(&mut self.events);
+        self.take()
+    }
+
+    fn fail(&mut self, e: &ApiError) -> Bytes {
+        self.translator
+            .fail(e.status.as_u16(), e.error.message.clone(), &mut self.events);
+        self.take()
+    }
+}
