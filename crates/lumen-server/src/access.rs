@@ -47,7 +47,6 @@ pub(crate) struct Access {
     /// What the response cache did for this request: `bypass`, `hit`, `miss` or `refresh`.
     pub cache: &'static str,
     /// The request's spans while it runs, when it is sampled and trace export is on.
-    #[cfg(feature = "otel")]
     pub trace: Option<Box<crate::otel::RequestTrace>>,
 }
 
@@ -79,7 +78,6 @@ impl Access {
             backends: None,
             continuations: 0,
             cache: "bypass",
-            #[cfg(feature = "otel")]
             trace: None,
         }
     }
@@ -116,7 +114,6 @@ impl Access {
 
     /// Records the request metrics, writes the access line and queues the request's spans.
     pub fn finish(&mut self, metrics: &Metrics, status: u16, outcome: &str, overhead: Duration) {
-        #[cfg(feature = "otel")]
         if let Some(t) = self.trace.take() {
             t.finish(crate::otel::Summary {
                 request_id: &self.request_id,

@@ -72,7 +72,6 @@ pub(crate) struct Inner {
     /// Set when the shutdown grace has run out: open SSE bodies end with an error event.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
     /// OTLP trace export, when configured.
-    #[cfg(feature = "otel")]
     pub(crate) tracer: Option<Arc<crate::otel::Tracer>>,
 }
 
@@ -92,10 +91,8 @@ pub struct GatewayBuilder {
     limits: LimitsConfig,
     cache: CacheConfig,
     redis: RedisConfig,
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     otel: crate::config::OtelConfig,
     /// Engine URLs by backend name, for trace spans' `server.address`.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     urls: Vec<(String, String)>,
 }
 
@@ -318,9 +315,7 @@ impl GatewayBuilder {
             metrics.body_bytes.clone(),
             metrics.rejected_for("body_budget"),
         );
-        #[cfg(feature = "otel")]
         let tracer = crate::otel::Tracer::start(&self.otel, &metrics)?;
-        #[cfg(feature = "otel")]
         if let Some(t) = &tracer {
             t.set_backends(self.urls);
         }
@@ -355,7 +350,6 @@ impl GatewayBuilder {
                 body_budget,
                 metrics,
                 closing: tokio::sync::watch::Sender::new(false),
-                #[cfg(feature = "otel")]
                 tracer,
             }),
         })
@@ -525,7 +519,6 @@ impl Gateway {
                     redis_required: cfg.redis.required && cfg.redis.url.is_some(),
                 }));
                 self.inner.core.policy().replace_settings(shared);
-                #[cfg(feature = "otel")]
                 if let Some(t) = &self.inner.tracer {
                     t.set_backends(backend_urls(cfg));
                 }
@@ -668,7 +661,6 @@ impl Gateway {
     /// OTLP timeout per batch); a no-op without trace export. Call it after `serve` returns,
     /// under a deadline of your own.
     pub async fn flush_traces(&self) {
-        #[cfg(feature = "otel")]
         if let Some(t) = &self.inner.tracer {
             t.flush().await;
         }
@@ -676,11 +668,7 @@ impl Gateway {
 
     /// Whether spans are exported (the `otel` feature is built in and an endpoint is set).
     pub fn traces_enabled(&self) -> bool {
-        #[cfg(feature = "otel")]
-        let on = self.inner.tracer.is_some();
-        #[cfg(not(feature = "otel"))]
-        let on = false;
-        on
+        self.inner.tracer.is_some()
     }
 
     /// The deep report behind `/health/inference`.

@@ -61,17 +61,14 @@ pub(crate) struct TraceContext {
     pub header: String,
     pub trace_id: String,
     /// Lumen's span for this request: the parent the engine sees.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub span_id: u64,
     /// The caller's span, from a valid incoming `traceparent`.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub parent: Option<u64>,
     pub flags: u8,
 }
 
 impl TraceContext {
     /// Whether the flags sent on say "sampled".
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub fn sampled(&self) -> bool {
         self.flags & 1 == 1
     }

@@ -175,7 +175,6 @@ impl Endpoint {
     }
 
     /// The GenAI operation name and the route of an inference endpoint (`None`: not traced).
-    #[cfg(feature = "otel")]
     fn traced(self, path: &str) -> Option<(&'static str, &'static str)> {
         Some(match self {
             Self::Chat => ("chat", "/v1/chat/completions"),
@@ -252,29 +251,23 @@ impl Api {
         let request_id = headers::request_id(req.headers());
         let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
         // Inference requests get spans when trace export is on (feature `otel`).
-        #[cfg(feature = "otel")]
         let tracer = self
             .gw
             .inner
             .tracer
             .as_ref()
             .zip(endpoint.and_then(|e| e.traced(req.uri().path())));
-        #[cfg(feature = "otel")]
         let trace = headers::trace_context(req.headers(), tracer.map(|(t, _)| t.sampler()));
-        #[cfg(not(feature = "otel"))]
-        let trace = headers::trace_context(req.headers(), None);
         let span = tracing::info_span!(
             "request",
             id = %lumen_gateway::Text(request_id.to_str().unwrap_or_default()),
             trace_id = %trace.trace_id,
         );
-        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
         let mut access = Access::new(
             request_id.to_str().unwrap_or_default().to_owned(),
             trace.trace_id.clone(),
             endpoint.map_or("unknown", Endpoint::as_str),
         );
-        #[cfg(feature = "otel")]
         if let Some((tracer, (operation, route))) = tracer.filter(|_| trace.sampled()) {
             access.trace = Some(Box::new(tracer.begin(
                 &trace,
@@ -303,7 +296,6 @@ impl Api {
                     resp
                 }
                 Err((e, mut access)) => {
-                    #[cfg(feature = "otel")]
                     if let Some(t) = access.trace.as_deref_mut() {
                         t.set_error_type(e.error.code.as_deref().unwrap_or(&e.error.kind));
                     }

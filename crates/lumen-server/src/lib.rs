@@ -20,7 +20,8 @@
 //!   the TLS acceptor.
 //! - `headers`, `path`, [`redact`]: what is read from client headers and paths; secrets in URLs.
 //! - `metrics`, `observe`, `access`: Prometheus, the core's observer, the access record.
-//! - `otel` (feature `otel`): OTLP trace export, spans built from the core's events.
+//! - `otel`: OTLP trace export, spans built from the core's events (the `otel` feature gates
+//!   only its exporter, in that file).
 
 mod access;
 mod admin;
@@ -38,7 +39,6 @@ pub mod health;
 mod http;
 mod metrics;
 mod observe;
-#[cfg(feature = "otel")]
 mod otel;
 mod path;
 pub mod redact;

@@ -150,9 +150,7 @@ pub(crate) struct Metrics {
     /// Bytes of answers in the in-memory response cache (0 with Redis), refreshed at scrape.
     pub cache_bytes: Gauge,
     /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
-    #[cfg(feature = "otel")]
     pub trace_spans_exported: Counter,
-    #[cfg(feature = "otel")]
     pub trace_spans_dropped: Family<ReasonLabel, Counter>,
     /// Per-request metric handles by label set, so the hot path neither allocates label
     /// strings nor hashes them into every family on each request and stream chunk.
@@ -338,17 +336,13 @@ impl Metrics {
             Unit::Bytes,
             cache_bytes.clone(),
         );
-        #[cfg(feature = "otel")]
         let trace_spans_exported = Counter::default();
-        #[cfg(feature = "otel")]
         r.register(
             "lumen_trace_spans_exported",
             "Spans the OTLP collector accepted",
             trace_spans_exported.clone(),
         );
-        #[cfg(feature = "otel")]
         let trace_spans_dropped = Family::default();
-        #[cfg(feature = "otel")]
         r.register(
             "lumen_trace_spans_dropped",
             "Spans not exported: queue_full (the export queue was full, the request did not wait) \
@@ -384,9 +378,7 @@ impl Metrics {
             engine,
             body_bytes,
             cache_bytes,
-            #[cfg(feature = "otel")]
             trace_spans_exported,
-            #[cfg(feature = "otel")]
             trace_spans_dropped,
             handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),
         }

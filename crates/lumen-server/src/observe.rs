@@ -43,7 +43,6 @@ impl Observer for ServerObserver {
                 passthrough,
                 backend,
             } => access::note(|a| {
-                #[cfg(feature = "otel")]
                 if let Some(t) = a.trace.as_deref_mut() {
                     t.attempt_started(*attempt, model, backend);
                 }
@@ -60,7 +59,6 @@ impl Observer for ServerObserver {
             } => {
                 access::note(|a| {
                     a.upstream += *elapsed;
-                    #[cfg(feature = "otel")]
                     if let Some(t) = a.trace.as_deref_mut() {
                         t.attempt_finished(error.map(|e| e.kind()));
                     }
@@ -94,14 +92,12 @@ impl Observer for ServerObserver {
                     .inc();
                 access::note(|a| {
                     a.waited += *delay;
-                    #[cfg(feature = "otel")]
                     if let Some(t) = a.trace.as_deref_mut() {
                         t.retrying(*delay);
                     }
                 });
             }
             Event::Fallback { from, to, reason } => {
-                #[cfg(feature = "otel")]
                 access::note(|a| {
                     if let Some(t) = a.trace.as_deref_mut() {
                         t.fallback(from, to, reason);

@@ -10,6 +10,9 @@
 //! state at all. Nothing on the request path waits on the collector: the queue is bounded and a
 //! full queue drops the span and counts it (`lumen_trace_spans_dropped_total`).
 
+// Without the exporter, spans are built by nothing: their types are compiled but unused.
+#![cfg_attr(not(feature = "otel"), allow(dead_code))]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,10 +25,21 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, OtelConfig, Sampler};
 use crate::metrics::{Metrics, ReasonLabel};
 
+// The only place the `otel` feature is read: without it nothing is exported (no HTTP client
+// is built in), and everything else compiles the same, with no tracer ever started.
+#[cfg(feature = "otel")]
 mod export;
 mod proto;
 
 use proto::{Attr, Kind, Span, SpanEvent, Value};
+
+/// The export's counters: spans the collector accepted, spans it refused or that failed, spans
+/// dropped because the queue was full.
+struct Counters {
+    exported: Counter,
+    failed: Counter,
+    queue_full: Counter,
+}
 
 /// The process's trace exporter: sampler, bounded queue, and the engine addresses that
 /// attempt spans name (`server.address`).
@@ -39,7 +53,8 @@ pub(crate) struct Tracer {
 }
 
 impl Tracer {
-    /// Starts the export task on the current Tokio runtime; `None` when `cfg` exports nothing.
+    /// Starts the export task on the current Tokio runtime; `None` when `cfg` exports nothing
+    /// (or the build has no exporter).
     pub(crate) fn start(
         cfg: &OtelConfig,
         metrics: &Metrics,
@@ -47,12 +62,6 @@ impl Tracer {
         let Some(endpoint) = cfg.endpoint.clone() else {
             return Ok(None);
         };
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            ConfigError::invalid(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "trace export needs a Tokio runtime when the gateway is built",
-            )
-        })?;
         let dropped = |reason: &str| {
             metrics
                 .trace_spans_dropped
@@ -61,14 +70,38 @@ impl Tracer {
                 })
                 .clone()
         };
-        let queue_full = dropped("queue_full");
-        let exporter = export::Exporter::new(
-            endpoint,
-            cfg,
-            metrics.trace_spans_exported.clone(),
-            dropped("export_failed"),
-        )
-        .map_err(|reason| ConfigError::invalid("OTEL_EXPORTER_OTLP_ENDPOINT", reason))?;
+        let counters = Counters {
+            exported: metrics.trace_spans_exported.clone(),
+            failed: dropped("export_failed"),
+            queue_full: dropped("queue_full"),
+        };
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (endpoint, counters);
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build has no trace export (feature `otel`); no spans are sent"
+            );
+            Ok(None)
+        }
+        #[cfg(feature = "otel")]
+        Self::spawn(endpoint, cfg, counters)
+    }
+
+    /// Starts the export task; its queue and flush channel are the tracer's.
+    #[cfg(feature = "otel")]
+    fn spawn(
+        endpoint: String,
+        cfg: &OtelConfig,
+        counters: Counters,
+    ) -> Result<Option<Arc<Self>>, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::invalid(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "trace export needs a Tokio runtime when the gateway is built",
+            )
+        })?;
+        let exporter = export::Exporter::new(endpoint, cfg, counters.exported, counters.failed)
+            .map_err(|reason| ConfigError::invalid("OTEL_EXPORTER_OTLP_ENDPOINT", reason))?;
         let (spans, rx) = mpsc::channel(cfg.max_queue_size.max(1));
         let (flush, flush_rx) = mpsc::channel(1);
         runtime.spawn(exporter.run(rx, flush_rx));
@@ -77,7 +110,7 @@ impl Tracer {
             flush,
             sampler: cfg.sampler,
             addresses: ArcSwap::from_pointee(HashMap::new()),
-            queue_full,
+            queue_full: counters.queue_full,
         })))
     }
 
