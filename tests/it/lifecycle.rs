@@ -77,3 +77,30 @@ async fn shutdown_grace_bounds_the_drain() {
         .unwrap()
         .unwrap();
 }
+
+/// A burst of connections larger than tokio's default backlog (1,024) all complete their
+/// handshake while nothing accepts them: they wait in the kernel's queue of `server.backlog`
+/// (capped by `net.core.somaxconn`), not in SYN retransmits a second later.
+#[tokio::test]
+async fn a_burst_of_connections_waits_in_the_listen_backlog() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(128);
+    let listener = lumen_server::bind("127.0.0.1:0".parse().unwrap(), 4_096).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // More than tokio's default when the kernel allows it; never more than the kernel keeps.
+    let burst = somaxconn.min(2_000).saturating_sub(8).max(1);
+    let connects = (0..burst).map(|_| tokio::net::TcpStream::connect(addr));
+    let all = futures::future::join_all(connects);
+    // No retransmit: a SYN that found the queue full would wait a second before its retry.
+    let done = tokio::time::timeout(Duration::from_millis(900), all)
+        .await
+        .expect("a connection waited for a SYN retransmit");
+    assert!(
+        done.iter().all(Result::is_ok),
+        "every connection was queued"
+    );
+    assert_eq!(done.len(), burst);
+    drop(listener);
+}

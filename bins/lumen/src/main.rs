@@ -207,7 +207,7 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
         }
     };
     gateway.core().discover().await;
-    let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+    let listener = match lumen_server::bind(cfg.server.listen, cfg.server.backlog) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("lumen: cannot listen on {}: {e}", cfg.server.listen);
@@ -235,7 +235,7 @@ async fn run(cfg: LumenConfig, demo: bool, reload: Reload) -> ExitCode {
     let served = match cfg.server.admin_listen {
         None => serve(listener, gateway.clone(), shutdown_signal()).await,
         Some(admin_addr) => {
-            let admin = match tokio::net::TcpListener::bind(admin_addr).await {
+            let admin = match lumen_server::bind(admin_addr, cfg.server.backlog) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("lumen: cannot listen on {admin_addr} (server.admin_listen): {e}");

@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub max_tokenizer_body_bytes: usize,
     /// Serve the API listener over TLS (the admin listener stays plain, for probes).
     pub tls: Option<TlsConfig>,
+    /// Connections the kernel queues for the listener before Lumen accepts them (`listen(2)`'s
+    /// backlog; the kernel caps it at `net.core.somaxconn`). A burst of clients larger than
+    /// this is answered by SYN retransmits, seconds later: sized for bursts of thousands.
+    pub backlog: u32,
 }
 
 /// `[server.tls]`: PEM files, read again on every reload (certificate rotation).
@@ -128,9 +132,14 @@ impl Default for ServerConfig {
             tls: None,
             max_n: 128,
             max_tokenizer_body_bytes: DEFAULT_MAX_TOKENIZER_BODY_BYTES,
+            backlog: DEFAULT_BACKLOG,
         }
     }
 }
+
+/// The listen backlog: a burst of 4,096 connections waits in the kernel, not in SYN
+/// retransmits (tokio's own default is 1,024).
+pub const DEFAULT_BACKLOG: u32 = 4_096;
 
 /// 4 MiB: the text of a million-token context, or about half a million token ids to
 /// detokenize; the largest contexts served today fit, and a tokenizer call costs at most this.
@@ -753,6 +762,12 @@ impl LumenConfig {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
                 "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.backlog == 0 {
+            return Err(ConfigError::invalid(
+                "server.backlog",
                 "must be greater than 0",
             ));
         }

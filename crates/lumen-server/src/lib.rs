@@ -51,7 +51,7 @@ pub use error::ApiError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream, Upstream};
 pub use headers::{CACHE_HEADER, REQUEST_ID, SERVED_MODEL, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
 pub use http::{Api, Surface};
-pub use serve::{serve, serve_admin, serve_api};
+pub use serve::{bind, serve, serve_admin, serve_api};
 
 /// Body of every response Lumen sends: a full buffer, or an SSE stream.
 pub type ResponseBody =

@@ -27,6 +27,20 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests and streams up to the gateway's shutdown grace to finish. Background
 /// model discovery and health checking run for as long as the server does.
+/// Binds a listener with `backlog` pending connections (`server.backlog`; the kernel caps it at
+/// `net.core.somaxconn`), `SO_REUSEADDR` set so a restart does not wait for old connections'
+/// `TIME_WAIT`. For `serve`'s caller, who owns the listener.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,

@@ -452,3 +452,16 @@ fn the_body_budget_holds_a_body_at_the_cap() {
 }
 
 mod sizing;
+
+#[test]
+fn a_zero_backlog_is_refused() {
+    let mut cfg = LumenConfig::default();
+    cfg.backends = vec![BackendConfig {
+        url: "http://127.0.0.1:8000".into(),
+        ..BackendConfig::default()
+    }];
+    assert!(cfg.validate().is_ok());
+    cfg.server.backlog = 0;
+    let e = cfg.validate().unwrap_err();
+    assert!(e.to_string().contains("server.backlog"), "{e}");
+}
