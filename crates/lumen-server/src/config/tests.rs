@@ -455,11 +455,13 @@ mod sizing;
 
 #[test]
 fn a_zero_backlog_is_refused() {
-    let mut cfg = LumenConfig::default();
-    cfg.backends = vec![BackendConfig {
-        url: "http://127.0.0.1:8000".into(),
-        ..BackendConfig::default()
-    }];
+    let mut cfg = LumenConfig {
+        backends: vec![BackendConfig {
+            url: "http://127.0.0.1:8000".into(),
+            ..BackendConfig::default()
+        }],
+        ..LumenConfig::default()
+    };
     assert!(cfg.validate().is_ok());
     cfg.server.backlog = 0;
     let e = cfg.validate().unwrap_err();
