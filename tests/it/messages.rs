@@ -204,6 +204,11 @@ async fn errors_on_the_messages_api_are_in_anthropics_shape() {
     assert_eq!(no_key.status, 401);
     assert_eq!(no_key.json()["type"], "error");
     assert_eq!(no_key.json()["error"]["type"], "authentication_error");
+    let message = no_key.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("x-api-key"), "{message}");
 
     // A model outside the key's list is not found, as on chat.
     let r = messages(&lumen, &ok, OTHER).await;
@@ -263,4 +268,55 @@ async fn count_tokens_uses_the_engines_tokenizer_and_is_not_billed_as_tokens() {
         0,
         "count_tokens is never charged tokens"
     );
+}
+
+/// What Claude Code sends with its defaults (thinking on): `?beta=true`, the `anthropic-beta`
+/// list, `context_management` edits, a thinking budget of `max_tokens - 1`, a JSON string in
+/// `metadata.user_id`, its tools. Refusing any of it refuses its first request.
+#[tokio::test]
+async fn a_claude_code_request_is_served() {
+    // An engine whose answers end before `max_tokens`, as Claude Code expects of a model.
+    let (url, _sim) = sim_with(SimConfig {
+        models: vec!["m".to_owned()],
+        messages_api: MessagesApi::None,
+        max_model_len: 65_536,
+        answer_tokens: Some(8),
+        ..SimConfig::default()
+    })
+    .await;
+    let lumen = Lumen::start(builder(&[&url]).auth(auth()).build().unwrap()).await;
+    let body = json!({
+        "model": "m",
+        "max_tokens": 32000,
+        "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "metadata": {"user_id": "{\"device_id\":\"d\",\"session_id\":\"s\"}"},
+        "system": [{"type": "text", "text": "You are an agent.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "say hello"}]}],
+        "tools": [{"name": "Bash", "description": "run a command", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}],
+    });
+    let r = send(
+        http::Method::POST,
+        &lumen.url("/v1/messages?beta=true"),
+        &body.to_string(),
+        &[
+            ("x-api-key", KEY),
+            ("anthropic-version", "2023-06-01"),
+            (
+                "anthropic-beta",
+                "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let evs = events(&r.text());
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    let (_, delta) = evs.iter().find(|(n, _)| n == "message_delta").unwrap();
+    // A finished answer, not one cut at max_tokens (which Claude Code reports as an error).
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 8);
 }

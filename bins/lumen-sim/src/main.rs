@@ -28,6 +28,10 @@ struct Args {
     /// Tokens generated when a request sets no max_tokens.
     #[arg(long, default_value_t = 16)]
     default_max_tokens: u32,
+    /// End every answer after at most this many tokens (finish_reason "stop"), as a model
+    /// that has said what it had to; without it answers run to max_tokens.
+    #[arg(long)]
+    answer_tokens: Option<u32>,
     /// Require this bearer key (like `vllm serve --api-key`).
     #[arg(long, env = "LUMEN_SIM_API_KEY")]
     api_key: Option<String>,
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
         ttft: Duration::from_millis(args.ttft_ms),
         itl: Duration::from_millis(args.itl_ms),
         default_max_tokens: args.default_max_tokens,
+        answer_tokens: args.answer_tokens,
         api_key: args.api_key,
         record: args.record,
         flavor: args.flavor,

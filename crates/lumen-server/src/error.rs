@@ -67,6 +67,16 @@ impl ApiError {
         .code("invalid_api_key")
     }
 
+    /// No key on the Messages API, where Anthropic's clients send it as `x-api-key`.
+    pub fn missing_anthropic_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID_REQUEST,
+            "x-api-key header is required (or Authorization: Bearer YOUR_KEY).",
+        )
+        .code("invalid_api_key")
+    }
+
     pub fn invalid_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

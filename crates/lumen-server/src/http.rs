@@ -362,7 +362,17 @@ impl Api {
                     .then(|| headers::api_key(req.headers()))
                     .flatten()
             });
-            self.gw.core().policy().authenticate(token).await?
+            self.gw
+                .core()
+                .policy()
+                .authenticate(token)
+                .await
+                .map_err(|e| match (e, endpoint.dialect()) {
+                    (lumen_gateway::PolicyError::MissingKey, Dialect::Anthropic) => {
+                        ApiError::missing_anthropic_key()
+                    }
+                    (e, _) => e.into(),
+                })?
         } else {
             None
         };

@@ -15,6 +15,10 @@ pub struct SimConfig {
     pub itl: Duration,
     /// Tokens generated when the request sets no `max_tokens`.
     pub default_max_tokens: u32,
+    /// End every answer after at most this many tokens with `finish_reason: stop`, as a model
+    /// that has said what it had to (`None`: answers run to `max_tokens`). Clients that treat
+    /// an answer cut at `max_tokens` as an error (Claude Code) need it.
+    pub answer_tokens: Option<u32>,
     /// Reported as vLLM's `max_model_len`; larger `max_tokens` is refused with 400.
     pub max_model_len: u32,
     pub embedding_dim: usize,
@@ -101,6 +105,7 @@ impl Default for SimConfig {
             ttft: Duration::ZERO,
             itl: Duration::ZERO,
             default_max_tokens: 16,
+            answer_tokens: None,
             max_model_len: 8192,
             embedding_dim: 8,
             api_key: None,

@@ -371,14 +371,16 @@ async fn generate(state: Arc<State>, kind: Kind, body: &[u8]) -> Response<Body> 
         model,
         kind,
         start,
-        n: max_tokens,
+        n: answer_len(max_tokens, state.cfg.answer_tokens),
         // Anthropic has no `n`.
         choices: if kind == Kind::Messages {
             1
         } else {
             req.n.unwrap_or(1).max(1)
         },
-        finish: if req.max_tokens.is_some() || req.max_completion_tokens.is_some() {
+        finish: if (req.max_tokens.is_some() || req.max_completion_tokens.is_some())
+            && state.cfg.answer_tokens.is_none_or(|a| a >= max_tokens)
+        {
             "length"
         } else {
             "stop"
@@ -1316,4 +1318,10 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Tokens an answer has: `max_tokens`, or fewer when the simulator is set to end its answers
+/// (`answer_tokens`, with `finish_reason: stop`) sooner, as a model that has said what it had to.
+fn answer_len(max_tokens: u32, answer_tokens: Option<u32>) -> u32 {
+    answer_tokens.map_or(max_tokens, |a| a.min(max_tokens))
 }

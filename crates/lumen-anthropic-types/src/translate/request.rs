@@ -39,16 +39,14 @@ use crate::{RequestError, ids};
 
 /// Top-level members that name Anthropic-hosted features no engine has: refused when
 /// translating (a native engine gets them and answers for itself).
-pub const REFUSED_FIELDS: &[&str] = &[
-    "container",
-    "mcp_servers",
-    "context_management",
-    "output_format",
-    "output_config",
-];
+pub const REFUSED_FIELDS: &[&str] = &["container", "mcp_servers", "output_format", "output_config"];
 
-/// Top-level members accepted and ignored: Anthropic's account-level hints.
-const IGNORED_FIELDS: &[&str] = &["service_tier", "inference_geo"];
+/// Top-level members accepted and ignored: Anthropic's account-level hints, and
+/// `context_management`, the context edits (clear old thinking or tool results) Claude Code asks
+/// for on every request with thinking on. They only trim what the model reads to save tokens;
+/// without them the engine reads the whole history it was sent, and the answer is the same
+/// kind of answer. Refusing it would refuse Claude Code's first request.
+const IGNORED_FIELDS: &[&str] = &["service_tier", "inference_geo", "context_management"];
 
 /// Translates a `/v1/messages` request.
 pub fn to_chat(req: &MessagesRequest, opts: &TranslateOptions) -> Result<Translated, RequestError> {

@@ -657,3 +657,28 @@ fn engine_errors_take_anthropics_shape() {
     );
     let _: Option<StreamEvent> = None;
 }
+
+/// Claude Code's request with thinking on (its default): `context_management` edits, a
+/// `metadata.user_id` holding a JSON string, a thinking budget of `max_tokens - 1`. The edits
+/// are accepted and not sent to the engine (refusing them refused Claude Code's first request).
+#[test]
+fn claude_codes_context_edits_are_accepted_and_not_forwarded() {
+    let c = chat(json!({
+        "model": "m",
+        "max_tokens": 32000,
+        "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "metadata": {"user_id": "{\"device_id\":\"d\",\"session_id\":\"s\"}"},
+        "system": [{"type": "text", "text": "You are an agent.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "say hello"}]}],
+        "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}]
+    }));
+    assert!(c.get("context_management").is_none(), "{c}");
+    assert_eq!(c["max_tokens"], 32000);
+    assert_eq!(c["tools"][0]["function"]["name"], "Bash");
+    assert_eq!(
+        c["messages"][1],
+        json!({"role": "user", "content": "say hello"})
+    );
+}
