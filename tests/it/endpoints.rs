@@ -195,3 +195,85 @@ async fn rerank_input_is_checked_before_any_engine_is_asked() {
     assert_eq!(r.status, 405);
     assert_eq!(sim.generation_count(), 0);
 }
+
+/// vLLM's pooling endpoints (`/v1/score`, `/score`, `/classify`, `/pooling`) through the same
+/// pipeline: the key's model list and limits, the engine's answer passed through, tokens billed
+/// from its `usage`, and a body missing its input refused before any engine is asked.
+#[tokio::test]
+async fn score_classify_and_pooling_are_routed_billed_and_checked() {
+    let (url, sim) = sim(&["pm"]).await;
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .auth(keyed(
+                &["pm"],
+                LimitSpec {
+                    rpm: Some(100),
+                    ..LimitSpec::default()
+                },
+            ))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut total = 0;
+    for (path, body, object) in [
+        (
+            "/v1/score",
+            json!({"model": "pm", "text_1": "gateway", "text_2": ["a gateway routes", "bananas"]}),
+            "score",
+        ),
+        (
+            "/score",
+            json!({"model": "pm", "text_1": "gateway", "text_2": "a gateway"}),
+            "score",
+        ),
+        (
+            "/classify",
+            json!({"model": "pm", "input": ["good day", "bad"]}),
+            "classification",
+        ),
+        (
+            "/pooling",
+            json!({"model": "pm", "input": "pool me"}),
+            "pooling",
+        ),
+    ] {
+        let r = call(&lumen, path, body.clone()).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let j = r.json();
+        assert_eq!(j["data"][0]["object"], object, "{path}: {j}");
+        assert_eq!(j["model"], "pm");
+        total += j["usage"]["total_tokens"].as_u64().unwrap();
+    }
+    assert!(total > 0);
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    let input: u64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("lumen_tokens_total")
+                && l.contains(r#"model="pm""#)
+                && l.contains(r#"token_type="input""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(input, total, "billed from the engines' usage: {metrics}");
+    for endpoint in ["score", "classify", "pooling"] {
+        assert!(
+            metrics.contains(&format!(r#"endpoint="{endpoint}""#)),
+            "{endpoint}: {metrics}"
+        );
+    }
+    let before = sim.generation_count();
+    let r = call(&lumen, "/classify", json!({"model": "pm"})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "input");
+    let r = call(&lumen, "/pooling", json!({"model": "other", "input": "x"})).await;
+    assert_eq!(
+        r.status,
+        404,
+        "a model outside the key's list: {}",
+        r.text()
+    );
+    assert_eq!(sim.generation_count(), before, "refused before any engine");
+}

@@ -433,6 +433,38 @@ json_endpoint!(
     validate = validate_rerank
 );
 
+json_endpoint!(
+    /// `POST /v1/score` (vLLM): a relevance score per (`text_1`, `text_2`) pair, from a
+    /// cross-encoder or an embedding model. Billed by the engine's `usage.total_tokens`; the
+    /// engine checks the body's fields.
+    Score, "score", "/v1/score", bills = true,
+    validate = |_| Ok(())
+);
+
+json_endpoint!(
+    /// `POST /score`: vLLM's first score path, kept as its own shape on the engine.
+    ScoreBare, "score /score", "/score", bills = true,
+    validate = |_| Ok(())
+);
+
+json_endpoint!(
+    /// `POST /classify` (vLLM): a label and class probabilities per `input`.
+    Classify, "classify", "/classify", bills = true,
+    validate = |r| require(r, "input")
+);
+
+json_endpoint!(
+    /// `POST /pooling` (vLLM): the pooled hidden states per `input` (or chat `messages`).
+    Pooling, "pooling", "/pooling", bills = true,
+    validate = |r| {
+        if r.extra.contains_key("messages") {
+            Ok(())
+        } else {
+            require(r, "input")
+        }
+    }
+);
+
 /// Which rerank descriptor serves a path ([`Rerank`], [`RerankBare`], [`RerankV2`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RerankPath {

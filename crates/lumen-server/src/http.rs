@@ -29,8 +29,8 @@ use crate::metrics::Metrics;
 use lumen_anthropic_types::translate::{self, TranslateOptions};
 use lumen_anthropic_types::{MessagesRequest, StreamTranslator};
 use lumen_gateway::operation::{
-    Chat, Completions, Detokenize, Embeddings, Operation, Rerank, RerankBare, RerankPath, RerankV2,
-    Tokenize,
+    Chat, Classify, Completions, Detokenize, Embeddings, Operation, Pooling, Rerank, RerankBare,
+    RerankPath, RerankV2, Score, ScoreBare, Tokenize,
 };
 use lumen_gateway::policy::Principal;
 use lumen_gateway::{Answer, Call, Served};
@@ -57,6 +57,9 @@ enum Endpoint {
     Rerank,
     Messages,
     CountTokens,
+    Score,
+    Classify,
+    Pool,
     Models,
     Model,
     Health,
@@ -78,6 +81,9 @@ impl Endpoint {
             Tokenize::PATH => Self::Tokenize,
             Detokenize::PATH => Self::Detokenize,
             Rerank::PATH | RerankBare::PATH | RerankV2::PATH => Self::Rerank,
+            Score::PATH | ScoreBare::PATH => Self::Score,
+            Classify::PATH => Self::Classify,
+            Pooling::PATH => Self::Pool,
             "/v1/messages" => Self::Messages,
             "/v1/messages/count_tokens" => Self::CountTokens,
             "/v1/models" => Self::Models,
@@ -126,7 +132,10 @@ impl Endpoint {
             | Self::Detokenize
             | Self::Rerank
             | Self::Messages
-            | Self::CountTokens => "POST",
+            | Self::CountTokens
+            | Self::Score
+            | Self::Classify
+            | Self::Pool => "POST",
             Self::AdminKeys => "GET, POST",
             Self::AdminKey => "DELETE",
             _ => "GET, HEAD",
@@ -142,7 +151,10 @@ impl Endpoint {
             | Self::Detokenize
             | Self::Rerank
             | Self::Messages
-            | Self::CountTokens => m == Method::POST,
+            | Self::CountTokens
+            | Self::Score
+            | Self::Classify
+            | Self::Pool => m == Method::POST,
             Self::AdminKeys => m == Method::GET || m == Method::POST,
             Self::AdminKey => m == Method::DELETE,
             _ => m == Method::GET || m == Method::HEAD,
@@ -161,6 +173,9 @@ impl Endpoint {
                 | Self::Rerank
                 | Self::Messages
                 | Self::CountTokens
+                | Self::Score
+                | Self::Classify
+                | Self::Pool
                 | Self::Models
                 | Self::Model
         )
@@ -184,6 +199,16 @@ impl Endpoint {
             Self::Detokenize => ("detokenize", "/detokenize"),
             Self::Messages => ("chat", "/v1/messages"),
             Self::CountTokens => ("count_tokens", "/v1/messages/count_tokens"),
+            Self::Score => (
+                "score",
+                if path == ScoreBare::PATH {
+                    ScoreBare::PATH
+                } else {
+                    Score::PATH
+                },
+            ),
+            Self::Classify => ("classify", Classify::PATH),
+            Self::Pool => ("pooling", Pooling::PATH),
             Self::Rerank => (
                 "rerank",
                 match path {
@@ -206,6 +231,9 @@ impl Endpoint {
             Self::Rerank => "rerank",
             Self::Messages => "messages",
             Self::CountTokens => "count_tokens",
+            Self::Score => "score",
+            Self::Classify => "classify",
+            Self::Pool => "pooling",
             Self::Models => "models",
             Self::Model => "model",
             Self::Health => "health",
@@ -483,6 +511,23 @@ impl Api {
                     .await
             }
             Endpoint::Messages => self.messages(req, principal, request_id, cx).await,
+            // Each score path keeps its own shape on the engine (and in the cache).
+            Endpoint::Score if path == ScoreBare::PATH => {
+                self.inference::<ScoreBare, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Score => {
+                self.inference::<Score, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Classify => {
+                self.inference::<Classify, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Pool => {
+                self.inference::<Pooling, B>(req, principal, request_id, cx)
+                    .await
+            }
             Endpoint::CountTokens => self.count_tokens(req, principal, request_id, cx).await,
             // Each path keeps its own shape on the engine (and in the cache).
             Endpoint::Rerank => match RerankPath::of(&path) {

@@ -29,6 +29,7 @@ use crate::{Recorded, Simulator, State};
 
 mod llamacpp;
 mod messages;
+mod pooling;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -129,6 +130,8 @@ struct StreamOpts {
 enum Route {
     Generate(Kind),
     Rerank,
+    /// vLLM's `/score`, `/classify`, `/pooling`.
+    Pooling(pooling::Pooling),
     Tokenize,
     Detokenize,
     /// llama.cpp only: chat messages through the template, as text.
@@ -182,6 +185,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
         // vLLM serves all three; Jina's clients use /v1, Cohere's v2 API /v2.
         (&Method::POST, "/rerank" | "/v1/rerank" | "/v2/rerank") => Route::Rerank,
+        (&Method::POST, "/score" | "/v1/score") => Route::Pooling(pooling::Pooling::Score),
+        (&Method::POST, "/classify") => Route::Pooling(pooling::Pooling::Classify),
+        (&Method::POST, "/pooling") => Route::Pooling(pooling::Pooling::Pool),
         (&Method::POST, "/tokenize") => Route::Tokenize,
         (&Method::POST, "/detokenize") => Route::Detokenize,
         (&Method::POST, "/apply-template") if state.cfg.flavor == Flavor::LlamaCpp => {
@@ -221,6 +227,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(match route {
         Route::Generate(kind) => generate(state, kind, &body).await,
         Route::Rerank => rerank(state, &body).await,
+        Route::Pooling(what) => pooling::answer(state, what, &body).await,
         Route::Tokenize => match state.cfg.flavor {
             Flavor::Vllm => tokenize(state, &body).await,
             Flavor::LlamaCpp => llamacpp::tokenize(state, &body).await,
