@@ -34,6 +34,7 @@ pub mod json;
 pub mod models;
 mod raw;
 pub mod request;
+pub mod responses;
 pub mod sse;
 pub mod stream;
 mod util;
