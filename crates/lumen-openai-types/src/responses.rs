@@ -33,7 +33,7 @@ mod to_chat;
 mod usage;
 
 pub use event::ResponseEvent;
-pub use from_chat::{StreamTranslator, response_from_chat};
+pub use from_chat::{ReasoningStyle, StreamTranslator, response_from_chat};
 pub use to_chat::{MAX_TOOLS, MAX_UNKNOWN_FIELDS, history_items, to_chat};
 pub use usage::{usage_of_answer, usage_of_event};
 
@@ -295,6 +295,13 @@ impl ReasoningPart {
     pub fn reasoning_text(text: impl Into<String>) -> Self {
         Self {
             kind: "reasoning_text".to_owned(),
+            text: text.into(),
+        }
+    }
+
+    pub fn summary_text(text: impl Into<String>) -> Self {
+        Self {
+            kind: "summary_text".to_owned(),
             text: text.into(),
         }
     }

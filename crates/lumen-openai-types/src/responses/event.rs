@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
-use super::{OutputItem, OutputText, Response};
+use super::{OutputItem, OutputText, ReasoningPart, Response};
 
 /// One stream event. `sequence_number` counts from 0 across the whole stream.
 ///
@@ -106,6 +106,17 @@ pub enum ResponseEvent {
         content_index: u32,
         text: String,
     },
+    /// Reasoning as OpenAI's own models stream it: a summary part, then its text. Used with
+    /// [`ReasoningStyle::Summary`](super::ReasoningStyle::Summary) for clients that know only
+    /// these events.
+    #[serde(rename = "response.reasoning_summary_part.added")]
+    ReasoningSummaryPartAdded {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        summary_index: u32,
+        part: ReasoningPart,
+    },
     #[serde(rename = "response.reasoning_summary_text.delta")]
     ReasoningSummaryTextDelta {
         sequence_number: u64,
@@ -113,6 +124,22 @@ pub enum ResponseEvent {
         output_index: u32,
         summary_index: u32,
         delta: String,
+    },
+    #[serde(rename = "response.reasoning_summary_text.done")]
+    ReasoningSummaryTextDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        summary_index: u32,
+        text: String,
+    },
+    #[serde(rename = "response.reasoning_summary_part.done")]
+    ReasoningSummaryPartDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        summary_index: u32,
+        part: ReasoningPart,
     },
     #[serde(rename = "response.completed")]
     Completed {
@@ -156,7 +183,10 @@ impl ResponseEvent {
             Self::FunctionCallArgumentsDone { .. } => "response.function_call_arguments.done",
             Self::ReasoningTextDelta { .. } => "response.reasoning_text.delta",
             Self::ReasoningTextDone { .. } => "response.reasoning_text.done",
+            Self::ReasoningSummaryPartAdded { .. } => "response.reasoning_summary_part.added",
             Self::ReasoningSummaryTextDelta { .. } => "response.reasoning_summary_text.delta",
+            Self::ReasoningSummaryTextDone { .. } => "response.reasoning_summary_text.done",
+            Self::ReasoningSummaryPartDone { .. } => "response.reasoning_summary_part.done",
             Self::Completed { .. } => "response.completed",
             Self::Incomplete { .. } => "response.incomplete",
             Self::Failed { .. } => "response.failed",
@@ -202,7 +232,16 @@ impl ResponseEvent {
             | Self::ReasoningTextDone {
                 sequence_number, ..
             }
+            | Self::ReasoningSummaryPartAdded {
+                sequence_number, ..
+            }
             | Self::ReasoningSummaryTextDelta {
+                sequence_number, ..
+            }
+            | Self::ReasoningSummaryTextDone {
+                sequence_number, ..
+            }
+            | Self::ReasoningSummaryPartDone {
                 sequence_number, ..
             }
             | Self::Completed {

@@ -17,6 +17,37 @@ use crate::chat::{ChatCompletionChunk, ChatCompletionResponse};
 use crate::stream::Usage;
 use crate::{Extra, RawExtra};
 
+/// How an engine's reasoning is shown to the client.
+///
+/// The engine's reasoning is its whole chain of thought, which the Responses API calls
+/// `reasoning_text` (vLLM and gpt-oss stream it so). OpenAI's own models only ever show a
+/// `summary_text`, and some clients know only those events and ignore (or choke on) the
+/// others. The gateway picks per client or per route; the text is the same either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReasoningStyle {
+    /// `content: [{"type":"reasoning_text"}]`, `response.reasoning_text.*` events.
+    #[default]
+    Text,
+    /// `summary: [{"type":"summary_text"}]`, `response.reasoning_summary_*` events.
+    Summary,
+}
+
+impl ReasoningStyle {
+    fn item(self, id: String, status: ItemStatus, text: Option<String>) -> OutputItem {
+        let (summary, content) = match (self, text) {
+            (_, None) => (Vec::new(), Vec::new()),
+            (Self::Text, Some(t)) => (Vec::new(), vec![ReasoningPart::reasoning_text(t)]),
+            (Self::Summary, Some(t)) => (vec![ReasoningPart::summary_text(t)], Vec::new()),
+        };
+        OutputItem::Reasoning {
+            id,
+            status,
+            summary,
+            content,
+        }
+    }
+}
+
 /// Makes the ids of one response's items.
 #[derive(Debug, Clone)]
 struct Ids {
@@ -126,7 +157,11 @@ fn delta_reasoning(extra: &Extra) -> Option<&str> {
 /// request; its id seeds the item ids. Only the first choice is read (a Responses request
 /// asks for one). An answer with no choice becomes a `failed` response, not an error: the
 /// engine, not the client, is at fault.
-pub fn response_from_chat(mut started: Response, chat: &ChatCompletionResponse) -> Response {
+pub fn response_from_chat(
+    mut started: Response,
+    chat: &ChatCompletionResponse,
+    style: ReasoningStyle,
+) -> Response {
     let mut ids = Ids::for_response(&started);
     started.usage = chat.usage.as_ref().map(usage);
     let Some(choice) = chat.choices.first() else {
@@ -141,12 +176,7 @@ pub fn response_from_chat(mut started: Response, chat: &ChatCompletionResponse) 
     let msg = &choice.message;
     let mut output = Vec::new();
     if let Some(text) = raw_reasoning(&msg.extra) {
-        output.push(OutputItem::Reasoning {
-            id: ids.make("rs"),
-            status: ItemStatus::Completed,
-            summary: Vec::new(),
-            content: vec![ReasoningPart::reasoning_text(text)],
-        });
+        output.push(style.item(ids.make("rs"), ItemStatus::Completed, Some(text)));
     }
     let calls = msg
         .extra
@@ -249,6 +279,7 @@ enum Open {
 #[derive(Debug, Clone)]
 pub struct StreamTranslator {
     response: Response,
+    style: ReasoningStyle,
     ids: Ids,
     seq: u64,
     started: bool,
@@ -262,8 +293,9 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     /// `started` is [`Response::start`] for the request.
-    pub fn new(started: Response) -> Self {
+    pub fn new(started: Response, style: ReasoningStyle) -> Self {
         Self {
+            style,
             ids: Ids::for_response(&started),
             response: started,
             seq: 0,
@@ -429,30 +461,55 @@ impl StreamTranslator {
             Open::Reasoning(i) => i,
             _ => {
                 self.close_text(ItemStatus::Completed, out);
-                let item = OutputItem::Reasoning {
-                    id: self.ids.make("rs"),
-                    status: ItemStatus::InProgress,
-                    summary: Vec::new(),
-                    content: Vec::new(),
-                };
+                let id = self.ids.make("rs");
+                let item = self.style.item(id.clone(), ItemStatus::InProgress, None);
                 let i = self.add_item(item, out);
+                if self.style == ReasoningStyle::Summary {
+                    out.push(ResponseEvent::ReasoningSummaryPartAdded {
+                        sequence_number: self.seq(),
+                        item_id: id,
+                        output_index: i as u32,
+                        summary_index: 0,
+                        part: ReasoningPart::summary_text(""),
+                    });
+                }
                 self.open = Open::Reasoning(i);
                 i
             }
         };
         let sequence_number = self.seq();
-        if let Some(OutputItem::Reasoning { id, content, .. }) = self.response.output.get_mut(index)
+        let style = self.style;
+        if let Some(OutputItem::Reasoning {
+            id,
+            content,
+            summary,
+            ..
+        }) = self.response.output.get_mut(index)
         {
-            match content.first_mut() {
+            let (parts, make): (_, fn(&str) -> ReasoningPart) = match style {
+                ReasoningStyle::Text => (content, |t| ReasoningPart::reasoning_text(t)),
+                ReasoningStyle::Summary => (summary, |t| ReasoningPart::summary_text(t)),
+            };
+            match parts.first_mut() {
                 Some(part) => part.text.push_str(delta),
-                None => content.push(ReasoningPart::reasoning_text(delta)),
+                None => parts.push(make(delta)),
             }
-            out.push(ResponseEvent::ReasoningTextDelta {
-                sequence_number,
-                item_id: id.clone(),
-                output_index: index as u32,
-                content_index: 0,
-                delta: delta.to_owned(),
+            let (item_id, output_index, delta) = (id.clone(), index as u32, delta.to_owned());
+            out.push(match style {
+                ReasoningStyle::Text => ResponseEvent::ReasoningTextDelta {
+                    sequence_number,
+                    item_id,
+                    output_index,
+                    content_index: 0,
+                    delta,
+                },
+                ReasoningStyle::Summary => ResponseEvent::ReasoningSummaryTextDelta {
+                    sequence_number,
+                    item_id,
+                    output_index,
+                    summary_index: 0,
+                    delta,
+                },
             });
         }
     }
@@ -557,16 +614,43 @@ impl StreamTranslator {
         let item = item.clone();
         let output_index = index as u32;
         match &item {
-            OutputItem::Reasoning { id, content, .. } => {
-                let text = content.first().map(|p| p.text.clone()).unwrap_or_default();
-                out.push(ResponseEvent::ReasoningTextDone {
-                    sequence_number: self.seq(),
-                    item_id: id.clone(),
-                    output_index,
-                    content_index: 0,
-                    text,
-                });
-            }
+            OutputItem::Reasoning {
+                id,
+                content,
+                summary,
+                ..
+            } => match self.style {
+                ReasoningStyle::Text => {
+                    let text = content.first().map(|p| p.text.clone()).unwrap_or_default();
+                    out.push(ResponseEvent::ReasoningTextDone {
+                        sequence_number: self.seq(),
+                        item_id: id.clone(),
+                        output_index,
+                        content_index: 0,
+                        text,
+                    });
+                }
+                ReasoningStyle::Summary => {
+                    let part = summary
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| ReasoningPart::summary_text(""));
+                    out.push(ResponseEvent::ReasoningSummaryTextDone {
+                        sequence_number: self.seq(),
+                        item_id: id.clone(),
+                        output_index,
+                        summary_index: 0,
+                        text: part.text.clone(),
+                    });
+                    out.push(ResponseEvent::ReasoningSummaryPartDone {
+                        sequence_number: self.seq(),
+                        item_id: id.clone(),
+                        output_index,
+                        summary_index: 0,
+                        part,
+                    });
+                }
+            },
             OutputItem::Message { id, content, .. } => {
                 let part = content
                     .first()

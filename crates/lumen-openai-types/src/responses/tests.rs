@@ -431,7 +431,11 @@ fn a_stored_conversation_comes_before_the_new_input() {
         {"id":"call_9","type":"function","function":{"name":"w","arguments":"{}"}}]}),
         "tool_calls",
     );
-    let answer = response_from_chat(Response::start(&first, "t1", 1), &chat);
+    let answer = response_from_chat(
+        Response::start(&first, "t1", 1),
+        &chat,
+        ReasoningStyle::Text,
+    );
     let history = history_items(&first.input, &answer);
 
     let second = req(
@@ -480,6 +484,7 @@ fn a_text_answer_is_a_completed_response_with_usage() {
             json!({"role":"assistant","content":"Hello","reasoning_content":"think"}),
             "stop",
         ),
+        ReasoningStyle::Text,
     );
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(v["id"], "resp_s1");
@@ -512,6 +517,7 @@ fn a_tool_call_answer_has_function_call_items_and_no_empty_message() {
                 {"type":"function","function":{"name":"g","arguments":{"y":2}}}]}),
             "tool_calls",
         ),
+        ReasoningStyle::Text,
     );
     assert_eq!(r.status, Status::Completed);
     let v = serde_json::to_value(&r.output).unwrap();
@@ -529,6 +535,7 @@ fn length_is_incomplete_with_max_output_tokens() {
     let r = response_from_chat(
         started(r#"{"model":"m","input":"x","max_output_tokens":5}"#),
         &chat_answer(json!({"role":"assistant","content":"Hel"}), "length"),
+        ReasoningStyle::Text,
     );
     assert_eq!(r.status, Status::Incomplete);
     assert_eq!(
@@ -548,7 +555,11 @@ fn length_is_incomplete_with_max_output_tokens() {
 #[test]
 fn an_answer_without_choices_is_a_failed_response() {
     let chat: ChatCompletionResponse = serde_json::from_str(r#"{"id":"x","choices":[]}"#).unwrap();
-    let r = response_from_chat(started(r#"{"model":"m","input":"x"}"#), &chat);
+    let r = response_from_chat(
+        started(r#"{"model":"m","input":"x"}"#),
+        &chat,
+        ReasoningStyle::Text,
+    );
     assert_eq!(r.status, Status::Failed);
     assert_eq!(r.error.as_ref().unwrap().code, "server_error");
 }
@@ -586,6 +597,7 @@ fn a_response_round_trips_through_json() {
                 {"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}),
             "tool_calls",
         ),
+        ReasoningStyle::Text,
     );
     let text = serde_json::to_string(&r).unwrap();
     let back: Response = serde_json::from_str(&text).unwrap();
@@ -597,7 +609,10 @@ fn a_response_round_trips_through_json() {
 
 #[test]
 fn a_streamed_text_answer_is_byte_exact() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     let mut events = t.start();
     events.extend(t.push(&chunk(json!({"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}))));
     events.extend(t.push(&text_chunk("Hel")));
@@ -639,9 +654,10 @@ data: {"type":"response.output_item.added","sequence_number":2,"output_index":0,
 
 #[test]
 fn a_streamed_tool_call_is_byte_exact() {
-    let mut t = StreamTranslator::new(started(
-        r#"{"model":"m","input":"hi","tools":[{"type":"function","name":"get"}]}"#,
-    ));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi","tools":[{"type":"function","name":"get"}]}"#),
+        ReasoningStyle::Text,
+    );
     let mut events = Vec::new();
     events.extend(t.push(&chunk(json!({"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[
         {"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":""}}]},"finish_reason":null}]}))));
@@ -678,7 +694,10 @@ fn a_streamed_tool_call_is_byte_exact() {
 
 #[test]
 fn reasoning_then_text_then_two_calls_get_their_own_items_in_order() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     let mut events = Vec::new();
     events.extend(t.push(&chunk(
         json!({"choices":[{"index":0,"delta":{"reasoning_content":"hm"}}]}),
@@ -738,7 +757,10 @@ fn reasoning_then_text_then_two_calls_get_their_own_items_in_order() {
 
 #[test]
 fn the_streamed_response_equals_the_whole_answer_translation() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     t.push(&chunk(
         json!({"choices":[{"index":0,"delta":{"reasoning_content":"think"}}]}),
     ));
@@ -754,13 +776,17 @@ fn the_streamed_response_equals_the_whole_answer_translation() {
             json!({"role":"assistant","content":"Hello","reasoning_content":"think"}),
             "stop",
         ),
+        ReasoningStyle::Text,
     );
     assert_eq!(t.response(), &whole);
 }
 
 #[test]
 fn a_stream_cut_by_length_ends_incomplete() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     t.push(&text_chunk("Hel"));
     let closing = t.push(&finish_chunk("length"));
     assert!(matches!(
@@ -793,7 +819,10 @@ fn a_stream_cut_by_length_ends_incomplete() {
 
 #[test]
 fn fail_ends_the_stream_with_response_failed_and_nothing_after() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     t.push(&text_chunk("Hel"));
     let end = t.fail("engine went away");
     let [ResponseEvent::Failed { response, .. }] = end.as_slice() else {
@@ -809,7 +838,10 @@ fn fail_ends_the_stream_with_response_failed_and_nothing_after() {
 
 #[test]
 fn a_stream_that_stops_without_finish_reason_fails() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     t.push(&text_chunk("Hel"));
     let end = t.finish();
     assert_eq!(end.len(), 1);
@@ -818,7 +850,10 @@ fn a_stream_that_stops_without_finish_reason_fails() {
 
 #[test]
 fn fail_before_any_chunk_still_sends_created_first() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     let kinds: Vec<_> = t.fail("no engine").iter().map(|e| e.event_type()).collect();
     assert_eq!(
         kinds,
@@ -832,7 +867,10 @@ fn fail_before_any_chunk_still_sends_created_first() {
 
 #[test]
 fn content_after_the_finish_and_other_choices_are_ignored() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     t.push(&text_chunk("a"));
     t.push(&finish_chunk("stop"));
     assert!(t.push(&text_chunk("late")).is_empty());
@@ -853,7 +891,10 @@ fn content_after_the_finish_and_other_choices_are_ignored() {
 
 #[test]
 fn every_event_round_trips_and_names_its_type_twice() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     let mut events = t.push(&chunk(
         json!({"choices":[{"index":0,"delta":{"reasoning_content":"r","content":"t",
         "tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]}),
@@ -921,7 +962,10 @@ fn usage_is_read_from_a_native_answer_and_terminal_events_only() {
 
 #[test]
 fn translated_stream_usage_is_readable_by_the_native_reader() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     t.push(&text_chunk("a"));
     t.push(&finish_chunk("stop"));
     t.push(&usage_chunk());
@@ -997,7 +1041,10 @@ fn huge_tool_lists_and_unknown_field_floods_are_capped() {
 
 #[test]
 fn garbage_chunks_never_panic_the_translator() {
-    let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#));
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Text,
+    );
     for v in [
         json!({}),
         json!({"choices":[{"index":0,"delta":{"tool_calls":"nope"}}]}),
@@ -1023,5 +1070,46 @@ fn garbage_chunks_never_panic_the_translator() {
             .output
             .iter()
             .any(|i| matches!(i, OutputItem::FunctionCall { arguments, .. } if arguments == "x"))
+    );
+}
+
+#[test]
+fn summary_style_streams_reasoning_as_openai_summary_events() {
+    let mut t = StreamTranslator::new(
+        started(r#"{"model":"m","input":"hi"}"#),
+        ReasoningStyle::Summary,
+    );
+    let mut events = t.push(&chunk(
+        json!({"choices":[{"index":0,"delta":{"reasoning_content":"a"}}]}),
+    ));
+    events.extend(t.push(&chunk(
+        json!({"choices":[{"index":0,"delta":{"reasoning_content":"b"}}]}),
+    )));
+    events.extend(t.push(&text_chunk("x")));
+    events.extend(t.push(&finish_chunk("stop")));
+    events.extend(t.finish());
+    let frames = sse(&events[2..8]);
+    let expected = concat!(
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"type\":\"reasoning\",\"id\":\"rs_s1_0\",\"status\":\"in_progress\",\"summary\":[],\"content\":[]}}\n\n",
+        "event: response.reasoning_summary_part.added\ndata: {\"type\":\"response.reasoning_summary_part.added\",\"sequence_number\":3,\"item_id\":\"rs_s1_0\",\"output_index\":0,\"summary_index\":0,\"part\":{\"type\":\"summary_text\",\"text\":\"\"}}\n\n",
+        "event: response.reasoning_summary_text.delta\ndata: {\"type\":\"response.reasoning_summary_text.delta\",\"sequence_number\":4,\"item_id\":\"rs_s1_0\",\"output_index\":0,\"summary_index\":0,\"delta\":\"a\"}\n\n",
+        "event: response.reasoning_summary_text.delta\ndata: {\"type\":\"response.reasoning_summary_text.delta\",\"sequence_number\":5,\"item_id\":\"rs_s1_0\",\"output_index\":0,\"summary_index\":0,\"delta\":\"b\"}\n\n",
+        "event: response.reasoning_summary_text.done\ndata: {\"type\":\"response.reasoning_summary_text.done\",\"sequence_number\":6,\"item_id\":\"rs_s1_0\",\"output_index\":0,\"summary_index\":0,\"text\":\"ab\"}\n\n",
+        "event: response.reasoning_summary_part.done\ndata: {\"type\":\"response.reasoning_summary_part.done\",\"sequence_number\":7,\"item_id\":\"rs_s1_0\",\"output_index\":0,\"summary_index\":0,\"part\":{\"type\":\"summary_text\",\"text\":\"ab\"}}\n\n",
+    );
+    assert_eq!(frames, expected);
+    // The streamed response equals the whole-answer translation in the same style.
+    let whole = response_from_chat(
+        started(r#"{"model":"m","input":"hi"}"#),
+        &chat_answer(
+            json!({"role":"assistant","content":"x","reasoning_content":"ab"}),
+            "stop",
+        ),
+        ReasoningStyle::Summary,
+    );
+    assert_eq!(t.response().output, whole.output);
+    assert!(
+        matches!(&whole.output[0], OutputItem::Reasoning { summary, content, .. }
+        if summary[0].text == "ab" && content.is_empty())
     );
 }
