@@ -1113,3 +1113,126 @@ fn summary_style_streams_reasoning_as_openai_summary_events() {
         if summary[0].text == "ab" && content.is_empty())
     );
 }
+
+/// Whatever an engine streams (any mix and order of reasoning, text, tool-call pieces, usage,
+/// finish reasons and junk, ended by `finish` or `fail`), the events form a well-nested
+/// stream: sequence numbers 0, 1, 2, ...; created and in_progress first; one terminal event,
+/// last; each item added once and, unless the response failed, done once after all of its
+/// deltas; and the final response's text and arguments are exactly what the deltas said.
+mod stream_invariants {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::{chunk, started};
+    use crate::responses::{OutputItem, ReasoningStyle, ResponseEvent, StreamTranslator};
+
+    fn step() -> impl Strategy<Value = Value> {
+        let text = prop_oneof![Just(""), Just("a"), Just("é✓"), Just("\"q\"\n")];
+        prop_oneof![
+            text.clone()
+                .prop_map(|t| json!({"choices":[{"index":0,"delta":{"reasoning_content":t}}]})),
+            text.clone()
+                .prop_map(|t| json!({"choices":[{"index":0,"delta":{"content":t}}]})),
+            (
+                0u32..3,
+                proptest::option::of(Just("call_x")),
+                proptest::option::of(Just("f")),
+                text
+            )
+                .prop_map(|(i, id, name, args)| json!({"choices":[{"index":0,"delta":{
+                    "tool_calls":[{"index":i,"id":id,"function":{"name":name,"arguments":args}}]}}]})),
+            prop_oneof![Just("stop"), Just("length"), Just("tool_calls")]
+                .prop_map(|r| json!({"choices":[{"index":0,"delta":{},"finish_reason":r}]})),
+            Just(json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}})),
+            Just(json!({"choices":[{"index":1,"delta":{"content":"other choice"}}]})),
+            Just(json!({"choices":[{"index":0,"delta":{"tool_calls":"junk"}}]})),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_chunk_sequence_gives_a_well_nested_stream(
+            steps in proptest::collection::vec(step(), 0..24),
+            fail in any::<bool>(),
+            summary in any::<bool>(),
+        ) {
+            let style = if summary { ReasoningStyle::Summary } else { ReasoningStyle::Text };
+            let mut t = StreamTranslator::new(started(r#"{"model":"m","input":"hi"}"#), style);
+            let mut events = Vec::new();
+            for s in steps {
+                events.extend(t.push(&chunk(s)));
+            }
+            events.extend(if fail { t.fail("boom") } else { t.finish() });
+
+            prop_assert!(events.len() >= 3);
+            prop_assert_eq!(events[0].event_type(), "response.created");
+            prop_assert_eq!(events[1].event_type(), "response.in_progress");
+            for (i, e) in events.iter().enumerate() {
+                prop_assert_eq!(e.sequence_number(), i as u64);
+                prop_assert_eq!(e.is_terminal(), i == events.len() - 1);
+            }
+            let (final_response, failed) = match events.last() {
+                Some(ResponseEvent::Completed { response, .. })
+                | Some(ResponseEvent::Incomplete { response, .. }) => (response, false),
+                Some(ResponseEvent::Failed { response, .. }) => (response, true),
+                other => return Err(TestCaseError::fail(format!("{other:?}"))),
+            };
+
+            let mut added: HashMap<u32, String> = HashMap::new();
+            let mut done: HashMap<u32, usize> = HashMap::new();
+            let mut text: HashMap<String, String> = HashMap::new();
+            for e in &events {
+                match e {
+                    ResponseEvent::OutputItemAdded { output_index, item, .. } => {
+                        prop_assert!(added.insert(*output_index, item.id().to_owned()).is_none());
+                    }
+                    ResponseEvent::OutputItemDone { output_index, .. } => {
+                        prop_assert!(added.contains_key(output_index));
+                        *done.entry(*output_index).or_default() += 1;
+                    }
+                    ResponseEvent::OutputTextDelta { item_id, output_index, delta, .. }
+                    | ResponseEvent::ReasoningTextDelta { item_id, output_index, delta, .. }
+                    | ResponseEvent::ReasoningSummaryTextDelta { item_id, output_index, delta, .. }
+                    | ResponseEvent::FunctionCallArgumentsDelta { item_id, output_index, delta, .. } => {
+                        prop_assert_eq!(added.get(output_index), Some(item_id));
+                        prop_assert!(!done.contains_key(output_index), "delta after done");
+                        text.entry(item_id.clone()).or_default().push_str(delta);
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(added.len(), final_response.output.len());
+            for (i, item) in final_response.output.iter().enumerate() {
+                prop_assert_eq!(added.get(&(i as u32)).map(String::as_str), Some(item.id()));
+                if !failed {
+                    prop_assert_eq!(done.get(&(i as u32)), Some(&1));
+                }
+                let streamed = text.get(item.id()).cloned().unwrap_or_default();
+                match item {
+                    OutputItem::Message { content, .. } => {
+                        prop_assert_eq!(&content[0].text, &streamed);
+                    }
+                    OutputItem::Reasoning { content, summary, .. } => {
+                        let parts = if summary.is_empty() { content } else { summary };
+                        prop_assert_eq!(&parts[0].text, &streamed);
+                    }
+                    OutputItem::FunctionCall { arguments, .. } => {
+                        if !streamed.trim().is_empty() {
+                            prop_assert_eq!(arguments, &streamed);
+                        } else if !failed {
+                            prop_assert_eq!(arguments, "{}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
