@@ -419,6 +419,45 @@ fn a_client_copy_of_a_mapped_field_is_replaced_not_duplicated() {
     assert!(chat.contains(r#""reasoning_effort":"low""#));
 }
 
+/// The shape Codex sends on a second turn (stateless: `store: false`, the whole conversation in
+/// `input`, encrypted reasoning asked for), translated whole.
+#[test]
+fn a_codex_style_turn_translates() {
+    let body = json!({
+        "model":"gpt-oss-20b","instructions":"You are Codex.","stream":true,"store":false,
+        "tool_choice":"auto","parallel_tool_calls":false,
+        "reasoning":{"effort":"medium","summary":"auto"},
+        "include":["reasoning.encrypted_content"],"prompt_cache_key":"0199-uuid",
+        "tools":[{"type":"function","name":"shell","description":"Runs a command","strict":false,
+            "parameters":{"type":"object","properties":{"command":{"type":"array","items":{"type":"string"}}},"required":["command"]}}],
+        "input":[
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"<environment_context>cwd</environment_context>"}]},
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"list files"}]},
+            {"type":"reasoning","id":"rs_1","summary":[],"content":null,"encrypted_content":null},
+            {"type":"function_call","id":"fc_1","name":"shell","arguments":"{\"command\":[\"ls\"]}","call_id":"call_1","status":"completed"},
+            {"type":"function_call_output","call_id":"call_1","output":"a.txt"}
+        ]
+    });
+    let chat = chat_json(&body.to_string());
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role":"system","content":"You are Codex."},
+            {"role":"user","content":"<environment_context>cwd</environment_context>"},
+            {"role":"user","content":"list files"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+                "function":{"name":"shell","arguments":"{\"command\":[\"ls\"]}"}}]},
+            {"role":"tool","content":"a.txt","tool_call_id":"call_1"}
+        ])
+    );
+    assert_eq!(chat["tools"][0]["function"]["name"], "shell");
+    assert_eq!(chat["tool_choice"], "auto");
+    assert_eq!(chat["parallel_tool_calls"], false);
+    assert_eq!(chat["reasoning_effort"], "medium");
+    assert_eq!(chat["stream_options"], json!({"include_usage":true}));
+    assert!(chat.get("prompt_cache_key").is_none());
+}
+
 // ---- previous_response_id ----
 
 #[test]
