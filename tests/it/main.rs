@@ -26,6 +26,7 @@ mod observability;
 mod openai_client;
 mod proxy;
 mod resilience;
+mod responses;
 mod routing;
 mod security;
 mod shared_state;

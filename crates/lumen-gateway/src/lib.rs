@@ -47,7 +47,9 @@ pub use health::{CheckState, HealthBook, HealthConfig, Tracker};
 pub use observer::{Event, NoopObserver, Observer};
 pub use operation::Operation;
 pub use pipeline::{Answer, Call, ServeError, Served};
-pub use policy::{PolicyError, PolicySettings, PolicyStep, PolicyStores, Settlement};
+pub use policy::{
+    PolicyError, PolicySettings, PolicyStep, PolicyStores, Settlement, StoredResponse,
+};
 pub use stream::GatewayStream;
 pub use text::Text;
 pub use upstream::{ModelBreakers, Probe, Upstream};

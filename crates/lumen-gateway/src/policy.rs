@@ -340,6 +340,61 @@ impl PolicyStep {
         });
     }
 
+    /// Keeps a stored response (OpenAI's Responses API with `store`) for `RESPONSE_TTL`, in the
+    /// cache's store (Redis when configured, so every replica finds it). In the background: the
+    /// answer never waits for it. One over `MAX_STORED_RESPONSE_BYTES` is not kept (logged).
+    pub fn save_response(&self, stored: &StoredResponse) {
+        let Ok(bytes) = serde_json::to_vec(stored) else {
+            return;
+        };
+        if bytes.len() > MAX_STORED_RESPONSE_BYTES {
+            tracing::warn!(
+                bytes = bytes.len(),
+                "a conversation too large to keep; previous_response_id will not find it"
+            );
+            return;
+        }
+        let key = response_key(&stored.response.id);
+        let (cache, observer) = (self.stores.cache.clone(), self.observer.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cache.put(&key, Bytes::from(bytes), RESPONSE_TTL).await {
+                store_failed(observer.as_ref(), "response_put", &e);
+            }
+        });
+    }
+
+    /// A stored response, when it exists and `owner` (the key's namespace; empty without
+    /// keys) created it. Another key's response is reported as absent, so ids cannot be probed.
+    pub async fn load_response(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> Result<Option<StoredResponse>, PolicyError> {
+        let found = match self.stores.cache.get(&response_key(id)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.store_failed("response_get", &e);
+                return Err(PolicyError::Unavailable);
+            }
+        };
+        Ok(found
+            .filter(|b| !b.is_empty())
+            .and_then(|b| serde_json::from_slice::<StoredResponse>(&b).ok())
+            .filter(|s| s.owner == owner))
+    }
+
+    /// Forgets a stored response (a tombstone until its time would have run out).
+    pub async fn delete_response(&self, id: &str) -> Result<(), PolicyError> {
+        self.stores
+            .cache
+            .put(&response_key(id), Bytes::new(), RESPONSE_TTL)
+            .await
+            .map_err(|e| {
+                self.store_failed("response_delete", &e);
+                PolicyError::Unavailable
+            })
+    }
+
     /// Run-time keys, for an admin API.
     pub fn key_store(&self) -> &Arc<dyn KeyStore> {
         &self.stores.keys
@@ -363,6 +418,29 @@ impl PolicyStep {
             self.settings().limits.default_max_tokens,
         )
     }
+}
+
+/// How long a stored response (and its conversation) can be continued or read.
+pub const RESPONSE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest conversation kept for `previous_response_id`.
+pub const MAX_STORED_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A response kept for the Responses API: who created it, the response as returned, the whole
+/// conversation up to and including it (what a `previous_response_id` continues), and this
+/// turn's input (`/input_items`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredResponse {
+    pub owner: String,
+    pub response: lumen_openai_types::responses::Response,
+    pub conversation: Vec<lumen_openai_types::responses::InputItem>,
+    pub input: Vec<lumen_openai_types::responses::InputItem>,
+}
+
+/// Where a stored response lives in the cache's store: apart from every cached answer (the
+/// operation part of the key differs).
+fn response_key(id: &str) -> [u8; 32] {
+    cache_key("", "responses", "", id.as_bytes())
 }
 
 fn store_failed(observer: &dyn Observer, op: &'static str, e: &StoreError) {

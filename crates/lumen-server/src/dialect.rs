@@ -1,11 +1,13 @@
 //! The dialects the edge speaks: how an error's body, and a committed stream's frames, are
 //! written for the caller's API. OpenAI's (chat, completions, embeddings, the engines' JSON
-//! endpoints) and Anthropic's (`/v1/messages`). The core's pipeline is the same for both; only
+//! endpoints; its Responses events on `/v1/responses`) and Anthropic's (`/v1/messages`). The core's pipeline is the same for both; only
 //! the rendering differs, so a new API is a dialect here and a translation, not a copy of the
 //! chat path.
 
 use bytes::Bytes;
 use lumen_anthropic_types::{StreamEvent, StreamTranslator};
+use lumen_gateway::StoredResponse;
+use lumen_openai_types::responses::{self, Input, InputItem, Response, history_items};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
 use lumen_openai_types::{ChatCompletionChunk, Chunk};
 use serde::Serialize;
@@ -110,5 +112,75 @@ impl Frames<ChatCompletionChunk> for AnthropicFrames {
         self.translator
             .fail(e.status.as_u16(), e.error.message.clone(), &mut self.events);
         self.take()
+    }
+}
+
+/// What a Responses request with `store` keeps once its answer is complete: the conversation
+/// it continued, and its own input (so a later `previous_response_id` sees this turn).
+pub(crate) struct Keep {
+    pub(crate) core: lumen_gateway::Gateway,
+    pub(crate) owner: String,
+    pub(crate) conversation: Vec<InputItem>,
+    pub(crate) input: Input,
+}
+
+impl Keep {
+    /// Stores `response` with the conversation up to and including it (in the background).
+    pub(crate) fn save(self, response: &Response) {
+        let input = history_items(
+            &self.input,
+            &Response {
+                output: Vec::new(),
+                ..response.clone()
+            },
+        );
+        let mut conversation = self.conversation;
+        conversation.extend(history_items(&self.input, response));
+        self.core.policy().save_response(&StoredResponse {
+            owner: self.owner,
+            response: response.clone(),
+            conversation,
+            input,
+        });
+    }
+}
+
+/// OpenAI's Responses events, translated from a chat completion stream as it is relayed
+/// (`response.created`, items and their deltas, `response.completed` with usage); a failure
+/// is `response.failed`. A stored response is kept when the stream completes.
+pub(crate) struct ResponsesFrames {
+    translator: responses::StreamTranslator,
+    keep: Option<Keep>,
+}
+
+impl ResponsesFrames {
+    pub(crate) fn new(translator: responses::StreamTranslator, keep: Option<Keep>) -> Self {
+        Self { translator, keep }
+    }
+}
+
+fn sse(events: &[responses::ResponseEvent]) -> Bytes {
+    let mut out = Vec::new();
+    for e in events {
+        out.extend_from_slice(&e.to_sse());
+    }
+    Bytes::from(out)
+}
+
+impl Frames<ChatCompletionChunk> for ResponsesFrames {
+    fn chunk(&mut self, chunk: &Chunk<ChatCompletionChunk>) -> Result<Bytes, String> {
+        Ok(sse(&self.translator.push(chunk.get())))
+    }
+
+    fn end(&mut self) -> Bytes {
+        let events = self.translator.finish();
+        if let Some(keep) = self.keep.take() {
+            keep.save(self.translator.response());
+        }
+        sse(&events)
+    }
+
+    fn fail(&mut self, e: &ApiError) -> Bytes {
+        sse(&self.translator.fail(&e.error.message))
     }
 }

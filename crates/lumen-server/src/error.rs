@@ -77,6 +77,18 @@ impl ApiError {
         .code("invalid_api_key")
     }
 
+    /// A stored response that does not exist, expired, or belongs to another key (the same
+    /// answer for all three, so ids cannot be probed).
+    pub fn response_not_found(id: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            format!("Response with id '{id}' not found."),
+        );
+        e.error.param = Some("response_id".to_owned());
+        e
+    }
+
     pub fn invalid_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::access::Access;
-use crate::dialect::{AnthropicFrames, Dialect, Frames, OpenAiFrames};
+use crate::dialect::{AnthropicFrames, Dialect, Frames, Keep, OpenAiFrames, ResponsesFrames};
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
@@ -35,7 +35,8 @@ use lumen_gateway::operation::{
 use lumen_gateway::policy::Principal;
 use lumen_gateway::{Answer, Call, Served};
 use lumen_governance::limits::RateHeaders;
-use lumen_openai_types::ChatCompletionResponse;
+use lumen_openai_types::responses::{self, ResponsesRequest};
+use lumen_openai_types::{ChatCompletionResponse, RequestError};
 
 /// Which endpoints a listener serves: everything, or (on the admin listener) only the
 /// operational ones.
@@ -60,6 +61,16 @@ enum Endpoint {
     Score,
     Classify,
     Pool,
+    /// `POST /v1/responses`.
+    Responses,
+    /// `POST /v1/responses/input_tokens`.
+    ResponseTokens,
+    /// `GET` / `DELETE /v1/responses/{id}`.
+    Response,
+    /// `POST /v1/responses/{id}/cancel`.
+    ResponseCancel,
+    /// `GET /v1/responses/{id}/input_items`.
+    ResponseItems,
     Models,
     Model,
     Health,
@@ -85,6 +96,13 @@ impl Endpoint {
             Classify::PATH => Self::Classify,
             Pooling::PATH => Self::Pool,
             "/v1/messages" => Self::Messages,
+            "/v1/responses" => Self::Responses,
+            "/v1/responses/input_tokens" => Self::ResponseTokens,
+            p if response_id(p).is_some() => match p.rsplit_once('/') {
+                Some((_, "cancel")) if p.matches('/').count() == 4 => Self::ResponseCancel,
+                Some((_, "input_items")) if p.matches('/').count() == 4 => Self::ResponseItems,
+                _ => Self::Response,
+            },
             "/v1/messages/count_tokens" => Self::CountTokens,
             "/v1/models" => Self::Models,
             "/health" => Self::Health,
@@ -135,7 +153,12 @@ impl Endpoint {
             | Self::CountTokens
             | Self::Score
             | Self::Classify
-            | Self::Pool => "POST",
+            | Self::Pool
+            | Self::Responses
+            | Self::ResponseTokens
+            | Self::ResponseCancel => "POST",
+            Self::Response => "GET, DELETE",
+            Self::ResponseItems => "GET",
             Self::AdminKeys => "GET, POST",
             Self::AdminKey => "DELETE",
             _ => "GET, HEAD",
@@ -154,7 +177,12 @@ impl Endpoint {
             | Self::CountTokens
             | Self::Score
             | Self::Classify
-            | Self::Pool => m == Method::POST,
+            | Self::Pool
+            | Self::Responses
+            | Self::ResponseTokens
+            | Self::ResponseCancel => m == Method::POST,
+            Self::Response => m == Method::GET || m == Method::DELETE,
+            Self::ResponseItems => m == Method::GET,
             Self::AdminKeys => m == Method::GET || m == Method::POST,
             Self::AdminKey => m == Method::DELETE,
             _ => m == Method::GET || m == Method::HEAD,
@@ -176,6 +204,11 @@ impl Endpoint {
                 | Self::Score
                 | Self::Classify
                 | Self::Pool
+                | Self::Responses
+                | Self::ResponseTokens
+                | Self::Response
+                | Self::ResponseCancel
+                | Self::ResponseItems
                 | Self::Models
                 | Self::Model
         )
@@ -209,6 +242,7 @@ impl Endpoint {
             ),
             Self::Classify => ("classify", Classify::PATH),
             Self::Pool => ("pooling", Pooling::PATH),
+            Self::Responses => ("chat", "/v1/responses"),
             Self::Rerank => (
                 "rerank",
                 match path {
@@ -234,6 +268,9 @@ impl Endpoint {
             Self::Score => "score",
             Self::Classify => "classify",
             Self::Pool => "pooling",
+            Self::Responses => "responses",
+            Self::ResponseTokens => "response_input_tokens",
+            Self::Response | Self::ResponseCancel | Self::ResponseItems => "response",
             Self::Models => "models",
             Self::Model => "model",
             Self::Health => "health",
@@ -511,6 +548,48 @@ impl Api {
                     .await
             }
             Endpoint::Messages => self.messages(req, principal, request_id, cx).await,
+            Endpoint::Responses => self.responses(req, principal, request_id, cx).await,
+            Endpoint::ResponseTokens => {
+                self.response_input_tokens(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Response | Endpoint::ResponseCancel | Endpoint::ResponseItems => {
+                let id = response_id(&path).unwrap_or_default();
+                let stored = self
+                    .gw
+                    .core()
+                    .policy()
+                    .load_response(id, &owner(&principal))
+                    .await?
+                    .ok_or_else(|| ApiError::response_not_found(id))?;
+                match (endpoint, req.method()) {
+                    (Endpoint::ResponseItems, _) => done(json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "object": "list",
+                            "data": stored.input,
+                            "has_more": false,
+                        }),
+                        request_id,
+                    )),
+                    // Lumen runs no background responses (they are refused): there is
+                    // never one to cancel.
+                    (Endpoint::ResponseCancel, _) => Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        crate::error::INVALID_REQUEST,
+                        "Only responses created with background=true can be cancelled.",
+                    )),
+                    (_, &Method::DELETE) => {
+                        self.gw.core().policy().delete_response(id).await?;
+                        done(json(
+                            StatusCode::OK,
+                            &serde_json::json!({"id": id, "object": "response", "deleted": true}),
+                            request_id,
+                        ))
+                    }
+                    _ => done(json(StatusCode::OK, &stored.response, request_id)),
+                }
+            }
             // Each score path keeps its own shape on the engine (and in the cache).
             Endpoint::Score if path == ScoreBare::PATH => {
                 self.inference::<ScoreBare, B>(req, principal, request_id, cx)
@@ -637,6 +716,159 @@ impl Api {
         )
     }
 
+    /// `POST /v1/responses`: OpenAI's Responses API, translated to a chat completion and run
+    /// through the same pipeline as chat. With `store` (the default) the response and its
+    /// conversation are kept (`PolicyStep::save_response`), so `previous_response_id`,
+    /// `GET /v1/responses/{id}` and `input_items` work on any engine, for the key that created
+    /// it only.
+    async fn responses<B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let settings = self.gw.settings();
+        let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
+        let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
+        let owner = owner(&principal);
+        let core = self.gw.core();
+        let conversation = match &request.previous_response_id {
+            Some(id) => {
+                core.policy()
+                    .load_response(id, &owner)
+                    .await?
+                    .ok_or_else(|| ApiError::response_not_found(id))?
+                    .conversation
+            }
+            None => Vec::new(),
+        };
+        let chat = responses::to_chat(&request, &conversation).map_err(RequestError::from)?;
+        Chat::validate(&chat, settings.max_n)?;
+        let body_len = body.len();
+        drop(body);
+        let mut seed = uuid::Uuid::encode_buffer();
+        let seed = uuid::Uuid::now_v7().simple().encode_lower(&mut seed);
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let started = responses::Response::start(&request, seed, created);
+        let keep = request.store.unwrap_or(true).then(|| Keep {
+            core: core.clone(),
+            owner,
+            conversation,
+            input: request.input.clone(),
+        });
+        drop(request);
+        let call = Call {
+            principal: &principal,
+            body_len,
+            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        let style = responses::ReasoningStyle::Text;
+        Ok(match core.serve::<Chat>(chat, call, cx).await? {
+            Served::Stream { stream, rate } => self.sse(
+                stream,
+                request_id,
+                rate,
+                ResponsesFrames::new(responses::StreamTranslator::new(started, style), keep),
+            ),
+            Served::Answer(mut answer) => {
+                let chat: ChatCompletionResponse = serde_json::from_slice(&answer.json)
+                    .map_err(|e| translation_failed(&e.to_string()))?;
+                let response = responses::response_from_chat(started, &chat, style);
+                answer.json = serde_json::to_vec(&response)
+                    .map_err(|e| translation_failed(&e.to_string()))?
+                    .into();
+                if let Some(keep) = keep {
+                    keep.save(&response);
+                }
+                Outcome::Done(answer_response(answer, request_id))
+            }
+        })
+    }
+
+    /// `POST /v1/responses/input_tokens`: the input (and instructions, tools, the conversation
+    /// it continues) through the engine's tokenizer with its chat template, as
+    /// `{"object": "response.input_tokens", "input_tokens": n}`; charged as a request only.
+    async fn response_input_tokens<B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let settings = self.gw.settings();
+        let limit =
+            Tokenize::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
+        let (body, _budget) = self.read_body(req, limit).await?;
+        let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
+        let conversation = match &request.previous_response_id {
+            Some(id) => {
+                self.gw
+                    .core()
+                    .policy()
+                    .load_response(id, &owner(&principal))
+                    .await?
+                    .ok_or_else(|| ApiError::response_not_found(id))?
+                    .conversation
+            }
+            None => Vec::new(),
+        };
+        let chat = responses::to_chat(&request, &conversation).map_err(RequestError::from)?;
+        let n = self
+            .tokens_of(&chat, &principal, body.len(), cx, settings.max_n)
+            .await?;
+        Ok(Outcome::Done(json(
+            StatusCode::OK,
+            &serde_json::json!({"object": "response.input_tokens", "input_tokens": n}),
+            request_id,
+        )))
+    }
+
+    /// Tokens of a chat request's messages (and tools) through the engine's `/tokenize`, with
+    /// its chat template; the call is charged as a tokenizer call (a request, no tokens).
+    async fn tokens_of(
+        &self,
+        chat: &lumen_openai_types::ChatCompletionRequest,
+        principal: &Principal,
+        body_len: usize,
+        cx: RequestContext,
+        max_n: u32,
+    ) -> Result<u64, ApiError> {
+        let tokenize = serde_json::to_vec(&CountTokensBody {
+            model: &chat.model,
+            messages: &chat.messages,
+            tools: chat.extra.get("tools"),
+        })
+        .map_err(|e| translation_failed(&e.to_string()))?;
+        let r = Tokenize::read(&tokenize, max_n)?;
+        let call = Call {
+            principal,
+            body_len,
+            cache_control: None,
+        };
+        match self.gw.core().serve::<Tokenize>(r, call, cx).await? {
+            Served::Answer(answer) => {
+                let counted: TokenCount = serde_json::from_slice(&answer.json)
+                    .map_err(|e| translation_failed(&e.to_string()))?;
+                Ok(counted.count)
+            }
+            Served::Stream { .. } => {
+                Err(translation_failed("the tokenizer answered with a stream"))
+            }
+        }
+    }
+
     /// `POST /v1/messages/count_tokens`: the messages (and tools) through the engine's
     /// tokenizer with its chat template (`/tokenize`), answered as `{"input_tokens": n}`. Like
     /// `/tokenize`, charged as a request, never as tokens.
@@ -658,30 +890,14 @@ impl Api {
         let request = MessagesRequest::parse_count_tokens(&body)?;
         let chat = translate::count_tokens_to_chat(&request)?;
         drop(request);
-        let tokenize = serde_json::to_vec(&CountTokensBody {
-            model: &chat.model,
-            messages: &chat.messages,
-            tools: chat.extra.get("tools"),
-        })
-        .map_err(|e| translation_failed(&e.to_string()))?;
-        let r = Tokenize::read(&tokenize, settings.max_n)?;
-        let call = Call {
-            principal: &principal,
-            body_len: body.len(),
-            cache_control: None,
-        };
-        drop(body);
-        match self.gw.core().serve::<Tokenize>(r, call, cx).await? {
-            Served::Answer(mut answer) => {
-                let counted: TokenCount = serde_json::from_slice(&answer.json)
-                    .map_err(|e| translation_failed(&e.to_string()))?;
-                answer.json = Bytes::from(format!("{{\"input_tokens\":{}}}", counted.count));
-                Ok(Outcome::Done(answer_response(answer, request_id)))
-            }
-            Served::Stream { .. } => {
-                Err(translation_failed("the tokenizer answered with a stream"))
-            }
-        }
+        let n = self
+            .tokens_of(&chat, &principal, body.len(), cx, settings.max_n)
+            .await?;
+        Ok(Outcome::Done(json(
+            StatusCode::OK,
+            &serde_json::json!({"input_tokens": n}),
+            request_id,
+        )))
     }
 
     /// What the gateway needs from the request's headers.
@@ -864,6 +1080,25 @@ struct CountTokensBody<'a> {
 #[derive(serde::Deserialize)]
 struct TokenCount {
     count: u64,
+}
+
+/// The id in `/v1/responses/{id}` (and its `/cancel`, `/input_items`), when the path has one.
+fn response_id(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/responses/")?;
+    let id = rest
+        .strip_suffix("/cancel")
+        .or_else(|| rest.strip_suffix("/input_items"))
+        .unwrap_or(rest);
+    (!id.is_empty() && !id.contains('/') && id != "input_tokens").then_some(id)
+}
+
+/// Who owns a stored response: the key's namespace (a key re-created under the same name is
+/// another owner), or nobody in particular when auth is off.
+fn owner(principal: &Principal) -> String {
+    principal
+        .as_ref()
+        .map(|k| k.namespace())
+        .unwrap_or_default()
 }
 
 fn with_id(mut resp: Response<ResponseBody>, request_id: &HeaderValue) -> Response<ResponseBody> {
