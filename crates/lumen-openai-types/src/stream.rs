@@ -74,12 +74,16 @@ pub type Reply<T> = Chunk<T>;
 /// The gateway must look at every chunk (to spot in-band errors, count tokens, rewrite model
 /// names) but should pay neither to re-serialise the ones it leaves alone nor to build a typed
 /// value it never reads. So [`Chunk::from_raw`] only *peeks*: it validates the JSON and pulls out
-/// the error, `usage` and whether `choices` is empty, skipping everything else without
-/// allocating. The typed value is parsed on first [`get`](Self::get); after
+/// the error, `usage`, whether `choices` is empty and how much text each choice carries,
+/// skipping everything else without allocating. The typed value is parsed on first [`get`](Self::get); after
 /// [`get_mut`](Self::get_mut) the original bytes are dropped and the chunk is serialised fresh.
 #[derive(Debug, Clone)]
 pub struct Chunk<T> {
-    value: std::sync::OnceLock<T>,
+    /// Boxed: a chunk is moved several times on its way from the engine to the caller (each
+    /// stream layer's `Poll`), and the typed value, parsed only when the gateway edits or reads
+    /// the chunk, made every move copy it (a 400-byte chunk, about 800 instructions of
+    /// `memcpy` per relayed event).
+    value: std::sync::OnceLock<Box<T>>,
     raw: Option<Bytes>,
     peek: Option<Peeked>,
 }
@@ -90,16 +94,22 @@ struct Peeked {
     usage_only: bool,
     /// A choice carries a non-null `finish_reason`: the answer is complete.
     finished: bool,
-    error: Option<crate::ErrorObject>,
-    /// Where `choices` is in the payload, for [`Chunk::outputs`].
-    choices: Option<std::ops::Range<usize>>,
+    /// Boxed for the same reason as [`Chunk::value`]: almost every event has none.
+    error: Option<Box<crate::ErrorObject>>,
+    /// Each choice's generated text, counted by the same walk that validated `choices`, for
+    /// [`Chunk::outputs`] (which runs on every relayed event: a second walk cost about 1,000
+    /// instructions an event).
+    outputs: peek::Outputs,
 }
 
 /// Whether a `choices` array names a `finish_reason` other than `null` (a byte search over this
 /// one event's choices: `"finish_reason"`, optional whitespace, `:`, then anything but `null`).
 fn names_finish_reason(choices: &[u8]) -> bool {
     const KEY: &[u8] = b"\"finish_reason\"";
-    memchr::memmem::find_iter(choices, KEY).any(|at| {
+    /// Built once: building the searcher cost more than the search, on every event.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    FINDER.find_iter(choices).any(|at| {
         let rest = &choices[at + KEY.len()..];
         let rest = rest.trim_ascii_start();
         rest.strip_prefix(b":")
@@ -145,7 +155,7 @@ impl<T> Chunk<T> {
     /// A chunk built in process (for example by a custom backend); serialised when sent.
     pub fn new(value: T) -> Self {
         Self {
-            value: std::sync::OnceLock::from(value),
+            value: std::sync::OnceLock::from(Box::new(value)),
             raw: None,
             peek: None,
         }
@@ -181,18 +191,13 @@ impl<T> Chunk<T> {
         });
         let tokens = usage.as_ref().and_then(PeekUsage::tokens);
         let usage_only = usage.is_some() && empty;
-        // A sub-slice of `raw`: its offset is the difference of the two addresses.
-        let choices = m.choices.map(|c| {
-            let at = c.as_ptr() as usize - raw.as_ptr() as usize;
-            at..at + c.len()
-        });
         let peek = Peeked {
             tokens,
             usage_only,
             finished,
-            choices,
+            outputs: m.outputs,
             error: if failed {
-                crate::ErrorObject::from_upstream(&raw)
+                crate::ErrorObject::from_upstream(&raw).map(Box::new)
             } else {
                 None
             },
@@ -214,7 +219,7 @@ impl<T> Chunk<T> {
     /// The engine's in-band error, when this event is one (`{"error": ...}` or vLLM's older
     /// `{"object": "error", ...}`).
     pub fn upstream_error(&self) -> Option<&crate::ErrorObject> {
-        self.peek.as_ref().and_then(|p| p.error.as_ref())
+        self.peek.as_ref().and_then(|p| p.error.as_deref())
     }
 
     /// The original payload, if this chunk is still unchanged.
@@ -235,14 +240,14 @@ impl<T: DeserializeOwned + Default> Chunk<T> {
 
     /// The typed value, parsed on first use.
     pub fn get(&self) -> &T {
-        self.value.get_or_init(|| self.parse())
+        self.value.get_or_init(|| Box::new(self.parse()))
     }
 
     /// Mutable access; the original bytes are dropped because they no longer match.
     pub fn get_mut(&mut self) -> &mut T {
         if self.value.get().is_none() {
             let v = self.parse();
-            let _ = self.value.set(v);
+            let _ = self.value.set(Box::new(v));
         }
         self.raw = None;
         self.peek = None;
@@ -255,7 +260,8 @@ impl<T: DeserializeOwned + Default> Chunk<T> {
     pub fn into_inner(self) -> T {
         let parsed = self.value.get().is_none().then(|| self.parse());
         match (self.value.into_inner(), parsed) {
-            (Some(v), _) | (None, Some(v)) => v,
+            (Some(v), _) => *v,
+            (None, Some(v)) => v,
             (None, None) => T::default(),
         }
     }
@@ -290,20 +296,12 @@ impl<T: DeserializeOwned + Default> Chunk<T> {
     where
         T: Serialize,
     {
-        if let (Some(raw), Some(Peeked { choices, .. })) = (&self.raw, &self.peek) {
-            if let Some(c) = choices.clone().and_then(|r| raw.get(r)) {
-                peek::choice_outputs(c, &mut f);
-            }
+        if let Some(p) = &self.peek {
+            p.outputs.each(&mut f);
             return;
         }
-        if let Some(c) = self
-            .to_json()
-            .ok()
-            .as_deref()
-            .and_then(peek::scan)
-            .and_then(|m| m.choices)
-        {
-            peek::choice_outputs(c, &mut f);
+        if let Some(m) = self.to_json().ok().as_deref().and_then(peek::scan) {
+            m.outputs.each(&mut f);
         }
     }
 

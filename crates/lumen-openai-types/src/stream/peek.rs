@@ -1,6 +1,7 @@
 //! A single-pass scanner that checks a payload is one JSON object and finds the few top-level
 //! members the gateway reads (`error`, `object`, `usage`, `choices`), skipping every other value
-//! without building anything.
+//! without building anything. On its way through `choices` it also counts the text each choice
+//! generated ([`Outputs`]), so what a stream relayed is counted without walking the event twice.
 //!
 //! Why not serde: a derived struct deserialises every key through an identifier visitor and
 //! re-validates strings, which was about 4,000 instructions per stream event, most of the cost
@@ -18,6 +19,8 @@ pub(crate) struct Members<'a> {
     pub object: Option<&'a [u8]>,
     pub usage: Option<&'a [u8]>,
     pub choices: Option<&'a [u8]>,
+    /// Each choice's generated text, counted on the way through `choices`.
+    pub outputs: Outputs,
 }
 
 /// serde_json's own limit when it parses (rather than skips) a value: it refuses the 128th
@@ -85,14 +88,18 @@ impl<'a> Scanner<'a> {
             self.eat(b':')?;
             self.ws();
             let start = self.i;
-            self.value(1)?;
-            let value = &self.b[start..self.i];
-            match key {
-                b"error" => m.error = Some(value),
-                b"object" => m.object = Some(value),
-                b"usage" => m.usage = Some(value),
-                b"choices" => m.choices = Some(value),
-                _ => {}
+            if key == b"choices" {
+                m.outputs = self.choices()?;
+                m.choices = Some(&self.b[start..self.i]);
+            } else {
+                self.value(1)?;
+                let value = &self.b[start..self.i];
+                match key {
+                    b"error" => m.error = Some(value),
+                    b"object" => m.object = Some(value),
+                    b"usage" => m.usage = Some(value),
+                    _ => {}
+                }
             }
             self.ws();
             match self.peek() {
@@ -222,14 +229,8 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // A plain search over the rest of the slice (no per-byte bounds checks): engine
-            // strings are mostly short (ids, roles, single tokens), where a word-at-a-time or
-            // SIMD skip measured slower on real chunks.
             let rest = &self.b[self.i..];
-            let at = rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .ok_or(())?;
+            let at = special(rest).ok_or(())?;
             self.i += at;
             match rest[at] {
                 b'"' => {
@@ -263,14 +264,69 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Calls `f(index, bytes)` for each choice of a stream event's `choices` array: how many bytes
-/// of text the choice generated in this event, unescaped — chat's `delta.content`,
-/// `reasoning_content`, `reasoning` and tool calls' `name` and `arguments`; completions' `text`.
-/// The array was validated when the event was read, so the walk is lenient: anything
-/// unexpected ends it.
-pub(crate) fn choice_outputs(choices: &[u8], f: &mut dyn FnMut(u32, u64)) {
-    let mut s = Scanner { b: choices, i: 0 };
-    let _ = s.outputs(f);
+/// The text each choice of a `choices` array generated in one event, in the order of the array:
+/// `(index, unescaped bytes)`. Counted while [`scan`] validates the array, so the relayed-output
+/// count costs no second walk over the event. The first choice is kept inline: engines send one
+/// choice per event (even for `n` > 1), so the usual event allocates nothing here.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Outputs {
+    first: Option<(u32, u64)>,
+    more: Vec<(u32, u64)>,
+}
+
+impl Outputs {
+    fn push(&mut self, choice: (u32, u64)) {
+        if self.first.is_none() {
+            self.first = Some(choice);
+        } else {
+            self.more.push(choice);
+        }
+    }
+
+    /// Calls `f(index, bytes)` for each choice, in order.
+    pub(crate) fn each(&self, f: &mut dyn FnMut(u32, u64)) {
+        for &(index, bytes) in self.first.iter().chain(&self.more) {
+            f(index, bytes);
+        }
+    }
+}
+
+/// The offset of the first byte in `rest` that ends a string's plain run: `"`, `\\` or a
+/// control character. Eight bytes at a time (SWAR), reading past the string's end into the rest
+/// of the payload, which is always there but for the last few bytes: engine strings are short
+/// (ids, keys, single tokens), so a per-string bounded or SIMD search cost more in set-up than
+/// it saved, and a per-byte search cost about 15 instructions a byte (2026-12-06 callgrind).
+pub(super) fn special(rest: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    const SPACE: u64 = ONES * 0x20;
+    let mut words = rest.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        // Byte 0 in the low bits, whatever the target's order, so the lowest flag is the first.
+        let w = match <[u8; 8]>::try_from(word) {
+            Ok(w) => u64::from_le_bytes(w),
+            Err(_) => unreachable!("chunks_exact yields 8 bytes"),
+        };
+        let (q, b) = (w ^ QUOTE, w ^ BACKSLASH);
+        // `(x - 1) & !x & 0x80` per byte flags a zero byte (`x - 0x20`: a byte below 0x20).
+        // Flags above the first true one may be false (a borrow), never below it.
+        let hits = ((q.wrapping_sub(ONES) & !q)
+            | (b.wrapping_sub(ONES) & !b)
+            | (w.wrapping_sub(SPACE) & !w))
+            & HIGH;
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| at + p)
 }
 
 /// Delta members whose strings are generated text.
@@ -278,33 +334,58 @@ const GENERATED: [&[u8]; 3] = [b"content", b"reasoning_content", b"reasoning"];
 /// Members of a tool call (at any depth) whose strings are generated text.
 const TOOL_TEXT: [&[u8]; 2] = [b"name", b"arguments"];
 
+/// The walk of `choices` that also counts each choice's text: how many bytes of text the choice
+/// generated in this event, unescaped — chat's `delta.content`, `reasoning_content`,
+/// `reasoning` and tool calls' `name` and `arguments`; completions' `text`. It validates exactly
+/// what [`Scanner::value`] does (same grammar, every container at its true depth against
+/// [`MAX_NESTING`]), only reading a few keys on the way.
 impl<'a> Scanner<'a> {
-    fn outputs(&mut self, f: &mut dyn FnMut(u32, u64)) -> R<()> {
-        self.eat(b'[')?;
+    /// The value of the top-level `choices` member (inside the top object, so at depth 1).
+    /// Anything but an array is skipped and has no outputs; an element that is not an object
+    /// is skipped and counts as no choice.
+    fn choices(&mut self) -> R<Outputs> {
+        let mut out = Outputs::default();
+        if self.peek() != Some(b'[') {
+            self.value(1)?;
+            return Ok(out);
+        }
+        self.i += 1;
         self.ws();
         if self.peek() == Some(b']') {
-            return Ok(());
+            self.i += 1;
+            return Ok(out);
         }
         loop {
             self.ws();
             if self.peek() == Some(b'{') {
-                let (index, bytes) = self.choice()?;
-                f(index, bytes);
+                out.push(self.choice()?);
             } else {
-                self.value(1)?;
+                self.value(2)?;
             }
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
-                Some(b']') => return Ok(()),
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
                 _ => return Err(()),
             }
         }
     }
 
-    /// The members of the object at the current `{`: `member(key)` must consume each value.
-    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> R<()>) -> R<()> {
-        self.eat(b'{')?;
+    /// The members of the object at the current `{`, itself at `depth`: `member(self, key)`
+    /// must consume each value (at `depth + 1`). A key is matched as written: an escaped key is
+    /// never one of the few read here, and its value is skipped.
+    fn members(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> R<()>,
+    ) -> R<()> {
+        if depth >= MAX_NESTING || self.peek() != Some(b'{') {
+            return Err(());
+        }
+        self.i += 1;
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -312,7 +393,6 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.ws();
-            // An escaped key is never one of the few read here; its value is skipped.
             let (key, _) = self.string()?;
             self.eat(b':')?;
             self.ws();
@@ -329,30 +409,31 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// One choice: its `index` and the bytes of text it carries.
+    /// One choice (an element of `choices`, at depth 2): its `index` (0 when absent or not a
+    /// `u32`) and the bytes of text it carries.
     fn choice(&mut self) -> R<(u32, u64)> {
         let (mut index, mut bytes) = (0, 0);
-        self.members(|s, key| match key {
+        self.members(2, |s, key| match key {
             b"index" => {
                 let start = s.i;
-                s.value(2)?;
+                s.value(3)?;
                 index = std::str::from_utf8(&s.b[start..s.i])
                     .ok()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
                 Ok(())
             }
-            b"text" => s.text_len(2).map(|n| bytes += n),
-            b"delta" if s.peek() == Some(b'{') => s.members(|s, key| {
+            b"text" => s.text_len(3).map(|n| bytes += n),
+            b"delta" if s.peek() == Some(b'{') => s.members(3, |s, key| {
                 if GENERATED.contains(&key) {
-                    s.text_len(3).map(|n| bytes += n)
+                    s.text_len(4).map(|n| bytes += n)
                 } else if key == b"tool_calls" {
-                    s.tool_text(3).map(|n| bytes += n)
+                    s.tool_text(4).map(|n| bytes += n)
                 } else {
-                    s.value(3)
+                    s.value(4)
                 }
             }),
-            _ => s.value(2),
+            _ => s.value(3),
         })?;
         Ok((index, bytes))
     }
@@ -370,15 +451,13 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// The bytes of the tool-call strings named in [`TOOL_TEXT`] anywhere in this value.
+    /// The bytes of the tool-call strings named in [`TOOL_TEXT`] anywhere in this value, at
+    /// `depth`.
     fn tool_text(&mut self, depth: usize) -> R<u64> {
-        if depth >= MAX_NESTING {
-            return Err(());
-        }
         match self.peek() {
             Some(b'{') => {
                 let mut n = 0;
-                self.members(|s, key| {
+                self.members(depth, |s, key| {
                     let add = if TOOL_TEXT.contains(&key) && s.peek() == Some(b'"') {
                         s.text_len(depth + 1)?
                     } else {
@@ -390,6 +469,9 @@ impl<'a> Scanner<'a> {
                 Ok(n)
             }
             Some(b'[') => {
+                if depth >= MAX_NESTING {
+                    return Err(());
+                }
                 self.i += 1;
                 let mut n = 0;
                 self.ws();

@@ -333,3 +333,85 @@ fn an_edited_chunk_is_read_the_same_way() {
     assert!(c.raw().is_none());
     assert_eq!(outputs(&c), [(1, 5)]);
 }
+
+/// The walk that counts each choice's text is also the validation of `choices`: along every
+/// path it reads (a choice, its `delta`, tool calls at any depth, `index`, `text`) it must
+/// refuse exactly the nesting serde_json refuses, and nothing else.
+#[test]
+fn the_counting_walk_validates_choices_as_serde_json_does() {
+    // `{}` holds the nested value; the path's own objects and arrays are levels too.
+    let paths = [
+        r#"{"choices":{}}"#,
+        r#"{"choices":[{}]}"#,
+        r#"{"choices":[{"index":{}}]}"#,
+        r#"{"choices":[{"text":{}}]}"#,
+        r#"{"choices":[{"delta":{"content":{}}}]}"#,
+        r#"{"choices":[{"delta":{"x":{}}}]}"#,
+        r#"{"choices":[{"delta":{"tool_calls":{}}}]}"#,
+        r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":{}}}]}}]}"#,
+    ];
+    for path in paths {
+        for inner in [100, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127, 140] {
+            for (open, close) in [("[", "]"), (r#"{"name":"#, "}")] {
+                let value = format!("{}0{}", open.repeat(inner), close.repeat(inner));
+                let doc = path.replace("{}", &value);
+                let ours = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from(doc.clone()));
+                let serde = serde_json::from_str::<serde_json::Value>(&doc);
+                assert_eq!(
+                    ours.is_ok(),
+                    serde.is_ok(),
+                    "{path} with {inner} levels of {open}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn outputs_are_those_of_the_last_choices_member() {
+    let c = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(
+        br#"{"choices":[{"index":0,"delta":{"content":"abc"}}],"choices":[{"index":2,"text":"\u00e9"},7,{"delta":null}]}"#,
+    ))
+    .unwrap();
+    assert_eq!(outputs(&c), [(2, 2), (0, 0)]);
+    let c = Chunk::<ChatCompletionChunk>::from_raw(Bytes::from_static(
+        br#"{"choices":[{"index":0,"delta":{"content":"abc"}}],"choices":null}"#,
+    ))
+    .unwrap();
+    assert!(outputs(&c).is_empty());
+}
+
+/// The word-at-a-time search for the end of a string's plain run finds the same byte as a
+/// byte-by-byte one: every position in a word and in the tail, next to UTF-8 and 0x7f/0xff
+/// bytes and to near misses of each special byte (0x21, 0x23, 0x5b, 0x5d, 0x20, 0x1f).
+#[test]
+fn the_word_search_finds_the_first_special_byte() {
+    use super::peek::special;
+    let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+    let fill = [
+        b'a', 0x21, 0x23, 0x5b, 0x5d, 0x20, 0x7f, 0x80, 0xc3, 0xa9, 0xff, 0x01,
+    ];
+    let hits = [b'"', b'\\', 0x00, 0x01, 0x1f, b'\n'];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for len in 0..40 {
+        for _ in 0..200 {
+            let mut b: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    fill[(state % fill.len() as u64) as usize]
+                })
+                .collect();
+            if len > 0 && state % 3 != 0 {
+                let at = (state >> 8) as usize % len;
+                b[at] = hits[(state >> 20) as usize % hits.len()];
+                if state % 5 == 0 {
+                    let again = (state >> 32) as usize % len;
+                    b[again] = hits[(state >> 40) as usize % hits.len()];
+                }
+            }
+            assert_eq!(special(&b), naive(&b), "{b:02x?}");
+        }
+    }
+}
