@@ -24,10 +24,12 @@
 //! - [`limits`]: RPM / TPM / concurrency / daily and monthly token quotas, reserve then settle.
 //! - [`cache`]: the exact-match cache rules and key.
 //! - [`store`]: the storage traits, implemented in memory here and on Redis in `lumen-redis`.
+//! - [`accounting`]: usage per key, model and day ([`accounting::UsageStore`]), CSV, prices.
 //!
 //! # Must not depend on
 //! hyper, the resilience crate, or any backend crate.
 
+pub mod accounting;
 pub mod auth;
 pub mod cache;
 mod config;

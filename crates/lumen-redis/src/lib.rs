@@ -32,6 +32,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::time::{Instant, timeout};
 
+mod accounting;
+
+pub use accounting::RedisUsageStore;
+
 /// Check every counter, then charge every counter, for one request.
 /// KEYS[1]: the request's ticket; then one key per counter.
 /// ARGV[1]: the ticket id; ARGV[2]: how long the ticket is remembered (ms); then per counter:
