@@ -296,24 +296,28 @@ impl FairAdmission {
             let now = Instant::now();
             let limit = now.checked_add(st.queue_timeout).unwrap_or(now + FOREVER);
             let deadline = ticket.deadline.map_or(limit, |d| d.min(limit));
-            if deadline <= now {
-                return Err(AdmissionError::QueueTimeout {
-                    retry_after: RETRY_AFTER,
-                });
-            }
-            if st.queue.len() >= st.queue_size {
+            // Refusals first, as `Admission` orders them; only then may a waiter be displaced.
+            let displace = if st.queue.len() >= st.queue_size {
                 match st.queue.victim(Some((ticket.class, ticket.flow))) {
-                    Some(Victim::Queued { class, flow }) => {
-                        if let Some(w) = st.queue.pop_newest(class, &flow) {
-                            let _ = w.tx.send(Outcome::Shed);
-                        }
-                    }
+                    Some(Victim::Queued { class, flow }) => Some((class, flow)),
                     Some(Victim::Newcomer) | None => {
                         return Err(AdmissionError::QueueFull {
                             retry_after: RETRY_AFTER,
                         });
                     }
                 }
+            } else {
+                None
+            };
+            if deadline <= now {
+                return Err(AdmissionError::QueueTimeout {
+                    retry_after: RETRY_AFTER,
+                });
+            }
+            if let Some((class, flow)) = displace
+                && let Some(w) = st.queue.pop_newest(class, &flow)
+            {
+                let _ = w.tx.send(Outcome::Shed);
             }
             let (tx, rx) = oneshot::channel();
             let (flow, seq) = st
