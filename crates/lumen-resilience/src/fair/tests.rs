@@ -659,3 +659,169 @@ fn class_order_names_and_ranks() {
     assert_eq!("3".parse::<Class>(), Err(UnknownClass("3".into())));
     assert_eq!(Class::Batch.rank(), 2);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Ask {
+        at_ms: u64,
+        flow: u8,
+        class: Class,
+        weight: u32,
+        hold_ms: u64,
+        deadline_ms: Option<u64>,
+        cancel_ms: Option<u64>,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum End {
+        Admitted,
+        Full,
+        Timeout,
+        Cancelled,
+    }
+
+    fn ask() -> impl Strategy<Value = Ask> {
+        (
+            0..400u64,
+            0..4u8,
+            prop_oneof![
+                Just(Class::Batch),
+                Just(Class::Standard),
+                Just(Class::Interactive)
+            ],
+            1..4u32,
+            1..120u64,
+            proptest::option::of(0..300u64),
+            proptest::option::of(0..300u64),
+        )
+            .prop_map(
+                |(at_ms, flow, class, weight, hold_ms, deadline_ms, cancel_ms)| Ask {
+                    at_ms,
+                    flow,
+                    class,
+                    weight,
+                    hold_ms,
+                    deadline_ms,
+                    cancel_ms,
+                },
+            )
+    }
+
+    /// Runs the asks against one `FairAdmission` under a paused clock, growing the capacity
+    /// and changing the queue size once midway, and checks on every grant and at the end.
+    fn run(cap: usize, queue: usize, timeout_ms: u64, grow: (u64, usize, usize), asks: Vec<Ask>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let timeout = Duration::from_millis(timeout_ms);
+            let a = Arc::new(FairAdmission::new(Some(cap), queue, timeout));
+            let cap_now = Arc::new(std::sync::atomic::AtomicUsize::new(cap));
+            let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let start = Instant::now();
+            let reconfigure = {
+                let (a, cap_now) = (a.clone(), cap_now.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(start + Duration::from_millis(grow.0)).await;
+                    let bigger = cap + grow.1;
+                    // The larger cap is published first: a grant made by `reconfigure` itself
+                    // is then checked against it.
+                    cap_now.store(bigger, std::sync::atomic::Ordering::SeqCst);
+                    a.reconfigure(Some(bigger), grow.2, timeout);
+                })
+            };
+            let mut tasks = Vec::new();
+            for (i, q) in asks.iter().cloned().enumerate() {
+                let (a, cap_now, held) = (a.clone(), cap_now.clone(), held.clone());
+                tasks.push(tokio::spawn(async move {
+                    let arrived = start + Duration::from_millis(q.at_ms);
+                    tokio::time::sleep_until(arrived).await;
+                    let flow = format!("f{}", q.flow);
+                    let mut t = Ticket::new(&flow).class(q.class).weight(q.weight);
+                    if let Some(d) = q.deadline_ms {
+                        t = t.deadline(arrived + Duration::from_millis(d));
+                    }
+                    // The longest a wait may last, by the settings at arrival (the timeout does
+                    // not change; deadlines only shorten it).
+                    let limit = arrived + timeout;
+                    let limit = t.deadline.map_or(limit, |d| d.min(limit));
+                    let cancel = q.cancel_ms.map(|c| arrived + Duration::from_millis(c));
+                    let acquire = a.acquire(t);
+                    let r = match cancel {
+                        Some(c) => tokio::time::timeout_at(c, acquire).await.ok(),
+                        None => Some(acquire.await),
+                    };
+                    let now = Instant::now();
+                    let end = match r {
+                        None => End::Cancelled,
+                        Some(Ok(p)) => {
+                            let n = held.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            let cap = cap_now.load(std::sync::atomic::Ordering::SeqCst);
+                            assert!(n <= a.in_flight(), "{n} held, {} in flight", a.in_flight());
+                            assert!(
+                                a.in_flight() <= cap,
+                                "{} in flight over {cap}",
+                                a.in_flight()
+                            );
+                            assert!(now <= limit, "admitted after its deadline");
+                            tokio::time::sleep(Duration::from_millis(q.hold_ms)).await;
+                            held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            drop(p);
+                            End::Admitted
+                        }
+                        Some(Err(AdmissionError::QueueFull { .. })) => End::Full,
+                        Some(Err(AdmissionError::QueueTimeout { .. })) => {
+                            assert!(now >= limit, "timed out early");
+                            End::Timeout
+                        }
+                    };
+                    (i, end, now)
+                }));
+            }
+            let mut ends = Vec::new();
+            for t in tasks {
+                let r = tokio::time::timeout(Duration::from_secs(3600), t).await;
+                ends.push(r.expect("every acquire ends").unwrap());
+            }
+            reconfigure.await.unwrap();
+            // FIFO within a flow and class: of two admitted asks, the earlier arrival is admitted
+            // no later (ties by arrival keep spawn order, which is arrival order here).
+            for (x, ex) in ends.iter().enumerate() {
+                for ey in &ends[x + 1..] {
+                    let (qx, qy) = (&asks[ex.0], &asks[ey.0]);
+                    if ex.1 == End::Admitted
+                        && ey.1 == End::Admitted
+                        && (qx.flow, qx.class) == (qy.flow, qy.class)
+                        && qx.at_ms < qy.at_ms
+                    {
+                        assert!(ex.2 <= ey.2, "FIFO within flow {} {:?}", qx.flow, qx.class);
+                    }
+                }
+            }
+            assert_eq!(a.queued(), 0);
+            assert_eq!(a.flows(), 0);
+            assert_eq!(a.in_flight(), 0);
+            assert_eq!(a.available(), cap + grow.1);
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn every_acquire_ends_and_the_cap_holds(
+            cap in 1..4usize,
+            queue in 0..6usize,
+            timeout_ms in 1..300u64,
+            grow in (0..500u64, 0..3usize, 0..6usize),
+            asks in proptest::collection::vec(ask(), 1..40),
+        ) {
+            run(cap, queue, timeout_ms, grow, asks);
+        }
+    }
+}
