@@ -26,10 +26,12 @@
 mod admission;
 mod breaker;
 pub mod config;
+mod fair;
 mod retry;
 
 pub use admission::{Admission, AdmissionError, Permit};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use fair::{Class, FairAdmission, FairPermit, Ticket, UnknownClass};
 pub use retry::{
     Backoff, DEFAULT_RETRYABLE_STATUSES, InvalidBackoff, RetryBudget, RetryPolicy, StatusSet,
 };
