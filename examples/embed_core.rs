@@ -300,6 +300,7 @@ async fn governed(mut req: ChatCompletionRequest) {
                 principal: &team_b,
                 body_len: 64,
                 cache_control: None,
+                priority: None,
             },
             RequestContext::new("embedded-core-b"),
         )
@@ -316,6 +317,7 @@ async fn governed(mut req: ChatCompletionRequest) {
         principal: &team_a,
         body_len: 64,
         cache_control: None,
+        priority: None,
     };
     for i in 0..2 {
         let cx = RequestContext::new(format!("embedded-core-a{i}"));

@@ -55,6 +55,21 @@ pub struct RequestContext {
     /// engine needs to extend it rather than answer it (see [`Continuation`]). Engine fields
     /// are the backend's business, not the core's.
     pub continuing: bool,
+    /// Whose request this is in the gateway's admission queue, when the engines are saturated:
+    /// requests of one flow (an API key) are served fairly against other flows', by weight,
+    /// and by priority class first. `None`: one shared flow (first come, first served).
+    pub fairness: Option<Fairness>,
+}
+
+/// A request's place in the fair admission queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fairness {
+    /// The flow: the key's namespace (never a string a client chose).
+    pub flow: String,
+    /// Its share against other flows (at least 1).
+    pub weight: u32,
+    /// Priority class rank: 0 interactive, 1 standard, 2 batch (vLLM's lower-first order).
+    pub rank: u8,
 }
 
 /// The caller's admission to a model it was not admitted for at the door. A fallback (or a
@@ -89,6 +104,7 @@ impl RequestContext {
             models: None,
             admission: None,
             continuing: false,
+            fairness: None,
         }
     }
 }

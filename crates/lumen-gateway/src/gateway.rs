@@ -27,7 +27,10 @@ use lumen_resilience::config::{
     AdmissionConfig, BreakerSettings, InvalidSetting, Operation, Profile, Resolved, RetryConfig,
     TimeoutsConfig,
 };
-use lumen_resilience::{Admission, AdmissionError, CircuitBreaker, Guarded, RetryBudget, Timeouts};
+use lumen_resilience::{
+    Admission, AdmissionError, CircuitBreaker, Class, FairAdmission, Guarded, RetryBudget, Ticket,
+    Timeouts,
+};
 use serde::de::DeserializeOwned;
 use tokio::time::{Instant, timeout};
 
@@ -93,7 +96,8 @@ pub struct Gateway {
 struct Inner {
     router: Router<Upstream>,
     settings: ArcSwap<Settings>,
-    admission: ArcSwap<Admission>,
+    /// The global cap and its queue: fair between keys (`RequestContext::fairness`).
+    admission: FairAdmission,
     budget: ArcSwap<RetryBudget>,
     jitter: AtomicU64,
     observer: Arc<dyn Observer>,
@@ -274,7 +278,7 @@ impl GatewayBuilder {
         Ok(Gateway {
             inner: Arc::new(Inner {
                 router,
-                admission: ArcSwap::from_pointee(global_admission(&resolved)),
+                admission: global_admission(&resolved),
                 budget: ArcSwap::from_pointee(budget(&resolved)),
                 settings: ArcSwap::from_pointee(Settings {
                     resolved,
@@ -295,8 +299,8 @@ impl GatewayBuilder {
     }
 }
 
-fn global_admission(r: &Resolved) -> Admission {
-    Admission::new(r.max_concurrent, r.queue_size, r.queue_timeout)
+fn global_admission(r: &Resolved) -> FairAdmission {
+    FairAdmission::new(r.max_concurrent, r.queue_size, r.queue_timeout)
 }
 
 fn budget(r: &Resolved) -> RetryBudget {
@@ -482,9 +486,11 @@ impl Gateway {
             resolved.queue_size,
             resolved.queue_timeout,
         ) {
-            self.inner
-                .admission
-                .store(Arc::new(global_admission(resolved)));
+            self.inner.admission.reconfigure(
+                resolved.max_concurrent,
+                resolved.queue_size,
+                resolved.queue_timeout,
+            );
         }
         if old.resolved.budget != resolved.budget {
             self.inner.budget.store(Arc::new(budget(resolved)));
@@ -511,7 +517,7 @@ impl Gateway {
     /// Requests waiting in the admission queue right now: for a global slot, or held
     /// because every engine of their pool is saturated.
     pub fn queued(&self) -> usize {
-        self.inner.admission.load().queued() + self.inner.held.load(Ordering::Relaxed)
+        self.inner.admission.queued() + self.inner.held.load(Ordering::Relaxed)
     }
 
     /// Milliseconds on the router's clock (engine reports and the cache-aware index).
@@ -545,7 +551,7 @@ impl Gateway {
             return Ok(());
         }
         let retry_after = Duration::from_secs(1);
-        let queued = self.inner.admission.load().queued();
+        let queued = self.inner.admission.queued();
         let reserved = self
             .inner
             .held
@@ -704,15 +710,25 @@ impl Gateway {
         F: Fn(Upstream, Req, Timeouts) -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
-        let admission = self.inner.admission.load_full();
         let queued_at = Instant::now();
-        let global = admission.acquire().await.inspect_err(|e| {
-            let reason = match e {
-                AdmissionError::QueueFull { .. } => "queue_full",
-                AdmissionError::QueueTimeout { .. } => "queue_timeout",
-            };
-            self.emit(&Event::Rejected { reason });
-        })?;
+        let ticket = match &cx.fairness {
+            Some(f) => Ticket::new(&f.flow)
+                .weight(f.weight.max(1))
+                .class(Class::from_rank(f.rank)),
+            None => Ticket::new(""),
+        };
+        let global = self
+            .inner
+            .admission
+            .acquire(ticket)
+            .await
+            .inspect_err(|e| {
+                let reason = match e {
+                    AdmissionError::QueueFull { .. } => "queue_full",
+                    AdmissionError::QueueTimeout { .. } => "queue_timeout",
+                };
+                self.emit(&Event::Rejected { reason });
+            })?;
         self.emit(&Event::Queued {
             waited: queued_at.elapsed(),
         });

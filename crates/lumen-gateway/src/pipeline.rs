@@ -41,6 +41,13 @@ impl Gateway {
             .as_ref()
             .and_then(|k| k.models.as_ref())
             .map(|m| m.as_slice().into());
+        // Each key is its own flow in the admission queue: one key's flood waits behind its
+        // own requests, not in front of everyone else's.
+        cx.fairness = principal.as_ref().map(|k| lumen_backend::Fairness {
+            flow: k.namespace(),
+            weight: k.limits.weight.unwrap_or(1),
+            rank: k.limits.rank(call.priority),
+        });
         let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
         // A model the key may not use is reported as not found, as it is absent from that
         // key's model list.
@@ -141,6 +148,9 @@ pub struct Call<'a> {
     pub body_len: usize,
     /// The caller's `Cache-Control` (`no-store` bypasses the cache, `no-cache` refreshes it).
     pub cache_control: Option<&'a str>,
+    /// The priority class the caller asks for (`x-lumen-priority`), granted up to its key's
+    /// `max_priority`.
+    pub priority: Option<&'a str>,
 }
 
 /// What the pipeline produced. Not boxed: it is moved once, out of `serve`, and taken apart

@@ -14,7 +14,7 @@ use lumen_openai_types::continuation::{Piece, Resumable, StreamPiece};
 use lumen_openai_types::{
     ChatCompletionRequest, Chunk, CompletionRequest, HasModel, HasUsage, Usage,
 };
-use lumen_resilience::{CircuitBreaker, Guarded, Permit, Timeouts};
+use lumen_resilience::{CircuitBreaker, FairPermit, Guarded, Permit, Timeouts};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -41,7 +41,7 @@ pub(crate) struct Success<T> {
     pub(crate) route: Route<Upstream>,
     pub(crate) breakers: AttemptBreakers,
     /// The gateway admission permit; a continuation has none (its stream keeps the first).
-    pub(crate) global: Option<Permit>,
+    pub(crate) global: Option<FairPermit>,
     /// The backend's concurrency slot.
     pub(crate) slot: Permit,
     /// When the request was admitted: a continuation shares its total deadline.
@@ -296,7 +296,7 @@ pub struct GatewayStream<T> {
     settlement: Option<Settlement>,
     /// The request's prompt estimate: its input tokens when the engine's usage never comes.
     prompt: u64,
-    _global: Option<Permit>,
+    _global: Option<FairPermit>,
     _slot: Permit,
 }
 

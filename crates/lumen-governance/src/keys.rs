@@ -107,6 +107,12 @@ impl KeyRing {
                     reason: "key names must be present and unique".to_owned(),
                 });
             }
+            if let Some((field, reason)) = k.limits.fairness_error() {
+                return Err(InvalidConfig {
+                    key: format!("auth.keys[{i}].limits.{field}"),
+                    reason: reason.to_owned(),
+                });
+            }
             if by_digest.insert(d, Arc::new(k.clone())).is_some() {
                 return Err(InvalidConfig {
                     key: format!("auth.keys[{i}].sha256"),

@@ -658,7 +658,16 @@ impl Serialize for ContentPart {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tool {
     Function(FunctionTool),
-    Other { kind: String },
+    /// A named group of function tools (Codex sends its sub-agent tools so): each is offered
+    /// to the model as a function tool of its own.
+    Namespace {
+        name: String,
+        description: Option<String>,
+        tools: Vec<FunctionTool>,
+    },
+    Other {
+        kind: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -688,8 +697,24 @@ impl<'de> Deserialize<'de> for Tool {
             parameters: Option<RawJson>,
             #[serde(default)]
             strict: Option<bool>,
+            #[serde(default)]
+            tools: Option<Vec<Tool>>,
         }
         let f = Flat::deserialize(d)?;
+        if f.kind == "namespace" {
+            let mut inner = Vec::new();
+            for t in f.tools.unwrap_or_default() {
+                match t {
+                    Tool::Function(t) => inner.push(t),
+                    _ => return Err(de::Error::custom("a `namespace` tool holds function tools")),
+                }
+            }
+            return Ok(Self::Namespace {
+                name: f.name.unwrap_or_default(),
+                description: f.description,
+                tools: inner,
+            });
+        }
         if f.kind != "function" {
             return Ok(Self::Other { kind: f.kind });
         }
@@ -712,6 +737,21 @@ impl Serialize for Tool {
                 inner: f,
             }
             .serialize(s),
+            Self::Namespace {
+                name,
+                description,
+                tools,
+            } => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("type", "namespace")?;
+                m.serialize_entry("name", name)?;
+                if let Some(d) = description {
+                    m.serialize_entry("description", d)?;
+                }
+                let inner: Vec<Tool> = tools.iter().cloned().map(Tool::Function).collect();
+                m.serialize_entry("tools", &inner)?;
+                m.end()
+            }
             Self::Other { kind } => {
                 let mut m = s.serialize_map(Some(1))?;
                 m.serialize_entry("type", kind)?;

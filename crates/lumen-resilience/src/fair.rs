@@ -78,6 +78,15 @@ impl Class {
         }
     }
 
+    /// The class of a rank (see [`rank`](Self::rank)); beyond 2, batch.
+    pub fn from_rank(rank: u8) -> Self {
+        match rank {
+            0 => Class::Interactive,
+            1 => Class::Standard,
+            _ => Class::Batch,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Interactive => "interactive",

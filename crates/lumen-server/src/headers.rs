@@ -203,6 +203,10 @@ pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, InvalidHe
         .ok_or(InvalidHeader("x-lumen-timeout-ms"))
 }
 
+/// The priority class a request asks for: `interactive`, `standard` or `batch`, granted up
+/// to its key's `max_priority` (`docs/keys-and-limits.md`).
+pub(crate) const PRIORITY: &str = "x-lumen-priority";
+
 /// Anthropic's `x-api-key`, when there is a non-empty one (Claude Code and the Anthropic SDKs
 /// send the key there rather than as a bearer token).
 pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {

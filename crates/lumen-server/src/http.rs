@@ -640,6 +640,7 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
         let settings = self.gw.settings();
         let limit = O::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
         // `_budget` is the body's share of the memory budget: kept until this call returns, by
@@ -654,6 +655,7 @@ impl Api {
             principal: &principal,
             body_len,
             cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
         };
         Ok(match self.gw.core().serve::<O>(r, call, cx).await? {
             Served::Stream { stream, rate } => self.sse(stream, request_id, rate, OpenAiFrames),
@@ -677,6 +679,7 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
         let settings = self.gw.settings();
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
         let request = MessagesRequest::parse(&body)?;
@@ -689,6 +692,7 @@ impl Api {
             principal: &principal,
             body_len,
             cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
         };
         let reply = translated.reply;
         Ok(
@@ -733,6 +737,7 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
         let settings = self.gw.settings();
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
         let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
@@ -769,6 +774,7 @@ impl Api {
             principal: &principal,
             body_len,
             cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
         };
         let style = responses::ReasoningStyle::Text;
         Ok(match core.serve::<Chat>(chat, call, cx).await? {
@@ -856,6 +862,7 @@ impl Api {
             principal,
             body_len,
             cache_control: None,
+            priority: None,
         };
         match self.gw.core().serve::<Tokenize>(r, call, cx).await? {
             Served::Answer(answer) => {

@@ -31,6 +31,8 @@ enum Step {
     Throttled,
     /// A stream whose first chunk is a tool call, then fails.
     ToolCallThenCut,
+    /// Answers after 100 ms (a busy engine).
+    Slow,
 }
 
 /// An engine that plays a script per model (then `Ok` for ever) and logs each call.
@@ -131,8 +133,12 @@ impl Backend for Scripted {
         req: ChatCompletionRequest,
         _cx: &RequestContext,
     ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
-        match self.next(&req.model) {
-            Step::Ok | Step::CutAfterFirst => Ok(Reply::new(ChatCompletionResponse {
+        let step = self.next(&req.model);
+        if let Step::Slow = step {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match step {
+            Step::Ok | Step::CutAfterFirst | Step::Slow => Ok(Reply::new(ChatCompletionResponse {
                 model: req.model,
                 choices: vec![ChatChoice {
                     message: ChatMessage::new("assistant", self.name),
@@ -642,4 +648,51 @@ async fn a_stream_with_a_tool_call_is_never_continued() {
     assert_eq!(items, ["", "ERR"], "the failure reaches the caller");
     assert_eq!(continued, 0);
     assert_eq!(calls.lock().unwrap().len(), 1, "y was never asked");
+}
+
+/// One key's flood waits behind its own requests, not in front of another key's: with one
+/// slot and an engine taking 100 ms a request, ten requests of `team-a` queued first do not
+/// hold back `team-b`'s one (first come, first served would answer it after 1.1 s).
+#[tokio::test(start_paused = true)]
+async fn a_keys_flood_does_not_hold_back_another_keys_request() {
+    let calls = Calls::default();
+    let engine = Scripted::new("e", &[("a", &[Step::Slow; 16])], &calls);
+    let gw = Gateway::builder()
+        .admission(AdmissionConfig {
+            max_concurrent: Some(1),
+            queue_size: Some(64),
+            queue_timeout_ms: Some(60_000),
+            ..Default::default()
+        })
+        .backend("e", engine, Some(vec!["a".into()]))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let request = |flow: &'static str| {
+        let gw = gw.clone();
+        async move {
+            let mut cx = RequestContext::new(flow);
+            cx.fairness = Some(lumen_backend::Fairness {
+                flow: flow.into(),
+                weight: 1,
+                rank: 1,
+            });
+            gw.chat(ask("a"), &cx).await.unwrap();
+            (flow, start.elapsed())
+        }
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        tasks.push(tokio::spawn(request("team-a")));
+        tokio::task::yield_now().await;
+    }
+    tasks.push(tokio::spawn(request("team-b")));
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    let b = done.iter().find(|(f, _)| *f == "team-b").unwrap().1;
+    assert!(b <= Duration::from_millis(300), "team-b waited {b:?}");
+    let last = done.iter().map(|(_, t)| *t).max().unwrap();
+    assert_eq!(last, Duration::from_millis(1_100), "the slot never idled");
 }

@@ -71,3 +71,40 @@ fn generated_keys_are_random_and_well_formed() {
     assert_ne!(a, b);
     assert!(a.starts_with("lumen-") && a.len() == 6 + 48);
 }
+
+#[test]
+fn a_request_gets_its_keys_class_and_may_ask_only_up_to_the_keys_highest() {
+    let spec = |priority: Option<&str>, max: Option<&str>| LimitSpec {
+        priority: priority.map(str::to_owned),
+        max_priority: max.map(str::to_owned),
+        ..LimitSpec::default()
+    };
+    // Standard unless set; asking for more than the key may have is not granted.
+    assert_eq!(spec(None, None).rank(None), 1);
+    assert_eq!(spec(None, None).rank(Some("interactive")), 1);
+    assert_eq!(spec(None, None).rank(Some("batch")), 2);
+    assert_eq!(spec(Some("batch"), None).rank(Some("standard")), 2);
+    assert_eq!(
+        spec(Some("batch"), Some("interactive")).rank(Some("interactive")),
+        0
+    );
+    assert_eq!(spec(Some("batch"), Some("interactive")).rank(None), 2);
+    assert_eq!(spec(Some("interactive"), None).rank(Some("nonsense")), 0);
+    // Configuration that cannot be used is refused when the keys load.
+    let mut k = ApiKey {
+        name: "k".into(),
+        sha256: to_hex(&digest("s")),
+        models: None,
+        limits: LimitSpec {
+            weight: Some(0),
+            ..LimitSpec::default()
+        },
+        per_model: Default::default(),
+    };
+    assert!(KeyRing::new(std::slice::from_ref(&k)).is_err());
+    k.limits = spec(Some("urgent"), None);
+    let e = KeyRing::new(std::slice::from_ref(&k)).unwrap_err();
+    assert_eq!(e.key, "auth.keys[0].limits.priority");
+    k.limits = spec(Some("batch"), Some("interactive"));
+    assert!(KeyRing::new(&[k]).is_ok());
+}

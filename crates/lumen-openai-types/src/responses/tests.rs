@@ -1275,3 +1275,41 @@ mod stream_invariants {
         }
     }
 }
+
+/// Codex groups its sub-agent tools in a `namespace` tool: each is offered as a function tool,
+/// and `client_metadata` (its installation and session ids) stays with Lumen.
+#[test]
+fn namespace_tools_are_offered_one_by_one_and_client_metadata_stays_behind() {
+    let req: ResponsesRequest = crate::request::parse(
+        serde_json::json!({
+            "model": "m",
+            "input": "hi",
+            "client_metadata": {"installation_id": "i", "session_id": "s"},
+            "tools": [
+                {"type": "function", "name": "shell", "parameters": {"type": "object"}},
+                {"type": "namespace", "name": "multi_agent_v1", "description": "sub-agents", "tools": [
+                    {"type": "function", "name": "close_agent", "parameters": {"type": "object"}},
+                    {"type": "function", "name": "send_input", "description": "d"}
+                ]}
+            ],
+            "tool_choice": {"type": "function", "name": "send_input"}
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let chat = serde_json::to_value(to_chat(&req, &[]).unwrap()).unwrap();
+    let names: Vec<&str> = chat["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shell", "close_agent", "send_input"]);
+    assert_eq!(chat["tool_choice"]["function"]["name"], "send_input");
+    assert!(chat.get("client_metadata").is_none(), "{chat}");
+    // Echoed back as the client sent it.
+    let echoed = serde_json::to_value(&req.tools.as_ref().unwrap()[1]).unwrap();
+    assert_eq!(echoed["type"], "namespace");
+    assert_eq!(echoed["tools"][1]["name"], "send_input");
+}

@@ -43,6 +43,9 @@ const IGNORED_FIELDS: &[&str] = &[
     "safety_identifier",
     "prompt_cache_key",
     "stream_options",
+    // Codex's installation, session and turn identifiers: the client's business, not the
+    // engine's (an engine that refuses unknown fields would refuse the request).
+    "client_metadata",
 ];
 
 /// Responses-only fields whose meaning chat cannot carry: refused, with what they are.
@@ -221,16 +224,17 @@ fn check_refused(req: &ResponsesRequest) -> Result<(), ResponsesError> {
 
 fn chat_tools(tools: &[Tool]) -> Result<serde_json::Value, ResponsesError> {
     let mut out = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        let f = match tool {
-            Tool::Function(f) => f,
-            Tool::Other { kind } => {
-                return Err(ResponsesError::unsupported(
-                    format!("tools[{i}].type"),
-                    format!("the built-in tool '{kind}'"),
-                ));
-            }
-        };
+    // A namespace's tools are offered one by one, as the functions they are.
+    let functions = tools.iter().enumerate().flat_map(|(i, tool)| match tool {
+        Tool::Function(f) => vec![Ok((i, f))],
+        Tool::Namespace { tools, .. } => tools.iter().map(|f| Ok((i, f))).collect(),
+        Tool::Other { kind } => vec![Err(ResponsesError::unsupported(
+            format!("tools[{i}].type"),
+            format!("the built-in tool '{kind}'"),
+        ))],
+    });
+    for item in functions {
+        let (i, f) = item?;
         if f.name.is_empty() {
             return Err(ResponsesError::invalid(
                 format!("tools[{i}].name"),
@@ -274,10 +278,11 @@ fn chat_tool_choice(
         ToolChoice::None => json!("none"),
         ToolChoice::Required => json!("required"),
         ToolChoice::Function { name } => {
-            let declared = tools
-                .unwrap_or_default()
-                .iter()
-                .any(|t| matches!(t, Tool::Function(f) if &f.name == name));
+            let declared = tools.unwrap_or_default().iter().any(|t| match t {
+                Tool::Function(f) => &f.name == name,
+                Tool::Namespace { tools, .. } => tools.iter().any(|f| &f.name == name),
+                Tool::Other { .. } => false,
+            });
             if !declared {
                 return Err(ResponsesError::invalid(
                     "tool_choice.name",
