@@ -668,3 +668,132 @@ async fn a_live_stream_keeps_its_concurrency_slot_past_the_lease() {
     assert!(String::from_utf8_lossy(&events).contains("[DONE]"));
     assert_eq!(call(&lumen, KEY, &chat("m1", "")).await.status, 200);
 }
+
+/// Usage per key, model and day for finance (issue 25): three replicas on one Redis add to the
+/// same rows; requests, streams and failures are counted with the engines' own token counts;
+/// the history answers as JSON and as CSV with a cost from the price table.
+#[tokio::test]
+async fn usage_history_is_one_total_across_three_replicas_on_redis() {
+    let server = RedisServer::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let keys = || vec![key("team-a", KEY, None, LimitSpec::default())];
+    let prices: lumen_governance::accounting::PriceTable = serde_json::from_value(json!({
+        "m1": {"input_per_million": 1.0, "output_per_million": 2.0}
+    }))
+    .unwrap();
+    let replica = || {
+        single_shot(&[&a])
+            .auth(auth(keys()))
+            .redis(redis(&server.url(), false))
+            .accounting(lumen_server::config::AccountingConfig {
+                prices: prices.clone(),
+                ..Default::default()
+            })
+    };
+    let replicas = [
+        Lumen::start(replica().build().unwrap()).await,
+        Lumen::start(replica().build().unwrap()).await,
+        Lumen::start(replica().build().unwrap()).await,
+    ];
+    let (mut input, mut output) = (0, 0);
+    for i in 0..6 {
+        let r = call(&replicas[i % 3], KEY, &chat("m1", "")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        input += r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+        output += r.json()["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    // A stream, counted when it ends, with the usage the engine reported.
+    let streamed = call(
+        &replicas[1],
+        KEY,
+        &chat(
+            "m1",
+            r#","stream":true,"stream_options":{"include_usage":true}"#,
+        ),
+    )
+    .await;
+    let last = streamed
+        .sse_data()
+        .into_iter()
+        .filter(|d| d != "[DONE]")
+        .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap())
+        .filter(|v| v["usage"].is_object())
+        .last()
+        .unwrap();
+    input += last["usage"]["prompt_tokens"].as_u64().unwrap();
+    output += last["usage"]["completion_tokens"].as_u64().unwrap();
+    // A failure counts as a request and an error, with no tokens.
+    let failed = call(
+        &replicas[2],
+        KEY,
+        &chat("m1", r#","sim":{"status":500,"flat_error":true}"#),
+    )
+    .await;
+    assert_ne!(failed.status, 200);
+
+    let mut row = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = admin(
+            &replicas[0],
+            http::Method::GET,
+            "/admin/usage/history?key=team-a",
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        row = r.json()["data"][0].clone();
+        if row["requests"] == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(row["key"], "team-a", "{row}");
+    assert_eq!(row["model"], "m1");
+    assert_eq!(row["requests"], 8, "{row}");
+    assert_eq!(row["errors"], 1, "{row}");
+    assert_eq!(row["input_tokens"], input, "{row}");
+    assert_eq!(row["output_tokens"], output, "{row}");
+    let cost = (input as f64 * 1.0 + output as f64 * 2.0) / 1e6;
+    assert!((row["cost"].as_f64().unwrap() - cost).abs() < 1e-6, "{row}");
+
+    let csv = send(
+        http::Method::GET,
+        &replicas[2].url("/admin/usage/history"),
+        "",
+        &[
+            ("authorization", &format!("Bearer {ADMIN}")),
+            ("accept", "text/csv"),
+        ],
+    )
+    .await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    assert!(
+        text.starts_with(
+            "day,key,model,requested,requests,input_tokens,output_tokens,cached_tokens,errors,cost"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(",team-a,m1,,8,{input},{output},0,1,")),
+        "{text}"
+    );
+    // The history is the admin's: a team key cannot read it.
+    let r = send(
+        http::Method::GET,
+        &replicas[0].url("/admin/usage/history"),
+        "",
+        &[("authorization", &format!("Bearer {KEY}"))],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let bad = admin(
+        &replicas[0],
+        http::Method::GET,
+        "/admin/usage/history?from=yesterday",
+        "",
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}

@@ -19,8 +19,11 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::observer::Event;
 use crate::operation::{Caching, Operation};
-use crate::policy::{FallbackLimits, PolicyError, Principal, Settlement, prompt_estimate};
+use crate::policy::{
+    Accountant, FallbackLimits, PolicyError, Principal, Settlement, prompt_estimate,
+};
 use crate::stream::GatewayStream;
+use lumen_governance::accounting::Counts;
 
 impl Gateway {
     /// The pipeline for one request of operation `O`: resolves the request's model once
@@ -78,14 +81,29 @@ impl Gateway {
                 s,
             )));
         }
+        // Usage per key, model and day: every request of a key whose model resolved.
+        let account = |served: &str, requested: Option<&str>, counts: Counts| {
+            if let Some(k) = principal {
+                policy.account(&k.name, served, requested, counts);
+            }
+        };
+        let failed = Counts {
+            requests: 1,
+            errors: 1,
+            ..Counts::default()
+        };
         if O::streams(&r) {
             return match O::stream(self, r, &cx).await {
                 Ok(mut stream) => {
-                    stream.bill(settlement, prompt_estimate(call.body_len));
+                    let accounting = principal
+                        .as_ref()
+                        .map(|k| (Accountant::of(policy), k.name.clone(), model.clone()));
+                    stream.bill(settlement, prompt_estimate(call.body_len), accounting);
                     Ok(Served::Stream { stream, rate })
                 }
                 Err(e) => {
                     settlement.as_mut().map(Settlement::refund);
+                    account(&model, None, failed);
                     Err(e.into())
                 }
             };
@@ -105,6 +123,15 @@ impl Gateway {
         let cache_on = policy.settings().cache_enabled();
         if let Some(json) = policy.cache_get(&plan).await {
             settlement.as_mut().map(Settlement::refund);
+            // A cached answer is charged nothing; it is still a request.
+            account(
+                &model,
+                None,
+                Counts {
+                    requests: 1,
+                    ..Counts::default()
+                },
+            );
             return Ok(Served::Answer(Answer {
                 json,
                 tokens: None,
@@ -117,10 +144,22 @@ impl Gateway {
             Ok(a) => a,
             Err(e) => {
                 settlement.as_mut().map(Settlement::refund);
+                account(&model, None, failed);
                 return Err(e.into());
             }
         };
         let tokens = answered.reply.tokens();
+        let (input, output) = tokens.unwrap_or_default();
+        account(
+            answered.fell_back.as_deref().unwrap_or(&model),
+            answered.fell_back.is_some().then_some(model.as_str()),
+            Counts {
+                requests: 1,
+                input_tokens: input,
+                output_tokens: output,
+                ..Counts::default()
+            },
+        );
         if let Some(s) = settlement.as_mut() {
             s.tokens = tokens.map(|(i, o)| i.saturating_add(o));
         }

@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use lumen_governance::accounting::{
+    Counts, Day, MemoryUsageStore, UsageBounds, UsageDelta, UsageQuery, UsageRow, UsageStore,
+};
 use lumen_governance::auth::{AuthError, authorize};
 use lumen_governance::cache::{MemoryCache, MemoryKeyStore, cache_key, is_deterministic};
 use lumen_governance::keys::{ApiKey, KeyRing};
@@ -52,6 +55,10 @@ pub struct PolicyStores {
     pub limiter: Limiter,
     pub cache: Arc<dyn CacheStore>,
     pub keys: Arc<dyn KeyStore>,
+    /// Usage per key, model and day, for finance (`/admin/usage/history`).
+    pub usage: Arc<dyn UsageStore>,
+    /// Milliseconds since the epoch: the day a request's usage is counted in.
+    pub clock: Clock,
 }
 
 /// Milliseconds since the epoch on the Tokio clock (so a paused test clock moves windows too).
@@ -73,9 +80,14 @@ impl PolicyStores {
             Duration::from_millis(cache.ttl_ms),
         ));
         let stores = Self {
-            limiter: Limiter::new(Arc::new(MemoryLimitStore::new(clock.clone())), clock),
+            limiter: Limiter::new(
+                Arc::new(MemoryLimitStore::new(clock.clone())),
+                clock.clone(),
+            ),
             cache: memory.clone(),
             keys: Arc::new(MemoryKeyStore::default()),
+            usage: Arc::new(MemoryUsageStore::new(clock.clone(), UsageBounds::default())),
+            clock,
         };
         (stores, memory)
     }
@@ -395,6 +407,21 @@ impl PolicyStep {
             })
     }
 
+    /// Counts one request in its key's usage for the day (`served`: the model that answered;
+    /// `requested`: the one asked for, when a fallback answered instead). Inline when the
+    /// store is in memory; in the background on Redis, so the answer never waits for it.
+    pub fn account(&self, key: &str, served: &str, requested: Option<&str>, counts: Counts) {
+        Accountant::of(self).record(key, served, requested, counts);
+    }
+
+    /// Usage rows for `query`, with their cost when prices are known.
+    pub async fn usage_history(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, PolicyError> {
+        self.stores.usage.query(query).await.map_err(|e| {
+            self.store_failed("usage_query", &e);
+            PolicyError::Unavailable
+        })
+    }
+
     /// Run-time keys, for an admin API.
     pub fn key_store(&self) -> &Arc<dyn KeyStore> {
         &self.stores.keys
@@ -441,6 +468,49 @@ pub struct StoredResponse {
 /// operation part of the key differs).
 fn response_key(id: &str) -> [u8; 32] {
     cache_key("", "responses", "", id.as_bytes())
+}
+
+/// What records a request's usage; a stream carries one until it settles.
+#[derive(Clone)]
+pub(crate) struct Accountant {
+    usage: Arc<dyn UsageStore>,
+    clock: Clock,
+    observer: Arc<dyn Observer>,
+}
+
+impl Accountant {
+    pub(crate) fn of(policy: &PolicyStep) -> Self {
+        Self {
+            usage: policy.stores.usage.clone(),
+            clock: policy.stores.clock.clone(),
+            observer: policy.observer.clone(),
+        }
+    }
+
+    pub(crate) fn record(&self, key: &str, served: &str, requested: Option<&str>, counts: Counts) {
+        let day = Day::from_unix_ms((self.clock)());
+        let (usage, observer) = (self.usage.clone(), self.observer.clone());
+        let (key, served) = (key.to_owned(), served.to_owned());
+        let requested = requested.map(str::to_owned);
+        let record = async move {
+            let delta = UsageDelta {
+                key: &key,
+                model: &served,
+                requested: requested.as_deref(),
+                day,
+                counts,
+            };
+            if let Err(e) = usage.record(delta).await {
+                store_failed(observer.as_ref(), "usage", &e);
+            }
+        };
+        let mut record = Box::pin(record);
+        if futures::FutureExt::now_or_never(record.as_mut()).is_none() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(record);
+            }
+        }
+    }
 }
 
 fn store_failed(observer: &dyn Observer, op: &'static str, e: &StoreError) {

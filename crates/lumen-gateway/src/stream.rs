@@ -19,8 +19,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::observer::{Event, Observer};
-use crate::policy::Settlement;
+use crate::policy::{Accountant, Settlement};
 use crate::upstream::{AttemptBreakers, Upstream};
+use lumen_governance::accounting::Counts;
 
 mod blocked;
 mod relayed;
@@ -296,6 +297,9 @@ pub struct GatewayStream<T> {
     settlement: Option<Settlement>,
     /// The request's prompt estimate: its input tokens when the engine's usage never comes.
     prompt: u64,
+    /// Where the stream's usage is counted when it settles: the key's name and the model the
+    /// request named.
+    accounting: Option<Box<(Accountant, String, String)>>,
     _global: Option<FairPermit>,
     _slot: Permit,
 }
@@ -326,6 +330,7 @@ impl<T: StreamPiece + HasModel + serde::de::DeserializeOwned + Default> GatewayS
             earlier: Vec::new(),
             settlement: None,
             prompt: 0,
+            accounting: None,
             _global: served.global,
             _slot: served.slot,
         }
@@ -374,9 +379,15 @@ impl<T> GatewayStream<T> {
 
     /// The caller's reservation rides with the stream from here, and `prompt` (the request's
     /// prompt estimate) is its input when the engine's usage never arrives.
-    pub(crate) fn bill(&mut self, settlement: Option<Settlement>, prompt: u64) {
+    pub(crate) fn bill(
+        &mut self,
+        settlement: Option<Settlement>,
+        prompt: u64,
+        accounting: Option<(Accountant, String, String)>,
+    ) {
         self.settlement = settlement;
         self.prompt = prompt;
+        self.accounting = accounting.map(Box::new);
     }
 
     /// (input, output) tokens the stream is charged, and whether they are Lumen's estimate:
@@ -393,10 +404,26 @@ impl<T> GatewayStream<T> {
     /// [`charged`](Self::charged)); at most once, and when dropped if not before. A caller
     /// that reports the stream's end settles first, so its usage is final when the end is seen.
     pub fn settle(&mut self) {
+        let (tokens, estimated) = self.charged();
+        if let Some(accounting) = self.accounting.take() {
+            let (accountant, key, requested) = *accounting;
+            let served = self.model();
+            accountant.record(
+                &key,
+                served,
+                (requested != served).then_some(requested.as_str()),
+                Counts {
+                    requests: 1,
+                    input_tokens: tokens.0,
+                    output_tokens: tokens.1,
+                    errors: u64::from(self.error.is_some()),
+                    ..Counts::default()
+                },
+            );
+        }
         let Some(mut s) = self.settlement.take() else {
             return;
         };
-        let (tokens, estimated) = self.charged();
         s.tokens = self.tokens().map(|(i, o)| i.saturating_add(o));
         s.floor = estimated.then(|| tokens.0.saturating_add(tokens.1));
     }

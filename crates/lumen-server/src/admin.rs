@@ -37,8 +37,113 @@ fn describe(k: &ApiKey, source: &str) -> Value {
     json!({"name": k.name, "models": k.models, "limits": k.limits, "per_model": k.per_model, "source": source})
 }
 
+/// What the admin API answers: JSON, or CSV for the usage history when asked for it.
+pub(crate) enum Answer {
+    Json(StatusCode, Value),
+    Csv(String),
+}
+
 /// Serves `/admin/*`. Without `auth.admin_key_sha256` the admin API does not exist (404).
 pub(crate) async fn handle(
+    gw: &Gateway,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Answer, ApiError> {
+    if (method, path) == (&Method::GET, "/admin/usage/history") {
+        admin(gw, method, path, headers)?;
+        return history(gw, query, headers).await;
+    }
+    json_api(gw, method, path, headers, body)
+        .await
+        .map(|(status, value)| Answer::Json(status, value))
+}
+
+/// The admin key check: `Err` when the admin API is off (404) or the key is wrong (401).
+fn admin(gw: &Gateway, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    match crate::shared::is_admin(headers, gw.settings().admin_digest) {
+        None => Err(ApiError::route_not_found(method.as_str(), path)),
+        Some(false) => Err(ApiError::invalid_key()),
+        Some(true) => Ok(()),
+    }
+}
+
+/// `GET /admin/usage/history?from=YYYY-MM-DD&to=YYYY-MM-DD[&key=][&model=]`: requests and
+/// tokens per key, model and day (UTC), with their cost when `accounting.prices` names the
+/// model; CSV with `Accept: text/csv`. Without `from`/`to`: today.
+async fn history(gw: &Gateway, query: &str, headers: &HeaderMap) -> Result<Answer, ApiError> {
+    use lumen_governance::accounting::{Day, UsageQuery, to_csv};
+    let mut from = None;
+    let mut to = None;
+    let mut key = None;
+    let mut model = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::path::percent_decode(&value.replace('+', " "));
+        let day = |v: &str| {
+            v.parse::<Day>().map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    crate::error::INVALID_REQUEST,
+                    e.to_string(),
+                )
+                .with_param(name)
+            })
+        };
+        match name {
+            "from" => from = Some(day(&value)?),
+            "to" => to = Some(day(&value)?),
+            "key" => key = Some(value),
+            "model" => model = Some(value),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    crate::error::INVALID_REQUEST,
+                    "Unknown parameter: use from, to, key and model.",
+                )
+                .with_param(name));
+            }
+        }
+    }
+    let today = Day::from_unix_ms(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let to = to.unwrap_or(today);
+    let mut q = UsageQuery::new(from.unwrap_or(to), to).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::error::INVALID_REQUEST,
+            e.to_string(),
+        )
+        .with_param("from")
+    })?;
+    if let Some(k) = key {
+        q = q.with_key(k);
+    }
+    if let Some(m) = model {
+        q = q.with_model(m);
+    }
+    let mut rows = gw.core().policy().usage_history(&q).await?;
+    let prices = gw.settings().prices.clone();
+    prices.apply(&mut rows);
+    let csv = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if csv {
+        return Ok(Answer::Csv(to_csv(&rows, !prices.is_empty())));
+    }
+    Ok(Answer::Json(
+        StatusCode::OK,
+        json!({"object": "list", "data": rows}),
+    ))
+}
+
+async fn json_api(
     gw: &Gateway,
     method: &Method,
     path: &str,

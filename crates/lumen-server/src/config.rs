@@ -45,6 +45,8 @@ pub struct LumenConfig {
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
     pub redis: RedisConfig,
+    /// Usage per key, model and day (`/admin/usage/history`).
+    pub accounting: AccountingConfig,
     pub log: LogConfig,
     /// Trace export, from the standard `OTEL_*` variables (never from the file or `LUMEN_*`);
     /// read by [`load`] and [`check`], once: a reload does not change it.
@@ -250,6 +252,42 @@ impl EngineKind {
 }
 
 pub use lumen_governance::{AuthConfig, CacheConfig, DEFAULT_CACHE_MAX_BYTES, LimitsConfig};
+
+/// `[accounting]`: what finance reads — requests and tokens per key, model and day, kept on
+/// Redis when configured (every replica adds to the same rows), else in memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountingConfig {
+    /// Days of usage kept; older days are dropped (at most 3,660).
+    pub retention_days: u32,
+    /// Rows the in-memory store keeps at most (oldest days first out); Redis keeps one hash a
+    /// day for `retention_days`.
+    pub max_rows: usize,
+    /// Prices per model, for a `cost` column: `[accounting.prices."<model>"]` with
+    /// `input_per_million`, `output_per_million` (USD) and optionally
+    /// `cached_input_per_million`.
+    pub prices: lumen_governance::accounting::PriceTable,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        let bounds = lumen_governance::accounting::UsageBounds::default();
+        Self {
+            retention_days: bounds.retention_days,
+            max_rows: bounds.max_rows,
+            prices: lumen_governance::accounting::PriceTable::default(),
+        }
+    }
+}
+
+impl AccountingConfig {
+    pub fn bounds(&self) -> lumen_governance::accounting::UsageBounds {
+        lumen_governance::accounting::UsageBounds {
+            retention_days: self.retention_days,
+            max_rows: self.max_rows,
+        }
+    }
+}
 
 /// `[redis]`: shared state across replicas. Without `url`, everything runs in memory.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -765,6 +803,14 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
+        self.accounting
+            .bounds()
+            .validate()
+            .map_err(|e| ConfigError::invalid("accounting", e.to_string()))?;
+        self.accounting
+            .prices
+            .validate()
+            .map_err(|e| ConfigError::invalid("accounting.prices", e.to_string()))?;
         if self.server.backlog == 0 {
             return Err(ConfigError::invalid(
                 "server.backlog",

@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) admin_digest: Option<[u8; 32]>,
     /// `/ready` fails while Redis is unreachable (`redis.required` with a URL).
     pub(crate) redis_required: bool,
+    /// Prices per model for the usage history's `cost` (`accounting.prices`).
+    pub(crate) prices: Arc<lumen_governance::accounting::PriceTable>,
 }
 
 impl Settings {
@@ -91,6 +93,7 @@ pub struct GatewayBuilder {
     limits: LimitsConfig,
     cache: CacheConfig,
     redis: RedisConfig,
+    accounting: crate::config::AccountingConfig,
     otel: crate::config::OtelConfig,
     /// Engine URLs by backend name, for trace spans' `server.address`.
     urls: Vec<(String, String)>,
@@ -121,6 +124,7 @@ impl Default for GatewayBuilder {
             limits: cfg.limits,
             cache: cfg.cache,
             redis: cfg.redis,
+            accounting: cfg.accounting,
             otel: cfg.otel,
             urls: Vec::new(),
         }
@@ -169,6 +173,12 @@ impl GatewayBuilder {
 
     /// Shared state on Redis; without a URL everything stays in memory. Needs a Tokio runtime
     /// at [`build`](Self::build) time.
+    /// Usage accounting: retention, in-memory bound, prices (`[accounting]`).
+    pub fn accounting(mut self, a: crate::config::AccountingConfig) -> Self {
+        self.accounting = a;
+        self
+    }
+
     pub fn redis(mut self, r: RedisConfig) -> Self {
         self.redis = r;
         self
@@ -319,7 +329,7 @@ impl GatewayBuilder {
         if let Some(t) = &tracer {
             t.set_backends(self.urls);
         }
-        let stores = Stores::new(&self.redis, &self.cache)?;
+        let stores = Stores::new(&self.redis, &self.cache, &self.accounting)?;
         let core = self
             .core
             .observer(Arc::new(ServerObserver::new(metrics.clone())))
@@ -344,6 +354,7 @@ impl GatewayBuilder {
                     tls,
                     admin_digest: admin_digest(&self.auth),
                     redis_required: self.redis.required && self.redis.url.is_some(),
+                    prices: Arc::new(self.accounting.prices.clone()),
                 }),
                 redis: stores.redis,
                 memory_cache: stores.memory_cache,
@@ -462,6 +473,7 @@ impl Gateway {
             .limits(cfg.limits.clone())
             .cache(cfg.cache.clone())
             .redis(cfg.redis.clone())
+            .accounting(cfg.accounting.clone())
             .otel(cfg.otel.clone());
         for (spec, probe) in backend_specs(cfg)? {
             b.core = b.core.backend_spec(spec, probe);
@@ -517,6 +529,7 @@ impl Gateway {
                     tls,
                     admin_digest: admin_digest(&cfg.auth),
                     redis_required: cfg.redis.required && cfg.redis.url.is_some(),
+                    prices: Arc::new(cfg.accounting.prices.clone()),
                 }));
                 self.inner.core.policy().replace_settings(shared);
                 if let Some(t) = &self.inner.tracer {

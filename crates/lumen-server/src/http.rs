@@ -111,7 +111,7 @@ impl Endpoint {
             "/metrics" => Self::Metrics,
             "/health/redis" => Self::HealthRedis,
             "/admin/keys" => Self::AdminKeys,
-            "/admin/usage" => Self::AdminUsage,
+            "/admin/usage" | "/admin/usage/history" => Self::AdminUsage,
             p if p.starts_with("/admin/keys/") && p.len() > "/admin/keys/".len() => Self::AdminKey,
             p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => Self::Model,
             _ => return None,
@@ -503,10 +503,29 @@ impl Api {
                     &self.gw.inner.body_budget,
                 )
                 .await?;
-                let (status, value) =
-                    crate::admin::handle(&self.gw, &parts.method, &path, &parts.headers, &body)
-                        .await?;
-                done(json(status, &value, request_id))
+                let query = parts.uri.query().unwrap_or_default();
+                match crate::admin::handle(
+                    &self.gw,
+                    &parts.method,
+                    &path,
+                    query,
+                    &parts.headers,
+                    &body,
+                )
+                .await?
+                {
+                    crate::admin::Answer::Json(status, value) => {
+                        done(json(status, &value, request_id))
+                    }
+                    crate::admin::Answer::Csv(csv) => {
+                        let mut resp = Response::new(full(csv));
+                        resp.headers_mut().insert(
+                            CONTENT_TYPE,
+                            HeaderValue::from_static("text/csv; charset=utf-8"),
+                        );
+                        done(with_id(resp, request_id))
+                    }
+                }
             }
             Endpoint::Models => {
                 let mut list = self.gw.core().models();

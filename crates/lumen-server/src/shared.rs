@@ -9,14 +9,15 @@ use std::time::Duration;
 use http::HeaderMap;
 use lumen_gateway::PolicyStores;
 use lumen_gateway::policy::clock;
+use lumen_governance::accounting::MemoryUsageStore;
 use lumen_governance::cache::MemoryCache;
 use lumen_governance::keys::digest;
 use lumen_governance::limits::Limiter;
 use lumen_governance::store::LimitStore;
-use lumen_redis::RedisState;
+use lumen_redis::{RedisState, RedisUsageStore};
 use subtle::ConstantTimeEq;
 
-use crate::config::{CacheConfig, ConfigError, RedisConfig};
+use crate::config::{AccountingConfig, CacheConfig, ConfigError, RedisConfig};
 
 /// The stores, created once per gateway (they keep their counters across reloads).
 pub(crate) struct Stores {
@@ -27,7 +28,11 @@ pub(crate) struct Stores {
 }
 
 impl Stores {
-    pub fn new(redis: &RedisConfig, cache: &CacheConfig) -> Result<Self, ConfigError> {
+    pub fn new(
+        redis: &RedisConfig,
+        cache: &CacheConfig,
+        accounting: &AccountingConfig,
+    ) -> Result<Self, ConfigError> {
         match &redis.url {
             Some(url) => {
                 let state = RedisState::new(
@@ -37,18 +42,28 @@ impl Stores {
                 )
                 .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
                 let state = Arc::new(state);
+                let clock = clock();
                 Ok(Self {
                     policy: PolicyStores {
-                        limiter: Limiter::new(state.clone() as Arc<dyn LimitStore>, clock()),
+                        limiter: Limiter::new(state.clone() as Arc<dyn LimitStore>, clock.clone()),
                         cache: state.clone(),
                         keys: state.clone(),
+                        usage: Arc::new(RedisUsageStore::new(
+                            state.clone(),
+                            accounting.retention_days,
+                        )),
+                        clock,
                     },
                     redis: Some(state),
                     memory_cache: None,
                 })
             }
             None => {
-                let (policy, memory) = PolicyStores::in_memory(cache);
+                let (mut policy, memory) = PolicyStores::in_memory(cache);
+                policy.usage = Arc::new(MemoryUsageStore::new(
+                    policy.clock.clone(),
+                    accounting.bounds(),
+                ));
                 Ok(Self {
                     policy,
                     redis: None,
