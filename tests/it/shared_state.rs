@@ -718,7 +718,7 @@ async fn usage_history_is_one_total_across_three_replicas_on_redis() {
         .filter(|d| d != "[DONE]")
         .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap())
         .filter(|v| v["usage"].is_object())
-        .last()
+        .next_back()
         .unwrap();
     input += last["usage"]["prompt_tokens"].as_u64().unwrap();
     output += last["usage"]["completion_tokens"].as_u64().unwrap();
