@@ -717,8 +717,7 @@ async fn usage_history_is_one_total_across_three_replicas_on_redis() {
         .into_iter()
         .filter(|d| d != "[DONE]")
         .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap())
-        .filter(|v| v["usage"].is_object())
-        .next_back()
+        .rfind(|v| v["usage"].is_object())
         .unwrap();
     input += last["usage"]["prompt_tokens"].as_u64().unwrap();
     output += last["usage"]["completion_tokens"].as_u64().unwrap();
