@@ -89,25 +89,6 @@ async fn used(lumen: &Lumen) -> u64 {
         .unwrap()
 }
 
-/// The `event:` names of an SSE body, in order, and the JSON of each event.
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap())
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_message_is_answered_in_anthropics_shape_and_billed_on_its_usage() {
     let (lumen, _sim) = setup().await;
@@ -147,7 +128,7 @@ async fn a_streamed_message_has_anthropics_event_order_and_usage() {
     let r = messages(&lumen, &body, KEY).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
-    let evs = events(&r.text());
+    let evs = sse_events(&r.text());
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
@@ -311,7 +292,7 @@ async fn a_claude_code_request_is_served() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let evs = events(&r.text());
+    let evs = sse_events(&r.text());
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");

@@ -65,25 +65,6 @@ async fn call(
     .await
 }
 
-/// `event:` names and JSON payloads of an SSE body, in order.
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap())
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_response_is_created_stored_continued_read_and_deleted_by_its_owner_only() {
     let (lumen, sim) = setup().await;
@@ -240,7 +221,7 @@ async fn a_streamed_response_has_typed_events_in_sequence_and_is_stored() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let evs = events(&r.text());
+    let evs = sse_events(&r.text());
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"response.created"), "{names:?}");
     assert_eq!(names.last(), Some(&"response.completed"), "{names:?}");

@@ -510,3 +510,25 @@ pub fn capture_logs() -> (Logs, LogGuard) {
     SINK.with(|s| *s.borrow_mut() = Some(logs.clone()));
     (logs, LogGuard(()))
 }
+
+/// The `event:` names and JSON payloads of a typed SSE body (Anthropic's and the Responses
+/// API's streams), in order.
+pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            let value = serde_json::from_str(&data)
+                .unwrap_or_else(|e| panic!("event {name} is not JSON ({e}): {data}"));
+            (name, value)
+        })
+        .collect()
+}

@@ -762,16 +762,7 @@ impl Api {
         let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
         let owner = owner(&principal);
         let core = self.gw.core();
-        let conversation = match &request.previous_response_id {
-            Some(id) => {
-                core.policy()
-                    .load_response(id, &owner)
-                    .await?
-                    .ok_or_else(|| ApiError::response_not_found(id))?
-                    .conversation
-            }
-            None => Vec::new(),
-        };
+        let conversation = self.conversation(&request, &owner).await?;
         let chat = responses::to_chat(&request, &conversation).map_err(RequestError::from)?;
         Chat::validate(&chat, settings.max_n)?;
         let body_len = body.len();
@@ -818,6 +809,26 @@ impl Api {
         })
     }
 
+    /// The stored conversation a request continues (`previous_response_id`), when `owner`
+    /// created it; 404 otherwise, the same for every reason.
+    async fn conversation(
+        &self,
+        request: &ResponsesRequest,
+        owner: &str,
+    ) -> Result<Vec<responses::InputItem>, ApiError> {
+        let Some(id) = &request.previous_response_id else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .gw
+            .core()
+            .policy()
+            .load_response(id, owner)
+            .await?
+            .ok_or_else(|| ApiError::response_not_found(id))?
+            .conversation)
+    }
+
     /// `POST /v1/responses/input_tokens`: the input (and instructions, tools, the conversation
     /// it continues) through the engine's tokenizer with its chat template, as
     /// `{"object": "response.input_tokens", "input_tokens": n}`; charged as a request only.
@@ -837,18 +848,7 @@ impl Api {
             Tokenize::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
         let (body, _budget) = self.read_body(req, limit).await?;
         let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
-        let conversation = match &request.previous_response_id {
-            Some(id) => {
-                self.gw
-                    .core()
-                    .policy()
-                    .load_response(id, &owner(&principal))
-                    .await?
-                    .ok_or_else(|| ApiError::response_not_found(id))?
-                    .conversation
-            }
-            None => Vec::new(),
-        };
+        let conversation = self.conversation(&request, &owner(&principal)).await?;
         let chat = responses::to_chat(&request, &conversation).map_err(RequestError::from)?;
         let n = self
             .tokens_of(&chat, &principal, body.len(), cx, settings.max_n)
