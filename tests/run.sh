@@ -68,6 +68,54 @@ echo "== examples (self-checking)"
 cargo run -q --locked -p lumen-examples --example custom_backend >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_gateway >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_core >/dev/null
+# ---- Official clients (issue 23): the OpenAI and Anthropic Python SDKs ------------------------
+# Pinned, from PyPI, into a venv under target/. A debug Lumen (keys on) in front of lumen-sim
+# without its own Messages API, so both APIs go through Lumen's translation;
+# tests/sdk/official_clients.py asserts what each SDK call returned or raised.
+echo "== official clients (openai 3.63.0, anthropic 2.17.0)"
+sdk_venv="$(realpath -m "${CARGO_TARGET_DIR:-target}")/sdk-venv"
+if [ ! -x "$sdk_venv/bin/pip" ]; then
+  if ! python3 -m venv "$sdk_venv" >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$sdk_venv" && python3 -m venv "$sdk_venv"
+  fi
+fi
+"$sdk_venv/bin/pip" install -q --disable-pip-version-check openai==3.63.0 anthropic==2.17.0
+cargo build -q --locked -p lumen -p lumen-sim-bin
+bin="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sim_port=$(free_port)
+lumen_port=$(free_port)
+sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+"$bin/lumen-sim" --listen "127.0.0.1:$sim_port" --model sdk-model --no-messages >/dev/null 2>&1 &
+sdk_sim=$!
+LUMEN_AUTH__ENABLED=true \
+  LUMEN_AUTH__KEYS="[{name=\"sdk-a\", sha256=\"$(sha sk-sdk-a)\"}, {name=\"sdk-b\", sha256=\"$(sha sk-sdk-b)\"}]" \
+  LUMEN_LOG__LEVEL=warn \
+  "$bin/lumen" --backend "http://127.0.0.1:$sim_port" --listen "127.0.0.1:$lumen_port" >/dev/null 2>&1 &
+sdk_lumen=$!
+ready=""
+for _ in $(seq 1 100); do
+  if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$lumen_port/ready').status == 200 else 1)" 2>/dev/null; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+sdk_ok=0
+if [ -n "$ready" ]; then
+  "$sdk_venv/bin/python3" tests/sdk/official_clients.py "http://127.0.0.1:$lumen_port" sdk-model sk-sdk-a sk-sdk-b || sdk_ok=$?
+else
+  echo "== Lumen did not become ready for the SDK checks" >&2
+  sdk_ok=1
+fi
+kill "$sdk_lumen" "$sdk_sim" 2>/dev/null || true
+wait "$sdk_lumen" "$sdk_sim" 2>/dev/null || true
+if [ "$sdk_ok" != 0 ]; then
+  echo "== official clients FAILED" >&2
+  exit 1
+fi
+
 # ---- Endurance (issue 16): 60 s of the soak (benches/soak.sh runs 1M requests) -------------
 # A debug Lumen (already built for the tests) in front of lumen-sim, limits on a real
 # redis-server, 200 mixed requests a second: streams, errors, limits, engine faults, retries and
