@@ -365,3 +365,82 @@ async fn idle_engine_connections_close_after_the_configured_timeout() {
     let e = Gateway::from_config(&cfg).err().unwrap().to_string();
     assert!(e.contains("backends[0].pool_idle_timeout_ms"), "{e}");
 }
+
+/// With `send_priority`, each request's class reaches a vLLM that schedules by priority as its
+/// `priority` field (lower first), from the key's class and what the request asked within it;
+/// without it the engine never sees the field (a vLLM without priority scheduling refuses it).
+#[tokio::test]
+async fn the_priority_class_reaches_engines_that_schedule_by_it() {
+    use lumen_governance::keys::{ApiKey, digest, to_hex};
+    use lumen_governance::limits::LimitSpec;
+    let (url, sim) = sim_with(lumen_sim::SimConfig {
+        models: vec!["m".into()],
+        record: 16,
+        ..lumen_sim::SimConfig::default()
+    })
+    .await;
+    let key = |name: &str, priority: &str, max: Option<&str>| ApiKey {
+        name: name.into(),
+        sha256: to_hex(&digest(name)),
+        models: None,
+        limits: LimitSpec {
+            priority: Some(priority.into()),
+            max_priority: max.map(str::to_owned),
+            ..LimitSpec::default()
+        },
+        per_model: Default::default(),
+    };
+    let auth = AuthConfig {
+        enabled: true,
+        admin_key_sha256: None,
+        keys: vec![
+            key("batchy", "batch", Some("standard")),
+            key("chatty", "interactive", None),
+        ],
+    };
+    let start = |send_priority: bool| {
+        let mut vc = lumen_backend_vllm::VllmConfig::new("e", url.as_str());
+        vc.send_priority = send_priority;
+        let backend = lumen_backend_vllm::VllmBackend::new(vc).unwrap();
+        lumen_server::Gateway::builder()
+            .health(no_health_checks())
+            .backend("e", backend, None)
+            .auth(auth.clone())
+            .build()
+            .unwrap()
+    };
+    let lumen = Lumen::start(start(true)).await;
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    let sent = |secret: &'static str, asked: Option<&'static str>| {
+        let url = lumen.url("/v1/chat/completions");
+        let sim = &sim;
+        async move {
+            let bearer = format!("Bearer {secret}");
+            let mut headers = vec![("authorization", bearer.as_str())];
+            if let Some(a) = asked {
+                headers.push(("x-lumen-priority", a));
+            }
+            let r = send(http::Method::POST, &url, chat, &headers).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            sim.records().last().unwrap().body["priority"].clone()
+        }
+    };
+    assert_eq!(sent("batchy", None).await, 2);
+    assert_eq!(sent("batchy", Some("standard")).await, 1);
+    assert_eq!(
+        sent("batchy", Some("interactive")).await,
+        1,
+        "capped at the key's max"
+    );
+    assert_eq!(sent("chatty", None).await, 0);
+    let plain = Lumen::start(start(false)).await;
+    let r = send(
+        http::Method::POST,
+        &plain.url("/v1/chat/completions"),
+        chat,
+        &[("authorization", "Bearer chatty")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(sim.records().last().unwrap().body.get("priority").is_none());
+}

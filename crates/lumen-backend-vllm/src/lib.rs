@@ -83,6 +83,9 @@ pub struct VllmConfig {
     /// Which engine's tokenizer endpoints these are: llama.cpp's are translated to vLLM's
     /// shapes (`dialect`).
     pub dialect: Dialect,
+    /// Send the request's priority class (`RequestContext::fairness`) as vLLM's `priority`
+    /// (lower first), for engines started with `--scheduling-policy priority`.
+    pub send_priority: bool,
 }
 
 impl std::fmt::Debug for VllmConfig {
@@ -108,6 +111,7 @@ impl VllmConfig {
             max_response_bytes: 64 * 1024 * 1024,
             continuation: Continuation::ContinueFinalMessage,
             dialect: Dialect::Vllm,
+            send_priority: false,
         }
     }
 }
@@ -139,6 +143,7 @@ struct Inner {
     max_response_bytes: usize,
     continuation: Continuation,
     dialect: Dialect,
+    send_priority: bool,
     /// llama.cpp: context lengths read from `/props`, for `/tokenize`'s `max_model_len`.
     contexts: dialect::ContextLengths,
 }
@@ -331,6 +336,7 @@ impl VllmBackend {
                 transport,
                 max_response_bytes: cfg.max_response_bytes,
                 continuation: cfg.continuation,
+                send_priority: cfg.send_priority,
                 dialect: cfg.dialect,
                 contexts: dialect::ContextLengths::default(),
             }),
@@ -602,6 +608,16 @@ impl VllmBackend {
         })
     }
 
+    /// vLLM's `priority` for a generation request, when this engine schedules by priority and
+    /// the request has a class; a caller's own `priority` field is kept.
+    fn prioritise(&self, extra: &mut lumen_openai_types::RawExtra, cx: &RequestContext) {
+        if let Some(f) = cx.fairness.as_ref().filter(|_| self.inner.send_priority) {
+            if !extra.contains_key("priority") {
+                let _ = extra.insert("priority", &f.rank);
+            }
+        }
+    }
+
     fn encode<Req: Serialize>(&self, req: &Req) -> Result<Vec<u8>, BackendError> {
         serde_json::to_vec(req).map_err(|e| BackendError::Protocol {
             backend: self.inner.name.clone(),
@@ -617,6 +633,7 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
         req.stream = None;
+        self.prioritise(&mut req.extra, cx);
         self.call_reply("/v1/chat/completions", &req, cx).await
     }
 
@@ -626,6 +643,7 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<ChunkStream<ChatCompletionChunk>, BackendError> {
         req.stream = Some(true);
+        self.prioritise(&mut req.extra, cx);
         if cx.continuing && self.inner.continuation == Continuation::ContinueFinalMessage {
             // vLLM's (and SGLang's, llama.cpp's) way to extend a final assistant message;
             // both or neither: vLLM refuses `continue_final_message` with a generation prompt.
@@ -641,6 +659,7 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<Reply<CompletionResponse>, BackendError> {
         req.stream = None;
+        self.prioritise(&mut req.extra, cx);
         self.call_reply("/v1/completions", &req, cx).await
     }
 
@@ -650,6 +669,7 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<ChunkStream<CompletionChunk>, BackendError> {
         req.stream = Some(true);
+        self.prioritise(&mut req.extra, cx);
         self.call_stream("/v1/completions", &req, cx).await
     }
 

@@ -185,6 +185,10 @@ pub struct BackendConfig {
     /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM,
     /// SGLang and llama.cpp, `none` for the others (unknown, so never asked).
     pub continuation: Option<lumen_backend::Continuation>,
+    /// Send each request's priority class to the engine as vLLM's `priority` field (0
+    /// interactive, 1 standard, 2 batch), so its own queue agrees with Lumen's. Only for
+    /// engines started with `--scheduling-policy priority`: others refuse the field.
+    pub send_priority: bool,
     /// Idle pooled connections to the engine are closed after this long, in the background
     /// (and as soon as the engine has closed its end), so a burst leaves no descriptors open.
     pub pool_idle_timeout_ms: u64,
@@ -209,6 +213,7 @@ impl Default for BackendConfig {
             probe: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             continuation: None,
+            send_priority: false,
             pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
         }
     }

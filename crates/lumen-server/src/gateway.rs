@@ -400,6 +400,7 @@ fn backend_specs(
             vc.max_response_bytes = bc.max_response_bytes;
             vc.continuation = bc.effective_continuation();
             vc.dialect = bc.kind.dialect();
+            vc.send_priority = bc.send_priority;
             vc.pool_idle_timeout = Duration::from_millis(bc.pool_idle_timeout_ms);
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
