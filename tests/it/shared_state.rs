@@ -752,6 +752,20 @@ async fn usage_history_is_one_total_across_three_replicas_on_redis() {
     assert_eq!(row["errors"], 1, "{row}");
     assert_eq!(row["input_tokens"], input, "{row}");
     assert_eq!(row["output_tokens"], output, "{row}");
+    // The same counts per key in Prometheus, summed over the replicas.
+    let mut requests = 0.0;
+    let mut tokens_out = 0.0;
+    for r in &replicas {
+        let text = get(&r.url("/metrics")).await.text();
+        requests += metric(&text, r#"lumen_key_requests_total{key="team-a"}"#).unwrap_or(0.0);
+        tokens_out += metric(
+            &text,
+            r#"lumen_key_tokens_total{key="team-a",token_type="output"}"#,
+        )
+        .unwrap_or(0.0);
+    }
+    assert_eq!(requests, 8.0);
+    assert_eq!(tokens_out, output as f64);
     let cost = (input as f64 * 1.0 + output as f64 * 2.0) / 1e6;
     assert!((row["cost"].as_f64().unwrap() - cost).abs() < 1e-6, "{row}");
 

@@ -84,6 +84,12 @@ pub enum Event<'a> {
     RateLimited { reason: &'static str },
     /// The response cache answered a lookup (`hit`, `miss`) or was refreshed (`refresh`).
     Cache { result: &'static str },
+    /// A request of the key named `key` (a name from the configuration or the admin API) was
+    /// counted in its usage: what `/admin/usage/history` adds up.
+    Accounted {
+        key: &'a str,
+        counts: &'a lumen_governance::accounting::Counts,
+    },
 }
 
 /// Receives [`Event`]s; match on the ones you need and ignore the rest.

@@ -488,6 +488,10 @@ impl Accountant {
     }
 
     pub(crate) fn record(&self, key: &str, served: &str, requested: Option<&str>, counts: Counts) {
+        self.observer.event(&Event::Accounted {
+            key,
+            counts: &counts,
+        });
         let day = Day::from_unix_ms((self.clock)());
         let (usage, observer) = (self.usage.clone(), self.observer.clone());
         let (key, served) = (key.to_owned(), served.to_owned());

@@ -272,6 +272,10 @@ pub struct AccountingConfig {
     /// `input_per_million`, `output_per_million` (USD) and optionally
     /// `cached_input_per_million`.
     pub prices: lumen_governance::accounting::PriceTable,
+    /// Export `lumen_key_requests_total{key}` and `lumen_key_tokens_total{key,token_type}`
+    /// (key names come from the configuration and the admin API, never from clients). Read at
+    /// start.
+    pub key_metrics: bool,
 }
 
 impl Default for AccountingConfig {
@@ -281,6 +285,7 @@ impl Default for AccountingConfig {
             retention_days: bounds.retention_days,
             max_rows: bounds.max_rows,
             prices: lumen_governance::accounting::PriceTable::default(),
+            key_metrics: true,
         }
     }
 }

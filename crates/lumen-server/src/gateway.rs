@@ -332,7 +332,10 @@ impl GatewayBuilder {
         let stores = Stores::new(&self.redis, &self.cache, &self.accounting)?;
         let core = self
             .core
-            .observer(Arc::new(ServerObserver::new(metrics.clone())))
+            .observer(Arc::new(ServerObserver::new(
+                metrics.clone(),
+                self.accounting.key_metrics,
+            )))
             .policy(
                 stores.policy,
                 policy_settings(&self.auth, &self.limits, &self.cache, &self.redis)?,

@@ -35,6 +35,17 @@ pub(crate) struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KeyLabel {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KeyTokenLabels {
+    pub key: String,
+    pub token_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TokenLabels {
     pub model: String,
     pub token_type: String,
@@ -123,6 +134,10 @@ pub(crate) struct Metrics {
     pub ttft: Family<ModelLabel, Histogram, fn() -> Histogram>,
     pub tpot: Family<ModelLabel, Histogram, fn() -> Histogram>,
     pub tokens: Family<TokenLabels, Counter>,
+    /// Requests and tokens per API key (names from the configuration and the admin API only),
+    /// as counted for the usage history; off with `accounting.key_metrics = false`.
+    pub key_requests: Family<KeyLabel, Counter>,
+    pub key_tokens: Family<KeyTokenLabels, Counter>,
     pub retries: Family<BackendReason, Counter>,
     pub attempt_errors: Family<BackendReason, Counter>,
     pub timeouts: Family<KindLabel, Counter>,
@@ -204,6 +219,18 @@ impl Metrics {
             "lumen_tokens",
             "Tokens from the engines' usage, by type: input or output",
             tokens.clone(),
+        );
+        let key_requests = Family::default();
+        r.register(
+            "lumen_key_requests",
+            "Requests per API key, as the usage history counts them",
+            key_requests.clone(),
+        );
+        let key_tokens = Family::default();
+        r.register(
+            "lumen_key_tokens",
+            "Tokens per API key and type (input, output), as the usage history counts them",
+            key_tokens.clone(),
         );
         let retries = Family::default();
         r.register(
@@ -356,6 +383,8 @@ impl Metrics {
             ttft,
             tpot,
             tokens,
+            key_requests,
+            key_tokens,
             retries,
             attempt_errors,
             timeouts,

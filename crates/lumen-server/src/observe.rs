@@ -7,17 +7,22 @@ use lumen_gateway::{Event, Observer};
 
 use crate::access;
 use crate::metrics::{
-    BackendReason, BackendResult, ContinuationLabels, FallbackLabels, KindLabel, Metrics, OpLabel,
-    ReasonLabel, ResultLabel,
+    BackendReason, BackendResult, ContinuationLabels, FallbackLabels, KeyLabel, KeyTokenLabels,
+    KindLabel, Metrics, OpLabel, ReasonLabel, ResultLabel,
 };
 
 pub(crate) struct ServerObserver {
     metrics: Arc<Metrics>,
+    /// Write the per-key counters (`accounting.key_metrics`).
+    key_metrics: bool,
 }
 
 impl ServerObserver {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub(crate) fn new(metrics: Arc<Metrics>, key_metrics: bool) -> Self {
+        Self {
+            metrics,
+            key_metrics,
+        }
     }
 }
 
@@ -136,6 +141,26 @@ impl Observer for ServerObserver {
                         result: if *ok { "ok" } else { "failed" }.to_owned(),
                     })
                     .inc();
+            }
+            Event::Accounted { key, counts } if self.key_metrics => {
+                m.key_requests
+                    .get_or_create(&KeyLabel {
+                        key: (*key).to_owned(),
+                    })
+                    .inc_by(counts.requests);
+                for (kind, n) in [
+                    ("input", counts.input_tokens),
+                    ("output", counts.output_tokens),
+                ] {
+                    if n > 0 {
+                        m.key_tokens
+                            .get_or_create(&KeyTokenLabels {
+                                key: (*key).to_owned(),
+                                token_type: kind.to_owned(),
+                            })
+                            .inc_by(n);
+                    }
+                }
             }
             Event::StoreFailed { op } => {
                 m.redis_errors
