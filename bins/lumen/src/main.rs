@@ -11,6 +11,7 @@ mod demo;
 mod health;
 mod inspect;
 mod logging;
+mod usage;
 
 /// mimalloc: a gateway allocates and frees many small, short-lived buffers per request across
 /// threads, which glibc's malloc handles with locks and consolidation (about a tenth of
@@ -54,6 +55,31 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// A running Lumen's usage history (`/admin/usage/history`) as a table, or CSV: requests
+    /// and tokens per key, model and day.
+    Usage {
+        /// The Lumen to ask (its admin listener when `server.admin_listen` is set).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The admin key (`auth.admin_key_sha256` is its digest).
+        #[arg(long, env = "LUMEN_ADMIN_KEY", hide_env_values = true)]
+        admin_key: String,
+        /// First day, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only this (served) model.
+        #[arg(long)]
+        model: Option<String>,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
     },
     /// Probe a running Lumen: exit 0 when URL answers 200 (container health checks).
     Health {
@@ -129,6 +155,25 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Keys { action }) => return keys(action),
         Some(Command::Health { url, timeout_ms }) => return health::probe(&url, timeout_ms),
+        Some(Command::Usage {
+            url,
+            admin_key,
+            from,
+            to,
+            key,
+            model,
+            csv,
+        }) => {
+            return usage::print(&usage::Query {
+                url: &url,
+                admin_key: &admin_key,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                key: key.as_deref(),
+                model: model.as_deref(),
+                csv,
+            });
+        }
         Some(Command::Config { action }) => {
             return match action {
                 ConfigAction::Check { file } => inspect::check(&file, &overrides),

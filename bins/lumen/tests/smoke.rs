@@ -1106,3 +1106,78 @@ fn the_health_probe_shows_its_url_redacted() {
     );
     assert!(!err.contains("SECRET"), "{err}");
 }
+
+/// `lumen usage` reads a running Lumen's usage history: the demo engine's answers to a key,
+/// as a table with a total, and as CSV.
+#[test]
+fn usage_prints_the_history_of_a_running_lumen() {
+    let sha = |s: &str| lumen_governance::keys::to_hex(&lumen_governance::keys::digest(s));
+    let mut child = lumen()
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .env("LUMEN_AUTH__ENABLED", "true")
+        .env(
+            "LUMEN_AUTH__KEYS",
+            format!(r#"[{{name="finance-demo", sha256="{}"}}]"#, sha("sk-usage")),
+        )
+        .env("LUMEN_AUTH__ADMIN_KEY_SHA256", sha("sk-usage-admin"))
+        .spawn()
+        .unwrap();
+    let addr = wait_listening(&mut child);
+    let body =
+        r#"{"model":"lumen-demo","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..2 {
+        let resp = http(
+            &addr,
+            &format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-usage\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    let usage = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lumen"));
+        c.env_clear()
+            .args([
+                "usage",
+                "--url",
+                &format!("http://{addr}"),
+                "--admin-key",
+                "sk-usage-admin",
+            ])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let table = usage(&["--key", "finance-demo"]);
+    let out = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(out.lines().next().unwrap().starts_with("day"), "{out}");
+    assert!(
+        out.contains("finance-demo") && out.contains("lumen-demo"),
+        "{out}"
+    );
+    let total = out.lines().find(|l| l.starts_with("total")).unwrap();
+    assert_eq!(total.split_whitespace().nth(1), Some("2"), "{out}");
+    let csv = usage(&["--csv"]);
+    let out = String::from_utf8_lossy(&csv.stdout);
+    assert!(out.starts_with("day,key,model"), "{out}");
+    let wrong = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .env_clear()
+        .args([
+            "usage",
+            "--url",
+            &format!("http://{addr}"),
+            "--admin-key",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
