@@ -1,0 +1,155 @@
+//! Fair admission under a flood (issue 25), measured over real TCP: lumen-sim as an engine that
+//! takes 100 ms a request, Lumen capped at 4 requests at once (40 requests a second), key A
+//! sending at 45 requests a second (more than the fleet serves) and key B at a tenth of that.
+//! B's latency is measured alone, with A flooding through the fair queue (each key its own
+//! flow), and with A flooding through one shared flow (first come, first served: what every
+//! request met before). Then an interactive key under a batch flood. Open loop: requests are
+//! sent on a fixed schedule whatever the answers do.
+//!
+//! `cargo bench -p lumen-benches --bench fairness` (release build; about 2 minutes).
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use lumen_governance::keys::{ApiKey, digest, to_hex};
+use lumen_governance::limits::LimitSpec;
+use tokio::time::Instant;
+
+const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
+const SECONDS: u64 = 20;
+
+fn key(name: &str, priority: &str) -> ApiKey {
+    ApiKey {
+        name: name.into(),
+        sha256: to_hex(&digest(name)),
+        models: None,
+        limits: LimitSpec {
+            priority: Some(priority.into()),
+            ..LimitSpec::default()
+        },
+        per_model: Default::default(),
+    }
+}
+
+async fn lumen(sim: SocketAddr) -> SocketAddr {
+    let backend = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(
+        "sim",
+        format!("http://{sim}"),
+    ))
+    .unwrap();
+    let gw = lumen_server::Gateway::builder()
+        .backend("sim", backend, None)
+        .admission(lumen_server::config::AdmissionConfig {
+            max_concurrent: Some(4),
+            queue_size: Some(100_000),
+            queue_timeout_ms: Some(120_000),
+            ..Default::default()
+        })
+        .auth(lumen_server::config::AuthConfig {
+            enabled: true,
+            admin_key_sha256: None,
+            keys: vec![
+                key("team-a", "standard"),
+                key("team-b", "standard"),
+                key("batch", "batch"),
+                key("chat", "interactive"),
+            ],
+        })
+        .build()
+        .unwrap();
+    gw.core().discover().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(lumen_server::serve(listener, gw, std::future::pending()));
+    addr
+}
+
+/// Sends `rate` requests a second for `SECONDS` with key `secret`; returns each latency.
+async fn flow(addr: SocketAddr, secret: &'static str, rate: f64) -> Vec<Duration> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = Arc::new(client);
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval(every);
+    let end = Instant::now() + Duration::from_secs(SECONDS);
+    let mut tasks = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {secret}"))
+                .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                .unwrap();
+            let start = Instant::now();
+            let resp = client.request(req).await.unwrap();
+            let ok = resp.status().is_success();
+            resp.into_body().collect().await.unwrap();
+            ok.then(|| start.elapsed())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Some(d) = t.await.unwrap() {
+            out.push(d);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn pct(v: &[Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1e3
+}
+
+fn row(what: &str, v: &[Duration]) {
+    println!(
+        "| {what} | {} | {:.0} | {:.0} | {:.0} |",
+        v.len(),
+        pct(v, 0.5),
+        pct(v, 0.99),
+        pct(v, 1.0)
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (sim, _sim) = lumen_sim::spawn(lumen_sim::SimConfig {
+        models: vec!["m".into()],
+        ttft: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    println!("| B's requests | answered | p50 (ms) | p99 (ms) | max (ms) |");
+    println!("|---|---:|---:|---:|---:|");
+    // Each run on a fresh Lumen, so no queue is left from the one before.
+    let alone = flow(lumen(sim).await, "team-b", 4.5).await;
+    row("B alone (4.5/s)", &alone);
+    let addr = lumen(sim).await;
+    let (_, fair) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
+    row("B with A at 45/s, fair queue (a flow per key)", &fair);
+    let addr = lumen(sim).await;
+    // One key for both: one flow, first come first served, as before fair admission.
+    let (_, fifo) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-a", 4.5));
+    row("B with A at 45/s, one shared flow (FIFO)", &fifo);
+    let addr = lumen(sim).await;
+    let (_, interactive) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
+    row("interactive key under a batch key's flood", &interactive);
+    println!(
+        "\nB's p99 with A flooding over B's p99 alone: fair {:.2}x, FIFO {:.2}x",
+        pct(&fair, 0.99) / pct(&alone, 0.99),
+        pct(&fifo, 0.99) / pct(&alone, 0.99)
+    );
+}
