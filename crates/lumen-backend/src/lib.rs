@@ -64,7 +64,7 @@ pub struct RequestContext {
 /// A request's place in the fair admission queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fairness {
-    /// The flow: the key's namespace (never a string a client chose).
+    /// The flow: the key's name (never a string a client chose).
     pub flow: String,
     /// Its share against other flows (at least 1).
     pub weight: u32,

@@ -46,8 +46,10 @@ impl Gateway {
             .map(|m| m.as_slice().into());
         // Each key is its own flow in the admission queue: one key's flood waits behind its
         // own requests, not in front of everyone else's.
+        // The key's name, not its namespace: a key deleted and re-created under its name may
+        // share its place in the queue; formatting the namespace costs every request.
         cx.fairness = principal.as_ref().map(|k| lumen_backend::Fairness {
-            flow: k.namespace(),
+            flow: k.name.clone(),
             weight: k.limits.weight.unwrap_or(1),
             rank: k.limits.rank(call.priority),
         });
