@@ -591,3 +591,55 @@ async fn a_per_model_limit_holds_for_every_way_of_naming_the_model() {
     }
     assert_eq!(sim.generation_count(), 1);
 }
+
+/// With passthrough on, invented model names never become usage rows either: a key's
+/// requests to them are counted under `passthrough` (a client could otherwise add a row per
+/// name to the history, on Redis for the whole retention).
+#[tokio::test]
+async fn passthrough_names_never_become_usage_rows() {
+    let (url, _sim) = sim(&["m"]).await;
+    let mut gov = GovernanceConfig::default();
+    gov.passthrough.enabled = true;
+    let auth = AuthConfig {
+        enabled: true,
+        admin_key_sha256: Some(to_hex(&digest(ADMIN))),
+        keys: vec![ApiKey {
+            name: "invent".into(),
+            sha256: to_hex(&digest("sk-invent")),
+            models: None,
+            limits: LimitSpec::default(),
+            per_model: Default::default(),
+        }],
+    };
+    let lumen = Lumen::start(
+        single_shot(&[&url])
+            .governance(gov)
+            .auth(auth)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    for name in ["invented-one", "invented-two", "m"] {
+        let status = chat_with(&lumen, "sk-invent", name).await;
+        assert!(status.as_u16() < 500, "{name}: {status}");
+    }
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        let r = admin_call(&lumen, http::Method::GET, "/admin/usage/history", "").await;
+        rows = r.json()["data"].as_array().unwrap().clone();
+        let requests: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+        if requests == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert!(
+        models.contains(&"passthrough") && models.contains(&"m"),
+        "{rows:?}"
+    );
+    assert!(
+        !models.iter().any(|m| m.starts_with("invented")),
+        "{rows:?}"
+    );
+}

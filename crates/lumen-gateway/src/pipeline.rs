@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::observer::Event;
 use crate::operation::{Caching, Operation};
 use crate::policy::{
-    Accountant, FallbackLimits, PolicyError, Principal, Settlement, prompt_estimate,
+    Accountant, FallbackLimits, PASSTHROUGH, PolicyError, Principal, Settlement, prompt_estimate,
 };
 use crate::stream::GatewayStream;
 use lumen_governance::accounting::Counts;
@@ -83,10 +83,21 @@ impl Gateway {
                 s,
             )));
         }
-        // Usage per key, model and day: every request of a key whose model resolved.
+        // Usage per key, model and day: every request of a key whose model resolved. A
+        // passthrough name is the caller's own string: it is counted as `passthrough`, so no
+        // client string becomes a row.
+        let router = self.router();
+        let label = |m: &str| -> String {
+            if router.is_known(m) {
+                m.to_owned()
+            } else {
+                PASSTHROUGH.to_owned()
+            }
+        };
         let account = |served: &str, requested: Option<&str>, counts: Counts| {
             if let Some(k) = principal {
-                policy.account(&k.name, served, requested, counts);
+                let requested = requested.map(label);
+                policy.account(&k.name, &label(served), requested.as_deref(), counts);
             }
         };
         let failed = Counts {
@@ -99,7 +110,7 @@ impl Gateway {
                 Ok(mut stream) => {
                     let accounting = principal
                         .as_ref()
-                        .map(|k| (Accountant::of(policy), k.name.clone(), model.clone()));
+                        .map(|k| (Accountant::of(policy), k.name.clone(), label(&model)));
                     stream.bill(settlement, prompt_estimate(call.body_len), accounting);
                     Ok(Served::Stream { stream, rate })
                 }

@@ -447,6 +447,10 @@ impl PolicyStep {
     }
 }
 
+/// What usage rows and labels name a passthrough model (a name the caller chose): no client
+/// string becomes a row.
+pub(crate) const PASSTHROUGH: &str = "passthrough";
+
 /// How long a stored response (and its conversation) can be continued or read.
 pub const RESPONSE_TTL: Duration = Duration::from_secs(24 * 3600);
 

@@ -407,7 +407,11 @@ impl<T> GatewayStream<T> {
         let (tokens, estimated) = self.charged();
         if let Some(accounting) = self.accounting.take() {
             let (accountant, key, requested) = *accounting;
-            let served = self.model();
+            let served = if self.route.passthrough {
+                crate::policy::PASSTHROUGH
+            } else {
+                self.model()
+            };
             accountant.record(
                 &key,
                 served,

@@ -506,6 +506,12 @@ impl<B: Clone> Router<B> {
     }
 
     /// The engine model id a public id routes to (an alias's target, else itself).
+    /// Whether `public` is a model of the table (configured or discovered), not a passthrough
+    /// name a caller chose: only those may become labels or rows anywhere.
+    pub fn is_known(&self, public: &str) -> bool {
+        self.table.load().public.contains_key(public)
+    }
+
     pub fn engine_for(&self, public: &str) -> Option<String> {
         self.table.load().public.get(public).map(|(e, _)| e.clone())
     }
