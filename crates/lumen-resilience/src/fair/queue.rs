@@ -43,6 +43,12 @@ pub(super) struct ClassQueue<T> {
     flows: HashMap<Arc<str>, Flow<T>>,
     /// Active flows in service order; the front one is taking (or about to take) its turn.
     ring: VecDeque<Arc<str>>,
+    /// How many flows became active and have not been served since, in arrival order, right
+    /// after the turn in progress (see [`fresh_at`](Self::fresh_at)): a flow that had nothing
+    /// waiting is served before the flows with a backlog take their next turn, as FQ-CoDel
+    /// serves new flows first. A key that sends now and then waits for the next free slot,
+    /// not behind one turn of every flood.
+    fresh: usize,
     len: usize,
 }
 
@@ -51,6 +57,7 @@ impl<T> Default for ClassQueue<T> {
         Self {
             flows: HashMap::new(),
             ring: VecDeque::new(),
+            fresh: 0,
             len: 0,
         }
     }
@@ -74,9 +81,21 @@ impl<T> ClassQueue<T> {
         self.flows.get(flow).map_or(0, |f| f.waiters.len())
     }
 
-    /// Appends a waiter to its flow (creating the flow at the back of the ring: a newly active
-    /// flow waits at most one turn of each flow already waiting). Returns the flow's key, shared
-    /// with the queue so the waiter can find itself again without another allocation.
+    /// Where the fresh flows start in the ring: after the front flow when it is in the middle of
+    /// its turn (a fresh flow has never been served, so it has no deficit), else at the front.
+    fn fresh_at(&self) -> usize {
+        let in_turn = self
+            .ring
+            .front()
+            .and_then(|k| self.flows.get(k))
+            .is_some_and(|f| f.deficit > 0);
+        usize::from(in_turn)
+    }
+
+    /// Appends a waiter to its flow. A new flow joins the fresh flows (after those that became
+    /// active before it): it waits for no turn of the flows with a backlog. Returns the flow's
+    /// key, shared with the queue so the waiter can find itself again without another
+    /// allocation.
     pub fn push(&mut self, flow: &str, weight: u32, waiter: Waiter<T>) -> Arc<str> {
         self.len += 1;
         let weight = weight.max(1);
@@ -96,7 +115,9 @@ impl<T> ClassQueue<T> {
                 waiters: VecDeque::from([waiter]),
             },
         );
-        self.ring.push_back(key.clone());
+        let at = (self.fresh_at() + self.fresh).min(self.ring.len());
+        self.ring.insert(at, key.clone());
+        self.fresh += 1;
         key
     }
 
@@ -129,8 +150,12 @@ impl<T> ClassQueue<T> {
     /// Removes an emptied flow and its ring entry (O(flows); flows are at most the queue size,
     /// and this runs only when a flow empties other than through dispatch).
     fn forget(&mut self, flow: &str) {
+        let start = self.fresh_at();
         self.flows.remove(flow);
         if let Some(at) = self.ring.iter().position(|k| &**k == flow) {
+            if (start..start + self.fresh).contains(&at) {
+                self.fresh -= 1;
+            }
             self.ring.remove(at);
         }
     }
@@ -145,6 +170,11 @@ impl<T> ClassQueue<T> {
     ) -> Option<Waiter<T>> {
         loop {
             let key = self.ring.front()?.clone();
+            // The front flow is fresh when no turn is in progress and fresh flows wait: it is
+            // served now, so it is fresh no longer.
+            if self.fresh > 0 && self.fresh_at() == 0 {
+                self.fresh -= 1;
+            }
             let Some(f) = self.flows.get_mut(&key) else {
                 // Unreachable while the ring and the map agree; recover rather than spin.
                 self.ring.pop_front();

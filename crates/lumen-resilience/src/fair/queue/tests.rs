@@ -56,15 +56,24 @@ fn weights_give_proportional_turns() {
 }
 
 #[test]
-fn a_flow_joining_waits_one_turn_at_most() {
+fn a_flow_joining_is_served_before_the_next_turn_of_a_flood() {
     let mut q = Q::default();
     for i in 0..10 {
         push(&mut q, Class::Standard, "flood", 1, i);
     }
     assert_eq!(drain(&mut q, 3), ["flood"; 3]);
     push(&mut q, Class::Standard, "b", 1, 0);
-    // "flood" is between turns at the front of the ring: it takes one, then "b".
-    assert_eq!(drain(&mut q, 3), ["flood", "b", "flood"]);
+    // "b" had nothing waiting: it takes the next slot, before the flood's next turn.
+    assert_eq!(drain(&mut q, 3), ["b", "flood", "flood"]);
+    // Fresh flows keep their arrival order, and a flow in the middle of its turn finishes it.
+    for i in 0..4 {
+        push(&mut q, Class::Standard, "heavy", 3, i);
+    }
+    // "heavy" is fresh: served at once, and its turn (weight 3) goes on.
+    assert_eq!(drain(&mut q, 1), ["heavy"]);
+    push(&mut q, Class::Standard, "c", 1, 0);
+    push(&mut q, Class::Standard, "d", 1, 0);
+    assert_eq!(drain(&mut q, 4), ["heavy", "heavy", "c", "d"]);
 }
 
 #[test]
