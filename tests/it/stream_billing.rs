@@ -49,7 +49,15 @@ async fn engine() -> String {
 }
 
 async fn open_stream(lumen: &Lumen, body: &str) -> http::Response<hyper::body::Incoming> {
-    let req = Request::post(lumen.url("/v1/chat/completions"))
+    open_stream_at(lumen, "/v1/chat/completions", body).await
+}
+
+async fn open_stream_at(
+    lumen: &Lumen,
+    path: &str,
+    body: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let req = Request::post(lumen.url(path))
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {KEY}"))
         .body(Full::new(Bytes::from(body.to_owned())))
@@ -60,6 +68,37 @@ async fn open_stream(lumen: &Lumen, body: &str) -> http::Response<hyper::body::I
 /// Reads the stream until `stop_at` chunks with text have arrived (over every choice) and
 /// returns them; the caller then drops the response, and the connection with it.
 async fn read_chunks(resp: &mut http::Response<hyper::body::Incoming>, stop_at: usize) -> usize {
+    read_events(resp, stop_at, |event| {
+        assert_ne!(
+            &event[..],
+            b"[DONE]",
+            "the stream ended before the client left"
+        );
+        let chunk: Value = serde_json::from_slice(event).unwrap();
+        assert!(
+            chunk.get("usage").is_none(),
+            "the usage chunk came first: {chunk}"
+        );
+        chunk["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty())
+            })
+            .count()
+    })
+    .await
+}
+
+/// Reads SSE events, counting what `texts` finds in each event's data, until `stop_at`.
+async fn read_events(
+    resp: &mut http::Response<hyper::body::Incoming>,
+    stop_at: usize,
+    texts: impl Fn(&[u8]) -> usize,
+) -> usize {
     let mut decoder = SseDecoder::new();
     let mut seen = 0;
     while let Some(frame) = resp.body_mut().frame().await {
@@ -68,32 +107,13 @@ async fn read_chunks(resp: &mut http::Response<hyper::body::Incoming>, stop_at: 
         };
         decoder.push(&data);
         while let Some(event) = decoder.next_event().unwrap() {
-            assert_ne!(
-                &event.data[..],
-                b"[DONE]",
-                "the stream ended before the client left"
-            );
-            let chunk: Value = serde_json::from_slice(&event.data).unwrap();
-            assert!(
-                chunk.get("usage").is_none(),
-                "the usage chunk came first: {chunk}"
-            );
-            seen += chunk["choices"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|c| {
-                    c["delta"]["content"]
-                        .as_str()
-                        .is_some_and(|t| !t.is_empty())
-                })
-                .count();
+            seen += texts(&event.data);
             if seen >= stop_at {
                 return seen;
             }
         }
     }
-    panic!("the stream ended after {seen} chunks with text");
+    panic!("the stream ended after {seen} events with text");
 }
 
 /// The key's tokens in the current minute, once the settlement has landed (it does when Lumen
@@ -248,4 +268,107 @@ async fn a_stream_that_breaks_is_charged_what_it_relayed_and_logs_it() {
     assert_eq!(line["input_tokens"], prompt, "{line}");
     assert_eq!(line["tokens_estimated"], true, "{line}");
     assert_eq!(line["outcome"], "stream_interrupted", "{line}");
+}
+
+/// The Messages API runs the same settlement as chat: a client that leaves a translated
+/// `/v1/messages` stream before `message_delta` (which carries the usage) is charged the
+/// prompt plus what it was sent, and the window then refuses the next such request.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_a_messages_stream_is_charged_what_it_was_sent() {
+    let url = engine().await;
+    let lumen = Lumen::start(single_shot(&[&url]).auth(auth(3_000)).build().unwrap()).await;
+    let body = json!({
+        "model": "m",
+        "max_tokens": 2_000,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "stream": true,
+    })
+    .to_string();
+    let mut resp = open_stream_at(&lumen, "/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let read = read_events(&mut resp, 1_901, |data| {
+        let event: Value = serde_json::from_slice(data).unwrap();
+        assert_ne!(event["type"], "message_delta", "the usage came first");
+        assert_ne!(event["type"], "message_stop", "the stream ended first");
+        usize::from(
+            event["type"] == "content_block_delta"
+                && event["delta"]["text"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty()),
+        )
+    })
+    .await;
+    drop(resp);
+    let least = relayed_estimate(1_901);
+    let used = tokens_charged(&lumen, least).await;
+    assert!(
+        used >= least,
+        "charged {used} for {read} text deltas received (at least {least})"
+    );
+    assert!(
+        used <= 2 * (body.len() as u64) + relayed_estimate(2_000),
+        "never more than the whole answer: {used}"
+    );
+    let next = send(
+        http::Method::POST,
+        &lumen.url("/v1/messages"),
+        &body,
+        &[("x-api-key", KEY)],
+    )
+    .await;
+    assert_eq!(next.status, 429, "{}", next.text());
+    assert_eq!(
+        next.json()["type"],
+        "error",
+        "Anthropic's shape: {}",
+        next.text()
+    );
+}
+
+/// The same for the Responses API: a client that leaves before `response.completed` (which
+/// carries the usage) is charged what it was sent.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_a_responses_stream_is_charged_what_it_was_sent() {
+    let url = engine().await;
+    let lumen = Lumen::start(single_shot(&[&url]).auth(auth(3_000)).build().unwrap()).await;
+    let body = json!({
+        "model": "m",
+        "input": "Tell me a long story.",
+        "stream": true,
+        "store": false,
+    })
+    .to_string();
+    let mut resp = open_stream_at(&lumen, "/v1/responses", &body).await;
+    assert_eq!(resp.status(), 200);
+    let read = read_events(&mut resp, 1_901, |data| {
+        let event: Value = serde_json::from_slice(data).unwrap();
+        assert_ne!(
+            event["type"], "response.completed",
+            "the stream ended first"
+        );
+        usize::from(
+            event["type"] == "response.output_text.delta"
+                && event["delta"].as_str().is_some_and(|t| !t.is_empty()),
+        )
+    })
+    .await;
+    drop(resp);
+    let least = relayed_estimate(1_901);
+    let used = tokens_charged(&lumen, least).await;
+    assert!(
+        used >= least,
+        "charged {used} for {read} text deltas received (at least {least})"
+    );
+    assert!(
+        used <= 2 * (body.len() as u64) + relayed_estimate(2_000),
+        "never more than the whole answer: {used}"
+    );
+    let next = send(
+        http::Method::POST,
+        &lumen.url("/v1/responses"),
+        &body,
+        &[("authorization", &format!("Bearer {KEY}"))],
+    )
+    .await;
+    assert_eq!(next.status, 429, "{}", next.text());
 }
