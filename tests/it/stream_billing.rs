@@ -69,11 +69,7 @@ async fn open_stream_at(
 /// returns them; the caller then drops the response, and the connection with it.
 async fn read_chunks(resp: &mut http::Response<hyper::body::Incoming>, stop_at: usize) -> usize {
     read_events(resp, stop_at, |event| {
-        assert_ne!(
-            &event[..],
-            b"[DONE]",
-            "the stream ended before the client left"
-        );
+        assert_ne!(event, b"[DONE]", "the stream ended before the client left");
         let chunk: Value = serde_json::from_slice(event).unwrap();
         assert!(
             chunk.get("usage").is_none(),
