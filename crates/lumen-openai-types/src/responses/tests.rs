@@ -245,6 +245,64 @@ fn tool_round_trips_become_assistant_tool_calls_and_tool_messages() {
     );
 }
 
+/// Codex's `view_image`: a tool's output that holds an image. Chat's tool messages carry text
+/// only, so the tool message says where the image went and the images of the whole run of
+/// tool results follow it as one user message, after the last tool message (templates want
+/// an assistant's tool results together).
+#[test]
+fn images_in_tool_outputs_follow_the_tool_results_as_a_user_message() {
+    let chat = chat_json(
+        r#"{"model":"m","input":[
+            {"role":"user","content":"look at both"},
+            {"type":"function_call","call_id":"c1","name":"view_image","arguments":"{\"path\":\"a.png\"}"},
+            {"type":"function_call","call_id":"c2","name":"view_image","arguments":"{\"path\":\"b.png\"}"},
+            {"type":"function_call_output","call_id":"c1","output":[{"type":"input_image","image_url":"data:image/png;base64,AAAA"}]},
+            {"type":"function_call_output","call_id":"c2","output":[{"type":"input_text","text":"b.png:"},{"type":"input_image","image_url":"data:image/png;base64,BBBB","detail":"low"}]},
+            {"role":"user","content":"which is bigger?"}
+        ]}"#,
+    );
+    let msgs = chat["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 6, "{msgs:#?}");
+    assert_eq!(
+        msgs[2],
+        json!({"role":"tool","content":"(1 image returned, shown in the next message)","tool_call_id":"c1"})
+    );
+    assert_eq!(
+        msgs[3],
+        json!({"role":"tool","content":"b.png:","tool_call_id":"c2"})
+    );
+    assert_eq!(
+        msgs[4],
+        json!({"role":"user","content":[
+            {"type":"text","text":super::to_chat::TOOL_IMAGES_TEXT},
+            {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}},
+            {"type":"image_url","image_url":{"url":"data:image/png;base64,BBBB","detail":"low"}}
+        ]})
+    );
+    assert_eq!(msgs[5], json!({"role":"user","content":"which is bigger?"}));
+    // At the end of the input too (the usual case: the model is asked to go on).
+    let chat = chat_json(
+        r#"{"model":"m","input":[
+            {"type":"function_call","call_id":"c1","name":"view_image","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c1","output":[{"type":"input_image","image_url":"https://x/i.png"}]}
+        ]}"#,
+    );
+    let msgs = chat["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[2]["role"], "user");
+    assert_eq!(msgs[2]["content"][1]["image_url"]["url"], "https://x/i.png");
+    // An image by file id in a tool output is refused as anywhere else.
+    let err = super::to_chat(
+        &crate::request::parse(
+            br#"{"model":"m","input":[{"type":"function_call_output","call_id":"c1","output":[{"type":"input_image","file_id":"f"}]}]}"#,
+        )
+        .unwrap(),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("file id"), "{err}");
+}
+
 #[test]
 fn assistant_text_then_a_call_is_one_assistant_message() {
     let chat = chat_json(

@@ -361,14 +361,40 @@ struct Builder {
     /// Reasoning read from a `reasoning` item, given to the next assistant message (chat
     /// carries reasoning on the message, Responses as an item before it).
     reasoning: Option<String>,
+    /// Images returned by tool calls (Codex's `view_image`), waiting for the end of the run of
+    /// tool results they belong to: chat's tool messages carry text only, and templates want
+    /// an assistant's tool results together right after it, so the images follow them as one
+    /// user message.
+    tool_images: Vec<serde_json::Value>,
 }
 
 impl Builder {
     fn push(&mut self, mut m: Msg) {
+        if m.role != "tool" {
+            self.flush_tool_images();
+        }
         if m.role == "assistant" {
             m.reasoning = self.reasoning.take();
         }
         self.msgs.push(m);
+    }
+
+    /// The images of the tool results just read, as a user message after them.
+    fn flush_tool_images(&mut self) {
+        if self.tool_images.is_empty() {
+            return;
+        }
+        let mut parts = vec![json!({"type": "text", "text": TOOL_IMAGES_TEXT})];
+        parts.append(&mut self.tool_images);
+        if let Ok(raw) = serde_json::value::to_raw_value(&parts) {
+            self.msgs.push(Msg {
+                role: "user",
+                content: Some(MessageContent::Parts(raw)),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+                reasoning: None,
+            });
+        }
     }
 
     fn item(&mut self, item: &InputItem, at: impl Fn() -> String) -> Result<(), ResponsesError> {
@@ -421,10 +447,8 @@ impl Builder {
                 }
             }
             InputItem::FunctionCallOutput(o) => {
-                let text = match content(&o.output, false, || format!("{}.output", at()))? {
-                    MessageContent::Text(t) => t,
-                    MessageContent::Parts(_) => String::new(),
-                };
+                let (text, mut images) = tool_output(&o.output, || format!("{}.output", at()))?;
+                self.tool_images.append(&mut images);
                 self.push(Msg {
                     role: "tool",
                     content: Some(MessageContent::Text(text)),
@@ -451,7 +475,8 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<ChatMessage>, ResponsesError> {
+    fn finish(mut self) -> Result<Vec<ChatMessage>, ResponsesError> {
+        self.flush_tool_images();
         self.msgs
             .into_iter()
             .map(|m| {
@@ -474,6 +499,57 @@ impl Builder {
             })
             .collect()
     }
+}
+
+/// What introduces the images tool calls returned, in the user message that carries them.
+pub(crate) const TOOL_IMAGES_TEXT: &str = "The images returned by the tool calls above:";
+
+/// A tool result's text for the tool message, and its images for the user message after the
+/// run of tool results (see [`Builder::tool_images`]). Text parts are joined by newlines; an
+/// output of images only says where they went, so the model does not read an empty result.
+fn tool_output(
+    c: &Content,
+    at: impl Fn() -> String,
+) -> Result<(String, Vec<serde_json::Value>), ResponsesError> {
+    let parts = match c {
+        Content::Text(t) => return Ok((t.clone(), Vec::new())),
+        Content::Parts(p) => p,
+    };
+    let mut texts = Vec::new();
+    let mut images = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        match part {
+            ContentPart::InputImage {
+                image_url: Some(url),
+                detail,
+                ..
+            } => {
+                let mut image = json!({"url": url});
+                if let (Some(d), Some(obj)) = (detail, image.as_object_mut()) {
+                    obj.insert("detail".to_owned(), json!(d));
+                }
+                images.push(json!({"type": "image_url", "image_url": image}));
+            }
+            _ => {
+                // Text, refusals and what is refused, as in any other content.
+                let one = Content::Parts(vec![part.clone()]);
+                if let MessageContent::Text(t) = content(&one, false, || format!("{}[{j}]", at()))?
+                {
+                    texts.push(t);
+                }
+            }
+        }
+    }
+    let text = if texts.is_empty() && !images.is_empty() {
+        format!(
+            "({} image{} returned, shown in the next message)",
+            images.len(),
+            if images.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        texts.join("\n")
+    };
+    Ok((text, images))
 }
 
 /// The reasoning text of an item: its `reasoning_text` parts, else its summary.
