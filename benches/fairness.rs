@@ -38,7 +38,9 @@ fn key(name: &str, priority: &str) -> ApiKey {
     }
 }
 
-async fn lumen(sim: SocketAddr) -> SocketAddr {
+/// A fresh Lumen in front of `sim`; `headroom` is `admission.headroom` (the slot above the
+/// cap for a key with nothing running or waiting).
+async fn lumen(sim: SocketAddr, headroom: usize) -> SocketAddr {
     let backend = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(
         "sim",
         format!("http://{sim}"),
@@ -50,6 +52,7 @@ async fn lumen(sim: SocketAddr) -> SocketAddr {
             max_concurrent: Some(4),
             queue_size: Some(100_000),
             queue_timeout_ms: Some(120_000),
+            headroom: Some(headroom),
             ..Default::default()
         })
         .auth(lumen_server::config::AuthConfig {
@@ -135,21 +138,55 @@ async fn main() {
     println!("| B's requests | answered | p50 (ms) | p99 (ms) | max (ms) |");
     println!("|---|---:|---:|---:|---:|");
     // Each run on a fresh Lumen, so no queue is left from the one before.
-    let alone = flow(lumen(sim).await, "team-b", 4.5).await;
+    let alone = flow(lumen(sim, 1).await, "team-b", 4.5).await;
     row("B alone (4.5/s)", &alone);
-    let addr = lumen(sim).await;
+    let addr = lumen(sim, 0).await;
+    let (_, exact) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
+    row(
+        "B with A at 45/s, fair queue, no headroom (`admission.headroom = 0`)",
+        &exact,
+    );
+    let addr = lumen(sim, 1).await;
     let (_, fair) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
-    row("B with A at 45/s, fair queue (a flow per key)", &fair);
-    let addr = lumen(sim).await;
+    row(
+        "B with A at 45/s, fair queue, headroom 1 (the default)",
+        &fair,
+    );
+    let addr = lumen(sim, 1).await;
     // One key for both: one flow, first come first served, as before fair admission.
     let (_, fifo) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-a", 4.5));
     row("B with A at 45/s, one shared flow (FIFO)", &fifo);
-    let addr = lumen(sim).await;
+    let addr = lumen(sim, 0).await;
+    let (_, interactive0) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
+    row(
+        "interactive key under a batch key's flood, no headroom",
+        &interactive0,
+    );
+    let addr = lumen(sim, 1).await;
     let (_, interactive) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
-    row("interactive key under a batch key's flood", &interactive);
+    row(
+        "interactive key under a batch key's flood, headroom 1",
+        &interactive,
+    );
+    // The queue wait is the latency over the engine's own time, which B alone shows.
+    let service = pct(&alone, 0.0);
+    let wait = |v: &[Duration], q: f64| (pct(v, q) - service).max(0.0);
     println!(
-        "\nB's p99 with A flooding over B's p99 alone: fair {:.2}x, FIFO {:.2}x",
+        "\nB's p99 with A flooding over B's p99 alone: fair {:.2}x (no headroom {:.2}x), \
+         FIFO {:.2}x",
         pct(&fair, 0.99) / pct(&alone, 0.99),
+        pct(&exact, 0.99) / pct(&alone, 0.99),
         pct(&fifo, 0.99) / pct(&alone, 0.99)
+    );
+    println!(
+        "B's p99 queue wait (latency over the fastest answer alone, {service:.0} ms): alone \
+         {:.1} ms, fair {:.1} ms (no headroom {:.1} ms), FIFO {:.1} ms; interactive under \
+         batch {:.1} ms (no headroom {:.1} ms)",
+        wait(&alone, 0.99),
+        wait(&fair, 0.99),
+        wait(&exact, 0.99),
+        wait(&fifo, 0.99),
+        wait(&interactive, 0.99),
+        wait(&interactive0, 0.99),
     );
 }

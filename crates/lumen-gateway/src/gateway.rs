@@ -300,7 +300,7 @@ impl GatewayBuilder {
 }
 
 fn global_admission(r: &Resolved) -> FairAdmission {
-    FairAdmission::new(r.max_concurrent, r.queue_size, r.queue_timeout)
+    FairAdmission::new(r.max_concurrent, r.queue_size, r.queue_timeout).with_headroom(r.headroom)
 }
 
 fn budget(r: &Resolved) -> RetryBudget {
@@ -492,6 +492,7 @@ impl Gateway {
                 resolved.queue_timeout,
             );
         }
+        self.inner.admission.set_headroom(resolved.headroom);
         if old.resolved.budget != resolved.budget {
             self.inner.budget.store(Arc::new(budget(resolved)));
         }

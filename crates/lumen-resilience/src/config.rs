@@ -277,7 +277,15 @@ pub struct AdmissionConfig {
     pub queue_size: Option<usize>,
     /// Longest wait for a slot; beyond it, 503.
     pub queue_timeout_ms: Option<u64>,
+    /// Slots above `max_concurrent` for a key with nothing running and nothing waiting, so a
+    /// team that sends now and then does not wait for a slot to free under another team's
+    /// flood (see `FairAdmission::with_headroom`). Default 1; 0 makes the cap exact.
+    pub headroom: Option<usize>,
 }
+
+/// One slot: enough for the light keys of a fleet to skip the wait for a release (they take
+/// it in turn), and a bound the engines barely notice.
+pub const DEFAULT_HEADROOM: usize = 1;
 
 /// Everything above, resolved against the profile: what the gateway uses per request.
 #[derive(Debug, Clone)]
@@ -292,6 +300,7 @@ pub struct Resolved {
     pub per_backend_max_concurrent: Option<usize>,
     pub queue_size: usize,
     pub queue_timeout: Duration,
+    pub headroom: usize,
 }
 
 fn index(op: Operation) -> usize {
@@ -448,6 +457,7 @@ impl Resolved {
             per_backend_max_concurrent: nonzero(a.per_backend_max_concurrent),
             queue_size: a.queue_size.unwrap_or(p.queue_size),
             queue_timeout: Duration::from_millis(a.queue_timeout_ms.unwrap_or(p.queue_timeout_ms)),
+            headroom: a.headroom.unwrap_or(DEFAULT_HEADROOM),
         })
     }
 

@@ -13,9 +13,21 @@
 //! When the queue is full the lowest class sheds first (see [`Queue::victim`]); waiters past
 //! their deadline are dropped, never given a slot; a waiter whose future is dropped takes its
 //! place out of the queue at once.
+//!
+//! **Headroom for light flows.** A non-preemptive queue cannot do better than "the next slot
+//! that frees": under a flood every slot is always busy, so a key that sends now and then
+//! still waits for a release (on average a slot's service time over the number of slots, and
+//! in the worst case the widest gap between releases, since a flood's requests keep the phases
+//! they started with). A few slots above the cap ([`FairAdmission::with_headroom`]) remove
+//! that wait for the flows that need it: a request whose flow has nothing running and nothing
+//! waiting may take one of them at once. The flood cannot use them (it always has requests
+//! running), a slot taken from the headroom is not handed on when it frees (dispatch fills only
+//! up to the cap), and they are shared by all flows, so the engines see at most the cap plus
+//! the headroom whatever the callers do.
 
 mod queue;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -172,6 +184,8 @@ pub struct FairAdmission {
 pub struct FairPermit {
     /// `None` once disarmed (a grant whose waiter had already gone).
     shared: Option<Arc<Shared>>,
+    /// The flow it is counted under in [`State::running`].
+    flow: Arc<str>,
 }
 
 struct Shared {
@@ -184,7 +198,18 @@ struct State {
     queue_size: usize,
     queue_timeout: Duration,
     in_flight: usize,
-    queue: Queue<oneshot::Sender<Outcome>>,
+    /// Slots above `capacity` for a flow with nothing running and nothing waiting.
+    headroom: usize,
+    /// Requests in flight per flow; only flows with some are present, so it is bounded by
+    /// the slots whatever flow names callers send.
+    running: HashMap<Arc<str>, usize>,
+    queue: Queue<Queued>,
+}
+
+/// A waiter's handle in the queue: how it is told, and its flow (to count its slot under).
+struct Queued {
+    tx: oneshot::Sender<Outcome>,
+    flow: Arc<str>,
 }
 
 /// What a waiter is told.
@@ -228,6 +253,8 @@ impl FairAdmission {
                     queue_size,
                     queue_timeout,
                     in_flight: 0,
+                    headroom: 0,
+                    running: HashMap::new(),
                     queue: Queue::default(),
                 }),
             }),
@@ -236,6 +263,19 @@ impl FairAdmission {
 
     pub fn unlimited() -> Self {
         Self::new(None, 0, Duration::ZERO)
+    }
+
+    /// Slots above the cap for light flows (see the module's documentation); 0, the default,
+    /// is a plain cap.
+    pub fn with_headroom(self, headroom: usize) -> Self {
+        self.set_headroom(headroom);
+        self
+    }
+
+    /// Changes the headroom in place; slots taken from it stay taken until released.
+    pub fn set_headroom(&self, headroom: usize) {
+        let mut st = self.shared.lock();
+        st.headroom = headroom;
     }
 
     /// Changes the settings in place. Slots in use stay in use (a smaller cap only stops
@@ -256,7 +296,7 @@ impl FairAdmission {
                 break;
             };
             if let Some(w) = st.queue.pop_newest(class, &flow) {
-                let _ = w.tx.send(Outcome::Shed);
+                let _ = w.tx.tx.send(Outcome::Shed);
             }
         }
         self.shared.dispatch(&mut st);
@@ -295,12 +335,11 @@ impl FairAdmission {
     pub async fn acquire(&self, ticket: Ticket<'_>) -> Result<FairPermit, AdmissionError> {
         let (mut rx, flow, seq, deadline) = {
             let mut st = self.shared.lock();
-            // The fast path: a free slot and nobody ahead.
-            if st.in_flight < st.capacity && st.queue.is_empty() {
-                st.in_flight += 1;
-                return Ok(FairPermit {
-                    shared: Some(self.shared.clone()),
-                });
+            // The fast path: a free slot and nobody ahead; or a light flow and room above
+            // the cap.
+            if (st.in_flight < st.capacity && st.queue.is_empty()) || st.light(ticket.flow) {
+                let flow = st.flow_key(ticket.flow);
+                return Ok(self.shared.grant(&mut st, flow));
             }
             let now = Instant::now();
             let limit = now.checked_add(st.queue_timeout).unwrap_or(now + FOREVER);
@@ -326,12 +365,16 @@ impl FairAdmission {
             if let Some((class, flow)) = displace
                 && let Some(w) = st.queue.pop_newest(class, &flow)
             {
-                let _ = w.tx.send(Outcome::Shed);
+                let _ = w.tx.tx.send(Outcome::Shed);
             }
             let (tx, rx) = oneshot::channel();
-            let (flow, seq) = st
-                .queue
-                .push(ticket.class, ticket.flow, ticket.weight, deadline, tx);
+            let queued = Queued {
+                tx,
+                flow: st.flow_key(ticket.flow),
+            };
+            let (flow, seq) =
+                st.queue
+                    .push(ticket.class, ticket.flow, ticket.weight, deadline, queued);
             (rx, flow, seq, deadline)
         };
         let mut place = Place {
@@ -367,15 +410,54 @@ fn capacity(max_concurrent: Option<usize>) -> usize {
     max_concurrent.map_or(usize::MAX, |n| n.max(1))
 }
 
+impl State {
+    /// Whether a request of `flow` may take a slot above the cap now: there is headroom left,
+    /// and the flow has nothing running and nothing waiting (a flood always has both).
+    fn light(&self, flow: &str) -> bool {
+        self.headroom > 0
+            && self.in_flight < self.capacity.saturating_add(self.headroom)
+            && !self.running.contains_key(flow)
+            && !self.queue.has_flow(flow)
+    }
+
+    /// The flow's shared name: the running entry's when it has one, else a new one.
+    fn flow_key(&self, flow: &str) -> Arc<str> {
+        self.running
+            .get_key_value(flow)
+            .map_or_else(|| Arc::from(flow), |(k, _)| k.clone())
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is consistent between statements; a panic elsewhere must not wedge admission.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn release(self: &Arc<Self>) {
-        let mut st = self.lock();
+    /// Counts a slot as taken by `flow` and makes its permit.
+    fn grant(self: &Arc<Self>, st: &mut State, flow: Arc<str>) -> FairPermit {
+        st.in_flight += 1;
+        *st.running.entry(flow.clone()).or_insert(0) += 1;
+        FairPermit {
+            shared: Some(self.clone()),
+            flow,
+        }
+    }
+
+    /// Gives back a slot of `flow` (the permit's, or a grant whose waiter had gone).
+    fn untake(st: &mut State, flow: &str) {
         st.in_flight -= 1;
+        if let Some(n) = st.running.get_mut(flow) {
+            *n -= 1;
+            if *n == 0 {
+                st.running.remove(flow);
+            }
+        }
+    }
+
+    fn release(self: &Arc<Self>, flow: &str) {
+        let mut st = self.lock();
+        Self::untake(&mut st, flow);
         self.dispatch(&mut st);
     }
 
@@ -386,21 +468,19 @@ impl Shared {
         }
         let now = Instant::now();
         while st.in_flight < st.capacity {
-            let expired = |w: queue::Waiter<oneshot::Sender<Outcome>>| {
-                let _ = w.tx.send(Outcome::Expired);
+            let expired = |w: queue::Waiter<Queued>| {
+                let _ = w.tx.tx.send(Outcome::Expired);
             };
             let Some((_, waiter)) = st.queue.pop_next(now, expired) else {
                 break;
             };
-            st.in_flight += 1;
-            let permit = FairPermit {
-                shared: Some(self.clone()),
-            };
-            if let Err(Outcome::Granted(mut permit)) = waiter.tx.send(Outcome::Granted(permit)) {
+            let Queued { tx, flow } = waiter.tx;
+            let permit = self.grant(st, flow);
+            if let Err(Outcome::Granted(mut permit)) = tx.send(Outcome::Granted(permit)) {
                 // The waiter's future was dropped between closing its channel and leaving the
                 // queue: take the slot back here (dropping the permit would re-enter the lock).
                 permit.shared = None;
-                st.in_flight -= 1;
+                Self::untake(st, &permit.flow);
             }
         }
     }
@@ -409,7 +489,7 @@ impl Shared {
 impl Drop for FairPermit {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            shared.release();
+            shared.release(&self.flow);
         }
     }
 }

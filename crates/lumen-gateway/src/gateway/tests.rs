@@ -652,9 +652,10 @@ async fn a_stream_with_a_tool_call_is_never_continued() {
 
 /// One key's flood waits behind its own requests, not in front of another key's: with one
 /// slot and an engine taking 100 ms a request, ten requests of `team-a` queued first do not
-/// hold back `team-b`'s one (first come, first served would answer it after 1.1 s).
-#[tokio::test(start_paused = true)]
-async fn a_keys_flood_does_not_hold_back_another_keys_request() {
+/// hold back `team-b`'s one (first come, first served would answer it after 1.1 s). Without
+/// headroom, `team-b` takes the next free slot; with the default headroom of one, it runs at
+/// once beside the flood.
+async fn flood_then_one(headroom: usize) -> (Duration, Duration) {
     let calls = Calls::default();
     let engine = Scripted::new("e", &[("a", &[Step::Slow; 16])], &calls);
     let gw = Gateway::builder()
@@ -662,6 +663,7 @@ async fn a_keys_flood_does_not_hold_back_another_keys_request() {
             max_concurrent: Some(1),
             queue_size: Some(64),
             queue_timeout_ms: Some(60_000),
+            headroom: Some(headroom),
             ..Default::default()
         })
         .backend("e", engine, Some(vec!["a".into()]))
@@ -692,7 +694,24 @@ async fn a_keys_flood_does_not_hold_back_another_keys_request() {
         done.push(t.await.unwrap());
     }
     let b = done.iter().find(|(f, _)| *f == "team-b").unwrap().1;
-    assert!(b <= Duration::from_millis(300), "team-b waited {b:?}");
     let last = done.iter().map(|(_, t)| *t).max().unwrap();
+    (b, last)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keys_flood_does_not_hold_back_another_keys_request() {
+    let (b, last) = flood_then_one(0).await;
+    assert!(b <= Duration::from_millis(300), "team-b waited {b:?}");
     assert_eq!(last, Duration::from_millis(1_100), "the slot never idled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_headroom_a_light_key_runs_beside_a_flood() {
+    let (b, last) = flood_then_one(1).await;
+    assert_eq!(b, Duration::from_millis(100), "team-b did not wait at all");
+    assert_eq!(
+        last,
+        Duration::from_millis(1_000),
+        "the flood kept its one slot throughout"
+    );
 }

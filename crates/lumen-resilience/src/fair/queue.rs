@@ -256,6 +256,11 @@ impl<T> Queue<T> {
         &self.classes[class.index()]
     }
 
+    /// Whether `flow` has waiters in any class.
+    pub fn has_flow(&self, flow: &str) -> bool {
+        self.classes.iter().any(|c| c.flow_len(flow) > 0)
+    }
+
     /// Distinct (class, flow) pairs with waiters.
     pub fn flows(&self) -> usize {
         self.classes.iter().map(ClassQueue::flows).sum()

@@ -712,7 +712,14 @@ mod props {
 
     /// Runs the asks against one `FairAdmission` under a paused clock, growing the capacity
     /// and changing the queue size once midway, and checks on every grant and at the end.
-    fn run(cap: usize, queue: usize, timeout_ms: u64, grow: (u64, usize, usize), asks: Vec<Ask>) {
+    fn run(
+        cap: usize,
+        headroom: usize,
+        queue: usize,
+        timeout_ms: u64,
+        grow: (u64, usize, usize),
+        asks: Vec<Ask>,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -720,7 +727,7 @@ mod props {
             .unwrap();
         rt.block_on(async move {
             let timeout = Duration::from_millis(timeout_ms);
-            let a = Arc::new(FairAdmission::new(Some(cap), queue, timeout));
+            let a = Arc::new(FairAdmission::new(Some(cap), queue, timeout).with_headroom(headroom));
             let cap_now = Arc::new(std::sync::atomic::AtomicUsize::new(cap));
             let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let start = Instant::now();
@@ -764,8 +771,8 @@ mod props {
                             let cap = cap_now.load(std::sync::atomic::Ordering::SeqCst);
                             assert!(n <= a.in_flight(), "{n} held, {} in flight", a.in_flight());
                             assert!(
-                                a.in_flight() <= cap,
-                                "{} in flight over {cap}",
+                                a.in_flight() <= cap + headroom,
+                                "{} in flight over {cap} + {headroom}",
                                 a.in_flight()
                             );
                             assert!(now <= limit, "admitted after its deadline");
@@ -806,6 +813,11 @@ mod props {
             assert_eq!(a.queued(), 0);
             assert_eq!(a.flows(), 0);
             assert_eq!(a.in_flight(), 0);
+            assert_eq!(
+                a.shared.lock().running.len(),
+                0,
+                "every flow's count went back"
+            );
             assert_eq!(a.available(), cap + grow.1);
         });
     }
@@ -816,12 +828,100 @@ mod props {
         #[test]
         fn every_acquire_ends_and_the_cap_holds(
             cap in 1..4usize,
+            headroom in 0..2usize,
             queue in 0..6usize,
             timeout_ms in 1..300u64,
             grow in (0..500u64, 0..3usize, 0..6usize),
             asks in proptest::collection::vec(ask(), 1..40),
         ) {
-            run(cap, queue, timeout_ms, grow, asks);
+            run(cap, headroom, queue, timeout_ms, grow, asks);
         }
     }
+}
+
+/// A key with nothing running takes a headroom slot at once while a flood holds every slot of
+/// the cap and has a backlog; the flood never gets the headroom, a light key's second request
+/// queues like anyone's, and a headroom slot that frees is not handed on (the engines see at
+/// most cap + headroom).
+#[tokio::test(start_paused = true)]
+async fn a_light_flow_takes_the_headroom_a_flood_never_does() {
+    let a = Arc::new(FairAdmission::new(Some(2), 10, Duration::from_secs(60)).with_headroom(1));
+    let f1 = a.acquire(Ticket::new("flood")).await.unwrap();
+    let f2 = a.acquire(Ticket::new("flood")).await.unwrap();
+    // The flood has requests running: it queues rather than take the headroom.
+    let flood_next = waiter(&a, "flood", Class::Batch, None);
+    settle().await;
+    assert_eq!((a.in_flight(), a.queued()), (2, 1));
+    // B has nothing running or waiting: served now, above the cap.
+    let b1 = a.acquire(Ticket::new("b")).await.unwrap();
+    assert_eq!((a.in_flight(), a.queued()), (3, 1));
+    // B's second request while its first runs is not light: it queues.
+    let b2 = waiter(&a, "b", Class::Standard, None);
+    // Nor is a third key while the headroom is in use.
+    let c = waiter(&a, "c", Class::Standard, None);
+    settle().await;
+    assert_eq!((a.in_flight(), a.queued()), (3, 3));
+    // A flood slot frees: in flight drops to the cap, so nothing is handed on.
+    drop(f1);
+    settle().await;
+    assert_eq!((a.in_flight(), a.queued()), (2, 3));
+    // The next release goes to a waiter, fresh flows first.
+    drop(b1);
+    settle().await;
+    assert_eq!((a.in_flight(), a.queued()), (2, 2));
+    drop(f2);
+    settle().await;
+    assert_eq!((a.in_flight(), a.queued()), (2, 1));
+    let (b2, _) = b2.await.unwrap();
+    let (c, _) = c.await.unwrap();
+    assert!(
+        b2.is_ok() && c.is_ok(),
+        "fresh flows before the flood's backlog"
+    );
+    assert!(!flood_next.is_finished());
+    drop((b2, c));
+    let (flood, _) = flood_next.await.unwrap();
+    assert!(flood.is_ok());
+}
+
+/// Without headroom (the default of `new`), the same light key waits for a release.
+#[tokio::test(start_paused = true)]
+async fn without_headroom_a_light_flow_waits_for_a_release() {
+    let a = Arc::new(FairAdmission::new(Some(2), 10, Duration::from_secs(60)));
+    let f1 = a.acquire(Ticket::new("flood")).await.unwrap();
+    let _f2 = a.acquire(Ticket::new("flood")).await.unwrap();
+    let b = waiter(&a, "b", Class::Interactive, None);
+    settle().await;
+    assert_eq!((a.in_flight(), a.queued()), (2, 1));
+    drop(f1);
+    let (b, _) = b.await.unwrap();
+    assert!(b.is_ok());
+    assert_eq!(a.in_flight(), 2);
+}
+
+/// Under a flood at ten times the small flows' rate, with one slot of headroom, the small
+/// flows' p99 wait is zero: each finds its flow with nothing running and takes the headroom.
+#[tokio::test(start_paused = true)]
+async fn with_headroom_the_small_flows_do_not_wait_under_a_flood() {
+    let a = Arc::new(FairAdmission::new(Some(4), 1_000, Duration::from_secs(600)).with_headroom(1));
+    let service = Duration::from_millis(100);
+    // 45 a second of the flood (over the 40 the four slots serve), 4.5 of the small flow.
+    let flood = every("a", Duration::from_micros(22_222), Duration::ZERO, 900);
+    let small = every(
+        "b",
+        Duration::from_micros(222_222),
+        Duration::from_millis(7),
+        90,
+    );
+    let (waits, refused) = simulate(
+        fair_gate(&a, |_| Class::Standard),
+        merged(flood, small),
+        service,
+    )
+    .await;
+    assert_eq!(refused, 0);
+    let b = &waits["b"];
+    assert_eq!(b.len(), 90);
+    assert_eq!(p99(b), Duration::ZERO, "{b:?}");
+    assert!(a.in_flight() <= 5);
 }
