@@ -18,6 +18,7 @@ mod failover;
 mod faults;
 mod fuzz_corpus;
 mod governance;
+mod http2;
 mod lifecycle;
 mod limits;
 mod memory;

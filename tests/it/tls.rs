@@ -290,3 +290,92 @@ async fn a_bad_certificate_on_reload_names_the_file_and_why() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TLS connection offering `alpn`; returns it with the protocol the server chose.
+async fn tls_with_alpn(
+    addr: std::net::SocketAddr,
+    trust: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Option<Vec<u8>>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    (tls, chosen)
+}
+
+/// Issue 24: ALPN offers `h2` before `http/1.1`; a client that takes it is served HTTP/2 (a
+/// chat and a stream), one that offers only HTTP/1.1 gets that, and with `server.http2` off
+/// only `http/1.1` is offered.
+#[tokio::test]
+async fn alpn_h2_is_served_over_tls() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let dir = std::env::temp_dir().join(format!("lumen-tls-h2-{}", std::process::id()));
+    let (tls, trust) = certificate(&dir);
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(builder(&[&url]).tls(Some(tls.clone())).build().unwrap()).await;
+
+    let (stream, chosen) = tls_with_alpn(lumen.addr, &trust, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
+    let (mut send, _conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(_conn);
+    for stream in [false, true] {
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4,"stream":{stream}}}"#
+        );
+        let req = http::Request::post(format!(
+            "https://localhost:{}/v1/chat/completions",
+            lumen.addr.port()
+        ))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let text = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        } else {
+            assert!(text.contains("chat.completion"), "{text}");
+        }
+    }
+
+    let (_, chosen) = tls_with_alpn(lumen.addr, &trust, &[b"http/1.1"]).await;
+    assert_eq!(chosen.as_deref(), Some(&b"http/1.1"[..]));
+
+    let off = Lumen::start(
+        builder(&[&url])
+            .tls(Some(tls))
+            .http2(lumen_server::config::Http2Config {
+                enabled: false,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let (_, chosen) = tls_with_alpn(off.addr, &trust, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(chosen.as_deref(), Some(&b"http/1.1"[..]));
+}

@@ -20,7 +20,9 @@ pub use lumen_resilience::config::{
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+mod http2;
 mod otel;
+pub use http2::{DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, Http2Config};
 pub use otel::{OtelConfig, Sampler};
 
 /// The whole configuration.
@@ -97,6 +99,8 @@ pub struct ServerConfig {
     /// backlog; the kernel caps it at `net.core.somaxconn`). A burst of clients larger than
     /// this is answered by SYN retransmits, seconds later: sized for bursts of thousands.
     pub backlog: u32,
+    /// `[server.http2]`: HTTP/2 on the same listener.
+    pub http2: Http2Config,
 }
 
 /// `[server.tls]`: PEM files, read again on every reload (certificate rotation).
@@ -135,6 +139,7 @@ impl Default for ServerConfig {
             max_n: 128,
             max_tokenizer_body_bytes: DEFAULT_MAX_TOKENIZER_BODY_BYTES,
             backlog: DEFAULT_BACKLOG,
+            http2: Http2Config::default(),
         }
     }
 }
@@ -821,6 +826,7 @@ impl LumenConfig {
             .prices
             .validate()
             .map_err(|e| ConfigError::invalid("accounting.prices", e.to_string()))?;
+        self.server.http2.validate()?;
         if self.server.backlog == 0 {
             return Err(ConfigError::invalid(
                 "server.backlog",

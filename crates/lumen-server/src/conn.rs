@@ -8,6 +8,13 @@
 //!   is complete. While a request is in progress neither applies: its body has its own deadline
 //!   (`server.body_read_timeout_ms`, in `http.rs`), and a client is silent for as long as its
 //!   stream runs.
+//!
+//!   Over HTTP/2 (`serve.rs`) only the idle deadline applies between requests, and bytes do not
+//!   end it: a connection with no stream in progress sends pings and settings as readily as
+//!   the first bytes of a request, and a request starts only once its whole HEADERS frame (at
+//!   most 64 KB of headers) has arrived. When it expires the connection is asked to close
+//!   gracefully (GOAWAY, so the client knows which streams were taken); if it has not closed
+//!   after one more idle period, it is cut.
 //! - **Answers to bytes that are not HTTP.** hyper answers a request it cannot parse (bad
 //!   framing, two `Content-Length`s, a control byte in a header, too many or too large headers,
 //!   a URL over 64 KB) itself, before any service sees it, with a bare 400, 431 or 414 and an
@@ -17,7 +24,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -27,13 +34,16 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// The two waits of a connection between requests.
+/// The two waits of a connection between requests, and how HTTP/2 is served: what a new
+/// connection is set up with (a reload applies to connections accepted after it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Deadlines {
     /// No request in progress and no byte of the next one yet.
     pub(crate) idle: Duration,
     /// From the first byte of a request head until the head is complete.
     pub(crate) header: Duration,
+    /// `server.http2`.
+    pub(crate) http2: crate::config::Http2Config,
 }
 
 impl Deadlines {
@@ -41,8 +51,20 @@ impl Deadlines {
         Self {
             idle: Duration::from_millis(server.idle_timeout_ms),
             header: Duration::from_millis(server.header_read_timeout_ms),
+            http2: server.http2,
         }
     }
+}
+
+/// What an HTTP/2 client sends first (RFC 9113, 3.4): with prior knowledge over plain TCP, and
+/// after ALPN `h2` over TLS.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol a connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
 }
 
 /// What the service tells the socket: requests started, and requests whose response is still
@@ -51,6 +73,9 @@ impl Deadlines {
 pub(crate) struct Activity {
     started: AtomicU64,
     open: AtomicUsize,
+    /// Over HTTP/2: the idle deadline has passed, and the connection should close gracefully.
+    /// Set by the socket, taken by the task that drives the connection (the same task).
+    idle_expired: AtomicBool,
     /// The connection task's last read. hyper does not read again after an answer until the
     /// socket has news, so the end of a request wakes it to start the idle deadline.
     reader: AtomicWaker,
@@ -66,6 +91,11 @@ impl Activity {
 
     fn busy(&self) -> bool {
         self.open.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether an HTTP/2 connection has been idle past its deadline since the last call.
+    pub(crate) fn take_idle_expired(&self) -> bool {
+        self.idle_expired.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -137,6 +167,13 @@ pub(crate) struct Conn<S> {
     /// Lumen's answer in place of hyper's, and how much of it is written. Once set, hyper writes
     /// nothing more that matters: it closes the connection after a parse error.
     replacement: Option<(Vec<u8>, usize)>,
+    /// The bytes [`Conn::sniff`] read, and how many of them hyper has been given since.
+    sniffed: Option<(Vec<u8>, usize)>,
+    /// HTTP/2: the between-request waits are the idle deadline alone, and hyper's answers are
+    /// frames, never an HTTP/1.1 head to replace.
+    h2: bool,
+    /// Over HTTP/2, the idle deadline has passed once and a graceful close was asked for.
+    asked_to_close: bool,
 }
 
 impl<S> Conn<S> {
@@ -148,7 +185,24 @@ impl<S> Conn<S> {
             waiting: None,
             timer: Box::pin(tokio::time::sleep(deadlines.idle)),
             replacement: None,
+            sniffed: None,
+            h2: false,
+            asked_to_close: false,
         }
+    }
+
+    /// Bytes of the client's first read that [`Conn::sniff`] kept, given to hyper first.
+    fn take_sniffed(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let Some((bytes, given)) = &mut self.sniffed else {
+            return false;
+        };
+        let n = (bytes.len() - *given).min(buf.remaining());
+        buf.put_slice(&bytes[*given..*given + n]);
+        *given += n;
+        if *given == bytes.len() {
+            self.sniffed = None;
+        }
+        true
     }
 
     fn arm(&mut self, started: u64, wait: Wait) {
@@ -196,7 +250,7 @@ impl<S: AsyncWrite + Unpin> Conn<S> {
     /// When `head` is hyper's own answer to an unparsable request, takes it over: Lumen's answer
     /// is written instead, and hyper is told its bytes were.
     fn replace(&mut self, head: &[u8]) -> bool {
-        if self.replacement.is_some() || self.activity.busy() {
+        if self.h2 || self.replacement.is_some() || self.activity.busy() {
             return false;
         }
         match bare_answer(head) {
@@ -209,6 +263,40 @@ impl<S: AsyncWrite + Unpin> Conn<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Reads until the client's first bytes tell its protocol: the HTTP/2 preface, or anything
+    /// else (HTTP/1.1, left to hyper to parse or refuse). Under the same deadlines as a request
+    /// head; what was read is given to hyper first.
+    pub(crate) async fn sniff(&mut self) -> io::Result<Protocol> {
+        let mut first = [0u8; H2_PREFACE.len()];
+        let mut filled = 0;
+        let protocol = loop {
+            let mut buf = ReadBuf::new(&mut first[filled..]);
+            std::future::poll_fn(|cx| Pin::new(&mut *self).poll_read(cx, &mut buf)).await?;
+            let n = buf.filled().len();
+            if n == 0 {
+                break Protocol::Http1;
+            }
+            filled += n;
+            if first[..filled] != H2_PREFACE[..filled] {
+                break Protocol::Http1;
+            }
+            if filled == H2_PREFACE.len() {
+                break Protocol::Http2;
+            }
+        };
+        if protocol == Protocol::Http2 {
+            // From here only the idle deadline applies between streams.
+            self.h2 = true;
+            self.waiting = None;
+        }
+        if filled > 0 {
+            self.sniffed = Some((first[..filled].to_vec(), 0));
+        }
+        Ok(protocol)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -216,6 +304,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.take_sniffed(buf) {
+            return Poll::Ready(Ok(()));
+        }
         this.activity.reader.register(cx.waker());
         if this.activity.busy() {
             this.waiting = None;
@@ -229,7 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let got_bytes = buf.filled().len() > before;
-                if got_bytes && !matches!(this.waiting, Some((_, Wait::Head))) {
+                if got_bytes && !this.h2 && !matches!(this.waiting, Some((_, Wait::Head))) {
                     this.arm(started, Wait::Head);
                 }
                 Poll::Ready(Ok(()))
@@ -240,6 +331,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
                     this.arm(started, Wait::Idle);
                 }
                 if this.timer.as_mut().poll(cx).is_ready() {
+                    if this.h2 && !this.asked_to_close {
+                        // GOAWAY first (`serve.rs` takes the flag once this read is pending),
+                        // then one more idle period for the client to finish.
+                        this.asked_to_close = true;
+                        this.activity.idle_expired.store(true, Ordering::Release);
+                        this.arm(started, Wait::Idle);
+                        let _ = this.timer.as_mut().poll(cx);
+                        return Poll::Pending;
+                    }
                     let what = match this.waiting {
                         Some((_, Wait::Head)) => {
                             this.tell_too_slow(cx);

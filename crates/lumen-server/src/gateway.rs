@@ -277,6 +277,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// HTTP/2 on the listener (`server.http2`).
+    pub fn http2(mut self, http2: crate::config::Http2Config) -> Self {
+        self.conn.http2 = http2;
+        self
+    }
+
     /// Largest `n` accepted (400 above it).
     pub fn max_n(mut self, n: u32) -> Self {
         self.max_n = n;
@@ -342,7 +348,12 @@ impl GatewayBuilder {
             )
             .build()
             .map_err(|e| ConfigError::invalid(e.key(), e.reason()))?;
-        let tls = self.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let h2 = self.conn.http2.enabled;
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::acceptor(t, h2))
+            .transpose()?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 core,
@@ -503,7 +514,7 @@ impl Gateway {
                 .server
                 .tls
                 .as_ref()
-                .map(crate::tls::acceptor)
+                .map(|t| crate::tls::acceptor(t, cfg.server.http2.enabled))
                 .transpose()?;
             let core = lumen_gateway::Settings {
                 resolved,

@@ -6,15 +6,18 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use std::pin::Pin;
+use std::task::Poll;
+
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::Gateway;
-use crate::conn::{Activity, Conn, Tracked};
+use crate::conn::{Activity, Conn, Deadlines, Protocol, Tracked};
 use crate::http::{Api, Surface};
 
 /// After the shutdown grace, how long ended streams get to deliver their last event.
@@ -23,6 +26,23 @@ const STREAM_END_GRACE: Duration = Duration::from_secs(1);
 /// Largest request head (request line and headers) read: beyond it, 431. hyper's own bound is
 /// its read buffer (about 400 KB); no OpenAI client sends a head near this one.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// HTTP/2 receive windows: request body bytes a client may send on a stream, and on a whole
+/// connection, before Lumen has read them (HTTP/2 holds them in memory, where HTTP/1.1 leaves
+/// them in the kernel). The connection's window bounds what one connection's unread uploads can
+/// take, however many streams it opens; a stream's is a quarter of it, so one stalled upload
+/// (a request waiting for room in the body budget) leaves room for the others. 256 KiB in
+/// flight still moves a 32 MiB body at over 200 MB/s at a 1 ms round trip.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// Response bytes queued for one HTTP/2 stream beyond what the client's window has let out.
+/// hyper reads the next chunk of an answer only when there is room, so a client that stops
+/// reading (or stops granting window) holds at most this per stream, plus the chunk in hand:
+/// 24 MiB with every admission slot of the default profile (1,536) held that way. hyper's
+/// default, 400 KB, would make that 600 MB; SSE events are a few hundred bytes, and frames are
+/// 16 KiB at most anyway.
+const H2_MAX_SEND_BUF: usize = 16 * 1024;
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests and streams up to the gateway's shutdown grace to finish. Background
@@ -151,7 +171,9 @@ async fn serve_on(
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move { gw.core().run_signals(stop).await });
     }
-    let graceful = GracefulShutdown::new();
+    // Connections close gracefully when this turns true (HTTP/1.1: after the request in
+    // progress; HTTP/2: GOAWAY, then the streams in progress finish).
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     let mut failures = AcceptFailures::default();
     tokio::pin!(shutdown);
@@ -178,28 +200,8 @@ async fn serve_on(
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let api = Api::new(gateway.clone(), surface);
-        // The service marks each request in progress until its response body is dropped, so the
-        // socket applies the idle and head deadlines only between requests (see `conn.rs`).
-        let activity = Arc::new(Activity::default());
-        let svc = {
-            let activity = activity.clone();
-            service_fn(move |req| {
-                let api = api.clone();
-                let request = activity.begin();
-                async move {
-                    let resp = api.handle(req).await;
-                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
-                }
-            })
-        };
         let deadlines = gateway.settings().conn;
-        let http = || {
-            let mut b = http1::Builder::new();
-            // The deadlines are the socket's (`Conn`): hyper's header timer would count the
-            // idle time before a request against its head.
-            b.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
-            b
-        };
+        let closing = closing_rx.clone();
         // TLS on the API listener only: the admin listener stays plain for probes.
         let tls = match surface {
             Surface::Api { .. } => gateway.tls(),
@@ -207,16 +209,9 @@ async fn serve_on(
         };
         match tls {
             None => {
-                let io = TokioIo::new(Conn::new(stream, activity, deadlines));
-                let conn = graceful.watch(http().serve_connection(io, svc));
-                conns.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                conns.spawn(serve_connection(stream, api, deadlines, closing, peer));
             }
             Some(acceptor) => {
-                let watcher = graceful.watcher();
                 conns.spawn(async move {
                     // Bounded like the header read; plain HTTP is answered 400 (`tls.rs`).
                     let stream = match crate::tls::accept(&acceptor, stream, deadlines.header).await
@@ -227,11 +222,7 @@ async fn serve_on(
                             return;
                         }
                     };
-                    let io = TokioIo::new(Conn::new(stream, activity, deadlines));
-                    let conn = http().serve_connection(io, svc);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    serve_connection(stream, api, deadlines, closing, peer).await;
                 });
             }
         }
@@ -244,19 +235,22 @@ async fn serve_on(
         grace_ms = grace.as_millis() as u64,
         "draining"
     );
-    let drained = graceful.shutdown();
-    tokio::pin!(drained);
-    tokio::select! {
-        _ = &mut drained => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(grace) => {
-            // Streams still open get an error event and [DONE] instead of a cut connection;
-            // their connections then close as soon as the client has read the end.
-            tracing::warn!(remaining = conns.len(), "shutdown grace expired; ending open streams");
-            gateway.end_streams();
-            tokio::select! {
-                _ = &mut drained => tracing::info!("all connections drained"),
-                _ = tokio::time::sleep(STREAM_END_GRACE) => {
-                    tracing::warn!(remaining = conns.len(), "closing remaining connections");
+    let _ = closing_tx.send(true);
+    let drained = async { while conns.join_next().await.is_some() {} };
+    {
+        tokio::pin!(drained);
+        tokio::select! {
+            _ = &mut drained => tracing::info!("all connections drained"),
+            _ = tokio::time::sleep(grace) => {
+                // Streams still open get an error event and [DONE] instead of a cut connection;
+                // their connections then close as soon as the client has read the end.
+                tracing::warn!("shutdown grace expired; ending open streams");
+                gateway.end_streams();
+                tokio::select! {
+                    _ = &mut drained => tracing::info!("all connections drained"),
+                    _ = tokio::time::sleep(STREAM_END_GRACE) => {
+                        tracing::warn!("closing remaining connections");
+                    }
                 }
             }
         }
@@ -264,4 +258,121 @@ async fn serve_on(
     conns.shutdown().await;
     tasks.shutdown().await;
     Ok(())
+}
+
+/// Serves one connection (TLS already accepted): HTTP/2 when the client opens with its preface
+/// and `server.http2.enabled`, HTTP/1.1 otherwise. Ends when the client goes, a deadline passes,
+/// or, once `closing` turns true, when the request or streams in progress have finished.
+async fn serve_connection<S>(
+    stream: S,
+    api: Api,
+    deadlines: Deadlines,
+    closing: tokio::sync::watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The service marks each request in progress until its response body is dropped, so the
+    // socket applies the idle and head deadlines only between requests (see `conn.rs`).
+    let activity = Arc::new(Activity::default());
+    let svc = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let api = api.clone();
+            let request = activity.begin();
+            async move {
+                let resp = api.handle(req).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+            }
+        })
+    };
+    let mut io = Conn::new(stream, activity.clone(), deadlines);
+    let h2 = &deadlines.http2;
+    let protocol = if h2.enabled {
+        match io.sniff().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection ended before its first request");
+                return;
+            }
+        }
+    } else {
+        Protocol::Http1
+    };
+    let io = TokioIo::new(io);
+    let result = match protocol {
+        Protocol::Http1 => {
+            let mut b = http1::Builder::new();
+            // The deadlines are the socket's (`Conn`): hyper's header timer would count the
+            // idle time before a request against its head.
+            b.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
+            let conn = b.serve_connection(io, svc);
+            drive(
+                conn,
+                http1::Connection::graceful_shutdown,
+                &activity,
+                closing,
+            )
+            .await
+        }
+        Protocol::Http2 => {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(h2.max_concurrent_streams)
+                .max_header_list_size(MAX_HEAD_BYTES as u32)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .max_send_buf_size(H2_MAX_SEND_BUF);
+            if h2.keep_alive_interval_ms > 0 {
+                b.keep_alive_interval(Duration::from_millis(h2.keep_alive_interval_ms))
+                    .keep_alive_timeout(Duration::from_millis(h2.keep_alive_timeout_ms));
+            }
+            let conn = b.serve_connection(io, svc);
+            drive(
+                conn,
+                http2::Connection::graceful_shutdown,
+                &activity,
+                closing,
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Polls a hyper connection to its end, and starts its graceful close once: when the server
+/// shuts down, or (HTTP/2) when the socket reports the idle deadline passed, so the client gets
+/// a GOAWAY naming the last stream taken rather than a cut connection.
+async fn drive<C, E>(
+    conn: C,
+    graceful_shutdown: fn(Pin<&mut C>),
+    activity: &Activity,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let closing = closing.wait_for(|c| *c);
+    tokio::pin!(conn, closing);
+    let mut closed = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if closed {
+                return Poll::Pending;
+            }
+            // A dropped sender (`Err`) means the server is gone: close too.
+            if closing.as_mut().poll(cx).is_ready() || activity.take_idle_expired() {
+                closed = true;
+                graceful_shutdown(conn.as_mut());
+                continue;
+            }
+            return Poll::Pending;
+        }
+    })
+    .await
 }

@@ -30,7 +30,8 @@ const KEY_KEY: &str = "server.tls.key_file";
 
 /// Builds the acceptor, naming the setting and the file at fault, and why, when a file is
 /// missing or unusable.
-pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, ConfigError> {
+/// `http2`: offer `h2` in ALPN before `http/1.1` (`server.http2.enabled`).
+pub(crate) fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<TlsAcceptor, ConfigError> {
     let certs = read_certs(&cfg.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
         ConfigError::invalid(
@@ -50,8 +51,13 @@ pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, ConfigError> {
         .with_single_cert(certs, key)
         .map_err(|e| unusable(&e, cfg))?;
     let mut server = server;
-    // HTTP/1.1 only, like the plain listener.
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The plain listener's protocols, HTTP/2 preferred: a client that offers both (curl, Envoy,
+    // gRPC-style stacks) gets multiplexing; one that offers only `http/1.1` gets that.
+    server.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 

@@ -60,3 +60,109 @@ fn the_replacement_is_a_json_error_that_closes() {
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert!(v["error"]["param"].is_null());
 }
+
+fn deadlines() -> Deadlines {
+    Deadlines::from_config(&crate::config::ServerConfig::default())
+}
+
+/// Reads everything `conn` gives until the peer closes.
+async fn read_all<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn the_http2_preface_is_recognised_even_split_and_given_back_whole() {
+    use tokio::io::AsyncWriteExt;
+    let (client, server) = tokio::io::duplex(1024);
+    let mut conn = Conn::new(server, Arc::new(Activity::default()), deadlines());
+    let writer = tokio::spawn(async move {
+        let mut client = client;
+        for part in [
+            &H2_PREFACE[..3],
+            &H2_PREFACE[3..20],
+            &H2_PREFACE[20..],
+            b"frames",
+        ] {
+            client.write_all(part).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(conn.sniff().await.unwrap(), Protocol::Http2);
+    writer.await.unwrap();
+    let all = read_all(&mut conn).await;
+    assert_eq!(&all[..24], &H2_PREFACE[..]);
+    assert_eq!(&all[24..], b"frames");
+}
+
+#[tokio::test]
+async fn http1_is_recognised_at_its_first_differing_byte() {
+    use tokio::io::AsyncWriteExt;
+    for request in [
+        &b"GET /health HTTP/1.1\r\n\r\n"[..],
+        // Shares the preface's first byte.
+        &b"POST /v1/chat/completions HTTP/1.1\r\n\r\n"[..],
+        // The preface's first bytes, then HTTP/1 after all.
+        &b"PRI /x HTTP/1.1\r\n\r\n"[..],
+    ] {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut conn = Conn::new(server, Arc::new(Activity::default()), deadlines());
+        client.write_all(request).await.unwrap();
+        drop(client);
+        assert_eq!(conn.sniff().await.unwrap(), Protocol::Http1);
+        assert_eq!(read_all(&mut conn).await, request);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_any_byte_is_http1_with_nothing_to_read() {
+    let (client, server) = tokio::io::duplex(1024);
+    drop(client);
+    let mut conn = Conn::new(server, Arc::new(Activity::default()), deadlines());
+    assert_eq!(conn.sniff().await.unwrap(), Protocol::Http1);
+    assert!(read_all(&mut conn).await.is_empty());
+}
+
+/// Over HTTP/2 the idle deadline asks for a graceful close first (the flag `serve.rs` takes),
+/// then cuts the connection one idle period later; bytes from the client (pings) do not
+/// postpone either.
+#[tokio::test(start_paused = true)]
+async fn http2_idle_asks_for_a_graceful_close_then_cuts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(1024);
+    let activity = Arc::new(Activity::default());
+    let mut conn = Conn::new(server, activity.clone(), deadlines());
+    client.write_all(H2_PREFACE).await.unwrap();
+    assert_eq!(conn.sniff().await.unwrap(), Protocol::Http2);
+    let mut buf = [0u8; 64];
+    assert_eq!(conn.read(&mut buf).await.unwrap(), 24);
+    let idle = deadlines().idle;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(n) => assert!(n > 0),
+                Err(e) => return e.kind(),
+            }
+        }
+    });
+    // A ping's worth of bytes halfway through changes nothing.
+    tokio::time::sleep(idle / 2).await;
+    client.write_all(b"ping").await.unwrap();
+    tokio::time::sleep(idle / 2 + Duration::from_millis(1)).await;
+    assert!(
+        activity.take_idle_expired(),
+        "asked to close at the deadline"
+    );
+    assert!(!reader.is_finished());
+    let kind = reader.await.unwrap();
+    assert_eq!(kind, io::ErrorKind::TimedOut);
+    let took = Instant::now() - start;
+    assert!(
+        took >= idle * 2 && took < idle * 2 + Duration::from_millis(50),
+        "{took:?}"
+    );
+}
