@@ -17,7 +17,7 @@
 //! - here: the book of known addresses ([`Book`]), the decision ([`decide`]), and how a
 //!   configured backend expands into backends ([`Book::targets`]).
 //! - `dns`: the resolver (hickory) and its lookups.
-//! - `run`: the background loop, as methods of the server's `Gateway`.
+//! - `run`: the background loop that `serve` runs beside the health checker.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ use lumen_governance::GovernanceConfig;
 use crate::config::{Discovery, LumenConfig};
 
 mod dns;
-mod run;
+pub(crate) mod run;
 
 pub(crate) use dns::LookupError;
 

@@ -152,7 +152,7 @@ async fn serve_on(
         tasks.spawn(async move { gw.core().run_signals(stop).await });
         let gw = gateway.clone();
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { gw.run_dns_discovery(stop).await });
+        tasks.spawn(async move { crate::discovery::run::run(&gw, stop).await });
     }
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();

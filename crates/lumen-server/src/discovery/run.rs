@@ -17,15 +17,25 @@ use crate::config::{Discovery, LumenConfig};
 use crate::gateway::{Gateway, backend_specs};
 use crate::metrics::{BackendLabel, BackendProblem};
 
-impl Gateway {
-    /// Re-resolves every backend with `discovery` set, every `dns.interval_ms`, until
-    /// `shutdown`; the first round runs at once, and again at once after a reload (a backend
-    /// may have gained discovery). Does nothing while no backend uses discovery.
-    pub async fn run_dns_discovery(&self, shutdown: impl Future<Output = ()>) {
+/// Re-resolves every backend of `gateway` with `discovery` set, every `dns.interval_ms`, until
+/// `shutdown`; the first round runs at once, and again at once after a reload (a backend may
+/// have gained discovery). Does nothing while no backend uses discovery.
+pub(crate) async fn run(gateway: &Gateway, shutdown: impl Future<Output = ()>) {
+    Run { gw: gateway }.run(shutdown).await;
+}
+
+/// The loop's view of the gateway (methods here, not on `Gateway`: no file adds methods to a
+/// type defined in another).
+struct Run<'a> {
+    gw: &'a Gateway,
+}
+
+impl Run<'_> {
+    async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut resolver: Option<Resolver> = None;
         loop {
-            let cfg = self.inner.discovery.config();
+            let cfg = self.gw.inner.discovery.config();
             let mut every = Duration::from_millis(crate::config::DnsConfig::default().interval_ms);
             if let Some(cfg) = cfg {
                 every = Duration::from_millis(cfg.dns.interval_ms);
@@ -51,7 +61,7 @@ impl Gateway {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(every) => {}
-                _ = self.inner.discovery.changed.notified() => {}
+                _ = self.gw.inner.discovery.changed.notified() => {}
             }
         }
     }
@@ -63,7 +73,7 @@ impl Gateway {
         let source = Source::of(cfg, i);
         let (host, port) = host_and_port(&b.url);
         let answer = resolver.lookup(b.discovery, &host, port).await;
-        let old = self.inner.discovery.lock().addresses(&name, &source);
+        let old = self.gw.inner.discovery.lock().addresses(&name, &source);
         let (changes, problem) = decide(
             &old,
             answer.as_deref().map_err(|e| e.clone()),
@@ -98,7 +108,7 @@ impl Gateway {
         let mut set = keep;
         set.extend(admitted.iter().copied());
         set.sort_unstable();
-        match self.apply_discovered(&name, source, set.clone()) {
+        match self.gw.apply_discovered(&name, source, set.clone()) {
             Ok(()) => {
                 tracing::info!(
                     backend = %name,
@@ -108,7 +118,8 @@ impl Gateway {
                     "DNS discovery: backends changed"
                 );
                 self.forget_labels(&name, &drain);
-                self.inner
+                self.gw
+                    .inner
                     .metrics
                     .dns_addresses
                     .get_or_create(&BackendLabel { backend: name })
@@ -116,7 +127,7 @@ impl Gateway {
                 if !admitted.is_empty() {
                     // Their models now, not at the next discovery interval: until then a new
                     // address serves nothing.
-                    self.inner.core.discover().await;
+                    self.gw.inner.core.discover().await;
                 }
             }
             Err(e) => {
@@ -189,7 +200,8 @@ impl Gateway {
     }
 
     fn count_problem(&self, backend: &str, p: Problem) {
-        self.inner
+        self.gw
+            .inner
             .metrics
             .dns_problems
             .get_or_create(&BackendProblem {
@@ -202,7 +214,7 @@ impl Gateway {
     /// Drops the per-backend gauges of drained addresses, so pod churn does not grow
     /// `/metrics` without bound (their counters stay, as Prometheus expects).
     fn forget_labels(&self, name: &str, drained: &[SocketAddr]) {
-        let m = &self.inner.metrics;
+        let m = &self.gw.inner.metrics;
         for &addr in drained {
             let label = BackendLabel {
                 backend: discovered_name(name, addr),
