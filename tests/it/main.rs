@@ -11,6 +11,7 @@ static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, u
 mod architecture;
 mod bad_input;
 mod continuation;
+mod discovery;
 mod endpoints;
 mod engines;
 mod errors;

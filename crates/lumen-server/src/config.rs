@@ -50,6 +50,8 @@ pub struct LumenConfig {
     /// Usage per key, model and day (`/admin/usage/history`).
     pub accounting: AccountingConfig,
     pub log: LogConfig,
+    /// `[dns]`: how backends with `discovery = "dns"` or `"srv"` are re-resolved.
+    pub dns: DnsConfig,
     /// Trace export, from the standard `OTEL_*` variables (never from the file or `LUMEN_*`);
     /// read by [`load`] and [`check`], once: a reload does not change it.
     #[serde(skip)]
@@ -197,6 +199,55 @@ pub struct BackendConfig {
     /// Idle pooled connections to the engine are closed after this long, in the background
     /// (and as soon as the engine has closed its end), so a burst leaves no descriptors open.
     pub pool_idle_timeout_ms: u64,
+    /// `dns`: the URL's host names a set of engines (a Kubernetes headless Service); every
+    /// address it resolves to (A and AAAA) is a backend named `<name>@<ip>:<port>`, re-resolved
+    /// every `dns.interval_ms`. `srv`: the host is an SRV name, each target and port a backend.
+    /// `none` (default): one backend, the host resolved per connection as usual.
+    pub discovery: Discovery,
+}
+
+/// How a backend's URL host becomes engines (`backends[].discovery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    #[default]
+    None,
+    /// A and AAAA records: one backend per address, on the URL's port.
+    Dns,
+    /// SRV records: one backend per target address and the record's port.
+    Srv,
+}
+
+/// `[dns]`: re-resolution of backends with `discovery` set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// How often each discovered backend's name is resolved again. Answers are cached no
+    /// longer than this, whatever their TTL.
+    pub interval_ms: u64,
+    /// Deadline of one lookup (each of the resolver's attempts).
+    pub timeout_ms: u64,
+    /// The nameserver to ask, `ip:port` (UDP, then TCP on truncation); by default those of
+    /// `/etc/resolv.conf`, with its search domains.
+    pub server: Option<SocketAddr>,
+    /// Addresses kept per backend at most: each is a backend with its own metrics labels, so
+    /// the count stays bounded whatever the answer holds. Past it the extra addresses are left
+    /// out (lowest addresses first kept) and a warning is logged.
+    pub max_addresses: usize,
+}
+
+/// Most addresses a discovered backend may have (`dns.max_addresses`).
+pub const MAX_DNS_ADDRESSES: usize = 4_096;
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+            timeout_ms: 2_000,
+            server: None,
+            max_addresses: 256,
+        }
+    }
 }
 
 /// 90 s, as common HTTP clients keep idle connections. Engines that close theirs sooner (vLLM
@@ -220,6 +271,7 @@ impl Default for BackendConfig {
             continuation: None,
             send_priority: false,
             pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
+            discovery: Discovery::None,
         }
     }
 }
@@ -850,6 +902,7 @@ impl LumenConfig {
             ));
         }
         check_body_budget(&self.server)?;
+        self.validate_discovery()?;
         if let Some(i) = self.backends.iter().position(|b| b.max_response_bytes == 0) {
             return Err(ConfigError::invalid(
                 format!("backends[{i}].max_response_bytes"),
@@ -914,6 +967,49 @@ impl LumenConfig {
         Ok(())
     }
 
+    /// `discovery` needs a host name to resolve, and discovered names (`<name>@<ip>:<port>`)
+    /// must not collide with configured ones.
+    fn validate_discovery(&self) -> Result<(), ConfigError> {
+        if !self.backends.iter().any(|b| b.discovery != Discovery::None) {
+            return Ok(());
+        }
+        let d = &self.dns;
+        if d.interval_ms == 0 || d.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "dns",
+                "interval_ms and timeout_ms must be greater than 0",
+            ));
+        }
+        if d.max_addresses == 0 || d.max_addresses > MAX_DNS_ADDRESSES {
+            return Err(ConfigError::invalid(
+                "dns.max_addresses",
+                format!("must be between 1 and {MAX_DNS_ADDRESSES}"),
+            ));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if self.backend_name(i).contains('@') {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].name"),
+                    "must not contain '@' when a backend uses discovery (discovered backends \
+                     are named <name>@<ip>:<port>)",
+                ));
+            }
+            if b.discovery == Discovery::None {
+                continue;
+            }
+            let host = host_port(&b.url);
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            if host.is_empty() || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok()
+            {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].discovery"),
+                    "needs a host name in the URL to resolve, not an address",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Resilience settings resolved against the profile.
     pub fn resolved(&self) -> Result<Resolved, ConfigError> {
         Resolved::new(
@@ -940,7 +1036,7 @@ impl LumenConfig {
 
 /// The authority of `url` without its userinfo: what follows `scheme://` and the last `@`
 /// before the path, query or fragment.
-fn host_port(url: &str) -> &str {
+pub(crate) fn host_port(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     rest.split(['/', '?', '#']).next().unwrap_or(rest)

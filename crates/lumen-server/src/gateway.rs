@@ -19,6 +19,7 @@ use crate::config::{
     AdmissionConfig, AuthConfig, BreakerSettings, CacheConfig, ConfigError, HealthConfig,
     LimitsConfig, LumenConfig, Probe, Profile, RedisConfig, RetryConfig, TimeoutsConfig,
 };
+use crate::discovery::{Book, Source, Target};
 use crate::metrics::{BackendLabel, BackendModel, Metrics, ResultLabel};
 use crate::observe::ServerObserver;
 use crate::shared::Stores;
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
     /// OTLP trace export, when configured.
     pub(crate) tracer: Option<Arc<crate::otel::Tracer>>,
+    /// Addresses of backends discovered by DNS, and the configuration they expand.
+    pub(crate) discovery: Book,
 }
 
 /// Builds a [`Gateway`] from parts, for embedders that do not use [`LumenConfig`].
@@ -376,6 +379,7 @@ impl GatewayBuilder {
                 metrics,
                 closing: tokio::sync::watch::Sender::new(false),
                 tracer,
+                discovery: Book::default(),
             }),
         })
     }
@@ -400,16 +404,18 @@ fn admin_digest(auth: &AuthConfig) -> Option<[u8; 32]> {
         .and_then(lumen_governance::keys::parse_hex)
 }
 
-fn backend_specs(
+/// One backend per target: the configured ones, and each address of the discovered ones.
+pub(crate) fn backend_specs(
     cfg: &LumenConfig,
+    targets: &[Target],
 ) -> Result<Vec<(BackendSpec<SharedBackend>, Probe)>, ConfigError> {
     let resolved = cfg.resolved()?;
-    cfg.backends
+    targets
         .iter()
-        .enumerate()
-        .map(|(i, bc)| {
-            let name = cfg.backend_name(i);
-            let mut vc = lumen_backend_vllm::VllmConfig::new(name.clone(), bc.url.clone());
+        .map(|t| {
+            let (i, bc) = (t.index, &cfg.backends[t.index]);
+            let name = t.name.clone();
+            let mut vc = lumen_backend_vllm::VllmConfig::new(name.clone(), t.url.clone());
             vc.api_key = bc.api_key.as_ref().map(|s| s.expose().to_owned());
             vc.max_response_bytes = bc.max_response_bytes;
             vc.continuation = bc.effective_continuation();
@@ -424,7 +430,7 @@ fn backend_specs(
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
                 "{}|{:?}|{:?}|{:?}|{}|{}|{:x}",
-                bc.url,
+                t.url,
                 bc.kind,
                 bc.effective_continuation(),
                 resolved.connect,
@@ -444,10 +450,11 @@ fn backend_specs(
         .collect()
 }
 
-/// Each configured backend's name and URL.
-fn backend_urls(cfg: &LumenConfig) -> Vec<(String, String)> {
-    (0..cfg.backends.len())
-        .map(|i| (cfg.backend_name(i), cfg.backends[i].url.clone()))
+/// Each backend's name and URL.
+fn backend_urls(targets: &[Target]) -> Vec<(String, String)> {
+    targets
+        .iter()
+        .map(|t| (t.name.clone(), t.url.clone()))
         .collect()
 }
 
@@ -466,8 +473,10 @@ impl Gateway {
     /// The default wiring: one OpenAI-compatible HTTP backend per configured engine.
     pub fn from_config(cfg: &LumenConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        // Discovered backends have no address yet: the discovery loop's first round adds them.
+        let targets = crate::discovery::State::default().targets(cfg);
         let mut b = Self::builder()
-            .governance(cfg.routing.clone())
+            .governance(crate::discovery::governance(cfg, &targets))
             .profile(cfg.profile)
             .timeouts_config(cfg.timeouts.clone())
             .retry(cfg.retry.clone())
@@ -490,11 +499,13 @@ impl Gateway {
             .redis(cfg.redis.clone())
             .accounting(cfg.accounting.clone())
             .otel(cfg.otel.clone());
-        for (spec, probe) in backend_specs(cfg)? {
+        for (spec, probe) in backend_specs(cfg, &targets)? {
             b.core = b.core.backend_spec(spec, probe);
         }
-        b.urls = backend_urls(cfg);
-        b.build()
+        b.urls = backend_urls(&targets);
+        let gateway = b.build()?;
+        gateway.inner.discovery.lock().remember(cfg);
+        Ok(gateway)
     }
 
     /// The routing and retry core this server wraps.
@@ -507,6 +518,9 @@ impl Gateway {
     /// backends keep their connection pools, in-flight counts, breakers and discovered models.
     /// On error nothing changes.
     pub fn reload(&self, cfg: &LumenConfig) -> Result<(), ConfigError> {
+        // Held until the swap is done, so a discovery change cannot interleave with it.
+        let mut book = self.inner.discovery.lock();
+        let targets = book.targets(cfg);
         let result = cfg.validate().and_then(|()| {
             let resolved = cfg.resolved()?;
             let shared = policy_settings(&cfg.auth, &cfg.limits, &cfg.cache, &cfg.redis)?;
@@ -524,7 +538,11 @@ impl Gateway {
             };
             self.inner
                 .core
-                .reload(cfg.routing.clone(), backend_specs(cfg)?, core)
+                .reload(
+                    crate::discovery::governance(cfg, &targets),
+                    backend_specs(cfg, &targets)?,
+                    core,
+                )
                 .map_err(|e| ConfigError::invalid(e.key(), e.reason()))?;
             Ok((shared, tls))
         });
@@ -548,13 +566,61 @@ impl Gateway {
                 }));
                 self.inner.core.policy().replace_settings(shared);
                 if let Some(t) = &self.inner.tracer {
-                    t.set_backends(backend_urls(cfg));
+                    t.set_backends(backend_urls(&targets));
                 }
+                book.remember(cfg);
+                drop(book);
+                // A backend may have gained discovery or a new name to resolve: at once.
+                self.inner.discovery.changed.notify_one();
                 self.reload_counter("ok").inc();
                 Ok(())
             }
             Err(e) => {
                 self.reload_counter("rejected").inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Swaps in a new address set for discovered backend `name` (resolved from `source`),
+    /// with the configuration in force otherwise unchanged. A backend that left the
+    /// configuration since the lookup began is left alone. On error nothing changes.
+    pub(crate) fn apply_discovered(
+        &self,
+        name: &str,
+        source: Source,
+        addrs: Vec<std::net::SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let mut book = self.inner.discovery.lock();
+        let Some(cfg) = book.cfg() else {
+            return Ok(());
+        };
+        let live = (0..cfg.backends.len()).any(|i| {
+            cfg.backend_name(i) == name
+                && cfg.backends[i].url == source.url
+                && cfg.backends[i].discovery == source.discovery
+        });
+        if !live {
+            return Ok(());
+        }
+        let previous = book.set(name, source, addrs);
+        let targets = book.targets(&cfg);
+        let core = (*self.inner.core.settings()).clone();
+        let applied = backend_specs(&cfg, &targets).and_then(|specs| {
+            self.inner
+                .core
+                .reload(crate::discovery::governance(&cfg, &targets), specs, core)
+                .map_err(|e| ConfigError::invalid(e.key(), e.reason()))
+        });
+        match applied {
+            Ok(()) => {
+                if let Some(t) = &self.inner.tracer {
+                    t.set_backends(backend_urls(&targets));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                book.restore(name, previous);
                 Err(e)
             }
         }

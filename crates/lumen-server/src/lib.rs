@@ -16,6 +16,7 @@
 //! - `body`: reading request bodies, and the memory budget they share.
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping; `dialect`: how errors and
 //!   stream frames are written in the caller's API (OpenAI's, or Anthropic's on `/v1/messages`).
+//! - `discovery`: backends found by DNS (A/AAAA or SRV), re-resolved in the background.
 //! - `serve`, `conn`, `tls`: the accept loop and graceful shutdown, the socket under hyper,
 //!   the TLS acceptor.
 //! - `headers`, `path`, [`redact`]: what is read from client headers and paths; secrets in URLs.
@@ -29,6 +30,7 @@ mod body;
 pub mod config;
 mod conn;
 mod dialect;
+mod discovery;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]

@@ -91,6 +91,13 @@ pub(crate) struct BackendResult {
     pub result: String,
 }
 
+/// A discovered backend's configured name and a problem Lumen names (`discovery::Problem`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendProblem {
+    pub backend: String,
+    pub problem: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OpLabel {
     pub op: String,
@@ -167,6 +174,10 @@ pub(crate) struct Metrics {
     /// Spans sent to the OTLP collector, and spans dropped (`queue_full`, `export_failed`).
     pub trace_spans_exported: Counter,
     pub trace_spans_dropped: Family<ReasonLabel, Counter>,
+    /// DNS discovery, by configured backend name: answers not taken as they came, and the
+    /// addresses in use.
+    pub dns_problems: Family<BackendProblem, Counter>,
+    pub dns_addresses: Family<BackendLabel, Gauge>,
     /// Per-request metric handles by label set, so the hot path neither allocates label
     /// strings nor hashes them into every family on each request and stream chunk.
     /// Keyed by an FNV hash of the labels already, so the map itself only needs Fx.
@@ -376,6 +387,20 @@ impl Metrics {
              or export_failed (the collector refused, failed or timed out)",
             trace_spans_dropped.clone(),
         );
+        let dns_problems = Family::default();
+        r.register(
+            "lumen_dns_problems",
+            "DNS discovery answers not taken as they came, by configured backend: failed or \
+             empty (the known addresses stay), capped (past dns.max_addresses), probe_failed \
+             (a new address not admitted yet)",
+            dns_problems.clone(),
+        );
+        let dns_addresses = Family::default();
+        r.register(
+            "lumen_dns_addresses",
+            "Addresses in use per DNS-discovered backend (configured name)",
+            dns_addresses.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -409,6 +434,8 @@ impl Metrics {
             cache_bytes,
             trace_spans_exported,
             trace_spans_dropped,
+            dns_problems,
+            dns_addresses,
             handles: std::sync::RwLock::new(rustc_hash::FxHashMap::default()),
         }
     }

@@ -170,6 +170,9 @@ async fn serve_on(
         let gw = gateway.clone();
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move { gw.core().run_signals(stop).await });
+        let gw = gateway.clone();
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { crate::discovery::run::run(&gw, stop).await });
     }
     // Connections close gracefully when this turns true (HTTP/1.1: after the request in
     // progress; HTTP/2: GOAWAY, then the streams in progress finish).
