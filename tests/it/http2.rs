@@ -480,8 +480,10 @@ async fn a_client_that_stops_reading_is_cut_at_the_keep_alive_deadline() {
     let lumen = Lumen::start(
         builder(&[&engine.url, &url])
             .http2(Http2Config {
-                keep_alive_interval_ms: 200,
-                keep_alive_timeout_ms: 300,
+                // Wide enough that a slow machine opens all the streams well within one
+                // deadline (at 200/300 ms a loaded run saw the cut before the check below).
+                keep_alive_interval_ms: 1_000,
+                keep_alive_timeout_ms: 1_000,
                 ..Default::default()
             })
             .build()
