@@ -138,7 +138,30 @@ async fn a_response_is_created_stored_continued_read_and_deleted_by_its_owner_on
     )
     .await;
     assert_eq!(items.status, 200, "{}", items.text());
-    assert!(items.text().contains("remember the word lantern"));
+    let list = items.json();
+    assert_eq!(list["object"], "list");
+    let first = &list["data"][0];
+    assert_eq!(first["type"], "message");
+    assert_eq!(
+        first["content"][0]["text"], "remember the word lantern",
+        "{list}"
+    );
+    assert!(
+        first["id"].as_str().is_some_and(|i| i.starts_with("msg_")),
+        "every item has an id for the list's cursor: {list}"
+    );
+    assert_eq!(list["first_id"], first["id"]);
+    assert_eq!(list["has_more"], false);
+    let bad = call(
+        &lumen,
+        http::Method::GET,
+        &format!("/v1/responses/{id}/input_items?limit=1000"),
+        &Value::Null,
+        KEY,
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["param"], "limit");
     for (method, path) in [
         (http::Method::GET, format!("/v1/responses/{id}")),
         (http::Method::DELETE, format!("/v1/responses/{id}")),

@@ -88,7 +88,10 @@ r2 = o.responses.create(model=model, input="What is my name?", previous_response
 check("responses: previous_response_id continues", r2.previous_response_id == r1.id and r2.usage.input_tokens > r1.usage.input_tokens, (r1.usage, r2.usage))
 check("responses.retrieve", o.responses.retrieve(r2.id).id == r2.id)
 items = o.responses.input_items.list(r2.id)
-check("responses.input_items.list", len(items.data) == 1, items)
+check("responses.input_items.list", len(items.data) == 1 and items.data[0].id and items.first_id == items.data[0].id, items)
+r3 = o.responses.create(model=model, input=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
+paged = [i.id for i in o.responses.input_items.list(r3.id, limit=1, order="asc")]
+check("responses.input_items.list pages with its cursor (limit=1, auto-pagination)", len(paged) == 3 and len(set(paged)) == 3, paged)
 other_client = openai.OpenAI(base_url=base + "/v1", api_key=other, max_retries=0, timeout=30)
 raises("responses: another key cannot read it (NotFoundError)", openai.NotFoundError, lambda: other_client.responses.retrieve(r2.id))
 raises("responses: another key cannot continue it (NotFoundError)", openai.NotFoundError, lambda: other_client.responses.create(model=model, input="x", previous_response_id=r2.id))

@@ -10,6 +10,7 @@
 //! - [`event`]: the typed stream events and their SSE framing.
 //! - `to_chat`: request → [`ChatCompletionRequest`](crate::ChatCompletionRequest).
 //! - `from_chat`: chat answer → [`Response`], and [`StreamTranslator`] for chat chunks.
+//! - `items`: a page of a stored response's input (`/input_items`), with the ids its cursor needs.
 //! - `usage`: token counts of a native answer or stream event, for billing.
 //!
 //! What cannot be translated (built-in tools, `background`, input files, ...) is refused with a
@@ -29,11 +30,13 @@ use crate::raw::deserialize_object;
 
 pub mod event;
 mod from_chat;
+mod items;
 mod to_chat;
 mod usage;
 
 pub use event::ResponseEvent;
 pub use from_chat::{ReasoningStyle, StreamTranslator, response_from_chat};
+pub use items::{ItemsQuery, ItemsQueryError, Order, input_items_page};
 pub use to_chat::{MAX_TOOLS, MAX_UNKNOWN_FIELDS, history_items, to_chat};
 pub use usage::{usage_of_answer, usage_of_event};
 

@@ -410,6 +410,12 @@ impl From<lumen_anthropic_types::RequestError> for ApiError {
     }
 }
 
+impl From<lumen_openai_types::responses::ItemsQueryError> for ApiError {
+    fn from(e: lumen_openai_types::responses::ItemsQueryError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, e.to_string()).with_param(e.param())
+    }
+}
+
 impl From<lumen_gateway::ServeError> for ApiError {
     fn from(e: lumen_gateway::ServeError) -> Self {
         use lumen_gateway::ServeError;

@@ -582,15 +582,16 @@ impl Api {
                     .await?
                     .ok_or_else(|| ApiError::response_not_found(id))?;
                 match (endpoint, req.method()) {
-                    (Endpoint::ResponseItems, _) => done(json(
-                        StatusCode::OK,
-                        &serde_json::json!({
-                            "object": "list",
-                            "data": stored.input,
-                            "has_more": false,
-                        }),
-                        request_id,
-                    )),
+                    (Endpoint::ResponseItems, _) => {
+                        let query =
+                            responses::ItemsQuery::parse(req.uri().query().unwrap_or_default())?;
+                        let page = responses::input_items_page(
+                            &stored.response.id,
+                            &stored.input,
+                            &query,
+                        )?;
+                        done(json(StatusCode::OK, &page, request_id))
+                    }
                     // Lumen runs no background responses (they are refused): there is
                     // never one to cancel.
                     (Endpoint::ResponseCancel, _) => Err(ApiError::new(
