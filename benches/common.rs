@@ -46,3 +46,61 @@ pub async fn latencies(
 pub fn pct(v: &[Duration], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
 }
+
+/// Closed loop: `conns` keep-alive connections, each sending the next POST as soon as the last
+/// answer is read, for `secs` seconds; answers per second over all of them.
+#[allow(
+    dead_code,
+    reason = "not every bench that includes this file runs a closed loop"
+)]
+pub async fn throughput(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    body: &'static str,
+    headers: &[(&str, &str)],
+    conns: usize,
+    secs: u64,
+) -> f64 {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let headers = headers.clone();
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let mut done = 0u64;
+                while Instant::now() < end {
+                    let mut req = http::Request::post(path)
+                        .header("host", "bench")
+                        .header("content-type", "application/json");
+                    for (k, v) in &headers {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                    let req = req
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    sender.ready().await.unwrap();
+                    let resp = sender.send_request(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    resp.into_body().collect().await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / secs as f64
+}

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{latencies, pct};
+use common::{latencies, pct, throughput};
 use lumen_governance::keys::{ApiKey, digest, to_hex};
 use lumen_governance::limits::LimitSpec;
 use lumen_server::config::{AuthConfig, RedisConfig};
@@ -135,6 +135,29 @@ async fn main() {
             pct(&l, 0.99),
             pct(&l, 0.5) - pct(&base, 0.5),
             pct(&l, 0.99) - pct(&base, 0.99)
+        );
+    }
+    // Closed loop (issue 24: throughput with limits on Redis at least 0.8x in memory): 32
+    // connections, each sending the next request when the last is answered, 5 s a run, runs
+    // alternated twice so drift on a shared machine hits each alike.
+    const CONNS: usize = 32;
+    const SECS: u64 = 5;
+    println!("closed loop, {CONNS} connections, {SECS} s a run, each run twice (alternated)");
+    let mut rates = vec![Vec::new(); runs.len()];
+    for _ in 0..2 {
+        for (i, (_, addr, h)) in runs.iter().enumerate() {
+            rates[i].push(throughput(*addr, PATH, BODY, h, CONNS, SECS).await);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let memory_rate = mean(&rates[1]);
+    for ((name, _, _), r) in runs.iter().zip(&rates) {
+        println!(
+            "  {name:<24} {:>8.0} req/s  ({:.0} and {:.0})  {:.2}x key + limits in memory",
+            mean(r),
+            r[0],
+            r[1],
+            mean(r) / memory_rate
         );
     }
     if let Some(r) = redis.as_mut() {
