@@ -266,13 +266,37 @@ async fn a_stream_that_breaks_is_charged_what_it_relayed_and_logs_it() {
     assert_eq!(line["outcome"], "stream_interrupted", "{line}");
 }
 
-/// The Messages API runs the same settlement as chat: a client that leaves a translated
-/// `/v1/messages` stream before `message_delta` (which carries the usage) is charged the
-/// prompt plus what it was sent, and the window then refuses the next such request.
+/// The Messages API runs the same settlement as chat: a client that leaves a `/v1/messages`
+/// stream before `message_delta` (which carries the usage) is charged the prompt plus what it
+/// was sent, and the window then refuses the next such request — on an engine that serves the
+/// API itself (its events relayed as they came) as on one that is translated.
 #[tokio::test(start_paused = true)]
-async fn a_client_that_leaves_a_messages_stream_is_charged_what_it_was_sent() {
+async fn a_client_that_leaves_a_native_messages_stream_is_charged_what_it_was_sent() {
+    leave_a_messages_stream(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_a_translated_messages_stream_is_charged_what_it_was_sent() {
+    leave_a_messages_stream(false).await;
+}
+
+async fn leave_a_messages_stream(native: bool) {
     let url = engine().await;
-    let lumen = Lumen::start(single_shot(&[&url]).auth(auth(3_000)).build().unwrap()).await;
+    let lumen = Lumen::start(
+        builder_native(&[(&url, native)])
+            .retry(lumen_server::config::RetryConfig {
+                max_attempts: Some(1),
+                ..Default::default()
+            })
+            .breaker(lumen_server::config::BreakerSettings {
+                consecutive_failures: 0,
+                ..Default::default()
+            })
+            .auth(auth(3_000))
+            .build()
+            .unwrap(),
+    )
+    .await;
     let body = json!({
         "model": "m",
         "max_tokens": 2_000,
