@@ -304,10 +304,20 @@ async fn leave_a_messages_stream(native: bool) {
         "stream": true,
     })
     .to_string();
+    let (logs, _guard) = capture_logs();
     let mut resp = open_stream_at(&lumen, "/v1/messages", &body).await;
     assert_eq!(resp.status(), 200);
+    // The prompt as `message_start` reports it (a translated stream's does not know it yet).
+    let reported = std::cell::Cell::new(0u64);
     let read = read_events(&mut resp, 1_901, |data| {
         let event: Value = serde_json::from_slice(data).unwrap();
+        if event["type"] == "message_start" {
+            reported.set(
+                event["message"]["usage"]["input_tokens"]
+                    .as_u64()
+                    .unwrap_or(0),
+            );
+        }
         assert_ne!(event["type"], "message_delta", "the usage came first");
         assert_ne!(event["type"], "message_stop", "the stream ended first");
         usize::from(
@@ -329,6 +339,15 @@ async fn leave_a_messages_stream(native: bool) {
         used <= 2 * (body.len() as u64) + relayed_estimate(2_000),
         "never more than the whole answer: {used}"
     );
+    // The input is the engine's own count once `message_start` gave it, else the estimate.
+    let line = logs.access().last().unwrap().clone();
+    assert_eq!(line["tokens_estimated"], true, "{line}");
+    if native {
+        assert!(reported.get() > 0, "the engine reported its prompt");
+        assert_eq!(line["input_tokens"], reported.get(), "{line}");
+    } else {
+        assert_eq!(line["input_tokens"], (body.len() / 4) as u64, "{line}");
+    }
     let next = send(
         http::Method::POST,
         &lumen.url("/v1/messages"),
