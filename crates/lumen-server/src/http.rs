@@ -684,10 +684,12 @@ impl Api {
         })
     }
 
-    /// `POST /v1/messages`: Anthropic's Messages API, translated to a chat completion and
-    /// run through the same pipeline as chat (keys, model lists, limits, cache, retries,
-    /// fallbacks, continuation, billing on the engine's usage); the answer, its stream and its
-    /// errors are written back in Anthropic's shape.
+    /// `POST /v1/messages`: Anthropic's Messages API through the same pipeline as chat (keys,
+    /// model lists, limits, cache, retries, fallbacks, billing on the engine's usage). The body
+    /// is checked and translated here, once; each attempt then forwards the client's bytes to
+    /// an engine that serves the API (with its `anthropic-version` and `anthropic-beta`), or
+    /// the translation to one that does not (`lumen_gateway::messages`). The answer, its
+    /// stream and its errors are in Anthropic's shape either way.
     async fn messages<B>(
         &self,
         req: Request<B>,
