@@ -69,9 +69,11 @@ cargo run -q --locked -p lumen-examples --example custom_backend >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_gateway >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_core >/dev/null
 # ---- Official clients (issue 23): the OpenAI and Anthropic Python SDKs ------------------------
-# Pinned, from PyPI, into a venv under target/. A debug Lumen (keys on) in front of lumen-sim
-# without its own Messages API, so both APIs go through Lumen's translation;
-# tests/sdk/official_clients.py asserts what each SDK call returned or raised.
+# Pinned, from PyPI, into a venv under target/. A debug Lumen (keys on) in front of lumen-sim,
+# twice: once without the simulator's own Messages API and the backend set to translate
+# (native_messages = false), as in front of TGI or Ollama; once with it, the default for a
+# vLLM backend, so /v1/messages is forwarded as sent. tests/sdk/official_clients.py asserts
+# what each SDK call returned or raised.
 echo "== official clients (openai 3.63.0, anthropic 2.17.0)"
 sdk_venv="$(realpath -m "${CARGO_TARGET_DIR:-target}")/sdk-venv"
 if [ ! -x "$sdk_venv/bin/pip" ]; then
@@ -84,33 +86,44 @@ fi
 cargo build -q --locked -p lumen -p lumen-sim-bin
 bin="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-sim_port=$(free_port)
-lumen_port=$(free_port)
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
-"$bin/lumen-sim" --listen "127.0.0.1:$sim_port" --model sdk-model --no-messages >/dev/null 2>&1 &
-sdk_sim=$!
-LUMEN_AUTH__ENABLED=true \
-  LUMEN_AUTH__KEYS="[{name=\"sdk-a\", sha256=\"$(sha sk-sdk-a)\"}, {name=\"sdk-b\", sha256=\"$(sha sk-sdk-b)\"}]" \
-  LUMEN_LOG__LEVEL=warn \
-  "$bin/lumen" --backend "http://127.0.0.1:$sim_port" --listen "127.0.0.1:$lumen_port" >/dev/null 2>&1 &
-sdk_lumen=$!
-ready=""
-for _ in $(seq 1 100); do
-  if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$lumen_port/ready').status == 200 else 1)" 2>/dev/null; then
-    ready=1
-    break
+# sdk_check NAME NATIVE [lumen-sim flags...]: the SDK checks through Lumen in front of one
+# simulator whose backend has native_messages = NATIVE.
+sdk_check() {
+  local name="$1" native="$2"
+  shift 2
+  local sim_port lumen_port sdk_sim sdk_lumen ready="" ok=0
+  sim_port=$(free_port)
+  lumen_port=$(free_port)
+  "$bin/lumen-sim" --listen "127.0.0.1:$sim_port" --model sdk-model "$@" >/dev/null 2>&1 &
+  sdk_sim=$!
+  LUMEN_AUTH__ENABLED=true \
+    LUMEN_AUTH__KEYS="[{name=\"sdk-a\", sha256=\"$(sha sk-sdk-a)\"}, {name=\"sdk-b\", sha256=\"$(sha sk-sdk-b)\"}]" \
+    LUMEN_BACKENDS="[{url=\"http://127.0.0.1:$sim_port\", native_messages=$native}]" \
+    LUMEN_LOG__LEVEL=warn \
+    "$bin/lumen" --listen "127.0.0.1:$lumen_port" >/dev/null 2>&1 &
+  sdk_lumen=$!
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$lumen_port/ready').status == 200 else 1)" 2>/dev/null; then
+      ready=1
+      break
+    fi
+    sleep 0.1
+  done
+  if [ -n "$ready" ]; then
+    echo "== official clients, $name"
+    "$sdk_venv/bin/python3" tests/sdk/official_clients.py "http://127.0.0.1:$lumen_port" sdk-model sk-sdk-a sk-sdk-b || ok=$?
+  else
+    echo "== Lumen did not become ready for the SDK checks ($name)" >&2
+    ok=1
   fi
-  sleep 0.1
-done
+  kill "$sdk_lumen" "$sdk_sim" 2>/dev/null || true
+  wait "$sdk_lumen" "$sdk_sim" 2>/dev/null || true
+  return "$ok"
+}
 sdk_ok=0
-if [ -n "$ready" ]; then
-  "$sdk_venv/bin/python3" tests/sdk/official_clients.py "http://127.0.0.1:$lumen_port" sdk-model sk-sdk-a sk-sdk-b || sdk_ok=$?
-else
-  echo "== Lumen did not become ready for the SDK checks" >&2
-  sdk_ok=1
-fi
-kill "$sdk_lumen" "$sdk_sim" 2>/dev/null || true
-wait "$sdk_lumen" "$sdk_sim" 2>/dev/null || true
+sdk_check "Messages translated to chat" false --no-messages || sdk_ok=1
+sdk_check "Messages native" true || sdk_ok=1
 if [ "$sdk_ok" != 0 ]; then
   echo "== official clients FAILED" >&2
   exit 1

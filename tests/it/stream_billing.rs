@@ -266,13 +266,37 @@ async fn a_stream_that_breaks_is_charged_what_it_relayed_and_logs_it() {
     assert_eq!(line["outcome"], "stream_interrupted", "{line}");
 }
 
-/// The Messages API runs the same settlement as chat: a client that leaves a translated
-/// `/v1/messages` stream before `message_delta` (which carries the usage) is charged the
-/// prompt plus what it was sent, and the window then refuses the next such request.
+/// The Messages API runs the same settlement as chat: a client that leaves a `/v1/messages`
+/// stream before `message_delta` (which carries the usage) is charged the prompt plus what it
+/// was sent, and the window then refuses the next such request — on an engine that serves the
+/// API itself (its events relayed as they came) as on one that is translated.
 #[tokio::test(start_paused = true)]
-async fn a_client_that_leaves_a_messages_stream_is_charged_what_it_was_sent() {
+async fn a_client_that_leaves_a_native_messages_stream_is_charged_what_it_was_sent() {
+    leave_a_messages_stream(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_a_translated_messages_stream_is_charged_what_it_was_sent() {
+    leave_a_messages_stream(false).await;
+}
+
+async fn leave_a_messages_stream(native: bool) {
     let url = engine().await;
-    let lumen = Lumen::start(single_shot(&[&url]).auth(auth(3_000)).build().unwrap()).await;
+    let lumen = Lumen::start(
+        builder_native(&[(&url, native)])
+            .retry(lumen_server::config::RetryConfig {
+                max_attempts: Some(1),
+                ..Default::default()
+            })
+            .breaker(lumen_server::config::BreakerSettings {
+                consecutive_failures: 0,
+                ..Default::default()
+            })
+            .auth(auth(3_000))
+            .build()
+            .unwrap(),
+    )
+    .await;
     let body = json!({
         "model": "m",
         "max_tokens": 2_000,
@@ -280,10 +304,20 @@ async fn a_client_that_leaves_a_messages_stream_is_charged_what_it_was_sent() {
         "stream": true,
     })
     .to_string();
+    let (logs, _guard) = capture_logs();
     let mut resp = open_stream_at(&lumen, "/v1/messages", &body).await;
     assert_eq!(resp.status(), 200);
+    // The prompt as `message_start` reports it (a translated stream's does not know it yet).
+    let reported = std::cell::Cell::new(0u64);
     let read = read_events(&mut resp, 1_901, |data| {
         let event: Value = serde_json::from_slice(data).unwrap();
+        if event["type"] == "message_start" {
+            reported.set(
+                event["message"]["usage"]["input_tokens"]
+                    .as_u64()
+                    .unwrap_or(0),
+            );
+        }
         assert_ne!(event["type"], "message_delta", "the usage came first");
         assert_ne!(event["type"], "message_stop", "the stream ended first");
         usize::from(
@@ -305,6 +339,15 @@ async fn a_client_that_leaves_a_messages_stream_is_charged_what_it_was_sent() {
         used <= 2 * (body.len() as u64) + relayed_estimate(2_000),
         "never more than the whole answer: {used}"
     );
+    // The input is the engine's own count once `message_start` gave it, else the estimate.
+    let line = logs.access().last().unwrap().clone();
+    assert_eq!(line["tokens_estimated"], true, "{line}");
+    if native {
+        assert!(reported.get() > 0, "the engine reported its prompt");
+        assert_eq!(line["input_tokens"], reported.get(), "{line}");
+    } else {
+        assert_eq!(line["input_tokens"], (body.len() / 4) as u64, "{line}");
+    }
     let next = send(
         http::Method::POST,
         &lumen.url("/v1/messages"),

@@ -179,14 +179,25 @@ pub fn no_health_checks() -> lumen_server::config::HealthConfig {
 /// A gateway builder with one discovered backend per URL, named `b0`, `b1`, ..., and no
 /// background health checks (so a test controls exactly what reaches the engines).
 pub fn builder(urls: &[&str]) -> GatewayBuilder {
+    let urls: Vec<(&str, bool)> = urls.iter().map(|u| (*u, true)).collect();
+    builder_native(&urls)
+}
+
+/// Like [`builder`], for engines that do not serve `/v1/messages` (as TGI or Ollama, or the
+/// simulator with `messages_api: None`): Messages requests are translated to chat for them.
+pub fn translating_builder(urls: &[&str]) -> GatewayBuilder {
+    let urls: Vec<(&str, bool)> = urls.iter().map(|u| (*u, false)).collect();
+    builder_native(&urls)
+}
+
+/// Like [`builder`], each backend (`b0`, `b1`, ...) with whether it serves `/v1/messages`.
+pub fn builder_native(urls: &[(&str, bool)]) -> GatewayBuilder {
     let mut b = Gateway::builder().health(no_health_checks());
-    for (i, url) in urls.iter().enumerate() {
+    for (i, (url, native)) in urls.iter().enumerate() {
         let name = format!("b{i}");
-        let backend = lumen_backend_vllm::VllmBackend::new(lumen_backend_vllm::VllmConfig::new(
-            name.clone(),
-            *url,
-        ))
-        .unwrap();
+        let mut cfg = lumen_backend_vllm::VllmConfig::new(name.clone(), *url);
+        cfg.native_messages = *native;
+        let backend = lumen_backend_vllm::VllmBackend::new(cfg).unwrap();
         b = b.backend(name, backend, None);
     }
     b

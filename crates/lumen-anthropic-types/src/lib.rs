@@ -15,6 +15,7 @@
 //! - [`ids`]: the reversible mapping between engine tool-call ids and `toolu_` ids.
 //! - [`translate`]: Messages ⇄ chat completions, pure functions and the stream state machine.
 //! - [`usage`]: billing usage read from a native answer (`message_start`, `message_delta`).
+//! - [`native`]: an answer or stream event as relayed, on either path, with its usage read.
 //!
 //! # Must not depend on
 //! Any async runtime, hyper, or a Lumen crate other than `lumen-openai-types`.
@@ -22,6 +23,7 @@
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod native;
 pub mod request;
 pub mod response;
 pub mod translate;
@@ -29,6 +31,7 @@ pub mod usage;
 
 pub use error::{ErrorBody, ErrorObject, ErrorType, RequestError};
 pub use event::{Delta, MessageDelta, StreamEvent};
+pub use native::NativeEvent;
 pub use request::{
     ContentBlock, ImageSource, Message, MessageContent, MessagesRequest, ResultBlock, Role, System,
     Thinking, Tool, ToolChoice, ToolResultContent,

@@ -199,6 +199,12 @@ impl Pool {
             w.extend_from_slice(tp.as_bytes());
             w.extend_from_slice(b"\r\n");
         }
+        for (name, value) in &cx.headers {
+            w.extend_from_slice(name.as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
         match body {
             Some(b) => {
                 w.extend_from_slice(b"content-type: application/json\r\ncontent-length: ");

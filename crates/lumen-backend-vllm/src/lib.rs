@@ -36,7 +36,7 @@ use lumen_backend::{
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
-    JsonAnswer, JsonRequest, ModelList, Reply,
+    JsonAnswer, JsonBody, JsonRequest, ModelList, Reply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -86,6 +86,9 @@ pub struct VllmConfig {
     /// Send the request's priority class (`RequestContext::fairness`) as vLLM's `priority`
     /// (lower first), for engines started with `--scheduling-policy priority`.
     pub send_priority: bool,
+    /// The engine serves Anthropic's `/v1/messages` itself (vLLM, SGLang and llama.cpp do):
+    /// Messages requests are forwarded to it unchanged rather than translated to chat.
+    pub native_messages: bool,
 }
 
 impl std::fmt::Debug for VllmConfig {
@@ -112,6 +115,7 @@ impl VllmConfig {
             continuation: Continuation::ContinueFinalMessage,
             dialect: Dialect::Vllm,
             send_priority: false,
+            native_messages: true,
         }
     }
 }
@@ -144,6 +148,7 @@ struct Inner {
     continuation: Continuation,
     dialect: Dialect,
     send_priority: bool,
+    native_messages: bool,
     /// llama.cpp: context lengths read from `/props`, for `/tokenize`'s `max_model_len`.
     contexts: dialect::ContextLengths,
 }
@@ -337,6 +342,7 @@ impl VllmBackend {
                 max_response_bytes: cfg.max_response_bytes,
                 continuation: cfg.continuation,
                 send_priority: cfg.send_priority,
+                native_messages: cfg.native_messages,
                 dialect: cfg.dialect,
                 contexts: dialect::ContextLengths::default(),
             }),
@@ -387,6 +393,9 @@ impl VllmBackend {
         }
         if let Some(tp) = &cx.traceparent {
             builder = builder.header("traceparent", tp.as_str());
+        }
+        for (name, value) in &cx.headers {
+            builder = builder.header(*name, value.as_str());
         }
         let body = match body {
             Some(b) => {
@@ -557,6 +566,23 @@ impl VllmBackend {
         )))
     }
 
+    /// A body forwarded as the client sent it (model spliced), streamed or not; the answer is
+    /// the engine's. A stream ends at its API's last event (`message_stop`), not `[DONE]`.
+    async fn send_body(
+        &self,
+        path: &str,
+        req: &JsonBody,
+        cx: &RequestContext,
+    ) -> Result<Answer, BackendError> {
+        let resp = self
+            .send(Method::POST, path, Some(req.to_bytes().to_vec()), cx)
+            .await?;
+        if !resp.status.is_success() {
+            return Err(self.upstream_error(resp).await);
+        }
+        Ok(resp)
+    }
+
     /// vLLM's `/tokenize` on llama.cpp (`dialect`): the chat form rendered by `/apply-template`
     /// first, then `/tokenize` with `content`, and the answer in vLLM's shape with the context
     /// length from `/props`. Tokenizer calls run no model, so the extra calls cost the engine
@@ -707,6 +733,34 @@ impl Backend for VllmBackend {
 
     fn continuation(&self) -> Continuation {
         self.inner.continuation
+    }
+
+    fn native_messages(&self) -> bool {
+        self.inner.native_messages
+    }
+
+    async fn call_body(
+        &self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &RequestContext,
+    ) -> Result<Reply<JsonAnswer>, BackendError> {
+        let resp = self.send_body(path, &req, cx).await?;
+        let bytes = self.read_body(resp).await?;
+        self.reply(bytes)
+    }
+
+    async fn call_stream(
+        &self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &RequestContext,
+    ) -> Result<ChunkStream<JsonAnswer>, BackendError> {
+        let resp = self.send_body(path, &req, cx).await?;
+        Ok(Box::pin(
+            stream::SseChunks::<JsonAnswer>::new(resp.body, self.inner.name.clone())
+                .until_message_stop(),
+        ))
     }
 
     /// `GET /metrics`: vLLM's, SGLang's (`--enable-metrics`) and llama.cpp's (`--metrics`)

@@ -24,7 +24,24 @@ pub(crate) struct SseChunks<T> {
     /// An event carried a `finish_reason`: a clean end of the body without `[DONE]` is then a
     /// complete answer, not an interruption.
     complete: bool,
+    /// Anthropic's event stream: it ends after `message_stop`, with no `[DONE]`.
+    message_stop: bool,
     _t: PhantomData<fn() -> T>,
+}
+
+/// Just the `type` of an Anthropic stream event.
+#[derive(serde::Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Whether an event's data is Anthropic's `message_stop`.
+fn is_message_stop(data: &[u8]) -> bool {
+    serde_json::from_slice::<EventType<'_>>(data)
+        .ok()
+        .and_then(|e| e.kind)
+        .is_some_and(|k| k == "message_stop")
 }
 
 impl<T> SseChunks<T> {
@@ -35,8 +52,16 @@ impl<T> SseChunks<T> {
             backend,
             finished: false,
             complete: false,
+            message_stop: false,
             _t: PhantomData,
         }
+    }
+
+    /// For Anthropic's event stream: `message_stop` is its end (the body is then released as
+    /// after `[DONE]`), and a body that ends before it was interrupted.
+    pub(crate) fn until_message_stop(mut self) -> Self {
+        self.message_stop = true;
+        self
     }
 }
 
@@ -65,6 +90,13 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                 Ok(Some(event)) => {
                     let item = match Chunk::<T>::from_raw(event.data) {
                         Ok(chunk) => match chunk.upstream_error() {
+                            None if this.message_stop => {
+                                if chunk.raw().is_some_and(|r| is_message_stop(r)) {
+                                    this.finished = true;
+                                    this.body.release(cx);
+                                }
+                                return Poll::Ready(Some(Ok(chunk)));
+                            }
                             None => {
                                 this.complete |= chunk.finishes();
                                 Ok(chunk)
@@ -110,7 +142,11 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                     this.finished = true;
                     return Poll::Ready(Some(Err(interrupted(
                         &this.backend,
-                        "the engine closed the stream before [DONE]".to_owned(),
+                        if this.message_stop {
+                            "the engine closed the stream before message_stop".to_owned()
+                        } else {
+                            "the engine closed the stream before [DONE]".to_owned()
+                        },
                         None,
                     ))));
                 }

@@ -102,3 +102,80 @@ async fn metrics_an_engine_does_not_serve_is_an_error() {
         "{err:?}"
     );
 }
+
+/// Anthropic's event stream ends at `message_stop` (no `[DONE]`); each event keeps its bytes.
+#[tokio::test]
+async fn a_native_messages_stream_ends_at_message_stop() {
+    use futures::StreamExt;
+    let events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":2}}}\n\nevent: message_stop\ndata: {\"type\": \"message_stop\"}\n\n";
+    let (url, seen) = fixed_engine("200 OK", events).await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    assert!(lumen_backend::Backend::native_messages(&b));
+    let body = JsonBody::parse(r#"{"model":"m","stream":true}"#.into()).unwrap();
+    let stream =
+        lumen_backend::Backend::call_stream(&b, "/v1/messages", body, &RequestContext::default())
+            .await
+            .unwrap();
+    let got: Vec<_> = stream.collect().await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let last = got[1].as_ref().unwrap();
+    assert_eq!(
+        last.raw().map(|r| r.as_ref()),
+        Some(&b"{\"type\": \"message_stop\"}"[..])
+    );
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["POST /v1/messages HTTP/1.1"]
+    );
+}
+
+/// A body that ends before `message_stop` was cut short; an in-band `error` event is the
+/// engine's failure.
+#[tokio::test]
+async fn a_native_messages_stream_cut_or_failed_is_an_error() {
+    use futures::StreamExt;
+    for events in [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n",
+    ] {
+        let (url, _) = fixed_engine("200 OK", events).await;
+        let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+        let body = JsonBody::parse(r#"{"model":"m"}"#.into()).unwrap();
+        let stream = lumen_backend::Backend::call_stream(
+            &b,
+            "/v1/messages",
+            body,
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+        let got: Vec<_> = stream.collect().await;
+        let Some(Err(BackendError::StreamInterrupted { message, .. })) = got.last() else {
+            panic!("{got:?}");
+        };
+        assert!(
+            message.contains("message_stop") || message.contains("busy"),
+            "{message}"
+        );
+    }
+}
+
+/// A native engine's error status is the usual typed error, with its Anthropic-shaped message.
+#[tokio::test]
+async fn a_native_messages_error_status_is_typed() {
+    let (url, _) = fixed_engine(
+        "529 Overloaded",
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+    )
+    .await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    let body = JsonBody::parse(r#"{"model":"m"}"#.into()).unwrap();
+    let err =
+        lumen_backend::Backend::call_body(&b, "/v1/messages", body, &RequestContext::default())
+            .await
+            .unwrap_err();
+    let BackendError::Upstream { status, error, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*status, error.message.as_str()), (529, "busy"));
+}

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
-    JsonAnswer, JsonRequest, ModelList, Reply,
+    JsonAnswer, JsonBody, JsonRequest, ModelList, Reply,
 };
 
 mod error;
@@ -59,6 +59,10 @@ pub struct RequestContext {
     /// requests of one flow (an API key) are served fairly against other flows', by weight,
     /// and by priority class first. `None`: one shared flow (first come, first served).
     pub fairness: Option<Fairness>,
+    /// Client headers passed on to the engine as they came: Anthropic's `anthropic-version`
+    /// and `anthropic-beta` to an engine that serves `/v1/messages` itself. Names are
+    /// lowercase; values are ones an HTTP header may hold (the server took them from one).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// A request's place in the fair admission queue.
@@ -105,6 +109,7 @@ impl RequestContext {
             admission: None,
             continuing: false,
             fairness: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -213,15 +218,56 @@ pub trait Backend: Send + Sync + 'static {
         cx: &RequestContext,
     ) -> impl Future<Output = Result<Reply<JsonAnswer>, BackendError>> + Send {
         let _ = (req, cx);
-        std::future::ready(Err(BackendError::Upstream {
-            backend: String::new(),
-            status: 404,
-            error: Box::new(ErrorObject::new(
-                format!("This backend does not serve {path}."),
-                "invalid_request_error",
-            )),
-            retry_after: None,
-        }))
+        std::future::ready(Err(not_served(path)))
+    }
+
+    /// Whether the engine serves Anthropic's `POST /v1/messages` itself (vLLM, SGLang,
+    /// llama.cpp). Such a backend gets the client's body unchanged through
+    /// [`call_body`](Self::call_body) and [`call_stream`](Self::call_stream); the others get the
+    /// request translated to a chat completion. The default is no: a backend opts in only when
+    /// its engine is known to serve it.
+    fn native_messages(&self) -> bool {
+        false
+    }
+
+    /// Another API's endpoint that the engine serves as is (`/v1/messages`), not streamed:
+    /// `req` is the client's body with the engine's model id spliced in. The answer keeps the
+    /// engine's bytes. The default answers 404, as [`call`](Self::call) does.
+    fn call_body(
+        &self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<Reply<JsonAnswer>, BackendError>> + Send {
+        let _ = (req, cx);
+        std::future::ready(Err(not_served(path)))
+    }
+
+    /// The same, streamed: one chunk per SSE event, whose [`Chunk::raw`] is the event's `data:`
+    /// JSON as the engine sent it (an Anthropic event names itself in its `type`). The stream
+    /// ends after the API's last event (`message_stop`); an in-band `error` event ends it with
+    /// [`BackendError::StreamInterrupted`]. Resolves once the engine has accepted the request.
+    fn call_stream(
+        &self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<ChunkStream<JsonAnswer>, BackendError>> + Send {
+        let _ = (req, cx);
+        std::future::ready(Err(not_served(path)))
+    }
+}
+
+/// What an engine endpoint a backend does not serve answers: a 404, which is not retried.
+fn not_served(path: &str) -> BackendError {
+    BackendError::Upstream {
+        backend: String::new(),
+        status: 404,
+        error: Box::new(ErrorObject::new(
+            format!("This backend does not serve {path}."),
+            "invalid_request_error",
+        )),
+        retry_after: None,
     }
 }
 
@@ -268,6 +314,19 @@ pub trait DynBackend: Send + Sync + 'static {
         req: JsonRequest,
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>>;
+    fn native_messages(&self) -> bool;
+    fn call_body<'a>(
+        &'a self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>>;
+    fn call_stream<'a>(
+        &'a self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChunkStream<JsonAnswer>, BackendError>>;
 }
 
 /// The handle the gateway stores: any backend, boxed once.
@@ -336,6 +395,25 @@ impl<B: Backend> DynBackend for B {
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>> {
         Box::pin(Backend::call(self, path, req, cx))
+    }
+    fn native_messages(&self) -> bool {
+        Backend::native_messages(self)
+    }
+    fn call_body<'a>(
+        &'a self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>> {
+        Box::pin(Backend::call_body(self, path, req, cx))
+    }
+    fn call_stream<'a>(
+        &'a self,
+        path: &'static str,
+        req: JsonBody,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<ChunkStream<JsonAnswer>, BackendError>> {
+        Box::pin(Backend::call_stream(self, path, req, cx))
     }
 }
 

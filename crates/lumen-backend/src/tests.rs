@@ -86,6 +86,26 @@ async fn custom_backend_works_through_the_boxed_seam() {
     assert_eq!(shared.metrics(&cx).await.unwrap(), None);
 }
 
+/// An embedder's backend serves no other API natively unless it says so: Messages requests are
+/// translated for it, and a native call that reached it anyway is a 404, not retried.
+#[tokio::test]
+async fn a_backend_serves_no_native_api_unless_it_opts_in() {
+    let shared: SharedBackend = Arc::new(Echo);
+    let cx = RequestContext::new("req-1");
+    assert!(!shared.native_messages());
+    let body = JsonBody::parse(br#"{"model":"m"}"#.to_vec().into()).unwrap();
+    let Err(err) = shared.call_stream("/v1/messages", body.clone(), &cx).await else {
+        panic!("a stream from a backend that serves none");
+    };
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("/v1/messages"), "{err}");
+    let err = shared
+        .call_body("/v1/messages", body, &cx)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "upstream_4xx");
+}
+
 #[test]
 fn retryability_follows_the_rules() {
     let up = |status| BackendError::Upstream {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, join_all};
+use lumen_anthropic_types::NativeEvent;
 use lumen_backend::{
-    Backend, BackendError, Continuation, RequestContext, SharedBackend, TimeoutKind,
+    Backend, BackendError, ChunkStream, Continuation, RequestContext, SharedBackend, TimeoutKind,
 };
 use lumen_governance::{
     BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, PromptKey, Route, RouteRequest,
@@ -38,11 +39,14 @@ use crate::answered::Answered;
 use crate::decide::{self, Left, Next, Unroutable};
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
+use crate::messages::{
+    MESSAGES_PATH, MessagesCall, NativeEvents, TranslatedEvents, native_answer, translated_answer,
+};
 use crate::observer::{Event, NoopObserver, Observer};
 use crate::policy::{PolicySettings, PolicyStep, PolicyStores};
 use crate::stream::{
     Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resuming, Success,
-    ask_usage, avoided, blocked,
+    UsageAsk, ask_usage, avoided, blocked,
 };
 use crate::text::Text;
 use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
@@ -316,10 +320,10 @@ fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> Bac
             "{}|{:?}|{:?}",
             spec.key, r.breaker, r.per_backend_max_concurrent
         ),
-        name: spec.name,
         weight: spec.weight,
         models: spec.models,
         backend: Upstream {
+            name: spec.name.clone(),
             backend: spec.backend,
             breaker: Arc::new(CircuitBreaker::new(r.breaker.clone())),
             models: Arc::new(ModelBreakers::new(r.breaker.clone())),
@@ -330,6 +334,7 @@ fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> Bac
             )),
             probe,
         },
+        name: spec.name,
     }
 }
 
@@ -1300,6 +1305,58 @@ impl Gateway {
         })
     }
 
+    /// Anthropic's Messages API, not streamed: each attempt asks its engine natively when the
+    /// backend serves `/v1/messages`, else as a translated chat completion; either way the
+    /// answer is a `message` (the engine's bytes on the native path).
+    pub async fn messages(
+        &self,
+        req: MessagesCall,
+        cx: &RequestContext,
+    ) -> Result<Reply<NativeEvent>, GatewayError> {
+        Ok(self.messages_answered(req, cx).await?.reply)
+    }
+
+    pub(crate) async fn messages_answered(
+        &self,
+        req: MessagesCall,
+        cx: &RequestContext,
+    ) -> Result<Answered<NativeEvent>, GatewayError> {
+        let hints = Hints::new(cx, req.chat.user.as_ref(), Some(chat_prefix(&req.chat)))
+            .with_prompt(self.routing_prompt(|key| prompt::chat(&req.chat, cx, key)));
+        self.unary_op(Operation::Chat, req, cx, hints, |up, r, t| async move {
+            lumen_resilience::unary(answer_messages(up, r, cx), &t).await
+        })
+        .await
+    }
+
+    /// Anthropic's Messages API, streamed: the same choice per attempt, and one stream of
+    /// Anthropic events whichever engine serves. Returns at the commit point. Not continued
+    /// on another engine after it (an Anthropic answer cannot be sent back as a prefill).
+    pub async fn messages_stream(
+        &self,
+        mut req: MessagesCall,
+        cx: &RequestContext,
+    ) -> Result<GatewayStream<NativeEvent>, GatewayError> {
+        let hints = Hints::new(cx, req.chat.user.as_ref(), Some(chat_prefix(&req.chat)))
+            .with_prompt(self.routing_prompt(|key| prompt::chat(&req.chat, cx, key)));
+        // A translated attempt asks for the usage chunk (the translation turns it into
+        // `message_delta`'s usage; nothing needs stripping, the chat chunks never reach the
+        // caller).
+        req.chat.stream = Some(true);
+        let _ = ask_usage(&mut req.chat.stream_options, false);
+        let served = self
+            .attempts(Operation::Chat, req, cx, &hints, |up, r, t| {
+                open_messages(up, r, cx, t)
+            })
+            .await?;
+        Ok(GatewayStream::new(
+            served,
+            UsageAsk::default(),
+            self.inner.observer.clone(),
+            None,
+        ))
+    }
+
     /// Exactly the models a caller can route to, with the engines' metadata.
     pub fn models(&self) -> ModelList {
         ModelList::new(self.inner.router.models())
@@ -1470,6 +1527,57 @@ fn open_completions<'a>(
     Box::pin(async move {
         lumen_resilience::open_stream(up.backend.completions_stream(req, cx), &t).await
     })
+}
+
+/// One Messages answer from one backend: natively, or translated to chat and back.
+async fn answer_messages(
+    up: Upstream,
+    req: MessagesCall,
+    cx: &RequestContext,
+) -> Result<Reply<NativeEvent>, BackendError> {
+    let name = up.name.clone();
+    if up.backend.native_messages() {
+        let reply = up.backend.call_body(MESSAGES_PATH, req.body, cx).await?;
+        return native_answer(reply, &name);
+    }
+    let chat = req.chat_for_attempt();
+    let cx = &without_headers(cx);
+    let reply = up.backend.chat(chat, cx).await?;
+    translated_answer(reply, &req.reply, &name)
+}
+
+/// Opens one Messages stream on one backend: the engine's own events, or its chat stream
+/// translated as it is read.
+fn open_messages<'a>(
+    up: Upstream,
+    req: MessagesCall,
+    cx: &'a RequestContext,
+    t: Timeouts,
+) -> BoxFuture<'a, Result<Guarded<NativeEvent>, BackendError>> {
+    Box::pin(async move {
+        let name = up.name.clone();
+        let open = async {
+            if up.backend.native_messages() {
+                let events = up.backend.call_stream(MESSAGES_PATH, req.body, cx).await?;
+                return Ok(Box::pin(NativeEvents::new(events, name)) as ChunkStream<NativeEvent>);
+            }
+            let chat = req.chat_for_attempt();
+            let cx = without_headers(cx);
+            let chunks = up.backend.chat_stream(chat, &cx).await?;
+            Ok(Box::pin(TranslatedEvents::new(chunks, req.reply, name))
+                as ChunkStream<NativeEvent>)
+        };
+        lumen_resilience::open_stream(open, &t).await
+    })
+}
+
+/// The request's context without the client headers meant for an engine that serves the
+/// client's API itself: a translated request is a chat completion.
+fn without_headers(cx: &RequestContext) -> RequestContext {
+    RequestContext {
+        headers: Vec::new(),
+        ..cx.clone()
+    }
 }
 
 /// Shows the public id (an alias, or the model `auto` chose) instead of the engine's id.

@@ -31,6 +31,7 @@ mod decide;
 mod error;
 mod gateway;
 mod health;
+pub mod messages;
 mod observer;
 pub mod operation;
 mod pipeline;

@@ -19,7 +19,9 @@ use serde::de::DeserializeOwned;
 pub use crate::answered::Answered;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::messages::MessagesCall;
 use crate::stream::GatewayStream;
+use lumen_anthropic_types::NativeEvent;
 
 /// How a request meets the response cache.
 pub enum Caching {
@@ -321,6 +323,59 @@ impl Operation for Embeddings {
         _cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
         not_streamed()
+    }
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API. Each attempt forwards the client's body to
+/// an engine that serves the API itself, or translates it to a chat completion for one that
+/// does not ([`crate::messages`]); the answer is a `message`, the stream Anthropic's events,
+/// billed by their `message_start` and `message_delta` usage on both paths.
+#[derive(Debug, Clone, Copy)]
+pub struct Messages;
+
+impl Operation for Messages {
+    type Request = MessagesCall;
+    type Answer = NativeEvent;
+    type Chunk = NativeEvent;
+    const NAME: &'static str = "messages";
+    const PATH: &'static str = "/v1/messages";
+
+    /// The translation is what routing and the limits read; it must be a valid chat request.
+    fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
+        Chat::validate(&r.chat, max_n)
+    }
+
+    fn completion_budget(r: &Self::Request) -> Option<u32> {
+        Chat::completion_budget(&r.chat)
+    }
+
+    fn streams(r: &Self::Request) -> bool {
+        r.stream
+    }
+
+    fn caching(r: &Self::Request) -> Caching {
+        Chat::caching(&r.chat)
+    }
+
+    /// The translation holds everything that can change the answer, in one canonical form.
+    fn canonical(r: &Self::Request) -> Option<Vec<u8>> {
+        canonical_chat(&r.chat)
+    }
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+        Box::pin(core.messages_answered(r, cx))
+    }
+
+    fn stream<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+        Box::pin(core.messages_stream(r, cx))
     }
 }
 

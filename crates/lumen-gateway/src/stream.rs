@@ -391,12 +391,21 @@ impl<T> GatewayStream<T> {
     }
 
     /// (input, output) tokens the stream is charged, and whether they are Lumen's estimate:
-    /// the engine's usage when it arrived, else the prompt estimate and the output relayed (a
-    /// client that left, an engine that broke or never sent usage).
+    /// the engine's usage when it arrived, else the output relayed with the prompt the engine
+    /// already reported (Anthropic's `message_start`, vLLM's running counts) or, when it
+    /// reported none, the prompt estimate (a client that left, an engine that broke or never
+    /// sent usage).
     pub fn charged(&self) -> ((u64, u64), bool) {
         match self.tokens() {
             Some(t) => (t, false),
-            None => ((self.prompt, self.relayed()), true),
+            None => {
+                let prompt = self
+                    .tokens
+                    .map(|(input, _)| input)
+                    .filter(|input| *input > 0)
+                    .unwrap_or(self.prompt);
+                ((prompt, self.relayed()), true)
+            }
         }
     }
 

@@ -11,6 +11,8 @@ use serde::Deserialize;
 #[derive(Clone)]
 pub struct Upstream {
     pub backend: SharedBackend,
+    /// The backend's name, for the errors the core words about its answers.
+    pub name: String,
     /// The whole engine: opened by failures that are clearly the engine's (it cannot be
     /// reached), and then no model is routed to it.
     pub breaker: Arc<CircuitBreaker>,

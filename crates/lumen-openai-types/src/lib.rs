@@ -50,7 +50,7 @@ pub use embeddings::{
     Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
 };
 pub use error::{ErrorBody, ErrorObject};
-pub use json::{JsonAnswer, JsonRequest};
+pub use json::{JsonAnswer, JsonBody, JsonRequest};
 pub use models::{Model, ModelList};
 pub use raw::RawExtra;
 pub use request::RequestError;

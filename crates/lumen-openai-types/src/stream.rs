@@ -358,6 +358,13 @@ pub trait HasUsage {
     fn is_usage_only(&self) -> bool {
         false
     }
+
+    /// Bytes of text this chunk generated, for chunks that are not OpenAI-shaped (Anthropic's
+    /// stream events) and so have no `choices` for [`Chunk::outputs`] to read; `None` for the
+    /// OpenAI shapes. What a stream whose usage never arrives is charged is counted from it.
+    fn output_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl HasUsage for crate::ChatCompletionResponse {

@@ -192,6 +192,10 @@ pub struct BackendConfig {
     /// `stream_continuation` on. By default from `kind`: `continue_final_message` for vLLM,
     /// SGLang and llama.cpp, `none` for the others (unknown, so never asked).
     pub continuation: Option<lumen_backend::Continuation>,
+    /// The engine serves Anthropic's `/v1/messages` itself, so Messages requests are forwarded
+    /// to it unchanged (usage read from its events) rather than translated to chat completions.
+    /// By default from `kind`: yes for vLLM, SGLang and llama.cpp, no for the others.
+    pub native_messages: Option<bool>,
     /// Send each request's priority class to the engine as vLLM's `priority` field (0
     /// interactive, 1 standard, 2 batch), so its own queue agrees with Lumen's. Only for
     /// engines started with `--scheduling-policy priority`: others refuse the field.
@@ -269,6 +273,7 @@ impl Default for BackendConfig {
             probe: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             continuation: None,
+            native_messages: None,
             send_priority: false,
             pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
             discovery: Discovery::None,
@@ -281,6 +286,11 @@ impl BackendConfig {
     pub fn effective_continuation(&self) -> lumen_backend::Continuation {
         self.continuation.unwrap_or(self.kind.continuation())
     }
+
+    /// `native_messages` as set, else whether `kind` serves `/v1/messages` itself.
+    pub fn effective_native_messages(&self) -> bool {
+        self.native_messages.unwrap_or(self.kind.serves_messages())
+    }
 }
 
 impl EngineKind {
@@ -292,6 +302,16 @@ impl EngineKind {
             // the answer unless `continue_final_message` is set.
             Self::Vllm | Self::Sglang | Self::Llamacpp => Continuation::ContinueFinalMessage,
             Self::Tgi | Self::Ollama | Self::OpenaiCompatible => Continuation::None,
+        }
+    }
+
+    /// Whether the engine serves Anthropic's `/v1/messages` itself: vLLM, SGLang and
+    /// llama.cpp's `llama-server` do; TGI, Ollama and a generic OpenAI-compatible server are
+    /// not known to, so their Messages requests are translated to chat completions.
+    pub fn serves_messages(self) -> bool {
+        match self {
+            Self::Vllm | Self::Sglang | Self::Llamacpp => true,
+            Self::Tgi | Self::Ollama | Self::OpenaiCompatible => false,
         }
     }
 

@@ -5,7 +5,7 @@
 //! chat path.
 
 use bytes::Bytes;
-use lumen_anthropic_types::{StreamEvent, StreamTranslator};
+use lumen_anthropic_types::{ErrorObject as AnthropicError, ErrorType, NativeEvent, StreamEvent};
 use lumen_gateway::StoredResponse;
 use lumen_openai_types::responses::{self, Input, InputItem, Response, history_items};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
@@ -74,44 +74,36 @@ impl<T: Serialize + DeserializeOwned + Default> Frames<T> for OpenAiFrames {
     }
 }
 
-/// Anthropic's event stream, translated from a chat completion stream as it is relayed
-/// (`message_start`, content blocks, `message_delta` with usage, `message_stop`); a failure
-/// is an `event: error` frame.
-pub(crate) struct AnthropicFrames {
-    translator: StreamTranslator,
-    events: Vec<StreamEvent>,
-}
+/// Anthropic's event stream: each event as `event: <type>` and `data: <json>`, the JSON as the
+/// engine sent it (or as the core translated it from a chat stream); the engine's own
+/// `message_stop` ends it, and a failure is an `event: error` frame typed by its status.
+pub(crate) struct AnthropicFrames;
 
-impl AnthropicFrames {
-    pub(crate) fn new(translator: StreamTranslator) -> Self {
-        Self {
-            translator,
-            events: Vec::new(),
-        }
-    }
-
-    fn take(&mut self) -> Bytes {
-        let out = lumen_anthropic_types::event::to_sse(&self.events);
-        self.events.clear();
-        out
-    }
-}
-
-impl Frames<ChatCompletionChunk> for AnthropicFrames {
-    fn chunk(&mut self, chunk: &Chunk<ChatCompletionChunk>) -> Result<Bytes, String> {
-        self.translator.push(chunk.get(), &mut self.events);
-        Ok(self.take())
+impl Frames<NativeEvent> for AnthropicFrames {
+    fn chunk(&mut self, chunk: &Chunk<NativeEvent>) -> Result<Bytes, String> {
+        let event = chunk.get();
+        let json = event.json();
+        let mut out = Vec::with_capacity(json.len() + event.kind().len() + 16);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.kind().as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(b"\n\n");
+        Ok(Bytes::from(out))
     }
 
     fn end(&mut self) -> Bytes {
-        self.translator.finish(&mut self.events);
-        self.take()
+        Bytes::new()
     }
 
     fn fail(&mut self, e: &ApiError) -> Bytes {
-        self.translator
-            .fail(e.status.as_u16(), e.error.message.clone(), &mut self.events);
-        self.take()
+        StreamEvent::Error {
+            error: AnthropicError {
+                kind: ErrorType::from_status(e.status.as_u16()),
+                message: e.error.message.clone(),
+            },
+        }
+        .to_sse()
     }
 }
 

@@ -218,6 +218,29 @@ pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Anthropic's version and beta headers: passed on to an engine that serves `/v1/messages`
+/// itself, which may read them as Anthropic does.
+pub(crate) const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
+/// Longest Anthropic header value passed on (a beta list is a few hundred bytes).
+const MAX_ANTHROPIC_HEADER: usize = 4096;
+
+/// The client's [`ANTHROPIC_HEADERS`] that are visible text of a sane length (each value of a
+/// repeated header).
+pub(crate) fn anthropic(headers: &HeaderMap) -> Vec<(&'static str, String)> {
+    ANTHROPIC_HEADERS
+        .iter()
+        .flat_map(|name| {
+            headers
+                .get_all(*name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter(|v| v.len() <= MAX_ANTHROPIC_HEADER)
+                .map(move |v| (*name, v.to_owned()))
+        })
+        .collect()
+}
+
 /// The bearer token of `Authorization`, when there is a non-empty one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;

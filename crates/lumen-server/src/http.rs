@@ -26,11 +26,12 @@ use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
 use crate::metrics::Metrics;
+use lumen_anthropic_types::MessagesRequest;
 use lumen_anthropic_types::translate::{self, TranslateOptions};
-use lumen_anthropic_types::{MessagesRequest, StreamTranslator};
+use lumen_gateway::messages::MessagesCall;
 use lumen_gateway::operation::{
-    Chat, Classify, Completions, Detokenize, Embeddings, Operation, Pooling, Rerank, RerankBare,
-    RerankPath, RerankV2, Score, ScoreBare, Tokenize,
+    Chat, Classify, Completions, Detokenize, Embeddings, Messages, Operation, Pooling, Rerank,
+    RerankBare, RerankPath, RerankV2, Score, ScoreBare, Tokenize,
 };
 use lumen_gateway::policy::Principal;
 use lumen_gateway::{Answer, Call, Served};
@@ -683,10 +684,12 @@ impl Api {
         })
     }
 
-    /// `POST /v1/messages`: Anthropic's Messages API, translated to a chat completion and
-    /// run through the same pipeline as chat (keys, model lists, limits, cache, retries,
-    /// fallbacks, continuation, billing on the engine's usage); the answer, its stream and its
-    /// errors are written back in Anthropic's shape.
+    /// `POST /v1/messages`: Anthropic's Messages API through the same pipeline as chat (keys,
+    /// model lists, limits, cache, retries, fallbacks, billing on the engine's usage). The body
+    /// is checked and translated here, once; each attempt then forwards the client's bytes to
+    /// an engine that serves the API (with its `anthropic-version` and `anthropic-beta`), or
+    /// the translation to one that does not (`lumen_gateway::messages`). The answer, its
+    /// stream and its errors are in Anthropic's shape either way.
     async fn messages<B>(
         &self,
         req: Request<B>,
@@ -700,44 +703,27 @@ impl Api {
     {
         let cache_control = req.headers().get(CACHE_CONTROL).cloned();
         let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let mut cx = cx;
+        cx.headers = headers::anthropic(req.headers());
         let settings = self.gw.settings();
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
         let request = MessagesRequest::parse(&body)?;
         let translated = translate::to_chat(&request, &TranslateOptions::default())?;
-        drop(request);
-        Chat::validate(&translated.request, settings.max_n)?;
         let body_len = body.len();
-        drop(body);
+        let r = MessagesCall::new(body, &request, translated)
+            .map_err(|e| RequestError::invalid(e.to_string(), "model"))?;
+        drop(request);
+        Messages::validate(&r, settings.max_n)?;
         let call = Call {
             principal: &principal,
             body_len,
             cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
             priority: priority.as_ref().and_then(|v| v.to_str().ok()),
         };
-        let reply = translated.reply;
-        Ok(
-            match self
-                .gw
-                .core()
-                .serve::<Chat>(translated.request, call, cx)
-                .await?
-            {
-                Served::Stream { stream, rate } => self.sse(
-                    stream,
-                    request_id,
-                    rate,
-                    AnthropicFrames::new(StreamTranslator::new(reply)),
-                ),
-                Served::Answer(mut answer) => {
-                    let chat: ChatCompletionResponse = serde_json::from_slice(&answer.json)
-                        .map_err(|e| translation_failed(&e.to_string()))?;
-                    let message = translate::reply_from_chat(&chat, &reply)
-                        .map_err(|e| translation_failed(&e.to_string()))?;
-                    answer.json = Bytes::from(message.to_json());
-                    Outcome::Done(answer_response(answer, request_id))
-                }
-            },
-        )
+        Ok(match self.gw.core().serve::<Messages>(r, call, cx).await? {
+            Served::Stream { stream, rate } => self.sse(stream, request_id, rate, AnthropicFrames),
+            Served::Answer(answer) => Outcome::Done(answer_response(answer, request_id)),
+        })
     }
 
     /// `POST /v1/responses`: OpenAI's Responses API, translated to a chat completion and run

@@ -50,6 +50,21 @@ impl Relayed {
     where
         T: Serialize + HasUsage + serde::de::DeserializeOwned + Default,
     {
+        // An event that is not OpenAI-shaped (Anthropic's) says how much text it carries
+        // itself; its answer's final usage is the engine's count of everything relayed.
+        if chunk.raw().is_none() {
+            if let Some(bytes) = chunk.get().output_bytes() {
+                let c = self.slot(0);
+                if bytes > 0 {
+                    c.bytes = c.bytes.saturating_add(bytes);
+                    c.chunks += 1;
+                }
+                if let Some((_, output)) = chunk.tokens().filter(|_| chunk.is_usage_only()) {
+                    c.engine = Some(c.engine.map_or(output, |e| e.max(output)));
+                }
+                return;
+            }
+        }
         let (mut seen, mut last) = (0u32, 0u32);
         chunk.outputs(|index, bytes| {
             let c = self.slot(index);

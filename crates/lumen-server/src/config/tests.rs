@@ -377,6 +377,50 @@ fn stream_continuation_from_a_file_and_the_environment() {
     });
 }
 
+/// Which engines get Messages requests as they came: by `kind` unless set.
+#[test]
+fn native_messages_defaults_by_kind() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "lumen.toml",
+            r#"
+            [[backends]]
+            url = "http://10.0.0.1:8000"
+            [[backends]]
+            url = "http://10.0.0.2:8000"
+            kind = "sglang"
+            [[backends]]
+            url = "http://10.0.0.3:8080"
+            kind = "llamacpp"
+            [[backends]]
+            url = "http://10.0.0.4:8080"
+            kind = "tgi"
+            [[backends]]
+            url = "http://10.0.0.5:11434"
+            kind = "ollama"
+            [[backends]]
+            url = "http://10.0.0.6:8000"
+            kind = "openai-compatible"
+            [[backends]]
+            url = "http://10.0.0.7:8000"
+            native_messages = false
+            [[backends]]
+            url = "http://10.0.0.8:8000"
+            kind = "ollama"
+            native_messages = true
+            "#,
+        )?;
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        let native: Vec<bool> = cfg
+            .backends
+            .iter()
+            .map(BackendConfig::effective_native_messages)
+            .collect();
+        assert_eq!(native, [true, true, true, false, false, false, false, true]);
+        Ok(())
+    });
+}
+
 /// The connection deadlines are read from the file and the environment, and 0 (no deadline,
 /// or every connection closed at once) is refused like `body_read_timeout_ms`.
 #[test]

@@ -42,3 +42,25 @@ fn session_is_x_session_id_then_the_agent_clients_headers() {
         None
     );
 }
+
+#[test]
+fn anthropic_headers_are_passed_on_and_nothing_else() {
+    let mut h = HeaderMap::new();
+    h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    h.append("anthropic-beta", HeaderValue::from_static("a-2025"));
+    h.append("anthropic-beta", HeaderValue::from_static("b-2025"));
+    h.insert("x-api-key", HeaderValue::from_static("secret"));
+    h.insert(
+        "anthropic-version",
+        HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+    );
+    let got = super::anthropic(&h);
+    assert_eq!(
+        got,
+        [
+            ("anthropic-beta", "a-2025".to_owned()),
+            ("anthropic-beta", "b-2025".to_owned())
+        ],
+        "a value that is not visible text is left out"
+    );
+}
