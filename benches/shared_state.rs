@@ -143,10 +143,43 @@ async fn main() {
     const CONNS: usize = 32;
     const SECS: u64 = 5;
     println!("closed loop, {CONNS} connections, {SECS} s a run, each run twice (alternated)");
+    let redis_cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if redis.is_some() {
+        redis_cli(&["CONFIG", "RESETSTAT"]);
+    }
     let mut rates = vec![Vec::new(); runs.len()];
     for _ in 0..2 {
         for (i, (_, addr, h)) in runs.iter().enumerate() {
             rates[i].push(throughput(*addr, PATH, BODY, h, CONNS, SECS).await);
+        }
+    }
+    // What each request costs Redis: its commands, per request of the Redis runs.
+    if let (Some(_), Some(rate)) = (redis.as_ref(), rates.get(2)) {
+        let served = rate.iter().sum::<f64>() * SECS as f64;
+        if let Some(stats) = redis_cli(&["INFO", "commandstats"]) {
+            println!("  Redis commands per request on the Redis runs ({served:.0} requests):");
+            for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
+                let (name, rest) = line.split_once(':').unwrap_or((line, ""));
+                let field = |f: &str| {
+                    rest.split(',')
+                        .find_map(|kv| kv.strip_prefix(f))
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                println!(
+                    "    {:<16} {:>6.2} a request, {:>6.1} µs each",
+                    name.trim_start_matches("cmdstat_"),
+                    field("calls=") / served,
+                    field("usec_per_call=")
+                );
+            }
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
