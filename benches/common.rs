@@ -1,10 +1,46 @@
-//! Shared by the benchmarks: a sequential keep-alive client that measures latencies.
+//! Shared by the benchmarks: keep-alive clients that measure latencies (sequential) and
+//! throughput (a closed loop over several connections).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
+
+/// One keep-alive HTTP/1.1 connection to `addr`, `TCP_NODELAY` on.
+async fn connect(addr: std::net::SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One POST of `body` on `sender`, its answer read whole; panics on anything but a 200.
+async fn post<K: AsRef<str>, V: AsRef<str>>(
+    sender: &mut SendRequest<Full<Bytes>>,
+    path: &str,
+    body: &'static str,
+    headers: &[(K, V)],
+) {
+    let mut req = http::Request::post(path)
+        .header("host", "bench")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(k.as_ref(), v.as_ref());
+    }
+    let req = req
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    sender.ready().await.unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+}
 
 /// `n` sequential POSTs of `body` to `path` on one keep-alive connection; sorted latencies.
 pub async fn latencies(
@@ -14,29 +50,11 @@ pub async fn latencies(
     headers: &[(&str, &str)],
     n: usize,
 ) -> Vec<Duration> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect(addr).await;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut req = http::Request::post(path)
-            .header("host", "bench")
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .unwrap();
         let start = Instant::now();
-        sender.ready().await.unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
+        post(&mut sender, path, body, headers).await;
         out.push(start.elapsed());
     }
     out.sort();
@@ -70,28 +88,10 @@ pub async fn throughput(
         .map(|_| {
             let headers = headers.clone();
             tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
+                let mut sender = connect(addr).await;
                 let mut done = 0u64;
                 while Instant::now() < end {
-                    let mut req = http::Request::post(path)
-                        .header("host", "bench")
-                        .header("content-type", "application/json");
-                    for (k, v) in &headers {
-                        req = req.header(k.as_str(), v.as_str());
-                    }
-                    let req = req
-                        .body(Full::new(Bytes::from_static(body.as_bytes())))
-                        .unwrap();
-                    sender.ready().await.unwrap();
-                    let resp = sender.send_request(req).await.unwrap();
-                    assert_eq!(resp.status(), 200);
-                    resp.into_body().collect().await.unwrap();
+                    post(&mut sender, path, body, &headers).await;
                     done += 1;
                 }
                 done

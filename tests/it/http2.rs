@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lumen_server::config::{AdmissionConfig, Http2Config};
@@ -55,14 +55,7 @@ fn chat(addr: SocketAddr, body: &str) -> Request<Full<Bytes>> {
 async fn h2_send(send: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
     let fut = async {
         send.ready().await.unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Reply::read(send.send_request(req).await.unwrap()).await
     };
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await

@@ -225,6 +225,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole response (any protocol) into a [`Reply`].
+    pub async fn read(resp: http::Response<hyper::body::Incoming>) -> Self {
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -270,16 +281,7 @@ pub async fn send(method: Method, url: &str, body: &str, headers: &[(&str, &str)
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-    let fut = async {
-        let resp = client().request(req).await.unwrap();
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    };
+    let fut = async { Reply::read(client().request(req).await.unwrap()).await };
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .expect("request timed out")
