@@ -351,6 +351,50 @@ pub async fn streams(
     }
 }
 
+/// `n` streams, each on a new connection of its own, all sent at once: each one's time to
+/// first byte from the burst's start (so the listen queue and SYN retransmits count). A stream
+/// that is refused, not a 200, or cut before its end is an error.
+pub async fn burst(addr: SocketAddr, body: &'static str, n: usize) -> Stats {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = Conn::new(addr);
+                let resp = c.send(body, &[]).await?;
+                if resp.status() != 200 {
+                    return None;
+                }
+                let mut body = resp.into_body();
+                let mut first = None;
+                let mut done = false;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.ok()?;
+                    if let Some(data) = frame.data_ref() {
+                        if first.is_none() && !data.is_empty() {
+                            first = Some(start.elapsed());
+                        }
+                        done |= data.windows(12).any(|w| w == b"data: [DONE]");
+                    }
+                }
+                first.filter(|_| done)
+            })
+        })
+        .collect();
+    let mut out = Stats::default();
+    for t in tasks {
+        match t.await {
+            Ok(Some(f)) => {
+                out.ok += 1;
+                out.lat.push(f);
+            }
+            _ => out.errors += 1,
+        }
+    }
+    out.elapsed = start.elapsed();
+    out.lat.sort();
+    out
+}
+
 /// `total` requests through `conns` connections, sampling RSS every tenth of the way.
 pub async fn soak(
     addr: SocketAddr,

@@ -8,6 +8,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod burst;
 mod fleet;
 mod load;
 mod procs;
@@ -60,6 +61,9 @@ enum Command {
     /// Lumen replicas, three workloads open loop at shares of the fleet's capacity; time to
     /// first token, throughput, prefix-cache hit rate and load imbalance (benches/fleet.sh).
     Fleet(fleet::FleetArgs),
+    /// Many streams opened at once, straight to the engine and through Lumen: time to first
+    /// byte, errors, and Lumen's RSS idle, with the burst open and after it (issue 24).
+    Burst(burst::BurstArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lumen-bench fleet: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Burst(burst)) = args.command.clone() {
+        return match rt.block_on(async {
+            let dir = bin_dir(&args)?;
+            burst::run(burst, &dir).await
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lumen-bench burst: {e}");
                 ExitCode::FAILURE
             }
         };

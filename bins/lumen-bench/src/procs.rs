@@ -43,6 +43,20 @@ impl Proc {
         self.status_kb("VmRSS:")
     }
 
+    /// Reads the RSS (KB) without borrowing the process: for a sampling task.
+    pub fn rss_sampler(&self) -> impl Fn() -> u64 + Send + 'static {
+        let path = format!("/proc/{}/status", self.pid);
+        move || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }
+    }
+
     /// Threads of the process (the `Threads:` line of its status).
     pub fn threads(&self) -> u64 {
         self.status_kb("Threads:")

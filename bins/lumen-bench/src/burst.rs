@@ -1,0 +1,125 @@
+//! `lumen-bench burst`: many streams opened at once (issue 24), straight to the engine and
+//! through Lumen, each on its own connection as a retry storm or a fleet of agents opens them.
+//!
+//! Prints time to first byte (from the burst's start, so accept queues and SYN retransmits
+//! count), errors, and Lumen's RSS idle, at the peak of the burst, and five seconds after it,
+//! with the kilobytes each open stream cost. Lumen's admission is set to let the whole burst in.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::load;
+use crate::procs;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BurstArgs {
+    /// Streams opened at once.
+    #[arg(long, default_value_t = 3_000)]
+    streams: usize,
+    /// Tokens per stream.
+    #[arg(long, default_value_t = 40)]
+    tokens: u32,
+    /// Milliseconds between tokens (40 at 50 ms keeps a stream open about 2 s).
+    #[arg(long, default_value_t = 50)]
+    itl_ms: u64,
+    /// `NAME=VALUE` added to Lumen's environment (allocator options, say); repeatable.
+    #[arg(long = "lumen-env")]
+    lumen_env: Vec<String>,
+}
+
+/// The request every stream sends: the simulator's per-request pace, forwarded by Lumen.
+fn body(args: &BurstArgs) -> &'static str {
+    let s = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hello there"}}],"max_tokens":{},"stream":true,"sim":{{"itl_ms":{}}}}}"#,
+        args.tokens, args.itl_ms
+    );
+    Box::leak(s.into_boxed_str())
+}
+
+/// Samples `proc`'s RSS every 20 ms until `stop`, keeping the highest (KB).
+fn sample_peak(proc: &procs::Proc, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let rss = proc.rss_sampler();
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(rss());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    })
+}
+
+pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
+    let sim = procs::start_sim(dir).await?;
+    let addr = procs::reserve_addr()?;
+    let n = args.streams;
+    let config = std::env::temp_dir().join(format!("lumen-burst-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\n\n[admission]\nmax_concurrent = {}\nqueue_size = {}\n\n\
+             [log]\nlevel = \"warn\"\n\n[[backends]]\nname = \"sim\"\nurl = \"http://{}\"\n",
+            n + 64,
+            n,
+            sim.addr
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let envs: Vec<(String, String)> = args
+        .lumen_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let lumen = procs::start_lumen_file(dir, &config, addr, &envs).await;
+    let _ = std::fs::remove_file(&config);
+    let lumen = lumen?;
+    let body = body(&args);
+    // Warm both (connections, first allocations), then let Lumen settle before "idle".
+    load::burst(sim.addr, body, 16).await;
+    load::burst(lumen.addr, body, 16).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = lumen.rss_kb();
+
+    let direct = load::burst(sim.addr, body, n).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = sample_peak(&lumen, stop.clone());
+    let via = load::burst(lumen.addr, body, n).await;
+    stop.store(true, Ordering::Relaxed);
+    let open = peak.await.unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = lumen.rss_kb();
+    let fds = lumen.fds();
+
+    println!(
+        "# Burst: {n} streams opened at once ({} tokens at {} ms)\n",
+        args.tokens, args.itl_ms
+    );
+    println!("| | answered | errors | TTFB p50 (ms) | TTFB p99 (ms) | TTFB max (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, s) in [("straight to the engine", &direct), ("through Lumen", &via)] {
+        println!(
+            "| {name} | {} | {} | {:.0} | {:.0} | {:.0} |",
+            s.ok,
+            s.errors,
+            s.pct(0.5),
+            s.pct(0.99),
+            s.pct(1.0)
+        );
+    }
+    let per_stream = (open.saturating_sub(idle)) as f64 / n as f64;
+    println!(
+        "\nLumen's RSS: idle {:.1} MB, peak with the burst open {:.1} MB ({per_stream:.1} KB a \
+         stream), 5 s after it {:.1} MB ({:.2}x idle, {fds} descriptors open)",
+        idle as f64 / 1024.0,
+        open as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after as f64 / idle.max(1) as f64
+    );
+    drop((lumen, sim));
+    Ok(())
+}
