@@ -10,7 +10,7 @@ use lumen_openai_types::Model;
 
 use crate::config::{CacheAwareConfig, GovernanceConfig, InvalidConfig, Policy};
 use crate::index::{MAX_TRACKED, PrefixIndex};
-use crate::load::{self, EngineState, Load};
+use crate::load::{self, Backlog, EngineState, Load};
 use crate::prefix::PromptKey;
 use crate::{AUTO, GovernanceError, hash, policy};
 
@@ -33,7 +33,14 @@ pub struct Slot<B> {
     engine: EngineState,
     /// This backend's bit in the cache-aware indexes; `None` past the 64th backend.
     bit: Option<u8>,
+    /// Prefill sent and likely not done yet (see `load::Backlog`).
+    backlog: Mutex<Backlog>,
+    /// Prompt bytes of the requests in flight: the backlog never exceeds them.
+    live_bytes: AtomicU64,
 }
+
+/// What a request whose prompt Lumen did not read adds to a backlog: about a 500-token prompt.
+pub(crate) const UNREAD_PROMPT_BYTES: u32 = 2048;
 
 impl<B> Slot<B> {
     /// The engine's own load reports, for the scrape loop to write and reports to read.
@@ -54,6 +61,17 @@ impl<B> Slot<B> {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of prefill Lumen sent this backend that it has likely not done yet, at `now_ms`,
+    /// the engine prefilling `rate` bytes per millisecond; never more than is in flight.
+    pub fn backlog(&self, now_ms: u64, rate: f64) -> f64 {
+        let fluid = self
+            .backlog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .at(now_ms, rate);
+        fluid.min(self.live_bytes.load(Ordering::Relaxed) as f64)
     }
 
     /// False while health checks or a circuit breaker keep the backend out of rotation.
@@ -83,12 +101,20 @@ impl<B> std::fmt::Debug for Slot<B> {
 /// streams, errors and cancellation.
 pub struct Lease<B> {
     slot: Arc<Slot<B>>,
+    /// Prompt bytes it added to the slot's backlog (counted in `live_bytes` until dropped).
+    bytes: u32,
 }
 
 impl<B> Lease<B> {
-    fn new(slot: Arc<Slot<B>>) -> Self {
+    fn new(slot: Arc<Slot<B>>, bytes: u32, now_ms: u64, rate: f64) -> Self {
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self { slot }
+        slot.live_bytes
+            .fetch_add(u64::from(bytes), Ordering::Relaxed);
+        {
+            let mut b = slot.backlog.lock().unwrap_or_else(PoisonError::into_inner);
+            *b = b.add(now_ms, rate, f64::from(bytes));
+        }
+        Self { slot, bytes }
     }
 
     pub fn slot(&self) -> &Arc<Slot<B>> {
@@ -106,6 +132,9 @@ impl<B> Deref for Lease<B> {
 impl<B> Drop for Lease<B> {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.slot
+            .live_bytes
+            .fetch_sub(u64::from(self.bytes), Ordering::Relaxed);
     }
 }
 
@@ -373,6 +402,8 @@ impl<B: Clone> Router<B> {
                             discovered: AtomicBool::new(fixed),
                             engine: EngineState::default(),
                             bit: free_bit(),
+                            backlog: Mutex::new(Backlog::default()),
+                            live_bytes: AtomicU64::new(0),
                         }),
                         fixed: spec.models,
                         discovered: Vec::new(),
@@ -576,7 +607,7 @@ impl<B: Clone> Router<B> {
         };
         let policy = cfg.policy_for(public, engine);
         let index_key = if passthrough { "" } else { engine };
-        let slot = self
+        let (slot, bytes) = self
             .pick(&t, pool, policy, req, index_key, &|b| usable(b, engine))
             .ok_or_else(|| GovernanceError::NoHealthyBackend {
                 model: public.to_owned(),
@@ -586,7 +617,7 @@ impl<B: Clone> Router<B> {
             engine_model: engine.to_owned(),
             policy,
             passthrough,
-            lease: Lease::new(slot),
+            lease: Lease::new(slot, bytes, req.now_ms, cfg.signals.prefill_bytes_per_ms),
         })
     }
 
@@ -598,7 +629,7 @@ impl<B: Clone> Router<B> {
         req: &RouteRequest<'_>,
         index_key: &str,
         ok: &dyn Fn(&B) -> bool,
-    ) -> Option<Arc<Slot<B>>> {
+    ) -> Option<(Arc<Slot<B>>, u32)> {
         let slot = |k: usize| &t.members[pool.members[k]].slot;
         let usable = |k: &usize| slot(*k).is_available() && ok(&slot(*k).backend);
         // Prefer available backends this request has not tried; then available ones it has.
@@ -617,6 +648,11 @@ impl<B: Clone> Router<B> {
             weight: &|k| slot(k).weight,
             node: &|k| slot(k).name_hash,
         };
+        // What the chosen engine must prefill: the whole prompt unless `cache_aware` knows
+        // better.
+        let mut bytes = req
+            .prompt
+            .map_or(UNREAD_PROMPT_BYTES, PromptKey::prompt_len);
         let chosen = match policy {
             Policy::RoundRobin => policy::round_robin(&view, &pool.schedule, &pool.cursor),
             Policy::LeastInFlight => policy::least_in_flight(&view, &pool.cursor),
@@ -632,32 +668,50 @@ impl<B: Clone> Router<B> {
                 }
                 None => policy::least_in_flight(&view, &pool.cursor),
             },
-            Policy::LoadAware => {
-                let loads = self.loads(t, pool, &cands, req.now_ms);
-                cands[policy::load_aware(&loads, t.cfg.signals.kv_weight, &pool.cursor)]
-            }
+            Policy::LoadAware => self.load_aware(t, pool, &cands, req.now_ms, bytes),
             Policy::CacheAware => match req.prompt {
-                Some(prompt) => self.cache_aware(t, pool, &cands, prompt, req.now_ms, index_key),
-                None => {
-                    let loads = self.loads(t, pool, &cands, req.now_ms);
-                    cands[policy::load_aware(&loads, t.cfg.signals.kv_weight, &pool.cursor)]
+                Some(prompt) => {
+                    let (k, uncached) =
+                        self.cache_aware(t, pool, &cands, prompt, req.now_ms, index_key);
+                    bytes = uncached;
+                    k
                 }
+                None => self.load_aware(t, pool, &cands, req.now_ms, bytes),
             },
         };
-        Some(slot(chosen).clone())
+        Some((slot(chosen).clone(), bytes))
     }
 
-    /// Each candidate's load now (see `load::estimate`).
-    fn loads(&self, t: &Table<B>, pool: &Pool, cands: &[usize], now_ms: u64) -> Vec<Load> {
-        let stale = t.cfg.signals.stale_ms;
-        cands
+    /// `load_aware`: the lowest expected wait by each candidate's backlog and KV use, in units
+    /// of this request's prompt.
+    fn load_aware(
+        &self,
+        t: &Table<B>,
+        pool: &Pool,
+        cands: &[usize],
+        now_ms: u64,
+        bytes: u32,
+    ) -> usize {
+        let (stale, rate) = (t.cfg.signals.stale_ms, t.cfg.signals.prefill_bytes_per_ms);
+        let slot = |k: usize| &t.members[pool.members[k]].slot;
+        let loads: Vec<Load> = cands.iter().map(|&k| slot(k).load(now_ms, stale)).collect();
+        let backlog: Vec<f64> = cands
             .iter()
-            .map(|&k| t.members[pool.members[k]].slot.load(now_ms, stale))
-            .collect()
+            .map(|&k| slot(k).backlog(now_ms, rate))
+            .collect();
+        let i = policy::load_aware(
+            &loads,
+            &backlog,
+            f64::from(bytes),
+            t.cfg.signals.kv_weight,
+            &pool.cursor,
+        );
+        cands[i]
     }
 
     /// `cache_aware`: reads the model's index for how deep each candidate holds the prompt,
-    /// decides (`policy::cache_aware`), and records where the prompt went.
+    /// decides (`policy::cache_aware`), and records where the prompt went. Returns the
+    /// choice and what it must prefill there.
     fn cache_aware(
         &self,
         t: &Table<B>,
@@ -666,7 +720,7 @@ impl<B: Clone> Router<B> {
         prompt: &PromptKey,
         now_ms: u64,
         index_key: &str,
-    ) -> usize {
+    ) -> (usize, u32) {
         let cfg = &t.cfg;
         let slot = |k: usize| &t.members[pool.members[k]].slot;
         let index = self.index(index_key, &cfg.cache_aware);
@@ -683,7 +737,7 @@ impl<B: Clone> Router<B> {
             Some((_, len)) if shared => len,
             _ => 0,
         };
-        let stale = cfg.signals.stale_ms;
+        let (stale, rate) = (cfg.signals.stale_ms, cfg.signals.prefill_bytes_per_ms);
         let view: Vec<policy::Candidate> = cands
             .iter()
             .map(|&k| {
@@ -693,6 +747,7 @@ impl<B: Clone> Router<B> {
                     weight: s.weight,
                     load: s.load(now_ms, stale),
                     depth: depths.of(s.bit),
+                    backlog: s.backlog(now_ms, rate),
                 }
             })
             .collect();
@@ -700,21 +755,24 @@ impl<B: Clone> Router<B> {
             queue_slack: f64::from(cfg.signals.queue_slack),
             kv_threshold: cfg.signals.kv_threshold,
             kv_weight: cfg.signals.kv_weight,
-            load_factor: cfg.prefix_load_factor,
             min_gain: crate::prefix::FIRST_BLOCK,
+            agreement: AGREEMENT,
         };
-        let (i, _why) = policy::cache_aware(
+        let d = policy::cache_aware(
             &view,
-            prompt.placement(shared),
-            discount,
-            prompt.session.is_some(),
+            &policy::Prompt {
+                key: prompt.placement(shared),
+                len: prompt.prompt_len(),
+                discount,
+                strong: prompt.session.is_some(),
+            },
             &thresholds,
         );
-        let chosen = cands[i];
+        let chosen = cands[d.index];
         if let Some(bit) = slot(chosen).bit {
             index.record(prompt, bit, now_ms);
         }
-        chosen
+        (chosen, d.uncached)
     }
 
     /// The cache-aware index of one engine model, created on first use.
@@ -769,6 +827,10 @@ impl<B: Clone> Router<B> {
         load::saturated(&loads, threshold)
     }
 }
+
+/// `cache_aware`: what leaving the hash's choice for a prompt nobody holds costs, in its own
+/// bytes (see `policy::Thresholds::agreement`).
+const AGREEMENT: f64 = 1.0;
 
 /// Why a public id has no pool: not ready (503) when an engine reported it earlier, or when
 /// the configuration names it while an engine that could serve it has not answered discovery

@@ -106,28 +106,40 @@ fn a_queued_engine_is_avoided_and_a_stale_report_is_not_believed() {
 }
 
 #[test]
-fn load_aware_reads_the_engines_and_lumens_own_sends_since() {
+fn load_aware_spreads_a_burst_by_the_prefill_it_sends() {
     let r = fleet(Policy::LoadAware, 3, |_| {});
+    // The gauges say e0 is busy; half a second old and counting decoding requests, they do
+    // not say who will prefill a new prompt first: only Lumen's own sends since do.
     report(&r, "e0", 30.0, 10.0, 1_000);
     report(&r, "e1", 12.0, 0.0, 1_000);
     report(&r, "e2", 9.0, 0.0, 1_000);
+    let route = |now_ms| {
+        r.route(&RouteRequest {
+            model: "m",
+            now_ms,
+            ..RouteRequest::default()
+        })
+        .unwrap()
+        .lease
+    };
     let mut held = Vec::new();
     let mut picks = BTreeMap::new();
     for _ in 0..9 {
-        let route = r
-            .route(&RouteRequest {
-                model: "m",
-                now_ms: 1_200,
-                ..RouteRequest::default()
-            })
-            .unwrap();
-        *picks.entry(route.lease.name.clone()).or_insert(0) += 1;
-        held.push(route.lease);
+        let lease = route(1_200);
+        *picks.entry(lease.name.clone()).or_insert(0) += 1;
+        held.push(lease);
     }
-    // The burst water-fills the two idle-looking engines (9 → 12, then both to 15):
-    // nothing goes to the one with a queue, and no engine takes the whole burst.
-    assert_eq!(picks.get("e0"), None);
-    assert_eq!((picks["e1"], picks["e2"]), (3, 6));
+    assert_eq!((picks["e0"], picks["e1"], picks["e2"]), (3, 3, 3));
+    // Three prompts of 2 KB each, draining at 40 bytes per millisecond: gone in about 150 ms.
+    let backlog =
+        |now_ms| -> Vec<f64> { r.slots().iter().map(|s| s.backlog(now_ms, 40.0)).collect() };
+    assert_eq!(backlog(1_200), vec![6_144.0; 3]);
+    assert_eq!(backlog(1_300), vec![2_144.0; 3]);
+    assert_eq!(backlog(1_400), vec![0.0; 3]);
+    // A request that finished stops counting at once, whatever the drain rate says.
+    held.retain(|l| l.name != "e1");
+    assert_eq!(backlog(1_200), vec![6_144.0, 0.0, 6_144.0]);
+    assert_eq!(route(1_200).name, "e1");
 }
 
 #[test]
