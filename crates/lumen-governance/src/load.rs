@@ -195,42 +195,6 @@ pub fn kv_barrier(load: &Load, kv_weight: f64) -> f64 {
     kv_weight * k / (1.0 - k)
 }
 
-/// Prefill Lumen has sent a backend that the engine has likely not done yet, in prompt bytes.
-///
-/// Time to first token is mostly the prefill queued ahead: an engine prefills one budget of
-/// tokens per step, first come first served, while decoding sequences cost each step little.
-/// So a backend with ten requests decoding and none prefilling answers a new prompt sooner
-/// than one that was sent a long prompt a moment ago; counts of requests in flight (and the
-/// engines' `running`/`waiting`, scraped every half second while a prefill takes a fraction
-/// of that) cannot tell them apart. This is a fluid queue: each request adds the bytes the
-/// engine must prefill for it (the prompt less what its cache holds), and the queue drains at
-/// the engine's prefill rate (`routing.signals.prefill_bytes_per_ms`). The caller caps it by
-/// the bytes of requests still in flight, so one that finished never counts, whatever the
-/// rate says. Pure: the slot stores it and the clock is passed in.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Backlog {
-    /// Bytes left at `at_ms`.
-    pub bytes: f64,
-    pub at_ms: u64,
-}
-
-impl Backlog {
-    /// Bytes left at `now_ms`, draining at `rate` bytes per millisecond.
-    pub fn at(&self, now_ms: u64, rate: f64) -> f64 {
-        let elapsed = now_ms.saturating_sub(self.at_ms) as f64;
-        (self.bytes - rate * elapsed).max(0.0)
-    }
-
-    /// The queue after `bytes` more were sent at `now_ms`.
-    #[must_use]
-    pub fn add(&self, now_ms: u64, rate: f64, bytes: f64) -> Self {
-        Self {
-            bytes: self.at(now_ms, rate) + bytes.max(0.0),
-            at_ms: now_ms.max(self.at_ms),
-        }
-    }
-}
-
 /// Whether every backend of a pool is queueing at least `threshold` requests, by fresh
 /// reports: then a new request waits in Lumen (where it can still go to whichever engine
 /// frees first, and has a deadline) rather than in one engine's queue. A backend without a

@@ -10,7 +10,7 @@ use lumen_openai_types::Model;
 
 use crate::config::{CacheAwareConfig, GovernanceConfig, InvalidConfig, Policy};
 use crate::index::{MAX_TRACKED, PrefixIndex};
-use crate::load::{self, Backlog, EngineState, Load};
+use crate::load::{self, EngineState, Load};
 use crate::prefix::PromptKey;
 use crate::{AUTO, GovernanceError, hash, policy};
 
@@ -33,10 +33,9 @@ pub struct Slot<B> {
     engine: EngineState,
     /// This backend's bit in the cache-aware indexes; `None` past the 64th backend.
     bit: Option<u8>,
-    /// Prefill sent and likely not done yet (see `load::Backlog`).
-    backlog: Mutex<Backlog>,
-    /// Prompt bytes of the requests in flight: the backlog never exceeds them.
-    live_bytes: AtomicU64,
+    /// Prompt bytes Lumen sent that the engine has not prefilled yet: the sum over its
+    /// requests here that have no first byte back (see [`Lease::prefilled`]).
+    backlog: AtomicU64,
 }
 
 /// What a request whose prompt Lumen did not read adds to a backlog: about a 500-token prompt.
@@ -63,15 +62,13 @@ impl<B> Slot<B> {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Bytes of prefill Lumen sent this backend that it has likely not done yet, at `now_ms`,
-    /// the engine prefilling `rate` bytes per millisecond; never more than is in flight.
-    pub fn backlog(&self, now_ms: u64, rate: f64) -> f64 {
-        let fluid = self
-            .backlog
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .at(now_ms, rate);
-        fluid.min(self.live_bytes.load(Ordering::Relaxed) as f64)
+    /// Bytes of prefill queued here by Lumen: what its requests on this backend that have not
+    /// received their first byte yet must have prefilled (their uncached part when
+    /// `cache_aware` knows it, else their prompt's length). Exact for Lumen's own traffic: an
+    /// engine answers (the first chunk of a stream, or the whole answer) only once it has
+    /// prefilled the prompt, so no drain rate is guessed.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// False while health checks or a circuit breaker keep the backend out of rotation.
@@ -96,29 +93,38 @@ impl<B> std::fmt::Debug for Slot<B> {
     }
 }
 
-/// A request counted as in flight on a backend until dropped. Move it into whatever lives as
-/// long as the request (the response future or the stream) so the count stays exact through
+/// A request counted as in flight on a backend until dropped, and its prompt as queued for
+/// prefill there until [`prefilled`](Self::prefilled) or the drop. Move it into whatever lives
+/// as long as the request (the response future or the stream) so the counts stay exact through
 /// streams, errors and cancellation.
 pub struct Lease<B> {
     slot: Arc<Slot<B>>,
-    /// Prompt bytes it added to the slot's backlog (counted in `live_bytes` until dropped).
-    bytes: u32,
+    /// Prompt bytes it still holds in the slot's backlog: 0 once prefilled.
+    prefill: u32,
 }
 
 impl<B> Lease<B> {
-    fn new(slot: Arc<Slot<B>>, bytes: u32, now_ms: u64, rate: f64) -> Self {
+    fn new(slot: Arc<Slot<B>>, prefill: u32) -> Self {
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
-        slot.live_bytes
-            .fetch_add(u64::from(bytes), Ordering::Relaxed);
-        {
-            let mut b = slot.backlog.lock().unwrap_or_else(PoisonError::into_inner);
-            *b = b.add(now_ms, rate, f64::from(bytes));
-        }
-        Self { slot, bytes }
+        slot.backlog
+            .fetch_add(u64::from(prefill), Ordering::Relaxed);
+        Self { slot, prefill }
     }
 
     pub fn slot(&self) -> &Arc<Slot<B>> {
         &self.slot
+    }
+
+    /// The engine's first byte arrived (a stream's first chunk, or a whole answer), or the
+    /// attempt ended without one: its prefill is no longer queued there. Idempotent; the drop
+    /// does it too, so an error, a timeout or a cancelled request never leaves bytes behind.
+    pub fn prefilled(&mut self) {
+        let bytes = std::mem::take(&mut self.prefill);
+        if bytes > 0 {
+            self.slot
+                .backlog
+                .fetch_sub(u64::from(bytes), Ordering::Relaxed);
+        }
     }
 }
 
@@ -131,10 +137,8 @@ impl<B> Deref for Lease<B> {
 
 impl<B> Drop for Lease<B> {
     fn drop(&mut self) {
+        self.prefilled();
         self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.slot
-            .live_bytes
-            .fetch_sub(u64::from(self.bytes), Ordering::Relaxed);
     }
 }
 
@@ -162,7 +166,7 @@ pub struct RouteRequest<'a> {
     pub prefix: Option<&'a [u8]>,
     /// Slot ids already tried by this request; avoided while another backend exists.
     pub exclude: &'a [u64],
-    /// The prompt's blocks and keys, for `cache_aware`.
+    /// The prompt's blocks and keys, for `cache_aware` (and its length, for `load_aware`).
     pub prompt: Option<&'a PromptKey>,
     /// Now, in milliseconds on the clock the engine reports are stamped with (the core's).
     pub now_ms: u64,
@@ -402,8 +406,7 @@ impl<B: Clone> Router<B> {
                             discovered: AtomicBool::new(fixed),
                             engine: EngineState::default(),
                             bit: free_bit(),
-                            backlog: Mutex::new(Backlog::default()),
-                            live_bytes: AtomicU64::new(0),
+                            backlog: AtomicU64::new(0),
                         }),
                         fixed: spec.models,
                         discovered: Vec::new(),
@@ -617,7 +620,7 @@ impl<B: Clone> Router<B> {
             engine_model: engine.to_owned(),
             policy,
             passthrough,
-            lease: Lease::new(slot, bytes, req.now_ms, cfg.signals.prefill_bytes_per_ms),
+            lease: Lease::new(slot, bytes),
         })
     }
 
@@ -692,13 +695,10 @@ impl<B: Clone> Router<B> {
         now_ms: u64,
         bytes: u32,
     ) -> usize {
-        let (stale, rate) = (t.cfg.signals.stale_ms, t.cfg.signals.prefill_bytes_per_ms);
+        let stale = t.cfg.signals.stale_ms;
         let slot = |k: usize| &t.members[pool.members[k]].slot;
         let loads: Vec<Load> = cands.iter().map(|&k| slot(k).load(now_ms, stale)).collect();
-        let backlog: Vec<f64> = cands
-            .iter()
-            .map(|&k| slot(k).backlog(now_ms, rate))
-            .collect();
+        let backlog: Vec<f64> = cands.iter().map(|&k| slot(k).backlog() as f64).collect();
         let i = policy::load_aware(
             &loads,
             &backlog,
@@ -737,7 +737,7 @@ impl<B: Clone> Router<B> {
             Some((_, len)) if shared => len,
             _ => 0,
         };
-        let (stale, rate) = (cfg.signals.stale_ms, cfg.signals.prefill_bytes_per_ms);
+        let stale = cfg.signals.stale_ms;
         let view: Vec<policy::Candidate> = cands
             .iter()
             .map(|&k| {
@@ -747,7 +747,7 @@ impl<B: Clone> Router<B> {
                     weight: s.weight,
                     load: s.load(now_ms, stale),
                     depth: depths.of(s.bit),
-                    backlog: s.backlog(now_ms, rate),
+                    backlog: s.backlog() as f64,
                 }
             })
             .collect();

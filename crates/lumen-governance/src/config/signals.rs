@@ -31,14 +31,6 @@ pub struct SignalsConfig {
     /// Hold requests in Lumen's admission queue (its size, deadline and `Retry-After`) while
     /// every engine of the pool reports at least this many requests waiting. 0: never.
     pub saturation_queue: u32,
-    /// How fast an engine prefills, in prompt bytes per millisecond: the rate at which the
-    /// prefill Lumen sent a backend is taken as done (`load::Backlog`), so the policies that
-    /// read load see the prefill queued ahead of a new request, which is most of its time to
-    /// first token. The default, 40, is about 10,000 tokens a second at about four bytes per
-    /// token (an 8B model on one A100). Too high only forgets a backlog sooner (the policy
-    /// leans on the most recent sends); too low makes it count requests already decoding,
-    /// which is what made counting requests lose to round robin.
-    pub prefill_bytes_per_ms: f64,
 }
 
 impl Default for SignalsConfig {
@@ -52,7 +44,6 @@ impl Default for SignalsConfig {
             kv_threshold: 0.9,
             kv_weight: 1.0,
             saturation_queue: 0,
-            prefill_bytes_per_ms: 40.0,
         }
     }
 }
@@ -84,12 +75,6 @@ impl SignalsConfig {
             return Err(invalid(
                 "routing.signals.kv_weight",
                 "must be a finite number >= 0",
-            ));
-        }
-        if !(self.prefill_bytes_per_ms > 0.0 && self.prefill_bytes_per_ms.is_finite()) {
-            return Err(invalid(
-                "routing.signals.prefill_bytes_per_ms",
-                "must be a finite number > 0",
             ));
         }
         Ok(())

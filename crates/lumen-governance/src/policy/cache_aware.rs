@@ -8,7 +8,7 @@
 //! come first served, while sequences that are decoding cost each step little. Both are
 //! bytes of prompt, so they are compared as such, without thresholds: a conversation leaves
 //! the engine that holds its history only when the prefill queued there exceeds the history
-//! (`load::Backlog`, Lumen's own sends less what the engine has had time to do). (2) A prefix
+//! (`Slot::backlog`, Lumen's own sends that have no first byte back yet). (2) A prefix
 //! shared by many conversations (a common system prompt) is cheap to cache on every engine,
 //! and sending every conversation to the one engine that has it is what makes tree-based
 //! routers hot-spot; so it counts as cached everywhere (the caller passes its length as
@@ -39,7 +39,8 @@ pub(crate) struct Candidate {
     pub(crate) load: Load,
     /// How many leading bytes of the prompt it holds, by the index.
     pub(crate) depth: u32,
-    /// Prefill queued ahead, in prompt bytes (`load::Backlog`, capped by what is in flight).
+    /// Prefill queued ahead, in prompt bytes (`Slot::backlog`: Lumen's requests there that have
+    /// not had their first byte yet).
     pub(crate) backlog: f64,
 }
 

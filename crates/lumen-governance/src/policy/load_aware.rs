@@ -3,7 +3,7 @@
 //! A first token waits for the prefill queued ahead of it: an engine prefills a budget of
 //! tokens per step, first come first served, while the sequences that are decoding slow each
 //! step only a little. So the score is the prefill Lumen sent the backend that the engine has
-//! likely not done yet (`load::Backlog`, in units of an average request), plus the convex KV
+//! not done yet (`Slot::backlog`, in units of this request's prompt), plus the convex KV
 //! barrier (`load::cost`'s `w·k/(1−k)`: preemption and recompute start near a full cache).
 //! Requests in flight are not counted: most of them are decoding, and a backend with ten
 //! decoding answers sooner than one sent a long prompt a moment ago — counting them is why
@@ -14,8 +14,7 @@
 //!
 //! SMG's `least_load` scores `(queued tokens + tokens dispatched since the poll) / throughput +
 //! λ·k/(1−k)`: it needs SGLang's own load endpoint, and its dispatch credit only grows until
-//! the next poll. Here the credit drains at the engine's prefill rate and stops at what is
-//! still in flight.
+//! the next poll. Here a request's bytes leave the backlog when its first byte comes back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

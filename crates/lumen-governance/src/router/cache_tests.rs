@@ -130,16 +130,29 @@ fn load_aware_spreads_a_burst_by_the_prefill_it_sends() {
         held.push(lease);
     }
     assert_eq!((picks["e0"], picks["e1"], picks["e2"]), (3, 3, 3));
-    // Three prompts of 2 KB each, draining at 40 bytes per millisecond: gone in about 150 ms.
-    let backlog =
-        |now_ms| -> Vec<f64> { r.slots().iter().map(|s| s.backlog(now_ms, 40.0)).collect() };
-    assert_eq!(backlog(1_200), vec![6_144.0; 3]);
-    assert_eq!(backlog(1_300), vec![2_144.0; 3]);
-    assert_eq!(backlog(1_400), vec![0.0; 3]);
-    // A request that finished stops counting at once, whatever the drain rate says.
-    held.retain(|l| l.name != "e1");
-    assert_eq!(backlog(1_200), vec![6_144.0, 0.0, 6_144.0]);
-    assert_eq!(route(1_200).name, "e1");
+    // Three prompts of 2 KB each are queued on each engine until their first bytes come back,
+    // however long that takes: no drain rate is guessed.
+    let backlog = || -> Vec<u64> { r.slots().iter().map(|s| s.backlog()).collect() };
+    assert_eq!(backlog(), vec![6_144; 3]);
+    // e1 answers its three (a stream's first chunk): decoding now, they queue nothing there,
+    // and settling twice changes nothing.
+    for lease in held.iter_mut().filter(|l| l.name == "e1") {
+        lease.prefilled();
+        lease.prefilled();
+    }
+    assert_eq!(backlog(), vec![6_144, 0, 6_144]);
+    let in_flight = || -> Vec<usize> { r.slots().iter().map(|s| s.in_flight()).collect() };
+    assert_eq!(in_flight(), vec![3; 3], "still in flight while decoding");
+    // So the next prompt goes there, though e1 has as many requests as the others.
+    let next = route(1_200);
+    assert_eq!(next.name, "e1");
+    assert_eq!(backlog(), vec![6_144, 2_048, 6_144]);
+    drop(next);
+    // A request that ends without a first byte (an error, a timeout, a client gone) leaves
+    // nothing behind when its lease drops.
+    held.retain(|l| l.name != "e0");
+    assert_eq!(backlog(), vec![0, 0, 6_144]);
+    assert_eq!(in_flight(), vec![0, 3, 3]);
 }
 
 #[test]

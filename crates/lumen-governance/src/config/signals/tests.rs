@@ -35,10 +35,6 @@ fn bad_settings_name_their_key() {
             "routing.signals.kv_weight",
         ),
         (
-            r#"{"signals":{"prefill_bytes_per_ms":0}}"#,
-            "routing.signals.prefill_bytes_per_ms",
-        ),
-        (
             r#"{"cache_aware":{"max_entries":0}}"#,
             "routing.cache_aware.max_entries",
         ),
