@@ -108,9 +108,10 @@ fn a_queued_engine_is_avoided_and_a_stale_report_is_not_believed() {
 #[test]
 fn load_aware_spreads_a_burst_by_the_prefill_it_sends() {
     let r = fleet(Policy::LoadAware, 3, |_| {});
-    // The gauges say e0 is busy; half a second old and counting decoding requests, they do
-    // not say who will prefill a new prompt first: only Lumen's own sends since do.
-    report(&r, "e0", 30.0, 10.0, 1_000);
+    // The gauges say e0 runs the most; counting decoding requests, they do not say who will
+    // prefill a new prompt first: only Lumen's own sends since do (a queue would: see
+    // `load_aware_sends_nothing_to_the_engine_with_a_queue` in the gateway).
+    report(&r, "e0", 30.0, 0.0, 1_000);
     report(&r, "e1", 12.0, 0.0, 1_000);
     report(&r, "e2", 9.0, 0.0, 1_000);
     let route = |now_ms| {
@@ -153,6 +154,38 @@ fn load_aware_spreads_a_burst_by_the_prefill_it_sends() {
     held.retain(|l| l.name != "e0");
     assert_eq!(backlog(), vec![0, 0, 6_144]);
     assert_eq!(in_flight(), vec![0, 3, 3]);
+}
+
+#[test]
+fn load_aware_does_not_herd_on_a_report_a_few_percent_lower() {
+    let r = fleet(Policy::LoadAware, 3, |_| {});
+    for (name, kv) in [("e0", 0.34), ("e1", 0.31), ("e2", 0.37)] {
+        let slot = r.slots().into_iter().find(|s| s.name == name).unwrap();
+        let report = EngineReport {
+            running: 12.0,
+            waiting: 0.0,
+            kv_usage: Some(kv),
+        };
+        slot.engine().record(&report, 0, 1_000);
+    }
+    // Requests answered as fast as they come (nothing stays queued): before the next report,
+    // e1's 31% would have taken them all. They take turns.
+    let mut picks = BTreeMap::new();
+    for i in 0..30 {
+        let p = chat("sys", &[words(1000, i)], None);
+        let mut lease = r
+            .route(&RouteRequest {
+                model: "m",
+                prompt: Some(&p),
+                now_ms: 1_200,
+                ..RouteRequest::default()
+            })
+            .unwrap()
+            .lease;
+        lease.prefilled();
+        *picks.entry(lease.name.clone()).or_insert(0) += 1;
+    }
+    assert_eq!((picks["e0"], picks["e1"], picks["e2"]), (10, 10, 10));
 }
 
 #[test]

@@ -30,6 +30,7 @@ fn load(occupancy: f64, queue: f64, kv: Option<f64>) -> Load {
         queue,
         kv,
         fresh: true,
+        since: 0.0,
     }
 }
 

@@ -6,6 +6,7 @@ fn l(occupancy: f64, queue: f64, kv: Option<f64>, fresh: bool) -> Load {
         queue,
         kv,
         fresh,
+        since: 0.0,
     }
 }
 
@@ -59,4 +60,54 @@ fn ties_take_turns_among_themselves() {
         .map(|_| decide(&loads, &backlog, 2_000.0, 1.0, &cursor))
         .collect();
     assert_eq!(picks, vec![1, 2, 1, 2, 1, 2]);
+}
+
+fn at(occupancy: f64, kv: f64, since: f64) -> Load {
+    Load {
+        occupancy,
+        queue: 0.0,
+        kv: Some(kv),
+        fresh: true,
+        since,
+    }
+}
+
+#[test]
+fn small_differences_between_reports_never_herd() {
+    let cursor = AtomicU64::new(0);
+    // Three engines equally busy whose half-second-old reports differ by a few percent, all
+    // their prefill done: taken exactly, the 30% one would take every request until the next
+    // scrape. They take turns.
+    let loads = [
+        at(10.0, 0.33, 0.0),
+        at(10.0, 0.30, 0.0),
+        at(10.0, 0.36, 0.0),
+    ];
+    let picks: Vec<usize> = (0..6)
+        .map(|_| decide(&loads, &[0.0; 3], 2_000.0, 1.0, &cursor))
+        .collect();
+    assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn what_lumen_sent_since_the_report_fills_the_cache_it_reported() {
+    let cursor = AtomicU64::new(0);
+    // Both reported 45%; since then Lumen sent ten more to the first (decoding now, nothing
+    // queued): it is near 90% full, worth nine prompts of wait.
+    let loads = [at(20.0, 0.45, 10.0), at(10.0, 0.45, 0.0)];
+    for _ in 0..4 {
+        assert_eq!(decide(&loads, &[0.0, 8_000.0], 2_000.0, 1.0, &cursor), 1);
+    }
+}
+
+#[test]
+fn a_queue_the_engine_reports_counts_as_prompts_waiting() {
+    let cursor = AtomicU64::new(0);
+    // Other replicas' prompts wait at the first engine: Lumen sent it nothing, yet a new
+    // prompt would wait behind three.
+    let mut busy = at(23.0, 0.3, 0.0);
+    busy.queue = 3.0;
+    let loads = [busy, at(10.0, 0.3, 0.0)];
+    assert_eq!(decide(&loads, &[0.0, 4_000.0], 2_000.0, 1.0, &cursor), 1);
+    assert_eq!(decide(&loads, &[0.0, 8_000.0], 2_000.0, 1.0, &cursor), 0);
 }
