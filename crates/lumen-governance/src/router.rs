@@ -757,7 +757,6 @@ impl<B: Clone> Router<B> {
             kv_weight: cfg.signals.kv_weight,
             min_gain: crate::prefix::FIRST_BLOCK,
             agreement: AGREEMENT,
-            load_factor: cfg.prefix_load_factor,
         };
         let d = policy::cache_aware(
             &view,

@@ -16,9 +16,7 @@
 //! knows a prompt yet, the one placing it must choose as the others would for its next
 //! request: highest-random-weight (rendezvous) hashing on a key that names the conversation or
 //! document, so a conversation's later turns, whichever replica routes them, land where its
-//! first turn did; with bounded loads (`Thresholds::load_factor` × the mean requests at the
-//! engines, which every replica reads alike), so the hash never stacks conversations on one
-//! engine. Leaving that backend costs, in expectation, one more prefill of the
+//! first turn did. Leaving that backend costs, in expectation, one more prefill of the
 //! prompt's own part elsewhere later (`Thresholds::agreement` of it), so the first placement
 //! moves only when the hash's choice has more than that much more queued: a random placement
 //! on a hash alone has the queueing tail of random placement (fleet bench, 2026-12-06: chat
@@ -76,9 +74,6 @@ pub(crate) struct Thresholds {
     /// chance that its next request is placed by another replica (which sends it to the
     /// hash's choice, to be prefilled again there).
     pub(crate) agreement: f64,
-    /// A prompt nobody holds is placed by hash only on a backend whose engine holds at most
-    /// this factor of the pool's mean requests (consistent hashing with bounded loads).
-    pub(crate) load_factor: f64,
 }
 
 /// Why a backend was chosen (tests and traces read it).
@@ -136,44 +131,22 @@ pub(crate) fn decide(c: &[Candidate], p: &Prompt, t: &Thresholds) -> Decision {
     let uncached = |i: usize| own.saturating_sub(saved(i));
     let mut top = 0;
     let mut top_score = f64::MIN;
+    // The first backend by hash that is not out of balance: the placement's choice.
+    let mut placed: Option<(usize, f64)> = None;
     let mut known = false;
-    let (mut ok, mut occupancy) = (0usize, 0.0);
     for (i, cand) in c.iter().enumerate() {
         let s = score(i);
         if s > top_score {
             top = i;
             top_score = s;
         }
-        if !bal.hot(&cand.load, t) {
-            known |= saved(i) >= t.min_gain;
-            ok += 1;
-            occupancy += cand.load.occupancy;
-        }
-    }
-    // The placement's choice: the first backend by hash that is not out of balance and, for a
-    // prompt nobody holds (a new conversation or document: all its later requests will follow
-    // it), whose engine holds no more than `load_factor` × the mean. Placing by hash alone
-    // put five conversations on one engine and one on another as often as not, and only a
-    // queue, after the fact, moved them — losing their caches (fleet bench 06c: imbalance
-    // 1.2–1.3 under cache_aware). The engines' counts are the same in every replica (plus
-    // each one's own sends since the report), so replicas still mostly agree.
-    let bound = t.load_factor * (occupancy + 1.0) / ok.max(1) as f64;
-    let mut placed: Option<(usize, f64)> = None;
-    let mut placed_bounded: Option<(usize, f64)> = None;
-    for (i, cand) in c.iter().enumerate() {
         if bal.hot(&cand.load, t) {
             continue;
         }
-        let s = score(i);
         if placed.is_none_or(|(_, ps)| s > ps) {
             placed = Some((i, s));
         }
-        if cand.load.occupancy <= bound && placed_bounded.is_none_or(|(_, ps)| s > ps) {
-            placed_bounded = Some((i, s));
-        }
-    }
-    if !known && !p.strong {
-        placed = placed_bounded.or(placed);
+        known |= saved(i) >= t.min_gain;
     }
     let Some((home, _)) = placed else {
         let i = least_cost(c, t.kv_weight);

@@ -6,7 +6,6 @@ const T: Thresholds = Thresholds {
     kv_weight: 1.0,
     min_gain: 512,
     agreement: 1.0,
-    load_factor: 1.25,
 };
 
 /// A prompt of `len` bytes placed by `key`.
@@ -214,29 +213,4 @@ fn weights_shift_placement() {
         .filter(|k| pick(&c, *k, 0, false).0 == 1)
         .count();
     assert!((850..=950).contains(&on_heavy), "{on_heavy}");
-}
-
-/// A prompt nobody holds starts a conversation or a document whose later requests all follow
-/// it: it is placed by its key only on an engine holding no more than 1.25× the mean, so the
-/// hash cannot stack conversations on one engine; a prompt an engine holds stays there.
-#[test]
-fn nothing_known_is_placed_within_the_load_bound_by_the_key() {
-    let mut c = cands(4);
-    let (key, second) = key_on(&c, 0);
-    for (i, occ) in [(0, 16.0), (1, 8.0), (2, 8.0), (3, 8.0)] {
-        c[i].load.occupancy = occ;
-    }
-    // 41 with this one, over 4, × 1.25: the bound is 12.8; 16 is over it, so the key's next
-    // choice.
-    assert_eq!(pick(&c, key, 0, false), (second, Why::Spill));
-    // Within the bound (11 of 11.6), the key's first choice as before.
-    c[0].load.occupancy = 11.0;
-    assert_eq!(pick(&c, key, 0, false), (0, Why::Affinity));
-    // A prompt backend 0 holds stays there, however many it runs: its cache saves a prefill.
-    c[0].load.occupancy = 16.0;
-    c[0].depth = 8_000;
-    assert_eq!(pick(&c, key, 0, false), (0, Why::Affinity));
-    // So does a session the client named.
-    c[0].depth = 0;
-    assert_eq!(pick(&c, key, 0, true), (0, Why::Affinity));
 }
