@@ -114,7 +114,7 @@ fn hold_on(url: &str, n: usize) -> Vec<tokio::task::JoinHandle<Reply>> {
 }
 
 #[tokio::test]
-async fn prefix_sharing_requests_share_an_engine_and_a_loaded_engine_is_avoided() {
+async fn prefix_sharing_requests_share_an_engine_and_decoding_elsewhere_does_not_move_them() {
     let f = fleet("policy = \"cache_aware\"").await;
     let url = f.lumen.url("/v1/chat/completions");
     let system = "You are the support assistant of a shipping company. ".repeat(60);
@@ -151,28 +151,23 @@ async fn prefix_sharing_requests_share_an_engine_and_a_loaded_engine_is_avoided(
         "conversations on one system prompt spread: {used:?}"
     );
 
-    // Load one engine from outside Lumen (another client, another replica): only its own
-    // report can tell. Once scraped, nothing more goes there.
+    // Another client runs 12 requests on one engine, with no queue: a new prompt there waits
+    // behind no prefill of Lumen's and no queue, and the cache saves a conversation's whole
+    // history, so every conversation keeps its engine (a queue reported there would move
+    // them: `routing::load_aware_avoids_an_engine_reporting_a_queue`, and the governance
+    // crate's `cache_aware` tests).
     let busy = *used.iter().next().unwrap();
     let hangs = hold_on(&f.urls[busy], 12);
     eventually(Duration::from_secs(5), || f.sims[busy].running() == 12).await;
     f.lumen.gateway.core().scrape_signals().await;
-    let before = f.sims[busy].generation_count();
     for conv in &mut convs {
         assert_eq!(post(&url, &body(conv)).await.status, 200);
     }
-    for c in 0..6 {
-        let fresh = vec![
-            ("system", system.clone()),
-            ("user", format!("New conversation {c}")),
-        ];
-        assert_eq!(post(&url, &body(&fresh)).await.status, 200);
+    for conv in &convs {
+        let engines = engines_of(&f, &conv[1].1);
+        assert_eq!(engines.len(), 4);
+        assert!(engines.iter().all(|e| *e == engines[0]), "{engines:?}");
     }
-    assert_eq!(
-        f.sims[busy].generation_count(),
-        before,
-        "the engine that reports 12 running took none of 12 requests"
-    );
 
     // The figures are visible per backend.
     let health = get(&f.lumen.url("/health/inference")).await.json();
@@ -193,27 +188,35 @@ async fn prefix_sharing_requests_share_an_engine_and_a_loaded_engine_is_avoided(
 }
 
 #[tokio::test]
-async fn load_aware_spreads_by_what_the_engines_report() {
-    let f = fleet("policy = \"load_aware\"").await;
-    let hangs = hold_on(&f.urls[0], 8);
-    eventually(Duration::from_secs(5), || f.sims[0].running() == 8).await;
-    f.lumen.gateway.core().scrape_signals().await;
-    let url = f.lumen.url("/v1/chat/completions");
+async fn load_aware_avoids_an_engine_reporting_a_queue() {
+    // e0 reports 8 waiting beyond its batch of 16 (other clients' prompts, which only its
+    // report shows); e1 and e2 are idle lumen-sim engines.
+    let waiting = Arc::new(AtomicU32::new(8));
+    let served = Arc::new(AtomicU32::new(0));
+    let queued = queued_engine(waiting.clone(), served.clone()).await;
+    let (u1, s1) = sim(&["m"]).await;
+    let (u2, s2) = sim(&["m"]).await;
+    let (lumen, d) = lumen(&[queued, u1, u2], "policy = \"load_aware\"", "", "").await;
+    let _cleanup = scopeguard(d);
+    lumen.gateway.core().scrape_signals().await;
+    let url = lumen.url("/v1/chat/completions");
     for i in 0..10 {
         let b = body(&[("user", format!("question {i}"))]);
         assert_eq!(post(&url, &b).await.status, 200);
     }
-    assert_eq!(
-        f.sims[0].generation_count(),
-        8,
-        "only the 8 held from outside"
-    );
-    let (a, b) = (f.sims[1].generation_count(), f.sims[2].generation_count());
+    assert_eq!(served.load(Ordering::SeqCst), 0, "none behind the queue");
+    // Nothing queued at the other two: they take turns.
+    let (a, b) = (s1.generation_count(), s2.generation_count());
     assert_eq!(a + b, 10);
     assert!(a.abs_diff(b) <= 2, "{a} {b}");
-    for h in hangs {
-        h.abort();
+    // The queue gone (next scrape), e0 takes its turn again.
+    waiting.store(0, Ordering::SeqCst);
+    lumen.gateway.core().scrape_signals().await;
+    for i in 0..3 {
+        let b = body(&[("user", format!("again {i}"))]);
+        assert_eq!(post(&url, &b).await.status, 200);
     }
+    assert_eq!(served.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -531,10 +531,12 @@ impl Gateway {
         self.inner.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// The prompt key `cache_aware` routes by, read only when some model may use it.
+    /// The prompt key `cache_aware` routes by (and whose length `load_aware` weighs), read
+    /// only when some model may use either.
     fn routing_prompt(&self, read: impl FnOnce(usize) -> PromptKey) -> Option<PromptKey> {
+        use lumen_governance::Policy;
         let cfg = self.inner.router.config();
-        cfg.uses(lumen_governance::Policy::CacheAware)
+        (cfg.uses(Policy::CacheAware) || cfg.uses(Policy::LoadAware))
             .then(|| read(cfg.prefix_bytes))
     }
 
@@ -808,7 +810,7 @@ impl Gateway {
                 &avoid,
                 continuing,
             );
-            let route = match picked {
+            let mut route = match picked {
                 Ok(route) => route,
                 Err(e) => {
                     // The pool cannot serve: every backend is out, or (on a fallback) the model
@@ -904,6 +906,9 @@ impl Gateway {
             route.engine_model.clone_into(r.model_mut());
             let called = Instant::now();
             let result = call(up.clone(), r, timeouts).await;
+            // The engine has answered (a stream's first chunk, or the whole answer) or
+            // failed: either way this prompt is no longer queued for prefill there.
+            route.lease.prefilled();
             self.emit(&Event::AttemptFinished {
                 backend: &route.lease.name,
                 elapsed: called.elapsed(),

@@ -154,6 +154,9 @@ pub struct Load {
     pub kv: Option<f64>,
     /// From a fresh engine report; else Lumen's own in-flight count.
     pub fresh: bool,
+    /// Of `occupancy`, Lumen's own requests sent (less those finished) since the report: the
+    /// credit that keeps a report from looking as light as when it was taken.
+    pub since: f64,
 }
 
 /// The load of a backend now: its fresh report corrected by Lumen's own traffic since, else
@@ -166,6 +169,7 @@ pub fn estimate(snapshot: Option<Snapshot>, in_flight: usize, now_ms: u64, stale
             queue: 0.0,
             kv: None,
             fresh: false,
+            since: 0.0,
         };
     };
     let since = own - f64::from(s.base_in_flight);
@@ -179,6 +183,7 @@ pub fn estimate(snapshot: Option<Snapshot>, in_flight: usize, now_ms: u64, stale
         queue,
         kv: s.kv_usage,
         fresh: true,
+        since,
     }
 }
 
@@ -186,8 +191,39 @@ pub fn estimate(snapshot: Option<Snapshot>, in_flight: usize, now_ms: u64, stale
 /// have not started; the running ones only slow each step a little), and a barrier that grows
 /// without bound as the KV cache fills (`w·k/(1−k)`: preemption and recompute start there).
 pub fn cost(load: &Load, kv_weight: f64) -> f64 {
-    let k = load.kv.unwrap_or(0.0).clamp(0.0, 0.99);
-    load.occupancy + load.queue + kv_weight * k / (1.0 - k)
+    load.occupancy + load.queue + kv_barrier(load, kv_weight)
+}
+
+/// `w·k/(1−k)` for KV-cache use `k` (none reported: 0), in requests.
+pub fn kv_barrier(load: &Load, kv_weight: f64) -> f64 {
+    barrier(load.kv.unwrap_or(0.0), kv_weight)
+}
+
+fn barrier(k: f64, kv_weight: f64) -> f64 {
+    let k = k.clamp(0.0, 0.99);
+    kv_weight * k / (1.0 - k)
+}
+
+/// KV-cache use now, by the report and what Lumen did since: the reported use scaled by the
+/// requests at the engine now over those at the report (each of them holding about the
+/// average share). A burst Lumen sent after the report fills the cache at once, where the
+/// report alone would keep calling that engine the emptiest until the next scrape. None
+/// without a fresh report.
+pub fn kv_now(load: &Load) -> Option<f64> {
+    let k = load.kv?;
+    let then = load.occupancy - load.since;
+    if then < 1.0 {
+        return Some(k);
+    }
+    Some((k * load.occupancy / then).clamp(0.0, 1.0))
+}
+
+/// The KV barrier on [`kv_now`], in whole requests (rounded down): a difference in KV use
+/// counts only once it is worth a prompt's prefill, so the small differences between reports
+/// never decide alone (they made `load_aware` send every request to the engine that last
+/// reported the least, until the next scrape). 0 below half full at weight 1.
+pub fn kv_steps(load: &Load, kv_weight: f64) -> f64 {
+    kv_now(load).map_or(0.0, |k| barrier(k, kv_weight).floor())
 }
 
 /// Whether every backend of a pool is queueing at least `threshold` requests, by fresh

@@ -8,7 +8,7 @@ use crate::hash;
 mod cache_aware;
 mod load_aware;
 
-pub(crate) use cache_aware::{Candidate, Thresholds, decide as cache_aware};
+pub(crate) use cache_aware::{Candidate, Prompt, Thresholds, decide as cache_aware};
 pub(crate) use load_aware::decide as load_aware;
 
 /// What a policy may look at: candidate indices and accessors for their state.
@@ -55,21 +55,23 @@ pub(crate) fn round_robin(v: &View<'_>, schedule: &[usize], cursor: &AtomicU64) 
     v.cands[start % v.cands.len()]
 }
 
-/// Fewest in flight; ties rotate so equal backends share the load.
+/// Fewest in flight; ties take turns among themselves, so two idle backends next to busy ones
+/// share evenly (a rotation over all candidates would give the first idle one after a busy
+/// one every turn that starts on a busy one: three turns in four for [0, 0, 5, 5]).
 pub(crate) fn least_in_flight(v: &View<'_>, cursor: &AtomicU64) -> usize {
-    let n = v.cands.len();
-    let offset = cursor.fetch_add(1, Ordering::Relaxed) as usize;
-    let mut best = v.cands[offset % n];
-    let mut best_load = (v.in_flight)(best);
-    for step in 1..n {
-        let k = v.cands[(offset + step) % n];
-        let load = (v.in_flight)(k);
-        if load < best_load {
-            best = k;
-            best_load = load;
-        }
-    }
-    best
+    let best = v.cands.iter().map(|&k| (v.in_flight)(k)).min().unwrap_or(0);
+    let ties = v
+        .cands
+        .iter()
+        .filter(|&&k| (v.in_flight)(k) == best)
+        .count();
+    let turn = cursor.fetch_add(1, Ordering::Relaxed) as usize % ties.max(1);
+    v.cands
+        .iter()
+        .copied()
+        .filter(|&k| (v.in_flight)(k) == best)
+        .nth(turn)
+        .unwrap_or(v.cands[0])
 }
 
 /// Two distinct random candidates; the one with fewer in flight (the first on a tie).

@@ -47,12 +47,19 @@ pub struct PromptKey {
     pub(crate) history: bool,
     /// Length of the first message after the shared section.
     pub(crate) first_len: u32,
+    /// Bytes of prompt as the engine renders it (what it must prefill, less its cache).
+    pub(crate) len: u32,
 }
 
 impl PromptKey {
     /// Bytes of prompt the blocks cover (the last boundary).
     pub fn indexed_len(&self) -> u32 {
         self.blocks.last().map_or(0, |b| b.0)
+    }
+
+    /// Bytes of the whole prompt, hashed or not.
+    pub fn prompt_len(&self) -> u32 {
+        self.len
     }
 
     /// The key a request is placed by when nothing better is known: the session hint; else
@@ -84,6 +91,8 @@ pub struct PromptHasher {
     in_message: bool,
     messages: u32,
     first_len: u32,
+    /// Every byte written, past `max` too.
+    total: u32,
 }
 
 impl PromptHasher {
@@ -105,6 +114,7 @@ impl PromptHasher {
             in_message: false,
             messages: 0,
             first_len: 0,
+            total: 0,
         }
     }
 
@@ -166,6 +176,9 @@ impl PromptHasher {
 
     /// Writes prompt bytes, taking the chain hash at every boundary they cross.
     fn feed(&mut self, mut bytes: &[u8]) {
+        self.total = self
+            .total
+            .saturating_add(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
         while !bytes.is_empty() && self.pos < self.max {
             let room = (self.next.min(self.max) - self.pos) as usize;
             let take = room.min(bytes.len());
@@ -198,6 +211,7 @@ impl PromptHasher {
                 .map(|s| hash::fnv1a(s.as_bytes()) ^ SESSION_TAG),
             history: self.messages > 1,
             first_len: self.first_len,
+            len: self.total,
         }
     }
 }

@@ -33,7 +33,13 @@ pub struct Slot<B> {
     engine: EngineState,
     /// This backend's bit in the cache-aware indexes; `None` past the 64th backend.
     bit: Option<u8>,
+    /// Prompt bytes Lumen sent that the engine has not prefilled yet: the sum over its
+    /// requests here that have no first byte back (see [`Lease::prefilled`]).
+    backlog: AtomicU64,
 }
+
+/// What a request whose prompt Lumen did not read adds to a backlog: about a 500-token prompt.
+pub(crate) const UNREAD_PROMPT_BYTES: u32 = 2048;
 
 impl<B> Slot<B> {
     /// The engine's own load reports, for the scrape loop to write and reports to read.
@@ -54,6 +60,15 @@ impl<B> Slot<B> {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of prefill queued here by Lumen: what its requests on this backend that have not
+    /// received their first byte yet must have prefilled (their uncached part when
+    /// `cache_aware` knows it, else their prompt's length). Exact for Lumen's own traffic: an
+    /// engine answers (the first chunk of a stream, or the whole answer) only once it has
+    /// prefilled the prompt, so no drain rate is guessed.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// False while health checks or a circuit breaker keep the backend out of rotation.
@@ -78,21 +93,38 @@ impl<B> std::fmt::Debug for Slot<B> {
     }
 }
 
-/// A request counted as in flight on a backend until dropped. Move it into whatever lives as
-/// long as the request (the response future or the stream) so the count stays exact through
+/// A request counted as in flight on a backend until dropped, and its prompt as queued for
+/// prefill there until [`prefilled`](Self::prefilled) or the drop. Move it into whatever lives
+/// as long as the request (the response future or the stream) so the counts stay exact through
 /// streams, errors and cancellation.
 pub struct Lease<B> {
     slot: Arc<Slot<B>>,
+    /// Prompt bytes it still holds in the slot's backlog: 0 once prefilled.
+    prefill: u32,
 }
 
 impl<B> Lease<B> {
-    fn new(slot: Arc<Slot<B>>) -> Self {
+    fn new(slot: Arc<Slot<B>>, prefill: u32) -> Self {
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self { slot }
+        slot.backlog
+            .fetch_add(u64::from(prefill), Ordering::Relaxed);
+        Self { slot, prefill }
     }
 
     pub fn slot(&self) -> &Arc<Slot<B>> {
         &self.slot
+    }
+
+    /// The engine's first byte arrived (a stream's first chunk, or a whole answer), or the
+    /// attempt ended without one: its prefill is no longer queued there. Idempotent; the drop
+    /// does it too, so an error, a timeout or a cancelled request never leaves bytes behind.
+    pub fn prefilled(&mut self) {
+        let bytes = std::mem::take(&mut self.prefill);
+        if bytes > 0 {
+            self.slot
+                .backlog
+                .fetch_sub(u64::from(bytes), Ordering::Relaxed);
+        }
     }
 }
 
@@ -105,6 +137,7 @@ impl<B> Deref for Lease<B> {
 
 impl<B> Drop for Lease<B> {
     fn drop(&mut self) {
+        self.prefilled();
         self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -133,7 +166,7 @@ pub struct RouteRequest<'a> {
     pub prefix: Option<&'a [u8]>,
     /// Slot ids already tried by this request; avoided while another backend exists.
     pub exclude: &'a [u64],
-    /// The prompt's blocks and keys, for `cache_aware`.
+    /// The prompt's blocks and keys, for `cache_aware` (and its length, for `load_aware`).
     pub prompt: Option<&'a PromptKey>,
     /// Now, in milliseconds on the clock the engine reports are stamped with (the core's).
     pub now_ms: u64,
@@ -373,6 +406,7 @@ impl<B: Clone> Router<B> {
                             discovered: AtomicBool::new(fixed),
                             engine: EngineState::default(),
                             bit: free_bit(),
+                            backlog: AtomicU64::new(0),
                         }),
                         fixed: spec.models,
                         discovered: Vec::new(),
@@ -576,7 +610,7 @@ impl<B: Clone> Router<B> {
         };
         let policy = cfg.policy_for(public, engine);
         let index_key = if passthrough { "" } else { engine };
-        let slot = self
+        let (slot, bytes) = self
             .pick(&t, pool, policy, req, index_key, &|b| usable(b, engine))
             .ok_or_else(|| GovernanceError::NoHealthyBackend {
                 model: public.to_owned(),
@@ -586,7 +620,7 @@ impl<B: Clone> Router<B> {
             engine_model: engine.to_owned(),
             policy,
             passthrough,
-            lease: Lease::new(slot),
+            lease: Lease::new(slot, bytes),
         })
     }
 
@@ -598,7 +632,7 @@ impl<B: Clone> Router<B> {
         req: &RouteRequest<'_>,
         index_key: &str,
         ok: &dyn Fn(&B) -> bool,
-    ) -> Option<Arc<Slot<B>>> {
+    ) -> Option<(Arc<Slot<B>>, u32)> {
         let slot = |k: usize| &t.members[pool.members[k]].slot;
         let usable = |k: &usize| slot(*k).is_available() && ok(&slot(*k).backend);
         // Prefer available backends this request has not tried; then available ones it has.
@@ -617,6 +651,11 @@ impl<B: Clone> Router<B> {
             weight: &|k| slot(k).weight,
             node: &|k| slot(k).name_hash,
         };
+        // What the chosen engine must prefill: the whole prompt unless `cache_aware` knows
+        // better.
+        let mut bytes = req
+            .prompt
+            .map_or(UNREAD_PROMPT_BYTES, PromptKey::prompt_len);
         let chosen = match policy {
             Policy::RoundRobin => policy::round_robin(&view, &pool.schedule, &pool.cursor),
             Policy::LeastInFlight => policy::least_in_flight(&view, &pool.cursor),
@@ -632,32 +671,47 @@ impl<B: Clone> Router<B> {
                 }
                 None => policy::least_in_flight(&view, &pool.cursor),
             },
-            Policy::LoadAware => {
-                let loads = self.loads(t, pool, &cands, req.now_ms);
-                cands[policy::load_aware(&loads, t.cfg.signals.kv_weight, &pool.cursor)]
-            }
+            Policy::LoadAware => self.load_aware(t, pool, &cands, req.now_ms, bytes),
             Policy::CacheAware => match req.prompt {
-                Some(prompt) => self.cache_aware(t, pool, &cands, prompt, req.now_ms, index_key),
-                None => {
-                    let loads = self.loads(t, pool, &cands, req.now_ms);
-                    cands[policy::load_aware(&loads, t.cfg.signals.kv_weight, &pool.cursor)]
+                Some(prompt) => {
+                    let (k, uncached) =
+                        self.cache_aware(t, pool, &cands, prompt, req.now_ms, index_key);
+                    bytes = uncached;
+                    k
                 }
+                None => self.load_aware(t, pool, &cands, req.now_ms, bytes),
             },
         };
-        Some(slot(chosen).clone())
+        Some((slot(chosen).clone(), bytes))
     }
 
-    /// Each candidate's load now (see `load::estimate`).
-    fn loads(&self, t: &Table<B>, pool: &Pool, cands: &[usize], now_ms: u64) -> Vec<Load> {
+    /// `load_aware`: the lowest expected wait by each candidate's backlog and KV use, in units
+    /// of this request's prompt.
+    fn load_aware(
+        &self,
+        t: &Table<B>,
+        pool: &Pool,
+        cands: &[usize],
+        now_ms: u64,
+        bytes: u32,
+    ) -> usize {
         let stale = t.cfg.signals.stale_ms;
-        cands
-            .iter()
-            .map(|&k| t.members[pool.members[k]].slot.load(now_ms, stale))
-            .collect()
+        let slot = |k: usize| &t.members[pool.members[k]].slot;
+        let loads: Vec<Load> = cands.iter().map(|&k| slot(k).load(now_ms, stale)).collect();
+        let backlog: Vec<f64> = cands.iter().map(|&k| slot(k).backlog() as f64).collect();
+        let i = policy::load_aware(
+            &loads,
+            &backlog,
+            f64::from(bytes),
+            t.cfg.signals.kv_weight,
+            &pool.cursor,
+        );
+        cands[i]
     }
 
     /// `cache_aware`: reads the model's index for how deep each candidate holds the prompt,
-    /// decides (`policy::cache_aware`), and records where the prompt went.
+    /// decides (`policy::cache_aware`), and records where the prompt went. Returns the
+    /// choice and what it must prefill there.
     fn cache_aware(
         &self,
         t: &Table<B>,
@@ -666,7 +720,7 @@ impl<B: Clone> Router<B> {
         prompt: &PromptKey,
         now_ms: u64,
         index_key: &str,
-    ) -> usize {
+    ) -> (usize, u32) {
         let cfg = &t.cfg;
         let slot = |k: usize| &t.members[pool.members[k]].slot;
         let index = self.index(index_key, &cfg.cache_aware);
@@ -693,6 +747,7 @@ impl<B: Clone> Router<B> {
                     weight: s.weight,
                     load: s.load(now_ms, stale),
                     depth: depths.of(s.bit),
+                    backlog: s.backlog() as f64,
                 }
             })
             .collect();
@@ -700,21 +755,24 @@ impl<B: Clone> Router<B> {
             queue_slack: f64::from(cfg.signals.queue_slack),
             kv_threshold: cfg.signals.kv_threshold,
             kv_weight: cfg.signals.kv_weight,
-            load_factor: cfg.prefix_load_factor,
             min_gain: crate::prefix::FIRST_BLOCK,
+            agreement: AGREEMENT,
         };
-        let (i, _why) = policy::cache_aware(
+        let d = policy::cache_aware(
             &view,
-            prompt.placement(shared),
-            discount,
-            prompt.session.is_some(),
+            &policy::Prompt {
+                key: prompt.placement(shared),
+                len: prompt.prompt_len(),
+                discount,
+                strong: prompt.session.is_some(),
+            },
             &thresholds,
         );
-        let chosen = cands[i];
+        let chosen = cands[d.index];
         if let Some(bit) = slot(chosen).bit {
             index.record(prompt, bit, now_ms);
         }
-        chosen
+        (chosen, d.uncached)
     }
 
     /// The cache-aware index of one engine model, created on first use.
@@ -769,6 +827,10 @@ impl<B: Clone> Router<B> {
         load::saturated(&loads, threshold)
     }
 }
+
+/// `cache_aware`: what leaving the hash's choice for a prompt nobody holds costs, in its own
+/// bytes (see `policy::Thresholds::agreement`).
+const AGREEMENT: f64 = 1.0;
 
 /// Why a public id has no pool: not ready (503) when an engine reported it earlier, or when
 /// the configuration names it while an engine that could serve it has not answered discovery

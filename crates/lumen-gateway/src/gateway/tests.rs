@@ -715,3 +715,55 @@ async fn with_headroom_a_light_key_runs_beside_a_flood() {
         "the flood kept its one slot throughout"
     );
 }
+
+/// A prompt counts as queued for prefill on its backend from the pick until the engine's first
+/// byte (the whole answer, or a stream's first chunk), and never after, whatever ends the
+/// attempt: an answer, a stream still decoding, a client gone before the engine began.
+#[tokio::test(start_paused = true)]
+async fn a_prompt_is_queued_for_prefill_until_the_engines_first_byte() {
+    let calls = Calls::default();
+    let engine = Scripted::new("e", &[("a", &[Step::Slow, Step::Silent])], &calls);
+    let gw = Gateway::builder()
+        .governance(GovernanceConfig {
+            policy: lumen_governance::Policy::LoadAware,
+            ..GovernanceConfig::default()
+        })
+        .backend("e", engine, Some(vec!["a".into()]))
+        .build()
+        .unwrap();
+    let slot = gw.router().slots()[0].clone();
+    let state = || (slot.backlog(), slot.in_flight());
+    // An answer that takes 100 ms: its prompt is queued until it comes.
+    let unary = tokio::spawn({
+        let gw = gw.clone();
+        async move { gw.chat(ask("a"), &RequestContext::new("r")).await.is_ok() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (queued, in_flight) = state();
+    assert!(queued > 0, "load_aware reads the prompt's length");
+    assert_eq!(in_flight, 1);
+    assert!(unary.await.unwrap());
+    assert_eq!(state(), (0, 0));
+    // A stream the engine never starts: queued until the client leaves, then nothing.
+    let silent = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            gw.chat_stream(ask("a"), &RequestContext::new("s"))
+                .await
+                .is_ok()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(state(), (queued, 1));
+    silent.abort();
+    assert!(silent.await.is_err());
+    assert_eq!(state(), (0, 0));
+    // A stream whose first chunk came: in flight, decoding, queued nowhere.
+    let stream = gw
+        .chat_stream(ask("a"), &RequestContext::new("t"))
+        .await
+        .unwrap();
+    assert_eq!(state(), (0, 1));
+    drop(stream);
+    assert_eq!(state(), (0, 0));
+}

@@ -90,6 +90,7 @@ fn cost_is_requests_ahead_plus_a_kv_barrier() {
         queue,
         kv,
         fresh: true,
+        since: 0.0,
     };
     assert_eq!(cost(&l(10.0, 0.0, None), 1.0), 10.0);
     assert_eq!(cost(&l(10.0, 4.0, Some(0.5)), 1.0), 15.0);
@@ -104,6 +105,7 @@ fn saturated_only_when_every_backend_reports_a_queue() {
         queue,
         kv: None,
         fresh,
+        since: 0.0,
     };
     assert!(saturated(&[q(9.0, true), q(8.0, true)], 8));
     assert!(!saturated(&[q(9.0, true), q(7.0, true)], 8));
@@ -113,4 +115,44 @@ fn saturated_only_when_every_backend_reports_a_queue() {
     );
     assert!(!saturated(&[q(9.0, true)], 0), "0 is off");
     assert!(!saturated(&[], 8));
+}
+
+#[test]
+fn kv_use_grows_with_what_lumen_sent_since_the_report() {
+    let l = |occupancy, kv, since| Load {
+        occupancy,
+        queue: 0.0,
+        kv,
+        fresh: true,
+        since,
+    };
+    assert_eq!(kv_now(&l(10.0, Some(0.4), 0.0)), Some(0.4));
+    // Ten more on an engine that held ten at 40%: about 80% now.
+    assert_eq!(kv_now(&l(20.0, Some(0.4), 10.0)), Some(0.8));
+    // Five of its ten finished: 20%.
+    assert_eq!(kv_now(&l(5.0, Some(0.4), -5.0)), Some(0.2));
+    // Never past full; an engine that held nothing keeps its report; no report, none.
+    assert_eq!(kv_now(&l(40.0, Some(0.5), 30.0)), Some(1.0));
+    assert_eq!(kv_now(&l(3.0, Some(0.1), 3.0)), Some(0.1));
+    assert_eq!(kv_now(&l(3.0, None, 3.0)), None);
+}
+
+#[test]
+fn the_kv_barrier_counts_in_whole_requests() {
+    let l = |occupancy, kv, since| Load {
+        occupancy,
+        queue: 0.0,
+        kv,
+        fresh: true,
+        since,
+    };
+    // 30% and 45% cost the same (nothing): their difference is not worth a prompt.
+    assert_eq!(kv_steps(&l(10.0, Some(0.3), 0.0), 1.0), 0.0);
+    assert_eq!(kv_steps(&l(10.0, Some(0.45), 0.0), 1.0), 0.0);
+    assert_eq!(kv_steps(&l(10.0, Some(0.5), 0.0), 1.0), 1.0);
+    assert_eq!(kv_steps(&l(10.0, Some(0.9), 0.0), 1.0), 9.0);
+    assert_eq!(kv_steps(&l(10.0, Some(0.3), 0.0), 10.0), 4.0);
+    // What Lumen sent since counts: 45% with ten more on ten is 90%.
+    assert_eq!(kv_steps(&l(20.0, Some(0.45), 10.0), 1.0), 9.0);
+    assert_eq!(kv_steps(&l(10.0, None, 0.0), 1.0), 0.0);
 }

@@ -1,20 +1,31 @@
-//! `cache_aware`: send a prompt where its prefix is cached, unless that engine is too loaded;
-//! otherwise place it where every replica would.
+//! `cache_aware`: send a prompt where it will see its first token soonest — the prefill its
+//! cache saves weighed against the prefill queued ahead of it — and, when nothing is cached
+//! for it anywhere, where every replica would send it unless that costs more than it can
+//! save.
 //!
-//! Three facts shape the decision. (1) A KV-cache hit saves the prefill of the matched part,
-//! which for a long document or a long conversation is most of the time to first token; a queue
-//! costs more than any hit, so a backend whose queue or KV cache is out of balance is never
-//! favoured. (2) A prefix shared by many conversations (a common system prompt) is cheap to
-//! cache on every engine, and sending every conversation to the one engine that has it is what
-//! makes tree-based routers hot-spot; so a match inside such a section does not count (the
-//! caller passes its length as `discount`). (3) Replicas of Lumen see disjoint parts of the
-//! traffic; when the index knows nothing they must still choose alike. So the fallback is not
-//! "least loaded" but highest-random-weight (rendezvous) hashing on a key that names the
-//! conversation or document, skipping backends that are too loaded by the engines' own reports
-//! — the truth every replica shares. A conversation's later turns carry the same key, so they
-//! land where its first turn did, whichever replica routes them.
+//! Four facts shape the decision. (1) Time to first token is the prefill queued ahead of a
+//! request plus its own uncached prefill: an engine prefills a budget of tokens per step, first
+//! come first served, while sequences that are decoding cost each step little. Both are
+//! bytes of prompt, so they are compared as such, without thresholds: a conversation leaves
+//! the engine that holds its history only when the prefill queued there exceeds the history
+//! (`Slot::backlog`, Lumen's own sends that have no first byte back yet). (2) A prefix
+//! shared by many conversations (a common system prompt) is cheap to cache on every engine,
+//! and sending every conversation to the one engine that has it is what makes tree-based
+//! routers hot-spot; so it counts as cached everywhere (the caller passes its length as
+//! `discount`). (3) Replicas of Lumen see disjoint parts of the traffic. When no replica
+//! knows a prompt yet, the one placing it must choose as the others would for its next
+//! request: highest-random-weight (rendezvous) hashing on a key that names the conversation or
+//! document, so a conversation's later turns, whichever replica routes them, land where its
+//! first turn did. Leaving that backend costs, in expectation, one more prefill of the
+//! prompt's own part elsewhere later (`Thresholds::agreement` of it), so the first placement
+//! moves only when the hash's choice has more than that much more queued: a random placement
+//! on a hash alone has the queueing tail of random placement (fleet bench, 2026-12-06: chat
+//! p99 1.5× round robin's). (4) A backend whose KV cache is nearly full while another's is not,
+//! or whose engine reports a queue out of balance (other replicas' traffic shows only there),
+//! is never favoured.
 //!
-//! The decision is a value: a pure function of the candidates' loads and match depths.
+//! The decision is a value: a pure function of the candidates' loads, backlogs and match
+//! depths.
 
 use crate::hash;
 use crate::load::{self, Load};
@@ -28,52 +39,76 @@ pub(crate) struct Candidate {
     pub(crate) load: Load,
     /// How many leading bytes of the prompt it holds, by the index.
     pub(crate) depth: u32,
+    /// Prefill queued ahead, in prompt bytes (`Slot::backlog`: Lumen's requests there that have
+    /// not had their first byte yet).
+    pub(crate) backlog: f64,
 }
 
-/// When a backend counts as too loaded to be favoured.
+/// The prompt being placed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prompt {
+    /// The placement key (`PromptKey::placement`).
+    pub(crate) key: u64,
+    /// Its length in bytes.
+    pub(crate) len: u32,
+    /// Leading bytes cached on every engine (a widely shared section): they count for nobody.
+    pub(crate) discount: u32,
+    /// A client's session hint: keep the key's backend unless it is out of balance.
+    pub(crate) strong: bool,
+}
+
+/// When a backend counts as out of balance, and what agreement between replicas is worth.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Thresholds {
-    /// Queue longer than the pool's shortest by this much.
+    /// Queue (by the engine's report) longer than the pool's shortest by this much.
     pub(crate) queue_slack: f64,
     /// KV cache at least this full while another's is not.
     pub(crate) kv_threshold: f64,
-    /// For the expected-wait score when every candidate is too loaded.
+    /// For the expected-wait score when every candidate is out of balance.
     pub(crate) kv_weight: f64,
-    /// Requests at the engine beyond this factor of the pool's mean (plus the slack).
-    pub(crate) load_factor: f64,
-    /// A deeper match moves a request off its placement only when it is deeper by at least
-    /// this many bytes (a block): the few bytes every prompt shares after a common section
-    /// ("user:") are not worth breaking the agreement between replicas.
+    /// A match shorter than this many bytes (a block) beyond the discount does not make a
+    /// prompt known: the few bytes every prompt shares after a common section ("user:") are
+    /// not worth breaking the agreement between replicas.
     pub(crate) min_gain: u32,
+    /// What leaving the hash's choice for a prompt nobody holds costs, in its own bytes: the
+    /// chance that its next request is placed by another replica (which sends it to the
+    /// hash's choice, to be prefilled again there).
+    pub(crate) agreement: f64,
 }
 
 /// Why a backend was chosen (tests and traces read it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Why {
-    /// It holds a longer prefix than the placement's choice.
+    /// It holds a longer prefix than the placement's choice, worth more than its queue.
     Prefix,
     /// The placement's first choice.
     Affinity,
-    /// The placement's first choice was too loaded: the next one by hash.
+    /// The placement's first choice had too much queued (or was out of balance): another,
+    /// for its lower expected wait.
     Spill,
-    /// Every candidate was too loaded: the lowest expected wait.
+    /// Every candidate was out of balance: the lowest expected wait by the engines' reports.
     LeastLoaded,
 }
 
-/// Load balance of the pool, computed once per decision.
+/// The choice, and what the chosen engine must prefill for it (its backlog grows by that).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Decision {
+    pub(crate) index: usize,
+    pub(crate) why: Why,
+    pub(crate) uncached: u32,
+}
+
+/// Load balance of the pool by the engines' reports, computed once per decision.
 struct Balance {
     min_queue: f64,
-    occupancy_bound: f64,
     any_kv_room: bool,
 }
 
 impl Balance {
     fn of(c: &[Candidate], t: &Thresholds) -> Self {
         let min_queue = c.iter().map(|c| c.load.queue).fold(f64::INFINITY, f64::min);
-        let mean = c.iter().map(|c| c.load.occupancy).sum::<f64>() / c.len().max(1) as f64;
         Self {
             min_queue,
-            occupancy_bound: t.load_factor * mean + t.queue_slack,
             any_kv_room: c
                 .iter()
                 .any(|c| c.load.kv.is_none_or(|k| k < t.kv_threshold)),
@@ -82,29 +117,23 @@ impl Balance {
 
     fn hot(&self, l: &Load, t: &Thresholds) -> bool {
         l.queue >= self.min_queue + t.queue_slack
-            || l.occupancy > self.occupancy_bound
             || (self.any_kv_room && l.kv.is_some_and(|k| k >= t.kv_threshold))
     }
 }
 
-/// Chooses among `c` (never empty) for a prompt placed by `key`. `discount` bytes of every
-/// match (a widely shared section) do not count; `strong` (a client's session hint) keeps the
-/// key's backend unless it is too loaded.
-pub(crate) fn decide(
-    c: &[Candidate],
-    key: u64,
-    discount: u32,
-    strong: bool,
-    t: &Thresholds,
-) -> (usize, Why) {
+/// Chooses among `c` (never empty) for prompt `p`.
+pub(crate) fn decide(c: &[Candidate], p: &Prompt, t: &Thresholds) -> Decision {
     let bal = Balance::of(c, t);
-    let score = |i: usize| hash::rendezvous(key, c[i].node, c[i].weight);
-    let depth = |i: usize| c[i].depth.saturating_sub(discount);
+    let score = |i: usize| hash::rendezvous(p.key, c[i].node, c[i].weight);
+    // Cached beyond the shared section, and what the engine must still prefill.
+    let saved = |i: usize| c[i].depth.saturating_sub(p.discount);
+    let own = p.len.saturating_sub(p.discount);
+    let uncached = |i: usize| own.saturating_sub(saved(i));
     let mut top = 0;
     let mut top_score = f64::MIN;
-    // The first non-hot backend by hash, and the deepest non-hot match (ties: by hash).
+    // The first backend by hash that is not out of balance: the placement's choice.
     let mut placed: Option<(usize, f64)> = None;
-    let mut deepest: Option<(usize, u32, f64)> = None;
+    let mut known = false;
     for (i, cand) in c.iter().enumerate() {
         let s = score(i);
         if s > top_score {
@@ -117,22 +146,72 @@ pub(crate) fn decide(
         if placed.is_none_or(|(_, ps)| s > ps) {
             placed = Some((i, s));
         }
-        let d = depth(i);
-        if deepest.is_none_or(|(_, dd, ds)| d > dd || (d == dd && s > ds)) {
-            deepest = Some((i, d, s));
+        known |= saved(i) >= t.min_gain;
+    }
+    let Some((home, _)) = placed else {
+        let i = least_cost(c, t.kv_weight);
+        return Decision {
+            index: i,
+            why: Why::LeastLoaded,
+            uncached: uncached(i),
+        };
+    };
+    let spill = if home == top {
+        Why::Affinity
+    } else {
+        Why::Spill
+    };
+    if p.strong {
+        // A session hint is the client saying which conversation this is: keep its backend;
+        // when that one is out of balance, follow where the session went before.
+        let deepest = (0..c.len())
+            .filter(|&i| !bal.hot(&c[i].load, t))
+            .max_by(|&a, &b| saved(a).cmp(&saved(b)).then(score(a).total_cmp(&score(b))));
+        let (index, why) = match deepest {
+            Some(m) if home != top && saved(m) >= t.min_gain => (m, Why::Prefix),
+            _ => (home, spill),
+        };
+        return Decision {
+            index,
+            why,
+            uncached: uncached(index),
+        };
+    }
+    // Expected time to first token, in bytes of prefill: what is queued ahead, what this
+    // prompt needs there, and — for a prompt nobody holds — the later prefill that leaving
+    // the placement's choice is likely to cost.
+    let leave = if known {
+        0.0
+    } else {
+        t.agreement * f64::from(own)
+    };
+    let cost = |i: usize| {
+        let away = if i == home { 0.0 } else { leave };
+        c[i].backlog + f64::from(uncached(i)) + away
+    };
+    let mut best = home;
+    let mut best_cost = cost(home);
+    let mut best_score = score(home);
+    for (i, cand) in c.iter().enumerate() {
+        if i == home || bal.hot(&cand.load, t) {
+            continue;
+        }
+        let (ci, si) = (cost(i), score(i));
+        if ci < best_cost || (ci == best_cost && si > best_score) {
+            (best, best_cost, best_score) = (i, ci, si);
         }
     }
-    let Some((a, _)) = placed else {
-        return (least_cost(c, t.kv_weight), Why::LeastLoaded);
+    let why = if best == home {
+        spill
+    } else if saved(best) >= saved(home).saturating_add(t.min_gain) {
+        Why::Prefix
+    } else {
+        Why::Spill
     };
-    let spill = if a == top { Why::Affinity } else { Why::Spill };
-    match deepest {
-        // A session hint is the client saying which conversation this is: keep its backend;
-        // when that one is too loaded, follow where the session went before.
-        Some((m, d, _)) if strong && a != top && d >= t.min_gain => (m, Why::Prefix),
-        _ if strong => (a, spill),
-        Some((m, d, _)) if d >= depth(a).saturating_add(t.min_gain) => (m, Why::Prefix),
-        _ => (a, spill),
+    Decision {
+        index: best,
+        why,
+        uncached: uncached(best),
     }
 }
 

@@ -48,3 +48,20 @@ fn bounded_rendezvous_spills_a_hot_key() {
         "an idle first choice is kept"
     );
 }
+
+#[test]
+fn least_in_flight_ties_take_turns_among_the_tied_only() {
+    let cands = [0, 1, 2, 3];
+    let loads = [0usize, 0, 5, 5];
+    let v = View {
+        cands: &cands,
+        in_flight: &|k| loads[k],
+        weight: &|_| 1,
+        node: &|k| k as u64,
+    };
+    let cursor = AtomicU64::new(0);
+    let picks: Vec<usize> = (0..8).map(|_| least_in_flight(&v, &cursor)).collect();
+    // A rotation over all four, taking the first least loaded from where it starts, gives
+    // backend 0 every turn that starts on 0, 2 or 3: three in four.
+    assert_eq!(picks, vec![0, 1, 0, 1, 0, 1, 0, 1]);
+}

@@ -106,28 +106,86 @@ fn a_queued_engine_is_avoided_and_a_stale_report_is_not_believed() {
 }
 
 #[test]
-fn load_aware_reads_the_engines_and_lumens_own_sends_since() {
+fn load_aware_spreads_a_burst_by_the_prefill_it_sends() {
     let r = fleet(Policy::LoadAware, 3, |_| {});
-    report(&r, "e0", 30.0, 10.0, 1_000);
+    // The gauges say e0 runs the most; counting decoding requests, they do not say who will
+    // prefill a new prompt first: only Lumen's own sends since do (a queue would: see
+    // `load_aware_sends_nothing_to_the_engine_with_a_queue` in the gateway).
+    report(&r, "e0", 30.0, 0.0, 1_000);
     report(&r, "e1", 12.0, 0.0, 1_000);
     report(&r, "e2", 9.0, 0.0, 1_000);
+    let route = |now_ms| {
+        r.route(&RouteRequest {
+            model: "m",
+            now_ms,
+            ..RouteRequest::default()
+        })
+        .unwrap()
+        .lease
+    };
     let mut held = Vec::new();
     let mut picks = BTreeMap::new();
     for _ in 0..9 {
-        let route = r
+        let lease = route(1_200);
+        *picks.entry(lease.name.clone()).or_insert(0) += 1;
+        held.push(lease);
+    }
+    assert_eq!((picks["e0"], picks["e1"], picks["e2"]), (3, 3, 3));
+    // Three prompts of 2 KB each are queued on each engine until their first bytes come back,
+    // however long that takes: no drain rate is guessed.
+    let backlog = || -> Vec<u64> { r.slots().iter().map(|s| s.backlog()).collect() };
+    assert_eq!(backlog(), vec![6_144; 3]);
+    // e1 answers its three (a stream's first chunk): decoding now, they queue nothing there,
+    // and settling twice changes nothing.
+    for lease in held.iter_mut().filter(|l| l.name == "e1") {
+        lease.prefilled();
+        lease.prefilled();
+    }
+    assert_eq!(backlog(), vec![6_144, 0, 6_144]);
+    let in_flight = || -> Vec<usize> { r.slots().iter().map(|s| s.in_flight()).collect() };
+    assert_eq!(in_flight(), vec![3; 3], "still in flight while decoding");
+    // So the next prompt goes there, though e1 has as many requests as the others.
+    let next = route(1_200);
+    assert_eq!(next.name, "e1");
+    assert_eq!(backlog(), vec![6_144, 2_048, 6_144]);
+    drop(next);
+    // A request that ends without a first byte (an error, a timeout, a client gone) leaves
+    // nothing behind when its lease drops.
+    held.retain(|l| l.name != "e0");
+    assert_eq!(backlog(), vec![0, 0, 6_144]);
+    assert_eq!(in_flight(), vec![0, 3, 3]);
+}
+
+#[test]
+fn load_aware_does_not_herd_on_a_report_a_few_percent_lower() {
+    let r = fleet(Policy::LoadAware, 3, |_| {});
+    for (name, kv) in [("e0", 0.34), ("e1", 0.31), ("e2", 0.37)] {
+        let slot = r.slots().into_iter().find(|s| s.name == name).unwrap();
+        let report = EngineReport {
+            running: 12.0,
+            waiting: 0.0,
+            kv_usage: Some(kv),
+        };
+        slot.engine().record(&report, 0, 1_000);
+    }
+    // Requests answered as fast as they come (nothing stays queued): before the next report,
+    // e1's 31% would have taken them all. They take turns.
+    let mut picks = BTreeMap::new();
+    for i in 0..30 {
+        let p = chat("sys", &[words(1000, i)], None);
+        let mut lease = r
             .route(&RouteRequest {
                 model: "m",
+                prompt: Some(&p),
                 now_ms: 1_200,
                 ..RouteRequest::default()
             })
-            .unwrap();
-        *picks.entry(route.lease.name.clone()).or_insert(0) += 1;
-        held.push(route.lease);
+            .unwrap()
+            .lease;
+        lease.prefilled();
+        *picks.entry(lease.name.clone()).or_insert(0) += 1;
     }
-    // The burst water-fills the two idle-looking engines (9 → 12, then both to 15):
-    // nothing goes to the one with a queue, and no engine takes the whole burst.
-    assert_eq!(picks.get("e0"), None);
-    assert_eq!((picks["e1"], picks["e2"]), (3, 6));
+    assert_eq!((picks["e0"], picks["e1"], picks["e2"]), (10, 10, 10));
 }
 
 #[test]
