@@ -40,10 +40,19 @@ use tokio::time::Instant;
 const MAX_HEAD: usize = 64 * 1024;
 /// A chunk-size line (hex size plus extensions) longer than this is malformed.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// A read buffer's first size, and what it grows by while reads do not fill it: a head and a
+/// stream's events fit. A stream spends most of its life waiting for the next token, holding
+/// this buffer all along, so it is counted once per open stream (issue 24: 16 KiB here was a
+/// third of a stream's memory). The events split off it are sent on and dropped, so the same
+/// allocation is reclaimed in place at the next refill.
+const FIRST_READ: usize = 4 * 1024;
+/// The largest step a read buffer grows by: a read that fills the free space (a large answer
+/// arriving faster than it is read) doubles the step up to this, so big bodies still come in
+/// 16 KiB reads.
 const READ_CHUNK: usize = 16 * 1024;
 /// Grow the read buffer only when less than this is free: stream events are split off the
-/// buffer as they arrive, and reserving a full chunk after each would allocate per event.
-const MIN_SPARE: usize = 2 * 1024;
+/// buffer as they arrive, and reserving after each would allocate per event.
+const MIN_SPARE: usize = 1024;
 /// How often the reaper looks for idle connections the engine has closed (engines such as
 /// vLLM's uvicorn and llama.cpp close theirs after about five idle seconds).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -123,7 +132,7 @@ impl Pool {
                 Some(io) => (io, true),
                 None => (self.connect().await?, false),
             };
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut buf = BytesMut::with_capacity(FIRST_READ);
             let sent = io.write_all(&wire).await;
             let head = match sent {
                 Ok(()) => read_head(&mut io, &mut buf).await,
@@ -143,6 +152,7 @@ impl Pool {
                         reusable: !close,
                         pool: self.clone(),
                         done: false,
+                        step: FIRST_READ,
                     };
                     return Ok((head, body.finish_if_empty()));
                 }
@@ -300,9 +310,21 @@ impl Pool {
     }
 }
 
-fn reserve(buf: &mut BytesMut) {
+/// Makes room for the next read: `step` more bytes when less than [`MIN_SPARE`] is free.
+fn reserve(buf: &mut BytesMut, step: usize) {
     if buf.capacity() - buf.len() < MIN_SPARE {
-        buf.reserve(READ_CHUNK);
+        buf.reserve(step);
+    }
+}
+
+/// The next growth step after a read of `read` bytes into `spare` free bytes: doubled (up to
+/// [`READ_CHUNK`]) when the read filled the space, so more was likely waiting; else back to
+/// [`FIRST_READ`].
+fn next_step(step: usize, read: usize, spare: usize) -> usize {
+    if read >= spare {
+        (step * 2).min(READ_CHUNK)
+    } else {
+        FIRST_READ
     }
 }
 
@@ -366,7 +388,7 @@ async fn read_head(
         if let Some(head) = parse_head(buf).map_err(HeadError::Malformed)? {
             return Ok(head);
         }
-        reserve(buf);
+        reserve(buf, FIRST_READ);
         match io.read_buf(buf).await {
             Ok(0) => {
                 let e = io::Error::new(
@@ -490,6 +512,8 @@ pub(crate) struct Body {
     reusable: bool,
     pool: Arc<Pool>,
     done: bool,
+    /// What the read buffer grows by next ([`next_step`]).
+    step: usize,
 }
 
 impl std::fmt::Debug for Body {
@@ -529,11 +553,15 @@ impl Body {
         let Some(io) = self.io.as_ref() else {
             return Poll::Ready(Ok(0));
         };
-        reserve(&mut self.buf);
+        reserve(&mut self.buf, self.step);
+        let spare = self.buf.capacity() - self.buf.len();
         loop {
             ready!(io.poll_read_ready(cx))?;
             match io.try_read_buf(&mut self.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    self.step = next_step(self.step, n, spare);
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }

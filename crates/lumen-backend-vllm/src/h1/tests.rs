@@ -641,3 +641,18 @@ fn a_chunk_size_is_hex_digits_only() {
         Ok(super::Step::Data(Bytes::from_static(b"hello")))
     );
 }
+
+/// A stream's small reads keep the buffer small; a body arriving faster than it is read grows
+/// the step to 16 KiB reads and falls back once a read leaves room.
+#[test]
+fn the_read_buffer_grows_only_while_reads_fill_it() {
+    assert_eq!(next_step(FIRST_READ, 300, 3_800), FIRST_READ, "an event");
+    assert_eq!(next_step(FIRST_READ, 3_800, 3_800), 2 * FIRST_READ);
+    assert_eq!(next_step(2 * FIRST_READ, 8_192, 8_192), READ_CHUNK);
+    assert_eq!(next_step(READ_CHUNK, 16_384, 16_384), READ_CHUNK, "bounded");
+    assert_eq!(
+        next_step(READ_CHUNK, 100, 16_384),
+        FIRST_READ,
+        "back to small"
+    );
+}
