@@ -550,6 +550,48 @@ async fn a_native_simulator_is_asked_at_v1_messages_and_billed_its_usage() {
     assert_eq!(last.header("anthropic-version"), Some("2023-06-01"));
 }
 
+/// A backend whose kind promises `/v1/messages` but whose engine lacks it (an older vLLM, or a
+/// careless `kind`): the engine's 404 there is followed by the same request as a chat
+/// completion on the same engine, and the client never sees the 404 (that later requests skip
+/// the 404 is the core's `messages_native` flag, set off once the chat answer came).
+#[tokio::test]
+async fn an_engine_without_v1_messages_is_translated_after_its_first_404() {
+    let (url, sim) = sim_with(SimConfig {
+        models: vec!["m".to_owned()],
+        messages_api: MessagesApi::None,
+        ..SimConfig::default()
+    })
+    .await;
+    let lumen = Lumen::start(builder(&[&url]).auth(auth()).build().unwrap()).await;
+    let body = json!({
+        "model": "m",
+        "max_tokens": 6,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    for b in [&streamed, &body, &streamed] {
+        let r = messages(&lumen, b, KEY).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let paths: Vec<String> = sim
+        .records()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path.clone())
+        .collect();
+    // The simulator records only the routes it serves: its 404s at /v1/messages leave no
+    // record, and each request was served once, as a chat completion.
+    assert_eq!(
+        paths,
+        [
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            "/v1/chat/completions"
+        ],
+    );
+}
+
 /// A native engine that fails before its first byte falls back to a model whose engine is
 /// translated; the client still gets a whole Anthropic stream (and answer), billed on the
 /// engine that served.

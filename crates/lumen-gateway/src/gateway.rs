@@ -49,7 +49,7 @@ use crate::stream::{
     UsageAsk, ask_usage, avoided, blocked,
 };
 use crate::text::Text;
-use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream};
+use crate::upstream::{AttemptBreakers, ModelBreakers, Probe, Upstream, route_missing};
 use crate::{prompt, signals};
 use lumen_governance::keys::ApiKey;
 
@@ -315,6 +315,7 @@ fn budget(r: &Resolved) -> RetryBudget {
 /// Wraps a backend with its breaker and per-backend limit. Their settings are part of the slot
 /// key, so changing them on reload gives the backend a fresh slot.
 fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> BackendSpec<Upstream> {
+    let messages_native = spec.backend.native_messages();
     BackendSpec {
         key: format!(
             "{}|{:?}|{:?}",
@@ -333,6 +334,7 @@ fn upstream(spec: BackendSpec<SharedBackend>, probe: Probe, r: &Resolved) -> Bac
                 r.queue_timeout,
             )),
             probe,
+            messages_native: Arc::new(std::sync::atomic::AtomicBool::new(messages_native)),
         },
         name: spec.name,
     }
@@ -1541,13 +1543,23 @@ async fn answer_messages(
     cx: &RequestContext,
 ) -> Result<Reply<NativeEvent>, BackendError> {
     let name = up.name.clone();
-    if up.backend.native_messages() {
-        let reply = up.backend.call_body(MESSAGES_PATH, req.body, cx).await?;
-        return native_answer(reply, &name);
+    let mut lacks_route = false;
+    if up.messages_native() {
+        match up
+            .backend
+            .call_body(MESSAGES_PATH, req.body.clone(), cx)
+            .await
+        {
+            Err(e) if route_missing(&e) => lacks_route = true,
+            reply => return native_answer(reply?, &name),
+        }
     }
     let chat = req.chat_for_attempt();
     let cx = &without_headers(cx);
     let reply = up.backend.chat(chat, cx).await?;
+    if lacks_route {
+        up.lacks_native_messages();
+    }
     translated_answer(reply, &req.reply, &name)
 }
 
@@ -1562,13 +1574,27 @@ fn open_messages<'a>(
     Box::pin(async move {
         let name = up.name.clone();
         let open = async {
-            if up.backend.native_messages() {
-                let events = up.backend.call_stream(MESSAGES_PATH, req.body, cx).await?;
-                return Ok(Box::pin(NativeEvents::new(events, name)) as ChunkStream<NativeEvent>);
+            let mut lacks_route = false;
+            if up.messages_native() {
+                match up
+                    .backend
+                    .call_stream(MESSAGES_PATH, req.body.clone(), cx)
+                    .await
+                {
+                    Err(e) if route_missing(&e) => lacks_route = true,
+                    events => {
+                        return Ok(
+                            Box::pin(NativeEvents::new(events?, name)) as ChunkStream<NativeEvent>
+                        );
+                    }
+                }
             }
             let chat = req.chat_for_attempt();
             let cx = without_headers(cx);
             let chunks = up.backend.chat_stream(chat, &cx).await?;
+            if lacks_route {
+                up.lacks_native_messages();
+            }
             Ok(Box::pin(TranslatedEvents::new(chunks, req.reply, name))
                 as ChunkStream<NativeEvent>)
         };

@@ -2,6 +2,7 @@
 //! limit, which therefore survive reloads along with the router's slot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use lumen_backend::{BackendError, SharedBackend, TimeoutKind};
@@ -23,6 +24,11 @@ pub struct Upstream {
     pub limit: Arc<Admission>,
     /// How the background health checker probes it.
     pub probe: Probe,
+    /// Whether Messages requests go to the engine's own `/v1/messages`: the backend's
+    /// [`native_messages`](lumen_backend::Backend::native_messages), until the engine shows it
+    /// has no such route (a 404 there, then the same request served as a chat completion), so
+    /// a backend whose kind promises an API its engine version lacks costs one extra send, once.
+    pub messages_native: Arc<AtomicBool>,
 }
 
 /// How a backend is probed by the background health checker.
@@ -43,6 +49,35 @@ impl Upstream {
     pub fn allows(&self, engine_model: &str) -> bool {
         self.breaker.allows() && self.models.allows(engine_model)
     }
+
+    /// Whether a Messages request goes to the engine as it is (see [`Self::messages_native`]).
+    pub fn messages_native(&self) -> bool {
+        self.messages_native.load(Ordering::Relaxed)
+    }
+
+    /// The engine answered 404 at `/v1/messages` and served the same request as a chat
+    /// completion: it has no Messages route, so later requests are translated at once.
+    pub(crate) fn lacks_native_messages(&self) {
+        if self.messages_native.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                backend = %self.name,
+                "the engine has no /v1/messages (404) but serves chat: Messages requests are \
+                 translated from now on (set backends[].native_messages = false to say so)"
+            );
+        }
+    }
+}
+
+/// Whether a failed native call says the engine lacks the route, so the same request may be
+/// sent again translated: nothing ran (a 404 or 405 answers before any work).
+pub(crate) fn route_missing(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::Upstream {
+            status: 404 | 405,
+            ..
+        }
+    )
 }
 
 /// The breakers one attempt reports to: the backend's, and its model's (none for a
