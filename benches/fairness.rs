@@ -24,6 +24,54 @@ use tokio::time::Instant;
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
 const SECONDS: u64 = 20;
+const ADMIN: &str = "bench-admin";
+
+/// What one key's answered requests cost, as the engine reported it in each answer's `usage`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Billed {
+    requests: u64,
+    input: u64,
+    output: u64,
+}
+
+impl std::ops::AddAssign for Billed {
+    fn add_assign(&mut self, o: Self) {
+        self.requests += o.requests;
+        self.input += o.input;
+        self.output += o.output;
+    }
+}
+
+/// Today's usage history of `keys`, summed over models, from `/admin/usage/history`.
+async fn history(addr: SocketAddr, keys: &[&str]) -> Billed {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::get(format!("http://{addr}/admin/usage/history"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = client
+        .request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut out = Billed::default();
+    for row in v["data"].as_array().into_iter().flatten() {
+        if keys.contains(&row["key"].as_str().unwrap_or_default()) {
+            let n = |f: &str| row[f].as_u64().unwrap_or(0);
+            out += Billed {
+                requests: n("requests"),
+                input: n("input_tokens"),
+                output: n("output_tokens"),
+            };
+        }
+    }
+    out
+}
 
 fn key(name: &str, priority: &str) -> ApiKey {
     ApiKey {
@@ -57,7 +105,7 @@ async fn lumen(sim: SocketAddr, headroom: usize) -> SocketAddr {
         })
         .auth(lumen_server::config::AuthConfig {
             enabled: true,
-            admin_key_sha256: None,
+            admin_key_sha256: Some(to_hex(&digest(ADMIN))),
             keys: vec![
                 key("team-a", "standard"),
                 key("team-b", "standard"),
@@ -74,8 +122,9 @@ async fn lumen(sim: SocketAddr, headroom: usize) -> SocketAddr {
     addr
 }
 
-/// Sends `rate` requests a second for `SECONDS` with key `secret`; returns each latency.
-async fn flow(addr: SocketAddr, secret: &'static str, rate: f64) -> Vec<Duration> {
+/// Sends `rate` requests a second for `SECONDS` with key `secret`; returns each latency, and
+/// what the engine reported the answers cost.
+async fn flow(addr: SocketAddr, secret: &'static str, rate: f64) -> (Vec<Duration>, Billed) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let client = Arc::new(client);
     let every = Duration::from_secs_f64(1.0 / rate);
@@ -94,18 +143,30 @@ async fn flow(addr: SocketAddr, secret: &'static str, rate: f64) -> Vec<Duration
             let start = Instant::now();
             let resp = client.request(req).await.unwrap();
             let ok = resp.status().is_success();
-            resp.into_body().collect().await.unwrap();
-            ok.then(|| start.elapsed())
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let elapsed = start.elapsed();
+            ok.then(|| {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let n = |f: &str| v["usage"][f].as_u64().unwrap_or(0);
+                let billed = Billed {
+                    requests: 1,
+                    input: n("prompt_tokens"),
+                    output: n("completion_tokens"),
+                };
+                (elapsed, billed)
+            })
         }));
     }
     let mut out = Vec::new();
+    let mut billed = Billed::default();
     for t in tasks {
-        if let Some(d) = t.await.unwrap() {
+        if let Some((d, b)) = t.await.unwrap() {
             out.push(d);
+            billed += b;
         }
     }
     out.sort();
-    out
+    (out, billed)
 }
 
 fn pct(v: &[Duration], p: f64) -> f64 {
@@ -138,32 +199,36 @@ async fn main() {
     println!("| B's requests | answered | p50 (ms) | p99 (ms) | max (ms) |");
     println!("|---|---:|---:|---:|---:|");
     // Each run on a fresh Lumen, so no queue is left from the one before.
-    let alone = flow(lumen(sim, 1).await, "team-b", 4.5).await;
+    let (alone, _) = flow(lumen(sim, 1).await, "team-b", 4.5).await;
     row("B alone (4.5/s)", &alone);
     let addr = lumen(sim, 0).await;
-    let (_, exact) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
+    let (_, (exact, _)) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
     row(
         "B with A at 45/s, fair queue, no headroom (`admission.headroom = 0`)",
         &exact,
     );
     let addr = lumen(sim, 1).await;
-    let (_, fair) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
+    let ((_, billed_a), (fair, billed_b)) =
+        tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-b", 4.5));
+    let mut engines = billed_a;
+    engines += billed_b;
+    let recorded = history(addr, &["team-a", "team-b"]).await;
     row(
         "B with A at 45/s, fair queue, headroom 1 (the default)",
         &fair,
     );
     let addr = lumen(sim, 1).await;
     // One key for both: one flow, first come first served, as before fair admission.
-    let (_, fifo) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-a", 4.5));
+    let (_, (fifo, _)) = tokio::join!(flow(addr, "team-a", 45.0), flow(addr, "team-a", 4.5));
     row("B with A at 45/s, one shared flow (FIFO)", &fifo);
     let addr = lumen(sim, 0).await;
-    let (_, interactive0) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
+    let (_, (interactive0, _)) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
     row(
         "interactive key under a batch key's flood, no headroom",
         &interactive0,
     );
     let addr = lumen(sim, 1).await;
-    let (_, interactive) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
+    let (_, (interactive, _)) = tokio::join!(flow(addr, "batch", 45.0), flow(addr, "chat", 4.5));
     row(
         "interactive key under a batch key's flood, headroom 1",
         &interactive,
@@ -188,5 +253,20 @@ async fn main() {
         wait(&fifo, 0.99),
         wait(&interactive, 0.99),
         wait(&interactive0, 0.99),
+    );
+    println!(
+        "usage history of the fair run (A and B, headroom 1) against the engines' answers: \
+         requests {} / {}, input tokens {} / {}, output tokens {} / {}: {}",
+        recorded.requests,
+        engines.requests,
+        recorded.input,
+        engines.input,
+        recorded.output,
+        engines.output,
+        if recorded == engines {
+            "equal, token for token"
+        } else {
+            "DIFFERENT"
+        }
     );
 }
