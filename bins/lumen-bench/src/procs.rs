@@ -29,14 +29,7 @@ impl Proc {
     }
 
     fn status_kb(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        status_field(&format!("/proc/{}/status", self.pid), field)
     }
 
     pub fn rss_kb(&self) -> u64 {
@@ -46,15 +39,7 @@ impl Proc {
     /// Reads the RSS (KB) without borrowing the process: for a sampling task.
     pub fn rss_sampler(&self) -> impl Fn() -> u64 + Send + 'static {
         let path = format!("/proc/{}/status", self.pid);
-        move || {
-            std::fs::read_to_string(&path)
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        }
+        move || status_field(&path, "VmRSS:")
     }
 
     /// Threads of the process (the `Threads:` line of its status).
@@ -70,6 +55,17 @@ impl Proc {
     pub fn peak_rss_kb(&self) -> u64 {
         self.status_kb("VmHWM:")
     }
+}
+
+/// A number field of a `/proc/<pid>/status` file (0 when it cannot be read).
+fn status_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// This process's (the load generator's) CPU seconds so far, all threads.
