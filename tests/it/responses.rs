@@ -340,3 +340,49 @@ async fn what_the_translation_cannot_serve_is_refused_and_store_false_keeps_noth
     assert_eq!(counted.json()["object"], "response.input_tokens");
     assert!(counted.json()["input_tokens"].as_u64().unwrap() > 0);
 }
+
+/// Codex's freeform `apply_patch` is a `custom` tool: offered to a chat engine as a function of
+/// one string, its call comes back as a `custom_tool_call` with the text as `input`, and the
+/// next turn (the call and its `custom_tool_call_output`) continues through Lumen's store.
+#[tokio::test]
+async fn a_custom_tool_is_called_and_continued_through_a_chat_engine() {
+    const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m1",
+        "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",
+        "content":null,"tool_calls":[{"id":"call_9","type":"function","function":{
+        "name":"apply_patch","arguments":"{\"input\":\"*** Begin Patch\\n*** End Patch\"}"}}]}}],
+        "usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#;
+    let engine = canned_engine(ANSWER).await;
+    let lumen = Lumen::start(builder(&[&engine]).build().unwrap()).await;
+    let tool = json!({"type": "custom", "name": "apply_patch", "description": "Edit files.",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}});
+    let first = post(
+        &lumen.url("/v1/responses"),
+        &json!({"model": "m1", "input": "fix the bug", "tools": [tool]}).to_string(),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let r1 = first.json();
+    assert_eq!(
+        r1["output"][0],
+        json!({"type": "custom_tool_call", "id": r1["output"][0]["id"], "status": "completed",
+            "call_id": "call_9", "name": "apply_patch", "input": "*** Begin Patch\n*** End Patch"})
+    );
+    assert_eq!(r1["tools"][0]["type"], "custom");
+    assert_eq!(r1["usage"]["output_tokens"], 9);
+    let second = post(
+        &lumen.url("/v1/responses"),
+        &json!({"model": "m1", "previous_response_id": r1["id"], "tools": [tool],
+            "input": [{"type": "custom_tool_call_output", "call_id": "call_9", "output": "Done!"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let items = get(&lumen.url(&format!(
+        "/v1/responses/{}/input_items?order=asc",
+        second.json()["id"].as_str().unwrap()
+    )))
+    .await;
+    assert_eq!(items.status, 200, "{}", items.text());
+    assert_eq!(items.json()["data"][0]["type"], "custom_tool_call_output");
+    lumen.shutdown().await;
+}

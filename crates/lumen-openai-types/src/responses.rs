@@ -232,6 +232,10 @@ pub enum InputItem {
     Message(InputMessage),
     FunctionCall(FunctionCall),
     FunctionCallOutput(FunctionCallOutput),
+    /// A call of a `custom` tool (Codex's freeform `apply_patch`): its input is free text.
+    CustomToolCall(CustomToolCall),
+    /// A custom tool's result: the same shape as a function's.
+    CustomToolCallOutput(FunctionCallOutput),
     Reasoning(Reasoning),
     /// Any other item type (`item_reference`, `web_search_call`, ...): parsed so the request is
     /// accepted up to translation, which refuses it naming its type.
@@ -259,6 +263,16 @@ pub struct FunctionCall {
     pub arguments: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomToolCall {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub call_id: String,
+    pub name: String,
+    /// The free text the model wrote for the tool (a patch, a command).
+    pub input: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -329,6 +343,8 @@ struct FlatItem {
     name: Option<String>,
     #[serde(default)]
     arguments: Option<String>,
+    #[serde(default)]
+    input: Option<String>,
     #[serde(default)]
     output: Option<Content>,
     #[serde(default)]
@@ -442,6 +458,17 @@ impl<'de> Deserialize<'de> for InputItem {
                 call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
                 output: f.output.ok_or_else(|| missing(&kind, "output"))?,
             }),
+            "custom_tool_call" => Self::CustomToolCall(CustomToolCall {
+                id: f.id,
+                call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
+                name: f.name.ok_or_else(|| missing(&kind, "name"))?,
+                input: f.input.unwrap_or_default(),
+            }),
+            "custom_tool_call_output" => Self::CustomToolCallOutput(FunctionCallOutput {
+                id: f.id,
+                call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
+                output: f.output.ok_or_else(|| missing(&kind, "output"))?,
+            }),
             "reasoning" => Self::Reasoning(Reasoning {
                 id: f.id,
                 summary: f.summary.unwrap_or_default(),
@@ -498,6 +525,16 @@ impl Serialize for InputItem {
             .serialize(s),
             Self::FunctionCallOutput(o) => Tagged {
                 kind: "function_call_output",
+                inner: o,
+            }
+            .serialize(s),
+            Self::CustomToolCall(c) => Tagged {
+                kind: "custom_tool_call",
+                inner: c,
+            }
+            .serialize(s),
+            Self::CustomToolCallOutput(o) => Tagged {
+                kind: "custom_tool_call_output",
                 inner: o,
             }
             .serialize(s),
@@ -668,9 +705,24 @@ pub enum Tool {
         description: Option<String>,
         tools: Vec<FunctionTool>,
     },
+    /// A tool that takes free text rather than JSON arguments (Codex's `apply_patch`),
+    /// optionally constrained by a grammar. Offered to a chat engine as a function of one
+    /// string parameter.
+    Custom(CustomTool),
     Other {
         kind: String,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomTool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `{"type":"text"}` or `{"type":"grammar","syntax":"lark"|"regex","definition":...}`,
+    /// kept as the client's JSON: echoed, and its grammar shown to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -702,6 +754,8 @@ impl<'de> Deserialize<'de> for Tool {
             strict: Option<bool>,
             #[serde(default)]
             tools: Option<Vec<Tool>>,
+            #[serde(default)]
+            format: Option<RawJson>,
         }
         let f = Flat::deserialize(d)?;
         if f.kind == "namespace" {
@@ -717,6 +771,15 @@ impl<'de> Deserialize<'de> for Tool {
                 description: f.description,
                 tools: inner,
             });
+        }
+        if f.kind == "custom" {
+            return Ok(Self::Custom(CustomTool {
+                name: f
+                    .name
+                    .ok_or_else(|| de::Error::custom("a `custom` tool needs `name`"))?,
+                description: f.description,
+                format: f.format,
+            }));
         }
         if f.kind != "function" {
             return Ok(Self::Other { kind: f.kind });
@@ -738,6 +801,11 @@ impl Serialize for Tool {
             Self::Function(f) => Tagged {
                 kind: "function",
                 inner: f,
+            }
+            .serialize(s),
+            Self::Custom(c) => Tagged {
+                kind: "custom",
+                inner: c,
             }
             .serialize(s),
             Self::Namespace {
@@ -771,6 +839,10 @@ pub enum ToolChoice {
     None,
     Required,
     Function {
+        name: String,
+    },
+    /// `{"type":"custom","name":...}`: one custom tool.
+    Custom {
         name: String,
     },
     /// Another mode string or object type (`allowed_tools`, a built-in tool): refused.
@@ -809,6 +881,7 @@ impl StringOr for ToolChoice {
         let o = Obj::deserialize(de::value::MapAccessDeserializer::new(map))?;
         Ok(match (o.kind.as_str(), o.name) {
             ("function", Some(name)) => Self::Function { name },
+            ("custom", Some(name)) => Self::Custom { name },
             _ => Self::Other { kind: o.kind },
         })
     }
@@ -820,9 +893,14 @@ impl Serialize for ToolChoice {
             Self::Auto => s.serialize_str("auto"),
             Self::None => s.serialize_str("none"),
             Self::Required => s.serialize_str("required"),
-            Self::Function { name } => {
+            Self::Function { name } | Self::Custom { name } => {
+                let kind = if matches!(self, Self::Custom { .. }) {
+                    "custom"
+                } else {
+                    "function"
+                };
                 let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("type", "function")?;
+                m.serialize_entry("type", kind)?;
                 m.serialize_entry("name", name)?;
                 m.end()
             }
@@ -990,6 +1068,13 @@ pub enum OutputItem {
         name: String,
         arguments: String,
     },
+    CustomToolCall {
+        id: String,
+        status: ItemStatus,
+        call_id: String,
+        name: String,
+        input: String,
+    },
     Reasoning {
         id: String,
         status: ItemStatus,
@@ -1003,6 +1088,7 @@ impl OutputItem {
         match self {
             Self::Message { id, .. }
             | Self::FunctionCall { id, .. }
+            | Self::CustomToolCall { id, .. }
             | Self::Reasoning { id, .. } => id,
         }
     }
@@ -1033,6 +1119,18 @@ impl OutputItem {
                 name: name.clone(),
                 arguments: arguments.clone(),
                 status: None,
+            }),
+            Self::CustomToolCall {
+                id,
+                call_id,
+                name,
+                input,
+                ..
+            } => InputItem::CustomToolCall(CustomToolCall {
+                id: Some(id.clone()),
+                call_id: call_id.clone(),
+                name: name.clone(),
+                input: input.clone(),
             }),
             Self::Reasoning {
                 id,

@@ -88,6 +88,22 @@ pub enum ResponseEvent {
         name: String,
         arguments: String,
     },
+    /// A custom tool's input. A chat engine writes it as the JSON arguments of a function,
+    /// which are read whole when the call ends, so it comes as one delta.
+    #[serde(rename = "response.custom_tool_call_input.delta")]
+    CustomToolCallInputDelta {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        delta: String,
+    },
+    #[serde(rename = "response.custom_tool_call_input.done")]
+    CustomToolCallInputDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        input: String,
+    },
     /// The reasoning text itself, as vLLM and gpt-oss stream it (OpenAI's own models stream
     /// summaries instead; engines have none to give).
     #[serde(rename = "response.reasoning_text.delta")]
@@ -181,6 +197,8 @@ impl ResponseEvent {
             Self::OutputItemDone { .. } => "response.output_item.done",
             Self::FunctionCallArgumentsDelta { .. } => "response.function_call_arguments.delta",
             Self::FunctionCallArgumentsDone { .. } => "response.function_call_arguments.done",
+            Self::CustomToolCallInputDelta { .. } => "response.custom_tool_call_input.delta",
+            Self::CustomToolCallInputDone { .. } => "response.custom_tool_call_input.done",
             Self::ReasoningTextDelta { .. } => "response.reasoning_text.delta",
             Self::ReasoningTextDone { .. } => "response.reasoning_text.done",
             Self::ReasoningSummaryPartAdded { .. } => "response.reasoning_summary_part.added",
@@ -224,6 +242,12 @@ impl ResponseEvent {
                 sequence_number, ..
             }
             | Self::FunctionCallArgumentsDone {
+                sequence_number, ..
+            }
+            | Self::CustomToolCallInputDelta {
+                sequence_number, ..
+            }
+            | Self::CustomToolCallInputDone {
                 sequence_number, ..
             }
             | Self::ReasoningTextDelta {

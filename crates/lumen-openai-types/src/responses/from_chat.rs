@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::event::ResponseEvent;
 use super::{
     IncompleteDetails, ItemStatus, OutputItem, OutputText, ReasoningPart, Response,
-    ResponseErrorBody, ResponseUsage, Status,
+    ResponseErrorBody, ResponseUsage, Status, Tool,
 };
 use crate::chat::{ChatCompletionChunk, ChatCompletionResponse};
 use crate::stream::Usage;
@@ -137,6 +137,29 @@ fn arguments_text(raw: Option<&RawValue>) -> String {
     }
 }
 
+/// Whether the request offered `name` as a custom tool (translated as a function of one
+/// string, `input`), whose calls are answered as `custom_tool_call` items.
+fn is_custom(tools: &[Tool], name: &str) -> bool {
+    tools
+        .iter()
+        .any(|t| matches!(t, Tool::Custom(c) if c.name == name))
+}
+
+/// The free text of a custom tool's call, from the arguments a chat engine wrote for the
+/// one-string function it was offered as (`{"input": "..."}`). Anything else the model wrote
+/// (a bare JSON string, text that is not JSON) is taken as the input whole, so nothing it
+/// wrote is lost.
+fn custom_input(arguments: &str) -> String {
+    #[derive(Deserialize)]
+    struct Args {
+        input: String,
+    }
+    if let Ok(a) = serde_json::from_str::<Args>(arguments) {
+        return a.input;
+    }
+    serde_json::from_str::<String>(arguments).unwrap_or_else(|_| arguments.to_owned())
+}
+
 /// The reasoning a chat message or delta carries: `reasoning_content` (DeepSeek, vLLM before
 /// 0.10, llama.cpp, SGLang) or `reasoning` (newer vLLM, Ollama).
 fn raw_reasoning(extra: &RawExtra) -> Option<String> {
@@ -197,17 +220,30 @@ pub fn response_from_chat(
             name: None,
             arguments: None,
         });
-        let id = ids.make("fc");
+        let name = f.name.unwrap_or_default();
+        let custom = is_custom(&started.tools, &name);
+        let id = ids.make(if custom { "ctc" } else { "fc" });
         let call_id = call
             .id
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| ids.make("call"));
-        output.push(OutputItem::FunctionCall {
-            id,
-            status: ItemStatus::Completed,
-            call_id,
-            name: f.name.unwrap_or_default(),
-            arguments: non_empty_arguments(arguments_text(f.arguments.as_deref())),
+        let arguments = arguments_text(f.arguments.as_deref());
+        output.push(if custom {
+            OutputItem::CustomToolCall {
+                id,
+                status: ItemStatus::Completed,
+                call_id,
+                name,
+                input: custom_input(&arguments),
+            }
+        } else {
+            OutputItem::FunctionCall {
+                id,
+                status: ItemStatus::Completed,
+                call_id,
+                name,
+                arguments: non_empty_arguments(arguments),
+            }
         });
     }
     if status == Status::Incomplete {
@@ -234,6 +270,7 @@ fn set_status(item: &mut OutputItem, s: ItemStatus) {
     match item {
         OutputItem::Message { status, .. }
         | OutputItem::FunctionCall { status, .. }
+        | OutputItem::CustomToolCall { status, .. }
         | OutputItem::Reasoning { status, .. } => *status = s,
     }
 }
@@ -287,6 +324,9 @@ pub struct StreamTranslator {
     open: Open,
     /// chat tool-call index → output index, for calls not yet closed.
     calls: Vec<(u32, usize)>,
+    /// The arguments of custom tools' calls not yet closed, by output index: their input is
+    /// read from the whole JSON when the call ends.
+    custom_args: Vec<(usize, String)>,
     finish_reason: Option<String>,
     usage: Option<ResponseUsage>,
 }
@@ -303,6 +343,7 @@ impl StreamTranslator {
             ended: false,
             open: Open::None,
             calls: Vec::new(),
+            custom_args: Vec::new(),
             finish_reason: None,
             usage: None,
         }
@@ -566,26 +607,45 @@ impl StreamTranslator {
             Some(&(_, i)) => i,
             None => {
                 self.close_text(ItemStatus::Completed, out);
-                let id = self.ids.make("fc");
+                let name = name.unwrap_or_default();
+                let custom = is_custom(&self.response.tools, &name);
+                let id = self.ids.make(if custom { "ctc" } else { "fc" });
                 let call_id = call
                     .id
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| self.ids.make("call"));
-                let item = OutputItem::FunctionCall {
-                    id,
-                    status: ItemStatus::InProgress,
-                    call_id,
-                    name: name.clone().unwrap_or_default(),
-                    arguments: String::new(),
+                let item = if custom {
+                    OutputItem::CustomToolCall {
+                        id,
+                        status: ItemStatus::InProgress,
+                        call_id,
+                        name,
+                        input: String::new(),
+                    }
+                } else {
+                    OutputItem::FunctionCall {
+                        id,
+                        status: ItemStatus::InProgress,
+                        call_id,
+                        name,
+                        arguments: String::new(),
+                    }
                 };
                 let i = self.add_item(item, out);
                 self.calls.push((key, i));
+                if custom {
+                    self.custom_args.push((i, String::new()));
+                }
                 i
             }
         };
         let Some(delta) = arguments.filter(|a| !a.is_empty()) else {
             return;
         };
+        if let Some((_, args)) = self.custom_args.iter_mut().find(|(i, _)| *i == index) {
+            args.push_str(&delta);
+            return;
+        }
         let sequence_number = self.seq();
         if let Some(OutputItem::FunctionCall { id, arguments, .. }) =
             self.response.output.get_mut(index)
@@ -672,7 +732,7 @@ impl StreamTranslator {
                     part,
                 });
             }
-            OutputItem::FunctionCall { .. } => {}
+            OutputItem::FunctionCall { .. } | OutputItem::CustomToolCall { .. } => {}
         }
         out.push(ResponseEvent::OutputItemDone {
             sequence_number: self.seq(),
@@ -714,12 +774,34 @@ impl StreamTranslator {
             return;
         };
         set_status(item, status);
-        if let OutputItem::FunctionCall { arguments, .. } = item {
-            if arguments.trim().is_empty() {
-                *arguments = "{}".to_owned();
+        match item {
+            OutputItem::FunctionCall { arguments, .. } if arguments.trim().is_empty() => {
+                "{}".clone_into(arguments);
             }
+            OutputItem::CustomToolCall { input, .. } => {
+                if let Some(at) = self.custom_args.iter().position(|(i, _)| *i == index) {
+                    *input = custom_input(&self.custom_args.swap_remove(at).1);
+                }
+            }
+            _ => {}
         }
         let item = item.clone();
+        if let OutputItem::CustomToolCall { id, input, .. } = &item {
+            if !input.is_empty() {
+                out.push(ResponseEvent::CustomToolCallInputDelta {
+                    sequence_number: self.seq(),
+                    item_id: id.clone(),
+                    output_index: index as u32,
+                    delta: input.clone(),
+                });
+            }
+            out.push(ResponseEvent::CustomToolCallInputDone {
+                sequence_number: self.seq(),
+                item_id: id.clone(),
+                output_index: index as u32,
+                input: input.clone(),
+            });
+        }
         if let OutputItem::FunctionCall {
             id,
             name,

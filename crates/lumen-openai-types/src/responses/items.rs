@@ -138,6 +138,8 @@ fn item_id(response_id: &str, index: usize, item: &InputItem) -> String {
         InputItem::Message(m) => (m.id.as_deref(), "msg"),
         InputItem::FunctionCall(c) => (c.id.as_deref(), "fc"),
         InputItem::FunctionCallOutput(o) => (o.id.as_deref(), "fco"),
+        InputItem::CustomToolCall(c) => (c.id.as_deref(), "ctc"),
+        InputItem::CustomToolCallOutput(o) => (o.id.as_deref(), "ctco"),
         InputItem::Reasoning(r) => (r.id.as_deref(), "rs"),
         InputItem::Other { .. } => (None, "item"),
     };

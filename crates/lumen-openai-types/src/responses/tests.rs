@@ -1298,7 +1298,8 @@ mod stream_invariants {
                     ResponseEvent::OutputTextDelta { item_id, output_index, delta, .. }
                     | ResponseEvent::ReasoningTextDelta { item_id, output_index, delta, .. }
                     | ResponseEvent::ReasoningSummaryTextDelta { item_id, output_index, delta, .. }
-                    | ResponseEvent::FunctionCallArgumentsDelta { item_id, output_index, delta, .. } => {
+                    | ResponseEvent::FunctionCallArgumentsDelta { item_id, output_index, delta, .. }
+                    | ResponseEvent::CustomToolCallInputDelta { item_id, output_index, delta, .. } => {
                         prop_assert_eq!(added.get(output_index), Some(item_id));
                         prop_assert!(!done.contains_key(output_index), "delta after done");
                         text.entry(item_id.clone()).or_default().push_str(delta);
@@ -1327,6 +1328,9 @@ mod stream_invariants {
                         } else if !failed {
                             prop_assert_eq!(arguments, "{}");
                         }
+                    }
+                    OutputItem::CustomToolCall { input, .. } => {
+                        prop_assert_eq!(input, &streamed);
                     }
                 }
             }
@@ -1370,4 +1374,170 @@ fn namespace_tools_are_offered_one_by_one_and_client_metadata_stays_behind() {
     let echoed = serde_json::to_value(&req.tools.as_ref().unwrap()[1]).unwrap();
     assert_eq!(echoed["type"], "namespace");
     assert_eq!(echoed["tools"][1]["name"], "send_input");
+}
+
+// ---- custom tools (Codex's freeform apply_patch) ----
+
+const APPLY_PATCH: &str = r#"{"type":"custom","name":"apply_patch","description":"Edit files.",
+    "format":{"type":"grammar","syntax":"lark","definition":"start: begin_patch hunk+ end_patch"}}"#;
+
+#[test]
+fn a_custom_tool_is_a_function_of_one_string_with_its_grammar_described() {
+    let body = format!(
+        r#"{{"model":"m","input":"x","tools":[{APPLY_PATCH}],"tool_choice":{{"type":"custom","name":"apply_patch"}}}}"#
+    );
+    let chat = chat_json(&body);
+    let f = &chat["tools"][0]["function"];
+    assert_eq!(chat["tools"][0]["type"], "function");
+    assert_eq!(f["name"], "apply_patch");
+    assert_eq!(f["description"], "Edit files.");
+    assert_eq!(f["parameters"]["required"], json!(["input"]));
+    assert_eq!(f["parameters"]["properties"]["input"]["type"], "string");
+    let described = f["parameters"]["properties"]["input"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(described.contains("lark grammar"), "{described}");
+    assert!(
+        described.ends_with("start: begin_patch hunk+ end_patch"),
+        "{described}"
+    );
+    assert_eq!(
+        chat["tool_choice"],
+        json!({"type":"function","function":{"name":"apply_patch"}})
+    );
+    // The response echoes the tool and the choice as the client sent them.
+    let echoed = serde_json::to_value(started(&body)).unwrap();
+    assert_eq!(echoed["tools"][0]["type"], "custom");
+    assert_eq!(echoed["tools"][0]["format"]["syntax"], "lark");
+    assert_eq!(
+        echoed["tool_choice"],
+        json!({"type":"custom","name":"apply_patch"})
+    );
+}
+
+#[test]
+fn custom_tool_mistakes_are_refused_naming_the_field() {
+    for (body, param) in [
+        (
+            r#"{"model":"m","input":"x","tools":[{"type":"custom","name":"p","format":{"type":"regexish"}}]}"#,
+            "tools[0].format.type",
+        ),
+        (
+            r#"{"model":"m","input":"x","tools":[{"type":"custom","name":"p","format":{"type":"grammar","syntax":"lark"}}]}"#,
+            "tools[0].format.definition",
+        ),
+        (
+            r#"{"model":"m","input":"x","tools":[{"type":"custom","name":""}]}"#,
+            "tools[0].name",
+        ),
+        (
+            r#"{"model":"m","input":"x","tools":[{"type":"function","name":"p"}],"tool_choice":{"type":"custom","name":"p"}}"#,
+            "tool_choice.name",
+        ),
+    ] {
+        assert_eq!(refused(body).param(), param, "{body}");
+    }
+    // A custom tool without a name does not parse at all.
+    assert!(
+        crate::request::parse::<ResponsesRequest>(
+            br#"{"model":"m","input":"x","tools":[{"type":"custom"}]}"#
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn custom_tool_calls_and_outputs_round_trip_as_tool_calls_and_tool_messages() {
+    let body = json!({"model":"m","input":[
+        {"role":"user","content":"fix it"},
+        {"type":"custom_tool_call","id":"ctc_1","call_id":"call_1","name":"apply_patch",
+         "input":"*** Begin Patch\n*** End Patch"},
+        {"type":"custom_tool_call_output","call_id":"call_1","output":"Done!"}
+    ]});
+    let r = req(&body.to_string());
+    // Stored and read back (the input_items of a response) as the same items.
+    let Input::Items(items) = &r.input else {
+        panic!("{:?}", r.input)
+    };
+    let InputItem::CustomToolCall(c) = &items[1] else {
+        panic!("{items:?}")
+    };
+    assert_eq!(c.input, "*** Begin Patch\n*** End Patch");
+    let again = serde_json::to_value(&r.input).unwrap();
+    assert_eq!(again[1]["type"], "custom_tool_call");
+    assert_eq!(again[2]["type"], "custom_tool_call_output");
+    let chat = serde_json::to_value(to_chat(&r, &[]).unwrap()).unwrap();
+    assert_eq!(
+        chat["messages"][1],
+        json!({"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{
+            "name":"apply_patch","arguments":"{\"input\":\"*** Begin Patch\\n*** End Patch\"}"}}]})
+    );
+    assert_eq!(
+        chat["messages"][2],
+        json!({"role":"tool","content":"Done!","tool_call_id":"call_1"})
+    );
+}
+
+#[test]
+fn a_call_of_a_custom_tool_is_answered_as_a_custom_tool_call_item() {
+    let body = format!(r#"{{"model":"m","input":"x","tools":[{APPLY_PATCH}]}}"#);
+    let r = response_from_chat(
+        started(&body),
+        &chat_answer(
+            json!({"role":"assistant","content":null,"tool_calls":[
+                {"id":"call_a","type":"function","function":{"name":"apply_patch",
+                 "arguments":"{\"input\":\"*** Begin Patch\\n*** End Patch\"}"}},
+                {"id":"call_b","type":"function","function":{"name":"apply_patch",
+                 "arguments":"not json at all"}}]}),
+            "tool_calls",
+        ),
+        ReasoningStyle::Text,
+    );
+    let v = serde_json::to_value(&r.output).unwrap();
+    assert_eq!(
+        v,
+        json!([
+            {"type":"custom_tool_call","id":"ctc_s1_0","status":"completed","call_id":"call_a",
+             "name":"apply_patch","input":"*** Begin Patch\n*** End Patch"},
+            {"type":"custom_tool_call","id":"ctc_s1_1","status":"completed","call_id":"call_b",
+             "name":"apply_patch","input":"not json at all"}
+        ])
+    );
+    // The next turn sees the call as it was made.
+    let InputItem::CustomToolCall(c) = &r.output_as_input()[0] else {
+        panic!()
+    };
+    assert_eq!(c.input, "*** Begin Patch\n*** End Patch");
+}
+
+#[test]
+fn a_streamed_custom_tool_call_is_byte_exact() {
+    let body = format!(r#"{{"model":"m","input":"x","tools":[{APPLY_PATCH}]}}"#);
+    let mut t = StreamTranslator::new(started(&body), ReasoningStyle::Text);
+    let mut events = Vec::new();
+    events.extend(t.push(&chunk(json!({"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[
+        {"index":0,"id":"call_1","type":"function","function":{"name":"apply_patch","arguments":""}}]},"finish_reason":null}]}))));
+    for piece in ["{\"input\":", "\"*** Begin", " Patch\"}"] {
+        events.extend(
+            t.push(&chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"index":0,"function":{"arguments":piece}}]},"finish_reason":null}]}))),
+        );
+    }
+    events.extend(t.push(&finish_chunk("tool_calls")));
+    events.extend(t.finish());
+    let frames = sse(&events[2..events.len() - 1]);
+    let expected = concat!(
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"type\":\"custom_tool_call\",\"id\":\"ctc_s1_0\",\"status\":\"in_progress\",\"call_id\":\"call_1\",\"name\":\"apply_patch\",\"input\":\"\"}}\n\n",
+        "event: response.custom_tool_call_input.delta\ndata: {\"type\":\"response.custom_tool_call_input.delta\",\"sequence_number\":3,\"item_id\":\"ctc_s1_0\",\"output_index\":0,\"delta\":\"*** Begin Patch\"}\n\n",
+        "event: response.custom_tool_call_input.done\ndata: {\"type\":\"response.custom_tool_call_input.done\",\"sequence_number\":4,\"item_id\":\"ctc_s1_0\",\"output_index\":0,\"input\":\"*** Begin Patch\"}\n\n",
+        "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":5,\"output_index\":0,\"item\":{\"type\":\"custom_tool_call\",\"id\":\"ctc_s1_0\",\"status\":\"completed\",\"call_id\":\"call_1\",\"name\":\"apply_patch\",\"input\":\"*** Begin Patch\"}}\n\n",
+    );
+    assert_eq!(frames, expected);
+    let ResponseEvent::Completed { response, .. } = events.last().unwrap() else {
+        panic!("{:?}", events.last())
+    };
+    assert!(matches!(
+        &response.output[0],
+        OutputItem::CustomToolCall { input, .. } if input == "*** Begin Patch"
+    ));
 }

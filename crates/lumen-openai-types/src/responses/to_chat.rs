@@ -224,40 +224,124 @@ fn check_refused(req: &ResponsesRequest) -> Result<(), ResponsesError> {
 
 fn chat_tools(tools: &[Tool]) -> Result<serde_json::Value, ResponsesError> {
     let mut out = Vec::with_capacity(tools.len());
-    // A namespace's tools are offered one by one, as the functions they are.
-    let functions = tools.iter().enumerate().flat_map(|(i, tool)| match tool {
-        Tool::Function(f) => vec![Ok((i, f))],
-        Tool::Namespace { tools, .. } => tools.iter().map(|f| Ok((i, f))).collect(),
-        Tool::Other { kind } => vec![Err(ResponsesError::unsupported(
-            format!("tools[{i}].type"),
-            format!("the built-in tool '{kind}'"),
-        ))],
-    });
-    for item in functions {
-        let (i, f) = item?;
-        if f.name.is_empty() {
-            return Err(ResponsesError::invalid(
-                format!("tools[{i}].name"),
-                "a function tool needs a non-empty name",
-            ));
+    for (i, tool) in tools.iter().enumerate() {
+        match tool {
+            Tool::Function(f) => out.push(function_tool(i, f)?),
+            // A namespace's tools are offered one by one, as the functions they are.
+            Tool::Namespace { tools, .. } => {
+                for f in tools {
+                    out.push(function_tool(i, f)?);
+                }
+            }
+            Tool::Custom(c) => out.push(custom_tool(i, c)?),
+            Tool::Other { kind } => {
+                return Err(ResponsesError::unsupported(
+                    format!("tools[{i}].type"),
+                    format!("the built-in tool '{kind}'"),
+                ));
+            }
         }
-        let mut function = serde_json::Map::new();
-        function.insert("name".to_owned(), json!(f.name));
-        if let Some(d) = &f.description {
-            function.insert("description".to_owned(), json!(d));
-        }
-        if let Some(p) = &f.parameters {
-            function.insert(
-                "parameters".to_owned(),
-                raw_to_value(p, || format!("tools[{i}].parameters"))?,
-            );
-        }
-        if let Some(s) = f.strict {
-            function.insert("strict".to_owned(), json!(s));
-        }
-        out.push(json!({"type": "function", "function": function}));
     }
     Ok(serde_json::Value::Array(out))
+}
+
+/// A custom tool's `format`: free text, or text a grammar constrains.
+#[derive(serde::Deserialize)]
+struct CustomFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    syntax: Option<String>,
+    #[serde(default)]
+    definition: Option<String>,
+}
+
+/// A custom tool as a chat function of one string parameter, `input`: chat engines know only
+/// JSON arguments. The grammar (Codex's `apply_patch` format) goes in the parameter's
+/// description, so the model writes the text it describes; the engine does not enforce it,
+/// and the client checks the input as it would OpenAI's.
+fn custom_tool(i: usize, c: &super::CustomTool) -> Result<serde_json::Value, ResponsesError> {
+    if c.name.is_empty() {
+        return Err(ResponsesError::invalid(
+            format!("tools[{i}].name"),
+            "a custom tool needs a non-empty name",
+        ));
+    }
+    let format = match &c.format {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<CustomFormat>(raw.get()).map_err(|e| {
+                ResponsesError::invalid(format!("tools[{i}].format"), e.to_string())
+            })?,
+        ),
+    };
+    let described = match format {
+        None => "The tool's input, as free text.".to_owned(),
+        Some(f) if f.kind == "text" => "The tool's input, as free text.".to_owned(),
+        Some(f) if f.kind == "grammar" => {
+            let definition = f.definition.ok_or_else(|| {
+                ResponsesError::invalid(
+                    format!("tools[{i}].format.definition"),
+                    "a grammar format needs `definition`",
+                )
+            })?;
+            format!(
+                "The tool's input, as free text that follows this {} grammar exactly:\n{definition}",
+                f.syntax.as_deref().unwrap_or("lark")
+            )
+        }
+        Some(f) => {
+            return Err(ResponsesError::unsupported(
+                format!("tools[{i}].format.type"),
+                format!("the custom tool format '{}'", f.kind),
+            ));
+        }
+    };
+    let mut function = serde_json::Map::new();
+    function.insert("name".to_owned(), json!(c.name));
+    if let Some(d) = &c.description {
+        function.insert("description".to_owned(), json!(d));
+    }
+    function.insert(
+        "parameters".to_owned(),
+        json!({
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": described}},
+            "required": ["input"],
+            "additionalProperties": false,
+        }),
+    );
+    Ok(json!({"type": "function", "function": function}))
+}
+
+/// The arguments a chat engine gets back for a custom tool's call: its input as the one
+/// string parameter [`custom_tool`] declares.
+fn custom_arguments(input: &str) -> String {
+    json!({ "input": input }).to_string()
+}
+
+fn function_tool(i: usize, f: &super::FunctionTool) -> Result<serde_json::Value, ResponsesError> {
+    if f.name.is_empty() {
+        return Err(ResponsesError::invalid(
+            format!("tools[{i}].name"),
+            "a function tool needs a non-empty name",
+        ));
+    }
+    let mut function = serde_json::Map::new();
+    function.insert("name".to_owned(), json!(f.name));
+    if let Some(d) = &f.description {
+        function.insert("description".to_owned(), json!(d));
+    }
+    if let Some(p) = &f.parameters {
+        function.insert(
+            "parameters".to_owned(),
+            raw_to_value(p, || format!("tools[{i}].parameters"))?,
+        );
+    }
+    if let Some(s) = f.strict {
+        function.insert("strict".to_owned(), json!(s));
+    }
+    Ok(json!({"type": "function", "function": function}))
 }
 
 /// A kept schema as a value, to nest it (schemas are small; nesting depth was capped when the
@@ -281,12 +365,25 @@ fn chat_tool_choice(
             let declared = tools.unwrap_or_default().iter().any(|t| match t {
                 Tool::Function(f) => &f.name == name,
                 Tool::Namespace { tools, .. } => tools.iter().any(|f| &f.name == name),
-                Tool::Other { .. } => false,
+                Tool::Custom(_) | Tool::Other { .. } => false,
             });
             if !declared {
                 return Err(ResponsesError::invalid(
                     "tool_choice.name",
                     format!("tool_choice names '{name}', which is not in tools"),
+                ));
+            }
+            json!({"type": "function", "function": {"name": name}})
+        }
+        ToolChoice::Custom { name } => {
+            let declared = tools
+                .unwrap_or_default()
+                .iter()
+                .any(|t| matches!(t, Tool::Custom(c) if &c.name == name));
+            if !declared {
+                return Err(ResponsesError::invalid(
+                    "tool_choice.name",
+                    format!("tool_choice names the custom tool '{name}', which is not in tools"),
                 ));
             }
             json!({"type": "function", "function": {"name": name}})
@@ -428,25 +525,12 @@ impl Builder {
                 } else {
                     c.arguments.as_str()
                 };
-                let call = json!({
-                    "id": c.call_id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": arguments},
-                });
-                match self.msgs.last_mut() {
-                    Some(last) if last.role == "assistant" && self.reasoning.is_none() => {
-                        last.tool_calls.push(call);
-                    }
-                    _ => self.push(Msg {
-                        role: "assistant",
-                        content: None,
-                        tool_calls: vec![call],
-                        tool_call_id: None,
-                        reasoning: None,
-                    }),
-                }
+                self.call(&c.call_id, &c.name, arguments);
             }
-            InputItem::FunctionCallOutput(o) => {
+            InputItem::CustomToolCall(c) => {
+                self.call(&c.call_id, &c.name, &custom_arguments(&c.input));
+            }
+            InputItem::FunctionCallOutput(o) | InputItem::CustomToolCallOutput(o) => {
                 let (text, mut images) = tool_output(&o.output, || format!("{}.output", at()))?;
                 self.tool_images.append(&mut images);
                 self.push(Msg {
@@ -473,6 +557,28 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// A tool call: consecutive calls (and a call right after assistant text) share one
+    /// assistant message, as the model produced them.
+    fn call(&mut self, call_id: &str, name: &str, arguments: &str) {
+        let call = json!({
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        });
+        match self.msgs.last_mut() {
+            Some(last) if last.role == "assistant" && self.reasoning.is_none() => {
+                last.tool_calls.push(call);
+            }
+            _ => self.push(Msg {
+                role: "assistant",
+                content: None,
+                tool_calls: vec![call],
+                tool_call_id: None,
+                reasoning: None,
+            }),
+        }
     }
 
     fn finish(mut self) -> Result<Vec<ChatMessage>, ResponsesError> {
