@@ -272,18 +272,37 @@ async fn a_stream_that_breaks_is_charged_what_it_relayed_and_logs_it() {
 /// API itself (its events relayed as they came) as on one that is translated.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_leaves_a_native_messages_stream_is_charged_what_it_was_sent() {
-    leave_a_messages_stream(true).await;
+    leave_a_messages_stream(Path::Native).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_leaves_a_translated_messages_stream_is_charged_what_it_was_sent() {
-    leave_a_messages_stream(false).await;
+    leave_a_messages_stream(Path::Translated).await;
 }
 
-async fn leave_a_messages_stream(native: bool) {
+/// Where the route continues streams (its engines report usage on every chunk), a translated
+/// stream's `message_start` carries the engine's prompt count, and a client that leaves early
+/// is billed that, not the estimate.
+#[tokio::test(start_paused = true)]
+async fn a_translated_messages_stream_with_running_usage_reports_and_bills_the_engines_prompt() {
+    leave_a_messages_stream(Path::TranslatedRunningUsage).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Native,
+    Translated,
+    TranslatedRunningUsage,
+}
+
+async fn leave_a_messages_stream(path: Path) {
     let url = engine().await;
     let lumen = Lumen::start(
-        builder_native(&[(&url, native)])
+        builder_native(&[(&url, path == Path::Native)])
+            .governance(lumen_governance::GovernanceConfig {
+                stream_continuation: path == Path::TranslatedRunningUsage,
+                ..Default::default()
+            })
             .retry(lumen_server::config::RetryConfig {
                 max_attempts: Some(1),
                 ..Default::default()
@@ -342,11 +361,17 @@ async fn leave_a_messages_stream(native: bool) {
     // The input is the engine's own count once `message_start` gave it, else the estimate.
     let line = logs.access().last().unwrap().clone();
     assert_eq!(line["tokens_estimated"], true, "{line}");
-    if native {
-        assert!(reported.get() > 0, "the engine reported its prompt");
-        assert_eq!(line["input_tokens"], reported.get(), "{line}");
-    } else {
+    if path == Path::Translated {
+        assert_eq!(
+            reported.get(),
+            0,
+            "a translated stream's start does not know it"
+        );
         assert_eq!(line["input_tokens"], (body.len() / 4) as u64, "{line}");
+    } else {
+        assert!(reported.get() > 0, "the engine reported its prompt");
+        assert_ne!(reported.get(), (body.len() / 4) as u64, "not the estimate");
+        assert_eq!(line["input_tokens"], reported.get(), "{line}");
     }
     let next = send(
         http::Method::POST,

@@ -1348,9 +1348,19 @@ impl Gateway {
             .with_prompt(self.routing_prompt(|key| prompt::chat(&req.chat, cx, key)));
         // A translated attempt asks for the usage chunk (the translation turns it into
         // `message_delta`'s usage; nothing needs stripping, the chat chunks never reach the
-        // caller).
+        // caller). Where the route continues streams its engines are known to report usage on
+        // every chunk (vLLM's `continuous_usage_stats`), and that is asked too: `message_start`
+        // then carries the engine's prompt count, and a client that leaves early is billed it
+        // rather than the body-size estimate. Other engines may refuse the unknown option.
         req.chat.stream = Some(true);
-        let _ = ask_usage(&mut req.chat.stream_options, false);
+        let running = {
+            let engine = self.inner.router.engine_for(req.model());
+            self.inner
+                .router
+                .config()
+                .continues_streams(req.model(), engine.as_deref().unwrap_or(""))
+        };
+        let _ = ask_usage(&mut req.chat.stream_options, running);
         let served = self
             .attempts(Operation::Chat, req, cx, &hints, |up, r, t| {
                 open_messages(up, r, cx, t)
