@@ -9,6 +9,7 @@
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 mod architecture;
+mod audio;
 mod bad_input;
 mod continuation;
 mod discovery;

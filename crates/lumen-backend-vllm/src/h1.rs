@@ -94,6 +94,9 @@ pub(crate) struct PoolConfig {
 pub(crate) struct Head {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// The answer's `content-type` when it is neither JSON nor an event stream (an audio
+    /// transcription as text): only those are kept, so the usual answer allocates nothing here.
+    pub content_type: Option<Box<str>>,
 }
 
 impl Pool {
@@ -125,7 +128,56 @@ impl Pool {
         body: Option<&[u8]>,
         cx: &RequestContext,
     ) -> Result<(Head, Body), BackendError> {
-        let wire = self.encode(method, path, body, cx);
+        let mut wire = self.encode(
+            method,
+            path,
+            body.map(|b| ("application/json", b.len())),
+            true,
+            cx,
+        );
+        if let Some(b) = body {
+            wire.extend_from_slice(b);
+        }
+        self.exchange(method, &wire, &[]).await
+    }
+
+    /// Sends a body of `content_type` given as pieces (a form with its model spliced in).
+    /// A small body goes in the one write with the head; a large one is written piece by piece
+    /// after it, so the client's file is never copied into a request buffer.
+    pub(crate) async fn request_parts(
+        self: &Arc<Self>,
+        path: &str,
+        content_type: &str,
+        parts: &[Bytes],
+        cx: &RequestContext,
+    ) -> Result<(Head, Body), BackendError> {
+        /// Below this a copy costs less than another write.
+        const ONE_WRITE: usize = 64 * 1024;
+        let len = parts.iter().map(Bytes::len).sum();
+        let mut wire = self.encode(
+            "POST",
+            path,
+            Some((content_type, len)),
+            len <= ONE_WRITE,
+            cx,
+        );
+        if len <= ONE_WRITE {
+            for p in parts {
+                wire.extend_from_slice(p);
+            }
+            return self.exchange("POST", &wire, &[]).await;
+        }
+        self.exchange("POST", &wire, parts).await
+    }
+
+    /// Writes `wire` and then `tail`, and reads the response head, on a pooled connection (a
+    /// fresh one when a pooled one turns out closed on write).
+    async fn exchange(
+        self: &Arc<Self>,
+        method: &str,
+        wire: &[u8],
+        tail: &[Bytes],
+    ) -> Result<(Head, Body), BackendError> {
         let mut fresh_only = false;
         loop {
             let (mut io, reused) = match self.checkout(fresh_only) {
@@ -133,7 +185,13 @@ impl Pool {
                 None => (self.connect().await?, false),
             };
             let mut buf = BytesMut::with_capacity(FIRST_READ);
-            let sent = io.write_all(&wire).await;
+            let mut sent = io.write_all(wire).await;
+            for part in tail {
+                if sent.is_err() {
+                    break;
+                }
+                sent = io.write_all(part).await;
+            }
             let head = match sent {
                 Ok(()) => read_head(&mut io, &mut buf).await,
                 Err(e) => Err(HeadError::Write(e)),
@@ -182,11 +240,13 @@ impl Pool {
         &self,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<(&str, usize)>,
+        appended: bool,
         cx: &RequestContext,
     ) -> Vec<u8> {
-        let len = body.map_or(0, <[u8]>::len);
-        let mut w = Vec::with_capacity(256 + len);
+        let len = body.map_or(0, |(_, len)| len);
+        // Room for the body too when it will follow in the same buffer.
+        let mut w = Vec::with_capacity(256 + if appended { len } else { 0 });
         for part in [
             method,
             " ",
@@ -216,11 +276,12 @@ impl Pool {
             w.extend_from_slice(b"\r\n");
         }
         match body {
-            Some(b) => {
-                w.extend_from_slice(b"content-type: application/json\r\ncontent-length: ");
+            Some((content_type, len)) => {
+                w.extend_from_slice(b"content-type: ");
+                w.extend_from_slice(content_type.as_bytes());
+                w.extend_from_slice(b"\r\ncontent-length: ");
                 w.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
                 w.extend_from_slice(b"\r\n\r\n");
-                w.extend_from_slice(b);
             }
             None => w.extend_from_slice(b"\r\n"),
         }
@@ -421,6 +482,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, Strin
                 let mut framing = Framing::Eof;
                 let mut close = http10;
                 let mut retry_after = None;
+                let mut content_type = None;
                 let mut chunked = false;
                 let mut coded = false;
                 let mut length = None;
@@ -454,6 +516,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, Strin
                         } else if has(b"keep-alive") {
                             close = false;
                         }
+                    } else if h.name.eq_ignore_ascii_case("content-type") {
+                        content_type = std::str::from_utf8(v)
+                            .ok()
+                            .map(str::trim)
+                            .filter(|t| !is_json_or_sse(t))
+                            .map(Box::from);
                     } else if h.name.eq_ignore_ascii_case("retry-after") {
                         retry_after = std::str::from_utf8(v)
                             .ok()
@@ -487,6 +555,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, Strin
                     Head {
                         status,
                         retry_after,
+                        content_type,
                     },
                     framing,
                     close,
@@ -501,6 +570,13 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing, bool)>, Strin
             Err(e) => return Err(format!("bad response head: {e}")),
         }
     }
+}
+
+/// Whether a content type is JSON or server-sent events (the answers that need no note of it).
+fn is_json_or_sse(t: &str) -> bool {
+    let essence = t.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("text/event-stream")
 }
 
 /// A response body read straight from the connection. The connection returns to the pool when

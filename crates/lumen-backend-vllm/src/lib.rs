@@ -31,8 +31,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lumen_backend::{
-    Backend, BackendError, ChunkStream, Continuation, Health, RequestContext, TimeoutKind,
+    Backend, BackendError, ChunkStream, Continuation, Health, RawAnswer, RequestContext,
+    TimeoutKind,
 };
+use lumen_openai_types::multipart::FormRequest;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
@@ -161,9 +163,18 @@ enum Transport {
 }
 
 /// An engine's answer: status, `Retry-After`, and the body still to be read.
+/// A request body to send.
+enum Payload<'a> {
+    Json(Vec<u8>),
+    /// A client's form, sent with its own content type (boundary included).
+    Form(&'a FormRequest),
+}
+
 struct Answer {
     status: StatusCode,
     retry_after: Option<Duration>,
+    /// See [`h1::Head::content_type`]: kept only when neither JSON nor SSE.
+    content_type: Option<Box<str>>,
     body: UpBody,
 }
 
@@ -365,11 +376,29 @@ impl VllmBackend {
         body: Option<Vec<u8>>,
         cx: &RequestContext,
     ) -> Result<Answer, BackendError> {
+        self.send_payload(method, path, body.map(Payload::Json), cx)
+            .await
+    }
+
+    async fn send_payload(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Payload<'_>>,
+        cx: &RequestContext,
+    ) -> Result<Answer, BackendError> {
         let client = match &self.inner.transport {
             Transport::Plain(pool) => {
-                let (head, body) = pool
-                    .request(method.as_str(), path, body.as_deref(), cx)
-                    .await?;
+                let (head, body) = match &body {
+                    None => pool.request(method.as_str(), path, None, cx).await?,
+                    Some(Payload::Json(b)) => {
+                        pool.request(method.as_str(), path, Some(b), cx).await?
+                    }
+                    Some(Payload::Form(f)) => {
+                        pool.request_parts(path, f.content_type(), &f.segments(), cx)
+                            .await?
+                    }
+                };
                 return Ok(Answer {
                     status: StatusCode::from_u16(head.status).map_err(|_| {
                         BackendError::Protocol {
@@ -378,6 +407,7 @@ impl VllmBackend {
                         }
                     })?,
                     retry_after: head.retry_after,
+                    content_type: head.content_type,
                     body: UpBody::Plain(body),
                 });
             }
@@ -398,10 +428,19 @@ impl VllmBackend {
             builder = builder.header(*name, value.as_str());
         }
         let body = match body {
-            Some(b) => {
+            Some(Payload::Json(b)) => {
                 builder =
                     builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Full::new(Bytes::from(b))
+            }
+            // One body for hyper's `Full`: a form whose model was spliced is joined (one copy;
+            // the plain-HTTP client writes the pieces instead).
+            Some(Payload::Form(f)) => {
+                builder = builder.header(CONTENT_TYPE, f.content_type());
+                match f.segments().as_slice() {
+                    [one] => Full::new(one.clone()),
+                    parts => Full::new(Bytes::from(parts.concat())),
+                }
             }
             None => Full::new(Bytes::new()),
         };
@@ -419,9 +458,16 @@ impl VllmBackend {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.starts_with("application/json") && !t.starts_with("text/event-stream"))
+            .map(Box::from);
         Ok(Answer {
             status: resp.status(),
             retry_after,
+            content_type,
             body: UpBody::Tls(resp.into_body()),
         })
     }
@@ -761,6 +807,35 @@ impl Backend for VllmBackend {
             stream::SseChunks::<JsonAnswer>::new(resp.body, self.inner.name.clone())
                 .until_message_stop(),
         ))
+    }
+
+    /// vLLM's `/v1/audio/transcriptions` and `/v1/audio/translations`: the client's form,
+    /// byte for byte (model spliced), and the answer with the engine's content type.
+    async fn call_form(
+        &self,
+        path: &'static str,
+        req: FormRequest,
+        cx: &RequestContext,
+    ) -> Result<RawAnswer, BackendError> {
+        // The server took it from a header value; an embedder's must be one too.
+        if req.content_type().bytes().any(|b| b.is_ascii_control()) {
+            return Err(BackendError::Protocol {
+                backend: self.inner.name.clone(),
+                message: "the form's content type is not a valid header value".to_owned(),
+            });
+        }
+        let resp = self
+            .send_payload(Method::POST, path, Some(Payload::Form(&req)), cx)
+            .await?;
+        if !resp.status.is_success() {
+            return Err(self.upstream_error(resp).await);
+        }
+        let content_type = resp.content_type.clone();
+        let body = self.read_body(resp).await?;
+        Ok(RawAnswer {
+            content_type: content_type.map_or_else(|| "application/json".to_owned(), String::from),
+            body,
+        })
     }
 
     /// `GET /metrics`: vLLM's, SGLang's (`--enable-metrics`) and llama.cpp's (`--metrics`)

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use futures::future::BoxFuture;
+use lumen_openai_types::multipart::FormRequest;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Chunk, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
@@ -256,6 +257,31 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (req, cx);
         std::future::ready(Err(not_served(path)))
     }
+
+    /// A `multipart/form-data` endpoint routed by the form's `model` (OpenAI's
+    /// `/v1/audio/transcriptions` and `/v1/audio/translations`): `req` is the client's body,
+    /// sent byte for byte with its content type (boundary included), but for the `model` value,
+    /// which is the engine's id. The answer keeps the engine's bytes and content type: JSON, or
+    /// text for the `text`, `srt` and `vtt` formats. The default answers 404, as
+    /// [`call`](Self::call) does.
+    fn call_form(
+        &self,
+        path: &'static str,
+        req: FormRequest,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<RawAnswer, BackendError>> + Send {
+        let _ = (req, cx);
+        std::future::ready(Err(not_served(path)))
+    }
+}
+
+/// An engine's successful answer as it came: its content type and bytes (see
+/// [`Backend::call_form`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAnswer {
+    /// The engine's `content-type`; `application/json` when it sent none.
+    pub content_type: String,
+    pub body: bytes::Bytes,
 }
 
 /// What an engine endpoint a backend does not serve answers: a 404, which is not retried.
@@ -327,6 +353,12 @@ pub trait DynBackend: Send + Sync + 'static {
         req: JsonBody,
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<ChunkStream<JsonAnswer>, BackendError>>;
+    fn call_form<'a>(
+        &'a self,
+        path: &'static str,
+        req: FormRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<RawAnswer, BackendError>>;
 }
 
 /// The handle the gateway stores: any backend, boxed once.
@@ -414,6 +446,14 @@ impl<B: Backend> DynBackend for B {
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<ChunkStream<JsonAnswer>, BackendError>> {
         Box::pin(Backend::call_stream(self, path, req, cx))
+    }
+    fn call_form<'a>(
+        &'a self,
+        path: &'static str,
+        req: FormRequest,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<RawAnswer, BackendError>> {
+        Box::pin(Backend::call_form(self, path, req, cx))
     }
 }
 

@@ -7,4 +7,7 @@ use lumen_openai_types::Reply;
 pub struct Answered<T> {
     pub reply: Reply<T>,
     pub fell_back: Option<String>,
+    /// The answer's content type when it is not JSON (an audio transcription as text);
+    /// `None` for JSON.
+    pub content_type: Option<Box<str>>,
 }

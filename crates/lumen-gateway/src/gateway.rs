@@ -23,6 +23,7 @@ use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel,
     JsonAnswer, JsonRequest, Model, ModelList, Prompt, Reply, continuation::StreamPiece,
+    multipart::FormRequest,
 };
 use lumen_resilience::config::{
     AdmissionConfig, BreakerSettings, InvalidSetting, Operation, Profile, Resolved, RetryConfig,
@@ -1054,6 +1055,7 @@ impl Gateway {
         Ok(Answered {
             fell_back: served.fell_back.then(|| served.route.public_model.clone()),
             reply: show_public(served.value, &served.route),
+            content_type: None,
         })
     }
 
@@ -1309,6 +1311,46 @@ impl Gateway {
         Ok(Answered {
             reply,
             fell_back: served.fell_back.then(|| served.route.public_model.clone()),
+            content_type: None,
+        })
+    }
+
+    /// A `multipart/form-data` endpoint (the audio ones), through the same attempt loop as
+    /// the JSON endpoints: each attempt sends the form with the engine's model id spliced in
+    /// (the body itself is shared, never copied). A JSON answer is peeked for `usage` like any
+    /// other; a text one (`text`, `srt`, `vtt`) is passed on unread. Chat's deadlines apply:
+    /// transcribing a long recording takes as long as a long completion.
+    pub(crate) async fn form_answered(
+        &self,
+        path: &'static str,
+        req: FormRequest,
+        cx: &RequestContext,
+    ) -> Result<Answered<JsonAnswer>, GatewayError> {
+        let hints = Hints::new(cx, None, None);
+        let served = self
+            .attempts(Operation::Chat, req, cx, &hints, |up, r, t| async move {
+                let backend = up.backend.clone();
+                let answer = lumen_resilience::unary(backend.call_form(path, r, cx), &t).await?;
+                let json = answer
+                    .content_type
+                    .split(';')
+                    .next()
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"));
+                if !json {
+                    return Ok((Reply::opaque(answer.body), Some(answer.content_type.into())));
+                }
+                let reply = Reply::from_raw(answer.body).map_err(|e| BackendError::Protocol {
+                    backend: up.name.clone(),
+                    message: format!("response is not a valid OpenAI object: {e}"),
+                })?;
+                Ok((reply, None))
+            })
+            .await?;
+        let (reply, content_type) = served.value;
+        Ok(Answered {
+            reply,
+            fell_back: served.fell_back.then(|| served.route.public_model.clone()),
+            content_type,
         })
     }
 

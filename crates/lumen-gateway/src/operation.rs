@@ -8,6 +8,7 @@
 use futures::future::BoxFuture;
 use lumen_backend::RequestContext;
 use lumen_openai_types::continuation::StreamPiece;
+use lumen_openai_types::multipart::FormRequest;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
@@ -32,6 +33,9 @@ pub enum Caching {
     },
     /// Always cacheable (embeddings, tokenizer calls).
     Always,
+    /// Never cached: audio (an upload's answer is not worth keeping by its bytes) and the
+    /// configured extra paths (Lumen cannot know whether they are deterministic).
+    Never,
 }
 
 /// One operation of the API.
@@ -626,5 +630,166 @@ impl serde::Serialize for SortedExtra<'_> {
             map.serialize_entry(&k, v)?;
         }
         map.end()
+    }
+}
+
+/// A form Lumen routes (the audio endpoints): the client's `multipart/form-data` body, read by
+/// the server's scanner as it arrived. It is never deserialised: `Operation` asks for
+/// `Deserialize` of every request, and a form is not JSON, so that refuses.
+#[derive(Debug, Clone)]
+pub struct FormCall(pub FormRequest);
+
+impl HasModel for FormCall {
+    fn model(&self) -> &str {
+        &self.0.model
+    }
+    fn model_mut(&mut self) -> &mut String {
+        &mut self.0.model
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FormCall {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "a multipart form is read by the form scanner, not as JSON",
+        ))
+    }
+}
+
+macro_rules! form_endpoint {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $path:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+
+        impl Operation for $ty {
+            type Request = FormCall;
+            type Answer = JsonAnswer;
+            type Chunk = CompletionChunk;
+            const NAME: &'static str = $name;
+            const PATH: &'static str = $path;
+
+            /// The server refuses `stream=true` before the pipeline (see `docs/audio.md`).
+            fn validate(_r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
+                Ok(())
+            }
+
+            /// The engine reports seconds of audio, not tokens: nothing is reserved ahead.
+            fn completion_budget(_r: &Self::Request) -> Option<u32> {
+                Some(0)
+            }
+
+            fn caching(_r: &Self::Request) -> Caching {
+                Caching::Never
+            }
+
+            fn canonical(_r: &Self::Request) -> Option<Vec<u8>> {
+                None
+            }
+
+            fn call<'a>(
+                core: &'a Gateway,
+                r: Self::Request,
+                cx: &'a RequestContext,
+            ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+                Box::pin(core.form_answered($path, r.0, cx))
+            }
+
+            fn stream<'a>(
+                _core: &'a Gateway,
+                _r: Self::Request,
+                _cx: &'a RequestContext,
+            ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+                not_streamed()
+            }
+        }
+    };
+}
+
+form_endpoint!(
+    /// `POST /v1/audio/transcriptions` (vLLM, OpenAI): speech to text in its language.
+    Transcriptions, "transcriptions", "/v1/audio/transcriptions"
+);
+
+form_endpoint!(
+    /// `POST /v1/audio/translations` (vLLM, OpenAI): speech to English text.
+    Translations, "translations", "/v1/audio/translations"
+);
+
+/// A request to one of the configured extra JSON paths (`server.extra_json_paths`): the path
+/// (from configuration only, interned once by the server) and the client's JSON.
+#[derive(Debug, Clone)]
+pub struct ExtraCall {
+    pub path: &'static str,
+    pub json: JsonRequest,
+}
+
+impl HasModel for ExtraCall {
+    fn model(&self) -> &str {
+        &self.json.model
+    }
+    fn model_mut(&mut self) -> &mut String {
+        &mut self.json.model
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ExtraCall {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "an extra path's request is built by the server with its path",
+        ))
+    }
+}
+
+/// `POST` on a configured extra path (an engine's own endpoint, `server.extra_json_paths`):
+/// routed by the body's `model` to the same path on the engine, never streamed, never cached
+/// (Lumen cannot know the endpoint is deterministic), billed by the answer's `usage` when it
+/// has one. One descriptor serves every configured path: the path travels in the request,
+/// so `PATH` is only the route table's placeholder.
+#[derive(Debug, Clone, Copy)]
+pub struct ExtraJson;
+
+impl Operation for ExtraJson {
+    type Request = ExtraCall;
+    type Answer = JsonAnswer;
+    type Chunk = CompletionChunk;
+    const NAME: &'static str = "extra";
+    const PATH: &'static str = "";
+
+    fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
+        match r.json.extra.get("stream").map(|v| v.get()) {
+            Some("true") => Err(RequestError::invalid(
+                format!(
+                    "'stream': true is not supported on {}: Lumen forwards configured extra                      paths as whole answers.",
+                    r.path
+                ),
+                "stream",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn caching(_r: &Self::Request) -> Caching {
+        Caching::Never
+    }
+
+    fn canonical(_r: &Self::Request) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+        Box::pin(core.call_answered(r.path, r.json, cx))
+    }
+
+    fn stream<'a>(
+        _core: &'a Gateway,
+        _r: Self::Request,
+        _cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+        not_streamed()
     }
 }

@@ -20,7 +20,8 @@ use crate::gateway::Gateway;
 use crate::observer::Event;
 use crate::operation::{Caching, Operation};
 use crate::policy::{
-    Accountant, FallbackLimits, PASSTHROUGH, PolicyError, Principal, Settlement, prompt_estimate,
+    Accountant, CachePlan, FallbackLimits, PASSTHROUGH, PolicyError, Principal, Settlement,
+    prompt_estimate,
 };
 use crate::stream::GatewayStream;
 use lumen_governance::accounting::Counts;
@@ -122,17 +123,21 @@ impl Gateway {
             };
         }
         let deterministic = match O::caching(&r) {
-            Caching::IfDeterministic { temperature, seed } => Some((temperature, seed)),
-            Caching::Always => None,
+            Caching::IfDeterministic { temperature, seed } => Some(Some((temperature, seed))),
+            Caching::Always => Some(None),
+            Caching::Never => None,
         };
-        let plan = policy.cache_plan(
-            principal,
-            call.cache_control,
-            O::NAME,
-            &model,
-            deterministic,
-            || O::canonical(&r),
-        );
+        let plan = match deterministic {
+            Some(deterministic) => policy.cache_plan(
+                principal,
+                call.cache_control,
+                O::NAME,
+                &model,
+                deterministic,
+                || O::canonical(&r),
+            ),
+            None => CachePlan::bypass(),
+        };
         let cache_on = policy.settings().cache_enabled();
         if let Some(json) = policy.cache_get(&plan).await {
             settlement.as_mut().map(Settlement::refund);
@@ -147,6 +152,7 @@ impl Gateway {
             );
             return Ok(Served::Answer(Answer {
                 json,
+                content_type: None,
                 tokens: None,
                 cache: cache_on.then(|| plan.result(true)),
                 fell_back: None,
@@ -178,11 +184,12 @@ impl Gateway {
         }
         // The engine's own bytes unless the answer was edited.
         let json = answered.reply.to_json().map_err(ServeError::Encode)?;
-        if answered.fell_back.is_none() {
+        if answered.fell_back.is_none() && answered.content_type.is_none() {
             policy.cache_put(&plan, json.clone());
         }
         Ok(Served::Answer(Answer {
             json,
+            content_type: answered.content_type,
             tokens,
             cache: cache_on.then(|| plan.result(false)),
             fell_back: answered.fell_back,
@@ -223,6 +230,8 @@ pub enum Served<C> {
 /// A whole answer as JSON: the engine's own bytes unless Lumen edited it.
 pub struct Answer {
     pub json: Bytes,
+    /// The answer's content type when it is not JSON (an audio transcription as text).
+    pub content_type: Option<Box<str>>,
     /// (input, output) tokens the engine reported; `None` from the cache.
     pub tokens: Option<(u64, u64)>,
     /// What the cache did (`hit`, `miss`, `refresh`, `bypass`); `None` when the cache is off.

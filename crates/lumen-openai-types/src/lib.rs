@@ -11,6 +11,8 @@
 //!   body costs at most a small multiple of its size whatever its shape (`tests/alloc.rs`).
 //! - [`continuation`]: the request that asks an engine to finish another's partial answer, and
 //!   what each stream chunk adds to the answer.
+//! - [`multipart`]: the sans-IO `multipart/form-data` scanner of the audio endpoints, and the
+//!   form forwarded byte for byte with its `model` replaced in place.
 //! - [`json`]: requests and answers of the engine endpoints Lumen routes without reading their
 //!   shape (tokenize, detokenize, rerank).
 //! - [`error`]: the OpenAI error body, and a tolerant parser for the shapes engines really send.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod fuzz;
 pub mod json;
 pub mod models;
+pub mod multipart;
 mod raw;
 pub mod request;
 pub mod responses;

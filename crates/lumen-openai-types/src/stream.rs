@@ -209,6 +209,22 @@ impl<T> Chunk<T> {
         })
     }
 
+    /// An answer that is not JSON (an audio transcription as `text`, `srt` or `vtt`), passed on
+    /// as is: it carries no usage and no in-band error, and reads as `T::default()`.
+    pub fn opaque(raw: Bytes) -> Self {
+        Self {
+            value: std::sync::OnceLock::new(),
+            raw: Some(raw),
+            peek: Some(Peeked {
+                tokens: None,
+                usage_only: false,
+                finished: true,
+                error: None,
+                outputs: peek::Outputs::default(),
+            }),
+        }
+    }
+
     /// True when a choice in this event carries a `finish_reason`: the engine said the answer
     /// is complete (an engine that then ends the stream without `[DONE]` still finished it).
     /// Only known for events read from an engine.

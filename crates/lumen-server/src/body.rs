@@ -34,6 +34,9 @@ pub enum BodyError {
     Unreadable,
     #[error("request bodies in flight fill the {budget}-byte budget")]
     OverBudget { budget: u64 },
+    /// The reader's inspector refused the bytes so far (a broken form): the caller knows why.
+    #[error("the request body was refused while it was read")]
+    Refused,
 }
 
 /// How one body may be read: the server settings of the moment.
@@ -214,6 +217,23 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    read_inspected(body, declared, limits, budget, &mut |_| true).await
+}
+
+/// [`read`], showing each frame to `inspect` as it arrives (a form scanner): when it answers
+/// `false` the read stops at once with [`BodyError::Refused`], so a broken form is refused
+/// without reading the rest of it.
+pub(crate) async fn read_inspected<B>(
+    body: B,
+    declared: Option<u64>,
+    limits: BodyLimits,
+    budget: &Arc<BodyBudget>,
+    inspect: &mut (dyn FnMut(&[u8]) -> bool + Send),
+) -> Result<(Bytes, BodyPermit), BodyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
         return Err(BodyError::TooLarge {
             limit: limits.max_bytes,
@@ -225,7 +245,7 @@ where
     }
     match tokio::time::timeout(
         limits.read_timeout,
-        collect(body, declared, limits, &mut permit),
+        collect(body, declared, limits, &mut permit, inspect),
     )
     .await
     {
@@ -240,6 +260,7 @@ async fn collect<B>(
     declared: Option<u64>,
     limits: BodyLimits,
     permit: &mut BodyPermit,
+    inspect: &mut (dyn FnMut(&[u8]) -> bool + Send),
 ) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes>,
@@ -263,6 +284,9 @@ where
             permit
                 .grow(total - permit.bytes, Instant::now() + limits.budget_wait)
                 .await?;
+        }
+        if !inspect(&data) {
+            return Err(BodyError::Refused);
         }
         buf.push(&data);
     }

@@ -103,6 +103,11 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// `[server.http2]`: HTTP/2 on the same listener.
     pub http2: Http2Config,
+    /// Engine-specific JSON endpoints Lumen routes by the body's `model`, as the escape hatch
+    /// for what it has no operation of its own for: each `POST` path goes to the same path on
+    /// the engine through the same keys, model lists, limits and retries, never streamed or
+    /// cached. Each must start with `/` and must not be a path Lumen serves itself.
+    pub extra_json_paths: Vec<String>,
 }
 
 /// `[server.tls]`: PEM files, read again on every reload (certificate rotation).
@@ -142,6 +147,7 @@ impl Default for ServerConfig {
             max_tokenizer_body_bytes: DEFAULT_MAX_TOKENIZER_BODY_BYTES,
             backlog: DEFAULT_BACKLOG,
             http2: Http2Config::default(),
+            extra_json_paths: Vec::new(),
         }
     }
 }
@@ -905,6 +911,7 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
+        check_extra_paths(&self.server.extra_json_paths)?;
         if self.server.max_tokenizer_body_bytes == 0 {
             return Err(ConfigError::invalid(
                 "server.max_tokenizer_body_bytes",
@@ -1134,3 +1141,61 @@ impl<'de> Deserialize<'de> for BackendSpec {
 
 #[cfg(test)]
 mod tests;
+
+/// Paths Lumen serves itself, or whose prefix it owns: an extra path may be none of them.
+const OWN_PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/models",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/tokenize",
+    "/detokenize",
+    "/v1/rerank",
+    "/rerank",
+    "/v2/rerank",
+    "/v1/score",
+    "/score",
+    "/classify",
+    "/pooling",
+    "/health",
+    "/ready",
+    "/metrics",
+];
+
+/// Prefixes under which Lumen routes paths of its own (ids, admin resources).
+const OWN_PREFIXES: &[&str] = &["/admin", "/health/", "/v1/models/", "/v1/responses/"];
+
+/// `server.extra_json_paths`: each an absolute path of printable characters without a query,
+/// given once, and none Lumen serves itself (it would be shadowed, or shadow a built-in).
+pub(crate) fn check_extra_paths(paths: &[String]) -> Result<(), ConfigError> {
+    for (i, p) in paths.iter().enumerate() {
+        let key = format!("server.extra_json_paths[{i}]");
+        let why = if !p.starts_with('/') || p.len() < 2 {
+            Some("must be an absolute path such as \"/v1/foo\"".to_owned())
+        } else if p.len() > 256 {
+            Some("is longer than 256 characters".to_owned())
+        } else if p
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#' || b == b'%')
+        {
+            Some("must be printable ASCII without '?', '#' or '%'".to_owned())
+        } else if OWN_PATHS.contains(&p.as_str())
+            || OWN_PREFIXES.iter().any(|pre| p.starts_with(pre))
+        {
+            Some(format!("{p} is a path Lumen serves itself"))
+        } else if paths[..i].contains(p) {
+            Some(format!("{p} is listed twice"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ConfigError::invalid(key, why));
+        }
+    }
+    Ok(())
+}

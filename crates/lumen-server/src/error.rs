@@ -465,7 +465,25 @@ impl From<crate::body::BodyError> for ApiError {
                 out.retry_after = Some(Duration::from_secs(1));
                 out
             }
+            BodyError::Refused => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "The request body was refused while it was read.",
+            )
+            .closing(),
         }
+    }
+}
+
+/// A form Lumen cannot route (the audio endpoints): 400, the field named when one is to
+/// blame. The connection closes, as the body may be unread.
+impl From<lumen_openai_types::multipart::FormError> for ApiError {
+    fn from(e: lumen_openai_types::multipart::FormError) -> Self {
+        let mut out = Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, e.to_string()).closing();
+        if let Some(p) = e.param() {
+            out = out.with_param(p);
+        }
+        out
     }
 }
 

@@ -43,9 +43,16 @@ pub(crate) struct Settings {
     pub(crate) redis_required: bool,
     /// Prices per model for the usage history's `cost` (`accounting.prices`).
     pub(crate) prices: Arc<lumen_governance::accounting::PriceTable>,
+    /// `server.extra_json_paths`, interned ([`intern`]).
+    pub(crate) extra_paths: Arc<[&'static str]>,
 }
 
 impl Settings {
+    /// The configured extra JSON path `path` is, if it is one.
+    pub(crate) fn extra_path(&self, path: &str) -> Option<&'static str> {
+        self.extra_paths.iter().copied().find(|p| *p == path)
+    }
+
     /// How a request body may be read now.
     pub(crate) fn body_limits(&self) -> crate::body::BodyLimits {
         crate::body::BodyLimits {
@@ -54,6 +61,27 @@ impl Settings {
             budget_wait: self.body_budget_wait,
         }
     }
+}
+
+/// A configured path as the `&'static str` the engine call takes. Each distinct path is leaked
+/// once and then reused, so reloads cost nothing more: what leaks is bounded by the distinct
+/// paths ever configured (configuration only, never a client's string).
+pub(crate) fn intern(paths: &[String]) -> Arc<[&'static str]> {
+    static INTERNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut known = INTERNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    paths
+        .iter()
+        .map(|p| match known.iter().find(|k| **k == p.as_str()) {
+            Some(k) => *k,
+            None => {
+                let leaked: &'static str = Box::leak(p.clone().into_boxed_str());
+                known.push(leaked);
+                leaked
+            }
+        })
+        .collect()
 }
 
 /// Lumen as an HTTP server sees it. Cheap to clone.
@@ -85,6 +113,7 @@ pub struct GatewayBuilder {
     core: lumen_gateway::GatewayBuilder,
     max_body_bytes: usize,
     max_tokenizer_body_bytes: usize,
+    extra_json_paths: Vec<String>,
     body_read_timeout: Duration,
     body_budget_bytes: u64,
     body_budget_wait: Duration,
@@ -116,6 +145,7 @@ impl Default for GatewayBuilder {
                 .discovery_interval(Duration::from_millis(cfg.routing.discovery_interval_ms)),
             max_body_bytes: cfg.server.max_body_bytes,
             max_tokenizer_body_bytes: cfg.server.max_tokenizer_body_bytes,
+            extra_json_paths: Vec::new(),
             body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
             body_budget_bytes: cfg.server.body_budget_bytes,
             body_budget_wait: Duration::from_millis(cfg.server.body_budget_wait_ms),
@@ -242,6 +272,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Engine-specific JSON paths routed by `model` (`server.extra_json_paths`); checked by
+    /// [`build`](Self::build).
+    pub fn extra_json_paths(mut self, paths: Vec<String>) -> Self {
+        self.extra_json_paths = paths;
+        self
+    }
+
     /// Cap on `/tokenize` and `/detokenize` bodies (never above [`Self::max_body_bytes`]).
     pub fn max_tokenizer_body_bytes(mut self, bytes: usize) -> Self {
         self.max_tokenizer_body_bytes = bytes;
@@ -328,6 +365,7 @@ impl GatewayBuilder {
             body_budget_bytes: self.body_budget_bytes,
             ..Default::default()
         })?;
+        crate::config::check_extra_paths(&self.extra_json_paths)?;
         let metrics = Arc::new(Metrics::new());
         let body_budget = crate::body::BodyBudget::new(
             self.body_budget_bytes,
@@ -372,6 +410,7 @@ impl GatewayBuilder {
                     admin_digest: admin_digest(&self.auth),
                     redis_required: self.redis.required && self.redis.url.is_some(),
                     prices: Arc::new(self.accounting.prices.clone()),
+                    extra_paths: intern(&self.extra_json_paths),
                 }),
                 redis: stores.redis,
                 memory_cache: stores.memory_cache,
@@ -486,6 +525,7 @@ impl Gateway {
             .admission(cfg.admission.clone())
             .max_body_bytes(cfg.server.max_body_bytes)
             .max_tokenizer_body_bytes(cfg.server.max_tokenizer_body_bytes)
+            .extra_json_paths(cfg.server.extra_json_paths.clone())
             .body_budget_bytes(cfg.server.body_budget_bytes)
             .body_budget_wait(Duration::from_millis(cfg.server.body_budget_wait_ms))
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
@@ -565,6 +605,7 @@ impl Gateway {
                     admin_digest: admin_digest(&cfg.auth),
                     redis_required: cfg.redis.required && cfg.redis.url.is_some(),
                     prices: Arc::new(cfg.accounting.prices.clone()),
+                    extra_paths: intern(&cfg.server.extra_json_paths),
                 }));
                 self.inner.core.policy().replace_settings(shared);
                 if let Some(t) = &self.inner.tracer {

@@ -30,12 +30,14 @@ use lumen_anthropic_types::MessagesRequest;
 use lumen_anthropic_types::translate::{self, TranslateOptions};
 use lumen_gateway::messages::MessagesCall;
 use lumen_gateway::operation::{
-    Chat, Classify, Completions, Detokenize, Embeddings, Messages, Operation, Pooling, Rerank,
-    RerankBare, RerankPath, RerankV2, Score, ScoreBare, Tokenize,
+    Chat, Classify, Completions, Detokenize, Embeddings, ExtraCall, ExtraJson, FormCall, Messages,
+    Operation, Pooling, Rerank, RerankBare, RerankPath, RerankV2, Score, ScoreBare, Tokenize,
+    Transcriptions, Translations,
 };
 use lumen_gateway::policy::Principal;
 use lumen_gateway::{Answer, Call, Served};
 use lumen_governance::limits::RateHeaders;
+use lumen_openai_types::multipart::{FormError, FormRequest, FormScanner};
 use lumen_openai_types::responses::{self, ResponsesRequest};
 use lumen_openai_types::{ChatCompletionResponse, RequestError};
 
@@ -72,6 +74,12 @@ enum Endpoint {
     ResponseCancel,
     /// `GET /v1/responses/{id}/input_items`.
     ResponseItems,
+    /// `POST /v1/audio/transcriptions` (multipart/form-data).
+    Transcriptions,
+    /// `POST /v1/audio/translations` (multipart/form-data).
+    Translations,
+    /// A configured `server.extra_json_paths` path.
+    Extra,
     Models,
     Model,
     Health,
@@ -96,6 +104,8 @@ impl Endpoint {
             Score::PATH | ScoreBare::PATH => Self::Score,
             Classify::PATH => Self::Classify,
             Pooling::PATH => Self::Pool,
+            Transcriptions::PATH => Self::Transcriptions,
+            Translations::PATH => Self::Translations,
             "/v1/messages" => Self::Messages,
             "/v1/responses" => Self::Responses,
             "/v1/responses/input_tokens" => Self::ResponseTokens,
@@ -155,6 +165,9 @@ impl Endpoint {
             | Self::Score
             | Self::Classify
             | Self::Pool
+            | Self::Transcriptions
+            | Self::Translations
+            | Self::Extra
             | Self::Responses
             | Self::ResponseTokens
             | Self::ResponseCancel => "POST",
@@ -179,6 +192,9 @@ impl Endpoint {
             | Self::Score
             | Self::Classify
             | Self::Pool
+            | Self::Transcriptions
+            | Self::Translations
+            | Self::Extra
             | Self::Responses
             | Self::ResponseTokens
             | Self::ResponseCancel => m == Method::POST,
@@ -205,6 +221,9 @@ impl Endpoint {
                 | Self::Score
                 | Self::Classify
                 | Self::Pool
+                | Self::Transcriptions
+                | Self::Translations
+                | Self::Extra
                 | Self::Responses
                 | Self::ResponseTokens
                 | Self::Response
@@ -243,6 +262,8 @@ impl Endpoint {
             ),
             Self::Classify => ("classify", Classify::PATH),
             Self::Pool => ("pooling", Pooling::PATH),
+            Self::Transcriptions => ("transcription", Transcriptions::PATH),
+            Self::Translations => ("translation", Translations::PATH),
             Self::Responses => ("chat", "/v1/responses"),
             Self::Rerank => (
                 "rerank",
@@ -269,6 +290,10 @@ impl Endpoint {
             Self::Score => "score",
             Self::Classify => "classify",
             Self::Pool => "pooling",
+            Self::Transcriptions => "transcriptions",
+            Self::Translations => "translations",
+            // One label for every configured path: the path is not a label value.
+            Self::Extra => "extra",
             Self::Responses => "responses",
             Self::ResponseTokens => "response_input_tokens",
             Self::Response | Self::ResponseCancel | Self::ResponseItems => "response",
@@ -315,7 +340,14 @@ impl Api {
     {
         let surface = self.surface;
         let request_id = headers::request_id(req.headers());
-        let endpoint = Endpoint::resolve(req.uri().path()).filter(|e| e.served_on(surface));
+        let endpoint = Endpoint::resolve(req.uri().path())
+            .or_else(|| {
+                (surface != Surface::Admin)
+                    .then(|| self.gw.settings().extra_path(req.uri().path()))
+                    .flatten()
+                    .map(|_| Endpoint::Extra)
+            })
+            .filter(|e| e.served_on(surface));
         // Inference requests get spans when trace export is on (feature `otel`).
         let tracer = self
             .gw
@@ -629,6 +661,15 @@ impl Api {
                     .await
             }
             Endpoint::CountTokens => self.count_tokens(req, principal, request_id, cx).await,
+            Endpoint::Transcriptions => {
+                self.form::<Transcriptions, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Translations => {
+                self.form::<Translations, B>(req, principal, request_id, cx)
+                    .await
+            }
+            Endpoint::Extra => self.extra(req, principal, request_id, cx).await,
             // Each path keeps its own shape on the engine (and in the cache).
             Endpoint::Rerank => match RerankPath::of(&path) {
                 RerankPath::V1 => {
@@ -682,6 +723,127 @@ impl Api {
             Served::Stream { stream, rate } => self.sse(stream, request_id, rate, OpenAiFrames),
             Served::Answer(answer) => Outcome::Done(answer_response(answer, request_id)),
         })
+    }
+
+    /// An audio endpoint: a `multipart/form-data` upload routed by its `model` field. The form
+    /// is scanned as it arrives (a broken one is refused before the rest is read), kept whole
+    /// within `server.max_body_bytes` and the body budget (the attempts may send it more than
+    /// once), and forwarded byte for byte with the engine's model id spliced in. The answer
+    /// keeps the engine's content type (JSON, or text for `text`, `srt`, `vtt`).
+    async fn form<O: Operation<Request = FormCall>, B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        check_encodings(req.headers())?;
+        let mut types = req.headers().get_all(CONTENT_TYPE).iter();
+        let content_type = match (types.next(), types.next()) {
+            (Some(v), None) => v.to_str().map_err(|_| FormError::NotMultipart)?.to_owned(),
+            _ => return Err(FormError::NotMultipart.into()),
+        };
+        let mut scanner = FormScanner::new(&content_type)?;
+        let declared = declared_length(req.headers());
+        let settings = self.gw.settings();
+        let mut limits = settings.body_limits();
+        limits.max_bytes =
+            O::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
+        let read = crate::body::read_inspected(
+            req.into_body(),
+            declared,
+            limits,
+            &self.gw.inner.body_budget,
+            &mut |data| scanner.feed(data),
+        )
+        .await;
+        let (body, _budget) = match read {
+            Err(crate::body::BodyError::Refused) => {
+                return Err(scanner
+                    .error()
+                    .cloned()
+                    .unwrap_or(FormError::Malformed("the form was refused"))
+                    .into());
+            }
+            r => r?,
+        };
+        let fields = scanner.finish()?;
+        if fields.stream {
+            return Err(RequestError::invalid(
+                "'stream': true is not supported through Lumen for audio yet: ask for the whole \
+                 answer (see docs/audio.md).",
+                "stream",
+            )
+            .into());
+        }
+        let body_len = body.len();
+        let r = FormCall(FormRequest::new(content_type, body, fields));
+        let call = Call {
+            principal: &principal,
+            body_len,
+            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        match self.gw.core().serve::<O>(r, call, cx).await? {
+            Served::Answer(answer) => Ok(Outcome::Done(answer_response(answer, request_id))),
+            // Never streamed: `stream` was refused above.
+            Served::Stream { .. } => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::error::SERVER_ERROR,
+                "internal error",
+            )),
+        }
+    }
+
+    /// A configured extra JSON path: the body read and parsed as any JSON endpoint's, then
+    /// the same pipeline, to the same path on the engine.
+    async fn extra<B>(
+        &self,
+        req: Request<B>,
+        principal: Principal,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let settings = self.gw.settings();
+        let Some(path) = settings.extra_path(req.uri().path()) else {
+            // Reloaded away between routing and here.
+            return Err(ApiError::route_not_found(
+                req.method().as_str(),
+                req.uri().path(),
+            ));
+        };
+        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
+        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
+        let json: lumen_openai_types::JsonRequest = lumen_openai_types::request::parse(&body)?;
+        let body_len = body.len();
+        drop(body);
+        let r = ExtraCall { path, json };
+        ExtraJson::validate(&r, settings.max_n)?;
+        let call = Call {
+            principal: &principal,
+            body_len,
+            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        match self.gw.core().serve::<ExtraJson>(r, call, cx).await? {
+            Served::Answer(answer) => Ok(Outcome::Done(answer_response(answer, request_id))),
+            Served::Stream { .. } => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::error::SERVER_ERROR,
+                "internal error",
+            )),
+        }
     }
 
     /// `POST /v1/messages`: Anthropic's Messages API through the same pipeline as chat (keys,
@@ -1059,8 +1221,12 @@ fn answer_response(a: Answer, request_id: &HeaderValue) -> Response<ResponseBody
     // Room for content type, request id, six rate-limit headers and the cache header up
     // front, instead of growing the map twice.
     resp.headers_mut().reserve(12);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // An engine's text answer keeps its type (audio as `text`, `srt`, `vtt`).
+    let content_type = a
+        .content_type
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, content_type);
     served_model_header(&mut resp, a.fell_back.as_deref());
     let h = resp.headers_mut();
     crate::error::rate_headers(h, &a.rate);
@@ -1296,23 +1462,7 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 /// (hyper removes the chunking; `gzip, chunked` would leave compressed bytes behind it). A
 /// missing type is accepted only for an empty body, which then gets the empty-body error.
 fn check_json_request(headers: &http::HeaderMap) -> Result<(), ApiError> {
-    for v in headers.get_all(http::header::TRANSFER_ENCODING) {
-        let ok = v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
-        });
-        if !ok {
-            return Err(ApiError::unsupported_encoding("Transfer-Encoding"));
-        }
-    }
-    for v in headers.get_all(http::header::CONTENT_ENCODING) {
-        if !v
-            .to_str()
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
-        {
-            return Err(ApiError::unsupported_encoding("Content-Encoding"));
-        }
-    }
+    check_encodings(headers)?;
     if headers.get_all(CONTENT_TYPE).iter().count() > 1 {
         return Err(ApiError::unsupported_media_type());
     }
@@ -1339,6 +1489,29 @@ fn check_json_request(headers: &http::HeaderMap) -> Result<(), ApiError> {
             }
         }
     }
+}
+
+/// Refuses a `Content-Encoding` or a `Transfer-Encoding` other than chunked framing (hyper
+/// removes the chunking; `gzip, chunked` would leave compressed bytes behind it).
+fn check_encodings(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    for v in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let ok = v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        });
+        if !ok {
+            return Err(ApiError::unsupported_encoding("Transfer-Encoding"));
+        }
+    }
+    for v in headers.get_all(http::header::CONTENT_ENCODING) {
+        if !v
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        {
+            return Err(ApiError::unsupported_encoding("Content-Encoding"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::engine::Pace;
 use crate::text;
 use crate::{Recorded, Simulator, State};
 
+mod audio;
 mod llamacpp;
 mod messages;
 mod pooling;
@@ -138,6 +139,10 @@ enum Route {
     ApplyTemplate,
     /// Anthropic's `/v1/messages/count_tokens`.
     CountTokens,
+    /// vLLM's `/v1/audio/transcriptions` (`false`) and `/v1/audio/translations` (`true`).
+    Audio(bool),
+    /// `/v1/sim/echo`: an engine-specific JSON path.
+    Echo,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -189,6 +194,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/classify") => Route::Pooling(pooling::Pooling::Classify),
         (&Method::POST, "/pooling") => Route::Pooling(pooling::Pooling::Pool),
         (&Method::POST, "/tokenize") => Route::Tokenize,
+        (&Method::POST, "/v1/audio/transcriptions") => Route::Audio(false),
+        (&Method::POST, "/v1/audio/translations") => Route::Audio(true),
+        (&Method::POST, "/v1/sim/echo") => Route::Echo,
         (&Method::POST, "/detokenize") => Route::Detokenize,
         (&Method::POST, "/apply-template") if state.cfg.flavor == Flavor::LlamaCpp => {
             Route::ApplyTemplate
@@ -211,9 +219,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "could not read body", false)),
     };
+    let parts = Request::from_parts(parts, ());
     if state.cfg.record > 0 {
-        record(&state, &Request::from_parts(parts, ()), body.clone());
+        record(&state, &parts, body.clone());
     }
+    let parts = parts.into_parts().0;
     if matches!(route, Route::Generate(Kind::Messages) | Route::CountTokens) {
         if !messages::served(&state, &body) {
             return Ok(error(StatusCode::NOT_FOUND, "Not Found", false));
@@ -237,6 +247,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             Flavor::LlamaCpp => llamacpp::detokenize(state, &body).await,
         },
         Route::ApplyTemplate => llamacpp::apply_template(state, &body).await,
+        Route::Audio(translate) => {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            audio::transcribe(&state, content_type, &body, translate)
+        }
+        Route::Echo => audio::echo(&state, &body),
         // Answered above.
         Route::CountTokens => error(StatusCode::NOT_FOUND, "Not Found", false),
     })
