@@ -7,4 +7,7 @@ use lumen_openai_types::Reply;
 pub struct Answered<T> {
     pub reply: Reply<T>,
     pub fell_back: Option<String>,
+    /// The backend that answered (a native Responses answer is kept there: its id is mapped
+    /// to it).
+    pub backend: String,
 }
