@@ -30,6 +30,7 @@ use crate::{Recorded, Simulator, State};
 mod llamacpp;
 mod messages;
 mod pooling;
+mod responses;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -138,6 +139,8 @@ enum Route {
     ApplyTemplate,
     /// Anthropic's `/v1/messages/count_tokens`.
     CountTokens,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -172,6 +175,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             return Ok(models(&state));
         }
         (&Method::GET, "/metrics") => return Ok(metrics(&state)),
+        (&Method::POST, "/v1/responses") if state.cfg.responses_api => Route::Responses,
+        (_, path) if state.cfg.responses_api && path.starts_with("/v1/responses/") => {
+            record(&state, &req, Bytes::new());
+            return Ok(responses::stored(&state, req.method(), path)
+                .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "Not Found", false)));
+        }
         (&Method::POST, "/v1/chat/completions") => Route::Generate(Kind::Chat),
         (&Method::POST, "/v1/completions") => Route::Generate(Kind::Completion),
         (&Method::POST, "/v1/embeddings") => Route::Generate(Kind::Embedding),
@@ -237,6 +246,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             Flavor::LlamaCpp => llamacpp::detokenize(state, &body).await,
         },
         Route::ApplyTemplate => llamacpp::apply_template(state, &body).await,
+        Route::Responses => responses::create(state, &body).await,
         // Answered above.
         Route::CountTokens => error(StatusCode::NOT_FOUND, "Not Found", false),
     })
