@@ -49,6 +49,9 @@ impl ResponsesCall {
     /// From the client's body: a JSON object with a string `model`; `stream` a boolean and
     /// `max_output_tokens` a count when present. The engine checks the rest.
     pub fn read(body: Bytes) -> Result<Self, serde_json::Error> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(serde::de::Error::custom("the body is not a JSON object"));
+        }
         let peek: Peek = serde_json::from_slice(&body)?;
         Ok(Self {
             body: JsonBody::parse(body)?,

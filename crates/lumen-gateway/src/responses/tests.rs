@@ -12,10 +12,12 @@ fn a_call_reads_stream_and_budget_and_keeps_the_body() {
     assert_eq!(call.body.to_bytes().as_ref(), body.as_bytes());
     let plain = ResponsesCall::read(Bytes::from_static(br#"{"model":"m","input":"x"}"#)).unwrap();
     assert!(!plain.stream);
+    // No model is the blank model (the default one), as everywhere.
+    let blank = ResponsesCall::read(Bytes::from_static(br#"{"input":"x"}"#)).unwrap();
+    assert_eq!(blank.model(), "");
     for bad in [
         r#"{"model":"m","stream":"yes"}"#,
         r#"{"model":"m","max_output_tokens":-1}"#,
-        r#"{"input":"no model"}"#,
         "[]",
     ] {
         assert!(
