@@ -25,6 +25,7 @@ mod lifecycle;
 mod limits;
 mod memory;
 mod messages;
+mod native_responses;
 mod observability;
 mod openai_client;
 mod proxy;

@@ -436,3 +436,62 @@ async fn a_client_that_leaves_a_responses_stream_is_charged_what_it_was_sent() {
     .await;
     assert_eq!(next.status, 429, "{}", next.text());
 }
+
+/// The same on an engine that serves the Responses API itself: its events are relayed as it
+/// sent them, and a client that leaves before `response.completed` (the only event with the
+/// usage) is charged the prompt plus what it was sent.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_a_native_responses_stream_is_charged_what_it_was_sent() {
+    let url = engine().await;
+    let lumen = Lumen::start(
+        builder_responses(&[(&url, true)])
+            .retry(lumen_server::config::RetryConfig {
+                max_attempts: Some(1),
+                ..Default::default()
+            })
+            .auth(auth(3_000))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let body = json!({
+        "model": "m",
+        "input": "Tell me a long story.",
+        "stream": true,
+        "store": false,
+    })
+    .to_string();
+    let mut resp = open_stream_at(&lumen, "/v1/responses", &body).await;
+    assert_eq!(resp.status(), 200);
+    let read = read_events(&mut resp, 1_901, |data| {
+        let event: Value = serde_json::from_slice(data).unwrap();
+        assert_ne!(
+            event["type"], "response.completed",
+            "the stream ended first"
+        );
+        usize::from(
+            event["type"] == "response.output_text.delta"
+                && event["delta"].as_str().is_some_and(|t| !t.is_empty()),
+        )
+    })
+    .await;
+    drop(resp);
+    let least = relayed_estimate(1_901);
+    let used = tokens_charged(&lumen, least).await;
+    assert!(
+        used >= least,
+        "charged {used} for {read} text deltas received (at least {least})"
+    );
+    assert!(
+        used <= 2 * (body.len() as u64) + relayed_estimate(2_000),
+        "never more than the whole answer: {used}"
+    );
+    let next = send(
+        http::Method::POST,
+        &lumen.url("/v1/responses"),
+        &body,
+        &[("authorization", &format!("Bearer {KEY}"))],
+    )
+    .await;
+    assert_eq!(next.status, 429, "{}", next.text());
+}

@@ -203,6 +203,37 @@ pub fn builder_native(urls: &[(&str, bool)]) -> GatewayBuilder {
     b
 }
 
+/// Like [`builder`], each backend (`b0`, `b1`, ...) with whether it serves OpenAI's
+/// `/v1/responses` itself and keeps its responses (`backends[].native_responses`).
+pub fn builder_responses(urls: &[(&str, bool)]) -> GatewayBuilder {
+    let mut b = Gateway::builder().health(no_health_checks());
+    for (i, (url, native)) in urls.iter().enumerate() {
+        let spec = responses_backend(&format!("b{i}"), url, *native, None);
+        b = b.shared_backend(spec.name, spec.backend, spec.weight, spec.models);
+    }
+    b
+}
+
+/// One vLLM-kind backend named `name` at `url`, with whether it serves `/v1/responses`
+/// itself, and a fixed model list (`None`: discovered), for builders and reloads.
+pub fn responses_backend(
+    name: &str,
+    url: &str,
+    native: bool,
+    models: Option<Vec<String>>,
+) -> lumen_governance::BackendSpec<lumen_backend::SharedBackend> {
+    let mut cfg = lumen_backend_vllm::VllmConfig::new(name.to_owned(), url);
+    cfg.native_responses = native;
+    let backend = lumen_backend_vllm::VllmBackend::new(cfg).unwrap();
+    lumen_governance::BackendSpec {
+        name: name.to_owned(),
+        backend: std::sync::Arc::new(backend) as lumen_backend::SharedBackend,
+        weight: 1,
+        models,
+        key: format!("{url}|{native}"),
+    }
+}
+
 /// [`builder`] with retries and circuit breakers off, for tests about one upstream answer.
 pub fn single_shot(urls: &[&str]) -> GatewayBuilder {
     builder(urls)

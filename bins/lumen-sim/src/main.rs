@@ -68,6 +68,10 @@ struct Args {
     /// also works): its requests get the 404 of a missing route.
     #[arg(long = "no-messages-for", value_delimiter = ',')]
     no_messages_for: Vec<String>,
+    /// Do not serve OpenAI's Responses API (`/v1/responses` and its stored responses answer
+    /// 404, as on an engine without it).
+    #[arg(long)]
+    no_responses: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
     };
     let cfg = SimConfig {
         messages_api,
+        responses_api: !args.no_responses,
         models: args.models,
         max_model_len: args.max_model_len,
         engine,

@@ -91,6 +91,10 @@ pub struct VllmConfig {
     /// The engine serves Anthropic's `/v1/messages` itself (vLLM, SGLang and llama.cpp do):
     /// Messages requests are forwarded to it unchanged rather than translated to chat.
     pub native_messages: bool,
+    /// The engine serves OpenAI's `/v1/responses` itself and keeps its responses: Responses
+    /// requests are forwarded to it unchanged, and the stored responses' calls go to it. Off
+    /// by default (see [`lumen_backend::Backend::native_responses`]).
+    pub native_responses: bool,
 }
 
 impl std::fmt::Debug for VllmConfig {
@@ -118,6 +122,7 @@ impl VllmConfig {
             dialect: Dialect::Vllm,
             send_priority: false,
             native_messages: true,
+            native_responses: false,
         }
     }
 }
@@ -151,6 +156,7 @@ struct Inner {
     dialect: Dialect,
     send_priority: bool,
     native_messages: bool,
+    native_responses: bool,
     /// llama.cpp: context lengths read from `/props`, for `/tokenize`'s `max_model_len`.
     contexts: dialect::ContextLengths,
 }
@@ -354,6 +360,7 @@ impl VllmBackend {
                 continuation: cfg.continuation,
                 send_priority: cfg.send_priority,
                 native_messages: cfg.native_messages,
+                native_responses: cfg.native_responses,
                 dialect: cfg.dialect,
                 contexts: dialect::ContextLengths::default(),
             }),
@@ -803,9 +810,13 @@ impl Backend for VllmBackend {
         cx: &RequestContext,
     ) -> Result<ChunkStream<JsonAnswer>, BackendError> {
         let resp = self.send_body(path, &req, cx).await?;
+        let end = if path == "/v1/responses" {
+            stream::LastEvent::ResponseDone
+        } else {
+            stream::LastEvent::MessageStop
+        };
         Ok(Box::pin(
-            stream::SseChunks::<JsonAnswer>::new(resp.body, self.inner.name.clone())
-                .until_message_stop(),
+            stream::SseChunks::<JsonAnswer>::new(resp.body, self.inner.name.clone()).until(end),
         ))
     }
 
@@ -836,6 +847,25 @@ impl Backend for VllmBackend {
             content_type: content_type.map_or_else(|| "application/json".to_owned(), String::from),
             body,
         })
+    }
+
+    fn native_responses(&self) -> bool {
+        self.inner.native_responses
+    }
+
+    async fn call_at(
+        &self,
+        method: lumen_backend::EngineMethod,
+        path: String,
+        cx: &RequestContext,
+    ) -> Result<Reply<JsonAnswer>, BackendError> {
+        let method = match method {
+            lumen_backend::EngineMethod::Get => Method::GET,
+            lumen_backend::EngineMethod::Post => Method::POST,
+            lumen_backend::EngineMethod::Delete => Method::DELETE,
+        };
+        let bytes = self.call_bytes::<()>(method, &path, None, cx).await?;
+        self.reply(bytes)
     }
 
     /// `GET /metrics`: vLLM's, SGLang's (`--enable-metrics`) and llama.cpp's (`--metrics`)

@@ -24,24 +24,52 @@ pub(crate) struct SseChunks<T> {
     /// An event carried a `finish_reason`: a clean end of the body without `[DONE]` is then a
     /// complete answer, not an interruption.
     complete: bool,
-    /// Anthropic's event stream: it ends after `message_stop`, with no `[DONE]`.
-    message_stop: bool,
+    /// An API whose event stream ends at a typed last event, with no `[DONE]`.
+    last: Option<LastEvent>,
     _t: PhantomData<fn() -> T>,
 }
 
-/// Just the `type` of an Anthropic stream event.
+/// Just the `type` of a typed stream event.
 #[derive(serde::Deserialize)]
 struct EventType<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Whether an event's data is Anthropic's `message_stop`.
-fn is_message_stop(data: &[u8]) -> bool {
-    serde_json::from_slice::<EventType<'_>>(data)
-        .ok()
-        .and_then(|e| e.kind)
-        .is_some_and(|k| k == "message_stop")
+/// The event that ends an API's stream, for the APIs whose streams carry no `[DONE]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastEvent {
+    /// Anthropic's `message_stop`.
+    MessageStop,
+    /// OpenAI Responses' terminal events: `response.completed`, `response.incomplete`,
+    /// `response.failed`.
+    ResponseDone,
+}
+
+impl LastEvent {
+    /// Whether an event's data is this API's last event.
+    fn is_last(self, data: &[u8]) -> bool {
+        let kind = serde_json::from_slice::<EventType<'_>>(data)
+            .ok()
+            .and_then(|e| e.kind);
+        let Some(kind) = kind else {
+            return false;
+        };
+        match self {
+            Self::MessageStop => kind == "message_stop",
+            Self::ResponseDone => matches!(
+                kind.as_ref(),
+                "response.completed" | "response.incomplete" | "response.failed"
+            ),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::MessageStop => "message_stop",
+            Self::ResponseDone => "response.completed",
+        }
+    }
 }
 
 impl<T> SseChunks<T> {
@@ -52,15 +80,16 @@ impl<T> SseChunks<T> {
             backend,
             finished: false,
             complete: false,
-            message_stop: false,
+            last: None,
             _t: PhantomData,
         }
     }
 
-    /// For Anthropic's event stream: `message_stop` is its end (the body is then released as
-    /// after `[DONE]`), and a body that ends before it was interrupted.
-    pub(crate) fn until_message_stop(mut self) -> Self {
-        self.message_stop = true;
+    /// For an event stream without `[DONE]` (Anthropic's, OpenAI Responses'): `last` is its
+    /// end (the body is then released as after `[DONE]`), and a body that ends before it was
+    /// interrupted.
+    pub(crate) fn until(mut self, last: LastEvent) -> Self {
+        self.last = Some(last);
         self
     }
 }
@@ -90,8 +119,11 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                 Ok(Some(event)) => {
                     let item = match Chunk::<T>::from_raw(event.data) {
                         Ok(chunk) => match chunk.upstream_error() {
-                            None if this.message_stop => {
-                                if chunk.raw().is_some_and(|r| is_message_stop(r)) {
+                            None if this.last.is_some() => {
+                                if this
+                                    .last
+                                    .is_some_and(|l| chunk.raw().is_some_and(|r| l.is_last(r)))
+                                {
                                     this.finished = true;
                                     this.body.release(cx);
                                 }
@@ -142,10 +174,11 @@ impl<T: DeserializeOwned> Stream for SseChunks<T> {
                     this.finished = true;
                     return Poll::Ready(Some(Err(interrupted(
                         &this.backend,
-                        if this.message_stop {
-                            "the engine closed the stream before message_stop".to_owned()
-                        } else {
-                            "the engine closed the stream before [DONE]".to_owned()
+                        match this.last {
+                            Some(last) => {
+                                format!("the engine closed the stream before {}", last.name())
+                            }
+                            None => "the engine closed the stream before [DONE]".to_owned(),
                         },
                         None,
                     ))));

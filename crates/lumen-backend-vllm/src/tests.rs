@@ -179,3 +179,78 @@ async fn a_native_messages_error_status_is_typed() {
     };
     assert_eq!((*status, error.message.as_str()), (529, "busy"));
 }
+
+/// A Responses stream ends at its terminal event (no `[DONE]`); a body that ends before one
+/// was cut short. Off by default: no engine kind keeps responses unless told to.
+#[tokio::test]
+async fn a_native_responses_stream_ends_at_its_terminal_event() {
+    use futures::StreamExt;
+    let done = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":1}\n\n";
+    let (url, seen) = fixed_engine("200 OK", done).await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    assert!(!lumen_backend::Backend::native_responses(&b));
+    let body = JsonBody::parse(r#"{"model":"m","stream":true}"#.into()).unwrap();
+    let stream =
+        lumen_backend::Backend::call_stream(&b, "/v1/responses", body, &RequestContext::default())
+            .await
+            .unwrap();
+    let got: Vec<_> = stream.collect().await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["POST /v1/responses HTTP/1.1"]
+    );
+    let cut =
+        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n";
+    let (url, _) = fixed_engine("200 OK", cut).await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    let body = JsonBody::parse(r#"{"model":"m","stream":true}"#.into()).unwrap();
+    let stream =
+        lumen_backend::Backend::call_stream(&b, "/v1/responses", body, &RequestContext::default())
+            .await
+            .unwrap();
+    let got: Vec<_> = stream.collect().await;
+    let Some(Err(BackendError::StreamInterrupted { message, .. })) = got.last() else {
+        panic!("{got:?}");
+    };
+    assert!(message.contains("response.completed"), "{message}");
+}
+
+/// A stored response's calls go to the engine path with the method asked, and its answer (or
+/// its error status) comes back as the engine sent it.
+#[tokio::test]
+async fn call_at_sends_the_method_and_path() {
+    let (url, seen) = fixed_engine("200 OK", r#"{"id":"resp_1","deleted":true}"#).await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    let reply = lumen_backend::Backend::call_at(
+        &b,
+        lumen_backend::EngineMethod::Delete,
+        "/v1/responses/resp_1".to_owned(),
+        &RequestContext::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.to_json().unwrap().as_ref(),
+        br#"{"id":"resp_1","deleted":true}"#
+    );
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["DELETE /v1/responses/resp_1 HTTP/1.1"]
+    );
+    let (url, _) = fixed_engine("404 Not Found", r#"{"error":{"message":"gone"}}"#).await;
+    let b = VllmBackend::new(VllmConfig::new("b", url)).unwrap();
+    let err = lumen_backend::Backend::call_at(
+        &b,
+        lumen_backend::EngineMethod::Get,
+        "/v1/responses/resp_1".to_owned(),
+        &RequestContext::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, BackendError::Upstream { status: 404, .. }),
+        "{err:?}"
+    );
+}

@@ -245,9 +245,11 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// The same, streamed: one chunk per SSE event, whose [`Chunk::raw`] is the event's `data:`
-    /// JSON as the engine sent it (an Anthropic event names itself in its `type`). The stream
-    /// ends after the API's last event (`message_stop`); an in-band `error` event ends it with
-    /// [`BackendError::StreamInterrupted`]. Resolves once the engine has accepted the request.
+    /// JSON as the engine sent it (an Anthropic or Responses event names itself in its `type`).
+    /// The stream ends after the API's last event (`message_stop`; for `/v1/responses`,
+    /// `response.completed`, `response.incomplete` or `response.failed`); an in-band Anthropic
+    /// `error` event ends it with [`BackendError::StreamInterrupted`]. Resolves once the engine
+    /// has accepted the request.
     fn call_stream(
         &self,
         path: &'static str,
@@ -273,6 +275,32 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (req, cx);
         std::future::ready(Err(not_served(path)))
     }
+
+    /// Whether the engine serves OpenAI's `POST /v1/responses` itself and keeps what it
+    /// answers (`GET`/`DELETE /v1/responses/{id}`, `previous_response_id`). Such a backend
+    /// gets the client's body through [`call_body`](Self::call_body) and
+    /// [`call_stream`](Self::call_stream), and the stored responses' calls through
+    /// [`call_at`](Self::call_at). The default is no, for every engine: vLLM keeps responses
+    /// only when started with `VLLM_ENABLE_RESPONSES_API_STORE`, llama.cpp never does, and
+    /// the gateway's translation with its own store works on every engine.
+    fn native_responses(&self) -> bool {
+        false
+    }
+
+    /// A bodiless call to an engine path that names a thing the engine keeps
+    /// (`GET /v1/responses/{id}`, `DELETE`, `.../cancel`, `.../input_items?...`): `path`
+    /// includes the query, and the gateway builds it only from ids it checked. The answer
+    /// keeps the engine's bytes; an error status is [`BackendError::Upstream`]. The default
+    /// answers 404.
+    fn call_at(
+        &self,
+        method: EngineMethod,
+        path: String,
+        cx: &RequestContext,
+    ) -> impl Future<Output = Result<Reply<JsonAnswer>, BackendError>> + Send {
+        let _ = (method, cx);
+        std::future::ready(Err(not_served(&path)))
+    }
 }
 
 /// An engine's successful answer as it came: its content type and bytes (see
@@ -282,6 +310,25 @@ pub struct RawAnswer {
     /// The engine's `content-type`; `application/json` when it sent none.
     pub content_type: String,
     pub body: bytes::Bytes,
+}
+
+/// The method of an engine call that is not a generation ([`Backend::call_at`]): the core
+/// names it without depending on an HTTP crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineMethod {
+    Get,
+    Post,
+    Delete,
+}
+
+impl EngineMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Delete => "DELETE",
+        }
+    }
 }
 
 /// What an engine endpoint a backend does not serve answers: a 404, which is not retried.
@@ -359,6 +406,13 @@ pub trait DynBackend: Send + Sync + 'static {
         req: FormRequest,
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<RawAnswer, BackendError>>;
+    fn native_responses(&self) -> bool;
+    fn call_at<'a>(
+        &'a self,
+        method: EngineMethod,
+        path: String,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>>;
 }
 
 /// The handle the gateway stores: any backend, boxed once.
@@ -454,6 +508,17 @@ impl<B: Backend> DynBackend for B {
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<RawAnswer, BackendError>> {
         Box::pin(Backend::call_form(self, path, req, cx))
+    }
+    fn native_responses(&self) -> bool {
+        Backend::native_responses(self)
+    }
+    fn call_at<'a>(
+        &'a self,
+        method: EngineMethod,
+        path: String,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Reply<JsonAnswer>, BackendError>> {
+        Box::pin(Backend::call_at(self, method, path, cx))
     }
 }
 

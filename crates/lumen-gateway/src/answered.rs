@@ -10,4 +10,7 @@ pub struct Answered<T> {
     /// The answer's content type when it is not JSON (an audio transcription as text);
     /// `None` for JSON.
     pub content_type: Option<Box<str>>,
+    /// The backend that answered (a native Responses answer is kept there: its id is mapped
+    /// to it).
+    pub backend: String,
 }

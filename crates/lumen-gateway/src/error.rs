@@ -16,6 +16,10 @@ pub enum GatewayError {
     /// The gateway's own queue was full or timed out.
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    /// A call for something one backend keeps (a native stored response) names a backend
+    /// that is no longer configured or discovered.
+    #[error("backend {backend} is not configured")]
+    BackendGone { backend: String },
 }
 
 impl GatewayError {
@@ -27,6 +31,24 @@ impl GatewayError {
             Self::Governance(_) => false,
             Self::Backend(e) => e.is_retryable(),
             Self::Admission(_) => true,
+            Self::BackendGone { .. } => false,
         }
+    }
+
+    /// Whether no engine could be asked at all: none was healthy or reachable, or the one
+    /// named is gone. For a request bound to one engine, that engine is unavailable.
+    pub fn engine_unavailable(&self) -> bool {
+        use lumen_backend::TimeoutKind;
+        matches!(
+            self,
+            Self::Governance(GovernanceError::NoHealthyBackend { .. })
+                | Self::BackendGone { .. }
+                | Self::Backend(
+                    BackendError::Connect { .. }
+                        | BackendError::Timeout {
+                            kind: TimeoutKind::Connect
+                        }
+                )
+        )
     }
 }

@@ -13,12 +13,14 @@ use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, join_all};
 use lumen_anthropic_types::NativeEvent;
 use lumen_backend::{
-    Backend, BackendError, ChunkStream, Continuation, RequestContext, SharedBackend, TimeoutKind,
+    Backend, BackendError, ChunkStream, Continuation, EngineMethod, RequestContext, SharedBackend,
+    TimeoutKind,
 };
 use lumen_governance::{
     BackendSpec, GovernanceConfig, GovernanceError, InvalidConfig, PromptKey, Route, RouteRequest,
     Router,
 };
+use lumen_openai_types::responses::NativeResponse;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel,
@@ -45,6 +47,7 @@ use crate::messages::{
 };
 use crate::observer::{Event, NoopObserver, Observer};
 use crate::policy::{PolicySettings, PolicyStep, PolicyStores};
+use crate::responses::{NativeResponses, Need, RESPONSES_PATH, ResponsesCall};
 use crate::stream::{
     Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resuming, Success,
     UsageAsk, ask_usage, avoided, blocked,
@@ -462,6 +465,9 @@ pub(crate) struct Plan<'a> {
     /// Finishing another engine's answer: only backends that can continue one are asked, and
     /// one that refuses (a 4xx) is skipped rather than reported.
     pub(crate) continuing: bool,
+    /// Which backends may serve at all (the Responses API's native engines, or the one that
+    /// holds the response continued).
+    pub(crate) need: Need<'a>,
 }
 
 impl Gateway {
@@ -672,12 +678,14 @@ impl Gateway {
         silent: &[Arc<CircuitBreaker>],
         avoid: &[Avoid],
         continuing: bool,
+        need: Need<'_>,
     ) -> Result<Route<Upstream>, GovernanceError> {
         let router = &self.inner.router;
         let answers = |u: &Upstream, m: &str| {
             !silent.iter().any(|b| Arc::ptr_eq(b, &u.breaker))
                 && !avoided(avoid, u, m)
                 && (!continuing || u.backend.continuation() != Continuation::None)
+                && need.admits(u)
         };
         match router.route_filtered(rr, &|u: &Upstream, m: &str| {
             answers(u, m) && u.allows(m) && u.limit.available() > 0
@@ -714,6 +722,7 @@ impl Gateway {
         req: Req,
         cx: &RequestContext,
         hints: &Hints,
+        need: Need<'_>,
         call: F,
     ) -> Result<Success<T>, GatewayError>
     where
@@ -751,6 +760,7 @@ impl Gateway {
             start: Instant::now(),
             avoid: Vec::new(),
             continuing: false,
+            need,
         };
         let mut served = self.attempt_loop(plan, req, call).await?;
         served.global = Some(global);
@@ -781,6 +791,7 @@ impl Gateway {
             start,
             mut avoid,
             continuing,
+            need,
         } = plan;
         let mut tried: Vec<u64> = Vec::new();
         let settings = self.settings();
@@ -812,6 +823,7 @@ impl Gateway {
                 &silent,
                 &avoid,
                 continuing,
+                need,
             );
             let mut route = match picked {
                 Ok(route) => route,
@@ -1051,9 +1063,10 @@ impl Gateway {
         F: Fn(Upstream, Req, Timeouts) -> Fut,
         Fut: Future<Output = Result<Reply<T>, BackendError>>,
     {
-        let served = self.attempts(op, req, cx, &hints, call).await?;
+        let served = self.attempts(op, req, cx, &hints, Need::Any, call).await?;
         Ok(Answered {
             fell_back: served.fell_back.then(|| served.route.public_model.clone()),
+            backend: served.route.lease.name.clone(),
             reply: show_public(served.value, &served.route),
             content_type: None,
         })
@@ -1082,7 +1095,9 @@ impl Gateway {
         // The request is kept for a continuation only where one may be wanted.
         let kept = config.continues_any_stream().then(|| req.clone());
         let served = self
-            .attempts(op, req, cx, &hints, |up, r, t| open(up, r, cx, t))
+            .attempts(op, req, cx, &hints, Need::Any, |up, r, t| {
+                open(up, r, cx, t)
+            })
             .await?;
         let route = &served.route;
         let resume = kept
@@ -1145,6 +1160,7 @@ impl Gateway {
             start: resumer.start,
             avoid: partial.avoid.clone(),
             continuing: true,
+            need: Need::Any,
         };
         let call = |up: Upstream, r: Req, t: Timeouts| open(up, r, cx, t);
         match self.attempt_loop(plan, req, call).await {
@@ -1296,6 +1312,7 @@ impl Gateway {
                 req,
                 cx,
                 &hints,
+                Need::Any,
                 |up, r, t| async move {
                     lumen_resilience::unary(up.backend.call(path, r, cx), &t).await
                 },
@@ -1312,6 +1329,7 @@ impl Gateway {
             reply,
             fell_back: served.fell_back.then(|| served.route.public_model.clone()),
             content_type: None,
+            backend: served.route.lease.name.clone(),
         })
     }
 
@@ -1328,29 +1346,39 @@ impl Gateway {
     ) -> Result<Answered<JsonAnswer>, GatewayError> {
         let hints = Hints::new(cx, None, None);
         let served = self
-            .attempts(Operation::Chat, req, cx, &hints, |up, r, t| async move {
-                let backend = up.backend.clone();
-                let answer = lumen_resilience::unary(backend.call_form(path, r, cx), &t).await?;
-                let json = answer
-                    .content_type
-                    .split(';')
-                    .next()
-                    .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"));
-                if !json {
-                    return Ok((Reply::opaque(answer.body), Some(answer.content_type.into())));
-                }
-                let reply = Reply::from_raw(answer.body).map_err(|e| BackendError::Protocol {
-                    backend: up.name.clone(),
-                    message: format!("response is not a valid OpenAI object: {e}"),
-                })?;
-                Ok((reply, None))
-            })
+            .attempts(
+                Operation::Chat,
+                req,
+                cx,
+                &hints,
+                Need::Any,
+                |up, r, t| async move {
+                    let backend = up.backend.clone();
+                    let answer =
+                        lumen_resilience::unary(backend.call_form(path, r, cx), &t).await?;
+                    let json = answer
+                        .content_type
+                        .split(';')
+                        .next()
+                        .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"));
+                    if !json {
+                        return Ok((Reply::opaque(answer.body), Some(answer.content_type.into())));
+                    }
+                    let reply =
+                        Reply::from_raw(answer.body).map_err(|e| BackendError::Protocol {
+                            backend: up.name.clone(),
+                            message: format!("response is not a valid OpenAI object: {e}"),
+                        })?;
+                    Ok((reply, None))
+                },
+            )
             .await?;
         let (reply, content_type) = served.value;
         Ok(Answered {
             reply,
             fell_back: served.fell_back.then(|| served.route.public_model.clone()),
             content_type,
+            backend: served.route.lease.name.clone(),
         })
     }
 
@@ -1404,7 +1432,7 @@ impl Gateway {
         };
         let _ = ask_usage(&mut req.chat.stream_options, running);
         let served = self
-            .attempts(Operation::Chat, req, cx, &hints, |up, r, t| {
+            .attempts(Operation::Chat, req, cx, &hints, Need::Any, |up, r, t| {
                 open_messages(up, r, cx, t)
             })
             .await?;
@@ -1414,6 +1442,96 @@ impl Gateway {
             self.inner.observer.clone(),
             None,
         ))
+    }
+
+    /// OpenAI's Responses API on engines that serve it, not streamed: the client's body (its
+    /// model spliced) to a backend that serves `/v1/responses` (only the pinned one when the
+    /// request continues a response there), and the engine's `response` object back as it
+    /// sent it, the model shown as the caller named it.
+    pub async fn responses(
+        &self,
+        req: ResponsesCall,
+        cx: &RequestContext,
+    ) -> Result<Reply<NativeResponse>, GatewayError> {
+        Ok(self.responses_answered(req, cx).await?.reply)
+    }
+
+    pub(crate) async fn responses_answered(
+        &self,
+        req: ResponsesCall,
+        cx: &RequestContext,
+    ) -> Result<Answered<NativeResponse>, GatewayError> {
+        let hints = Hints::new(cx, None, None);
+        let pin = req.pin.clone();
+        let call = |up: Upstream, r: ResponsesCall, t: Timeouts| async move {
+            let name = up.name.clone();
+            let reply = up.backend.call_body(RESPONSES_PATH, r.body, cx);
+            crate::responses::native_answer(lumen_resilience::unary(reply, &t).await?, &name)
+        };
+        let need = Need::responses(pin.as_deref());
+        let served = self
+            .attempts(Operation::Chat, req, cx, &hints, need, call)
+            .await?;
+        Ok(Answered {
+            fell_back: served.fell_back.then(|| served.route.public_model.clone()),
+            backend: served.route.lease.name.clone(),
+            reply: show_public(served.value, &served.route),
+            content_type: None,
+        })
+    }
+
+    /// OpenAI's Responses API on engines that serve it, streamed: the engine's events as it
+    /// sent them, `sequence_number` and all. Returns at the commit point; never continued on
+    /// another engine after it (the engine keeps the response it began).
+    pub async fn responses_stream(
+        &self,
+        req: ResponsesCall,
+        cx: &RequestContext,
+    ) -> Result<GatewayStream<NativeResponse>, GatewayError> {
+        let hints = Hints::new(cx, None, None);
+        let pin = req.pin.clone();
+        let need = Need::responses(pin.as_deref());
+        let served = self
+            .attempts(Operation::Chat, req, cx, &hints, need, |up, r, t| {
+                open_responses(up, r, cx, t)
+            })
+            .await?;
+        Ok(GatewayStream::new(
+            served,
+            UsageAsk::default(),
+            self.inner.observer.clone(),
+            None,
+        ))
+    }
+
+    /// A bodiless call on the engine path of something a backend keeps (a stored response's
+    /// `GET`, `DELETE`, `cancel`, `input_items`), on that backend by name, under the
+    /// configured deadlines. [`GatewayError::BackendGone`] when no backend of that name is
+    /// configured or discovered any more.
+    pub async fn call_backend_at(
+        &self,
+        backend: &str,
+        method: EngineMethod,
+        path: String,
+        cx: &RequestContext,
+    ) -> Result<Reply<JsonAnswer>, GatewayError> {
+        let Some(slot) = self
+            .inner
+            .router
+            .slots()
+            .into_iter()
+            .find(|s| s.name == backend)
+        else {
+            return Err(GatewayError::BackendGone {
+                backend: backend.to_owned(),
+            });
+        };
+        let settings = self.settings();
+        let t = settings
+            .resolved
+            .timeouts(Operation::Embeddings, "", "", cx.timeout);
+        let up = &slot.backend;
+        Ok(lumen_resilience::unary(up.backend.call_at(method, path, cx), &t).await?)
     }
 
     /// Exactly the models a caller can route to, with the engines' metadata.
@@ -1649,6 +1767,23 @@ fn open_messages<'a>(
             }
             Ok(Box::pin(TranslatedEvents::new(chunks, req.reply, name))
                 as ChunkStream<NativeEvent>)
+        };
+        lumen_resilience::open_stream(open, &t).await
+    })
+}
+
+/// Opens one Responses stream on a backend that serves the API: the engine's own events.
+fn open_responses<'a>(
+    up: Upstream,
+    req: ResponsesCall,
+    cx: &'a RequestContext,
+    t: Timeouts,
+) -> BoxFuture<'a, Result<Guarded<NativeResponse>, BackendError>> {
+    Box::pin(async move {
+        let name = up.name.clone();
+        let open = async {
+            let events = up.backend.call_stream(RESPONSES_PATH, req.body, cx).await?;
+            Ok(Box::pin(NativeResponses::new(events, name)) as ChunkStream<NativeResponse>)
         };
         lumen_resilience::open_stream(open, &t).await
     })

@@ -37,6 +37,7 @@ pub mod operation;
 mod pipeline;
 pub mod policy;
 mod prompt;
+pub mod responses;
 pub mod signals;
 mod stream;
 mod text;
@@ -49,7 +50,8 @@ pub use observer::{Event, NoopObserver, Observer};
 pub use operation::Operation;
 pub use pipeline::{Answer, Call, ServeError, Served};
 pub use policy::{
-    PolicyError, PolicySettings, PolicyStep, PolicyStores, Settlement, StoredResponse,
+    NativeResponseHome, PolicyError, PolicySettings, PolicyStep, PolicyStores, Settlement,
+    StoredResponse, forwardable_id,
 };
 pub use stream::GatewayStream;
 pub use text::Text;

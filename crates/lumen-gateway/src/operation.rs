@@ -21,8 +21,10 @@ pub use crate::answered::Answered;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::messages::MessagesCall;
+use crate::responses::ResponsesCall;
 use crate::stream::GatewayStream;
 use lumen_anthropic_types::NativeEvent;
+use lumen_openai_types::responses::NativeResponse;
 
 /// How a request meets the response cache.
 pub enum Caching {
@@ -380,6 +382,61 @@ impl Operation for Messages {
         cx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
         Box::pin(core.messages_stream(r, cx))
+    }
+}
+
+/// `POST /v1/responses` on engines that serve OpenAI's Responses API themselves: the client's
+/// body forwarded ([`crate::responses`]), the engine's answer or events relayed, billed by
+/// their Responses usage. Never cached: the engine keeps each response under its own id, and
+/// a cached copy would name a response no engine holds for this request.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeResponses;
+
+impl Operation for NativeResponses {
+    type Request = ResponsesCall;
+    type Answer = NativeResponse;
+    type Chunk = NativeResponse;
+    const NAME: &'static str = "responses";
+    const PATH: &'static str = "/v1/responses";
+
+    /// The engine checks the body; the gateway read what it needs when parsing.
+    fn validate(_r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
+        Ok(())
+    }
+
+    fn completion_budget(r: &Self::Request) -> Option<u32> {
+        r.max_output_tokens
+    }
+
+    fn streams(r: &Self::Request) -> bool {
+        r.stream
+    }
+
+    fn caching(_r: &Self::Request) -> Caching {
+        Caching::IfDeterministic {
+            temperature: None,
+            seed: None,
+        }
+    }
+
+    fn canonical(_r: &Self::Request) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn call<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Answered<Self::Answer>, GatewayError>> {
+        Box::pin(core.responses_answered(r, cx))
+    }
+
+    fn stream<'a>(
+        core: &'a Gateway,
+        r: Self::Request,
+        cx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<GatewayStream<Self::Chunk>, GatewayError>> {
+        Box::pin(core.responses_stream(r, cx))
     }
 }
 

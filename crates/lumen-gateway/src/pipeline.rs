@@ -156,6 +156,7 @@ impl Gateway {
                 tokens: None,
                 cache: cache_on.then(|| plan.result(true)),
                 fell_back: None,
+                backend: None,
                 rate,
             }));
         }
@@ -193,6 +194,7 @@ impl Gateway {
             tokens,
             cache: cache_on.then(|| plan.result(false)),
             fell_back: answered.fell_back,
+            backend: Some(answered.backend),
             rate,
         }))
     }
@@ -238,6 +240,8 @@ pub struct Answer {
     pub cache: Option<&'static str>,
     /// The fallback model that answered, when it is not the requested one.
     pub fell_back: Option<String>,
+    /// The backend that answered; `None` from the cache.
+    pub backend: Option<String>,
     /// The key's rate-limit state, for `x-ratelimit-*`.
     pub rate: RateHeaders,
 }

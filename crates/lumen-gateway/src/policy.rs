@@ -407,6 +407,69 @@ impl PolicyStep {
             })
     }
 
+    /// Records which backend's engine keeps a native response and which key created it
+    /// (`owner`: the key's namespace, empty without keys), for `RESPONSE_TTL`, in the cache's
+    /// store (Redis when configured, so every replica sends its `previous_response_id`, `GET`
+    /// and `DELETE` to the same engine). In the background. An id that could not be put in an
+    /// engine path as it is (see [`forwardable_id`]) is not recorded: its calls stay Lumen's
+    /// (a 404).
+    pub fn save_native_response(&self, id: &str, owner: &str, backend: &str) {
+        if !forwardable_id(id) {
+            tracing::warn!("an engine answered a response id that cannot be forwarded; not kept");
+            return;
+        }
+        let entry = NativeResponseHome {
+            owner: owner.to_owned(),
+            backend: backend.to_owned(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&entry) else {
+            return;
+        };
+        let key = native_key(id);
+        let (cache, observer) = (self.stores.cache.clone(), self.observer.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cache.put(&key, Bytes::from(bytes), RESPONSE_TTL).await {
+                store_failed(observer.as_ref(), "native_response_put", &e);
+            }
+        });
+    }
+
+    /// Where a native response lives, when `owner` created it: another key's is reported as
+    /// absent, as [`load_response`](Self::load_response) does, so ids cannot be probed.
+    pub async fn native_response(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> Result<Option<NativeResponseHome>, PolicyError> {
+        if !forwardable_id(id) {
+            return Ok(None);
+        }
+        let found = match self.stores.cache.get(&native_key(id)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.store_failed("native_response_get", &e);
+                return Err(PolicyError::Unavailable);
+            }
+        };
+        Ok(found
+            .filter(|b| !b.is_empty())
+            .and_then(|b| serde_json::from_slice::<NativeResponseHome>(&b).ok())
+            .filter(|h| h.owner == owner))
+    }
+
+    /// Forgets where a native response lives (a tombstone until its time would have run out),
+    /// once its engine deleted it.
+    pub async fn delete_native_response(&self, id: &str) -> Result<(), PolicyError> {
+        self.stores
+            .cache
+            .put(&native_key(id), Bytes::new(), RESPONSE_TTL)
+            .await
+            .map_err(|e| {
+                self.store_failed("native_response_delete", &e);
+                PolicyError::Unavailable
+            })
+    }
+
     /// Counts one request in its key's usage for the day (`served`: the model that answered;
     /// `requested`: the one asked for, when a fallback answered instead). Inline when the
     /// store is in memory; in the background on Redis, so the answer never waits for it.
@@ -472,6 +535,36 @@ pub struct StoredResponse {
 /// operation part of the key differs).
 fn response_key(id: &str) -> [u8; 32] {
     cache_key("", "responses", "", id.as_bytes())
+}
+
+/// Where a native response lives: the backend whose engine keeps it, and the key that created
+/// it (its namespace).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NativeResponseHome {
+    pub owner: String,
+    pub backend: String,
+}
+
+/// The longest response id forwarded to an engine.
+const MAX_RESPONSE_ID: usize = 256;
+
+/// Whether a response id can be put in an engine path as it is: ASCII letters, digits, `_`,
+/// `-` and `.` (every engine's ids are), not `.` or `..`, at most [`MAX_RESPONSE_ID`] bytes.
+/// Only such ids are mapped, so only such ids are ever forwarded.
+pub fn forwardable_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_RESPONSE_ID
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Where a native response's home lives in the cache's store: apart from Lumen's own stored
+/// responses and every cached answer.
+fn native_key(id: &str) -> [u8; 32] {
+    cache_key("", "responses native", "", id.as_bytes())
 }
 
 /// What records a request's usage; a stream carries one until it settles.

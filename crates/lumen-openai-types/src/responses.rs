@@ -31,12 +31,14 @@ use crate::raw::deserialize_object;
 pub mod event;
 mod from_chat;
 mod items;
+pub mod native;
 mod to_chat;
 mod usage;
 
 pub use event::ResponseEvent;
 pub use from_chat::{ReasoningStyle, StreamTranslator, response_from_chat};
 pub use items::{ItemsQuery, ItemsQueryError, Order, input_items_page};
+pub use native::NativeResponse;
 pub use to_chat::{MAX_TOOLS, MAX_UNKNOWN_FIELDS, history_items, to_chat};
 pub use usage::{usage_of_answer, usage_of_event};
 

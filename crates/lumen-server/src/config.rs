@@ -202,6 +202,14 @@ pub struct BackendConfig {
     /// to it unchanged (usage read from its events) rather than translated to chat completions.
     /// By default from `kind`: yes for vLLM, SGLang and llama.cpp, no for the others.
     pub native_messages: Option<bool>,
+    /// The engine serves OpenAI's `/v1/responses` itself and keeps its responses, so
+    /// Responses requests are forwarded to it unchanged (usage read from its answer and
+    /// events), and `previous_response_id`, `GET`, `DELETE`, `cancel` and `input_items` of its
+    /// responses go back to it. Off by default for every kind: vLLM keeps responses only when
+    /// started with `VLLM_ENABLE_RESPONSES_API_STORE=1` (off by default), and llama.cpp's
+    /// `/v1/responses` keeps none, so a `previous_response_id` would fail there; translated
+    /// to chat completions, with Lumen's own store, it works on every engine.
+    pub native_responses: bool,
     /// Send each request's priority class to the engine as vLLM's `priority` field (0
     /// interactive, 1 standard, 2 batch), so its own queue agrees with Lumen's. Only for
     /// engines started with `--scheduling-policy priority`: others refuse the field.
@@ -280,6 +288,7 @@ impl Default for BackendConfig {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             continuation: None,
             native_messages: None,
+            native_responses: false,
             send_priority: false,
             pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
             discovery: Discovery::None,

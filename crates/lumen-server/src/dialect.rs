@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use lumen_anthropic_types::{ErrorObject as AnthropicError, ErrorType, NativeEvent, StreamEvent};
 use lumen_gateway::StoredResponse;
-use lumen_openai_types::responses::{self, Input, InputItem, Response, history_items};
+use lumen_openai_types::responses::{
+    self, Input, InputItem, NativeResponse, Response, history_items,
+};
 use lumen_openai_types::sse::{DONE_FRAME, data_frame};
 use lumen_openai_types::{ChatCompletionChunk, Chunk};
 use serde::Serialize;
@@ -174,5 +176,83 @@ impl Frames<ChatCompletionChunk> for ResponsesFrames {
 
     fn fail(&mut self, e: &ApiError) -> Bytes {
         sse(&self.translator.fail(&e.error.message))
+    }
+}
+
+/// Where a native engine's response lives, recorded once its id is known (`store` on).
+pub(crate) struct NativeHome {
+    pub(crate) core: lumen_gateway::Gateway,
+    pub(crate) owner: String,
+    pub(crate) backend: String,
+}
+
+impl NativeHome {
+    /// Maps `id` to the backend and owner (in the background).
+    pub(crate) fn save(self, id: &str) {
+        self.core
+            .policy()
+            .save_native_response(id, &self.owner, &self.backend);
+    }
+}
+
+/// OpenAI's Responses events as a native engine sent them: `event: <type>` and its `data:`,
+/// the engine's bytes and `sequence_number`s; the stream's own terminal event ends it. The
+/// response's id is mapped to its engine as soon as an event names it (`response.created`).
+/// A failure after commit is an `error` event numbered after the last one relayed.
+pub(crate) struct NativeResponsesFrames {
+    home: Option<NativeHome>,
+    next: u64,
+}
+
+impl NativeResponsesFrames {
+    pub(crate) fn new(home: Option<NativeHome>) -> Self {
+        Self { home, next: 0 }
+    }
+}
+
+impl Frames<NativeResponse> for NativeResponsesFrames {
+    fn chunk(&mut self, chunk: &Chunk<NativeResponse>) -> Result<Bytes, String> {
+        let event = chunk.get();
+        if !event.id().is_empty() {
+            if let Some(home) = self.home.take() {
+                home.save(event.id());
+            }
+        }
+        if let Some(n) = event.sequence() {
+            self.next = n.saturating_add(1);
+        }
+        let json = event.json();
+        let mut out = Vec::with_capacity(json.len() + event.kind().len() + 16);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.kind().as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(b"\n\n");
+        Ok(Bytes::from(out))
+    }
+
+    fn end(&mut self) -> Bytes {
+        Bytes::new()
+    }
+
+    fn fail(&mut self, e: &ApiError) -> Bytes {
+        #[derive(Serialize)]
+        struct ErrorEvent<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            code: &'a str,
+            message: &'a str,
+            param: Option<&'a str>,
+            sequence_number: u64,
+        }
+        let event = ErrorEvent {
+            kind: "error",
+            code: e.error.code.as_deref().unwrap_or(&e.error.kind),
+            message: &e.error.message,
+            param: e.error.param.as_deref(),
+            sequence_number: self.next,
+        };
+        let data = serde_json::to_string(&event).unwrap_or_default();
+        Bytes::from(format!("event: error\ndata: {data}\n\n"))
     }
 }

@@ -89,6 +89,25 @@ impl ApiError {
         e
     }
 
+    /// A native response whose engine (the only one that holds it) is gone from the
+    /// configuration or discovery, or cannot be reached: its state is there, so no other
+    /// engine can read, continue or delete it. A 503: it may come back. Says nothing of which
+    /// engine, and is only given to the key that created the response.
+    pub fn response_engine_unavailable(id: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            format!(
+                "The engine that holds response '{id}' is unavailable (no longer configured, \
+                 unreachable, or not serving the model asked for); the response cannot be \
+                 read, continued or deleted until it is back."
+            ),
+        )
+        .code("response_engine_unavailable");
+        e.error.param = Some("response_id".to_owned());
+        e
+    }
+
     pub fn invalid_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -644,6 +663,14 @@ impl From<GatewayError> for ApiError {
         match e {
             GatewayError::Governance(g) => g.into(),
             GatewayError::Backend(b) => b.into(),
+            // Only calls bound to one backend name it; the caller words the error for what it
+            // wanted from there (`response_engine_unavailable`).
+            GatewayError::BackendGone { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER_ERROR,
+                "The engine this request needs is no longer configured.",
+            )
+            .code("engine_unavailable"),
             GatewayError::Admission(a) => {
                 let retry_after = Some(a.retry_after());
                 let mut out = match a {

@@ -461,6 +461,7 @@ pub(crate) fn backend_specs(
             vc.dialect = bc.kind.dialect();
             vc.send_priority = bc.send_priority;
             vc.native_messages = bc.effective_native_messages();
+            vc.native_responses = bc.native_responses;
             vc.pool_idle_timeout = Duration::from_millis(bc.pool_idle_timeout_ms);
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
@@ -469,11 +470,12 @@ pub(crate) fn backend_specs(
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{:?}|{}|{:?}|{}|{}|{:x}",
+                "{}|{:?}|{:?}|{}|{}|{:?}|{}|{}|{:x}",
                 t.url,
                 bc.kind,
                 bc.effective_continuation(),
                 bc.effective_native_messages(),
+                bc.native_responses,
                 resolved.connect,
                 bc.max_response_bytes,
                 bc.pool_idle_timeout_ms,

@@ -21,7 +21,10 @@ use tracing::Instrument;
 
 use crate::ResponseBody;
 use crate::access::Access;
-use crate::dialect::{AnthropicFrames, Dialect, Frames, Keep, OpenAiFrames, ResponsesFrames};
+use crate::dialect::{
+    AnthropicFrames, Dialect, Frames, Keep, NativeHome, NativeResponsesFrames, OpenAiFrames,
+    ResponsesFrames,
+};
 use crate::error::{ApiError, full};
 use crate::gateway::{Gateway, GatewayStream};
 use crate::headers::{self, CACHE_HEADER, REQUEST_ID, SERVED_MODEL};
@@ -31,10 +34,11 @@ use lumen_anthropic_types::translate::{self, TranslateOptions};
 use lumen_gateway::messages::MessagesCall;
 use lumen_gateway::operation::{
     Chat, Classify, Completions, Detokenize, Embeddings, ExtraCall, ExtraJson, FormCall, Messages,
-    Operation, Pooling, Rerank, RerankBare, RerankPath, RerankV2, Score, ScoreBare, Tokenize,
-    Transcriptions, Translations,
+    NativeResponses, Operation, Pooling, Rerank, RerankBare, RerankPath, RerankV2, Score,
+    ScoreBare, Tokenize, Transcriptions, Translations,
 };
 use lumen_gateway::policy::Principal;
+use lumen_gateway::responses::ResponsesCall;
 use lumen_gateway::{Answer, Call, Served};
 use lumen_governance::limits::RateHeaders;
 use lumen_openai_types::multipart::{FormError, FormRequest, FormScanner};
@@ -607,6 +611,19 @@ impl Api {
             }
             Endpoint::Response | Endpoint::ResponseCancel | Endpoint::ResponseItems => {
                 let id = response_id(&path).unwrap_or_default();
+                // A native engine's response: the call is that engine's to answer.
+                if let Some(home) = self
+                    .gw
+                    .core()
+                    .policy()
+                    .native_response(id, &owner(&principal))
+                    .await?
+                {
+                    let query = req.uri().query().map(str::to_owned);
+                    return self
+                        .stored_native(endpoint, req.method(), query, id, home, cx, request_id)
+                        .await;
+                }
                 let stored = self
                     .gw
                     .core()
@@ -888,11 +905,13 @@ impl Api {
         })
     }
 
-    /// `POST /v1/responses`: OpenAI's Responses API, translated to a chat completion and run
-    /// through the same pipeline as chat. With `store` (the default) the response and its
-    /// conversation are kept (`PolicyStep::save_response`), so `previous_response_id`,
-    /// `GET /v1/responses/{id}` and `input_items` work on any engine, for the key that created
-    /// it only.
+    /// `POST /v1/responses`: OpenAI's Responses API. To a model whose backends all serve it
+    /// themselves (`backends[].native_responses`), or continuing a response one of them keeps,
+    /// the body goes as sent (`responses_native`). Otherwise it is translated to a chat
+    /// completion and run through the same pipeline as chat; with `store` (the default) the
+    /// response and its conversation are kept (`PolicyStep::save_response`), so
+    /// `previous_response_id`, `GET /v1/responses/{id}` and `input_items` work on any engine,
+    /// for the key that created it only.
     async fn responses<B>(
         &self,
         req: Request<B>,
@@ -908,8 +927,19 @@ impl Api {
         let priority = req.headers().get(crate::headers::PRIORITY).cloned();
         let settings = self.gw.settings();
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
-        let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
         let owner = owner(&principal);
+        let call = Call {
+            principal: &principal,
+            body_len: body.len(),
+            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        if let Some(native) = self.native_plan(&body, &principal, &owner).await? {
+            return self
+                .responses_native(body, native, owner, call, request_id, cx)
+                .await;
+        }
+        let request: ResponsesRequest = lumen_openai_types::request::parse(&body)?;
         let core = self.gw.core();
         let conversation = self.conversation(&request, &owner).await?;
         let chat = responses::to_chat(&request, &conversation).map_err(RequestError::from)?;
@@ -929,12 +959,7 @@ impl Api {
             input: request.input.clone(),
         });
         drop(request);
-        let call = Call {
-            principal: &principal,
-            body_len,
-            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
-            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
-        };
+        let call = Call { body_len, ..call };
         let style = responses::ReasoningStyle::Text;
         Ok(match core.serve::<Chat>(chat, call, cx).await? {
             Served::Stream { stream, rate } => self.sse(
@@ -956,6 +981,170 @@ impl Api {
                 Outcome::Done(answer_response(answer, request_id))
             }
         })
+    }
+
+    /// Whether a Responses request goes to an engine as sent, and where: when it continues a
+    /// response a native engine keeps (`previous_response_id` mapped to it, for this key), that
+    /// engine only; else when its model resolves (for this key) to a pool whose backends all
+    /// serve the API themselves, any of them. The choice is made once per request, from the
+    /// pool as configured: a pool that mixes native and translated backends is translated, so
+    /// its retries and fallbacks may go anywhere (ARCHITECTURE.md). `None`: translated (which
+    /// also words every error about the body or the model, as before).
+    async fn native_plan(
+        &self,
+        body: &[u8],
+        principal: &Principal,
+        owner: &str,
+    ) -> Result<Option<NativePlan>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            model: String,
+            #[serde(default)]
+            previous_response_id: Option<String>,
+            #[serde(default)]
+            store: Option<bool>,
+        }
+        let Ok(peek) = serde_json::from_slice::<Peek>(body) else {
+            return Ok(None);
+        };
+        let core = self.gw.core();
+        let store = peek.store.unwrap_or(true);
+        if let Some(id) = peek.previous_response_id {
+            return Ok(core
+                .policy()
+                .native_response(&id, owner)
+                .await?
+                .map(|home| NativePlan {
+                    pin: Some((id, home.backend)),
+                    store,
+                }));
+        }
+        let allowed = |m: &str| principal.as_ref().is_none_or(|k| k.allows(m));
+        let Ok(public) = core.resolve(&peek.model, &allowed) else {
+            return Ok(None);
+        };
+        let pool = core.router().backends_for(&public);
+        let native = !pool.is_empty() && pool.iter().all(|s| s.backend.backend.native_responses());
+        Ok(native.then_some(NativePlan { pin: None, store }))
+    }
+
+    /// `POST /v1/responses` to an engine that serves it: the body as sent (the model spliced
+    /// per attempt), through the same pipeline as every other request (keys, model lists,
+    /// limits billed on the engine's Responses usage, retries, fallbacks among native
+    /// backends). The answer or stream is the engine's; its response id is mapped to the
+    /// backend and this key, so what follows (`previous_response_id`, `GET`, `DELETE`) goes
+    /// back there.
+    async fn responses_native(
+        &self,
+        body: Bytes,
+        plan: NativePlan,
+        owner: String,
+        call: Call<'_>,
+        request_id: &HeaderValue,
+        cx: RequestContext,
+    ) -> Result<Outcome, ApiError> {
+        let mut r = ResponsesCall::read(body).map_err(|e| {
+            ApiError::from(RequestError::invalid(
+                format!("The body is not a Responses request: {e}"),
+                "model",
+            ))
+        })?;
+        let (continued, pin) = plan.pin.unzip();
+        r.pin = pin;
+        let core = self.gw.core();
+        let served = match core.serve::<NativeResponses>(r, call, cx).await {
+            Ok(served) => served,
+            Err(lumen_gateway::ServeError::Gateway(e))
+                if continued.is_some() && e.engine_unavailable() =>
+            {
+                let id = continued.unwrap_or_default();
+                tracing::warn!(error = %lumen_gateway::Text(&e.to_string()), "the engine that holds a continued response is unavailable");
+                return Err(ApiError::response_engine_unavailable(&id));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let home = |backend: &str| {
+            plan.store.then(|| NativeHome {
+                core: core.clone(),
+                owner: owner.clone(),
+                backend: backend.to_owned(),
+            })
+        };
+        Ok(match served {
+            Served::Stream { stream, rate } => {
+                let frames = NativeResponsesFrames::new(home(stream.backend()));
+                self.sse(stream, request_id, rate, frames)
+            }
+            Served::Answer(answer) => {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    #[serde(default)]
+                    id: String,
+                }
+                let id = serde_json::from_slice::<Id>(&answer.json).map(|a| a.id);
+                if let (Some(home), Ok(id)) = (answer.backend.as_deref().and_then(home), id) {
+                    home.save(&id);
+                }
+                Outcome::Done(answer_response(answer, request_id))
+            }
+        })
+    }
+
+    /// `GET`/`DELETE /v1/responses/{id}`, `cancel` and `input_items` of a response a native
+    /// engine keeps (the caller's own: `home` was found for its key): forwarded to that
+    /// engine, its answer as it sent it. A `DELETE` the engine did also forgets the mapping.
+    /// The engine gone or unreachable is `response_engine_unavailable`, never another
+    /// engine's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn stored_native(
+        &self,
+        endpoint: Endpoint,
+        method: &Method,
+        query: Option<String>,
+        id: &str,
+        home: lumen_gateway::NativeResponseHome,
+        cx: RequestContext,
+        request_id: &HeaderValue,
+    ) -> Result<Outcome, ApiError> {
+        use lumen_backend::EngineMethod;
+        let (verb, path) = match (endpoint, method) {
+            (Endpoint::ResponseItems, _) => {
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                (
+                    EngineMethod::Get,
+                    format!("/v1/responses/{id}/input_items{query}"),
+                )
+            }
+            (Endpoint::ResponseCancel, _) => {
+                (EngineMethod::Post, format!("/v1/responses/{id}/cancel"))
+            }
+            (_, &Method::DELETE) => (EngineMethod::Delete, format!("/v1/responses/{id}")),
+            _ => (EngineMethod::Get, format!("/v1/responses/{id}")),
+        };
+        let core = self.gw.core();
+        crate::access::note(|a| a.backend = Some(home.backend.clone()));
+        let reply = core
+            .call_backend_at(&home.backend, verb, path, &cx)
+            .await
+            .map_err(|e| {
+                if e.engine_unavailable() {
+                    tracing::warn!(error = %lumen_gateway::Text(&e.to_string()), "the engine that holds a response is unavailable");
+                    ApiError::response_engine_unavailable(id)
+                } else {
+                    e.into()
+                }
+            })?;
+        if verb == EngineMethod::Delete {
+            core.policy().delete_native_response(id).await?;
+        }
+        let json = reply
+            .to_json()
+            .map_err(|e| translation_failed(&e.to_string()))?;
+        let mut resp = Response::new(full(json));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(Outcome::Done(with_id(resp, request_id)))
     }
 
     /// The stored conversation a request continues (`previous_response_id`), when `owner`
@@ -1259,6 +1448,14 @@ struct CountTokensBody<'a> {
 #[derive(serde::Deserialize)]
 struct TokenCount {
     count: u64,
+}
+
+/// Where a Responses request goes as sent (see `Api::native_plan`).
+struct NativePlan {
+    /// The response it continues and the backend that keeps it: the only one that may serve.
+    pin: Option<(String, String)>,
+    /// `store` (default true): the engine keeps the response, so its id is mapped.
+    store: bool,
 }
 
 /// The id in `/v1/responses/{id}` (and its `/cancel`, `/input_items`), when the path has one.

@@ -36,6 +36,11 @@ pub struct SimConfig {
     /// do); the others answer its routes 404, like an engine without them (TGI, Ollama), so a
     /// gateway's translation to chat completions can be tested against the same simulator.
     pub messages_api: MessagesApi,
+    /// Serve OpenAI's Responses API natively, keeping its responses (as vLLM with
+    /// `VLLM_ENABLE_RESPONSES_API_STORE`): `POST /v1/responses` with `previous_response_id`,
+    /// `GET`/`DELETE /v1/responses/{id}`, `input_items`, `cancel`. Off: those routes answer
+    /// 404, as on an engine without them.
+    pub responses_api: bool,
 }
 
 /// Where `POST /v1/messages` and `POST /v1/messages/count_tokens` are served.
@@ -114,6 +119,7 @@ impl Default for SimConfig {
             flavor: Flavor::default(),
             engine: None,
             messages_api: MessagesApi::default(),
+            responses_api: true,
         }
     }
 }

@@ -61,6 +61,7 @@
 mod config;
 pub mod engine;
 mod server;
+mod stored;
 mod text;
 
 use std::collections::VecDeque;
@@ -120,6 +121,8 @@ pub(crate) struct State {
     pub(crate) records: Mutex<VecDeque<Recorded>>,
     /// The engine model, when [`SimConfig::engine`] is set.
     pub(crate) engine: Option<engine::Engine>,
+    /// Responses kept for the Responses API.
+    pub(crate) responses: stored::StoredResponses,
 }
 
 impl Simulator {
@@ -142,12 +145,18 @@ impl Simulator {
                 success: AtomicU64::new(0),
                 records: Mutex::new(VecDeque::new()),
                 engine,
+                responses: stored::StoredResponses::default(),
             }),
         }
     }
 
     pub fn config(&self) -> &SimConfig {
         &self.state.cfg
+    }
+
+    /// How many responses the Responses API keeps now.
+    pub fn stored_responses(&self) -> usize {
+        self.state.responses.len()
     }
 
     /// Replaces the global faults (takes effect for the next request).

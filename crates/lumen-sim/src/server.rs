@@ -31,6 +31,7 @@ mod audio;
 mod llamacpp;
 mod messages;
 mod pooling;
+mod responses;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -143,6 +144,8 @@ enum Route {
     Audio(bool),
     /// `/v1/sim/echo`: an engine-specific JSON path.
     Echo,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -177,6 +180,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             return Ok(models(&state));
         }
         (&Method::GET, "/metrics") => return Ok(metrics(&state)),
+        (&Method::POST, "/v1/responses") if state.cfg.responses_api => Route::Responses,
+        (_, path) if state.cfg.responses_api && path.starts_with("/v1/responses/") => {
+            record(&state, &req, Bytes::new());
+            return Ok(responses::stored(&state, req.method(), path)
+                .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "Not Found", false)));
+        }
         (&Method::POST, "/v1/chat/completions") => Route::Generate(Kind::Chat),
         (&Method::POST, "/v1/completions") => Route::Generate(Kind::Completion),
         (&Method::POST, "/v1/embeddings") => Route::Generate(Kind::Embedding),
@@ -256,6 +265,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             audio::transcribe(&state, content_type, &body, translate)
         }
         Route::Echo => audio::echo(&state, &body),
+        Route::Responses => responses::create(state, &body).await,
         // Answered above.
         Route::CountTokens => error(StatusCode::NOT_FOUND, "Not Found", false),
     })

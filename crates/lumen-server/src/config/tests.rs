@@ -421,6 +421,34 @@ fn native_messages_defaults_by_kind() {
     });
 }
 
+/// No engine kind gets Responses requests as they came unless the backend says so: an engine
+/// that keeps no responses would break `previous_response_id`.
+#[test]
+fn native_responses_is_off_unless_set() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "lumen.toml",
+            r#"
+            [[backends]]
+            url = "http://10.0.0.1:8000"
+            [[backends]]
+            url = "http://10.0.0.2:8000"
+            kind = "sglang"
+            [[backends]]
+            url = "http://10.0.0.3:8080"
+            kind = "llamacpp"
+            [[backends]]
+            url = "http://10.0.0.7:8000"
+            native_responses = true
+            "#,
+        )?;
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        let native: Vec<bool> = cfg.backends.iter().map(|b| b.native_responses).collect();
+        assert_eq!(native, [false, false, false, true]);
+        Ok(())
+    });
+}
+
 /// The connection deadlines are read from the file and the environment, and 0 (no deadline,
 /// or every connection closed at once) is refused like `body_read_timeout_ms`.
 #[test]
