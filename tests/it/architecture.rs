@@ -206,3 +206,4 @@ fn the_core_crate_pulls_in_no_server_dependencies() {
 }
 mod forwards;
 mod imports;
+mod unsafe_code;

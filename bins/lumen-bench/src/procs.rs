@@ -42,6 +42,13 @@ impl Proc {
         move || status_field(&path, "VmRSS:")
     }
 
+    /// Memory the allocator gave back with `MADV_FREE` (`LazyFree:` of smaps_rollup): still
+    /// counted in RSS until the kernel needs it, so an RSS that stays high after a burst can be
+    /// told apart from memory the process still holds.
+    pub fn lazy_free_kb(&self) -> u64 {
+        status_field(&format!("/proc/{}/smaps_rollup", self.pid), "LazyFree:")
+    }
+
     /// Threads of the process (the `Threads:` line of its status).
     pub fn threads(&self) -> u64 {
         self.status_kb("Threads:")

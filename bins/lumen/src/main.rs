@@ -7,17 +7,12 @@ use clap::Parser;
 use lumen_server::config::{self, LumenConfig, Overrides};
 use lumen_server::{Gateway, serve};
 
+mod alloc;
 mod demo;
 mod health;
 mod inspect;
 mod logging;
 mod usage;
-
-/// mimalloc: a gateway allocates and frees many small, short-lived buffers per request across
-/// threads, which glibc's malloc handles with locks and consolidation (about a tenth of
-/// Lumen's CPU in profiles); mimalloc's thread-local free lists are several times cheaper.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for a configuration the user must fix (BSD `EX_USAGE`).
 pub(crate) const EX_USAGE: u8 = 64;
@@ -184,8 +179,10 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    alloc::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(alloc::on_park)
         .build()
     {
         Ok(rt) => rt,
@@ -233,7 +230,16 @@ fn main() -> ExitCode {
             path: args.config.clone(),
             overrides,
         };
-        run(cfg, sim.is_some(), reload).await
+        // On a worker, not this thread: the accept loop allocates every connection's task,
+        // and only workers give their heap back when they go idle (`alloc::on_park`).
+        let demo = sim.is_some();
+        match tokio::spawn(run(cfg, demo, reload)).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("lumen: the server task failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

@@ -183,6 +183,10 @@ async fn serve_on(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            // A finished connection's task keeps its allocation (the size of its future, about
+            // 4 KB) until it is joined. Joined as each ends, not at the next accept: after a
+            // burst of 3,000 connections, waiting for the next accept held 17 MB.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => {
                     failures.recovered();
