@@ -64,6 +64,27 @@ fn auth() -> AuthConfig {
     }
 }
 
+/// CPU time (user + system) of this process, or of `pid`, in µs, from /proc (0 elsewhere).
+fn cpu_us(pid: Option<u32>) -> f64 {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() * 10_000.0
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (sim, _s) = lumen_sim::spawn(lumen_sim::SimConfig {
@@ -139,10 +160,16 @@ async fn main() {
     }
     // Closed loop (issue 24: throughput with limits on Redis at least 0.8x in memory): 32
     // connections, each sending the next request when the last is answered, 5 s a run, runs
-    // alternated twice so drift on a shared machine hits each alike.
+    // alternated three times so drift on a shared machine hits each alike; medians. CPU time
+    // per request (this process: Lumen, the simulator and the load; and redis-server) is read
+    // from /proc around each run: steadier than req/s on a shared machine.
     const CONNS: usize = 32;
     const SECS: u64 = 5;
-    println!("closed loop, {CONNS} connections, {SECS} s a run, each run twice (alternated)");
+    const ROUNDS: usize = 3;
+    println!(
+        "closed loop, {CONNS} connections, {SECS} s a run, each run {ROUNDS} times (alternated)"
+    );
+    let redis_pid = redis.as_ref().map(|r| r.id());
     let redis_cli = |args: &[&str]| {
         std::process::Command::new("redis-cli")
             .args(["-p", &port])
@@ -155,9 +182,19 @@ async fn main() {
         redis_cli(&["CONFIG", "RESETSTAT"]);
     }
     let mut rates = vec![Vec::new(); runs.len()];
-    for _ in 0..2 {
+    let mut cpu = vec![Vec::new(); runs.len()];
+    for _ in 0..ROUNDS {
         for (i, (_, addr, h)) in runs.iter().enumerate() {
-            rates[i].push(throughput(*addr, PATH, BODY, h, CONNS, SECS).await);
+            let before = (cpu_us(None), redis_pid.map(|p| cpu_us(Some(p))));
+            let rate = throughput(*addr, PATH, BODY, h, CONNS, SECS).await;
+            let after = (cpu_us(None), redis_pid.map(|p| cpu_us(Some(p))));
+            let served = rate * SECS as f64;
+            let redis_us = match (before.1, after.1, i) {
+                (Some(b), Some(a), 2) => (a - b) / served,
+                _ => 0.0,
+            };
+            rates[i].push(rate);
+            cpu[i].push(((after.0 - before.0) / served, redis_us));
         }
     }
     // What each request costs Redis: its commands, per request of the Redis runs.
@@ -182,15 +219,23 @@ async fn main() {
             }
         }
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let memory_rate = mean(&rates[1]);
-    for ((name, _, _), r) in runs.iter().zip(&rates) {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let memory_rate = median(&rates[1]);
+    for (((name, _, _), r), c) in runs.iter().zip(&rates).zip(&cpu) {
+        let runs: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
+        let own: Vec<f64> = c.iter().map(|x| x.0).collect();
+        let redis: Vec<f64> = c.iter().map(|x| x.1).collect();
         println!(
-            "  {name:<24} {:>8.0} req/s  ({:.0} and {:.0})  {:.2}x key + limits in memory",
-            mean(r),
-            r[0],
-            r[1],
-            mean(r) / memory_rate
+            "  {name:<24} {:>8.0} req/s (median of {}), {:.2}x key + limits in memory; CPU a request: {:.0} µs here, {:.1} µs redis-server",
+            median(r),
+            runs.join(" / "),
+            median(r) / memory_rate,
+            median(&own),
+            median(&redis),
         );
     }
     if let Some(r) = redis.as_mut() {

@@ -1,9 +1,11 @@
 //! Usage accounting on Redis: one total across replicas.
 //!
 //! One hash per UTC day (`lumen:usage:YYYY-MM-DD`), one field per (key, model[, requested],
-//! counter), e.g. `team-a|meta-llama/Llama-3.1-8B|i` for input tokens. A record is one
-//! `MULTI` of `HINCRBY`s plus an `EXPIREAT`, pipelined in one round trip: increments from any
-//! number of replicas add up exactly, and a request's counters land together or not at all.
+//! counter), e.g. `team-a|meta-llama/Llama-3.1-8B|i` for input tokens. A record goes with the
+//! next batch of writes (`calls::WRITE`, one script call for the settlements and records of
+//! every request that ended meanwhile): `HINCRBY`s of the merged fields plus an `EXPIREAT`.
+//! Increments from any number of replicas add up exactly, a batch lands together or not at
+//! all, and a batch that timed out is retried under its marker, so it counts once.
 //! The hash expires at the end of the retention (an absolute time, so every replica sets the
 //! same one). A query reads the days of its range with `HGETALL`, a few days per round trip.
 //!
@@ -20,6 +22,7 @@ use lumen_governance::accounting::{
 use lumen_governance::store::StoreError;
 
 use crate::RedisState;
+use crate::calls::Write;
 
 const USAGE_PREFIX: &str = "lumen:usage:";
 
@@ -154,32 +157,27 @@ impl UsageStore for RedisUsageStore {
             if delta.counts.is_zero() {
                 return Ok(());
             }
-            let key = day_key(delta.day);
             let prefix = row_prefix(delta.key, delta.model, delta.requested());
-            let mut field = String::with_capacity(prefix.len() + 1);
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (letter, value) in COUNTERS.iter().zip(counter_values(&delta.counts)) {
-                if value == 0 {
-                    continue;
-                }
-                field.clear();
-                field.push_str(&prefix);
-                field.push(char::from(*letter));
-                pipe.cmd("HINCRBY")
-                    .arg(&key)
-                    .arg(field.as_str())
-                    .arg(i64::try_from(value).unwrap_or(i64::MAX))
-                    .ignore();
-            }
+            let fields = COUNTERS
+                .iter()
+                .zip(counter_values(&delta.counts))
+                .filter(|(_, value)| *value != 0)
+                .map(|(letter, value)| {
+                    let mut field = String::with_capacity(prefix.len() + 1);
+                    field.push_str(&prefix);
+                    field.push(char::from(*letter));
+                    (field, i64::try_from(value).unwrap_or(i64::MAX))
+                })
+                .collect();
             // Past the retention already (a late delta): Redis deletes the hash at once, so
             // the delta is dropped the way the in-memory store drops it.
-            pipe.cmd("EXPIREAT")
-                .arg(&key)
-                .arg(self.expires_at(delta.day))
-                .ignore();
-            let mut conn = self.state.conn.clone();
-            self.state.bounded(pipe.query_async::<()>(&mut conn)).await
+            self.state
+                .write(Write::Usage {
+                    hash: day_key(delta.day),
+                    expires_at: self.expires_at(delta.day),
+                    fields,
+                })
+                .await
         })
     }
 

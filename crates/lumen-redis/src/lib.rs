@@ -19,99 +19,27 @@
 //! hyper, the server, or any backend.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use lumen_governance::keys::{ApiKey, to_hex};
 use lumen_governance::store::{
-    CacheStore, Counter, CounterState, Expiry, KeyStore, LimitStore, StoreError, Ticket, Verdict,
+    CacheStore, Counter, CounterState, KeyStore, LimitStore, StoreError, Ticket, Verdict,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
 use tokio::time::{Instant, timeout};
 
 mod accounting;
+mod batch;
+mod calls;
 
 pub use accounting::RedisUsageStore;
 
-/// Check every counter, then charge every counter, for one request.
-/// KEYS[1]: the request's ticket; then one key per counter.
-/// ARGV[1]: the ticket id; ARGV[2]: how long the ticket is remembered (ms); then per counter:
-/// limit, cost, ttl_ms, mode (0: a window — the expiry is set when the counter is new; 1: a
-/// lease — a sorted set of ticket ids scored by when each slot expires).
-/// Returns {1, value1, pttl1, ...}; {0, index, value, pttl} for the first counter that would
-/// exceed its limit (0 refuses every charge); {2} if the ticket was cancelled first (the caller
-/// stopped waiting and the undo got here before this charge did).
-const ACQUIRE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {2} end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local n = #KEYS - 1
-local cur = {}
-for i = 1, n do
-  local a = 2 + (i - 1) * 4
-  local limit = tonumber(ARGV[a + 1])
-  local cost = tonumber(ARGV[a + 2])
-  local k = KEYS[i + 1]
-  if tonumber(ARGV[a + 4]) == 1 then
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-    cur[i] = redis.call('ZCARD', k)
-  else
-    cur[i] = tonumber(redis.call('GET', k) or '0')
-  end
-  if limit == 0 or cur[i] + cost > limit then
-    return {0, i, cur[i], redis.call('PTTL', k)}
-  end
-end
-local out = {1}
-for i = 1, n do
-  local a = 2 + (i - 1) * 4
-  local cost = tonumber(ARGV[a + 2])
-  local ttl = tonumber(ARGV[a + 3])
-  local k = KEYS[i + 1]
-  local v
-  local p
-  if tonumber(ARGV[a + 4]) == 1 then
-    redis.call('ZADD', k, now + ttl, ARGV[1])
-    if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
-    v = cur[i] + 1
-    p = ttl
-  else
-    v = redis.call('INCRBY', k, cost)
-    p = redis.call('PTTL', k)
-    if p < 0 then
-      redis.call('PEXPIRE', k, ttl)
-      p = ttl
-    end
-  end
-  out[#out + 1] = v
-  out[#out + 1] = p
-end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-return out
-"#;
-
-/// The end of an admitted request: add a delta to window counters that still exist (never
-/// create one, never go below zero), free the ticket's lease slots, forget the ticket.
-/// KEYS[1]: the ticket; then counters. ARGV[1]: the ticket id; ARGV[2]: 1 on a retry, which
-/// applies only while the ticket is still open (an earlier attempt may have landed late and
-/// closed it), so retrying never settles twice; per counter: delta, mode.
-const SETTLE: &str = r#"
-if ARGV[2] == '1' and redis.call('GET', KEYS[1]) ~= '1' then return 0 end
-for i = 2, #KEYS do
-  local a = (i - 2) * 2 + 3
-  if tonumber(ARGV[a + 1]) == 1 then
-    redis.call('ZREM', KEYS[i], ARGV[1])
-  elseif redis.call('EXISTS', KEYS[i]) == 1 then
-    local v = redis.call('INCRBY', KEYS[i], tonumber(ARGV[a]))
-    if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
-  end
-end
-redis.call('DEL', KEYS[1])
-return 1
-"#;
+use batch::{Queue, Shape, Submitted};
+use calls::{Admission, Invocation, Write, mode};
 
 /// Undo an admission the caller stopped waiting for: if its charge was applied, refund it
 /// (windows) and free its slots (leases); either way leave a tombstone, so a charge that is
@@ -194,16 +122,47 @@ const KEYS_HASH: &str = "lumen:keys";
 const KEY_NAMES_HASH: &str = "lumen:key_names";
 const CACHE_PREFIX: &str = "lumen:cache:";
 
+/// Admissions in one [`calls::ACQUIRE`] call at most: a batch runs in Redis for about 5 µs a
+/// request, so 64 keep one call well under a millisecond.
+const ACQUIRE_BATCH: usize = 64;
+/// Admissions waiting for a call at most (a few requests in flight each); past it, an
+/// admission is sent on its own, as without batching.
+const ACQUIRE_QUEUE: usize = 1_024;
+/// Settlements and usage records in one [`calls::WRITE`] call at most; merged per key, so a
+/// batch of one API key's requests is a few commands whatever its size.
+const WRITE_BATCH: usize = 256;
+/// Writes waiting at most: while Redis stalls, settlements queue here (each holds a ticket,
+/// a few counter names and a usage row, a few hundred bytes); past it, each is sent on its
+/// own, as without batching, so nothing is dropped.
+const WRITE_QUEUE: usize = 4_096;
+
+/// What the batch tasks share with the request path: the connection, its deadline, the
+/// scripts, and the background retries.
+struct Core {
+    conn: ConnectionManager,
+    deadline: Duration,
+    acquire: Script,
+    write: Script,
+    /// Undos and writes being retried in the background, bounded by [`MAX_RETRYING`].
+    retrying: Arc<AtomicUsize>,
+    /// Names the markers of write batches: random per process, then a sequence number.
+    marker_prefix: u64,
+    marker_seq: AtomicU64,
+}
+
 /// A Redis connection with deadlines.
 pub struct RedisState {
     conn: ConnectionManager,
     deadline: Duration,
-    acquire: Script,
-    settle: Script,
+    core: Arc<Core>,
     renew: Script,
     read: Script,
-    /// Undos and settlements being retried in the background, bounded by [`MAX_RETRYING`].
-    retrying: Arc<AtomicUsize>,
+    /// Concurrent admissions, one script call per batch (`None` outside a Tokio runtime).
+    acquires: Option<Queue<Admission, Result<Verdict, StoreError>>>,
+    /// Settlements and usage records, one script call per batch.
+    writes: Option<Queue<Write, ()>>,
+    /// Admissions sent on their own and not answered yet (see [`DirectSlot`]).
+    direct: Arc<AtomicUsize>,
     /// Run-time keys seen recently (or known absent), so key checks rarely wait on Redis.
     key_cache: moka::sync::Cache<[u8; 32], Option<ApiKey>>,
 }
@@ -213,10 +172,23 @@ pub struct RedisState {
 #[error("{0}")]
 pub struct RedisConfigError(pub String);
 
+/// A number no other process picks (with high probability), from the standard library's
+/// randomly seeded hasher, the process id and the clock: no extra dependency for it.
+fn process_random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.finish()
+}
+
 impl RedisState {
     /// Prepares a lazy connection to `url`. Never waits for Redis: it may be down now.
     /// `deadline` bounds every operation; `key_ttl` is how long a looked-up key is trusted.
-    /// Must be called inside a Tokio runtime.
+    /// Must be called inside a Tokio runtime (it starts the batch tasks there).
     pub fn new(url: &str, deadline: Duration, key_ttl: Duration) -> Result<Self, RedisConfigError> {
         let client = redis::Client::open(url).map_err(|e| RedisConfigError(e.to_string()))?;
         let cfg = ConnectionManagerConfig::new()
@@ -226,14 +198,46 @@ impl RedisState {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, cfg)
             .map_err(|e| RedisConfigError(e.to_string()))?;
+        let core = Arc::new(Core {
+            conn: conn.clone(),
+            deadline,
+            acquire: Script::new(calls::ACQUIRE),
+            write: Script::new(calls::WRITE),
+            retrying: Arc::new(AtomicUsize::new(0)),
+            marker_prefix: process_random(),
+            marker_seq: AtomicU64::new(0),
+        });
+        let acquires = {
+            let core = core.clone();
+            Queue::start(
+                Shape {
+                    capacity: ACQUIRE_QUEUE,
+                    max_batch: ACQUIRE_BATCH,
+                    skip_abandoned: true,
+                },
+                Box::new(move |batch| Box::pin(core.clone().acquire_batch(batch))),
+            )
+        };
+        let writes = {
+            let core = core.clone();
+            Queue::start(
+                Shape {
+                    capacity: WRITE_QUEUE,
+                    max_batch: WRITE_BATCH,
+                    skip_abandoned: false,
+                },
+                Box::new(move |batch| Box::pin(core.clone().write_batch(batch))),
+            )
+        };
         Ok(Self {
             conn,
             deadline,
-            acquire: Script::new(ACQUIRE),
-            settle: Script::new(SETTLE),
+            core,
             renew: Script::new(RENEW),
             read: Script::new(READ),
-            retrying: Arc::new(AtomicUsize::new(0)),
+            acquires,
+            writes,
+            direct: Arc::new(AtomicUsize::new(0)),
             key_cache: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(key_ttl)
@@ -245,11 +249,7 @@ impl RedisState {
         &self,
         op: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match timeout(self.deadline, op).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        self.core.bounded(op).await
     }
 
     /// Round-trip latency of a PING.
@@ -264,6 +264,89 @@ impl RedisState {
                 "unexpected PING reply {pong:?}"
             )))
         }
+    }
+
+    /// Waits until every settlement and usage record queued so far has been sent and
+    /// answered (or failed, its retries then running in the background): for shutdown, so
+    /// what requests wrote just before the end is not lost with the process.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self.writes.as_ref().map(|q| q.submit(Write::Barrier)) {
+            Some(Submitted::Queued(reply)) => flatten(reply.await),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends `w` with the next batch of writes (or alone, when the queue is full) and waits
+    /// for it to be written.
+    async fn write(&self, w: Write) -> Result<(), StoreError> {
+        let w = match Queue::submit_to(self.writes.as_ref(), w) {
+            Submitted::Queued(reply) => return flatten(reply.await),
+            Submitted::Alone(w) => w,
+        };
+        self.core.clone().write_batch(vec![w]).await.map(|_| ())
+    }
+
+    /// Checks and charges with the next batch of admissions (or alone, when the queue is
+    /// full), waiting at most the deadline.
+    async fn try_acquire(
+        &self,
+        ticket: &Ticket,
+        counters: &[Counter],
+    ) -> Result<Verdict, StoreError> {
+        let a = Admission {
+            ticket: ticket.clone(),
+            counters: counters.to_vec(),
+        };
+        let direct = DirectSlot::take(&self.direct);
+        let queue = match direct {
+            Some(_) => None,
+            None => self.acquires.as_ref(),
+        };
+        let a = match Queue::submit_to(queue, a) {
+            Submitted::Queued(reply) => {
+                return match timeout(self.deadline, reply).await {
+                    Ok(r) => flatten(r)?,
+                    Err(_) => Err(StoreError::Timeout),
+                };
+            }
+            Submitted::Alone(a) => a,
+        };
+        let mut out = self.core.clone().acquire_batch(vec![a]).await?;
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("no reply for an admission".into())))
+    }
+}
+
+/// A batch's reply to one of its items; a batch task that went away is an unavailable store.
+fn flatten<R>(
+    r: Result<Result<R, StoreError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<R, StoreError> {
+    r.unwrap_or_else(|_| Err(StoreError::Unavailable("the batch task ended".into())))
+}
+
+/// Admissions sent on their own at once at most. While fewer are on their way, an admission
+/// goes straight from the request's task (no hop through the batch task: the least latency
+/// when Redis is idle); otherwise it joins the next batch, which goes while this one is out.
+const DIRECT_MAX: usize = 1;
+
+/// An admission sent on its own, counted until it is answered (or given up).
+struct DirectSlot(Arc<AtomicUsize>);
+
+impl DirectSlot {
+    /// A slot when fewer than [`DIRECT_MAX`] are taken.
+    fn take(count: &Arc<AtomicUsize>) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) < DIRECT_MAX {
+            Some(Self(count.clone()))
+        } else {
+            count.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+impl Drop for DirectSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -280,31 +363,122 @@ fn ms(v: i64) -> Duration {
     Duration::from_millis(v.max(0) as u64)
 }
 
-fn mode(e: Expiry) -> (Duration, u8) {
-    match e {
-        Expiry::Window(d) => (d, 0),
-        Expiry::Lease(d) => (d, 1),
+impl Core {
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match timeout(self.deadline, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Timeout),
+        }
     }
-}
 
-/// A settlement sent again: `EVAL` (see [`RedisState::keep_trying`]) in the mode that applies
-/// only while the ticket is open.
-fn settle_retry(ticket: &Ticket, deltas: &[(String, i64)], leases: &[String]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(SETTLE)
-        .arg(deltas.len() + leases.len() + 1)
-        .arg(&ticket.key)
-        .arg(deltas.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-        .arg(leases)
-        .arg(&ticket.id)
-        .arg(1);
-    for (_, d) in deltas {
-        cmd.arg(*d).arg(0);
+    /// `EVALSHA`, then `EVAL` (which also loads the script) when Redis does not know it.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        source: &str,
+        inv: &Invocation,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        let first = timeout(
+            self.deadline,
+            inv.cmd("EVALSHA", script.get_hash())
+                .query_async::<T>(&mut conn),
+        )
+        .await;
+        match first {
+            Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.bounded(inv.cmd("EVAL", source).query_async(&mut conn))
+                    .await
+            }
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Timeout),
+        }
     }
-    for _ in leases {
-        cmd.arg(0).arg(1);
+
+    /// One call for a batch of admissions; each gets its own verdict.
+    async fn acquire_batch(
+        self: Arc<Self>,
+        batch: Vec<Admission>,
+    ) -> Result<Vec<Result<Verdict, StoreError>>, StoreError> {
+        let inv = calls::acquire_call(TICKET_TTL.as_millis() as u64, &batch);
+        let replies: Vec<Vec<i64>> = self.run(&self.acquire, calls::ACQUIRE, &inv).await?;
+        Ok(batch
+            .iter()
+            .zip(
+                replies
+                    .iter()
+                    .map(Vec::as_slice)
+                    .chain(std::iter::repeat(&[][..])),
+            )
+            .map(|(a, r)| calls::verdict(r, a.counters.len()))
+            .collect())
     }
-    cmd
+
+    /// One call for a batch of writes. When it fails (it may still land: a stall) the same
+    /// call, under the same marker, is retried in the background, and it applies once.
+    async fn write_batch(self: Arc<Self>, batch: Vec<Write>) -> Result<Vec<()>, StoreError> {
+        let n = batch.len();
+        let marker = format!(
+            "lumen:write:{:016x}{:x}",
+            self.marker_prefix,
+            self.marker_seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let Some(inv) = calls::write_call(&marker, TICKET_TTL.as_millis() as u64, &batch) else {
+            return Ok(vec![(); n]);
+        };
+        match self.run::<i64>(&self.write, calls::WRITE, &inv).await {
+            Ok(_) => Ok(vec![(); n]),
+            Err(e) => {
+                // A lost release would hold a slot for a whole lease, a lost correction keeps
+                // the estimate, a lost record is missing from the report.
+                self.keep_trying(
+                    inv.cmd("EVAL", calls::WRITE),
+                    "write settlements and usage",
+                    &marker,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends an idempotent command in the background until it succeeds or the attempts run
+    /// out. `EVAL` with the source, not `EVALSHA`: a command queued behind a stall cannot
+    /// recover from `NOSCRIPT`.
+    fn keep_trying(&self, cmd: redis::Cmd, what: &'static str, id: &str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.retrying.fetch_add(1, Ordering::Relaxed) >= MAX_RETRYING {
+            self.retrying.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%id, "too many Redis retries in flight: did not {what}");
+            return;
+        }
+        let slot = Retrying(self.retrying.clone());
+        let mut conn = self.conn.clone();
+        let deadline = self.deadline;
+        let id = id.to_owned();
+        rt.spawn(async move {
+            let _slot = slot;
+            let mut backoff = RETRY_BACKOFF;
+            for _ in 0..RETRY_ATTEMPTS {
+                if let Ok(Ok(())) = timeout(deadline, cmd.exec_async(&mut conn)).await {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            tracing::warn!(
+                %id,
+                "could not {what}: a slot it holds frees itself when its lease expires, tokens \
+                 when their window ends"
+            );
+        });
+    }
 }
 
 impl RedisState {
@@ -323,82 +497,8 @@ impl RedisState {
         for c in counters {
             cmd.arg(c.cost).arg(mode(c.expiry).1);
         }
-        self.keep_trying(cmd, "undo a timed-out admission", &ticket.id);
-    }
-
-    /// Sends an idempotent command in the background until it succeeds or the attempts run
-    /// out. `EVAL` with the source, not `EVALSHA`: a command queued behind a stall cannot
-    /// recover from `NOSCRIPT`.
-    fn keep_trying(&self, cmd: redis::Cmd, what: &'static str, ticket: &str) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.retrying.fetch_add(1, Ordering::Relaxed) >= MAX_RETRYING {
-            self.retrying.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%ticket, "too many Redis retries in flight: did not {what}");
-            return;
-        }
-        let slot = Retrying(self.retrying.clone());
-        let mut conn = self.conn.clone();
-        let deadline = self.deadline;
-        let ticket = ticket.to_owned();
-        rt.spawn(async move {
-            let _slot = slot;
-            let mut backoff = RETRY_BACKOFF;
-            for _ in 0..RETRY_ATTEMPTS {
-                if let Ok(Ok(())) = timeout(deadline, cmd.exec_async(&mut conn)).await {
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            tracing::warn!(
-                %ticket,
-                "could not {what}: a slot it holds frees itself when its lease expires, tokens \
-                 when their window ends"
-            );
-        });
-    }
-
-    async fn try_acquire(
-        &self,
-        ticket: &Ticket,
-        counters: &[Counter],
-    ) -> Result<Verdict, StoreError> {
-        let mut inv = self.acquire.prepare_invoke();
-        inv.key(&ticket.key)
-            .arg(&ticket.id)
-            .arg(TICKET_TTL.as_millis() as u64);
-        for c in counters {
-            let (ttl, mode) = mode(c.expiry);
-            inv.key(&c.key)
-                .arg(c.limit)
-                .arg(c.cost)
-                .arg(ttl.as_millis().max(1) as u64)
-                .arg(mode);
-        }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
-        match reply.as_slice() {
-            [1, rest @ ..] if rest.len() == counters.len() * 2 => Ok(Verdict::Admitted(
-                rest.chunks(2)
-                    .map(|p| CounterState {
-                        value: p[0].max(0) as u64,
-                        reset: ms(p[1]),
-                    })
-                    .collect(),
-            )),
-            [0, index, value, pttl] => Ok(Verdict::Refused {
-                index: (*index as usize).saturating_sub(1),
-                state: CounterState {
-                    value: (*value).max(0) as u64,
-                    reset: ms(*pttl),
-                },
-            }),
-            other => Err(StoreError::Unavailable(format!(
-                "unexpected script reply {other:?}"
-            ))),
-        }
+        self.core
+            .keep_trying(cmd, "undo a timed-out admission", &ticket.id);
     }
 }
 
@@ -423,25 +523,11 @@ impl LimitStore for RedisState {
         deltas: &'a [(String, i64)],
         leases: &'a [String],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let mut inv = self.settle.prepare_invoke();
-            inv.key(&ticket.key).arg(&ticket.id).arg(0);
-            for (k, d) in deltas {
-                inv.key(k).arg(*d).arg(0);
-            }
-            for k in leases {
-                inv.key(k).arg(0).arg(1);
-            }
-            let mut conn = self.conn.clone();
-            let out = self.bounded(inv.invoke_async::<i64>(&mut conn)).await;
-            if out.is_err() {
-                // A lost release would hold a slot for a whole lease, a lost correction keeps
-                // the estimate: retry, in the mode that cannot apply twice.
-                let cmd = settle_retry(ticket, deltas, leases);
-                self.keep_trying(cmd, "settle a request", &ticket.id);
-            }
-            out.map(|_| ())
-        })
+        Box::pin(self.write(Write::Settle {
+            ticket: ticket.clone(),
+            deltas: deltas.to_vec(),
+            leases: leases.to_vec(),
+        }))
     }
 
     fn renew<'a>(

@@ -2,6 +2,9 @@
 
 use std::process::{Child, Command, Stdio};
 
+use lumen_governance::accounting::UsageStore;
+use lumen_governance::store::Expiry;
+
 use super::*;
 
 /// A throwaway `redis-server`, killed on drop.
@@ -214,30 +217,174 @@ async fn an_undone_admission_never_counts_in_either_order() {
     assert_eq!(values(&s, &counters).await, [1, 300, 1]);
 }
 
+/// A write batch that timed out is sent again under the same marker: whether the first
+/// attempt landed (late) or was lost, the settlement and the usage record count once.
 #[tokio::test]
-async fn a_retried_settlement_applies_once() {
+async fn a_retried_write_applies_once() {
     let server = Server::start().await;
     let s = server.state();
     let tpm = window("lumen:rl:{k}:*:tpm", 1_000, 300);
     let conc = lease(2, Duration::from_secs(60));
     let counters = [tpm.clone(), conc.clone()];
-    let deltas = [(tpm.key.clone(), -200)];
-    let leases = [conc.key.clone()];
+    let settle = |id: &str| Write::Settle {
+        ticket: ticket(id),
+        deltas: vec![(tpm.key.clone(), -200)],
+        leases: vec![conc.key.clone()],
+    };
+    let usage = Write::Usage {
+        hash: "lumen:usage:test".into(),
+        expires_at: 4_000_000_000,
+        fields: vec![("k|m|r".into(), 1)],
+    };
     let mut conn = s.conn.clone();
+    let requests = |conn: &mut ConnectionManager| {
+        let mut conn = conn.clone();
+        async move {
+            let n: Option<i64> = conn.hget("lumen:usage:test", "k|m|r").await.unwrap();
+            n.unwrap_or(0)
+        }
+    };
 
-    // The first attempt landed (late): the retry finds the ticket closed.
+    // The first attempt landed (late): the retry finds its marker and changes nothing.
     s.acquire(&ticket("a"), &counters).await.unwrap();
-    s.settle(&ticket("a"), &deltas, &leases).await.unwrap();
+    let call = calls::write_call("lumen:write:t1", 60_000, &[settle("a"), usage.clone()]).unwrap();
+    call.cmd("EVAL", calls::WRITE)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(values(&s, &counters).await, [100, 0]);
-    let retry = settle_retry(&ticket("a"), &deltas, &leases);
-    retry.exec_async(&mut conn).await.unwrap();
+    call.cmd("EVAL", calls::WRITE)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(values(&s, &counters).await, [100, 0], "not settled twice");
+    assert_eq!(requests(&mut conn).await, 1, "not recorded twice");
 
-    // The first attempt was lost: the retry settles.
+    // The first attempt was lost: the retry applies it.
     s.acquire(&ticket("b"), &counters).await.unwrap();
     assert_eq!(values(&s, &counters).await, [400, 1]);
-    let retry = settle_retry(&ticket("b"), &deltas, &leases);
-    retry.exec_async(&mut conn).await.unwrap();
-    retry.exec_async(&mut conn).await.unwrap();
+    let call = calls::write_call("lumen:write:t2", 60_000, &[settle("b"), usage]).unwrap();
+    for _ in 0..2 {
+        call.cmd("EVAL", calls::WRITE)
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+    }
     assert_eq!(values(&s, &counters).await, [200, 0]);
+    assert_eq!(requests(&mut conn).await, 2);
+}
+
+/// Many requests at once: their admissions go in batches, yet the limit is exact (never one
+/// admission past it), and every settlement and usage record is written exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_batched_and_counted_exactly() {
+    let server = Server::start().await;
+    let s = Arc::new(server.state());
+    let usage = crate::RedisUsageStore::new(s.clone(), 30);
+    let usage = Arc::new(usage);
+    let rpm = window("lumen:rl:{k}:*:rpm", 300, 1);
+    let tpm = window("lumen:rl:{k}:*:tpm", 1_000_000, 100);
+    let conc = lease(1_000, Duration::from_secs(60));
+    let counters = vec![rpm.clone(), tpm.clone(), conc.clone()];
+    let day = lumen_governance::accounting::Day::from_unix_ms(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let (s, usage, counters) = (s.clone(), usage.clone(), counters.clone());
+            let (tpm, conc) = (tpm.key.clone(), conc.key.clone());
+            tokio::spawn(async move {
+                let t = ticket(&format!("r{i}"));
+                let admitted = matches!(s.acquire(&t, &counters).await, Ok(Verdict::Admitted(_)));
+                if admitted {
+                    // Each used 40 tokens of the 100 reserved.
+                    s.settle(&t, &[(tpm, -60)], &[conc]).await.unwrap();
+                    let counts = lumen_governance::accounting::Counts {
+                        requests: 1,
+                        input_tokens: 30,
+                        output_tokens: 10,
+                        ..Default::default()
+                    };
+                    let delta = lumen_governance::accounting::UsageDelta {
+                        key: "k",
+                        model: "m",
+                        requested: None,
+                        day,
+                        counts,
+                    };
+                    usage.record(delta).await.unwrap();
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += u64::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 300, "exactly the limit admitted");
+    assert_eq!(values(&s, &counters).await, [300, 300 * 40, 0]);
+    let q = lumen_governance::accounting::UsageQuery::new(day, day).unwrap();
+    let rows = usage.query(&q).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            rows[0].counts.requests,
+            rows[0].counts.input_tokens,
+            rows[0].counts.output_tokens
+        ),
+        (300, 300 * 30, 300 * 10)
+    );
+    let mut conn = s.conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let scripts = calls("evalsha") + calls("eval");
+    // 400 admissions, 300 settlements and 300 records: far fewer calls when batched.
+    assert!(
+        scripts < 1_000,
+        "{scripts} script calls for 1,000 operations"
+    );
+}
+
+/// Shutdown: `flush` returns once everything queued before it is written.
+#[tokio::test]
+async fn flush_waits_for_what_was_queued() {
+    let server = Server::start().await;
+    let s = Arc::new(server.state());
+    let pending: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.write(Write::Usage {
+                    hash: "lumen:usage:flush".into(),
+                    expires_at: 4_000_000_000,
+                    fields: vec![(format!("f{}", i % 5), 2)],
+                })
+                .await
+            })
+        })
+        .collect();
+    // Let every task queue its record, then flush without awaiting the tasks.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.flush().await.unwrap();
+    let mut conn = s.conn.clone();
+    let all: Vec<(String, i64)> = conn.hgetall("lumen:usage:flush").await.unwrap();
+    assert_eq!(all.iter().map(|(_, v)| v).sum::<i64>(), 100, "{all:?}");
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
 }

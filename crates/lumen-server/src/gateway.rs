@@ -24,6 +24,9 @@ use crate::metrics::{BackendLabel, BackendModel, Metrics, ResultLabel};
 use crate::observe::ServerObserver;
 use crate::shared::Stores;
 
+/// How long shutdown waits for the settlements and usage records still queued for Redis.
+const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+
 /// Server settings that a reload may change; read once per request.
 #[derive(Clone)]
 pub(crate) struct Settings {
@@ -756,6 +759,23 @@ impl Gateway {
         m.cache_bytes
             .set(i64::try_from(cache_bytes).unwrap_or(i64::MAX));
         m.render()
+    }
+
+    /// Writes what requests queued for Redis just before the end (settlements and usage
+    /// records go in batches, off the request path), so they are not lost with the process.
+    /// Waits at most [`FLUSH_AT_SHUTDOWN`]; a batch that fails is retried in the background
+    /// while the runtime lives.
+    pub async fn flush_shared_state(&self) {
+        let Some(redis) = self.inner.redis.as_ref() else {
+            return;
+        };
+        match tokio::time::timeout(FLUSH_AT_SHUTDOWN, redis.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not write the last settlements to Redis")
+            }
+            Err(_) => tracing::warn!("gave up writing the last settlements to Redis"),
+        }
     }
 
     /// `/health/redis`: PING latency, or why Redis cannot be reached. `None` without Redis.

@@ -264,6 +264,7 @@ async fn serve_on(
     }
     conns.shutdown().await;
     tasks.shutdown().await;
+    gateway.flush_shared_state().await;
     Ok(())
 }
 
