@@ -474,9 +474,10 @@ async fn a_client_that_stops_reading_is_cut_at_the_keep_alive_deadline() {
         builder(&[&engine.url, &url])
             .http2(Http2Config {
                 // Wide enough that a slow machine opens all the streams well within one
-                // deadline (at 200/300 ms a loaded run saw the cut before the check below).
-                keep_alive_interval_ms: 1_000,
-                keep_alive_timeout_ms: 1_000,
+                // deadline (at 200/300 ms a loaded run saw the cut before the check below, and
+                // at 1 s/1 s beside the thousand-stream test on a machine at load 6).
+                keep_alive_interval_ms: 2_500,
+                keep_alive_timeout_ms: 2_500,
                 ..Default::default()
             })
             .build()
@@ -490,7 +491,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_keep_alive_deadline() {
     let other = chat(lumen.addr, &BODY.replace(r#""m""#, r#""other""#));
     assert_eq!(h2_send(&mut send, other).await.status, 200);
     let streaming = engine.streaming.clone();
-    eventually(Duration::from_secs(10), || {
+    eventually(Duration::from_secs(15), || {
         streaming.load(Ordering::SeqCst) == 0
     })
     .await;
