@@ -125,25 +125,30 @@ raises("responses.delete, then retrieve: NotFoundError", openai.NotFoundError, l
 raises("responses.delete, then continue: NotFoundError", openai.NotFoundError, lambda: o.responses.create(model=model, input="x", previous_response_id=r1.id))
 fn = [{"type": "function", "name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}, "strict": True}]
 check("responses: a function tool", o.responses.create(model=model, input="Weather?", tools=fn).status == "completed")
-# Codex's freeform apply_patch: a custom tool with a Lark grammar, then a turn carrying its call
-# and output, as Codex sends the next request.
+# Codex's freeform apply_patch (a custom tool with a Lark grammar) and its client-run
+# tool_search, as Codex 0.171 sends them for its own models; then a turn carrying their calls and
+# outputs, as Codex sends the next request.
 grammar = 'start: "*** Begin Patch" LF hunk+ "*** End Patch"\nhunk: /[^\\n]+/ LF\n%import common.LF'
 custom = [{"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.", "format": {"type": "grammar", "syntax": "lark", "definition": grammar}}]
-rc = o.responses.create(model=model, input="Fix the typo in README.md", tools=custom, tool_choice="auto")
-check("responses: a custom tool (apply_patch, lark grammar) accepted", rc.status == "completed" and rc.output_text, rc)
+search = {"type": "tool_search", "execution": "client", "description": "Searches over deferred tools.", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"], "additionalProperties": False}}
+rc = o.responses.create(model=model, input="Fix the typo in README.md", tools=custom + [search], tool_choice="auto")
+check("responses: a custom tool (apply_patch, lark grammar) and tool_search accepted", rc.status == "completed" and rc.output_text, rc)
 if not native:
-    check("responses: the custom tool echoed", [(t.type, t.name, t.format.type, t.format.definition) for t in rc.tools] == [("custom", "apply_patch", "grammar", grammar)], rc.tools)
+    check("responses: the custom tool echoed", [(t.type, t.name, t.format.type, t.format.definition) for t in rc.tools[:1]] == [("custom", "apply_patch", "grammar", grammar)], rc.tools)
+    check("responses: tool_search echoed", [(t.type, t.execution) for t in rc.tools[1:]] == [("tool_search", "client")], rc.tools)
 patch = "*** Begin Patch\n*** Update File: README.md\n-teh\n+the\n*** End Patch"
 rc2 = o.responses.create(
     model=model,
-    tools=custom,
+    tools=custom + [search],
     input=[
         {"role": "user", "content": "Fix the typo in README.md"},
+        {"type": "tool_search_call", "call_id": "call_0", "execution": "client", "arguments": {"query": "git"}},
+        {"type": "tool_search_output", "call_id": "call_0", "execution": "client", "tools": [{"type": "function", "name": "git_status", "description": "git status", "parameters": {"type": "object", "properties": {}}}]},
         {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": patch},
         {"type": "custom_tool_call_output", "call_id": "call_1", "output": "Success. Updated README.md"},
     ],
 )
-check("responses: custom_tool_call and its output in input", rc2.status == "completed" and rc2.output_text and rc2.usage.input_tokens > rc.usage.input_tokens, (rc.usage, rc2.usage))
+check("responses: tool_search and custom_tool_call items, with their outputs, in input", rc2.status == "completed" and rc2.output_text and rc2.usage.input_tokens > rc.usage.input_tokens, (rc.usage, rc2.usage))
 t = o.responses.input_tokens.count(model=model, input="How many tokens is this?")
 check("responses.input_tokens.count", t.input_tokens > 0, t)
 raises("OpenAI: unknown model is NotFoundError", openai.NotFoundError, lambda: o.responses.create(model="no-such-model", input="x"))
