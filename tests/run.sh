@@ -70,10 +70,12 @@ cargo run -q --locked -p lumen-examples --example embed_gateway >/dev/null
 cargo run -q --locked -p lumen-examples --example embed_core >/dev/null
 # ---- Official clients (issue 23): the OpenAI and Anthropic Python SDKs ------------------------
 # Pinned, from PyPI, into a venv under target/. A debug Lumen (keys on) in front of lumen-sim,
-# twice: once without the simulator's own Messages API and the backend set to translate
-# (native_messages = false), as in front of TGI or Ollama; once with it, the default for a
-# vLLM backend, so /v1/messages is forwarded as sent. tests/sdk/official_clients.py asserts
-# what each SDK call returned or raised.
+# twice: once without the simulator's own Messages and Responses APIs and the backend set to
+# translate both (native_messages = false, native_responses = false), as in front of TGI or
+# Ollama; once with them and the backend forwarding both as sent (native_messages = true, the
+# default for vLLM; native_responses = true), so lumen-sim keeps the responses and Lumen maps
+# their ids. Audio (multipart) is forwarded in both. tests/sdk/official_clients.py asserts what
+# each SDK call returned or raised (a few seconds a run).
 echo "== official clients (openai 3.63.0, anthropic 2.17.0)"
 sdk_venv="$(realpath -m "${CARGO_TARGET_DIR:-target}")/sdk-venv"
 if [ ! -x "$sdk_venv/bin/pip" ]; then
@@ -87,11 +89,11 @@ cargo build -q --locked -p lumen -p lumen-sim-bin
 bin="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
-# sdk_check NAME NATIVE [lumen-sim flags...]: the SDK checks through Lumen in front of one
-# simulator whose backend has native_messages = NATIVE.
+# sdk_check NAME NATIVE_MESSAGES NATIVE_RESPONSES [lumen-sim flags...]: the SDK checks through
+# Lumen in front of one simulator whose backend has native_messages and native_responses so.
 sdk_check() {
-  local name="$1" native="$2"
-  shift 2
+  local name="$1" native="$2" native_responses="$3"
+  shift 3
   local sim_port lumen_port sdk_sim sdk_lumen ready="" ok=0
   sim_port=$(free_port)
   lumen_port=$(free_port)
@@ -99,7 +101,7 @@ sdk_check() {
   sdk_sim=$!
   LUMEN_AUTH__ENABLED=true \
     LUMEN_AUTH__KEYS="[{name=\"sdk-a\", sha256=\"$(sha sk-sdk-a)\"}, {name=\"sdk-b\", sha256=\"$(sha sk-sdk-b)\"}]" \
-    LUMEN_BACKENDS="[{url=\"http://127.0.0.1:$sim_port\", native_messages=$native}]" \
+    LUMEN_BACKENDS="[{url=\"http://127.0.0.1:$sim_port\", native_messages=$native, native_responses=$native_responses}]" \
     LUMEN_LOG__LEVEL=warn \
     "$bin/lumen" --listen "127.0.0.1:$lumen_port" >/dev/null 2>&1 &
   sdk_lumen=$!
@@ -112,7 +114,8 @@ sdk_check() {
   done
   if [ -n "$ready" ]; then
     echo "== official clients, $name"
-    "$sdk_venv/bin/python3" tests/sdk/official_clients.py "http://127.0.0.1:$lumen_port" sdk-model sk-sdk-a sk-sdk-b || ok=$?
+    "$sdk_venv/bin/python3" tests/sdk/official_clients.py "http://127.0.0.1:$lumen_port" sdk-model sk-sdk-a sk-sdk-b \
+      "$([ "$native_responses" = true ] && echo native || echo translated)" || ok=$?
   else
     echo "== Lumen did not become ready for the SDK checks ($name)" >&2
     ok=1
@@ -122,8 +125,8 @@ sdk_check() {
   return "$ok"
 }
 sdk_ok=0
-sdk_check "Messages translated to chat" false --no-messages || sdk_ok=1
-sdk_check "Messages native" true || sdk_ok=1
+sdk_check "Messages and Responses translated to chat" false false --no-messages --no-responses || sdk_ok=1
+sdk_check "Messages and Responses native" true true || sdk_ok=1
 if [ "$sdk_ok" != 0 ]; then
   echo "== official clients FAILED" >&2
   exit 1

@@ -238,6 +238,10 @@ pub enum InputItem {
     CustomToolCall(CustomToolCall),
     /// A custom tool's result: the same shape as a function's.
     CustomToolCallOutput(FunctionCallOutput),
+    /// A call of a client-executed `tool_search` (Codex's search over its deferred tools).
+    ToolSearchCall(ToolSearchCall),
+    /// The client's answer to a `tool_search_call`: the tools it loaded.
+    ToolSearchOutput(ToolSearchOutput),
     Reasoning(Reasoning),
     /// Any other item type (`item_reference`, `web_search_call`, ...): parsed so the request is
     /// accepted up to translation, which refuses it naming its type.
@@ -275,6 +279,31 @@ pub struct CustomToolCall {
     pub name: String,
     /// The free text the model wrote for the tool (a patch, a command).
     pub input: String,
+}
+
+/// A `tool_search_call` item of a client-executed tool search. Only `execution: "client"`
+/// items are parsed as this; a hosted search's are [`InputItem::Other`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSearchCall {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub call_id: String,
+    /// The arguments as the model wrote them: a JSON object (`{"query": ...}`).
+    pub arguments: RawJson,
+    /// Always `client`.
+    pub execution: &'static str,
+}
+
+/// A `tool_search_output` item: the tools the client loaded for the model, offered from then
+/// on like the request's own.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSearchOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub call_id: String,
+    pub tools: Vec<Tool>,
+    /// Always `client`.
+    pub execution: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -343,10 +372,15 @@ struct FlatItem {
     call_id: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// A string for a function call, a JSON object for a tool search call.
     #[serde(default)]
-    arguments: Option<String>,
+    arguments: Option<RawJson>,
     #[serde(default)]
     input: Option<String>,
+    #[serde(default)]
+    tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    execution: Option<String>,
     #[serde(default)]
     output: Option<Content>,
     #[serde(default)]
@@ -452,7 +486,13 @@ impl<'de> Deserialize<'de> for InputItem {
                 id: f.id,
                 call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
                 name: f.name.ok_or_else(|| missing(&kind, "name"))?,
-                arguments: f.arguments.unwrap_or_default(),
+                arguments: match f.arguments {
+                    None => String::new(),
+                    Some(raw) if raw.get() == "null" => String::new(),
+                    Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
+                        de::Error::custom("a `function_call`'s `arguments` is a string")
+                    })?,
+                },
                 status: f.status,
             }),
             "function_call_output" => Self::FunctionCallOutput(FunctionCallOutput {
@@ -471,6 +511,24 @@ impl<'de> Deserialize<'de> for InputItem {
                 call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
                 output: f.output.ok_or_else(|| missing(&kind, "output"))?,
             }),
+            // A hosted search's items (`execution: "server"`) are not the client's to replay:
+            // they stay `Other`, and translation refuses them.
+            "tool_search_call" if f.execution.as_deref() == Some("client") => {
+                Self::ToolSearchCall(ToolSearchCall {
+                    id: f.id,
+                    call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
+                    arguments: f.arguments.ok_or_else(|| missing(&kind, "arguments"))?,
+                    execution: "client",
+                })
+            }
+            "tool_search_output" if f.execution.as_deref() == Some("client") => {
+                Self::ToolSearchOutput(ToolSearchOutput {
+                    id: f.id,
+                    call_id: f.call_id.ok_or_else(|| missing(&kind, "call_id"))?,
+                    tools: f.tools.ok_or_else(|| missing(&kind, "tools"))?,
+                    execution: "client",
+                })
+            }
             "reasoning" => Self::Reasoning(Reasoning {
                 id: f.id,
                 summary: f.summary.unwrap_or_default(),
@@ -537,6 +595,16 @@ impl Serialize for InputItem {
             .serialize(s),
             Self::CustomToolCallOutput(o) => Tagged {
                 kind: "custom_tool_call_output",
+                inner: o,
+            }
+            .serialize(s),
+            Self::ToolSearchCall(c) => Tagged {
+                kind: "tool_search_call",
+                inner: c,
+            }
+            .serialize(s),
+            Self::ToolSearchOutput(o) => Tagged {
+                kind: "tool_search_output",
                 inner: o,
             }
             .serialize(s),
@@ -711,9 +779,28 @@ pub enum Tool {
     /// optionally constrained by a grammar. Offered to a chat engine as a function of one
     /// string parameter.
     Custom(CustomTool),
+    /// A tool search the client runs (`execution: "client"`: Codex's BM25 search over its
+    /// deferred tools). Offered to a chat engine as a function named `tool_search`; its calls
+    /// are answered as `tool_search_call` items. A hosted search (`execution: "server"`, or
+    /// none) is [`Tool::Other`].
+    ToolSearch(ToolSearchTool),
     Other {
         kind: String,
     },
+}
+
+/// The name a client-executed tool search is offered under, and its calls recognised by.
+pub const TOOL_SEARCH: &str = "tool_search";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSearchTool {
+    /// Always `client`.
+    pub execution: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The arguments' JSON schema, as the client sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -758,8 +845,17 @@ impl<'de> Deserialize<'de> for Tool {
             tools: Option<Vec<Tool>>,
             #[serde(default)]
             format: Option<RawJson>,
+            #[serde(default)]
+            execution: Option<String>,
         }
         let f = Flat::deserialize(d)?;
+        if f.kind == "tool_search" && f.execution.as_deref() == Some("client") {
+            return Ok(Self::ToolSearch(ToolSearchTool {
+                execution: "client",
+                description: f.description,
+                parameters: f.parameters,
+            }));
+        }
         if f.kind == "namespace" {
             let mut inner = Vec::new();
             for t in f.tools.unwrap_or_default() {
@@ -808,6 +904,11 @@ impl Serialize for Tool {
             Self::Custom(c) => Tagged {
                 kind: "custom",
                 inner: c,
+            }
+            .serialize(s),
+            Self::ToolSearch(t) => Tagged {
+                kind: "tool_search",
+                inner: t,
             }
             .serialize(s),
             Self::Namespace {
@@ -1077,6 +1178,16 @@ pub enum OutputItem {
         name: String,
         input: String,
     },
+    /// A call of the client's `tool_search` ([`Tool::ToolSearch`]).
+    ToolSearchCall {
+        id: String,
+        status: ItemStatus,
+        call_id: String,
+        /// What the model wrote: a JSON object, or the text as a string when it is not JSON.
+        arguments: serde_json::Value,
+        /// Always `client`.
+        execution: String,
+    },
     Reasoning {
         id: String,
         status: ItemStatus,
@@ -1091,6 +1202,7 @@ impl OutputItem {
             Self::Message { id, .. }
             | Self::FunctionCall { id, .. }
             | Self::CustomToolCall { id, .. }
+            | Self::ToolSearchCall { id, .. }
             | Self::Reasoning { id, .. } => id,
         }
     }
@@ -1133,6 +1245,18 @@ impl OutputItem {
                 call_id: call_id.clone(),
                 name: name.clone(),
                 input: input.clone(),
+            }),
+            Self::ToolSearchCall {
+                id,
+                call_id,
+                arguments,
+                ..
+            } => InputItem::ToolSearchCall(ToolSearchCall {
+                id: Some(id.clone()),
+                call_id: call_id.clone(),
+                // A value always serialises; the `null` is never reached.
+                arguments: RawJson(serde_json::value::to_raw_value(arguments).unwrap_or_default()),
+                execution: "client",
             }),
             Self::Reasoning {
                 id,

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::event::ResponseEvent;
 use super::{
     IncompleteDetails, ItemStatus, OutputItem, OutputText, ReasoningPart, Response,
-    ResponseErrorBody, ResponseUsage, Status, Tool,
+    ResponseErrorBody, ResponseUsage, Status, TOOL_SEARCH, Tool,
 };
 use crate::chat::{ChatCompletionChunk, ChatCompletionResponse};
 use crate::stream::Usage;
@@ -145,6 +145,80 @@ fn is_custom(tools: &[Tool], name: &str) -> bool {
         .any(|t| matches!(t, Tool::Custom(c) if c.name == name))
 }
 
+/// What a call of `name` answers as: a `custom_tool_call` for a custom tool, a
+/// `tool_search_call` for the client's tool search, else a `function_call`.
+#[derive(Clone, Copy, PartialEq)]
+enum CallKind {
+    Function,
+    Custom,
+    ToolSearch,
+}
+
+impl CallKind {
+    fn of(tools: &[Tool], name: &str) -> Self {
+        if is_custom(tools, name) {
+            Self::Custom
+        } else if name == TOOL_SEARCH && tools.iter().any(|t| matches!(t, Tool::ToolSearch(_))) {
+            Self::ToolSearch
+        } else {
+            Self::Function
+        }
+    }
+
+    /// The prefix of the item's id.
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Function => "fc",
+            Self::Custom => "ctc",
+            Self::ToolSearch => "tsc",
+        }
+    }
+
+    /// The item, before its arguments or input are read (streamed) or with them (whole).
+    fn item(
+        self,
+        id: String,
+        status: ItemStatus,
+        call_id: String,
+        name: String,
+        args: &str,
+    ) -> OutputItem {
+        match self {
+            Self::Function => OutputItem::FunctionCall {
+                id,
+                status,
+                call_id,
+                name,
+                arguments: args.to_owned(),
+            },
+            Self::Custom => OutputItem::CustomToolCall {
+                id,
+                status,
+                call_id,
+                name,
+                input: custom_input(args),
+            },
+            Self::ToolSearch => OutputItem::ToolSearchCall {
+                id,
+                status,
+                call_id,
+                arguments: search_arguments(args),
+                execution: "client".to_owned(),
+            },
+        }
+    }
+}
+
+/// A tool search call's arguments: the JSON the model wrote (`{}` when it wrote none), or its
+/// text as a string when that is not JSON, so nothing it wrote is lost.
+fn search_arguments(arguments: &str) -> serde_json::Value {
+    if arguments.trim().is_empty() {
+        return serde_json::Value::Object(serde_json::Map::new());
+    }
+    serde_json::from_str(arguments)
+        .unwrap_or_else(|_| serde_json::Value::String(arguments.to_owned()))
+}
+
 /// The free text of a custom tool's call, from the arguments a chat engine wrote for the
 /// one-string function it was offered as (`{"input": "..."}`). Anything else the model wrote
 /// (a bare JSON string, text that is not JSON) is taken as the input whole, so nothing it
@@ -221,30 +295,19 @@ pub fn response_from_chat(
             arguments: None,
         });
         let name = f.name.unwrap_or_default();
-        let custom = is_custom(&started.tools, &name);
-        let id = ids.make(if custom { "ctc" } else { "fc" });
+        let kind = CallKind::of(&started.tools, &name);
+        let id = ids.make(kind.prefix());
         let call_id = call
             .id
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| ids.make("call"));
         let arguments = arguments_text(f.arguments.as_deref());
-        output.push(if custom {
-            OutputItem::CustomToolCall {
-                id,
-                status: ItemStatus::Completed,
-                call_id,
-                name,
-                input: custom_input(&arguments),
-            }
+        let arguments = if kind == CallKind::Function {
+            non_empty_arguments(arguments)
         } else {
-            OutputItem::FunctionCall {
-                id,
-                status: ItemStatus::Completed,
-                call_id,
-                name,
-                arguments: non_empty_arguments(arguments),
-            }
-        });
+            arguments
+        };
+        output.push(kind.item(id, ItemStatus::Completed, call_id, name, &arguments));
     }
     if status == Status::Incomplete {
         if let Some(last) = output.last_mut() {
@@ -271,6 +334,7 @@ fn set_status(item: &mut OutputItem, s: ItemStatus) {
         OutputItem::Message { status, .. }
         | OutputItem::FunctionCall { status, .. }
         | OutputItem::CustomToolCall { status, .. }
+        | OutputItem::ToolSearchCall { status, .. }
         | OutputItem::Reasoning { status, .. } => *status = s,
     }
 }
@@ -324,8 +388,8 @@ pub struct StreamTranslator {
     open: Open,
     /// chat tool-call index → output index, for calls not yet closed.
     calls: Vec<(u32, usize)>,
-    /// The arguments of custom tools' calls not yet closed, by output index: their input is
-    /// read from the whole JSON when the call ends.
+    /// The arguments of custom tools' and tool search calls not yet closed, by output index:
+    /// their input (or arguments) is read from the whole JSON when the call ends.
     custom_args: Vec<(usize, String)>,
     finish_reason: Option<String>,
     usage: Option<ResponseUsage>,
@@ -608,32 +672,16 @@ impl StreamTranslator {
             None => {
                 self.close_text(ItemStatus::Completed, out);
                 let name = name.unwrap_or_default();
-                let custom = is_custom(&self.response.tools, &name);
-                let id = self.ids.make(if custom { "ctc" } else { "fc" });
+                let kind = CallKind::of(&self.response.tools, &name);
+                let id = self.ids.make(kind.prefix());
                 let call_id = call
                     .id
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| self.ids.make("call"));
-                let item = if custom {
-                    OutputItem::CustomToolCall {
-                        id,
-                        status: ItemStatus::InProgress,
-                        call_id,
-                        name,
-                        input: String::new(),
-                    }
-                } else {
-                    OutputItem::FunctionCall {
-                        id,
-                        status: ItemStatus::InProgress,
-                        call_id,
-                        name,
-                        arguments: String::new(),
-                    }
-                };
+                let item = kind.item(id, ItemStatus::InProgress, call_id, name, "");
                 let i = self.add_item(item, out);
                 self.calls.push((key, i));
-                if custom {
+                if kind != CallKind::Function {
                     self.custom_args.push((i, String::new()));
                 }
                 i
@@ -732,7 +780,9 @@ impl StreamTranslator {
                     part,
                 });
             }
-            OutputItem::FunctionCall { .. } | OutputItem::CustomToolCall { .. } => {}
+            OutputItem::FunctionCall { .. }
+            | OutputItem::CustomToolCall { .. }
+            | OutputItem::ToolSearchCall { .. } => {}
         }
         out.push(ResponseEvent::OutputItemDone {
             sequence_number: self.seq(),
@@ -781,6 +831,12 @@ impl StreamTranslator {
             OutputItem::CustomToolCall { input, .. } => {
                 if let Some(at) = self.custom_args.iter().position(|(i, _)| *i == index) {
                     *input = custom_input(&self.custom_args.swap_remove(at).1);
+                }
+            }
+            // No argument events: the item is shown whole when done, as OpenAI does.
+            OutputItem::ToolSearchCall { arguments, .. } => {
+                if let Some(at) = self.custom_args.iter().position(|(i, _)| *i == index) {
+                    *arguments = search_arguments(&self.custom_args.swap_remove(at).1);
                 }
             }
             _ => {}

@@ -140,6 +140,8 @@ fn item_id(response_id: &str, index: usize, item: &InputItem) -> String {
         InputItem::FunctionCallOutput(o) => (o.id.as_deref(), "fco"),
         InputItem::CustomToolCall(c) => (c.id.as_deref(), "ctc"),
         InputItem::CustomToolCallOutput(o) => (o.id.as_deref(), "ctco"),
+        InputItem::ToolSearchCall(c) => (c.id.as_deref(), "tsc"),
+        InputItem::ToolSearchOutput(o) => (o.id.as_deref(), "tso"),
         InputItem::Reasoning(r) => (r.id.as_deref(), "rs"),
         InputItem::Other { .. } => (None, "item"),
     };

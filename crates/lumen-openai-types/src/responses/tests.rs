@@ -1332,6 +1332,8 @@ mod stream_invariants {
                     OutputItem::CustomToolCall { input, .. } => {
                         prop_assert_eq!(input, &streamed);
                     }
+                    // Shown whole when done: nothing streamed.
+                    OutputItem::ToolSearchCall { .. } => prop_assert_eq!(&streamed, ""),
                 }
             }
         }
@@ -1539,5 +1541,190 @@ fn a_streamed_custom_tool_call_is_byte_exact() {
     assert!(matches!(
         &response.output[0],
         OutputItem::CustomToolCall { input, .. } if input == "*** Begin Patch"
+    ));
+}
+
+// ---- client-executed tool search (Codex's tool_search over its deferred tools) ----
+
+/// The tool as Codex 0.171 sends it (description shortened).
+const TOOL_SEARCH_TOOL: &str = r#"{"type":"tool_search","execution":"client","description":"Searches over deferred tool metadata.",
+    "parameters":{"type":"object","properties":{"limit":{"type":"number"},"query":{"type":"string"}},"required":["query"],"additionalProperties":false}}"#;
+
+#[test]
+fn a_client_tool_search_is_offered_as_a_function_and_a_hosted_one_refused() {
+    let body = format!(
+        r#"{{"model":"m","input":"x","tools":[{{"type":"function","name":"exec_command"}},{TOOL_SEARCH_TOOL}]}}"#
+    );
+    let chat = chat_json(&body);
+    assert_eq!(
+        chat["tools"][1],
+        json!({"type":"function","function":{"name":"tool_search",
+            "description":"Searches over deferred tool metadata.",
+            "parameters":{"type":"object","properties":{"limit":{"type":"number"},"query":{"type":"string"}},
+                "required":["query"],"additionalProperties":false}}})
+    );
+    // Echoed as the client sent it.
+    let echoed = serde_json::to_value(started(&body)).unwrap();
+    assert_eq!(echoed["tools"][1]["type"], "tool_search");
+    assert_eq!(echoed["tools"][1]["execution"], "client");
+    assert_eq!(
+        echoed["tools"][1]["parameters"]["required"],
+        json!(["query"])
+    );
+    // Without a schema, the model is offered a query.
+    let chat = chat_json(
+        r#"{"model":"m","input":"x","tools":[{"type":"tool_search","execution":"client"}]}"#,
+    );
+    assert_eq!(
+        chat["tools"][0]["function"]["parameters"]["required"],
+        json!(["query"])
+    );
+    // A hosted search (OpenAI runs it) is refused like every built-in tool.
+    for hosted in [
+        r#"{"type":"tool_search"}"#,
+        r#"{"type":"tool_search","execution":"server"}"#,
+    ] {
+        let body = format!(r#"{{"model":"m","input":"x","tools":[{hosted}]}}"#);
+        assert_eq!(refused(&body).param(), "tools[0].type", "{body}");
+    }
+    // Another tool of that name would make its calls ambiguous.
+    let body = format!(
+        r#"{{"model":"m","input":"x","tools":[{TOOL_SEARCH_TOOL},{{"type":"function","name":"tool_search"}}]}}"#
+    );
+    assert_eq!(refused(&body).param(), "tools[1].name");
+}
+
+#[test]
+fn tool_search_calls_and_outputs_round_trip_and_the_loaded_tools_join_tools() {
+    let tool_search: Value = serde_json::from_str(TOOL_SEARCH_TOOL).unwrap();
+    let body = json!({"model":"m","tools":[{"type":"function","name":"exec_command"}, tool_search],"input":[
+        {"role":"user","content":"what is on my calendar?"},
+        {"type":"tool_search_call","id":"tsc_1","call_id":"call_1","execution":"client","status":"completed",
+         "arguments":{"query":"calendar"}},
+        {"type":"tool_search_output","id":"tso_1","call_id":"call_1","execution":"client","status":"completed",
+         "tools":[
+            {"type":"namespace","name":"mcp__calendar__","description":"Calendar","tools":[
+                {"type":"function","name":"mcp__calendar__list","description":"List events","parameters":{"type":"object","properties":{}}}]},
+            {"type":"function","name":"exec_command"}]}
+    ]});
+    let r = req(&body.to_string());
+    let Input::Items(items) = &r.input else {
+        panic!("{:?}", r.input)
+    };
+    let InputItem::ToolSearchCall(c) = &items[1] else {
+        panic!("{items:?}")
+    };
+    assert_eq!(
+        (c.call_id.as_str(), c.arguments.get()),
+        ("call_1", r#"{"query":"calendar"}"#)
+    );
+    let InputItem::ToolSearchOutput(o) = &items[2] else {
+        panic!("{items:?}")
+    };
+    assert_eq!(o.tools.len(), 2);
+    // Stored and read back (input_items, previous_response_id) as the same items.
+    let again = serde_json::to_value(&r.input).unwrap();
+    assert_eq!(
+        again[1],
+        json!({"type":"tool_search_call","id":"tsc_1","call_id":"call_1","arguments":{"query":"calendar"},"execution":"client"})
+    );
+    assert_eq!(again[2]["type"], "tool_search_output");
+    assert_eq!(
+        again[2]["tools"][0]["tools"][0]["name"],
+        "mcp__calendar__list"
+    );
+    let reread: Input = serde_json::from_value(again).unwrap();
+    assert_eq!(reread, r.input);
+
+    let chat = serde_json::to_value(to_chat(&r, &[]).unwrap()).unwrap();
+    assert_eq!(
+        chat["messages"][1],
+        json!({"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{
+            "name":"tool_search","arguments":"{\"query\":\"calendar\"}"}}]})
+    );
+    assert_eq!(chat["messages"][2]["role"], "tool");
+    assert_eq!(chat["messages"][2]["tool_call_id"], "call_1");
+    let shown: Value =
+        serde_json::from_str(chat["messages"][2]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(shown[0]["tools"][0]["name"], "mcp__calendar__list");
+    // The loaded function joins the request's tools; exec_command is not offered twice.
+    let names: Vec<&str> = chat["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["exec_command", "tool_search", "mcp__calendar__list"]
+    );
+
+    // A hosted search's items are not the client's to replay.
+    let hosted = json!({"model":"m","input":[
+        {"type":"tool_search_call","id":"tsc_1","call_id":"c","execution":"server","arguments":{}}]});
+    assert_eq!(refused(&hosted.to_string()).param(), "input[0].type");
+}
+
+#[test]
+fn a_call_of_tool_search_is_answered_as_a_tool_search_call_item() {
+    let body = format!(r#"{{"model":"m","input":"x","tools":[{TOOL_SEARCH_TOOL}]}}"#);
+    let answer = chat_answer(
+        json!({"role":"assistant","content":null,"tool_calls":[
+            {"id":"call_a","type":"function","function":{"name":"tool_search",
+             "arguments":"{\"query\":\"calendar\",\"limit\":3}"}}]}),
+        "tool_calls",
+    );
+    let r = response_from_chat(started(&body), &answer, ReasoningStyle::Text);
+    assert_eq!(
+        serde_json::to_value(&r.output).unwrap(),
+        json!([{"type":"tool_search_call","id":"tsc_s1_0","status":"completed","call_id":"call_a",
+                "arguments":{"query":"calendar","limit":3},"execution":"client"}])
+    );
+    // The next turn sees the call as it was made.
+    let InputItem::ToolSearchCall(c) = &r.output_as_input()[0] else {
+        panic!("{:?}", r.output_as_input())
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(c.arguments.get()).unwrap(),
+        json!({"query":"calendar","limit":3})
+    );
+    // Without the tool search tool, a function of that name is a function.
+    let plain = response_from_chat(
+        started(r#"{"model":"m","input":"x","tools":[{"type":"function","name":"tool_search"}]}"#),
+        &answer,
+        ReasoningStyle::Text,
+    );
+    assert!(
+        matches!(&plain.output[0], OutputItem::FunctionCall { name, .. } if name == "tool_search")
+    );
+}
+
+#[test]
+fn a_streamed_tool_search_call_is_shown_whole_when_done() {
+    let body = format!(r#"{{"model":"m","input":"x","tools":[{TOOL_SEARCH_TOOL}]}}"#);
+    let mut t = StreamTranslator::new(started(&body), ReasoningStyle::Text);
+    let mut events = Vec::new();
+    events.extend(t.push(&chunk(json!({"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[
+        {"index":0,"id":"call_1","type":"function","function":{"name":"tool_search","arguments":""}}]},"finish_reason":null}]}))));
+    for piece in ["{\"query\":", "\"calendar\"}"] {
+        events.extend(
+            t.push(&chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"index":0,"function":{"arguments":piece}}]},"finish_reason":null}]}))),
+        );
+    }
+    events.extend(t.push(&finish_chunk("tool_calls")));
+    events.extend(t.finish());
+    let frames = sse(&events[2..events.len() - 1]);
+    let expected = concat!(
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"type\":\"tool_search_call\",\"id\":\"tsc_s1_0\",\"status\":\"in_progress\",\"call_id\":\"call_1\",\"arguments\":{},\"execution\":\"client\"}}\n\n",
+        "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":3,\"output_index\":0,\"item\":{\"type\":\"tool_search_call\",\"id\":\"tsc_s1_0\",\"status\":\"completed\",\"call_id\":\"call_1\",\"arguments\":{\"query\":\"calendar\"},\"execution\":\"client\"}}\n\n",
+    );
+    assert_eq!(frames, expected);
+    let ResponseEvent::Completed { response, .. } = events.last().unwrap() else {
+        panic!("{:?}", events.last())
+    };
+    assert!(matches!(
+        &response.output[0],
+        OutputItem::ToolSearchCall { arguments, .. } if arguments["query"] == "calendar"
     ));
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Content, ContentPart, Input, InputItem, RawJson, Reasoning, Response, ResponsesError,
-    ResponsesRequest, TextFormat, Tool, ToolChoice,
+    ResponsesRequest, TOOL_SEARCH, TextFormat, Tool, ToolChoice,
 };
 use crate::chat::{ChatCompletionRequest, ChatMessage, MessageContent};
 use crate::stream::StreamOptions;
@@ -97,6 +97,7 @@ pub fn to_chat(
         ));
     }
 
+    let loaded = std::mem::take(&mut b.loaded);
     let mut chat = ChatCompletionRequest {
         model: req.model.clone(),
         messages: b.finish()?.into(),
@@ -125,10 +126,23 @@ pub fn to_chat(
             .insert(key, v)
             .map_err(|e| ResponsesError::invalid(key.to_owned(), e.to_string()))
     };
-    if let Some(tools) = &req.tools {
-        if !tools.is_empty() {
-            set(&mut chat, "tools", &chat_tools(tools)?)?;
+    // The request's tools, then those a client tool search loaded (`tool_search_output`
+    // items) that it does not already offer.
+    let mut tools: Vec<Tool> = req.tools.clone().unwrap_or_default();
+    for t in loaded {
+        if !tools.iter().any(|have| same_name(have, &t)) {
+            tools.push(t);
         }
+    }
+    if tools.len() > MAX_TOOLS {
+        return Err(ResponsesError::TooMany {
+            param: "tools",
+            max: MAX_TOOLS,
+            got: tools.len(),
+        });
+    }
+    if !tools.is_empty() {
+        set(&mut chat, "tools", &chat_tools(&tools)?)?;
     }
     if let Some(choice) = &req.tool_choice {
         set(
@@ -222,9 +236,37 @@ fn check_refused(req: &ResponsesRequest) -> Result<(), ResponsesError> {
     Ok(())
 }
 
+/// The names a tool is offered to the model under (a namespace's: its functions').
+fn offered_names(t: &Tool) -> Vec<&str> {
+    match t {
+        Tool::Function(f) => vec![f.name.as_str()],
+        Tool::Namespace { tools, .. } => tools.iter().map(|f| f.name.as_str()).collect(),
+        Tool::Custom(c) => vec![c.name.as_str()],
+        Tool::ToolSearch(_) => vec![TOOL_SEARCH],
+        Tool::Other { .. } => Vec::new(),
+    }
+}
+
+/// Whether every name `b` is offered under is already offered by `a`.
+fn same_name(a: &Tool, b: &Tool) -> bool {
+    let (have, theirs) = (offered_names(a), offered_names(b));
+    !theirs.is_empty() && theirs.iter().all(|n| have.contains(n))
+}
+
 fn chat_tools(tools: &[Tool]) -> Result<serde_json::Value, ResponsesError> {
     let mut out = Vec::with_capacity(tools.len());
+    let search = tools.iter().any(|t| matches!(t, Tool::ToolSearch(_)));
     for (i, tool) in tools.iter().enumerate() {
+        // Its calls are told apart by name: another tool of that name would be ambiguous.
+        if search
+            && !matches!(tool, Tool::ToolSearch(_))
+            && offered_names(tool).contains(&TOOL_SEARCH)
+        {
+            return Err(ResponsesError::invalid(
+                format!("tools[{i}].name"),
+                format!("'{TOOL_SEARCH}' names the client's tool search tool too"),
+            ));
+        }
         match tool {
             Tool::Function(f) => out.push(function_tool(i, f)?),
             // A namespace's tools are offered one by one, as the functions they are.
@@ -234,6 +276,7 @@ fn chat_tools(tools: &[Tool]) -> Result<serde_json::Value, ResponsesError> {
                 }
             }
             Tool::Custom(c) => out.push(custom_tool(i, c)?),
+            Tool::ToolSearch(t) => out.push(tool_search_tool(i, t)?),
             Tool::Other { kind } => {
                 return Err(ResponsesError::unsupported(
                     format!("tools[{i}].type"),
@@ -314,6 +357,32 @@ fn custom_tool(i: usize, c: &super::CustomTool) -> Result<serde_json::Value, Res
     Ok(json!({"type": "function", "function": function}))
 }
 
+/// A client-executed tool search as the function `tool_search`, with the client's description
+/// and schema (a `query` string when it sent none).
+fn tool_search_tool(
+    i: usize,
+    t: &super::ToolSearchTool,
+) -> Result<serde_json::Value, ResponsesError> {
+    let mut function = serde_json::Map::new();
+    function.insert("name".to_owned(), json!(TOOL_SEARCH));
+    function.insert(
+        "description".to_owned(),
+        json!(t.description.as_deref().unwrap_or(
+            "Searches the tools not yet offered and makes the matching ones available for the next call."
+        )),
+    );
+    let parameters = match &t.parameters {
+        Some(p) => raw_to_value(p, || format!("tools[{i}].parameters"))?,
+        None => json!({
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "What the tools needed should do."}},
+            "required": ["query"],
+        }),
+    };
+    function.insert("parameters".to_owned(), parameters);
+    Ok(json!({"type": "function", "function": function}))
+}
+
 /// The arguments a chat engine gets back for a custom tool's call: its input as the one
 /// string parameter [`custom_tool`] declares.
 fn custom_arguments(input: &str) -> String {
@@ -365,7 +434,7 @@ fn chat_tool_choice(
             let declared = tools.unwrap_or_default().iter().any(|t| match t {
                 Tool::Function(f) => &f.name == name,
                 Tool::Namespace { tools, .. } => tools.iter().any(|f| &f.name == name),
-                Tool::Custom(_) | Tool::Other { .. } => false,
+                Tool::Custom(_) | Tool::ToolSearch(_) | Tool::Other { .. } => false,
             });
             if !declared {
                 return Err(ResponsesError::invalid(
@@ -463,6 +532,8 @@ struct Builder {
     /// an assistant's tool results together right after it, so the images follow them as one
     /// user message.
     tool_images: Vec<serde_json::Value>,
+    /// The tools `tool_search_output` items loaded, offered with the request's own.
+    loaded: Vec<Tool>,
 }
 
 impl Builder {
@@ -529,6 +600,21 @@ impl Builder {
             }
             InputItem::CustomToolCall(c) => {
                 self.call(&c.call_id, &c.name, &custom_arguments(&c.input));
+            }
+            InputItem::ToolSearchCall(c) => self.call(&c.call_id, TOOL_SEARCH, c.arguments.get()),
+            InputItem::ToolSearchOutput(o) => {
+                // The model reads what was loaded; the tools themselves join `tools`.
+                let text = serde_json::to_string(&o.tools).map_err(|e| {
+                    ResponsesError::invalid(format!("{}.tools", at()), e.to_string())
+                })?;
+                self.loaded.extend(o.tools.iter().cloned());
+                self.push(Msg {
+                    role: "tool",
+                    content: Some(MessageContent::Text(text)),
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(o.call_id.clone()),
+                    reasoning: None,
+                });
             }
             InputItem::FunctionCallOutput(o) | InputItem::CustomToolCallOutput(o) => {
                 let (text, mut images) = tool_output(&o.output, || format!("{}.output", at()))?;
