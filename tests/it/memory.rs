@@ -1,6 +1,7 @@
-//! Memory bounds a client can reach: the budget for request bodies in flight, and the response
-//! cache's size in `/metrics`. Over real TCP, with raw sockets where a test must hold a body
-//! half-sent.
+//! Memory bounds a client can reach: the budget for request bodies in flight, the response
+//! cache's size in `/metrics`, and the whole request path's peak heap for a large body (with
+//! the bodies reaching the engine as the client sent them). Over real TCP, with raw sockets
+//! where a test must hold a body half-sent or see exactly what the engine got.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
