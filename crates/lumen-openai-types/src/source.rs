@@ -126,7 +126,7 @@ fn chat_fields(r: &ChatCompletionRequest) -> u64 {
 
 /// `extra` as held now against `extra` as parsed: the members appended since (`""` for none),
 /// or `None` when a member parsed was changed or removed.
-fn appended<'a>(json: &'a str, len: usize, parsed: u64) -> Option<&'a str> {
+fn appended(json: &str, len: usize, parsed: u64) -> Option<&str> {
     if len == 0 {
         if json.is_empty() {
             return Some("");
