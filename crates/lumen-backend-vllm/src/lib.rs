@@ -172,6 +172,9 @@ enum Transport {
 /// A request body to send.
 enum Payload<'a> {
     Json(Vec<u8>),
+    /// A JSON body as pieces sharing the client's bytes (a request forwarded as it came, what
+    /// Lumen changed spliced in): written piece by piece, never joined on plain HTTP.
+    Pieces(Vec<Bytes>),
     /// A client's form, sent with its own content type (boundary included).
     Form(&'a FormRequest),
 }
@@ -401,6 +404,9 @@ impl VllmBackend {
                     Some(Payload::Json(b)) => {
                         pool.request(method.as_str(), path, Some(b), cx).await?
                     }
+                    Some(Payload::Pieces(p)) => {
+                        pool.request_parts(path, "application/json", p, cx).await?
+                    }
                     Some(Payload::Form(f)) => {
                         pool.request_parts(path, f.content_type(), &f.segments(), cx)
                             .await?
@@ -439,6 +445,16 @@ impl VllmBackend {
                 builder =
                     builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Full::new(Bytes::from(b))
+            }
+            // One body for hyper's `Full`: pieces are joined (one copy; the plain-HTTP client
+            // writes them as they are).
+            Some(Payload::Pieces(p)) => {
+                builder =
+                    builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                match p.as_slice() {
+                    [one] => Full::new(one.clone()),
+                    parts => Full::new(Bytes::from(parts.concat())),
+                }
             }
             // One body for hyper's `Full`: a form whose model was spliced is joined (one copy;
             // the plain-HTTP client writes the pieces instead).
@@ -627,13 +643,34 @@ impl VllmBackend {
         req: &JsonBody,
         cx: &RequestContext,
     ) -> Result<Answer, BackendError> {
+        self.send_ok(path, Payload::Pieces(vec![req.to_bytes()]), cx)
+            .await
+    }
+
+    /// POSTs `body`; an error status becomes [`BackendError::Upstream`].
+    async fn send_ok(
+        &self,
+        path: &str,
+        body: Payload<'_>,
+        cx: &RequestContext,
+    ) -> Result<Answer, BackendError> {
         let resp = self
-            .send(Method::POST, path, Some(req.to_bytes().to_vec()), cx)
+            .send_payload(Method::POST, path, Some(body), cx)
             .await?;
         if !resp.status.is_success() {
             return Err(self.upstream_error(resp).await);
         }
         Ok(resp)
+    }
+
+    /// A chat request's body: the client's bytes with Lumen's changes spliced in when the
+    /// request was read from a body and changed only that way, else the request serialised.
+    /// Taken by value so the request is freed before the engine call.
+    fn chat_body(&self, req: ChatCompletionRequest) -> Result<Payload<'static>, BackendError> {
+        Ok(match req.forwarded() {
+            Some(pieces) => Payload::Pieces(pieces),
+            None => Payload::Json(self.encode(&req)?),
+        })
     }
 
     /// vLLM's `/tokenize` on llama.cpp (`dialect`): the chat form rendered by `/apply-template`
@@ -713,7 +750,10 @@ impl Backend for VllmBackend {
     ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
         req.stream = None;
         self.prioritise(&mut req.extra, cx);
-        self.call_reply("/v1/chat/completions", &req, cx).await
+        let body = self.chat_body(req)?;
+        let resp = self.send_ok("/v1/chat/completions", body, cx).await?;
+        let bytes = self.read_body(resp).await?;
+        self.reply(bytes)
     }
 
     async fn chat_stream(
@@ -729,7 +769,12 @@ impl Backend for VllmBackend {
             let _ = req.extra.insert("continue_final_message", &true);
             let _ = req.extra.insert("add_generation_prompt", &false);
         }
-        self.call_stream("/v1/chat/completions", &req, cx).await
+        let body = self.chat_body(req)?;
+        let resp = self.send_ok("/v1/chat/completions", body, cx).await?;
+        Ok(Box::pin(stream::SseChunks::<ChatCompletionChunk>::new(
+            resp.body,
+            self.inner.name.clone(),
+        )))
     }
 
     async fn completions(

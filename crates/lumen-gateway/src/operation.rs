@@ -77,6 +77,13 @@ pub trait Operation: 'static {
         Ok(r)
     }
 
+    /// [`read`](Self::read) from the body as received: an operation whose request keeps the
+    /// client's bytes (chat: [`lumen_openai_types::request::parse_chat`]) shares them, so the
+    /// engine is sent them rather than a re-serialisation.
+    fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
+        Self::read(body, max_n)
+    }
+
     /// Completion tokens to reserve per answer (`None`: the configured default).
     fn completion_budget(_r: &Self::Request) -> Option<u32> {
         Some(0)
@@ -191,6 +198,12 @@ impl Operation for Chat {
     fn validate(r: &Self::Request, max_n: u32) -> Result<(), RequestError> {
         r.validate()?;
         check_n(r.n, &r.extra, max_n)
+    }
+
+    fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
+        let r = lumen_openai_types::request::parse_chat(body)?;
+        Self::validate(&r, max_n)?;
+        Ok(r)
     }
 
     fn completion_budget(r: &Self::Request) -> Option<u32> {

@@ -42,6 +42,12 @@ pub struct ChatCompletionRequest {
     /// Everything else: `tools`, `response_format`, and engine extras such as `top_k`.
     #[serde(flatten)]
     pub extra: RawExtra,
+    /// The client's bytes, when the request was read from a body with
+    /// [`crate::request::parse_chat`]: the engine is sent them (with what Lumen changed spliced
+    /// in) rather than a re-serialisation ([`Self::forwarded`]). Not part of the request's
+    /// value: ignored by `==` and never serialised.
+    #[serde(skip)]
+    pub source: Option<crate::source::Source>,
 }
 
 deserialize_object!(ChatCompletionRequest, "a chat completion request object", {
@@ -56,9 +62,17 @@ deserialize_object!(ChatCompletionRequest, "a chat completion request object", {
     n: Option<u32> = default,
     seed: Option<i64> = default,
     user: Option<String> = default,
-});
+}, skip: [source]);
 
 impl ChatCompletionRequest {
+    /// The body to send the engine, when the request was read from one
+    /// ([`crate::request::parse_chat`]) and changed only in what can be spliced into the
+    /// client's bytes (`model`, `stream`, `stream_options`, members added to `extra`): those
+    /// bytes as pieces that share them, edits in place. `None`: serialise the request.
+    pub fn forwarded(&self) -> Option<Vec<bytes::Bytes>> {
+        crate::source::Source::forward_chat(self)
+    }
+
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
@@ -93,7 +107,22 @@ pub struct Messages(Repr);
 #[derive(Clone)]
 enum Repr {
     Raw(Box<RawValue>),
+    /// The array's text as a slice of the client's body ([`crate::source`]): no copy, and a
+    /// clone per attempt costs a reference count. Valid UTF-8 JSON (checked when made).
+    Shared(bytes::Bytes),
     Typed(Vec<ChatMessage>),
+}
+
+impl Repr {
+    /// The JSON text of a parsed array (`None` for typed messages).
+    fn text(&self) -> Option<&str> {
+        match self {
+            Self::Raw(r) => Some(r.get()),
+            // Checked when made; an empty array if that were ever wrong.
+            Self::Shared(b) => Some(std::str::from_utf8(b).unwrap_or("[]")),
+            Self::Typed(_) => None,
+        }
+    }
 }
 
 impl Default for Messages {
@@ -110,9 +139,9 @@ impl From<Vec<ChatMessage>> for Messages {
 
 impl fmt::Debug for Messages {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Repr::Raw(r) => fmt::Debug::fmt(r, f),
-            Repr::Typed(v) => fmt::Debug::fmt(v, f),
+        match (&self.0, self.0.text()) {
+            (Repr::Typed(v), _) => fmt::Debug::fmt(v, f),
+            (_, text) => fmt::Debug::fmt(text.unwrap_or_default(), f),
         }
     }
 }
@@ -127,6 +156,13 @@ impl Serialize for Messages {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Repr::Raw(r) => r.serialize(s),
+            Repr::Shared(_) => {
+                let text = self.0.text().unwrap_or("[]");
+                // Borrowed: checks the text, copies nothing.
+                serde_json::from_str::<&RawValue>(text)
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(s)
+            }
             Repr::Typed(v) => v.serialize(s),
         }
     }
@@ -145,26 +181,45 @@ impl<'de> Deserialize<'de> for Messages {
 }
 
 impl Messages {
+    /// The array as a slice of the client's body; `text` must be valid UTF-8 (the caller took
+    /// it from a parsed body).
+    pub(crate) fn shared(text: bytes::Bytes) -> Self {
+        Self(Repr::Shared(text))
+    }
+
+    /// The body slice the array is, when it is one.
+    pub(crate) fn shared_bytes(&self) -> Option<&bytes::Bytes> {
+        match &self.0 {
+            Repr::Shared(b) => Some(b),
+            _ => None,
+        }
+    }
+
     /// True for `[]`.
     pub fn is_empty(&self) -> bool {
-        match &self.0 {
-            Repr::Raw(r) => Elements::<IgnoredAny>::new(r.get()).next().is_none(),
-            Repr::Typed(v) => v.is_empty(),
+        match (&self.0, self.0.text()) {
+            (Repr::Typed(v), _) => v.is_empty(),
+            (_, text) => Elements::<IgnoredAny>::new(text.unwrap_or_default())
+                .next()
+                .is_none(),
         }
     }
 
     pub fn len(&self) -> usize {
-        match &self.0 {
-            Repr::Raw(r) => Elements::<IgnoredAny>::new(r.get()).count(),
-            Repr::Typed(v) => v.len(),
+        match (&self.0, self.0.text()) {
+            (Repr::Typed(v), _) => v.len(),
+            (_, text) => Elements::<IgnoredAny>::new(text.unwrap_or_default()).count(),
         }
     }
 
     /// The messages, parsed one at a time as they are read.
     pub fn iter(&self) -> impl Iterator<Item = Result<ChatMessage, serde_json::Error>> + '_ {
-        let (raw, typed) = match &self.0 {
-            Repr::Raw(r) => (Some(Elements::<ChatMessage>::new(r.get())), None),
-            Repr::Typed(v) => (None, Some(v.iter().cloned().map(Ok))),
+        let (raw, typed) = match (&self.0, self.0.text()) {
+            (Repr::Typed(v), _) => (None, Some(v.iter().cloned().map(Ok))),
+            (_, text) => (
+                Some(Elements::<ChatMessage>::new(text.unwrap_or_default())),
+                None,
+            ),
         };
         raw.into_iter().flatten().chain(typed.into_iter().flatten())
     }
@@ -177,9 +232,10 @@ impl Messages {
     /// The role and raw content of each message, borrowed: nothing is copied.
     pub fn views(&self) -> Box<dyn Iterator<Item = MessageView<'_>> + '_> {
         match &self.0 {
-            Repr::Raw(r) => {
-                Box::new(Elements::<MessageView<'_>>::new(r.get()).map_while(Result::ok))
-            }
+            Repr::Raw(_) | Repr::Shared(_) => Box::new(
+                Elements::<MessageView<'_>>::new(self.0.text().unwrap_or_default())
+                    .map_while(Result::ok),
+            ),
             Repr::Typed(v) => Box::new(v.iter().map(|m| MessageView {
                 role: Cow::Borrowed(m.role.as_str()),
                 content: m.content.as_ref().map(ViewContent::Typed),
@@ -191,7 +247,7 @@ impl Messages {
     /// string, an array or null, `name` a string), with the JSON path of the first mistake.
     fn check(&self) -> Result<(), RequestError> {
         let raw = match &self.0 {
-            Repr::Raw(r) => r,
+            Repr::Raw(_) | Repr::Shared(_) => self.0.text().unwrap_or_default(),
             Repr::Typed(v) => {
                 if v.is_empty() {
                     return Err(no_messages());
@@ -203,12 +259,12 @@ impl Messages {
             }
         };
         // Fast path without path tracking; the tracked walk only explains a failure.
-        let checked = serde_json::from_str::<CheckMessages>(raw.get());
+        let checked = serde_json::from_str::<CheckMessages>(raw);
         let count = match checked {
             Ok(CheckMessages(Ok(n))) => n,
             Ok(CheckMessages(Err(i))) => return Err(empty_role(i)),
             Err(_) => {
-                let de = &mut serde_json::Deserializer::from_str(raw.get());
+                let de = &mut serde_json::Deserializer::from_str(raw);
                 let err = match serde_path_to_error::deserialize::<_, CheckMessages>(de) {
                     Ok(_) => return Ok(()),
                     Err(e) => e,

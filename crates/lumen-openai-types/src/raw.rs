@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -23,8 +24,10 @@ use serde_json::value::RawValue;
 /// as JSON parsers do.
 #[derive(Clone, Default)]
 pub struct RawExtra {
-    /// `{"k":v,...}`, or empty when there are no members.
-    json: String,
+    /// `{"k":v,...}`, or empty when there are no members. Shared: the attempt loop clones a
+    /// request per attempt, and a huge unknown field must not be copied each time (a change
+    /// copies it once, on write).
+    json: Arc<String>,
 }
 
 impl RawExtra {
@@ -83,6 +86,12 @@ impl RawExtra {
         true
     }
 
+    /// The members' JSON as held (`{"k":v,...}`), empty when there are none: what
+    /// [`crate::source`] compares with the members as parsed.
+    pub(crate) fn raw_json(&self) -> &str {
+        &self.json
+    }
+
     /// The members as one JSON object (`{}` when empty).
     pub fn as_json(&self) -> &str {
         if self.json.is_empty() {
@@ -100,21 +109,46 @@ impl RawExtra {
         }
     }
 
+    /// [`push`](Self::push) for a value the parser just copied out: when it is larger than
+    /// the members so far, they are moved into its buffer instead of it being copied into
+    /// theirs, so a huge unknown member is held once, not twice, while a body is parsed.
+    pub(crate) fn push_owned(&mut self, key: &str, value: Box<RawValue>) {
+        if value.get().len() <= self.json.len() + 64 {
+            return self.push(key, &value);
+        }
+        let mut head = String::with_capacity(self.json.len() + key.len() + 8);
+        match self.json.strip_suffix('}') {
+            Some(members) => {
+                head.push_str(members);
+                head.push(',');
+            }
+            None => head.push('{'),
+        }
+        push_json_string(&mut head, key);
+        head.push(':');
+        let mut json = String::from(Box::<str>::from(value));
+        json.reserve_exact(head.len() + 1);
+        json.insert_str(0, &head);
+        json.push('}');
+        self.json = Arc::new(json);
+    }
+
     /// Appends a member without looking for an earlier one of the same name: parsing must not
     /// be quadratic in the number of keys.
     pub(crate) fn push(&mut self, key: &str, value: &RawValue) {
+        let json = Arc::make_mut(&mut self.json);
         // All at once: growing for the closing brace after a huge value would double it.
-        self.json.reserve(key.len() + value.get().len() + 8);
-        if self.json.is_empty() {
-            self.json.push('{');
+        json.reserve(key.len() + value.get().len() + 8);
+        if json.is_empty() {
+            json.push('{');
         } else {
-            self.json.pop();
-            self.json.push(',');
+            json.pop();
+            json.push(',');
         }
-        push_json_string(&mut self.json, key);
-        self.json.push(':');
-        self.json.push_str(value.get());
-        self.json.push('}');
+        push_json_string(json, key);
+        json.push(':');
+        json.push_str(value.get());
+        json.push('}');
     }
 }
 
@@ -342,9 +376,11 @@ macro_rules! finish_field {
 /// `Deserialize` for a struct of typed known fields plus `extra: RawExtra`: one pass over the
 /// object, known keys parsed into their types, every other member appended to `extra` as raw
 /// JSON. Each field says what a missing key means: `required`, `default`, `null_default`
-/// (`null` too), or `[function]`.
+/// (`null` too), or `[function]`. Fields listed after `skip:` are not read from JSON (they
+/// start as their default).
 macro_rules! deserialize_object {
-    ($ty:ident, $expecting:literal, { $( $field:ident : $t:ty = $how:tt ),* $(,)? }) => {
+    ($ty:ident, $expecting:literal, { $( $field:ident : $t:ty = $how:tt ),* $(,)? }
+        $(, skip: [ $( $skip:ident ),* ])?) => {
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -371,12 +407,13 @@ macro_rules! deserialize_object {
                                 } )*
                                 other => {
                                     let v: Box<serde_json::value::RawValue> = map.next_value()?;
-                                    extra.push(other, &v);
+                                    extra.push_owned(other, v);
                                 }
                             }
                         }
                         Ok($ty {
                             $( $field: $crate::raw::finish_field!($how, $field, stringify!($field)), )*
+                            $($( $skip: Default::default(), )*)?
                             extra,
                         })
                     }

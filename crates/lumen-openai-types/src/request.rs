@@ -30,6 +30,16 @@ impl RequestError {
 /// against the engine's breaker.
 pub const MAX_DEPTH: usize = 128;
 
+/// A chat body parsed as [`parse`] does, keeping the client's bytes as its
+/// [`Source`](crate::Source): `messages` becomes a slice of `body` (the parse's copy is freed),
+/// and the request can be forwarded as those bytes
+/// ([`ChatCompletionRequest::forwarded`](crate::ChatCompletionRequest::forwarded)).
+pub fn parse_chat(body: &bytes::Bytes) -> Result<crate::ChatCompletionRequest, RequestError> {
+    let mut r: crate::ChatCompletionRequest = parse(body)?;
+    crate::source::Source::attach_chat(&mut r, body);
+    Ok(r)
+}
+
 /// Parses a JSON body into `T`, naming the failing field on error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
