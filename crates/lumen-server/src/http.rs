@@ -322,6 +322,41 @@ pub struct Api {
     surface: Surface,
 }
 
+/// The request headers the pipeline reads, kept before reading the body consumes the request.
+struct CallHeaders {
+    cache_control: Option<HeaderValue>,
+    priority: Option<HeaderValue>,
+}
+
+impl CallHeaders {
+    fn of<B>(req: &Request<B>) -> Self {
+        Self {
+            cache_control: req.headers().get(CACHE_CONTROL).cloned(),
+            priority: req.headers().get(crate::headers::PRIORITY).cloned(),
+        }
+    }
+
+    /// The call as the pipeline sees it: the key, the body's size (the prompt estimate) and
+    /// what the caller asked of the cache and the queue.
+    fn call<'a>(&'a self, principal: &'a Principal, body_len: usize) -> Call<'a> {
+        Call {
+            principal,
+            body_len,
+            cache_control: self.cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            priority: self.priority.as_ref().and_then(|v| v.to_str().ok()),
+        }
+    }
+}
+
+/// What a unary operation's pipeline cannot give: a stream (its request refused `stream`).
+fn never_streamed() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        crate::error::SERVER_ERROR,
+        "internal error",
+    )
+}
+
 /// What one request's handling produced: the response, and for a stream, the body that will
 /// close the access record when it ends.
 enum Outcome {
@@ -718,8 +753,7 @@ impl Api {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let call_headers = CallHeaders::of(&req);
         let settings = self.gw.settings();
         let limit = O::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
         // `_budget` is the body's share of the memory budget: kept until this call returns, by
@@ -731,12 +765,7 @@ impl Api {
         let r = O::read_shared(&body, settings.max_n)?;
         let body_len = body.len();
         drop(body);
-        let call = Call {
-            principal: &principal,
-            body_len,
-            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
-            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
-        };
+        let call = call_headers.call(&principal, body_len);
         Ok(match self.gw.core().serve::<O>(r, call, cx).await? {
             Served::Stream { stream, rate } => self.sse(stream, request_id, rate, OpenAiFrames),
             Served::Answer(answer) => Outcome::Done(answer_response(answer, request_id)),
@@ -759,8 +788,7 @@ impl Api {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let call_headers = CallHeaders::of(&req);
         check_encodings(req.headers())?;
         let mut types = req.headers().get_all(CONTENT_TYPE).iter();
         let content_type = match (types.next(), types.next()) {
@@ -802,20 +830,11 @@ impl Api {
         }
         let body_len = body.len();
         let r = FormCall(FormRequest::new(content_type, body, fields));
-        let call = Call {
-            principal: &principal,
-            body_len,
-            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
-            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
-        };
+        let call = call_headers.call(&principal, body_len);
         match self.gw.core().serve::<O>(r, call, cx).await? {
             Served::Answer(answer) => Ok(Outcome::Done(answer_response(answer, request_id))),
             // Never streamed: `stream` was refused above.
-            Served::Stream { .. } => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::error::SERVER_ERROR,
-                "internal error",
-            )),
+            Served::Stream { .. } => Err(never_streamed()),
         }
     }
 
@@ -840,27 +859,17 @@ impl Api {
                 req.uri().path(),
             ));
         };
-        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let call_headers = CallHeaders::of(&req);
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
         let json: lumen_openai_types::JsonRequest = lumen_openai_types::request::parse(&body)?;
         let body_len = body.len();
         drop(body);
         let r = ExtraCall { path, json };
         ExtraJson::validate(&r, settings.max_n)?;
-        let call = Call {
-            principal: &principal,
-            body_len,
-            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
-            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
-        };
+        let call = call_headers.call(&principal, body_len);
         match self.gw.core().serve::<ExtraJson>(r, call, cx).await? {
             Served::Answer(answer) => Ok(Outcome::Done(answer_response(answer, request_id))),
-            Served::Stream { .. } => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::error::SERVER_ERROR,
-                "internal error",
-            )),
+            Served::Stream { .. } => Err(never_streamed()),
         }
     }
 
@@ -881,8 +890,7 @@ impl Api {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let call_headers = CallHeaders::of(&req);
         let mut cx = cx;
         cx.headers = headers::anthropic(req.headers());
         let settings = self.gw.settings();
@@ -894,12 +902,7 @@ impl Api {
             .map_err(|e| RequestError::invalid(e.to_string(), "model"))?;
         drop(request);
         Messages::validate(&r, settings.max_n)?;
-        let call = Call {
-            principal: &principal,
-            body_len,
-            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
-            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
-        };
+        let call = call_headers.call(&principal, body_len);
         Ok(match self.gw.core().serve::<Messages>(r, call, cx).await? {
             Served::Stream { stream, rate } => self.sse(stream, request_id, rate, AnthropicFrames),
             Served::Answer(answer) => Outcome::Done(answer_response(answer, request_id)),
@@ -924,17 +927,11 @@ impl Api {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let cache_control = req.headers().get(CACHE_CONTROL).cloned();
-        let priority = req.headers().get(crate::headers::PRIORITY).cloned();
+        let call_headers = CallHeaders::of(&req);
         let settings = self.gw.settings();
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
         let owner = owner(&principal);
-        let call = Call {
-            principal: &principal,
-            body_len: body.len(),
-            cache_control: cache_control.as_ref().and_then(|v| v.to_str().ok()),
-            priority: priority.as_ref().and_then(|v| v.to_str().ok()),
-        };
+        let call = call_headers.call(&principal, body.len());
         if let Some(native) = self.native_plan(&body, &principal, &owner).await? {
             return self
                 .responses_native(body, native, owner, call, request_id, cx)
