@@ -830,7 +830,8 @@ impl Operation for ExtraJson {
         match r.json.extra.get("stream").map(|v| v.get()) {
             Some("true") => Err(RequestError::invalid(
                 format!(
-                    "'stream': true is not supported on {}: Lumen forwards configured extra                      paths as whole answers.",
+                    "'stream': true is not supported on {}: Lumen forwards configured extra \
+                     paths as whole answers.",
                     r.path
                 ),
                 "stream",

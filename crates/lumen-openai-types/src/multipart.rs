@@ -50,34 +50,89 @@ impl FormError {
     }
 }
 
-/// The boundary of a `multipart/form-data` content type.
+/// A header value's `;`-separated parameters after its first item, as lowercase names and
+/// values (quotes taken off), split the way the engines' parsers split them (python-multipart,
+/// under FastAPI: a `;` inside double quotes does not separate). Lumen and the engine must read
+/// the same boundary and the same part names, or a client could show Lumen one `model` and the
+/// engine another: anything two parsers could read differently is refused (`None`) rather than
+/// guessed at: a backslash (escapes are unescaped by some parsers and not others), unbalanced
+/// quotes, a value with a quote anywhere but around it.
+fn params(value: &str) -> Option<(&str, Vec<(String, &str)>)> {
+    if value.contains('\\') {
+        return None;
+    }
+    let mut segments = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, b) in value.bytes().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                segments.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return None;
+    }
+    segments.push(&value[start..]);
+    let first = segments.first().copied().unwrap_or_default().trim();
+    let mut out = Vec::new();
+    for segment in segments.iter().skip(1) {
+        let Some((name, v)) = segment.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(inner) if !inner.contains('"') => inner,
+            _ if v.contains('"') => return None,
+            _ => v,
+        };
+        out.push((name.trim().to_ascii_lowercase(), v));
+    }
+    Some((first, out))
+}
+
+/// RFC 2046's `bchars`: what a boundary may be made of (and not end with a space).
+fn boundary_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(&b)
+}
+
+/// The boundary of a `multipart/form-data` content type. Refused when an engine could read
+/// another one from the same header: `boundary` twice, quoting Lumen and the engine could
+/// undo differently, characters outside RFC 2046's, or a `charset` other than UTF-8 (the
+/// engines decode field names and values with it, so `name="+AG0AbwBkAGUAbA-"` is `model` in
+/// UTF-7).
 pub fn boundary(content_type: &str) -> Result<&str, FormError> {
-    let mut params = content_type.split(';');
-    let essence = params.next().unwrap_or_default().trim();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
     if !essence.eq_ignore_ascii_case("multipart/form-data") {
         return Err(FormError::NotMultipart);
     }
-    for p in params {
-        let Some((name, value)) = p.split_once('=') else {
-            continue;
-        };
-        if name.trim().eq_ignore_ascii_case("boundary") {
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            let ok = !value.is_empty()
-                && value.len() <= MAX_BOUNDARY
-                && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-            return if ok {
-                Ok(value)
-            } else {
-                Err(FormError::NoBoundary)
-            };
+    let (_, params) = params(content_type).ok_or(FormError::NoBoundary)?;
+    let mut found = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "boundary" if found.is_some() => return Err(FormError::NoBoundary),
+            "boundary" => found = Some(value),
+            "charset" if !value.eq_ignore_ascii_case("utf-8") => {
+                return Err(FormError::NoBoundary);
+            }
+            // An extended (RFC 2231) parameter some parser could take for the boundary.
+            n if n.starts_with("boundary*") => return Err(FormError::NoBoundary),
+            _ => {}
         }
     }
-    Err(FormError::NoBoundary)
+    let value = found.ok_or(FormError::NoBoundary)?;
+    let ok = !value.is_empty()
+        && value.len() <= MAX_BOUNDARY
+        && value.bytes().all(boundary_char)
+        && !value.ends_with(' ');
+    if ok {
+        Ok(value)
+    } else {
+        Err(FormError::NoBoundary)
+    }
 }
 
 /// The fields Lumen reads from a complete form.
@@ -126,8 +181,11 @@ pub struct FormScanner {
     /// `\r\n--` and the boundary.
     delimiter: Vec<u8>,
     state: State,
-    /// Bytes not yet consumed, starting at absolute offset `offset`.
+    /// Bytes held: `pending[read..]` are not yet consumed, and start at absolute offset
+    /// `offset`. Consuming moves `read`; the consumed bytes are dropped once per frame, not
+    /// once per part (a frame of many tiny parts would otherwise be moved once for each).
     pending: Vec<u8>,
+    read: usize,
     offset: usize,
     /// The part being read, when it is captured: the field, its value, where it starts.
     capture: Option<(Field, Vec<u8>, usize)>,
@@ -148,6 +206,7 @@ impl FormScanner {
             delimiter,
             state: State::Preamble,
             pending: Vec::new(),
+            read: 0,
             offset: 0,
             capture: None,
             model: None,
@@ -165,7 +224,10 @@ impl FormScanner {
             return true;
         }
         self.pending.extend_from_slice(data);
-        if let Err(e) = self.run() {
+        let ran = self.run();
+        self.pending.drain(..self.read.min(self.pending.len()));
+        self.read = 0;
+        if let Err(e) = ran {
             self.error = Some(e);
             self.pending = Vec::new();
             return false;
@@ -199,8 +261,13 @@ impl FormScanner {
 
     /// Consumes `n` pending bytes.
     fn consume(&mut self, n: usize) {
-        self.pending.drain(..n);
+        self.read += n;
         self.offset += n;
+    }
+
+    /// The bytes not yet consumed.
+    fn rest(&self) -> &[u8] {
+        &self.pending[self.read..]
     }
 
     fn run(&mut self) -> Result<(), FormError> {
@@ -208,37 +275,38 @@ impl FormScanner {
             match self.state {
                 State::Done => {
                     self.pending = Vec::new();
+                    self.read = 0;
                     return Ok(());
                 }
                 State::Preamble => {
                     // The first delimiter may open the body (no CRLF before it).
                     let open = &self.delimiter[2..];
-                    if self.pending.len() < open.len() {
+                    if self.rest().len() < open.len() {
                         return Ok(());
                     }
-                    if self.pending.starts_with(open) {
+                    if self.rest().starts_with(open) {
                         self.consume(open.len());
                         self.state = State::AfterDelimiter;
                         continue;
                     }
-                    match memchr::memmem::find(&self.pending, &self.delimiter) {
+                    match memchr::memmem::find(self.rest(), &self.delimiter) {
                         Some(at) => {
                             self.consume(at + self.delimiter.len());
                             self.state = State::AfterDelimiter;
                         }
                         None => {
                             let keep = self.delimiter.len() - 1;
-                            let drop = self.pending.len().saturating_sub(keep);
+                            let drop = self.rest().len().saturating_sub(keep);
                             self.consume(drop);
                             return Ok(());
                         }
                     }
                 }
                 State::AfterDelimiter => {
-                    if self.pending.len() < 2 {
+                    if self.rest().len() < 2 {
                         return Ok(());
                     }
-                    match &self.pending[..2] {
+                    match &self.rest()[..2] {
                         b"--" => self.state = State::Done,
                         b"\r\n" => {
                             self.consume(2);
@@ -248,13 +316,13 @@ impl FormScanner {
                     }
                 }
                 State::Headers => {
-                    let end = if self.pending.starts_with(b"\r\n") {
+                    let end = if self.rest().starts_with(b"\r\n") {
                         Some(0)
                     } else {
-                        memchr::memmem::find(&self.pending, b"\r\n\r\n").map(|e| e + 2)
+                        memchr::memmem::find(self.rest(), b"\r\n\r\n").map(|e| e + 2)
                     };
                     let Some(end) = end else {
-                        if self.pending.len() > MAX_PART_HEADER {
+                        if self.rest().len() > MAX_PART_HEADER {
                             return Err(FormError::HeaderTooLarge);
                         }
                         return Ok(());
@@ -262,7 +330,7 @@ impl FormScanner {
                     if end > MAX_PART_HEADER {
                         return Err(FormError::HeaderTooLarge);
                     }
-                    let field = part_field(&self.pending[..end])?;
+                    let field = part_field(&self.rest()[..end])?;
                     self.consume(end + 2);
                     if let Some(f) = field {
                         let taken = match f {
@@ -277,17 +345,17 @@ impl FormScanner {
                     self.state = State::Body;
                 }
                 State::Body => {
-                    let found = memchr::memmem::find(&self.pending, &self.delimiter);
+                    let found = memchr::memmem::find(self.rest(), &self.delimiter);
                     let body_end = match found {
                         Some(at) => at,
                         // Everything but what could be the start of a delimiter.
-                        None => self.pending.len().saturating_sub(self.delimiter.len() - 1),
+                        None => self.rest().len().saturating_sub(self.delimiter.len() - 1),
                     };
                     if let Some((f, value, _)) = &mut self.capture {
                         if value.len() + body_end > MAX_FIELD {
                             return Err(FormError::FieldTooLarge(f.name()));
                         }
-                        value.extend_from_slice(&self.pending[..body_end]);
+                        value.extend_from_slice(&self.pending[self.read..self.read + body_end]);
                     }
                     let Some(at) = found else {
                         self.consume(body_end);
@@ -334,25 +402,27 @@ fn part_field(block: &[u8]) -> Result<Option<Field>, FormError> {
                 "a part has two Content-Disposition headers",
             ));
         }
-        let mut params = value.split(';');
-        if !params
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .eq_ignore_ascii_case("form-data")
-        {
+        let Some((kind, params)) = params(value) else {
+            return Err(FormError::Malformed(
+                "a part's Content-Disposition has escapes or unbalanced quotes",
+            ));
+        };
+        if !kind.eq_ignore_ascii_case("form-data") {
             return Err(FormError::Malformed("a part is not form-data"));
         }
-        for p in params {
-            if let Some((k, v)) = p.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("name") {
-                    let v = v.trim();
-                    name = Some(
-                        v.strip_prefix('"')
-                            .and_then(|v| v.strip_suffix('"'))
-                            .unwrap_or(v),
-                    );
+        for (k, v) in params {
+            if k == "name" {
+                if name.is_some() {
+                    return Err(FormError::Malformed(
+                        "a part's Content-Disposition has two names",
+                    ));
                 }
+                name = Some(v);
+            } else if k.starts_with("name*") {
+                // RFC 7578 forbids it; some parsers still decode it into the name.
+                return Err(FormError::Malformed(
+                    "a part's Content-Disposition has an extended name*",
+                ));
             }
         }
         if name.is_none() {

@@ -155,3 +155,90 @@ fn a_large_file_leaves_little_pending() {
         assert!(s.pending.len() < 16);
     }
 }
+
+/// A content type an engine's parser (python-multipart under vLLM's FastAPI) could read
+/// another boundary from, or decode names with another charset, is refused: otherwise a client
+/// shows Lumen a form whose `model` is one it may use and the engine another form, with a model
+/// outside the key's list (each of these reached the engine with the other model).
+#[test]
+fn a_content_type_an_engine_could_read_otherwise_is_refused() {
+    for ct in [
+        "multipart/form-data; boundary=AAA; boundary=BBB",
+        "multipart/form-data; boundary=\"q;r\"",
+        "multipart/form-data; boundary=\"x\\\"y\"",
+        "multipart/form-data; boundary=\"a\"b\"",
+        "multipart/form-data; boundary=\"ab",
+        "multipart/form-data; boundary=XyZ; charset=utf-7",
+        "multipart/form-data; boundary*=UTF-8''XyZ; boundary=XyZ",
+        "multipart/form-data; boundary=a\"b",
+        "multipart/form-data; boundary=\"ab \"",
+    ] {
+        assert_eq!(
+            FormScanner::new(ct).unwrap_err(),
+            FormError::NoBoundary,
+            "{ct}"
+        );
+    }
+    for (ct, b) in [
+        ("multipart/form-data; boundary=XyZ; charset=UTF-8", "XyZ"),
+        ("multipart/form-data;boundary=\"a b\"", "a b"),
+        (
+            "multipart/form-data; charset=\"utf-8\"; boundary=----x+y",
+            "----x+y",
+        ),
+    ] {
+        assert_eq!(boundary(ct), Ok(b), "{ct}");
+    }
+}
+
+/// A part whose name an engine could read as `model` while Lumen read another (a quoted `;`,
+/// a second `name`, RFC 2231's `name*`, escapes) is either read as Lumen's `model` too (then
+/// two `model`s are refused) or refused.
+#[test]
+fn a_part_name_an_engine_could_read_otherwise_is_refused() {
+    let with = |disposition: &str| {
+        let mut body = form(&[("model", b"allowed")]);
+        body.truncate(body.len() - b"--XyZ--\r\n".len());
+        body.extend_from_slice(
+            format!("--XyZ\r\nContent-Disposition: {disposition}\r\n\r\nforbidden\r\n--XyZ--\r\n")
+                .as_bytes(),
+        );
+        body
+    };
+    assert_eq!(
+        scan(&with("form-data; name=\"model\"; x=\"a;name=zz\""), 7),
+        Err(FormError::Duplicate("model"))
+    );
+    for bad in [
+        "form-data; name=zz; name*=UTF-8''model",
+        "form-data; name=\"zz\"; name=\"model\"",
+        "form-data; name=\"mo\\del\"",
+        "form-data; name=\"zz\"; x=\"a\\\";name=model\"",
+        "form-data; name=\"zz",
+    ] {
+        assert!(
+            matches!(scan(&with(bad), 7), Err(FormError::Malformed(_))),
+            "{bad}"
+        );
+    }
+    // A quoted `;` in a file name is an ordinary file name.
+    let ok = with("form-data; name=\"file\"; filename=\"a;b.wav\"");
+    assert_eq!(scan(&ok, 7).unwrap().model, "allowed");
+}
+
+/// A frame of many tiny parts is scanned in one pass (consumed bytes are dropped once per
+/// frame): the fields are found and nothing but the unfinished tail stays pending.
+#[test]
+fn a_frame_of_many_tiny_parts_is_scanned_whole() {
+    let mut body = Vec::new();
+    for _ in 0..20_000 {
+        body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\n\r\n");
+    }
+    body.extend_from_slice(&form(&[("model", b"m")]));
+    let mut s = FormScanner::new(CT).unwrap();
+    let (head, tail) = body.split_at(body.len() - 3);
+    assert!(s.feed(head));
+    assert!(s.pending.len() < 16 && s.read == 0);
+    assert!(s.feed(tail));
+    assert_eq!(s.finish().unwrap().model, "m");
+}
