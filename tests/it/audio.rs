@@ -334,9 +334,12 @@ async fn extra_json_paths_are_routed_by_model_billed_and_never_shadow_lumen() {
         let r = post(json!({"model": model})).await;
         assert_eq!(r.status, 404, "{model}: {}", r.text());
     }
-    let r = post(json!({"model": "m", "stream": true})).await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.json()["error"]["param"], "stream");
+    // Any stream an engine could read as true is refused, not only `true`.
+    for stream in [json!(true), json!(1), json!("true")] {
+        let r = post(json!({"model": "m", "stream": stream})).await;
+        assert_eq!(r.status, 400, "{stream}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], "stream");
+    }
     // A path not configured is not forwarded.
     let r = send(
         http::Method::POST,

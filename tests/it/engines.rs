@@ -411,6 +411,17 @@ async fn the_priority_class_reaches_engines_that_schedule_by_it() {
     };
     let lumen = Lumen::start(start(true)).await;
     let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    // A caller's own `priority` never reaches an engine that schedules by it.
+    let jumping = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"priority":-100}"#;
+    let r = send(
+        http::Method::POST,
+        &lumen.url("/v1/chat/completions"),
+        jumping,
+        &[("authorization", "Bearer batchy")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sim.records().last().unwrap().body["priority"], 2);
     let sent = |secret: &'static str, asked: Option<&'static str>| {
         let url = lumen.url("/v1/chat/completions");
         let sim = &sim;

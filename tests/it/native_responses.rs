@@ -511,3 +511,47 @@ async fn only_a_pool_whose_backends_all_serve_it_is_native() {
         "translated by default"
     );
 }
+
+/// An engine that lets clients choose response ids (vLLM's `request_id`) must not let one key
+/// take over another's: `request_id` is refused on the native path, and an id an engine answers
+/// to a second key stays mapped to the first.
+#[tokio::test]
+async fn a_key_cannot_take_over_another_keys_response_id() {
+    // Whatever it is asked, this engine answers the same response id.
+    const ANSWER: &str = r#"{"id":"resp_fixed","object":"response","created_at":1,"status":"completed","model":"m1","output":[],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}"#;
+    let engine = canned_engine(ANSWER).await;
+    let mut auth = auth();
+    for k in &mut auth.keys {
+        k.models = Some(vec!["m1".into()]);
+    }
+    let lumen = Lumen::start(
+        builder_responses(&[(&engine, true)])
+            .auth(auth)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let refused = create(
+        &lumen,
+        &json!({"model": "m1", "input": "x", "request_id": "resp_fixed"}),
+        OTHER,
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("request_id"), "{}", refused.text());
+
+    let first = create(&lumen, &json!({"model": "m1", "input": "x"}), KEY).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The engine answers the other key the same id: the map keeps its first owner.
+    let second = create(&lumen, &json!({"model": "m1", "input": "y"}), OTHER).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let path = "/v1/responses/resp_fixed";
+    let theirs = call(&lumen, http::Method::GET, path, &Value::Null, OTHER).await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    let mine = call(&lumen, http::Method::GET, path, &Value::Null, KEY).await;
+    assert_eq!(mine.status, 200, "{}", mine.text());
+    assert_eq!(mine.json()["id"], "resp_fixed");
+    lumen.shutdown().await;
+}

@@ -724,12 +724,21 @@ impl VllmBackend {
         })
     }
 
-    /// vLLM's `priority` for a generation request, when this engine schedules by priority and
-    /// the request has a class; a caller's own `priority` field is kept.
+    /// vLLM's `priority` for a generation request, when this engine schedules by priority:
+    /// the request's class, replacing any `priority` the caller wrote (a caller's `-100` would
+    /// otherwise jump every interactive request, whatever its key's `max_priority`), and none
+    /// at all when the request has no class. An engine that does not schedule by priority
+    /// gets the caller's field as any other unknown field.
     fn prioritise(&self, extra: &mut lumen_openai_types::RawExtra, cx: &RequestContext) {
-        if let Some(f) = cx.fairness.as_ref().filter(|_| self.inner.send_priority) {
-            if !extra.contains_key("priority") {
+        if !self.inner.send_priority {
+            return;
+        }
+        match cx.fairness.as_ref() {
+            Some(f) => {
                 let _ = extra.insert("priority", &f.rank);
+            }
+            None => {
+                extra.remove("priority");
             }
         }
     }

@@ -827,16 +827,18 @@ impl Operation for ExtraJson {
     const PATH: &'static str = "";
 
     fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
+        // Only an absent, `false` or `null` stream: an engine's validation may read `1` or
+        // `"true"` as true too, and then stream to a path Lumen reads as one answer.
         match r.json.extra.get("stream").map(|v| v.get()) {
-            Some("true") => Err(RequestError::invalid(
+            None | Some("false" | "null") => Ok(()),
+            Some(_) => Err(RequestError::invalid(
                 format!(
-                    "'stream': true is not supported on {}: Lumen forwards configured extra \
+                    "'stream' must be false or absent on {}: Lumen forwards configured extra \
                      paths as whole answers.",
                     r.path
                 ),
                 "stream",
             )),
-            _ => Ok(()),
         }
     }
 

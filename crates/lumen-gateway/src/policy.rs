@@ -427,7 +427,22 @@ impl PolicyStep {
         };
         let key = native_key(id);
         let (cache, observer) = (self.stores.cache.clone(), self.observer.clone());
+        let owner = owner.to_owned();
         tokio::spawn(async move {
+            // An id already mapped to another key is never taken over: an engine that let a
+            // client choose its response's id would otherwise hand that key the other's
+            // conversation. (Read, then write: the store has no compare-and-set; the window
+            // is the engine answering the same id to two keys at once.)
+            if let Ok(Some(held)) = cache.get(&key).await {
+                if let Ok(home) = serde_json::from_slice::<NativeResponseHome>(&held) {
+                    if home.owner != owner {
+                        tracing::warn!(
+                            "an engine answered a response id another key holds; not remapped"
+                        );
+                        return;
+                    }
+                }
+            }
             if let Err(e) = cache.put(&key, Bytes::from(bytes), RESPONSE_TTL).await {
                 store_failed(observer.as_ref(), "native_response_put", &e);
             }

@@ -43,6 +43,11 @@ struct Peek {
     stream: Option<bool>,
     #[serde(default)]
     max_output_tokens: Option<u32>,
+    /// vLLM makes a client's `request_id` the response's id: a key could name another key's
+    /// response and have Lumen map that id to itself. Refused (also when escaped: serde
+    /// compares names unescaped).
+    #[serde(default)]
+    request_id: Option<serde::de::IgnoredAny>,
 }
 
 impl ResponsesCall {
@@ -53,6 +58,12 @@ impl ResponsesCall {
             return Err(serde::de::Error::custom("the body is not a JSON object"));
         }
         let peek: Peek = serde_json::from_slice(&body)?;
+        if peek.request_id.is_some() {
+            return Err(serde::de::Error::custom(
+                "`request_id` is not accepted: an engine makes it the response's id, and ids \
+                 are Lumen's to give out per key",
+            ));
+        }
         Ok(Self {
             body: JsonBody::parse(body)?,
             stream: peek.stream.unwrap_or(false),

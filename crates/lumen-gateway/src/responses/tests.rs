@@ -19,6 +19,9 @@ fn a_call_reads_stream_and_budget_and_keeps_the_body() {
         r#"{"model":"m","stream":"yes"}"#,
         r#"{"model":"m","max_output_tokens":-1}"#,
         "[]",
+        // vLLM would make it the response's id: another key's id could be named.
+        r#"{"model":"m","input":"x","request_id":"resp_of_another_key"}"#,
+        r#"{"model":"m","input":"x","request_\u0069d":"resp_of_another_key"}"#,
     ] {
         assert!(
             ResponsesCall::read(Bytes::copy_from_slice(bad.as_bytes())).is_err(),
