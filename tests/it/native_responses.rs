@@ -555,3 +555,43 @@ async fn a_key_cannot_take_over_another_keys_response_id() {
     assert_eq!(mine.json()["id"], "resp_fixed");
     lumen.shutdown().await;
 }
+
+/// A native engine whose stream breaks after the commit point (cut, a `response.failed`, a
+/// frame that is not JSON): the client's stream ends with a terminal event it can read, never
+/// a torn body, and the key is charged the prompt plus what it was sent.
+#[tokio::test]
+async fn a_native_stream_that_breaks_ends_readably_and_is_charged() {
+    for fault in ["drop_after", "error_after", "garbage_after"] {
+        let (url, _sim) = engine().await;
+        let lumen = lumen(&[(&url, true)]).await;
+        let body = json!({"model": "m", "input": "tell me", "stream": true,
+            "max_output_tokens": 12, "sim": {fault: 3}});
+        let r = create(&lumen, &body, KEY).await;
+        assert_eq!(r.status, 200, "{fault}: {}", r.text());
+        let events = sse_events(&r.text());
+        let (last, data) = events.last().unwrap();
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            kinds
+                .iter()
+                .filter(|k| **k == "response.output_text.delta")
+                .count()
+                >= 3,
+            "{fault}: {kinds:?}"
+        );
+        assert!(
+            last == "response.failed" || last == "error",
+            "{fault}: ends with {last}: {kinds:?}"
+        );
+        assert!(!kinds.contains(&"response.completed"), "{fault}: {kinds:?}");
+        if last == "error" {
+            assert!(
+                data["message"].is_string() || data["error"].is_object(),
+                "{data}"
+            );
+        }
+        let charged = used(&lumen).await;
+        assert!(charged >= 3, "{fault}: charged {charged}");
+        lumen.shutdown().await;
+    }
+}

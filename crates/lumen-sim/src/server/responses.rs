@@ -135,7 +135,7 @@ pub(super) async fn create(state: Arc<State>, body: &[u8]) -> Response<Body> {
         .unwrap_or(state.cfg.itl);
     let running = Running::new(&state);
     if req.stream.unwrap_or(false) {
-        return stream(state, response, kept, (ttft, itl), running);
+        return stream(state, response, kept, (ttft, itl), &faults, running);
     }
     tokio::time::sleep(ttft + itl * n.saturating_sub(1)).await;
     let whole = response.object("completed", n, true);
@@ -234,6 +234,26 @@ enum Step {
     Delta(u32),
     /// Everything after the last delta, up to `response.completed`.
     End,
+    /// `drop_after`: the connection is cut.
+    Fail,
+    /// `error_after`: `response.failed`, as an engine whose generation failed ends a stream.
+    Failed,
+    /// `garbage_after`: a frame that is not JSON.
+    Garbage,
+}
+
+/// The fault at token `i` of a Responses stream, as for chat (`fault_at` in `server.rs`).
+fn fault_at(faults: &Faults, i: u32) -> Option<Step> {
+    if faults.drop_after == Some(i) {
+        return Some(Step::Fail);
+    }
+    if faults.garbage_after == Some(i) {
+        return Some(Step::Garbage);
+    }
+    faults
+        .error_after
+        .filter(|at| *at == i)
+        .map(|_| Step::Failed)
 }
 
 fn stream(
@@ -241,16 +261,25 @@ fn stream(
     answer: Answer,
     kept: Option<(Vec<Value>, u64)>,
     (ttft, itl): (Duration, Duration),
+    faults: &Faults,
     running: Running,
 ) -> Response<Body> {
     let mut steps = vec![Step::Wait(ttft)];
+    let mut cut = false;
     for i in 0..answer.n {
+        if let Some(fault) = fault_at(faults, i) {
+            steps.push(fault);
+            cut = true;
+            break;
+        }
         if i > 0 {
             steps.push(Step::Wait(itl));
         }
         steps.push(Step::Delta(i));
     }
-    steps.push(Step::End);
+    if !cut {
+        steps.push(Step::End);
+    }
     let opening = [
         event(
             "response.created",
@@ -297,6 +326,34 @@ fn stream(
                             *seq += 1;
                             let mut out = opening.map(|o| o.to_vec()).unwrap_or_default();
                             out.extend_from_slice(&delta);
+                            return Some((Ok(Frame::data(Bytes::from(out))), (steps, live)));
+                        }
+                        Step::Fail => {
+                            // Let hyper flush what was produced before the cut.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            let err = std::io::Error::new(
+                                std::io::ErrorKind::ConnectionAborted,
+                                "injected drop",
+                            );
+                            return Some((Err(err), (steps, live)));
+                        }
+                        Step::Garbage => {
+                            let mut out = opening.map(|o| o.to_vec()).unwrap_or_default();
+                            out.extend_from_slice(
+                                b"event: response.output_text.delta\ndata: {this is not json\n\n",
+                            );
+                            return Some((Ok(Frame::data(Bytes::from(out))), (steps, live)));
+                        }
+                        Step::Failed => {
+                            let mut failed = answer.object("failed", 0, false);
+                            failed["error"] = json!({"code": "server_error", "message": "injected engine failure"});
+                            let mut out = opening.map(|o| o.to_vec()).unwrap_or_default();
+                            out.extend_from_slice(&event(
+                                "response.failed",
+                                *seq,
+                                json!({"response": failed}),
+                            ));
+                            *seq += 1;
                             return Some((Ok(Frame::data(Bytes::from(out))), (steps, live)));
                         }
                         Step::End => {
