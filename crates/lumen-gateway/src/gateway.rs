@@ -40,14 +40,15 @@ use tokio::time::{Instant, timeout};
 
 use crate::answered::Answered;
 use crate::decide::{self, Left, Next, Unroutable};
+use crate::engine_events::EngineEvents;
 use crate::error::GatewayError;
 use crate::health::{HealthBook, HealthConfig, probe};
 use crate::messages::{
-    MESSAGES_PATH, MessagesCall, NativeEvents, TranslatedEvents, native_answer, translated_answer,
+    MESSAGES_PATH, MessagesCall, TranslatedEvents, native_answer, native_events, translated_answer,
 };
 use crate::observer::{Event, NoopObserver, Observer};
 use crate::policy::{PolicySettings, PolicyStep, PolicyStores};
-use crate::responses::{NativeResponses, Need, RESPONSES_PATH, ResponsesCall};
+use crate::responses::{Need, RESPONSES_PATH, ResponsesCall};
 use crate::stream::{
     Avoid, Blocked, Candidate, Continue, GatewayStream, Open, Partial, Resume, Resuming, Success,
     UsageAsk, ask_usage, avoided, blocked,
@@ -1754,7 +1755,7 @@ fn open_messages<'a>(
                     Err(e) if route_missing(&e) => lacks_route = true,
                     events => {
                         return Ok(
-                            Box::pin(NativeEvents::new(events?, name)) as ChunkStream<NativeEvent>
+                            Box::pin(native_events(events?, name)) as ChunkStream<NativeEvent>
                         );
                     }
                 }
@@ -1783,7 +1784,10 @@ fn open_responses<'a>(
         let name = up.name.clone();
         let open = async {
             let events = up.backend.call_stream(RESPONSES_PATH, req.body, cx).await?;
-            Ok(Box::pin(NativeResponses::new(events, name)) as ChunkStream<NativeResponse>)
+            Ok(
+                Box::pin(EngineEvents::new(events, name, NativeResponse::event))
+                    as ChunkStream<NativeResponse>,
+            )
         };
         lumen_resilience::open_stream(open, &t).await
     })

@@ -28,6 +28,7 @@
 
 mod answered;
 mod decide;
+mod engine_events;
 mod error;
 mod gateway;
 mod health;

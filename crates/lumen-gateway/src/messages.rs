@@ -132,56 +132,18 @@ fn protocol(backend: &str, e: &dyn std::fmt::Display) -> BackendError {
     }
 }
 
-/// An engine's native event stream, each event read for its usage.
-pub(crate) struct NativeEvents {
+/// An engine's own Messages events, each read for its usage (`message_start`'s prompt, the last
+/// `message_delta`'s output).
+pub(crate) fn native_events(
     inner: ChunkStream<JsonAnswer>,
-    usage: NativeUsage,
     backend: String,
-    done: bool,
-}
-
-impl NativeEvents {
-    pub(crate) fn new(inner: ChunkStream<JsonAnswer>, backend: String) -> Self {
-        Self {
-            inner,
-            usage: NativeUsage::new(),
-            backend,
-            done: false,
-        }
-    }
-}
-
-impl Stream for NativeEvents {
-    type Item = Result<Chunk<NativeEvent>, BackendError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let item = match ready!(this.inner.as_mut().poll_next(cx)) {
-            None => None,
-            Some(Err(e)) => Some(Err(e)),
-            Some(Ok(chunk)) => {
-                let read = match chunk.raw() {
-                    Some(raw) => NativeEvent::event(raw, &mut this.usage),
-                    None => chunk
-                        .to_json()
-                        .and_then(|json| NativeEvent::event(&json, &mut this.usage)),
-                };
-                Some(
-                    read.map(Chunk::new)
-                        .map_err(|e| BackendError::StreamInterrupted {
-                            backend: this.backend.clone(),
-                            message: format!("engine sent an invalid stream event: {e}"),
-                            error: None,
-                        }),
-                )
-            }
-        };
-        this.done = !matches!(item, Some(Ok(_)));
-        Poll::Ready(item)
-    }
+) -> crate::engine_events::EngineEvents<
+    impl FnMut(&[u8]) -> Result<NativeEvent, serde_json::Error> + Unpin,
+> {
+    let mut usage = NativeUsage::new();
+    crate::engine_events::EngineEvents::new(inner, backend, move |raw: &[u8]| {
+        NativeEvent::event(raw, &mut usage)
+    })
 }
 
 /// A chat stream translated to Anthropic's events as it is read. An `error` event the

@@ -10,14 +10,10 @@
 //! Which requests come here is the server's choice, once per request (see ARCHITECTURE.md):
 //! the others are translated to chat completions there, with Lumen's own store.
 
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
 use bytes::Bytes;
-use futures::Stream;
-use lumen_backend::{BackendError, ChunkStream};
+use lumen_backend::BackendError;
 use lumen_openai_types::responses::NativeResponse;
-use lumen_openai_types::{Chunk, HasModel, JsonAnswer, JsonBody, Reply};
+use lumen_openai_types::{HasModel, JsonAnswer, JsonBody, Reply};
 
 use crate::upstream::Upstream;
 
@@ -132,56 +128,6 @@ fn protocol(backend: &str, e: &dyn std::fmt::Display) -> BackendError {
     BackendError::Protocol {
         backend: backend.to_owned(),
         message: format!("the engine's answer is not a Responses object: {e}"),
-    }
-}
-
-/// An engine's Responses event stream, each event read for its type, id and usage.
-pub(crate) struct NativeResponses {
-    inner: ChunkStream<JsonAnswer>,
-    backend: String,
-    done: bool,
-}
-
-impl NativeResponses {
-    pub(crate) fn new(inner: ChunkStream<JsonAnswer>, backend: String) -> Self {
-        Self {
-            inner,
-            backend,
-            done: false,
-        }
-    }
-}
-
-impl Stream for NativeResponses {
-    type Item = Result<Chunk<NativeResponse>, BackendError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let item = match ready!(this.inner.as_mut().poll_next(cx)) {
-            None => None,
-            Some(Err(e)) => Some(Err(e)),
-            Some(Ok(chunk)) => {
-                let read = match chunk.raw() {
-                    Some(raw) => NativeResponse::event(raw),
-                    None => chunk
-                        .to_json()
-                        .and_then(|json| NativeResponse::event(&json)),
-                };
-                Some(
-                    read.map(Chunk::new)
-                        .map_err(|e| BackendError::StreamInterrupted {
-                            backend: this.backend.clone(),
-                            message: format!("engine sent an invalid stream event: {e}"),
-                            error: None,
-                        }),
-                )
-            }
-        };
-        this.done = !matches!(item, Some(Ok(_)));
-        Poll::Ready(item)
     }
 }
 

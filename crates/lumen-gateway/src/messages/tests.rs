@@ -3,7 +3,7 @@ use lumen_anthropic_types::ReplyContext;
 use lumen_backend::{BackendError, ChunkStream};
 use lumen_openai_types::{ChatCompletionChunk, Chunk, HasUsage, JsonAnswer};
 
-use super::{MessagesCall, NativeEvents, TranslatedEvents};
+use super::{MessagesCall, TranslatedEvents, native_events};
 
 fn chat_stream(chunks: &[&str]) -> ChunkStream<ChatCompletionChunk> {
     let items: Vec<_> = chunks
@@ -63,7 +63,7 @@ async fn native_events_keep_their_bytes_and_a_garbage_event_ends_the_stream() {
         .iter()
         .map(|c| Ok(Chunk::from_raw(bytes::Bytes::from(c.to_string())).unwrap()))
         .collect();
-    let events: Vec<_> = NativeEvents::new(Box::pin(futures::stream::iter(items)), "b".into())
+    let events: Vec<_> = native_events(Box::pin(futures::stream::iter(items)), "b".into())
         .collect()
         .await;
     let events: Vec<_> = events.into_iter().map(Result::unwrap).collect();
