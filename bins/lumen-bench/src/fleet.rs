@@ -15,6 +15,7 @@
 
 mod capacity;
 mod drive;
+mod offline;
 mod report;
 mod scrape;
 mod workload;
@@ -36,6 +37,11 @@ pub struct FleetArgs {
     /// workloads, policies and replica counts).
     #[arg(long)]
     quick: bool,
+    /// Run every cell on a virtual clock instead (`fleet/offline.rs`): Lumen's router and the
+    /// engine model's scheduler, no processes; deterministic, a second a cell. For tuning a
+    /// policy; the live run is the benchmark of record.
+    #[arg(long)]
+    offline: bool,
     /// Workloads to run.
     #[arg(
         long,
@@ -135,8 +141,10 @@ fn secs(s: f64, flag: &str) -> Result<Duration, String> {
 pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
     let plan = args.plan()?;
     let load_before = loadavg();
-    for policy in &args.policies {
-        check_policy(dir, policy).await?;
+    if !args.offline {
+        for policy in &args.policies {
+            check_policy(dir, policy).await?;
+        }
     }
     let mut cells = Vec::new();
     let mut capacities = Vec::new();
@@ -163,7 +171,11 @@ pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
             let rate = cap.rate * f64::from(load) / 100.0;
             for policy in &args.policies {
                 for &replicas in &args.replicas {
-                    let c = cell(&args, &plan, dir, kind, load, rate, policy, replicas).await?;
+                    let c = if args.offline {
+                        offline::cell(&args, &plan, kind, load, rate, policy, replicas)?
+                    } else {
+                        cell(&args, &plan, dir, kind, load, rate, policy, replicas).await?
+                    };
                     eprintln!(
                         "  {:>3}% {:<16} ×{}: p50 {:>6.0} ms, p99 {:>6.0} ms, {:>5.1} req/s, hits {:>5.1}% (answers say {:.1}%), imbalance {:.2}, errors {}",
                         load,
@@ -373,11 +385,19 @@ fn render(
         "- machine: {}; 1-minute load average {load_before} at the start, {load_after} at the end",
         machine()
     );
-    let _ = writeln!(
-        o,
-        "- the load generator, {} `lumen-sim --engine` processes (one worker thread each) and the Lumen replicas (release builds) share the machine",
-        args.engines
-    );
+    if args.offline {
+        let _ = writeln!(
+            o,
+            "- **offline**: {} engines and the replicas' routers on a virtual clock (`bins/lumen-bench/src/fleet/offline.rs`): no HTTP, no processes, engine reports exact every scrape interval; TTFT is the engine model's, not a client's",
+            args.engines
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "- the load generator, {} `lumen-sim --engine` processes (one worker thread each) and the Lumen replicas (release builds) share the machine",
+            args.engines
+        );
+    }
     let _ = writeln!(
         o,
         "- engines: the lumen-sim engine model (`docs/fleet-benchmark.md`): {} KV blocks of 16 tokens, max_num_seqs {}, {} tokens per step, step {} µs + {} µs per token + {} ns per context token",

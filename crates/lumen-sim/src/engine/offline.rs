@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::config::EngineConfig;
-use super::core::{Core, Event, NewSeq, Stats};
+use super::core::{Core, Event, NewSeq, Plan, Stats};
 
 /// A request and when it arrives.
 #[derive(Debug, Clone)]
@@ -82,5 +82,74 @@ pub fn run(cfg: &EngineConfig, arrivals: Vec<Arrival>) -> Outcome {
         makespan: now,
         ttft,
         stats: core.stats.clone(),
+    }
+}
+
+/// One engine on a virtual clock driven from outside, step by step: for a fleet benchmark that
+/// routes each arrival at its instant (the router must see the engines as they are then), so
+/// the engines cannot each be run to the end alone as [`run`] does.
+pub struct Stepper {
+    core: Core,
+    /// The step in progress and when it ends.
+    current: Option<(Plan, Duration)>,
+    events: Vec<(u64, Event)>,
+}
+
+impl Stepper {
+    pub fn new(cfg: &EngineConfig) -> Self {
+        Self {
+            core: Core::new(cfg.clone()),
+            current: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// Queues a request arriving at `now`; `None` when it could never fit (the served engine
+    /// answers 400). Starts a step at `now` if the engine was idle.
+    pub fn add(&mut self, seq: NewSeq, now: Duration) -> Option<u64> {
+        if !self.core.fits(seq.prompt.len(), seq.max_tokens) {
+            return None;
+        }
+        let id = self.core.add(seq, now);
+        if self.current.is_none() {
+            self.start(now);
+        }
+        Some(id)
+    }
+
+    /// When the step in progress ends; `None` while idle.
+    pub fn busy_until(&self) -> Option<Duration> {
+        self.current.as_ref().map(|(_, end)| *end)
+    }
+
+    /// Ends the step in progress (at [`busy_until`](Self::busy_until)), starts the next, and
+    /// returns what the requests heard, in order.
+    pub fn finish_step(&mut self) -> Vec<(u64, Event)> {
+        let Some((plan, end)) = self.current.take() else {
+            return Vec::new();
+        };
+        self.core.complete(&plan, end, &mut self.events);
+        self.start(end);
+        std::mem::take(&mut self.events)
+    }
+
+    fn start(&mut self, now: Duration) {
+        if let Some(plan) = self.core.schedule(now, &mut self.events) {
+            let end = now + plan.duration;
+            self.current = Some((plan, end));
+        }
+    }
+
+    /// Running, waiting and KV-cache use, as the engine's `/metrics` reports them.
+    pub fn load(&self) -> (usize, usize, f64) {
+        (
+            self.core.running(),
+            self.core.waiting(),
+            self.core.kv_usage(),
+        )
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
     }
 }
