@@ -42,6 +42,10 @@ pub struct FleetArgs {
     /// policy; the live run is the benchmark of record.
     #[arg(long)]
     offline: bool,
+    /// With --offline: write every request of every cell here as CSV (cell, arrival, replica,
+    /// engine, conversation, prompt and cached tokens, TTFT), to see what makes a tail.
+    #[arg(long, requires = "offline")]
+    trace: Option<PathBuf>,
     /// Workloads to run.
     #[arg(
         long,

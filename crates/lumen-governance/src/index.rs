@@ -60,7 +60,13 @@ pub(crate) struct PrefixIndex {
     tail: u32,
     capacity: usize,
     ttl_s: u32,
+    /// Share of recent prompts this router already knew (an exponential average): how likely
+    /// a prompt placed now is to come back (see [`PrefixIndex::reuse`]).
+    reuse: f64,
 }
+
+/// Weight of one decision in [`PrefixIndex::reuse`]: about the last hundred prompts count.
+const REUSE_WEIGHT: f64 = 1.0 / 128.0;
 
 impl PrefixIndex {
     pub(crate) fn new(capacity: usize, ttl_ms: u64) -> Self {
@@ -75,7 +81,22 @@ impl PrefixIndex {
             ttl_s: u32::try_from(ttl_ms.div_ceil(1000))
                 .unwrap_or(u32::MAX)
                 .max(1),
+            reuse: 1.0,
         }
+    }
+
+    /// How likely a prompt nobody holds yet is to be followed by another with the same key:
+    /// the share of recent prompts that found theirs already placed. Starts at 1 (assume
+    /// reuse until the traffic says otherwise) and falls towards 0 for traffic of unique
+    /// prompts, where keeping to the hash's choice buys nothing and costs the balance.
+    pub(crate) fn reuse(&self) -> f64 {
+        self.reuse
+    }
+
+    /// Counts one decision's prompt as known or not.
+    pub(crate) fn observe_reuse(&mut self, known: bool) {
+        let x = if known { 1.0 } else { 0.0 };
+        self.reuse += (x - self.reuse) * REUSE_WEIGHT;
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -42,6 +42,15 @@ struct Live {
     outcome: usize,
 }
 
+/// Where each request went, for `--trace`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Placement {
+    replica: usize,
+    engine: usize,
+    /// Hash of the first message after the system prompt: names the conversation or document.
+    conversation: u64,
+}
+
 /// The router's configuration for `policy`, as the live run's replicas get it (defaults but
 /// the policy, and a fixed seed so runs repeat).
 fn config(policy: &str) -> Result<GovernanceConfig, String> {
@@ -138,6 +147,7 @@ pub fn cell(
     let mut generator = Generator::new(kind, plan.shape.clone(), args.seed);
 
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut placements: Vec<Placement> = Vec::new();
     let mut live: HashMap<(usize, u64), Live> = HashMap::new();
     let mut before: Option<Vec<Counters>> = None;
     let mut next = 0;
@@ -198,8 +208,14 @@ pub fn cell(
             cached_tokens: 0,
             prompt_tokens: 0,
         });
+        placements.push(Placement {
+            replica: r,
+            ..Placement::default()
+        });
         if let Some(p) = dispatch(&routers[r], &mut engines, &req, at, key_bytes)? {
             outcomes[outcome].prompt_tokens = p.tokens;
+            placements[outcome].engine = p.engine;
+            placements[outcome].conversation = p.conversation;
             live.insert(
                 (p.engine, p.id),
                 Live {
@@ -208,6 +224,14 @@ pub fn cell(
                 },
             );
         }
+    }
+    if let Some(path) = &args.trace {
+        write_trace(
+            path,
+            &format!("{}/{policy}/x{replicas}", kind.name()),
+            &outcomes,
+            &placements,
+        )?;
     }
     let after: Vec<Counters> = engines.iter().map(counters).collect();
     let before = before.unwrap_or_else(|| vec![Counters::default(); engines.len()]);
@@ -231,6 +255,7 @@ struct Placed {
     lease: Lease<usize>,
     /// Its prompt as the engine tokenized it.
     tokens: u64,
+    conversation: u64,
 }
 
 /// Routes one request and queues it at the chosen engine; `None` when the engine refuses it
@@ -258,11 +283,21 @@ fn dispatch(
     let engine = route.lease.slot().backend;
     let seq = chat_request(&req.messages, None, req.max_tokens, 0)?;
     let tokens = seq.prompt.len() as u64;
+    let conversation = messages
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] != "system"))
+        .map_or(0, |m| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            m["content"].as_str().hash(&mut h);
+            h.finish()
+        });
     Ok(engines[engine].add(seq, at).map(|id| Placed {
         engine,
         id,
         lease: route.lease,
         tokens,
+        conversation,
     }))
 }
 
@@ -280,6 +315,42 @@ fn scrape(router: &Router<usize>, engines: &[Stepper], at: Duration) {
             millis(at),
         );
     }
+}
+
+/// Appends one cell's requests to the `--trace` CSV (the header when the file is new).
+fn write_trace(
+    path: &std::path::Path,
+    cell: &str,
+    outcomes: &[Outcome],
+    placements: &[Placement],
+) -> Result<(), String> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut text = String::new();
+    if !path.exists() {
+        text.push_str(
+            "cell,at_ms,replica,engine,conversation,prompt_tokens,cached_tokens,ttft_ms\n",
+        );
+    }
+    for (o, p) in outcomes.iter().zip(placements) {
+        let _ = writeln!(
+            text,
+            "{cell},{:.1},{},{},{:016x},{},{},{:.1}",
+            o.at.as_secs_f64() * 1e3,
+            p.replica,
+            p.engine,
+            p.conversation,
+            o.prompt_tokens,
+            o.cached_tokens,
+            o.ttft.map_or(f64::NAN, |t| t.as_secs_f64() * 1e3)
+        );
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn millis(d: Duration) -> u64 {

@@ -21,9 +21,18 @@ pub struct SignalsConfig {
     /// in-flight count (never to "idle").
     pub stale_ms: u64,
     /// A backend is too loaded to be favoured for its cache or its hash when its queue exceeds
-    /// the shortest queue in the pool by this many requests.
+    /// the shortest queue in the pool by this many requests. Large by default: an engine's
+    /// `num_requests_waiting` counts requests waiting for the next step's token budget too, so
+    /// a burst of ten short turns shows a queue of several for one step, which is not
+    /// imbalance; Lumen's own backlog already steers around what it queued itself, and this
+    /// catches an engine flooded by traffic Lumen does not see (offline fleet, 2026-12-07: at 4
+    /// chat p99 was 1.8x what it is at 32).
     pub queue_slack: u32,
-    /// ... or when its KV cache is at least this full while another backend's is not.
+    /// ... or when its KV cache is at least this full while another backend's is not. 1 (only
+    /// a full cache, where the engine preempts) by default: a report is up to one interval
+    /// old, and excluding every engine past 90% herded a whole interval's traffic onto the one
+    /// that was not (offline fleet, unique prompts at 95% load: p99 2.9x round robin's, 1.0x
+    /// at 1).
     pub kv_threshold: f64,
     /// Weight of KV pressure in the expected-wait score, in requests: `w·k/(1−k)` for usage
     /// `k`, which grows without bound as the cache fills (preemption and recompute follow).
@@ -40,8 +49,8 @@ impl Default for SignalsConfig {
             interval_ms: 500,
             timeout_ms: 400,
             stale_ms: 2_000,
-            queue_slack: 4,
-            kv_threshold: 0.9,
+            queue_slack: 32,
+            kv_threshold: 1.0,
             kv_weight: 1.0,
             saturation_queue: 0,
         }

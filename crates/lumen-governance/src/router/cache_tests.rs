@@ -96,13 +96,64 @@ fn a_queued_engine_is_avoided_and_a_stale_report_is_not_believed() {
     let q = |i: u64| chat(&doc, &[words(100, 100 + i)], None);
     let home = route_to(&r, &q(0), 1_000);
     for name in ["e0", "e1", "e2"] {
-        report(&r, name, 8.0, if name == home { 12.0 } else { 0.0 }, 1_000);
+        report(&r, name, 8.0, if name == home { 40.0 } else { 0.0 }, 1_000);
     }
     let moved = route_to(&r, &q(1), 1_100);
-    assert_ne!(moved, home, "its queue is 12 over the others'");
+    assert_ne!(moved, home, "its queue is 40 over the others' (slack 32)");
     // 3 s later the reports are stale (2 s): Lumen's own counts (all zero) say nothing
     // against the document's engine, so it gets the question.
     assert_eq!(route_to(&r, &q(2), 4_100), home);
+}
+
+#[test]
+fn a_short_queue_of_waiting_turns_does_not_move_a_conversation() {
+    // An engine's `num_requests_waiting` counts requests waiting for the next step's token
+    // budget: a burst of short turns shows a queue for one step. Moving the conversation
+    // would prefill its whole history elsewhere: it stays.
+    let r = fleet(Policy::CacheAware, 3, |_| {});
+    let doc = words(6000, 5);
+    let q = |i: u64| chat(&doc, &[words(100, 100 + i)], None);
+    let home = route_to(&r, &q(0), 1_000);
+    for name in ["e0", "e1", "e2"] {
+        report(&r, name, 8.0, if name == home { 12.0 } else { 0.0 }, 1_000);
+    }
+    assert_eq!(route_to(&r, &q(1), 1_100), home);
+}
+
+#[test]
+fn prompts_that_never_come_back_are_spread_by_backlog_not_by_hash() {
+    // Unique prompts (no session, nothing shared): after a while the index has seen none of
+    // them again, agreement between replicas is worth nothing, and the least backlogged
+    // engine gets each one instead of its hash's choice.
+    let r = fleet(Policy::CacheAware, 4, |_| {});
+    let mut leases = Vec::new();
+    for i in 0..600u64 {
+        let p = chat("", &[words(2000, 1_000 + i)], None);
+        let lease = r
+            .route(&RouteRequest {
+                model: "m",
+                prompt: Some(&p),
+                now_ms: 1_000 + i,
+                ..RouteRequest::default()
+            })
+            .unwrap()
+            .lease;
+        // The first 500 are answered at once; the last 100 stay queued (their prefill is the
+        // backlog).
+        if i >= 500 {
+            leases.push(lease);
+        }
+    }
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &leases {
+        *per.entry(l.name.clone()).or_default() += 1;
+    }
+    let (min, max) = (per.values().min().copied(), per.values().max().copied());
+    assert_eq!(per.len(), 4, "{per:?}");
+    assert!(
+        max.unwrap() - min.unwrap() <= 1,
+        "{per:?}: by backlog, as even as it gets"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ const T: Thresholds = Thresholds {
     kv_weight: 1.0,
     min_gain: 512,
     agreement: 1.0,
+    work: 1.0,
 };
 
 /// A prompt of `len` bytes placed by `key`.
@@ -213,4 +214,26 @@ fn weights_shift_placement() {
         .filter(|k| pick(&c, *k, 0, false).0 == 1)
         .count();
     assert!((850..=950).contains(&on_heavy), "{on_heavy}");
+}
+
+#[test]
+fn a_conversation_stays_home_unless_the_queue_there_outweighs_its_prefill_elsewhere() {
+    // The conversation's 8,000 bytes are cached on 0 only; 0 has 6,000 queued, 1 nothing.
+    let mut c = cands(2);
+    c[0].depth = 8_000;
+    c[0].backlog = 6_000.0;
+    let prompt = p(7, 8_500, 0, false);
+    let weighted = Thresholds { work: 3.0, ..T };
+    // By this request's wait alone, 6,000 + 500 against 8,500: it would stay; a little more
+    // queued and it leaves, prefilling its whole history on 1.
+    assert_eq!(decide(&c, &prompt, &T).index, 0);
+    c[0].backlog = 9_000.0;
+    assert_eq!(decide(&c, &prompt, &T).index, 1);
+    // Counting the prefill it would make the others on 1 wait for, it stays until the queue
+    // at home is worth three of its prefills.
+    assert_eq!(decide(&c, &prompt, &weighted).index, 0);
+    c[0].backlog = 23_000.0;
+    assert_eq!(decide(&c, &prompt, &weighted).index, 0);
+    c[0].backlog = 26_000.0;
+    assert_eq!(decide(&c, &prompt, &weighted).index, 1);
 }
