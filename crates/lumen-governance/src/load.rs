@@ -148,8 +148,14 @@ pub struct Load {
     /// Requests at the engine, running or waiting (other clients' and replicas' included when
     /// the report is fresh).
     pub occupancy: f64,
-    /// Of those, the ones waiting for a place in the batch.
+    /// Of those, the ones waiting for a place in the batch (beyond the batch size learned from
+    /// an earlier report with a queue, Lumen's own sends since included): for saturation.
     pub queue: f64,
+    /// The engine's own `num_requests_waiting` at the report (0 without a fresh one). Unlike
+    /// `queue` it never guesses the batch size: a request waiting for the next step's token
+    /// budget shows here too, and a batch size learned in such a moment made every request
+    /// beyond it look queued.
+    pub waiting: f64,
     /// KV-cache use in [0, 1] (fresh reports only).
     pub kv: Option<f64>,
     /// From a fresh engine report; else Lumen's own in-flight count.
@@ -167,6 +173,7 @@ pub fn estimate(snapshot: Option<Snapshot>, in_flight: usize, now_ms: u64, stale
         return Load {
             occupancy: own,
             queue: 0.0,
+            waiting: 0.0,
             kv: None,
             fresh: false,
             since: 0.0,
@@ -181,6 +188,7 @@ pub fn estimate(snapshot: Option<Snapshot>, in_flight: usize, now_ms: u64, stale
     Load {
         occupancy,
         queue,
+        waiting: f64::from(s.waiting),
         kv: s.kv_usage,
         fresh: true,
         since,

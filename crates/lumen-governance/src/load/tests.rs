@@ -88,6 +88,7 @@ fn cost_is_requests_ahead_plus_a_kv_barrier() {
     let l = |occupancy, queue, kv| Load {
         occupancy,
         queue,
+        waiting: 0.0,
         kv,
         fresh: true,
         since: 0.0,
@@ -103,6 +104,7 @@ fn saturated_only_when_every_backend_reports_a_queue() {
     let q = |queue, fresh| Load {
         occupancy: 50.0,
         queue,
+        waiting: 0.0,
         kv: None,
         fresh,
         since: 0.0,
@@ -122,6 +124,7 @@ fn kv_use_grows_with_what_lumen_sent_since_the_report() {
     let l = |occupancy, kv, since| Load {
         occupancy,
         queue: 0.0,
+        waiting: 0.0,
         kv,
         fresh: true,
         since,
@@ -142,6 +145,7 @@ fn the_kv_barrier_counts_in_whole_requests() {
     let l = |occupancy, kv, since| Load {
         occupancy,
         queue: 0.0,
+        waiting: 0.0,
         kv,
         fresh: true,
         since,

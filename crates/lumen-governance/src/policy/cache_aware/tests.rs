@@ -29,6 +29,7 @@ fn load(occupancy: f64, queue: f64, kv: Option<f64>) -> Load {
     Load {
         occupancy,
         queue,
+        waiting: queue,
         kv,
         fresh: true,
         since: 0.0,

@@ -4,6 +4,8 @@ fn l(occupancy: f64, queue: f64, kv: Option<f64>, fresh: bool) -> Load {
     Load {
         occupancy,
         queue,
+        // The engine's report: this many waiting.
+        waiting: queue,
         kv,
         fresh,
         since: 0.0,
@@ -66,6 +68,7 @@ fn at(occupancy: f64, kv: f64, since: f64) -> Load {
     Load {
         occupancy,
         queue: 0.0,
+        waiting: 0.0,
         kv: Some(kv),
         fresh: true,
         since,
@@ -106,8 +109,14 @@ fn a_queue_the_engine_reports_counts_as_prompts_waiting() {
     // Other replicas' prompts wait at the first engine: Lumen sent it nothing, yet a new
     // prompt would wait behind three.
     let mut busy = at(23.0, 0.3, 0.0);
-    busy.queue = 3.0;
+    busy.waiting = 3.0;
     let loads = [busy, at(10.0, 0.3, 0.0)];
     assert_eq!(decide(&loads, &[0.0, 4_000.0], 2_000.0, 1.0, &cursor), 1);
     assert_eq!(decide(&loads, &[0.0, 8_000.0], 2_000.0, 1.0, &cursor), 0);
+    // A queue inferred from a batch size learned earlier is not read: the engine said how
+    // many wait, and that was none.
+    let mut guessed = at(23.0, 0.3, 0.0);
+    guessed.queue = 3.0;
+    let loads = [guessed, at(10.0, 0.3, 0.0)];
+    assert_eq!(decide(&loads, &[0.0, 4_000.0], 2_000.0, 1.0, &cursor), 0);
 }
