@@ -352,6 +352,7 @@ fn redis(url: &str, fail_closed: bool) -> RedisConfig {
         fail_closed,
         required: true,
         key_cache_ms: 5_000,
+        lease: Default::default(),
     }
 }
 

@@ -18,6 +18,11 @@ use crate::keys::ApiKey;
 pub use crate::spec::LimitSpec;
 use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Ticket, Verdict};
 
+mod lease;
+
+pub use lease::{LeaseSettings, LeaseSettingsError};
+use lease::{LeasedTokens, Leases, Returned};
+
 const MINUTE: Duration = Duration::from_secs(60);
 /// How long a concurrency slot outlives its last renewal. It bounds how long a slot whose
 /// release was lost (a replica died; the store was unreachable at the end and afterwards)
@@ -112,6 +117,11 @@ pub struct Reservation {
     moved: bool,
     /// Lease counters holding one slot for this request.
     concurrency_keys: Vec<String>,
+    /// Token counters whose estimate came out of a block of this replica (leases on): their
+    /// settlement corrects the block while it lives.
+    leased: Vec<LeasedTokens>,
+    /// What was left of blocks this request replaced, given back to the store when it settles.
+    returns: Vec<Returned>,
 }
 
 impl Reservation {
@@ -125,6 +135,8 @@ impl Reservation {
             model_scoped: Vec::new(),
             moved: false,
             concurrency_keys: Vec::new(),
+            leased: Vec::new(),
+            returns: Vec::new(),
         }
     }
 
@@ -166,12 +178,15 @@ impl Reservation {
 
     /// Whether [`Limiter::settle`] has anything to do.
     pub fn needs_settling(&self, actual_tokens: Option<u64>) -> bool {
+        let corrects = |s: &bool| {
+            self.actual_for(*s, actual_tokens)
+                .is_some_and(|a| a != self.estimate)
+        };
         self.ticket.is_some()
             && (!self.concurrency_keys.is_empty()
-                || self.model_scoped.iter().any(|s| {
-                    self.actual_for(*s, actual_tokens)
-                        .is_some_and(|a| a != self.estimate)
-                }))
+                || self.model_scoped.iter().any(corrects)
+                || self.leased.iter().map(|t| &t.scoped).any(corrects)
+                || !self.returns.is_empty())
     }
 
     /// Whether the request holds concurrency slots, which it must renew (every
@@ -205,6 +220,9 @@ fn ticket(name: &str) -> Ticket {
 pub struct Limiter {
     store: Arc<dyn LimitStore>,
     clock: Clock,
+    /// Blocks of `rpm` and `tpm` windows this replica holds; `None` (the default): every
+    /// request is charged on the store on its own.
+    leases: Option<Arc<Leases>>,
 }
 
 impl Limiter {
@@ -213,7 +231,19 @@ impl Limiter {
     pub const RENEW_EVERY: Duration = Duration::from_secs(LEASE.as_secs() / 3);
 
     pub fn new(store: Arc<dyn LimitStore>, clock: Clock) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            leases: None,
+        }
+    }
+
+    /// Admits `rpm` and `tpm` from blocks of their windows taken from the store (see
+    /// [`LeaseSettings`]); settings that are off leave the limiter exact. For a shared store:
+    /// in memory a block saves nothing.
+    pub fn with_leases(mut self, settings: LeaseSettings) -> Self {
+        self.leases = settings.enabled().then(|| Arc::new(Leases::new(settings)));
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn LimitStore> {
@@ -355,6 +385,11 @@ impl Limiter {
         if counters.is_empty() {
             return Ok((Reservation::none(), RateHeaders::default()));
         }
+        if let Some(leases) = &self.leases {
+            return self
+                .admit_leased(leases, key, counters, kinds, estimate)
+                .await;
+        }
         let ticket = ticket(&key.namespace());
         let admitted_at = (self.clock)();
         let verdict = self.store.acquire(&ticket, &counters).await?;
@@ -399,40 +434,7 @@ impl Limiter {
                         counters.len()
                     ))));
                 };
-                let retry_after = if *kind == Kind::Concurrent {
-                    Duration::from_secs(1)
-                } else {
-                    state.reset
-                };
-                match kind {
-                    Kind::Daily | Kind::Monthly => Err(LimitError::QuotaExceeded {
-                        key: key.name.clone(),
-                        period: if *kind == Kind::Daily {
-                            "daily"
-                        } else {
-                            "monthly"
-                        },
-                        limit: c.limit,
-                        retry_after,
-                    }),
-                    _ => {
-                        let mut h = RateHeaders::default();
-                        let entry =
-                            Some((c.limit, c.limit.saturating_sub(state.value), state.reset));
-                        match kind {
-                            Kind::Requests => h.requests = entry,
-                            Kind::Tokens => h.tokens = entry,
-                            _ => {}
-                        }
-                        Err(LimitError::RateLimited {
-                            key: key.name.clone(),
-                            what,
-                            limit: c.limit,
-                            retry_after,
-                            headers: h,
-                        })
-                    }
-                }
+                Err(refusal(key, c, *kind, what, state))
             }
         }
     }
@@ -449,7 +451,16 @@ impl Limiter {
         if !reservation.needs_settling(actual_tokens) {
             return Ok(());
         }
-        let deltas = reservation.settlement(actual_tokens, (self.clock)());
+        let now = (self.clock)();
+        let mut deltas = reservation.settlement(actual_tokens, now);
+        if let Some(leases) = &self.leases {
+            deltas.extend(Self::settle_leased(leases, reservation, actual_tokens, now));
+            // What the blocks took needs no store operation (so no task on the request's
+            // way out: the settlement completes in place).
+            if deltas.is_empty() && reservation.concurrency_keys.is_empty() {
+                return Ok(());
+            }
+        }
         self.store
             .settle(ticket, &deltas, &reservation.concurrency_keys)
             .await
@@ -505,6 +516,49 @@ pub struct Usage {
     pub used: u64,
     pub limit: u64,
     pub reset: Duration,
+}
+
+/// The error for a request the store refused on counter `c`, which limits `what`.
+fn refusal(
+    key: &ApiKey,
+    c: &Counter,
+    kind: Kind,
+    what: &'static str,
+    state: CounterState,
+) -> LimitError {
+    let retry_after = if kind == Kind::Concurrent {
+        Duration::from_secs(1)
+    } else {
+        state.reset
+    };
+    match kind {
+        Kind::Daily | Kind::Monthly => LimitError::QuotaExceeded {
+            key: key.name.clone(),
+            period: if kind == Kind::Daily {
+                "daily"
+            } else {
+                "monthly"
+            },
+            limit: c.limit,
+            retry_after,
+        },
+        _ => {
+            let mut h = RateHeaders::default();
+            let entry = Some((c.limit, c.limit.saturating_sub(state.value), state.reset));
+            match kind {
+                Kind::Requests => h.requests = entry,
+                Kind::Tokens => h.tokens = entry,
+                _ => {}
+            }
+            LimitError::RateLimited {
+                key: key.name.clone(),
+                what,
+                limit: c.limit,
+                retry_after,
+                headers: h,
+            }
+        }
+    }
 }
 
 fn tighter(

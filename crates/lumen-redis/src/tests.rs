@@ -20,6 +20,11 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port).await
+    }
+
+    /// On `port` (a server that was there before and went away, coming back empty).
+    async fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -388,3 +393,5 @@ async fn flush_waits_for_what_was_queued() {
         p.await.unwrap().unwrap();
     }
 }
+
+mod lease;
