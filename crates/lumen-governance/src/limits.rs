@@ -4,8 +4,11 @@
 //! A request reserves an estimate of its tokens at admission (prompt size plus `max_tokens`) and
 //! settles with the engine's real usage afterwards. All counters of one request are checked and
 //! charged in one atomic store operation — one Redis round trip — so limits are exact across
-//! replicas. Minute windows start at a key's first request (no clock-boundary effects between
-//! replicas); quotas use calendar days and months (UTC).
+//! replicas; with block leases on (`redis.lease`, [`LeaseSettings`]) `rpm` and `tpm` are
+//! admitted from blocks a replica charged beforehand, never past the limit but with up to a
+//! block per replica left unused (see the `lease` module). Minute windows start at a key's
+//! first request (no clock-boundary effects between replicas); quotas use calendar days and
+//! months (UTC).
 
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

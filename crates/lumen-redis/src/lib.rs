@@ -6,7 +6,9 @@
 //! - [`LimitStore`]: one Lua script per request checks every counter, then charges every
 //!   counter — atomic and one round trip, so limits are exact across replicas. Concurrency is
 //!   a sorted set of per-request slots that expire unless renewed; an admission Lumen stopped
-//!   waiting for is undone when its script runs late (tickets and tombstones, below).
+//!   waiting for is undone when its script runs late (tickets and tombstones, below). With
+//!   `redis.lease` the same script charges blocks of `rpm` and `tpm` (a counter's cost is then
+//!   the block), which the limiter spends in process: nothing changes here.
 //! - [`CacheStore`]: `GET` / `SET PX`.
 //! - [`KeyStore`]: run-time API keys in a hash keyed by digest, with a short local cache so the
 //!   request path rarely waits on Redis for them.
