@@ -553,4 +553,6 @@ impl Limiter {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
