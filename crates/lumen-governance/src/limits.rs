@@ -448,25 +448,56 @@ impl Limiter {
         reservation: &Reservation,
         actual_tokens: Option<u64>,
     ) -> Result<(), StoreError> {
-        let Some(ticket) = &reservation.ticket else {
+        let Some((ticket, deltas)) = self.settlement_of(reservation, actual_tokens) else {
             return Ok(());
         };
+        self.store
+            .settle(ticket, &deltas, &reservation.concurrency_keys)
+            .await
+    }
+
+    /// [`Limiter::settle`] for a request's way out, which does not wait for it: the store
+    /// queues it when it can (see [`LimitStore::try_queue_settle`]); otherwise the store
+    /// operation is returned, for the caller to run (it owns what it needs).
+    pub fn settle_detached(
+        &self,
+        reservation: &Reservation,
+        actual_tokens: Option<u64>,
+    ) -> Option<BoxFuture<'static, Result<(), StoreError>>> {
+        let (ticket, deltas) = self.settlement_of(reservation, actual_tokens)?;
+        let leases = &reservation.concurrency_keys;
+        if self.store.try_queue_settle(ticket, &deltas, leases) {
+            return None;
+        }
+        let (store, ticket, leases) = (self.store.clone(), ticket.clone(), leases.clone());
+        Some(Box::pin(async move {
+            store.settle(&ticket, &deltas, &leases).await
+        }))
+    }
+
+    /// What settling `reservation` asks of the store: its ticket and the corrections; `None`
+    /// when nothing. With leases, the blocks take their share first (once: this is the only
+    /// place that applies a settlement to them).
+    fn settlement_of<'r>(
+        &self,
+        reservation: &'r Reservation,
+        actual_tokens: Option<u64>,
+    ) -> Option<(&'r Ticket, Vec<(String, i64)>)> {
+        let ticket = reservation.ticket.as_ref()?;
         if !reservation.needs_settling(actual_tokens) {
-            return Ok(());
+            return None;
         }
         let now = (self.clock)();
         let mut deltas = reservation.settlement(actual_tokens, now);
         if let Some(leases) = &self.leases {
             deltas.extend(Self::settle_leased(leases, reservation, actual_tokens, now));
             // What the blocks took needs no store operation (so no task on the request's
-            // way out: the settlement completes in place).
+            // way out).
             if deltas.is_empty() && reservation.concurrency_keys.is_empty() {
-                return Ok(());
+                return None;
             }
         }
-        self.store
-            .settle(ticket, &deltas, &reservation.concurrency_keys)
-            .await
+        Some((ticket, deltas))
     }
 
     /// Keeps a live request's concurrency slots from expiring; call every
