@@ -1,7 +1,10 @@
 //! What keys and limits cost per request: the same request through Lumen with no keys, with a
-//! key and limits in memory, and with a key and limits on Redis (a local `redis-server`,
-//! started here; skipped when it is not installed). One keep-alive connection, sequential.
-//! Run with `cargo bench -p lumen-benches --bench shared_state`.
+//! key and limits in memory, with a key and limits on Redis (a local `redis-server`, started
+//! here; skipped when it is not installed), and on Redis with block leases for rpm and tpm
+//! (`redis.lease`). Two keys: rpm + tpm + max_concurrent (concurrency is never leased, so
+//! every request still goes to Redis for its slot), and rpm + tpm only. Sequential on one
+//! keep-alive connection, then a closed loop. Run with
+//! `cargo bench -p lumen-benches --bench shared_state`.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use common::{latencies, pct, throughput};
 use lumen_governance::keys::{ApiKey, digest, to_hex};
-use lumen_governance::limits::LimitSpec;
+use lumen_governance::limits::{LeaseSettings, LimitSpec};
 use lumen_server::config::{AuthConfig, RedisConfig};
 
 const PATH: &str = "/v1/chat/completions";
@@ -45,7 +48,8 @@ async fn lumen(
     addr
 }
 
-fn auth() -> AuthConfig {
+/// The bench key: rpm and tpm, and `max_concurrent` when `concurrency`.
+fn auth(concurrency: bool) -> AuthConfig {
     AuthConfig {
         enabled: true,
         admin_key_sha256: None,
@@ -56,13 +60,21 @@ fn auth() -> AuthConfig {
             limits: LimitSpec {
                 rpm: Some(u64::MAX / 2),
                 tpm: Some(u64::MAX / 2),
-                max_concurrent: Some(1_000),
+                max_concurrent: concurrency.then_some(1_000),
                 ..Default::default()
             },
             per_model: Default::default(),
         }],
     }
 }
+
+/// Blocks of 1 % of a limit, capped: with the bench's huge limits, 1,000 requests or
+/// 1,000,000 tokens a block (the defaults' caps).
+const LEASE: LeaseSettings = LeaseSettings {
+    fraction: 0.01,
+    max_requests: 1_000,
+    max_tokens: 1_000_000,
+};
 
 /// CPU time (user + system) of this process, or of `pid`, in µs, from /proc (0 elsewhere).
 fn cpu_us(pid: Option<u32>) -> f64 {
@@ -97,10 +109,21 @@ async fn main() {
     let key = [("authorization", bearer.as_str())];
     let n = 10_000;
     let plain = lumen(sim, None, None).await;
-    let memory = lumen(sim, Some(auth()), None).await;
+    // (name, Lumen, headers, index of the in-memory run it compares with)
     let mut runs = vec![
-        ("no keys", plain, &[][..]),
-        ("key + limits in memory", memory, &key[..]),
+        ("no keys", plain, &[][..], 1),
+        (
+            "rpm+tpm+conc, memory",
+            lumen(sim, Some(auth(true)), None).await,
+            &key[..],
+            1,
+        ),
+        (
+            "rpm+tpm, memory",
+            lumen(sim, Some(auth(false)), None).await,
+            &key[..],
+            2,
+        ),
     ];
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -131,27 +154,39 @@ async fn main() {
             timeout_ms: 1_000,
             ..Default::default()
         };
-        runs.push((
-            "key + limits on Redis",
-            lumen(sim, Some(auth()), Some(cfg)).await,
-            &key[..],
-        ));
+        let leased = RedisConfig {
+            lease: LEASE,
+            ..cfg.clone()
+        };
+        for (name, conc, cfg, memory) in [
+            ("rpm+tpm+conc, Redis", true, &cfg, 1),
+            ("rpm+tpm+conc, Redis+lease", true, &leased, 1),
+            ("rpm+tpm, Redis", false, &cfg, 2),
+            ("rpm+tpm, Redis+lease", false, &leased, 2),
+        ] {
+            runs.push((
+                name,
+                lumen(sim, Some(auth(conc)), Some(cfg.clone())).await,
+                &key[..],
+                memory,
+            ));
+        }
     } else {
         println!("redis-server not installed: skipping the Redis run");
     }
-    for (_, addr, h) in &runs {
+    for (_, addr, h, _) in &runs {
         latencies(*addr, PATH, BODY, h, 1_000).await;
     }
     println!("sequential non-streamed chat, {n} requests each, one keep-alive connection");
     let base = latencies(plain, PATH, BODY, &[], n).await;
-    for (name, addr, h) in &runs {
+    for (name, addr, h, _) in &runs {
         let l = if *name == "no keys" {
             base.clone()
         } else {
             latencies(*addr, PATH, BODY, h, n).await
         };
         println!(
-            "  {name:<24} p50 {:>7.1} µs  p99 {:>7.1} µs   added vs no keys: p50 {:>6.1} µs  p99 {:>6.1} µs",
+            "  {name:<28} p50 {:>7.1} µs  p99 {:>7.1} µs   added vs no keys: p50 {:>6.1} µs  p99 {:>6.1} µs",
             pct(&l, 0.5),
             pct(&l, 0.99),
             pct(&l, 0.5) - pct(&base, 0.5),
@@ -170,6 +205,7 @@ async fn main() {
         "closed loop, {CONNS} connections, {SECS} s a run, each run {ROUNDS} times (alternated)"
     );
     let redis_pid = redis.as_ref().map(|r| r.id());
+    let on_redis = |name: &str| name.contains("Redis");
     let redis_cli = |args: &[&str]| {
         std::process::Command::new("redis-cli")
             .args(["-p", &port])
@@ -183,57 +219,79 @@ async fn main() {
     }
     let mut rates = vec![Vec::new(); runs.len()];
     let mut cpu = vec![Vec::new(); runs.len()];
+    // Redis's command counts per configuration: (requests served, INFO commandstats).
+    let mut commands: Vec<(f64, Vec<(String, f64)>)> = vec![(0.0, Vec::new()); runs.len()];
+    let stats = |info: Option<String>| -> Vec<(String, f64)> {
+        info.unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_"))
+            .map(|line| {
+                let (name, rest) = line.split_once(':').unwrap_or((line, ""));
+                let calls = rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                (name.trim_start_matches("cmdstat_").to_owned(), calls)
+            })
+            .collect()
+    };
     for _ in 0..ROUNDS {
-        for (i, (_, addr, h)) in runs.iter().enumerate() {
+        for (i, (name, addr, h, _)) in runs.iter().enumerate() {
+            let stats_before = on_redis(name).then(|| stats(redis_cli(&["INFO", "commandstats"])));
             let before = (cpu_us(None), redis_pid.map(|p| cpu_us(Some(p))));
             let rate = throughput(*addr, PATH, BODY, h, CONNS, SECS).await;
             let after = (cpu_us(None), redis_pid.map(|p| cpu_us(Some(p))));
             let served = rate * SECS as f64;
-            let redis_us = match (before.1, after.1, i) {
-                (Some(b), Some(a), 2) => (a - b) / served,
+            let redis_us = match (before.1, after.1, on_redis(name)) {
+                (Some(b), Some(a), true) => (a - b) / served,
                 _ => 0.0,
             };
+            if let Some(b) = stats_before {
+                let a = stats(redis_cli(&["INFO", "commandstats"]));
+                let c = &mut commands[i];
+                c.0 += served;
+                for (cmd, n) in a {
+                    let was = b.iter().find(|(x, _)| *x == cmd).map_or(0.0, |x| x.1);
+                    match c.1.iter_mut().find(|(x, _)| *x == cmd) {
+                        Some(slot) => slot.1 += n - was,
+                        None => c.1.push((cmd, n - was)),
+                    }
+                }
+            }
             rates[i].push(rate);
             cpu[i].push(((after.0 - before.0) / served, redis_us));
         }
     }
-    // What each request costs Redis: its commands, per request of the Redis runs.
-    if let (Some(_), Some(rate)) = (redis.as_ref(), rates.get(2)) {
-        let served = rate.iter().sum::<f64>() * SECS as f64;
-        if let Some(stats) = redis_cli(&["INFO", "commandstats"]) {
-            println!("  Redis commands per request on the Redis runs ({served:.0} requests):");
-            for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
-                let (name, rest) = line.split_once(':').unwrap_or((line, ""));
-                let field = |f: &str| {
-                    rest.split(',')
-                        .find_map(|kv| kv.strip_prefix(f))
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .unwrap_or(0.0)
-                };
-                println!(
-                    "    {:<16} {:>6.2} a request, {:>6.1} µs each",
-                    name.trim_start_matches("cmdstat_"),
-                    field("calls=") / served,
-                    field("usec_per_call=")
-                );
-            }
+    // What each request costs Redis: its commands, per request of each Redis configuration.
+    for ((name, _, _, _), (served, cmds)) in runs.iter().zip(&commands) {
+        if *served == 0.0 {
+            continue;
         }
+        let per: Vec<String> = cmds
+            .iter()
+            .filter(|(c, n)| *n > 0.0 && c != "info")
+            .map(|(c, n)| format!("{c} {:.3}", n / served))
+            .collect();
+        println!("  Redis commands a request, {name}: {}", per.join(", "));
     }
+    let runs_names: Vec<&str> = runs.iter().map(|r| r.0).collect();
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let memory_rate = median(&rates[1]);
-    for (((name, _, _), r), c) in runs.iter().zip(&rates).zip(&cpu) {
+    for (((name, _, _, memory), r), c) in runs.iter().zip(&rates).zip(&cpu) {
+        let memory_rate = median(&rates[*memory]);
         let runs: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
         let own: Vec<f64> = c.iter().map(|x| x.0).collect();
         let redis: Vec<f64> = c.iter().map(|x| x.1).collect();
         println!(
-            "  {name:<24} {:>8.0} req/s (median of {}), {:.2}x key + limits in memory; CPU a request: {:.0} µs here, {:.1} µs redis-server",
+            "  {name:<28} {:>8.0} req/s (median of {}), {:.2}x {}; CPU a request: {:.0} µs here, {:.1} µs redis-server",
             median(r),
             runs.join(" / "),
             median(r) / memory_rate,
+            runs_names[*memory],
             median(&own),
             median(&redis),
         );

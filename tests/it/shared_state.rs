@@ -352,6 +352,7 @@ fn redis(url: &str, fail_closed: bool) -> RedisConfig {
         fail_closed,
         required: true,
         key_cache_ms: 5_000,
+        lease: Default::default(),
     }
 }
 
@@ -809,4 +810,73 @@ async fn usage_history_is_one_total_across_three_replicas_on_redis() {
     )
     .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
+}
+
+/// Two replicas with block leases (`redis.lease`) on one Redis: admission is approximate only
+/// within the blocks (never past the limit, at most a block a replica left unused), while the
+/// usage history — what finance reads — counts every admitted request's real tokens exactly.
+#[tokio::test]
+async fn leases_bound_admission_and_keep_usage_exact() {
+    let server = RedisServer::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let (limit, block) = (40, 10);
+    let keys = || {
+        vec![key(
+            "team-a",
+            KEY,
+            None,
+            LimitSpec {
+                rpm: Some(limit),
+                tpm: Some(1_000_000),
+                ..Default::default()
+            },
+        )]
+    };
+    let leased = RedisConfig {
+        lease: lumen_governance::limits::LeaseSettings {
+            fraction: 0.25,
+            ..Default::default()
+        },
+        ..redis(&server.url(), false)
+    };
+    let replica = || single_shot(&[&a]).auth(auth(keys())).redis(leased.clone());
+    let one = Lumen::start(replica().build().unwrap()).await;
+    let two = Lumen::start(replica().build().unwrap()).await;
+    let (mut admitted, mut input, mut output) = (0, 0, 0);
+    for i in 0..70 {
+        let lumen = if i % 3 == 0 { &one } else { &two };
+        let r = call(lumen, KEY, &chat("m1", "")).await;
+        match r.status.as_u16() {
+            200 => {
+                admitted += 1;
+                let u = &r.json()["usage"];
+                input += u["prompt_tokens"].as_u64().unwrap();
+                output += u["completion_tokens"].as_u64().unwrap();
+            }
+            429 => {}
+            s => panic!("{s}: {}", r.text()),
+        }
+    }
+    assert!(admitted <= limit, "{admitted} admitted, limit {limit}");
+    assert!(admitted >= limit - 2 * block, "{admitted} admitted");
+    // The records are written after the responses: wait for them.
+    let mut seen = (0, 0, 0);
+    for _ in 0..50 {
+        let r = admin(
+            &one,
+            http::Method::GET,
+            "/admin/usage/history?key=team-a",
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let rows = r.json()["data"].as_array().unwrap().clone();
+        let sum = |f: &str| rows.iter().map(|r| r[f].as_u64().unwrap()).sum::<u64>();
+        seen = (sum("requests"), sum("input_tokens"), sum("output_tokens"));
+        if seen.0 >= admitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, (admitted, input, output), "usage is exact");
 }

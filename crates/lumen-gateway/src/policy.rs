@@ -605,6 +605,18 @@ impl Accountant {
             counts: &counts,
         });
         let day = Day::from_unix_ms((self.clock)());
+        // A store that queues the record (Redis) writes it, and reports its failure, by
+        // itself: no task for it.
+        let queued = self.usage.try_queue(&UsageDelta {
+            key,
+            model: served,
+            requested,
+            day,
+            counts,
+        });
+        if queued {
+            return;
+        }
         let (usage, observer) = (self.usage.clone(), self.observer.clone());
         let (key, served) = (key.to_owned(), served.to_owned());
         let requested = requested.map(str::to_owned);

@@ -189,6 +189,14 @@ pub trait UsageStore: Send + Sync {
     /// out may still apply it): the caller logs it and goes on, the request is not failed.
     fn record<'a>(&'a self, delta: UsageDelta<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// [`UsageStore::record`] for a caller that does not wait for it: `true` when the store
+    /// queued the delta to write it by itself (and report its failure itself), so a request
+    /// needs no task to record its usage; `false` (the default, and a full queue): nothing was
+    /// done, call `record`.
+    fn try_queue(&self, _delta: &UsageDelta<'_>) -> bool {
+        false
+    }
+
     /// Rows in the query's range that pass its filters, in [`UsageRow::sort`] order, without
     /// cost (see [`PriceTable::apply`]).
     fn query<'a>(

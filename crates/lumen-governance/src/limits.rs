@@ -4,8 +4,11 @@
 //! A request reserves an estimate of its tokens at admission (prompt size plus `max_tokens`) and
 //! settles with the engine's real usage afterwards. All counters of one request are checked and
 //! charged in one atomic store operation — one Redis round trip — so limits are exact across
-//! replicas. Minute windows start at a key's first request (no clock-boundary effects between
-//! replicas); quotas use calendar days and months (UTC).
+//! replicas; with block leases on (`redis.lease`, [`LeaseSettings`]) `rpm` and `tpm` are
+//! admitted from blocks a replica charged beforehand, never past the limit but with up to a
+//! block per replica left unused (see the `lease` module). Minute windows start at a key's
+//! first request (no clock-boundary effects between replicas); quotas use calendar days and
+//! months (UTC).
 
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +20,11 @@ use futures::future::BoxFuture;
 use crate::keys::ApiKey;
 pub use crate::spec::LimitSpec;
 use crate::store::{Clock, Counter, CounterState, Expiry, LimitStore, StoreError, Ticket, Verdict};
+
+mod lease;
+
+pub use lease::{LeaseSettings, LeaseSettingsError};
+use lease::{LeasedTokens, Leases, Returned};
 
 const MINUTE: Duration = Duration::from_secs(60);
 /// How long a concurrency slot outlives its last renewal. It bounds how long a slot whose
@@ -112,6 +120,11 @@ pub struct Reservation {
     moved: bool,
     /// Lease counters holding one slot for this request.
     concurrency_keys: Vec<String>,
+    /// Token counters whose estimate came out of a block of this replica (leases on): their
+    /// settlement corrects the block while it lives.
+    leased: Vec<LeasedTokens>,
+    /// What was left of blocks this request replaced, given back to the store when it settles.
+    returns: Vec<Returned>,
 }
 
 impl Reservation {
@@ -125,6 +138,8 @@ impl Reservation {
             model_scoped: Vec::new(),
             moved: false,
             concurrency_keys: Vec::new(),
+            leased: Vec::new(),
+            returns: Vec::new(),
         }
     }
 
@@ -166,12 +181,15 @@ impl Reservation {
 
     /// Whether [`Limiter::settle`] has anything to do.
     pub fn needs_settling(&self, actual_tokens: Option<u64>) -> bool {
+        let corrects = |s: &bool| {
+            self.actual_for(*s, actual_tokens)
+                .is_some_and(|a| a != self.estimate)
+        };
         self.ticket.is_some()
             && (!self.concurrency_keys.is_empty()
-                || self.model_scoped.iter().any(|s| {
-                    self.actual_for(*s, actual_tokens)
-                        .is_some_and(|a| a != self.estimate)
-                }))
+                || self.model_scoped.iter().any(corrects)
+                || self.leased.iter().map(|t| &t.scoped).any(corrects)
+                || !self.returns.is_empty())
     }
 
     /// Whether the request holds concurrency slots, which it must renew (every
@@ -205,6 +223,9 @@ fn ticket(name: &str) -> Ticket {
 pub struct Limiter {
     store: Arc<dyn LimitStore>,
     clock: Clock,
+    /// Blocks of `rpm` and `tpm` windows this replica holds; `None` (the default): every
+    /// request is charged on the store on its own.
+    leases: Option<Arc<Leases>>,
 }
 
 impl Limiter {
@@ -213,7 +234,19 @@ impl Limiter {
     pub const RENEW_EVERY: Duration = Duration::from_secs(LEASE.as_secs() / 3);
 
     pub fn new(store: Arc<dyn LimitStore>, clock: Clock) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            leases: None,
+        }
+    }
+
+    /// Admits `rpm` and `tpm` from blocks of their windows taken from the store (see
+    /// [`LeaseSettings`]); settings that are off leave the limiter exact. For a shared store:
+    /// in memory a block saves nothing.
+    pub fn with_leases(mut self, settings: LeaseSettings) -> Self {
+        self.leases = settings.enabled().then(|| Arc::new(Leases::new(settings)));
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn LimitStore> {
@@ -355,6 +388,11 @@ impl Limiter {
         if counters.is_empty() {
             return Ok((Reservation::none(), RateHeaders::default()));
         }
+        if let Some(leases) = &self.leases {
+            return self
+                .admit_leased(leases, key, counters, kinds, estimate)
+                .await;
+        }
         let ticket = ticket(&key.namespace());
         let admitted_at = (self.clock)();
         let verdict = self.store.acquire(&ticket, &counters).await?;
@@ -399,40 +437,7 @@ impl Limiter {
                         counters.len()
                     ))));
                 };
-                let retry_after = if *kind == Kind::Concurrent {
-                    Duration::from_secs(1)
-                } else {
-                    state.reset
-                };
-                match kind {
-                    Kind::Daily | Kind::Monthly => Err(LimitError::QuotaExceeded {
-                        key: key.name.clone(),
-                        period: if *kind == Kind::Daily {
-                            "daily"
-                        } else {
-                            "monthly"
-                        },
-                        limit: c.limit,
-                        retry_after,
-                    }),
-                    _ => {
-                        let mut h = RateHeaders::default();
-                        let entry =
-                            Some((c.limit, c.limit.saturating_sub(state.value), state.reset));
-                        match kind {
-                            Kind::Requests => h.requests = entry,
-                            Kind::Tokens => h.tokens = entry,
-                            _ => {}
-                        }
-                        Err(LimitError::RateLimited {
-                            key: key.name.clone(),
-                            what,
-                            limit: c.limit,
-                            retry_after,
-                            headers: h,
-                        })
-                    }
-                }
+                Err(refusal(key, c, *kind, what, state))
             }
         }
     }
@@ -443,16 +448,56 @@ impl Limiter {
         reservation: &Reservation,
         actual_tokens: Option<u64>,
     ) -> Result<(), StoreError> {
-        let Some(ticket) = &reservation.ticket else {
+        let Some((ticket, deltas)) = self.settlement_of(reservation, actual_tokens) else {
             return Ok(());
         };
-        if !reservation.needs_settling(actual_tokens) {
-            return Ok(());
-        }
-        let deltas = reservation.settlement(actual_tokens, (self.clock)());
         self.store
             .settle(ticket, &deltas, &reservation.concurrency_keys)
             .await
+    }
+
+    /// [`Limiter::settle`] for a request's way out, which does not wait for it: the store
+    /// queues it when it can (see [`LimitStore::try_queue_settle`]); otherwise the store
+    /// operation is returned, for the caller to run (it owns what it needs).
+    pub fn settle_detached(
+        &self,
+        reservation: &Reservation,
+        actual_tokens: Option<u64>,
+    ) -> Option<BoxFuture<'static, Result<(), StoreError>>> {
+        let (ticket, deltas) = self.settlement_of(reservation, actual_tokens)?;
+        let leases = &reservation.concurrency_keys;
+        if self.store.try_queue_settle(ticket, &deltas, leases) {
+            return None;
+        }
+        let (store, ticket, leases) = (self.store.clone(), ticket.clone(), leases.clone());
+        Some(Box::pin(async move {
+            store.settle(&ticket, &deltas, &leases).await
+        }))
+    }
+
+    /// What settling `reservation` asks of the store: its ticket and the corrections; `None`
+    /// when nothing. With leases, the blocks take their share first (once: this is the only
+    /// place that applies a settlement to them).
+    fn settlement_of<'r>(
+        &self,
+        reservation: &'r Reservation,
+        actual_tokens: Option<u64>,
+    ) -> Option<(&'r Ticket, Vec<(String, i64)>)> {
+        let ticket = reservation.ticket.as_ref()?;
+        if !reservation.needs_settling(actual_tokens) {
+            return None;
+        }
+        let now = (self.clock)();
+        let mut deltas = reservation.settlement(actual_tokens, now);
+        if let Some(leases) = &self.leases {
+            deltas.extend(Self::settle_leased(leases, reservation, actual_tokens, now));
+            // What the blocks took needs no store operation (so no task on the request's
+            // way out).
+            if deltas.is_empty() && reservation.concurrency_keys.is_empty() {
+                return None;
+            }
+        }
+        Some((ticket, deltas))
     }
 
     /// Keeps a live request's concurrency slots from expiring; call every
@@ -505,6 +550,49 @@ pub struct Usage {
     pub used: u64,
     pub limit: u64,
     pub reset: Duration,
+}
+
+/// The error for a request the store refused on counter `c`, which limits `what`.
+fn refusal(
+    key: &ApiKey,
+    c: &Counter,
+    kind: Kind,
+    what: &'static str,
+    state: CounterState,
+) -> LimitError {
+    let retry_after = if kind == Kind::Concurrent {
+        Duration::from_secs(1)
+    } else {
+        state.reset
+    };
+    match kind {
+        Kind::Daily | Kind::Monthly => LimitError::QuotaExceeded {
+            key: key.name.clone(),
+            period: if kind == Kind::Daily {
+                "daily"
+            } else {
+                "monthly"
+            },
+            limit: c.limit,
+            retry_after,
+        },
+        _ => {
+            let mut h = RateHeaders::default();
+            let entry = Some((c.limit, c.limit.saturating_sub(state.value), state.reset));
+            match kind {
+                Kind::Requests => h.requests = entry,
+                Kind::Tokens => h.tokens = entry,
+                _ => {}
+            }
+            LimitError::RateLimited {
+                key: key.name.clone(),
+                what,
+                limit: c.limit,
+                retry_after,
+                headers: h,
+            }
+        }
+    }
 }
 
 fn tighter(

@@ -91,6 +91,19 @@ pub trait LimitStore: Send + Sync {
         leases: &'a [String],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// [`LimitStore::settle`] for a caller that does not wait for it: `true` when the store
+    /// queued the settlement to write it by itself (and report its failure itself), so a
+    /// request's way out needs no task of its own; `false` (the default, and a full queue):
+    /// nothing was done, call `settle`.
+    fn try_queue_settle(
+        &self,
+        _ticket: &Ticket,
+        _deltas: &[(String, i64)],
+        _leases: &[String],
+    ) -> bool {
+        false
+    }
+
     /// Extends the ticket's slots in `leases` by `lease` from now. A slot that already expired
     /// or was freed stays free.
     fn renew<'a>(

@@ -56,6 +56,34 @@ impl RedisUsageStore {
     }
 }
 
+impl RedisUsageStore {
+    /// The write that records `delta`; `None` for an all-zero one.
+    fn write_of(&self, delta: &UsageDelta<'_>) -> Option<Write> {
+        if delta.counts.is_zero() {
+            return None;
+        }
+        let prefix = row_prefix(delta.key, delta.model, delta.requested());
+        let fields = COUNTERS
+            .iter()
+            .zip(counter_values(&delta.counts))
+            .filter(|(_, value)| *value != 0)
+            .map(|(letter, value)| {
+                let mut field = String::with_capacity(prefix.len() + 1);
+                field.push_str(&prefix);
+                field.push(char::from(*letter));
+                (field, i64::try_from(value).unwrap_or(i64::MAX))
+            })
+            .collect();
+        // Past the retention already (a late delta): Redis deletes the hash at once, so the
+        // delta is dropped the way the in-memory store drops it.
+        Some(Write::Usage {
+            hash: day_key(delta.day),
+            expires_at: self.expires_at(delta.day),
+            fields,
+        })
+    }
+}
+
 fn day_key(day: Day) -> String {
     format!("{USAGE_PREFIX}{day}")
 }
@@ -154,31 +182,18 @@ fn counter_values(c: &Counts) -> [u64; 5] {
 impl UsageStore for RedisUsageStore {
     fn record<'a>(&'a self, delta: UsageDelta<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            if delta.counts.is_zero() {
-                return Ok(());
+            match self.write_of(&delta) {
+                Some(w) => self.state.write(w).await,
+                None => Ok(()),
             }
-            let prefix = row_prefix(delta.key, delta.model, delta.requested());
-            let fields = COUNTERS
-                .iter()
-                .zip(counter_values(&delta.counts))
-                .filter(|(_, value)| *value != 0)
-                .map(|(letter, value)| {
-                    let mut field = String::with_capacity(prefix.len() + 1);
-                    field.push_str(&prefix);
-                    field.push(char::from(*letter));
-                    (field, i64::try_from(value).unwrap_or(i64::MAX))
-                })
-                .collect();
-            // Past the retention already (a late delta): Redis deletes the hash at once, so
-            // the delta is dropped the way the in-memory store drops it.
-            self.state
-                .write(Write::Usage {
-                    hash: day_key(delta.day),
-                    expires_at: self.expires_at(delta.day),
-                    fields,
-                })
-                .await
         })
+    }
+
+    fn try_queue(&self, delta: &UsageDelta<'_>) -> bool {
+        match self.write_of(delta) {
+            Some(w) => self.state.send(w).is_ok(),
+            None => true,
+        }
     }
 
     fn query<'a>(

@@ -287,6 +287,18 @@ pub(crate) enum Write {
     Barrier,
 }
 
+impl Write {
+    /// What the write is, as the request path names its store errors (`lumen_redis_errors_total`
+    /// `op`), for a failure the write queue reports itself.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Settle { .. } => "settle",
+            Self::Usage { .. } => "usage",
+            Self::Barrier => "flush",
+        }
+    }
+}
+
 /// What a batch of writes changes, merged per key: exact sums, so merging loses nothing.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Merged<'a> {

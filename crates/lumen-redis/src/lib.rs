@@ -6,7 +6,9 @@
 //! - [`LimitStore`]: one Lua script per request checks every counter, then charges every
 //!   counter — atomic and one round trip, so limits are exact across replicas. Concurrency is
 //!   a sorted set of per-request slots that expire unless renewed; an admission Lumen stopped
-//!   waiting for is undone when its script runs late (tickets and tombstones, below).
+//!   waiting for is undone when its script runs late (tickets and tombstones, below). With
+//!   `redis.lease` the same script charges blocks of `rpm` and `tpm` (a counter's cost is then
+//!   the block), which the limiter spends in process: nothing changes here.
 //! - [`CacheStore`]: `GET` / `SET PX`.
 //! - [`KeyStore`]: run-time API keys in a hash keyed by digest, with a short local cache so the
 //!   request path rarely waits on Redis for them.
@@ -18,8 +20,8 @@
 //! # Must not depend on
 //! hyper, the server, or any backend.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +40,7 @@ mod calls;
 
 pub use accounting::RedisUsageStore;
 
-use batch::{Queue, Shape, Submitted};
+use batch::{Queue, Shape, Submitted, Unwaited};
 use calls::{Admission, Invocation, Write, mode};
 
 /// Undo an admission the caller stopped waiting for: if its charge was applied, refund it
@@ -161,11 +163,18 @@ pub struct RedisState {
     acquires: Option<Queue<Admission, Result<Verdict, StoreError>>>,
     /// Settlements and usage records, one script call per batch.
     writes: Option<Queue<Write, ()>>,
+    /// Where the write queue reports the failure of a write no one waits for (see
+    /// [`RedisState::report_write_errors`]).
+    write_errors: Arc<OnceLock<WriteErrors>>,
     /// Admissions sent on their own and not answered yet (see [`DirectSlot`]).
     direct: Arc<AtomicUsize>,
     /// Run-time keys seen recently (or known absent), so key checks rarely wait on Redis.
     key_cache: moka::sync::Cache<[u8; 32], Option<ApiKey>>,
 }
+
+/// Counts (and logs) a store error of a write sent without waiting: the operation (`settle`,
+/// `usage`) and the error.
+pub type WriteErrors = Arc<dyn Fn(&'static str, &StoreError) + Send + Sync>;
 
 /// `redis.url` cannot be used (it does not parse, or names an unsupported scheme).
 #[derive(Debug, thiserror::Error)]
@@ -218,15 +227,24 @@ impl RedisState {
                 Box::new(move |batch| Box::pin(core.clone().acquire_batch(batch))),
             )
         };
+        let write_errors: Arc<OnceLock<WriteErrors>> = Arc::default();
         let writes = {
             let core = core.clone();
-            Queue::start(
+            let errors = write_errors.clone();
+            Queue::start_with(
                 Shape {
                     capacity: WRITE_QUEUE,
                     max_batch: WRITE_BATCH,
                     skip_abandoned: false,
                 },
                 Box::new(move |batch| Box::pin(core.clone().write_batch(batch))),
+                Some(Unwaited {
+                    label: Write::label,
+                    report: Box::new(move |op, e| match errors.get() {
+                        Some(report) => report(op, e),
+                        None => tracing::warn!(op, error = %e, "shared-state store error"),
+                    }),
+                }),
             )
         };
         Ok(Self {
@@ -237,6 +255,7 @@ impl RedisState {
             read: Script::new(READ),
             acquires,
             writes,
+            write_errors,
             direct: Arc::new(AtomicUsize::new(0)),
             key_cache: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -273,6 +292,22 @@ impl RedisState {
         match self.writes.as_ref().map(|q| q.submit(Write::Barrier)) {
             Some(Submitted::Queued(reply)) => flatten(reply.await),
             _ => Ok(()),
+        }
+    }
+
+    /// Where the failures of writes sent without waiting ([`LimitStore::try_queue_settle`],
+    /// [`lumen_governance::accounting::UsageStore::try_queue`]) go: the server counts them as
+    /// it counts a failure its request path sees. Set once; before it is set, they are logged.
+    pub fn report_write_errors(&self, report: WriteErrors) {
+        let _ = self.write_errors.set(report);
+    }
+
+    /// Queues `w` for the next batch of writes without waiting for it (its failure goes to
+    /// [`RedisState::report_write_errors`]); hands it back when the queue is full or absent.
+    fn send(&self, w: Write) -> Result<(), Write> {
+        match &self.writes {
+            Some(q) => q.send(w),
+            None => Err(w),
         }
     }
 
@@ -528,6 +563,20 @@ impl LimitStore for RedisState {
             deltas: deltas.to_vec(),
             leases: leases.to_vec(),
         }))
+    }
+
+    fn try_queue_settle(
+        &self,
+        ticket: &Ticket,
+        deltas: &[(String, i64)],
+        leases: &[String],
+    ) -> bool {
+        self.send(Write::Settle {
+            ticket: ticket.clone(),
+            deltas: deltas.to_vec(),
+            leases: leases.to_vec(),
+        })
+        .is_ok()
     }
 
     fn renew<'a>(

@@ -20,6 +20,11 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port).await
+    }
+
+    /// On `port` (a server that was there before and went away, coming back empty).
+    async fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -388,3 +393,61 @@ async fn flush_waits_for_what_was_queued() {
         p.await.unwrap().unwrap();
     }
 }
+
+/// Settlements and usage records queued with no one waiting (a request's way out, without a
+/// task each) are written with the next batch; when Redis is gone, the queue reports each
+/// one's failure under the operation the request path would have named.
+#[tokio::test]
+async fn writes_no_one_waits_for_land_or_are_reported() {
+    let server = Server::start().await;
+    let s = Arc::new(server.state());
+    let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
+    s.report_write_errors({
+        let reported = reported.clone();
+        Arc::new(move |op, _| reported.lock().unwrap().push(op))
+    });
+    let usage = crate::RedisUsageStore::new(s.clone(), 30);
+    let rpm = window("lumen:rl:{k}:*:tpm", 1_000, 100);
+    let conc = lease(10, Duration::from_secs(60));
+    let counters = [rpm.clone(), conc.clone()];
+    let t = ticket("q");
+    s.acquire(&t, &counters).await.unwrap();
+    assert!(s.try_queue_settle(
+        &t,
+        &[(rpm.key.clone(), -60)],
+        std::slice::from_ref(&conc.key)
+    ));
+    let day = lumen_governance::accounting::Day::from_unix_ms(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let delta = lumen_governance::accounting::UsageDelta {
+        key: "k",
+        model: "m",
+        requested: None,
+        day,
+        counts: lumen_governance::accounting::Counts {
+            requests: 1,
+            input_tokens: 40,
+            ..Default::default()
+        },
+    };
+    assert!(usage.try_queue(&delta));
+    s.flush().await.unwrap();
+    assert_eq!(values(&s, &counters).await, [40, 0]);
+    let q = lumen_governance::accounting::UsageQuery::new(day, day).unwrap();
+    let rows = usage.query(&q).await.unwrap();
+    assert_eq!(rows[0].counts.input_tokens, 40);
+    assert!(reported.lock().unwrap().is_empty());
+    drop(server);
+    assert!(s.try_queue_settle(&t, &[(rpm.key.clone(), -10)], &[]));
+    assert!(usage.try_queue(&delta));
+    let _ = s.flush().await;
+    let mut got = reported.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(got, ["settle", "usage"]);
+}
+
+mod lease;

@@ -404,6 +404,9 @@ pub struct RedisConfig {
     pub required: bool,
     /// How long a run-time API key looked up in Redis is trusted locally.
     pub key_cache_ms: u64,
+    /// `[redis.lease]`: admit `rpm` and `tpm` from blocks of their windows taken from Redis
+    /// (off unless `fraction` > 0; see `docs/keys-and-limits.md`).
+    pub lease: lumen_governance::limits::LeaseSettings,
 }
 
 impl Default for RedisConfig {
@@ -414,6 +417,7 @@ impl Default for RedisConfig {
             fail_closed: false,
             required: false,
             key_cache_ms: 5_000,
+            lease: lumen_governance::limits::LeaseSettings::default(),
         }
     }
 }
@@ -988,6 +992,9 @@ impl LumenConfig {
                 "must be greater than 0",
             ));
         }
+        self.redis.lease.validate().map_err(|e| {
+            ConfigError::invalid(format!("redis.lease.{}", e.field()), e.to_string())
+        })?;
         if self.cache.ttl_ms == 0 {
             return Err(ConfigError::invalid(
                 "cache.ttl_ms",

@@ -380,12 +380,25 @@ impl GatewayBuilder {
             t.set_backends(self.urls);
         }
         let stores = Stores::new(&self.redis, &self.cache, &self.accounting)?;
+        let observer = Arc::new(ServerObserver::new(
+            metrics.clone(),
+            self.accounting.key_metrics,
+        ));
+        if let Some(redis) = &stores.redis {
+            // Settlements and usage records Redis writes without a caller waiting: their
+            // failures are counted and logged as the request path's own are.
+            let observer = observer.clone();
+            redis.report_write_errors(Arc::new(move |op, e| {
+                tracing::warn!(op, error = %e, "shared-state store error");
+                lumen_gateway::Observer::event(
+                    observer.as_ref(),
+                    &lumen_gateway::Event::StoreFailed { op },
+                );
+            }));
+        }
         let core = self
             .core
-            .observer(Arc::new(ServerObserver::new(
-                metrics.clone(),
-                self.accounting.key_metrics,
-            )))
+            .observer(observer)
             .policy(
                 stores.policy,
                 policy_settings(&self.auth, &self.limits, &self.cache, &self.redis)?,

@@ -45,7 +45,8 @@ impl Stores {
                 let clock = clock();
                 Ok(Self {
                     policy: PolicyStores {
-                        limiter: Limiter::new(state.clone() as Arc<dyn LimitStore>, clock.clone()),
+                        limiter: Limiter::new(state.clone() as Arc<dyn LimitStore>, clock.clone())
+                            .with_leases(redis.lease),
                         cache: state.clone(),
                         keys: state.clone(),
                         usage: Arc::new(RedisUsageStore::new(

@@ -104,16 +104,19 @@ impl Drop for Settlement {
         if !self.reservation.needs_settling(tokens) {
             return;
         }
-        let limiter = self.limiter.clone();
-        let reservation = std::mem::replace(&mut self.reservation, Reservation::none());
+        // A store that queues the settlement (Redis) writes it, and reports its failure, by
+        // itself: no task for it.
+        let Some(op) = self.limiter.settle_detached(&self.reservation, tokens) else {
+            return;
+        };
         let observer = self.observer.clone();
         let settle = async move {
-            if let Err(e) = limiter.settle(&reservation, tokens).await {
+            if let Err(e) = op.await {
                 store_failed(observer.as_ref(), "settle", &e);
             }
         };
-        // The in-memory store completes at once: settle inline. A remote store gets a task, so
-        // the response never waits for it.
+        // The in-memory store completes at once: settle inline. Otherwise (a remote store
+        // whose queue is full) a task, so the response never waits for it.
         let mut settle = Box::pin(settle);
         if futures::FutureExt::now_or_never(settle.as_mut()).is_none() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {

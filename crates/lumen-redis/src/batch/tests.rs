@@ -126,3 +126,56 @@ async fn abandoned_items_are_skipped_only_when_asked() {
         assert_eq!(b[1], want, "skip_abandoned={skip}");
     }
 }
+
+/// Items no one waits for go in the same batches; a failed batch reports each of them, by
+/// label, to the queue (and a waiting caller still gets the error itself).
+#[tokio::test]
+async fn the_queue_reports_what_no_one_waits_for() {
+    let reported = Arc::new(Mutex::new(Vec::new()));
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let flush: Flush<u32, u32> = {
+        let (fail, batches) = (fail.clone(), batches.clone());
+        Box::new(move |items: Vec<u32>| {
+            let (fail, batches) = (fail.clone(), batches.clone());
+            Box::pin(async move {
+                batches.lock().unwrap().push(items.clone());
+                if fail.load(std::sync::atomic::Ordering::SeqCst) {
+                    Err(StoreError::Timeout)
+                } else {
+                    Ok(items)
+                }
+            })
+        })
+    };
+    let unwaited = Unwaited {
+        label: |i: &u32| if i % 2 == 0 { "even" } else { "odd" },
+        report: Box::new({
+            let reported = reported.clone();
+            move |label, e: &StoreError| reported.lock().unwrap().push((label, e.clone()))
+        }),
+    };
+    let q = Queue::start_with(shape(64, true), flush, Some(unwaited)).unwrap();
+    q.send(1).unwrap();
+    q.send(2).unwrap();
+    let Submitted::Queued(r) = q.submit(3) else {
+        panic!("queued")
+    };
+    assert_eq!(r.await.unwrap().unwrap(), 3);
+    assert!(reported.lock().unwrap().is_empty(), "nothing failed");
+    assert_eq!(batches.lock().unwrap().concat(), [1, 2, 3]);
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    q.send(4).unwrap();
+    q.send(5).unwrap();
+    let Submitted::Queued(r) = q.submit(6) else {
+        panic!("queued")
+    };
+    assert_eq!(r.await.unwrap(), Err(StoreError::Timeout));
+    let mut got = reported.lock().unwrap().clone();
+    got.sort_by_key(|(label, _)| *label);
+    assert_eq!(
+        got,
+        [("even", StoreError::Timeout), ("odd", StoreError::Timeout)],
+        "4 and 5 reported by the queue, 6 by its caller"
+    );
+}

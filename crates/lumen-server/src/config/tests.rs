@@ -539,3 +539,33 @@ fn a_zero_backlog_is_refused() {
     let e = cfg.validate().unwrap_err();
     assert!(e.to_string().contains("server.backlog"), "{e}");
 }
+
+#[test]
+fn redis_leases_are_off_by_default_and_checked() {
+    Jail::expect_with(|jail| {
+        jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
+        let cfg = load_in(jail, None).unwrap();
+        assert!(!cfg.redis.lease.enabled(), "off unless asked for");
+        jail.create_file(
+            "lumen.toml",
+            "[redis.lease]\nfraction = 0.02\nmax_requests = 50\n",
+        )?;
+        let cfg = load_in(jail, Some("lumen.toml")).unwrap();
+        assert_eq!(cfg.redis.lease.fraction, 0.02);
+        assert_eq!(cfg.redis.lease.max_requests, 50);
+        assert_eq!(cfg.redis.lease.max_tokens, 1_000_000, "the default");
+        jail.set_env("LUMEN_REDIS__LEASE__FRACTION", "0.75");
+        let err = load_in(jail, Some("lumen.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("redis.lease.fraction:"), "{err}");
+        assert!(err.contains("0 (leases off) to 0.5"), "{err}");
+        jail.set_env("LUMEN_REDIS__LEASE__FRACTION", "0.1");
+        jail.set_env("LUMEN_REDIS__LEASE__MAX_TOKENS", "0");
+        let err = load_in(jail, Some("lumen.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("redis.lease.max_tokens:"), "{err}");
+        jail.set_env("LUMEN_REDIS__LEASE__MAX_TOKENS", "1000");
+        jail.create_file("typo.toml", "[redis.lease]\nfractoin = 0.1\n")?;
+        let err = load_in(jail, Some("typo.toml")).unwrap_err().to_string();
+        assert!(err.contains("fractoin"), "{err}");
+        Ok(())
+    });
+}
