@@ -1714,6 +1714,11 @@ fn in_front_of_engine(url: &str) -> lumen_server::GatewayBuilder {
     cfg.max_response_bytes = MAX_RESPONSE;
     lumen_server::Gateway::builder()
         .health(no_health_checks())
+        // Nothing but the test's requests reaches the hostile engine (no `/metrics` scrape).
+        .governance(lumen_governance::GovernanceConfig {
+            policy: lumen_governance::Policy::RoundRobin,
+            ..lumen_governance::GovernanceConfig::default()
+        })
         .backend(
             "engine",
             lumen_backend_vllm::VllmBackend::new(cfg).unwrap(),

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 fn continuing() -> GovernanceConfig {
     GovernanceConfig {
         stream_continuation: true,
+        // The stream breaks on the first backend; its continuation goes to the next.
+        policy: lumen_governance::Policy::RoundRobin,
         ..GovernanceConfig::default()
     }
 }

@@ -192,7 +192,14 @@ pub fn translating_builder(urls: &[&str]) -> GatewayBuilder {
 
 /// Like [`builder`], each backend (`b0`, `b1`, ...) with whether it serves `/v1/messages`.
 pub fn builder_native(urls: &[(&str, bool)]) -> GatewayBuilder {
-    let mut b = Gateway::builder().health(no_health_checks());
+    // Round robin, so tests of failover and streaming know which backend a request meets
+    // first (routing tests set their own policy).
+    let mut b = Gateway::builder().health(no_health_checks()).governance(
+        lumen_governance::GovernanceConfig {
+            policy: lumen_governance::Policy::RoundRobin,
+            ..lumen_governance::GovernanceConfig::default()
+        },
+    );
     for (i, (url, native)) in urls.iter().enumerate() {
         let name = format!("b{i}");
         let mut cfg = lumen_backend_vllm::VllmConfig::new(name.clone(), *url);

@@ -542,11 +542,13 @@ impl Gateway {
     }
 
     /// The prompt key `cache_aware` routes by (and whose length `load_aware` weighs), read
-    /// only when some model may use either.
+    /// only when some model may use either and some pool has a choice to make (a deployment
+    /// with one engine a model pays nothing for the default policy).
     fn routing_prompt(&self, read: impl FnOnce(usize) -> PromptKey) -> Option<PromptKey> {
         use lumen_governance::Policy;
-        let cfg = self.inner.router.config();
-        (cfg.uses(Policy::CacheAware) || cfg.uses(Policy::LoadAware))
+        let router = &self.inner.router;
+        let cfg = router.config();
+        ((cfg.uses(Policy::CacheAware) || cfg.uses(Policy::LoadAware)) && router.has_choice())
             .then(|| read(cfg.prefix_bytes))
     }
 

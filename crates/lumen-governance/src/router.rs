@@ -263,6 +263,8 @@ struct Table<B> {
     /// public ids over them). Such a model that has no backend now is temporarily unavailable
     /// (503), not unknown (404). Filled from discovery only, never from requests.
     known: std::collections::BTreeSet<String>,
+    /// Some pool has more than one backend (see [`Router::has_choice`]).
+    choice: bool,
 }
 
 impl<B> Table<B> {
@@ -312,10 +314,12 @@ impl<B> Table<B> {
         });
         known.extend(public.keys().cloned());
         known.extend(by_model.keys().cloned());
-        let pools = by_model
+        let pools: rustc_hash::FxHashMap<String, Pool> = by_model
             .into_iter()
             .map(|(id, idx)| (id, Pool::new(idx, &members)))
             .collect();
+        let choice = pools.values().any(|p| p.members.len() > 1)
+            || passthrough.as_ref().is_some_and(|p| p.members.len() > 1);
         Self {
             cfg,
             members,
@@ -323,6 +327,7 @@ impl<B> Table<B> {
             public,
             passthrough,
             known,
+            choice,
         }
     }
 }
@@ -645,6 +650,15 @@ impl<B: Clone> Router<B> {
         if cands.is_empty() {
             return None;
         }
+        let bytes_unread = req
+            .prompt
+            .map_or(UNREAD_PROMPT_BYTES, PromptKey::prompt_len);
+        if pool.members.len() == 1 {
+            // A pool of one: no choice to make, so no policy work (no index lookup, nothing
+            // recorded). A pool narrowed to one by exclusions still runs its policy, which
+            // keeps round robin's turn moving as it always has.
+            return Some((slot(cands[0]).clone(), bytes_unread));
+        }
         let view = policy::View {
             cands: &cands,
             in_flight: &|k| slot(k).in_flight(),
@@ -653,9 +667,7 @@ impl<B: Clone> Router<B> {
         };
         // What the chosen engine must prefill: the whole prompt unless `cache_aware` knows
         // better.
-        let mut bytes = req
-            .prompt
-            .map_or(UNREAD_PROMPT_BYTES, PromptKey::prompt_len);
+        let mut bytes = bytes_unread;
         let chosen = match policy {
             Policy::RoundRobin => policy::round_robin(&view, &pool.schedule, &pool.cursor),
             Policy::LeastInFlight => policy::least_in_flight(&view, &pool.cursor),
@@ -786,6 +798,12 @@ impl<B: Clone> Router<B> {
         let index = Arc::new(Mutex::new(PrefixIndex::new(cfg.max_entries, cfg.ttl_ms)));
         map.insert(key.to_owned(), index.clone());
         index
+    }
+
+    /// Whether any pool (or the passthrough pool) has more than one backend: otherwise no
+    /// policy has a choice to make, and the caller need not read prompts for one.
+    pub fn has_choice(&self) -> bool {
+        self.table.load().choice
     }
 
     /// Entries in the cache-aware indexes, summed (for reports: each costs about 80 bytes).

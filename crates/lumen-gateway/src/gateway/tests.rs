@@ -261,6 +261,11 @@ type Calls = Arc<Mutex<Vec<(String, String)>>>;
 
 fn core(backends: Vec<Scripted>, breaker_after: u32, seen: &Arc<Seen>) -> Gateway {
     let mut b = Gateway::builder()
+        // Failover in a known order: the first request to the first backend.
+        .governance(GovernanceConfig {
+            policy: lumen_governance::Policy::RoundRobin,
+            ..GovernanceConfig::default()
+        })
         .retry(RetryConfig {
             max_attempts: Some(3),
             backoff: BackoffKind::Linear,
@@ -595,6 +600,8 @@ async fn a_retry_after_is_honoured() {
 fn continuing_core(backends: Vec<Scripted>) -> Gateway {
     let mut b = Gateway::builder().governance(GovernanceConfig {
         stream_continuation: true,
+        // The stream breaks on the first backend, the continuation goes to the second.
+        policy: lumen_governance::Policy::RoundRobin,
         ..GovernanceConfig::default()
     });
     for s in backends {

@@ -81,7 +81,10 @@ fn counts_of(c: &BTreeMap<String, usize>) -> Vec<usize> {
 fn weighted_round_robin_is_exact() {
     let m: &[&str] = &["m"];
     let r = Router::new(
-        GovernanceConfig::default(),
+        GovernanceConfig {
+            policy: Policy::RoundRobin,
+            ..GovernanceConfig::default()
+        },
         vec![
             spec("a", Some(m), 1),
             spec("b", Some(m), 2),
@@ -509,4 +512,56 @@ fn reload_keeps_unchanged_slots_and_rejects_bad_config() {
     let err = r.reconfigure(bad, vec![spec("a", None, 1)]).unwrap_err();
     assert_eq!(err.key, "routing.passthrough.backends");
     assert_eq!(r.slots().len(), 3, "old table stays live");
+}
+
+#[test]
+fn a_pool_of_one_makes_no_policy_work() {
+    // One engine a model: nothing to choose, so the gateway need not read the prompt and the
+    // router records nothing in the cache-aware index.
+    let m: &[&str] = &["m"];
+    let one = Router::new(GovernanceConfig::default(), vec![spec("a", Some(m), 1)]).unwrap();
+    assert!(!one.has_choice());
+    let mut h = crate::prefix::PromptHasher::new(1 << 16, 256);
+    h.message(
+        "user",
+        "a question long enough to fill a block "
+            .repeat(40)
+            .as_bytes(),
+    );
+    let key = h.finish(None);
+    let lease = one
+        .route(&RouteRequest {
+            model: "m",
+            prompt: Some(&key),
+            now_ms: 1,
+            ..RouteRequest::default()
+        })
+        .unwrap()
+        .lease;
+    assert_eq!(lease.name, "a");
+    assert_eq!(one.indexed_entries(), 0);
+    // Two engines serving different models: still no choice within any pool.
+    let apart = Router::new(
+        GovernanceConfig::default(),
+        vec![spec("a", Some(&["m"]), 1), spec("b", Some(&["n"]), 1)],
+    )
+    .unwrap();
+    assert!(!apart.has_choice());
+    let two = Router::new(
+        GovernanceConfig::default(),
+        vec![spec("a", Some(m), 1), spec("b", Some(m), 1)],
+    )
+    .unwrap();
+    assert!(two.has_choice());
+    let lease = two
+        .route(&RouteRequest {
+            model: "m",
+            prompt: Some(&key),
+            now_ms: 1,
+            ..RouteRequest::default()
+        })
+        .unwrap()
+        .lease;
+    drop(lease);
+    assert!(two.indexed_entries() > 0, "a choice is recorded");
 }

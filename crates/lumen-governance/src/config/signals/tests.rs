@@ -54,7 +54,12 @@ fn bad_settings_name_their_key() {
 
 #[test]
 fn signals_are_scraped_when_something_reads_them() {
-    let mut c = GovernanceConfig::default();
+    // The default policy (`cache_aware`) reads them.
+    assert!(GovernanceConfig::default().scrapes_signals());
+    let mut c = GovernanceConfig {
+        policy: Policy::RoundRobin,
+        ..GovernanceConfig::default()
+    };
     assert!(!c.scrapes_signals());
     c.models.insert(
         "m".into(),
