@@ -236,8 +236,9 @@ pub async fn version(router: Router, binary: &Path) -> String {
     if !printed.is_empty() {
         return printed;
     }
-    wheel_version(router, binary)
-        .map_or_else(String::new, |v| format!("{} {v} (wheel)", router.name()))
+    wheel_version(router, binary).map_or_else(String::new, |v| {
+        format!("{} {v} per its wheel", router.name())
+    })
 }
 
 /// The version in `<venv>/lib/python*/site-packages/<wheel>-<version>.dist-info`, for a
