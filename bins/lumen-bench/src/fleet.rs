@@ -652,8 +652,13 @@ mod tests {
             ["smg cache_aware", "vllm-router power_of_two"]
         );
         assert!(fleet(&["--peers", "haproxy:leastconn"]).is_err());
-        assert!(
-            fleet(&["--peers", "--offline"]).is_err(),
+        // A flag after it is a flag, not a peer.
+        let f = fleet(&["--peers", "--quick"]).unwrap();
+        assert!(f.quick && f.peers == Some(vec![]));
+        let offline = fleet(&["--offline", "--peers", "smg:cache_aware"]);
+        assert_eq!(
+            offline.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict),
             "peers are processes"
         );
     }
