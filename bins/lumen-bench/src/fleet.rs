@@ -8,6 +8,9 @@
 //! engines' own counters (delta over the measured window), and load imbalance (the busiest
 //! engine's requests over the mean).
 //!
+//! With `--peers`, vLLM's and SGLang's routers run in Lumen's place as well (`peers.rs`): same
+//! engines, arrivals and figures, one row per router and policy.
+//!
 //! Capacity is estimated before anything starts by running the same requests through the
 //! engine model on a virtual clock (`capacity.rs`). Every policy of a (workload, load) pair
 //! sees the same requests at the same scheduled instants, and every run starts from fresh
@@ -16,6 +19,7 @@
 mod capacity;
 mod drive;
 mod offline;
+mod peers;
 mod report;
 mod scrape;
 mod workload;
@@ -67,6 +71,13 @@ pub struct FleetArgs {
     /// Lumen replica counts; requests are dealt round robin over the replicas.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     replicas: Vec<usize>,
+    /// Also run other routers in Lumen's place, as ROUTER:POLICY (`vllm-router:cache_aware`,
+    /// `smg:power_of_two`); the flag alone runs each one's `cache_aware` and `power_of_two`.
+    /// Binaries from VLLM_ROUTER_BIN and SGLANG_ROUTER_BIN, or on PATH (`pip install
+    /// vllm-router sglang-router`); a router not found is skipped with a note. Same replica
+    /// counts, engines and arrivals as Lumen's cells.
+    #[arg(long, value_delimiter = ',', num_args = 0.., conflicts_with = "offline")]
+    peers: Option<Vec<peers::PeerPolicy>>,
     /// Simulated engines.
     #[arg(long, default_value_t = 4)]
     engines: usize,
@@ -150,6 +161,10 @@ pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
             check_policy(dir, policy).await?;
         }
     }
+    let (peer_runs, mut notes) = resolve_peers(args.peers.as_deref()).await;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     let mut cells = Vec::new();
     let mut capacities = Vec::new();
     for &kind in &args.workloads {
@@ -178,28 +193,35 @@ pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
                     let c = if args.offline {
                         offline::cell(&args, &plan, kind, load, rate, policy, replicas)?
                     } else {
-                        cell(&args, &plan, dir, kind, load, rate, policy, replicas).await?
+                        let front = Front::Lumen(policy);
+                        cell(&args, &plan, dir, kind, load, rate, &front, replicas).await?
                     };
-                    eprintln!(
-                        "  {:>3}% {:<16} ×{}: p50 {:>6.0} ms, p99 {:>6.0} ms, {:>5.1} req/s, hits {:>5.1}% (answers say {:.1}%), imbalance {:.2}, errors {}",
-                        load,
-                        policy,
-                        replicas,
-                        c.ttft_p50_ms,
-                        c.ttft_p99_ms,
-                        c.throughput,
-                        c.hit_rate * 100.0,
-                        c.client_hit_rate * 100.0,
-                        c.imbalance,
-                        c.errors
-                    );
+                    progress(&c);
                     cells.push(c);
+                }
+            }
+            for run in &peer_runs {
+                for &replicas in &args.replicas {
+                    let front = Front::Peer(&run.peer, &run.binary);
+                    match cell(&args, &plan, dir, kind, load, rate, &front, replicas).await {
+                        Ok(c) => {
+                            progress(&c);
+                            cells.push(c);
+                        }
+                        // Another project's router failing to start costs its cell, not the
+                        // run; the report says so.
+                        Err(e) => {
+                            let n = format!("{} {load}% ×{replicas}: {e}", kind.name());
+                            eprintln!("  note: {n}");
+                            notes.push(n);
+                        }
+                    }
                 }
             }
         }
     }
     let loads = (load_before, loadavg());
-    let text = render(&args, &plan, &capacities, &cells, loads);
+    let text = render(&args, &plan, &capacities, &cells, &peer_runs, &notes, loads);
     #[allow(clippy::print_stdout)]
     {
         println!("{text}");
@@ -208,6 +230,89 @@ pub async fn run(args: FleetArgs, dir: &Path) -> Result<(), String> {
         std::fs::write(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// A cell's progress line on stderr.
+fn progress(c: &report::Cell) {
+    eprintln!(
+        "  {:>3}% {:<24} ×{}: p50 {:>6.0} ms, p99 {:>6.0} ms, {:>5.1} req/s, hits {:>5.1}% (answers say {:.1}%), imbalance {:.2}, errors {}",
+        c.load,
+        c.policy,
+        c.replicas,
+        c.ttft_p50_ms,
+        c.ttft_p99_ms,
+        c.throughput,
+        c.hit_rate * 100.0,
+        c.client_hit_rate * 100.0,
+        c.imbalance,
+        c.errors
+    );
+}
+
+/// A peer router and policy that will run, with its binary and what it says its version is.
+struct PeerRun {
+    peer: peers::PeerPolicy,
+    binary: PathBuf,
+    version: String,
+}
+
+/// The peers asked for (`None`: none; empty: the defaults) whose binaries are found, and a
+/// note for each router that is not.
+async fn resolve_peers(asked: Option<&[peers::PeerPolicy]>) -> (Vec<PeerRun>, Vec<String>) {
+    let Some(asked) = asked else {
+        return (Vec::new(), Vec::new());
+    };
+    let asked = if asked.is_empty() {
+        peers::PeerPolicy::defaults()
+    } else {
+        asked.to_vec()
+    };
+    let path = std::env::var("PATH").ok();
+    let mut runs = Vec::new();
+    let mut notes = Vec::new();
+    // Each router is looked for once, however many of its policies are asked for.
+    let mut found: Vec<(peers::Router, Option<(PathBuf, String)>)> = Vec::new();
+    for peer in asked {
+        if !found.iter().any(|(r, _)| *r == peer.router) {
+            let var = std::env::var(peer.router.env()).ok();
+            let binary = match peers::find(peer.router, var.as_deref(), path.as_deref()) {
+                Ok(b) => {
+                    let v = peers::version(peer.router, &b).await;
+                    Some((b, v))
+                }
+                Err(note) => {
+                    notes.push(note);
+                    None
+                }
+            };
+            found.push((peer.router, binary));
+        }
+        if let Some((_, Some((binary, version)))) = found.iter().find(|(r, _)| *r == peer.router) {
+            runs.push(PeerRun {
+                binary: binary.clone(),
+                version: version.clone(),
+                peer,
+            });
+        }
+    }
+    (runs, notes)
+}
+
+/// What routes the requests of a cell.
+enum Front<'a> {
+    /// Lumen with this `routing.policy`.
+    Lumen(&'a str),
+    /// Another router, by its binary.
+    Peer(&'a peers::PeerPolicy, &'a Path),
+}
+
+impl Front<'_> {
+    fn label(&self) -> String {
+        match self {
+            Front::Lumen(policy) => (*policy).to_owned(),
+            Front::Peer(peer, _) => peer.label(),
+        }
+    }
 }
 
 /// One run from fresh processes.
@@ -219,10 +324,10 @@ async fn cell(
     kind: Kind,
     load: u32,
     rate: f64,
-    policy: &str,
+    front: &Front<'_>,
     replicas: usize,
 ) -> Result<report::Cell, String> {
-    let sim_args: Vec<String> = [
+    let mut sim_args: Vec<String> = [
         "--engine",
         "--kv-blocks",
         &plan.engine.num_blocks.to_string(),
@@ -230,6 +335,9 @@ async fn cell(
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    if let Front::Peer(peer, _) = front {
+        sim_args.extend(peer.router.engine_args().iter().map(|s| (*s).to_owned()));
+    }
     let mut sims = Vec::new();
     for _ in 0..args.engines {
         sims.push(procs::start_sim_with(dir, "m", &sim_args).await?);
@@ -237,16 +345,23 @@ async fn cell(
     let engines: Vec<SocketAddr> = sims.iter().map(|s| s.addr).collect();
     let work = std::env::temp_dir().join(format!("lumen-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let mut lumens = Vec::new();
-    for r in 0..replicas {
-        let addr = procs::reserve_addr()?;
-        let config = work.join(format!("lumen-{r}.toml"));
-        std::fs::write(&config, lumen_config(addr, &engines, policy))
-            .map_err(|e| format!("{}: {e}", config.display()))?;
-        lumens.push(procs::start_lumen_file(dir, &config, addr, &[]).await?);
-    }
+    let routers = match front {
+        Front::Lumen(policy) => {
+            let mut lumens = Vec::new();
+            for r in 0..replicas {
+                let addr = procs::reserve_addr()?;
+                let config = work.join(format!("lumen-{r}.toml"));
+                std::fs::write(&config, lumen_config(addr, &engines, policy))
+                    .map_err(|e| format!("{}: {e}", config.display()))?;
+                lumens.push(procs::start_lumen_file(dir, &config, addr, &[]).await?);
+            }
+            Ok(lumens)
+        }
+        Front::Peer(peer, binary) => peers::start(binary, peer, &engines, replicas, &work).await,
+    };
     let _ = std::fs::remove_dir_all(&work);
-    let targets: Vec<SocketAddr> = lumens.iter().map(|l| l.addr).collect();
+    let routers = routers?;
+    let targets: Vec<SocketAddr> = routers.iter().map(|l| l.addr).collect();
 
     let until = plan.warmup + plan.measure;
     // Enough arrivals for the run at this rate (the process is the calibration's, scaled).
@@ -266,13 +381,13 @@ async fn cell(
         .await
         .map_err(|e| format!("metrics snapshot: {e}"))??;
     let after = scrape::all(&engines).await?;
-    drop(lumens);
+    drop(routers);
     drop(sims);
     Ok(report::cell(
         kind,
         load,
         rate,
-        policy,
+        &front.label(),
         replicas,
         plan.warmup,
         &outcomes,
@@ -376,6 +491,8 @@ fn render(
     plan: &Plan,
     capacities: &[(Kind, capacity::Capacity)],
     cells: &[report::Cell],
+    peer_runs: &[PeerRun],
+    notes: &[String],
     (load_before, load_after): (String, String),
 ) -> String {
     let e = &plan.engine;
@@ -415,6 +532,31 @@ fn render(
         plan.measure.as_secs_f64(),
         args.seed
     );
+    if !peer_runs.is_empty() {
+        let mut seen: Vec<String> = Vec::new();
+        for run in peer_runs {
+            let what = format!(
+                "`{}` ({})",
+                run.binary.display(),
+                if run.version.is_empty() {
+                    "version unknown"
+                } else {
+                    &run.version
+                }
+            );
+            if !seen.contains(&what) {
+                seen.push(what);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "- peers (`--peers`, `bins/lumen-bench/src/fleet/peers.rs`): {}; one process per replica, each with every engine, its defaults but for loopback, its own metrics port, `--worker-startup-check-interval 1` (also how often both poll `/get_load` for `power_of_two`) and `--log-level error`; SGLang's router gets engines that also answer SGLang's `GET /get_load` (`lumen-sim --sglang-get-load`), vLLM's gets vLLM's 404",
+            seen.join(", ")
+        );
+    }
+    for n in notes {
+        let _ = writeln!(o, "- note: {n}");
+    }
     let _ = writeln!(
         o,
         "- TTFT: at the client, from each request's scheduled send (open loop, Poisson arrivals) to its first SSE event; hit rate: the engines' `vllm:prefix_cache_hits_total` over `vllm:prefix_cache_queries_total`, deltas from the window's start to the last answer; imbalance: the busiest engine's completed requests over the mean\n"
@@ -485,6 +627,40 @@ mod tests {
         );
         assert!(plan(&["--loads", "0"]).is_err());
         assert!(plan(&["--measure", "0"]).is_err());
+    }
+
+    fn fleet(args: &[&str]) -> Result<FleetArgs, clap::Error> {
+        let mut argv = vec!["fleet"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| c.fleet)
+    }
+
+    #[test]
+    fn peers_alone_mean_the_defaults_and_take_router_policy_pairs() {
+        assert_eq!(fleet(&[]).unwrap().peers, None);
+        assert_eq!(fleet(&["--peers"]).unwrap().peers, Some(vec![]));
+        let two = fleet(&[
+            "--peers",
+            "smg:cache_aware,vllm-router:power_of_two",
+            "--quick",
+        ])
+        .unwrap()
+        .peers
+        .unwrap();
+        assert_eq!(
+            two.iter().map(peers::PeerPolicy::label).collect::<Vec<_>>(),
+            ["smg cache_aware", "vllm-router power_of_two"]
+        );
+        assert!(fleet(&["--peers", "haproxy:leastconn"]).is_err());
+        // A flag after it is a flag, not a peer.
+        let f = fleet(&["--peers", "--quick"]).unwrap();
+        assert!(f.quick && f.peers == Some(vec![]));
+        let offline = fleet(&["--offline", "--peers", "smg:cache_aware"]);
+        assert_eq!(
+            offline.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict),
+            "peers are processes"
+        );
     }
 
     #[test]

@@ -146,6 +146,18 @@ async fn launch(
     Ok(Proc { child, pid, addr })
 }
 
+/// Spawns a prepared command that is to listen on `addr`, killed when the [`Proc`] is
+/// dropped; the caller decides when it is ready (another project's server has its own
+/// readiness and its own start-up time).
+pub fn spawn(mut cmd: Command, binary: &Path, addr: SocketAddr) -> Result<Proc, String> {
+    let child = cmd
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Proc { child, pid, addr })
+}
+
 /// The engine: one worker thread, zero latency, one model.
 pub async fn start_sim(dir: &Path) -> Result<Proc, String> {
     start_sim_serving(dir, "m").await

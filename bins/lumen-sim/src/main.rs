@@ -72,6 +72,10 @@ struct Args {
     /// 404, as on an engine without it).
     #[arg(long)]
     no_responses: bool,
+    /// Also answer SGLang's `GET /get_load` (requests running and waiting, KV tokens held plus
+    /// tokens queued), which SGLang's router polls for `power_of_two`; vLLM has no such route.
+    #[arg(long)]
+    sglang_get_load: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
     let cfg = SimConfig {
         messages_api,
         responses_api: !args.no_responses,
+        sglang_get_load: args.sglang_get_load,
         models: args.models,
         max_model_len: args.max_model_len,
         engine,

@@ -41,6 +41,10 @@ pub struct SimConfig {
     /// `GET`/`DELETE /v1/responses/{id}`, `input_items`, `cancel`. Off: those routes answer
     /// 404, as on an engine without them.
     pub responses_api: bool,
+    /// Also answer SGLang's `GET /get_load` (running and waiting requests, tokens held and
+    /// queued), which SGLang's router polls for its `power_of_two` policy. Off by default:
+    /// vLLM has no such route, and a router in front of vLLM must see vLLM's 404.
+    pub sglang_get_load: bool,
 }
 
 /// Where `POST /v1/messages` and `POST /v1/messages/count_tokens` are served.
@@ -120,6 +124,7 @@ impl Default for SimConfig {
             engine: None,
             messages_api: MessagesApi::default(),
             responses_api: true,
+            sglang_get_load: false,
         }
     }
 }

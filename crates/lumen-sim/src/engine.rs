@@ -141,6 +141,8 @@ impl Engine {
             running: inner.core.running(),
             waiting: inner.core.waiting(),
             kv_usage: inner.core.kv_usage(),
+            used_tokens: inner.core.used_tokens(),
+            waiting_tokens: inner.core.waiting_tokens(),
             stats: inner.core.stats.clone(),
         }
     }

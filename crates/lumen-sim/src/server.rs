@@ -31,7 +31,9 @@ mod audio;
 mod llamacpp;
 mod messages;
 mod pooling;
+mod render;
 mod responses;
+mod sglang;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -136,6 +138,8 @@ enum Route {
     Pooling(pooling::Pooling),
     Tokenize,
     Detokenize,
+    /// vLLM's `POST /v1/chat/completions/render`: the prompt's token ids, no model run.
+    Render,
     /// llama.cpp only: chat messages through the template, as text.
     ApplyTemplate,
     /// Anthropic's `/v1/messages/count_tokens`.
@@ -180,6 +184,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             return Ok(models(&state));
         }
         (&Method::GET, "/metrics") => return Ok(metrics(&state)),
+        (&Method::GET, "/get_load") if state.cfg.sglang_get_load => {
+            record(&state, &req, Bytes::new());
+            return Ok(sglang::get_load(&state));
+        }
         (&Method::POST, "/v1/responses") if state.cfg.responses_api => Route::Responses,
         (_, path) if state.cfg.responses_api && path.starts_with("/v1/responses/") => {
             record(&state, &req, Bytes::new());
@@ -203,6 +211,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/classify") => Route::Pooling(pooling::Pooling::Classify),
         (&Method::POST, "/pooling") => Route::Pooling(pooling::Pooling::Pool),
         (&Method::POST, "/tokenize") => Route::Tokenize,
+        (&Method::POST, "/v1/chat/completions/render") if state.cfg.flavor == Flavor::Vllm => {
+            Route::Render
+        }
         (&Method::POST, "/v1/audio/transcriptions") => Route::Audio(false),
         (&Method::POST, "/v1/audio/translations") => Route::Audio(true),
         (&Method::POST, "/v1/sim/echo") => Route::Echo,
@@ -219,7 +230,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     // Rerank runs the model like an embedding does; the tokenizer endpoints never reach it.
     if !matches!(
         route,
-        Route::Tokenize | Route::Detokenize | Route::ApplyTemplate | Route::CountTokens
+        Route::Tokenize
+            | Route::Detokenize
+            | Route::Render
+            | Route::ApplyTemplate
+            | Route::CountTokens
     ) {
         state.generation_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -256,6 +271,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             Flavor::LlamaCpp => llamacpp::detokenize(state, &body).await,
         },
         Route::ApplyTemplate => llamacpp::apply_template(state, &body).await,
+        Route::Render => render::chat(state, &body).await,
         Route::Audio(translate) => {
             let content_type = parts
                 .headers

@@ -302,3 +302,130 @@ async fn without_the_engine_usage_is_unchanged_and_nothing_is_queued() {
     assert!(!types.contains_key("vllm:prefix_cache_hits_total"));
     assert_eq!(one(&values, "vllm:num_requests_waiting"), 0.0);
 }
+
+#[tokio::test]
+async fn render_gives_the_prompt_the_engine_schedules() {
+    let (addr, _sim) = sim().await;
+    let messages = json!([
+        {"role": "system", "content": system_prompt(40)},
+        {"role": "user", "content": "Weather?"},
+    ]);
+    let tools =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+    let (status, rendered) = post(
+        addr,
+        "/v1/chat/completions/render",
+        &json!({"model": "m", "messages": messages, "tools": tools, "max_tokens": 7}),
+    )
+    .await;
+    assert_eq!(status, 200, "{rendered}");
+    let ids = rendered["token_ids"].as_array().unwrap();
+    let usage = stream_usage(
+        addr,
+        &json!({"model": "m", "messages": messages, "tools": tools, "max_tokens": 1,
+                "stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(ids.len() as u64, usage["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(rendered["sampling_params"]["max_tokens"], 7);
+    assert_eq!(rendered["model"], "m");
+    assert!(rendered["features"].is_null());
+
+    // Without tools the template is /tokenize's, id for id; max_tokens defaults to the rest
+    // of the context, as vLLM's does.
+    let (_, plain) = post(
+        addr,
+        "/v1/chat/completions/render",
+        &json!({"messages": messages}),
+    )
+    .await;
+    let (_, tokenized) = post(addr, "/tokenize", &json!({"messages": messages})).await;
+    assert_eq!(plain["token_ids"], tokenized["tokens"]);
+    let n = tokenized["count"].as_u64().unwrap();
+    assert_eq!(
+        plain["sampling_params"]["max_tokens"].as_u64(),
+        Some(8192 - n)
+    );
+
+    let (status, _) = post(
+        addr,
+        "/v1/chat/completions/render",
+        &json!({"model": "other", "messages": messages}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = post(addr, "/v1/chat/completions/render", &json!({"model": "m"})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn get_load_answers_like_sglang_only_when_asked() {
+    let (addr, _sim) = sim().await;
+    assert_eq!(
+        send(addr, "GET", "/get_load", "").await.0,
+        404,
+        "vLLM has none"
+    );
+
+    // One sequence at a time and slow steps: while the first request decodes, the second
+    // waits.
+    let (addr, _sim) = lumen_sim::spawn(SimConfig {
+        models: vec!["m".to_owned()],
+        sglang_get_load: true,
+        engine: Some(EngineConfig {
+            max_num_seqs: 1,
+            step_us: 20_000,
+            token_us: 1,
+            kv_read_ns: 1,
+            ..EngineConfig::default()
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let load = || async move {
+        let (status, body) = send(addr, "GET", "/get_load", "").await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v.as_array().unwrap().len(),
+            1,
+            "one data-parallel rank: {v}"
+        );
+        assert_eq!(v[0]["dp_rank"], 0);
+        let n = |k: &str| v[0][k].as_u64().unwrap();
+        (n("num_reqs"), n("num_waiting_reqs"), n("num_tokens"))
+    };
+    assert_eq!(load().await, (0, 0, 0));
+    let body = |q: &str| {
+        json!({"model": "m", "max_tokens": 20,
+               "messages": [{"role": "user", "content": format!("{} {q}", system_prompt(100))}]})
+    };
+    let (_, tokenized) = post(
+        addr,
+        "/tokenize",
+        &json!({"messages": body("b")["messages"]}),
+    )
+    .await;
+    let waiting_prompt = tokenized["count"].as_u64().unwrap();
+    let first = tokio::spawn(async move { post(addr, "/v1/chat/completions", &body("a")).await });
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = tokio::spawn(async move { post(addr, "/v1/chat/completions", &body("b")).await });
+    let mut seen = (0, 0, 0);
+    for _ in 0..100 {
+        seen = load().await;
+        if seen.1 == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (reqs, waiting, tokens) = seen;
+    assert_eq!((reqs, waiting), (2, 1), "{seen:?}");
+    // The running request's blocks, whole blocks of 16, plus the waiting prompt.
+    assert!(tokens > waiting_prompt, "{seen:?}");
+    assert_eq!((tokens - waiting_prompt) % 16, 0, "{seen:?}");
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200);
+    // Finished requests' blocks stay cached but are held by nobody.
+    assert_eq!(load().await, (0, 0, 0));
+}

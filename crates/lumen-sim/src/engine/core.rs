@@ -216,6 +216,17 @@ impl Core {
         self.pool.usage()
     }
 
+    /// Tokens of the blocks a sequence references.
+    pub(crate) fn used_tokens(&self) -> usize {
+        (self.pool.total() - self.pool.num_free()) * BLOCK_SIZE
+    }
+
+    /// Tokens of the waiting requests, generated ones included (a preempted request recomputes
+    /// them).
+    pub(crate) fn waiting_tokens(&self) -> usize {
+        self.waiting.iter().map(|s| s.tokens.len()).sum()
+    }
+
     /// Plans the step that starts at `now`; `None` when there is nothing to compute. Requests
     /// that arrived after `now` (the caller woke late) are left for a later step, so the
     /// schedule does not depend on when the caller's timer fired.

@@ -14,6 +14,11 @@ pub struct Report {
     pub waiting: usize,
     /// Share of KV blocks referenced by a sequence, 0 to 1.
     pub kv_usage: f64,
+    /// Tokens of the blocks referenced by a sequence (cached but unreferenced ones excluded).
+    pub used_tokens: usize,
+    /// Tokens of the waiting requests: their prompts, and what they had generated before a
+    /// preemption.
+    pub waiting_tokens: usize,
     pub stats: Stats,
 }
 
