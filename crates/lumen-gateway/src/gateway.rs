@@ -1659,7 +1659,7 @@ impl Gateway {
         tokio::pin!(shutdown);
         loop {
             let cfg = self.inner.router.config();
-            if cfg.scrapes_signals() {
+            if self.inner.router.scrapes_signals() {
                 self.scrape_signals().await;
             }
             let every = Duration::from_millis(cfg.signals.interval_ms);

@@ -806,6 +806,20 @@ impl<B: Clone> Router<B> {
         self.table.load().choice
     }
 
+    /// Whether the engines' `/metrics` should be scraped now: as configured
+    /// (`GovernanceConfig::scrapes_signals`), except that a policy reading them asks for them
+    /// only while some pool has a choice to make (saturation holding, or
+    /// `routing.signals.enabled = true`, still scrape a lone engine). With `cache_aware` the
+    /// default, a deployment of one engine a model sends it nothing it did not send before.
+    pub fn scrapes_signals(&self) -> bool {
+        let t = self.table.load();
+        let s = &t.cfg.signals;
+        match s.enabled {
+            Some(on) => on,
+            None => s.saturation_queue > 0 || (t.cfg.scrapes_signals() && t.choice),
+        }
+    }
+
     /// Entries in the cache-aware indexes, summed (for reports: each costs about 80 bytes).
     pub fn indexed_entries(&self) -> usize {
         let map = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);

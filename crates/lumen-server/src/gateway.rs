@@ -726,7 +726,7 @@ impl Gateway {
     pub fn render_metrics(&self) -> String {
         let m = &self.inner.metrics;
         let routing = self.inner.core.router().config();
-        let scraped = routing.scrapes_signals();
+        let scraped = self.inner.core.router().scrapes_signals();
         let now_ms = self.inner.core.now_ms();
         for slot in self.inner.core.router().slots() {
             let label = BackendLabel {

@@ -109,7 +109,7 @@ pub fn inference_report(core: &lumen_gateway::Gateway) -> InferenceReport {
         let router = core.router();
         let now = SystemTime::now();
         let cfg = router.config();
-        let scraped = cfg.scrapes_signals();
+        let scraped = router.scrapes_signals();
         let now_ms = core.now_ms();
         let backends: Vec<BackendReport> = router
             .slots()

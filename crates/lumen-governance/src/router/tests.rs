@@ -550,12 +550,26 @@ fn a_pool_of_one_makes_no_policy_work() {
     )
     .unwrap();
     assert!(!apart.has_choice());
+    // Nothing to choose: the default policy asks for no scrape, unless configured.
+    assert!(!one.scrapes_signals() && !apart.scrapes_signals());
+    let asked = Router::new(
+        GovernanceConfig {
+            signals: crate::config::SignalsConfig {
+                enabled: Some(true),
+                ..Default::default()
+            },
+            ..GovernanceConfig::default()
+        },
+        vec![spec("a", Some(m), 1)],
+    )
+    .unwrap();
+    assert!(asked.scrapes_signals());
     let two = Router::new(
         GovernanceConfig::default(),
         vec![spec("a", Some(m), 1), spec("b", Some(m), 1)],
     )
     .unwrap();
-    assert!(two.has_choice());
+    assert!(two.has_choice() && two.scrapes_signals());
     name(&two);
     assert!(two.indexed_entries() > 0, "a choice is recorded");
 }
