@@ -140,6 +140,12 @@ async fn lumen(urls: &[&str], otel: OtelConfig, retry: RetryConfig) -> Lumen {
         },
         retry,
         otel,
+        // The first attempt meets the first backend (whose names come from random ports, so
+        // a hash placement would pick either).
+        routing: lumen_governance::GovernanceConfig {
+            policy: lumen_governance::Policy::RoundRobin,
+            ..lumen_governance::GovernanceConfig::default()
+        },
         ..LumenConfig::default()
     };
     Lumen::start(Gateway::from_config(&cfg).unwrap()).await
