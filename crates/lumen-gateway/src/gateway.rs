@@ -1215,9 +1215,11 @@ impl Gateway {
     ) -> Result<GatewayStream<ChatCompletionChunk>, GatewayError> {
         let hints = Hints::new(cx, req.user.as_ref(), Some(chat_prefix(&req)))
             .with_prompt(self.routing_prompt(|key| prompt::chat(&req, cx, key)));
+        // Boxed: four layers of futures carry the request until the first token, each with
+        // its own copy of it (several hundred bytes) when it is held by value (issue 24).
         self.stream_op(
             Operation::Chat,
-            req,
+            Box::new(req),
             |r| &mut r.stream_options,
             cx,
             hints,
@@ -1258,9 +1260,11 @@ impl Gateway {
             .with_prompt(self.routing_prompt(|key| {
                 prompt::completion(&req.prompt, &req.extra, req.user.as_ref(), cx, key)
             }));
+        // Boxed: four layers of futures carry the request until the first token, each with
+        // its own copy of it (several hundred bytes) when it is held by value (issue 24).
         self.stream_op(
             Operation::Completions,
-            req,
+            Box::new(req),
             |r| &mut r.stream_options,
             cx,
             hints,
@@ -1689,23 +1693,23 @@ impl Gateway {
 
 fn open_chat<'a>(
     up: Upstream,
-    req: ChatCompletionRequest,
+    req: Box<ChatCompletionRequest>,
     cx: &'a RequestContext,
     t: Timeouts,
 ) -> BoxFuture<'a, Result<Guarded<ChatCompletionChunk>, BackendError>> {
     Box::pin(
-        async move { lumen_resilience::open_stream(up.backend.chat_stream(req, cx), &t).await },
+        async move { lumen_resilience::open_stream(up.backend.chat_stream(*req, cx), &t).await },
     )
 }
 
 fn open_completions<'a>(
     up: Upstream,
-    req: CompletionRequest,
+    req: Box<CompletionRequest>,
     cx: &'a RequestContext,
     t: Timeouts,
 ) -> BoxFuture<'a, Result<Guarded<CompletionChunk>, BackendError>> {
     Box::pin(async move {
-        lumen_resilience::open_stream(up.backend.completions_stream(req, cx), &t).await
+        lumen_resilience::open_stream(up.backend.completions_stream(*req, cx), &t).await
     })
 }
 

@@ -67,6 +67,8 @@ impl Continue for ChatCompletionRequest {}
 
 impl Continue for CompletionRequest {}
 
+impl<T: Continue> Continue for Box<T> {}
+
 /// The answer so far, when a stream broke.
 pub(crate) struct Partial {
     pub(crate) text: String,

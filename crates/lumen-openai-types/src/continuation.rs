@@ -18,6 +18,13 @@ pub trait Resumable: Sized {
     fn with_partial_answer(&self, partial: &str, sent: u32) -> Option<Self>;
 }
 
+/// See `HasModel for Box<T>`: a boxed request continues like the request.
+impl<T: Resumable> Resumable for Box<T> {
+    fn with_partial_answer(&self, partial: &str, sent: u32) -> Option<Self> {
+        (**self).with_partial_answer(partial, sent).map(Box::new)
+    }
+}
+
 /// Engine extras that constrain the output to a grammar (vLLM's guided decoding and
 /// structured outputs, llama.cpp's, SGLang's).
 const CONSTRAINTS: [&str; 9] = [

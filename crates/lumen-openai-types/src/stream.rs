@@ -340,6 +340,18 @@ pub trait HasModel {
     fn model_mut(&mut self) -> &mut String;
 }
 
+/// A boxed request is routed by its model like the request: the gateway boxes a streamed
+/// request so that the layers of futures that carry it until the first token hold a pointer,
+/// not a copy each (issue 24).
+impl<T: HasModel + ?Sized> HasModel for Box<T> {
+    fn model(&self) -> &str {
+        (**self).model()
+    }
+    fn model_mut(&mut self) -> &mut String {
+        (**self).model_mut()
+    }
+}
+
 macro_rules! has_model {
     ($($t:ty),*) => {$(
         impl HasModel for $t {

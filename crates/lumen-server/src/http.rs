@@ -469,6 +469,9 @@ impl Api {
             .map_err(|e| (e, current_access()))
     }
 
+    /// Each endpoint's future is boxed where it is awaited: this one's size is the largest of
+    /// them (a Responses call's is several KB), and a chat stream would carry that size until
+    /// its first token (issue 24: futures were a third of an open stream's memory).
     async fn serve_endpoint<B>(
         &self,
         req: Request<B>,
@@ -568,22 +571,22 @@ impl Api {
                 if parts.method == Method::POST {
                     check_json_request(&parts.headers)?;
                 }
-                let (body, _budget) = crate::body::read(
+                let (body, _budget) = Box::pin(crate::body::read(
                     body,
                     declared_length(&parts.headers),
                     self.gw.settings().body_limits(),
                     &self.gw.inner.body_budget,
-                )
+                ))
                 .await?;
                 let query = parts.uri.query().unwrap_or_default();
-                match crate::admin::handle(
+                match Box::pin(crate::admin::handle(
                     &self.gw,
                     &parts.method,
                     &path,
                     query,
                     &parts.headers,
                     &body,
-                )
+                ))
                 .await?
                 {
                     crate::admin::Answer::Json(status, value) => {
@@ -619,30 +622,24 @@ impl Api {
                 }
             }
             Endpoint::Chat => {
-                self.inference::<Chat, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Chat, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Completions => {
-                self.inference::<Completions, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Completions, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Embeddings => {
-                self.inference::<Embeddings, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Embeddings, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Tokenize => {
-                self.inference::<Tokenize, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Tokenize, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Detokenize => {
-                self.inference::<Detokenize, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Detokenize, B>(req, principal, request_id, cx)).await
             }
-            Endpoint::Messages => self.messages(req, principal, request_id, cx).await,
-            Endpoint::Responses => self.responses(req, principal, request_id, cx).await,
+            Endpoint::Messages => Box::pin(self.messages(req, principal, request_id, cx)).await,
+            Endpoint::Responses => Box::pin(self.responses(req, principal, request_id, cx)).await,
             Endpoint::ResponseTokens => {
-                self.response_input_tokens(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.response_input_tokens(req, principal, request_id, cx)).await
             }
             Endpoint::Response | Endpoint::ResponseCancel | Endpoint::ResponseItems => {
                 let id = response_id(&path).unwrap_or_default();
@@ -655,9 +652,16 @@ impl Api {
                     .await?
                 {
                     let query = req.uri().query().map(str::to_owned);
-                    return self
-                        .stored_native(endpoint, req.method(), query, id, home, cx, request_id)
-                        .await;
+                    return Box::pin(self.stored_native(
+                        endpoint,
+                        req.method(),
+                        query,
+                        id,
+                        home,
+                        cx,
+                        request_id,
+                    ))
+                    .await;
                 }
                 let stored = self
                     .gw
@@ -697,44 +701,37 @@ impl Api {
             }
             // Each score path keeps its own shape on the engine (and in the cache).
             Endpoint::Score if path == ScoreBare::PATH => {
-                self.inference::<ScoreBare, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<ScoreBare, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Score => {
-                self.inference::<Score, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Score, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Classify => {
-                self.inference::<Classify, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Classify, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Pool => {
-                self.inference::<Pooling, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.inference::<Pooling, B>(req, principal, request_id, cx)).await
             }
-            Endpoint::CountTokens => self.count_tokens(req, principal, request_id, cx).await,
+            Endpoint::CountTokens => {
+                Box::pin(self.count_tokens(req, principal, request_id, cx)).await
+            }
             Endpoint::Transcriptions => {
-                self.form::<Transcriptions, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.form::<Transcriptions, B>(req, principal, request_id, cx)).await
             }
             Endpoint::Translations => {
-                self.form::<Translations, B>(req, principal, request_id, cx)
-                    .await
+                Box::pin(self.form::<Translations, B>(req, principal, request_id, cx)).await
             }
-            Endpoint::Extra => self.extra(req, principal, request_id, cx).await,
+            Endpoint::Extra => Box::pin(self.extra(req, principal, request_id, cx)).await,
             // Each path keeps its own shape on the engine (and in the cache).
             Endpoint::Rerank => match RerankPath::of(&path) {
                 RerankPath::V1 => {
-                    self.inference::<Rerank, B>(req, principal, request_id, cx)
-                        .await
+                    Box::pin(self.inference::<Rerank, B>(req, principal, request_id, cx)).await
                 }
                 RerankPath::Bare => {
-                    self.inference::<RerankBare, B>(req, principal, request_id, cx)
-                        .await
+                    Box::pin(self.inference::<RerankBare, B>(req, principal, request_id, cx)).await
                 }
                 RerankPath::V2 => {
-                    self.inference::<RerankV2, B>(req, principal, request_id, cx)
-                        .await
+                    Box::pin(self.inference::<RerankV2, B>(req, principal, request_id, cx)).await
                 }
             },
         }

@@ -288,10 +288,16 @@ async fn serve_connection<S>(
         service_fn(move |req| {
             let api = api.clone();
             let request = activity.begin();
-            async move {
-                let resp = api.handle(req).await;
-                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
-            }
+            // Boxed: hyper keeps the slot for a request's future (`Box<Option<F>>`) for as long
+            // as the connection lives, sized for the future. A pointer there, and the request's
+            // state (several KB) is freed once its answer starts, not held by every open
+            // stream and idle connection (issue 24).
+            let fut: Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>> =
+                Box::pin(async move {
+                    let resp = api.handle(req).await;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+                });
+            fut
         })
     };
     let mut io = Conn::new(stream, activity.clone(), deadlines);
