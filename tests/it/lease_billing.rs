@@ -25,7 +25,7 @@ use lumen_tests::*;
 use serde_json::{Value, json};
 
 use crate::shared_state::{admin, auth, call, key, redis};
-use crate::stream_billing::{read_chunks, relayed_estimate};
+use crate::stream_billing::{read_chunks, read_events, relayed_estimate};
 
 const KEY: &str = "sk-leased";
 const NAME: &str = "team-l";
@@ -117,7 +117,11 @@ fn reserving(estimate: u64) -> String {
 }
 
 async fn open(lumen: &Lumen, body: &str) -> http::Response<hyper::body::Incoming> {
-    let req = Request::post(lumen.url("/v1/chat/completions"))
+    open_at(lumen, "/v1/chat/completions", body).await
+}
+
+async fn open_at(lumen: &Lumen, path: &str, body: &str) -> http::Response<hyper::body::Incoming> {
+    let req = Request::post(lumen.url(path))
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {KEY}"))
         .body(Full::new(Bytes::from(body.to_owned())))
@@ -407,6 +411,121 @@ async fn a_leased_stream_broken_again_after_its_continuation_is_charged_both_par
     assert_eq!(history(&lumen, 1).await, (1, input, output));
     assert_eq!(tpm_counter(&lumen, charge).await, charge);
     next_fits_exactly(&[&lumen], w, charge).await;
+}
+
+/// Anthropic's Messages API on an engine that serves it: a client that leaves after 195 text
+/// deltas, before `message_delta` (which carries the usage), is charged the prompt the engine
+/// reported in `message_start` and the 195 tokens sent.
+#[tokio::test]
+async fn a_client_that_leaves_a_leased_messages_stream_is_charged_what_it_was_sent() {
+    let server = RedisServer::start().await;
+    let (url, sim) = sim(&["m"]).await;
+    let body = json!({
+        "model": "m",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "stream": true,
+        "sim": {"stall_after": 195},
+    })
+    .to_string();
+    let estimate = prompt_of(&body) + 200;
+    // The charge depends on the engine's prompt count, known once it was asked: a block just
+    // above the reservation, checked below the charge afterwards.
+    let block = estimate + 8;
+    let w = Window {
+        tpm: 4 * block,
+        block,
+    };
+    let lumen = gateway(builder_native(&[(&url, true)]), &server.url(), w).await;
+
+    let mut resp = open_at(&lumen, "/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let reported = std::cell::Cell::new(None);
+    let read = read_events(&mut resp, 195, |data| {
+        let event: Value = serde_json::from_slice(data).unwrap();
+        if event["type"] == "message_start" {
+            reported.set(event["message"]["usage"]["input_tokens"].as_u64());
+        }
+        assert_ne!(event["type"], "message_delta", "the usage came first");
+        usize::from(
+            event["type"] == "content_block_delta"
+                && event["delta"]["text"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty()),
+        )
+    })
+    .await;
+    assert_eq!(read, 195);
+    drop(resp);
+    // The simulator's prompt count: 4 bytes of the messages' JSON a token.
+    let asked: Vec<Value> = sim
+        .records()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(asked.len(), 1);
+    let input = (serde_json::to_string(&asked[0]["messages"]).unwrap().len() as u64 / 4).max(1);
+    assert_eq!(reported.get(), Some(input), "message_start's count");
+    let charge = input + relayed_estimate(195);
+    assert!(block < charge, "block {block}, charge {charge}");
+    assert_eq!(history(&lumen, 1).await, (1, input, relayed_estimate(195)));
+    assert_eq!(tpm_counter(&lumen, charge).await, charge);
+    next_fits_exactly(&[&lumen], w, charge).await;
+}
+
+/// A stream admitted while another holds its replica's block replaces the block (what is left
+/// of it cannot cover the reservation): the first stream's charge then goes to Redis whole,
+/// and the rest of the replaced block goes back with the second's settlement. Cut in either
+/// order, the window holds exactly the sum of the charges.
+#[tokio::test]
+async fn cut_streams_whose_block_was_replaced_are_billed_exactly() {
+    let server = RedisServer::start().await;
+    let (url, _sim) = sim(&["m"]).await;
+    let ks = [90, 92, 94, 96];
+    let bodies: Vec<String> = ks
+        .iter()
+        .map(|k| stream_body(1, 100, json!({"stall_after": k})))
+        .collect();
+    let prompts: Vec<u64> = bodies.iter().map(|b| prompt_of(b)).collect();
+    let charges: Vec<u64> = prompts
+        .iter()
+        .zip(ks)
+        .map(|(p, k)| p + relayed_estimate(k))
+        .collect();
+    let estimate = prompts.iter().max().unwrap() + 100;
+    let w = window(estimate, &charges);
+    assert!(
+        w.block - estimate < estimate && w.block > estimate,
+        "a block covers one reservation, and what is left of it not another"
+    );
+    let lumen = gateway(single_shot(&[&url]), &server.url(), w).await;
+
+    // Two at a time, each admitted once the one before holds its block; the first pair is
+    // cut oldest first, the second newest first.
+    let mut ended = 0;
+    for (pair, newest_first) in [(0..2, false), (2..4, true)] {
+        let mut streams = Vec::new();
+        for i in pair {
+            streams.push(cut(&lumen, &bodies[i], ks[i] as usize).await);
+        }
+        if newest_first {
+            streams.reverse();
+        }
+        for s in streams {
+            drop(s);
+            ended += 1;
+            assert_eq!(history(&lumen, ended).await.0, ended);
+        }
+    }
+    let sent: u64 = ks.iter().map(|k| relayed_estimate(*k)).sum();
+    assert_eq!(
+        history(&lumen, 4).await,
+        (4, prompts.iter().sum::<u64>(), sent)
+    );
+    let total: u64 = charges.iter().sum();
+    assert_eq!(tpm_counter(&lumen, total).await, total);
+    next_fits_exactly(&[&lumen], w, total).await;
 }
 
 /// Two replicas with leases on one Redis, a client cutting two streams on each at once: the

@@ -93,7 +93,7 @@ pub(crate) async fn read_chunks(
 }
 
 /// Reads SSE events, counting what `texts` finds in each event's data, until `stop_at`.
-async fn read_events(
+pub(crate) async fn read_events(
     resp: &mut http::Response<hyper::body::Incoming>,
     stop_at: usize,
     texts: impl Fn(&[u8]) -> usize,
