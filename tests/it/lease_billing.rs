@@ -1,6 +1,7 @@
 //! Exact billing on a stream's early exits with block leases on (`redis.lease`), on a real
-//! Redis and in real time: a client that hangs up, a cut `n` stream, an engine that breaks
-//! (with and without continuation), and two replicas sharing one Redis. The usage history
+//! Redis and in real time: a client that hangs up (chat, and native Messages), a cut `n`
+//! stream, an engine that breaks (with and without continuation), streams whose block another
+//! replaced, and two replicas sharing one Redis. The usage history
 //! (what finance reads) must count the prompt estimate plus what was relayed, to the token;
 //! and the key's `tpm` window must hold the charge, which the next request shows.
 //!
@@ -10,7 +11,9 @@
 //! sum of the charges, and a request that reserves at least a block is charged on Redis on its
 //! own: one reserving a token more than the window has left is refused, one reserving what is
 //! left is admitted. A stream charged nothing, or only its reservation, leaves the block's
-//! tokens unspent and Redis's counter at the block, and the first request is admitted.
+//! tokens unspent and Redis's counter at the block, and the first request is admitted. (One
+//! test keeps the charge inside the block instead, and reads it in the next request's rate
+//! headers.)
 //! The simulator's stalls and breaks make what was relayed exact: it sends `k` tokens, then
 //! nothing (`stall_after`) or drops the connection (`drop_after`).
 
@@ -63,8 +66,8 @@ struct Window {
 }
 
 /// A block strictly between the reservation and the smallest charge, and a window with room
-/// for every charge and two blocks more (a quarter of it is at least the block: the cap is
-/// what sizes it).
+/// for every charge and two blocks more (a quarter of it is at least the block, and
+/// `max_tokens` caps it there).
 fn window(estimate: u64, charges: &[u64]) -> Window {
     let least = *charges.iter().min().unwrap();
     let block = (estimate + least) / 2;
