@@ -21,6 +21,7 @@ mod faults;
 mod fuzz_corpus;
 mod governance;
 mod http2;
+mod lease_billing;
 mod lifecycle;
 mod limits;
 mod memory;

@@ -12,7 +12,7 @@ use serde_json::json;
 const KEY: &str = "sk-team-a";
 const ADMIN: &str = "sk-admin";
 
-fn key(name: &str, secret: &str, models: Option<&[&str]>, limits: LimitSpec) -> ApiKey {
+pub(crate) fn key(name: &str, secret: &str, models: Option<&[&str]>, limits: LimitSpec) -> ApiKey {
     ApiKey {
         name: name.into(),
         sha256: to_hex(&digest(secret)),
@@ -22,7 +22,7 @@ fn key(name: &str, secret: &str, models: Option<&[&str]>, limits: LimitSpec) -> 
     }
 }
 
-fn auth(keys: Vec<ApiKey>) -> AuthConfig {
+pub(crate) fn auth(keys: Vec<ApiKey>) -> AuthConfig {
     AuthConfig {
         enabled: true,
         admin_key_sha256: Some(to_hex(&digest(ADMIN))),
@@ -36,7 +36,7 @@ fn chat(model: &str, extra: &str) -> String {
     )
 }
 
-async fn call(lumen: &Lumen, secret: &str, body: &str) -> Reply {
+pub(crate) async fn call(lumen: &Lumen, secret: &str, body: &str) -> Reply {
     let bearer = format!("Bearer {secret}");
     send(
         http::Method::POST,
@@ -47,7 +47,7 @@ async fn call(lumen: &Lumen, secret: &str, body: &str) -> Reply {
     .await
 }
 
-async fn admin(lumen: &Lumen, method: http::Method, path: &str, body: &str) -> Reply {
+pub(crate) async fn admin(lumen: &Lumen, method: http::Method, path: &str, body: &str) -> Reply {
     let bearer = format!("Bearer {ADMIN}");
     send(
         method,
@@ -345,7 +345,7 @@ async fn cached_answers_are_not_shared_between_keys() {
     assert_eq!(sa.generation_count(), 2);
 }
 
-fn redis(url: &str, fail_closed: bool) -> RedisConfig {
+pub(crate) fn redis(url: &str, fail_closed: bool) -> RedisConfig {
     RedisConfig {
         url: Some(lumen_server::config::Secret::new(url)),
         timeout_ms: 200,

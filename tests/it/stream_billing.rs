@@ -67,7 +67,10 @@ async fn open_stream_at(
 
 /// Reads the stream until `stop_at` chunks with text have arrived (over every choice) and
 /// returns them; the caller then drops the response, and the connection with it.
-async fn read_chunks(resp: &mut http::Response<hyper::body::Incoming>, stop_at: usize) -> usize {
+pub(crate) async fn read_chunks(
+    resp: &mut http::Response<hyper::body::Incoming>,
+    stop_at: usize,
+) -> usize {
     read_events(resp, stop_at, |event| {
         assert_ne!(event, b"[DONE]", "the stream ended before the client left");
         let chunk: Value = serde_json::from_slice(event).unwrap();
@@ -90,7 +93,7 @@ async fn read_chunks(resp: &mut http::Response<hyper::body::Incoming>, stop_at: 
 }
 
 /// Reads SSE events, counting what `texts` finds in each event's data, until `stop_at`.
-async fn read_events(
+pub(crate) async fn read_events(
     resp: &mut http::Response<hyper::body::Incoming>,
     stop_at: usize,
     texts: impl Fn(&[u8]) -> usize,
@@ -143,7 +146,7 @@ async fn tokens_charged(lumen: &Lumen, at_least: u64) -> u64 {
 
 /// Lumen's tokenizer-free estimate of `tokens` of the simulator's answer, sent one token a
 /// chunk: 4 bytes a token, rounded up, at least one a chunk (`GatewayStream::relayed`).
-fn relayed_estimate(tokens: u32) -> u64 {
+pub(crate) fn relayed_estimate(tokens: u32) -> u64 {
     let text = (0..tokens).map(sim_token).collect::<String>();
     (text.len() as u64).div_ceil(4).max(u64::from(tokens))
 }
