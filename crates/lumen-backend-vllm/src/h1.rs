@@ -43,16 +43,18 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// A read buffer's first size, and what it grows by while reads do not fill it: a head and a
 /// stream's events fit. A stream spends most of its life waiting for the next token, holding
 /// this buffer all along, so it is counted once per open stream (issue 24: 16 KiB here was a
-/// third of a stream's memory). The events split off it are sent on and dropped, so the same
-/// allocation is reclaimed in place at the next refill.
-const FIRST_READ: usize = 4 * 1024;
+/// third of a stream's memory; 4 KiB, all of it touched as events move through it, was still
+/// a seventh). The events split off it are sent on and dropped, so the same allocation is
+/// reclaimed in place at the next refill. An engine's head and a stream's event (a few hundred
+/// bytes, a kilobyte with logprobs) fit.
+const FIRST_READ: usize = 2 * 1024;
 /// The largest step a read buffer grows by: a read that fills the free space (a large answer
 /// arriving faster than it is read) doubles the step up to this, so big bodies still come in
 /// 16 KiB reads.
 const READ_CHUNK: usize = 16 * 1024;
 /// Grow the read buffer only when less than this is free: stream events are split off the
 /// buffer as they arrive, and reserving after each would allocate per event.
-const MIN_SPARE: usize = 1024;
+const MIN_SPARE: usize = 512;
 /// How often the reaper looks for idle connections the engine has closed (engines such as
 /// vLLM's uvicorn and llama.cpp close theirs after about five idle seconds).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);

@@ -646,9 +646,9 @@ fn a_chunk_size_is_hex_digits_only() {
 /// the step to 16 KiB reads and falls back once a read leaves room.
 #[test]
 fn the_read_buffer_grows_only_while_reads_fill_it() {
-    assert_eq!(next_step(FIRST_READ, 300, 3_800), FIRST_READ, "an event");
-    assert_eq!(next_step(FIRST_READ, 3_800, 3_800), 2 * FIRST_READ);
-    assert_eq!(next_step(2 * FIRST_READ, 8_192, 8_192), READ_CHUNK);
+    assert_eq!(next_step(FIRST_READ, 300, 1_800), FIRST_READ, "an event");
+    assert_eq!(next_step(FIRST_READ, 1_800, 1_800), 2 * FIRST_READ);
+    assert_eq!(next_step(READ_CHUNK / 2, 8_192, 8_192), READ_CHUNK);
     assert_eq!(next_step(READ_CHUNK, 16_384, 16_384), READ_CHUNK, "bounded");
     assert_eq!(
         next_step(READ_CHUNK, 100, 16_384),
