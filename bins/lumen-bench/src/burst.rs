@@ -43,17 +43,29 @@ fn body(args: &BurstArgs) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-/// Samples `proc`'s RSS every 20 ms until `stop`, keeping the highest (KB).
-fn sample_peak(proc: &procs::Proc, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+/// Samples `proc`'s RSS every 20 ms until `stop`: (time since the start, KB).
+fn sample_rss(
+    proc: &procs::Proc,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(Duration, u64)>> {
     let rss = proc.rss_sampler();
+    let start = tokio::time::Instant::now();
     tokio::spawn(async move {
-        let mut peak = 0;
+        let mut samples = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            peak = peak.max(rss());
+            samples.push((start.elapsed(), rss()));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        peak
+        samples
     })
+}
+
+/// The highest RSS sampled, and the first sample after `all_open` (when the last stream got
+/// its first byte: every stream open and past its request's work, relaying tokens).
+fn peak_and_open(samples: &[(Duration, u64)], all_open: Duration) -> (u64, Option<u64>) {
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let open = samples.iter().find(|s| s.0 >= all_open).map(|s| s.1);
+    (peak, open)
 }
 
 pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
@@ -92,10 +104,12 @@ pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let peak = sample_peak(&lumen, stop.clone());
+    let sampler = sample_rss(&lumen, stop.clone());
     let via = load::burst(lumen.addr, body, n).await;
     stop.store(true, Ordering::Relaxed);
-    let open = peak.await.unwrap_or(0);
+    let samples = sampler.await.unwrap_or_default();
+    let all_open = via.lat.last().copied().unwrap_or_default();
+    let (open, streaming) = peak_and_open(&samples, all_open);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = lumen.rss_kb();
     let lazy = lumen.lazy_free_kb();
@@ -134,6 +148,19 @@ pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
         after as f64 / idle.max(1) as f64,
         lazy as f64 / 1024.0
     );
+    // Only meaningful while the first streams are still open when the last one starts:
+    // `--tokens` × `--itl-ms` longer than the burst's TTFB max.
+    if let Some(kb) = streaming
+        .filter(|_| all_open.as_millis() < u128::from(args.tokens) * u128::from(args.itl_ms))
+    {
+        println!(
+            "RSS once every stream had its first byte ({:.0} ms, all open and relaying): {:.1} MB \
+             ({:.1} KB a stream)",
+            all_open.as_secs_f64() * 1e3,
+            kb as f64 / 1024.0,
+            kb.saturating_sub(idle) as f64 / n as f64
+        );
+    }
     for (i, kb) in later.iter().enumerate() {
         println!(
             "5 s after burst {}: {:.1} MB ({:.2}x idle)",
