@@ -165,15 +165,18 @@ async def streams_phase(args, lumen, port):
 
 
 def body_of(mb, shape):
-    """A chat request of about `mb` MB: plain ASCII content, or every character `\\u`-escaped
-    (the shape that costs most to parse)."""
+    """A chat request of about `mb` MB in one of issue 24's shapes: one long plain message,
+    every character `\\u`-escaped (the shape that costs most to parse), an unknown member
+    holding a big array, or many small messages."""
     n = mb * 1_000_000
-    if shape == "escaped":
-        content = "\\u00e9" * (n // 6)
-    else:
-        content = "x" * n
-    return ('{"model":"slow","max_tokens":1,"messages":[{"role":"user","content":"'
-            + content + '"}]}').encode()
+    head = '{"model":"slow","max_tokens":1,"messages":['
+    hi = '{"role":"user","content":"hi"}'
+    if shape == "unknown_array":
+        return (head + hi + '],"junk":[' + ",".join(["0"] * (n // 2)) + "]}").encode()
+    if shape == "many_messages":
+        return (head + ",".join([hi] * (n // (len(hi) + 1))) + "]}").encode()
+    content = "\\u00e9" * (n // 6) if shape == "escaped" else "x" * n
+    return (head + '{"role":"user","content":"' + content + '"}]}').encode()
 
 
 async def read_answer(r):
@@ -367,7 +370,8 @@ async def main():
     p.add_argument("--log-level", default="info", help="Lumen's log.level (info writes the access log)")
     p.add_argument("--bodies", type=int, default=0, help="concurrent large bodies (0 skips the phase)")
     p.add_argument("--body-mb", type=int, default=30)
-    p.add_argument("--body-shape", choices=["plain", "escaped"], default="plain")
+    p.add_argument("--body-shape", choices=["plain", "escaped", "unknown_array", "many_messages"],
+                   default="plain")
     p.add_argument("--bodies-settle", type=float, default=30.0,
                    help="seconds after the bodies to read RSS again")
     p.add_argument("--admission", type=int, default=0,

@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -339,23 +338,32 @@ struct CheckMessage<'a> {
 struct CheckContent;
 
 impl<'de> Deserialize<'de> for CheckContent {
+    /// Borrowed and looked at, never decoded: a long message with escapes was decoded whole
+    /// here, into a buffer that doubles as it grows (issue 24: a 10 MB body of `\u` escapes
+    /// peaked at 3× its size in RSS). The messages are checked from the body's text, so the
+    /// borrow always holds.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = CheckContent;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of content parts")
-            }
-            fn visit_str<E>(self, _: &str) -> Result<CheckContent, E> {
-                Ok(CheckContent)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CheckContent, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(CheckContent)
-            }
+        let raw = <&RawValue>::deserialize(d)?;
+        if matches!(kind(raw), b'"' | b'[') {
+            return Ok(CheckContent);
         }
-        d.deserialize_any(V)
+        // The same answer serde gives a visitor expecting these (an error path: small).
+        let unexpected = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Ok(serde_json::Value::Bool(b)) => de::Unexpected::Bool(b),
+            Ok(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => return Err(invalid(de::Unexpected::Unsigned(u))),
+                (_, Some(i), _) => return Err(invalid(de::Unexpected::Signed(i))),
+                (_, _, f) => de::Unexpected::Float(f.unwrap_or_default()),
+            },
+            Ok(serde_json::Value::Object(_)) => de::Unexpected::Map,
+            _ => de::Unexpected::Other("a value"),
+        };
+        Err(invalid(unexpected))
     }
+}
+
+fn invalid<E: de::Error>(unexpected: de::Unexpected<'_>) -> E {
+    E::invalid_type(unexpected, &"a string or an array of content parts")
 }
 
 /// One message, borrowed from the request: what prefix routing reads.
@@ -380,11 +388,7 @@ impl MessageView<'_> {
             Some(ViewContent::Typed(MessageContent::Text(t))) => push_capped(out, t, max),
             Some(ViewContent::Typed(MessageContent::Parts(p))) => parts_text(p, out, max),
             Some(ViewContent::Raw(r)) => match kind(r) {
-                b'"' => {
-                    if let Ok(t) = serde_json::from_str::<Cow<'_, str>>(r.get()) {
-                        push_capped(out, &t, max);
-                    }
-                }
+                b'"' => push_json_str(r.get(), out, max),
                 b'[' => parts_text(r, out, max),
                 _ => {}
             },
@@ -419,67 +423,83 @@ fn parts_text(parts: &RawValue, out: &mut Vec<u8>, max: usize) {
     #[derive(Deserialize)]
     struct Part<'a> {
         #[serde(borrow, default)]
-        text: Option<MaybeText<'a>>,
+        text: Option<&'a RawValue>,
     }
     for part in Elements::<Part<'_>>::new(parts.get()) {
         if out.len() >= max {
             return;
         }
-        if let Ok(Part {
-            text: Some(MaybeText(Some(t))),
-        }) = part
+        if let Ok(Part { text: Some(t) }) = part
+            && kind(t) == b'"'
         {
-            push_capped(out, &t, max);
+            push_json_str(t.get(), out, max);
         }
     }
 }
 
-/// A string, or `None` for any other JSON value (skipped without keeping it).
-struct MaybeText<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MaybeText<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = MaybeText<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
+/// Appends the text of the JSON string literal `raw` (checked JSON: quotes, valid escapes)
+/// to `out`, stopping at `max` bytes in all, and reads only as much of `raw` as that takes:
+/// decoding the whole string (serde) cost a copy of it, and of a long message only the first
+/// bytes are wanted. Stops at an escape that is not a whole character (a lone surrogate),
+/// where serde would refuse the string.
+fn push_json_str(raw: &str, out: &mut Vec<u8>, max: usize) {
+    let b = raw.as_bytes();
+    let mut i = 1;
+    while i < b.len() && out.len() < max {
+        match b[i] {
+            b'"' => return,
+            b'\\' => {
+                let (c, len) = match b.get(i + 1) {
+                    Some(b'u') => match json_escape_char(&b[i..]) {
+                        Some(decoded) => decoded,
+                        None => return,
+                    },
+                    Some(&e) => match e {
+                        b'"' | b'\\' | b'/' => (char::from(e), 2),
+                        b'b' => ('\u{8}', 2),
+                        b'f' => ('\u{c}', 2),
+                        b'n' => ('\n', 2),
+                        b'r' => ('\r', 2),
+                        b't' => ('\t', 2),
+                        _ => return,
+                    },
+                    None => return,
+                };
+                push_capped(out, c.encode_utf8(&mut [0; 4]), max);
+                i += len;
             }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(Some(Cow::Borrowed(s))))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(Some(Cow::Owned(s.to_owned()))))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeText<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeText(None))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<MaybeText<'a>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(MaybeText(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(None))
-            }
-            fn visit_unit<E>(self) -> Result<MaybeText<'a>, E> {
-                Ok(MaybeText(None))
+            _ => {
+                let start = i;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\\' {
+                    i += 1;
+                }
+                // Both stops are ASCII, so the run is whole characters.
+                push_capped(out, &raw[start..i], max);
             }
         }
-        d.deserialize_any(V(PhantomData))
     }
+}
+
+/// The character of a `\uXXXX` escape (two for a surrogate pair) at the start of `b`, and
+/// the bytes it took.
+fn json_escape_char(b: &[u8]) -> Option<(char, usize)> {
+    let hex = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let first = hex(2)?;
+    if (0xD800..0xDC00).contains(&first) {
+        if b.get(6..8)? != b"\\u" {
+            return None;
+        }
+        let second = hex(8)?;
+        if !(0xDC00..0xE000).contains(&second) {
+            return None;
+        }
+        let c = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+        return char::from_u32(c).map(|c| (c, 12));
+    }
+    char::from_u32(first).map(|c| (c, 6))
 }
 
 /// One message. `content` is a string or an array of content parts (text, images, ...).
@@ -649,3 +669,6 @@ pub struct ChatDelta {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+#[cfg(test)]
+mod tests;
