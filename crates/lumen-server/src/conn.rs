@@ -305,6 +305,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.take_sniffed(buf) {
+            // The rest of the request is most likely in the socket already: read it in the
+            // same call, so hyper's first read holds the whole head. A first read of only the
+            // sniffed bytes made hyper grow its buffer to 16 KiB on every connection (issue 24).
+            // Nothing to read yet, or an error, is left to the next call.
+            if this.sniffed.is_none() && buf.remaining() > 0 {
+                let _ = Pin::new(&mut this.io).poll_read(cx, buf);
+            }
             return Poll::Ready(Ok(()));
         }
         this.activity.reader.register(cx.waker());
