@@ -6,10 +6,10 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::raw::{Elements, deserialize_object, kind, same_json};
+use crate::raw::{Elements, deserialize_object, same_json};
 use crate::request::RequestError;
 use crate::stream::{StreamOptions, Usage};
-use crate::{Extra, RawExtra};
+use crate::{Extra, RawExtra, RawJson};
 
 /// A completion request. `prompt` and unknown fields stay the client's JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -73,7 +73,7 @@ pub enum Prompt {
     Tokens(Vec<u32>),
     TokenBatches(Vec<Vec<u32>>),
     /// As received: a JSON string or array.
-    Raw(Box<RawValue>),
+    Raw(RawJson),
 }
 
 impl Default for Prompt {
@@ -90,8 +90,8 @@ impl PartialEq for Prompt {
 
 impl<'de> Deserialize<'de> for Prompt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(d)?;
-        match kind(&raw) {
+        let raw = RawJson::deserialize(d)?;
+        match raw.kind() {
             b'"' | b'[' => Ok(Self::Raw(raw)),
             _ => Err(de::Error::custom(
                 "invalid type: expected a string, an array of strings, an array of token ids \
@@ -136,7 +136,7 @@ impl Prompt {
             Self::Texts(v) => v.len() as u64,
             Self::TokenBatches(v) => v.len() as u64,
             Self::Raw(r) => match shape(r) {
-                Some(Shape::Texts) if kind(r) == b'"' => 1,
+                Some(Shape::Texts) if r.kind() == b'"' => 1,
                 Some(Shape::Texts | Shape::Batches(_)) => {
                     Elements::<IgnoredAny>::new(r.get()).count() as u64
                 }
@@ -186,7 +186,7 @@ impl Prompt {
             Self::Texts(v) => text(&mut out, v.first().map_or("", String::as_str)),
             Self::Tokens(t) => tokens(&mut out, t),
             Self::TokenBatches(b) => tokens(&mut out, b.first().map_or(&[], Vec::as_slice)),
-            Self::Raw(r) => match kind(r) {
+            Self::Raw(r) => match r.kind() {
                 b'"' => {
                     if let Ok(s) = serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()) {
                         text(&mut out, &s);
@@ -260,8 +260,8 @@ impl<'de> Deserialize<'de> for Leading<'de> {
 }
 
 /// The shape of a raw prompt; `None` when it is not valid JSON of any prompt type.
-fn shape(raw: &RawValue) -> Option<Shape> {
-    if kind(raw) == b'"' {
+fn shape(raw: &RawJson) -> Option<Shape> {
+    if raw.kind() == b'"' {
         return Some(Shape::Texts);
     }
     serde_json::from_str::<ShapeOf>(raw.get()).ok().map(|s| s.0)

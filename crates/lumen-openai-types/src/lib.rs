@@ -58,7 +58,7 @@ pub use embeddings::{
 pub use error::{ErrorBody, ErrorObject};
 pub use json::{JsonAnswer, JsonBody, JsonRequest};
 pub use models::{Model, ModelList};
-pub use raw::RawExtra;
+pub use raw::{RawExtra, RawJson};
 pub use request::RequestError;
 pub use source::Source;
 pub use stream::{Chunk, HasModel, HasUsage, Reply, StreamOptions, Usage};

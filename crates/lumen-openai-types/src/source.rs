@@ -169,11 +169,10 @@ impl Source {
             return;
         }
         if let Some(range) = &messages_at {
-            // The parse checked the body (UTF-8 JSON); the slice is the array's own text.
-            if std::str::from_utf8(&body[range.clone()]).is_err() {
+            let Some(messages) = Messages::shared(body.slice(range.clone())) else {
                 return;
-            }
-            r.messages = Messages::shared(body.slice(range.clone()));
+            };
+            r.messages = messages;
         }
         let extra = r.extra.raw_json();
         r.source = Some(Self {
