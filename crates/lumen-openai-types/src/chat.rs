@@ -43,9 +43,9 @@ pub struct ChatCompletionRequest {
     #[serde(flatten)]
     pub extra: RawExtra,
     /// The client's bytes, when the request was read from a body with
-    /// [`crate::request::parse_chat`]: the engine is sent them (with what Lumen changed spliced
-    /// in) rather than a re-serialisation ([`Self::forwarded`]). Not part of the request's
-    /// value: ignored by `==` and never serialised.
+    /// [`crate::request::parse_shared`]: the engine is sent them (with what Lumen changed
+    /// spliced in) rather than a re-serialisation ([`crate::Forwardable::forwarded`]). Not
+    /// part of the request's value: ignored by `==` and never serialised.
     #[serde(skip)]
     pub source: Option<crate::source::Source>,
 }
@@ -65,14 +65,6 @@ deserialize_object!(ChatCompletionRequest, "a chat completion request object", {
 }, skip: [source]);
 
 impl ChatCompletionRequest {
-    /// The body to send the engine, when the request was read from one
-    /// ([`crate::request::parse_chat`]) and changed only in what can be spliced into the
-    /// client's bytes (`model`, `stream`, `stream_options`, members added to `extra`): those
-    /// bytes as pieces that share them, edits in place. `None`: serialise the request.
-    pub fn forwarded(&self) -> Option<Vec<bytes::Bytes>> {
-        crate::source::Source::forward_chat(self)
-    }
-
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }

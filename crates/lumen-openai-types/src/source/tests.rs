@@ -1,14 +1,18 @@
 use bytes::Bytes;
 
-use crate::request::parse_chat;
-use crate::{ChatCompletionRequest, StreamOptions};
+use crate::request::parse_shared;
+use crate::{ChatCompletionRequest, Forwardable, StreamOptions};
+
+fn parsed<T: Forwardable>(s: &str) -> T {
+    parse_shared(&Bytes::from(s.to_owned())).unwrap()
+}
 
 fn chat(s: &str) -> ChatCompletionRequest {
-    parse_chat(&Bytes::from(s.to_owned())).unwrap()
+    parsed(s)
 }
 
 /// The pieces joined.
-fn sent(r: &ChatCompletionRequest) -> Option<String> {
+fn sent<T: Forwardable>(r: &T) -> Option<String> {
     r.forwarded()
         .map(|p| String::from_utf8(p.concat()).unwrap())
 }
