@@ -672,9 +672,10 @@ impl VllmBackend {
         Ok(resp)
     }
 
-    /// A chat request's body: the client's bytes with Lumen's changes spliced in when the
-    /// request was read from a body and changed only that way, else the request serialised.
-    /// Taken by value so the request is freed before the engine call.
+    /// A chat, completions or embeddings request's body: the client's bytes with Lumen's
+    /// changes spliced in when the request was read from a body and changed only that way,
+    /// else the request serialised (a continuation's rewritten prompt, a request built in
+    /// code). Taken by value so the request is freed before the engine call.
     fn body_of<R: Forwardable>(&self, req: R) -> Result<Payload<'static>, BackendError> {
         Ok(match req.forwarded() {
             Some(pieces) => Payload::Pieces(pieces),
@@ -796,7 +797,8 @@ impl Backend for VllmBackend {
     ) -> Result<Reply<CompletionResponse>, BackendError> {
         req.stream = None;
         self.prioritise(&mut req.extra, cx);
-        self.call_reply("/v1/completions", &req, cx).await
+        let body = self.body_of(req)?;
+        self.reply_to("/v1/completions", body, cx).await
     }
 
     async fn completions_stream(
@@ -806,9 +808,8 @@ impl Backend for VllmBackend {
     ) -> Result<ChunkStream<CompletionChunk>, BackendError> {
         req.stream = Some(true);
         self.prioritise(&mut req.extra, cx);
-        let body = self.encode(&req)?;
-        self.stream_of("/v1/completions", Payload::Json(body), cx)
-            .await
+        let body = self.body_of(req)?;
+        self.stream_of("/v1/completions", body, cx).await
     }
 
     async fn embeddings(
@@ -816,7 +817,8 @@ impl Backend for VllmBackend {
         req: EmbeddingRequest,
         cx: &RequestContext,
     ) -> Result<Reply<EmbeddingResponse>, BackendError> {
-        self.call_reply("/v1/embeddings", &req, cx).await
+        let body = self.body_of(req)?;
+        self.reply_to("/v1/embeddings", body, cx).await
     }
 
     async fn call(

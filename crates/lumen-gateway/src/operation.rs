@@ -78,8 +78,8 @@ pub trait Operation: 'static {
     }
 
     /// [`read`](Self::read) from the body as received: an operation whose request keeps the
-    /// client's bytes (chat: [`read_forwardable`]) shares them, so the engine is sent them
-    /// rather than a re-serialisation.
+    /// client's bytes (chat, completions, embeddings: [`read_forwardable`]) shares them, so
+    /// the engine is sent them rather than a re-serialisation.
     fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
         Self::read(body, max_n)
     }
@@ -272,6 +272,10 @@ impl Operation for Completions {
         check_n(r.n, &r.extra, max_n)
     }
 
+    fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
+        read_forwardable::<Self>(body, max_n)
+    }
+
     fn completion_budget(r: &Self::Request) -> Option<u32> {
         r.max_tokens
     }
@@ -326,6 +330,10 @@ impl Operation for Embeddings {
 
     fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
         r.validate()
+    }
+
+    fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
+        read_forwardable::<Self>(body, max_n)
     }
 
     fn caching(_r: &Self::Request) -> Caching {

@@ -34,6 +34,12 @@ pub struct CompletionRequest {
     pub user: Option<String>,
     #[serde(flatten)]
     pub extra: RawExtra,
+    /// The client's bytes, when the request was read from a body with
+    /// [`crate::request::parse_shared`]: the engine is sent them (with what Lumen changed
+    /// spliced in) rather than a re-serialisation ([`crate::Forwardable::forwarded`]). Not
+    /// part of the request's value: ignored by `==` and never serialised.
+    #[serde(skip)]
+    pub source: Option<crate::source::Source>,
 }
 
 deserialize_object!(CompletionRequest, "a completion request object", {
@@ -47,7 +53,7 @@ deserialize_object!(CompletionRequest, "a completion request object", {
     n: Option<u32> = default,
     seed: Option<i64> = default,
     user: Option<String> = default,
-});
+}, skip: [source]);
 
 impl CompletionRequest {
     pub fn is_stream(&self) -> bool {
@@ -62,9 +68,10 @@ impl CompletionRequest {
 
 /// A prompt (or an embeddings `input`): text, texts, token ids, or batches of token ids.
 ///
-/// A parsed request holds [`Prompt::Raw`]: the client's JSON, checked for one of the four
-/// shapes by `validate` but not expanded (a token array as `Vec<u32>` costs twice its JSON, a
-/// batch of one-token arrays twelve times). The typed variants are for requests built in code.
+/// A parsed request holds [`Prompt::Raw`]: the client's JSON (a slice of the body itself when
+/// the request keeps it, [`crate::Source`]), checked for one of the four shapes by `validate`
+/// but not expanded (a token array as `Vec<u32>` costs twice its JSON, a batch of one-token
+/// arrays twelve times). The typed variants are for requests built in code.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
@@ -113,6 +120,20 @@ enum Shape {
 }
 
 impl Prompt {
+    /// The prompt as a slice of the client's body (`text`, the body's member); `None` when it
+    /// is not UTF-8.
+    pub(crate) fn shared(text: bytes::Bytes) -> Option<Self> {
+        RawJson::shared(text).map(Self::Raw)
+    }
+
+    /// The body slice the prompt is, when it is one.
+    pub(crate) fn shared_bytes(&self) -> Option<&bytes::Bytes> {
+        match self {
+            Self::Raw(r) => r.shared_bytes(),
+            _ => None,
+        }
+    }
+
     /// True when there is nothing to send (an empty list; an empty string is a valid prompt).
     pub fn is_empty(&self) -> bool {
         match self {

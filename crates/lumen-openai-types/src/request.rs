@@ -31,9 +31,9 @@ impl RequestError {
 pub const MAX_DEPTH: usize = 128;
 
 /// A body parsed as [`parse`] does, keeping the client's bytes as the request's
-/// [`Source`](crate::Source): its bulk (chat `messages`) becomes a slice of `body` (the parse's
-/// copy is freed), and the request can be forwarded as those bytes
-/// ([`Forwardable::forwarded`](crate::Forwardable::forwarded)).
+/// [`Source`](crate::Source): its bulk (chat `messages`, a completion's `prompt`, embeddings
+/// `input`) becomes a slice of `body` (the parse's copy is freed), and the request can be
+/// forwarded as those bytes ([`Forwardable::forwarded`](crate::Forwardable::forwarded)).
 pub fn parse_shared<T: crate::Forwardable>(body: &bytes::Bytes) -> Result<T, RequestError> {
     let mut r: T = parse(body)?;
     crate::source::Source::attach(&mut r, body);

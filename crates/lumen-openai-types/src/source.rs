@@ -3,7 +3,7 @@
 //! than a re-serialisation (issue 24: a re-serialised 10 MB body held the body, the parsed
 //! request and the new copy at once).
 //!
-//! Chat requests keep their bytes ([`Forwardable`]). Lumen changes
+//! Chat, completions and embeddings requests keep their bytes ([`Forwardable`]). Lumen changes
 //! few things in a request on its way to an engine: `model` (routing resolves aliases to the
 //! engine's id), `stream` and `stream_options` (the usage ask on streams), and a few added
 //! members (`priority`, continuation's switches). Rather than trusting every caller to say what
@@ -13,8 +13,9 @@
 //! `None`, and the caller serialises the request as before. So a splice is always exactly the
 //! request's value.
 //!
-//! The bulk of each request (chat's `messages`: [`Splice::HELD`]) is made a slice of the body,
-//! so the parse's copy of it is freed and the request holds about the body once.
+//! The bulk of each request (chat's `messages`, a completion's `prompt`, embeddings' `input`:
+//! [`Splice::HELD`]) is made a slice of the body, so the parse's copy of it is freed and the
+//! request holds about the body once.
 
 use std::fmt;
 use std::hash::{DefaultHasher, Hasher};
@@ -27,6 +28,8 @@ use serde_json::value::RawValue;
 
 use crate::RawExtra;
 use crate::chat::{ChatCompletionRequest, Messages};
+use crate::completions::{CompletionRequest, Prompt};
+use crate::embeddings::EmbeddingRequest;
 use crate::raw::Key;
 use crate::stream::StreamOptions;
 
@@ -56,8 +59,8 @@ pub struct Source {
 }
 
 /// A request that keeps the client's bytes when read with
-/// [`crate::request::parse_shared`], and is forwarded as them: chat requests (sealed:
-/// [`Splice`] cannot be named outside this crate).
+/// [`crate::request::parse_shared`], and is forwarded as them: chat, completions and
+/// embeddings requests (sealed: [`Splice`] cannot be named outside this crate).
 pub trait Forwardable: Splice + DeserializeOwned + Serialize {
     /// The body to send the engine, when the request was read from one and changed only in
     /// what can be spliced into the client's bytes (`model`, `stream`, `stream_options`,
@@ -69,6 +72,8 @@ pub trait Forwardable: Splice + DeserializeOwned + Serialize {
 }
 
 impl Forwardable for ChatCompletionRequest {}
+impl Forwardable for CompletionRequest {}
+impl Forwardable for EmbeddingRequest {}
 
 /// What [`Source`] reads and sets of a request type. Public only to bound [`Forwardable`]; not
 /// reachable outside this crate.
@@ -95,6 +100,7 @@ pub trait Splice {
 /// A request's members as [`Source`] compares them with the parse's.
 pub struct Members<'a> {
     pub model: &'a str,
+    /// Always `false` for a request that never streams.
     pub stream: bool,
     pub stream_options: Option<&'a StreamOptions>,
     /// A [`digest`] of the typed members Lumen reads but never changes on the way to the
@@ -130,6 +136,73 @@ impl Splice for ChatCompletionRequest {
 
     fn hold(&mut self, text: Bytes) -> bool {
         Messages::shared(text).map(|m| self.messages = m).is_some()
+    }
+
+    fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+
+    fn source_mut(&mut self) -> &mut Option<Source> {
+        &mut self.source
+    }
+}
+
+impl Splice for CompletionRequest {
+    const HELD: &'static str = "prompt";
+
+    fn members(&self) -> Members<'_> {
+        Members {
+            model: &self.model,
+            stream: self.is_stream(),
+            stream_options: self.stream_options.as_ref(),
+            fields: digest(&(
+                self.max_tokens,
+                self.temperature,
+                self.top_p,
+                self.n,
+                self.seed,
+                &self.user,
+            )),
+            extra: &self.extra,
+        }
+    }
+
+    fn held(&self) -> Option<&Bytes> {
+        self.prompt.shared_bytes()
+    }
+
+    fn hold(&mut self, text: Bytes) -> bool {
+        Prompt::shared(text).map(|p| self.prompt = p).is_some()
+    }
+
+    fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+
+    fn source_mut(&mut self) -> &mut Option<Source> {
+        &mut self.source
+    }
+}
+
+impl Splice for EmbeddingRequest {
+    const HELD: &'static str = "input";
+
+    fn members(&self) -> Members<'_> {
+        Members {
+            model: &self.model,
+            stream: false,
+            stream_options: None,
+            fields: digest(&(&self.encoding_format, self.dimensions, &self.user)),
+            extra: &self.extra,
+        }
+    }
+
+    fn held(&self) -> Option<&Bytes> {
+        self.input.shared_bytes()
+    }
+
+    fn hold(&mut self, text: Bytes) -> bool {
+        Prompt::shared(text).map(|p| self.input = p).is_some()
     }
 
     fn source(&self) -> Option<&Source> {

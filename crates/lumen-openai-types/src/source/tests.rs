@@ -1,7 +1,10 @@
 use bytes::Bytes;
 
+use crate::continuation::Resumable;
 use crate::request::parse_shared;
-use crate::{ChatCompletionRequest, Forwardable, StreamOptions};
+use crate::{
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Forwardable, Prompt, StreamOptions,
+};
 
 fn parsed<T: Forwardable>(s: &str) -> T {
     parse_shared(&Bytes::from(s.to_owned())).unwrap()
@@ -118,5 +121,124 @@ fn a_clone_forwards_the_same_bytes_without_copying_them() {
     assert_eq!(
         serde_json::to_value(&r).unwrap()["messages"][0]["content"],
         "hé"
+    );
+}
+
+const COMPLETION: &str = r#" {"prompt" : "Once \u0075pon\n" , "model":"a", "top_k":5,
+  "max_tokens": 20, "echo":false, "junk": [1, 2.50, {"x":null}] } "#;
+
+const EMBEDDING: &str = r#"{ "input": [[1, 2], [3]], "model" : "a", "dimensions": 8,
+  "extra_body": {"truncate":true} }"#;
+
+#[test]
+fn a_completion_or_embedding_unchanged_is_the_body_itself() {
+    let r: CompletionRequest = parsed(COMPLETION);
+    assert_eq!(r.forwarded().unwrap(), vec![Bytes::from(COMPLETION)]);
+    // The prompt is read from the body, not a copy.
+    assert!(r.prompt.shared_bytes().is_some());
+    assert_eq!(r.prompt.leading_bytes(100), b"Once upon\n");
+    let r: EmbeddingRequest = parsed(EMBEDDING);
+    assert_eq!(sent(&r).unwrap(), EMBEDDING);
+    assert!(r.input.shared_bytes().is_some());
+    assert_eq!(
+        r.input.leading_bytes(8),
+        [1u32, 2].map(u32::to_le_bytes).concat()
+    );
+    assert!(r.validate().is_ok());
+    assert_eq!(r.input.count(), 2);
+    // The serialised form (a cache key's, a fallback's) is the same request.
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        v,
+        serde_json::from_str::<serde_json::Value>(EMBEDDING).unwrap()
+    );
+}
+
+#[test]
+fn a_completion_or_embedding_gets_its_model_and_usage_ask_spliced() {
+    let mut r: CompletionRequest = parsed(COMPLETION);
+    r.model = "m1".into();
+    r.stream = Some(true);
+    r.stream_options = Some(StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    r.extra.insert("priority", &1).unwrap();
+    assert_eq!(
+        sent(&r).unwrap(),
+        format!(
+            r#" {{"stream":true,"stream_options":{{"include_usage":true}},"priority":1,{}"#,
+            &COMPLETION[2..].replace(r#""a""#, r#""m1""#)
+        )
+    );
+    let mut r: EmbeddingRequest = parsed(EMBEDDING);
+    r.model = "m1".into();
+    assert_eq!(sent(&r).unwrap(), EMBEDDING.replace(r#""a""#, r#""m1""#));
+}
+
+#[test]
+fn other_completion_and_embedding_changes_are_serialised() {
+    let completions: [fn(&mut CompletionRequest); 5] = [
+        |r| r.max_tokens = Some(3),
+        |r| r.prompt = Prompt::Text("x".into()),
+        |r| r.seed = Some(1),
+        |r| {
+            r.extra.insert("echo", &true).unwrap();
+        },
+        |r| r.user = Some("u".into()),
+    ];
+    for change in completions {
+        let mut r: CompletionRequest = parsed(COMPLETION);
+        change(&mut r);
+        assert!(r.forwarded().is_none(), "{r:?}");
+    }
+    let embeddings: [fn(&mut EmbeddingRequest); 4] = [
+        |r| r.dimensions = None,
+        |r| r.encoding_format = Some("base64".into()),
+        |r| r.input = Prompt::Text("x".into()),
+        |r| {
+            r.extra.remove("extra_body");
+        },
+    ];
+    for change in embeddings {
+        let mut r: EmbeddingRequest = parsed(EMBEDDING);
+        change(&mut r);
+        assert!(r.forwarded().is_none(), "{r:?}");
+    }
+    assert!(CompletionRequest::default().forwarded().is_none());
+    assert!(EmbeddingRequest::default().forwarded().is_none());
+}
+
+/// Continuation rewrites the prompt (and lowers `max_tokens`): a splice cannot carry that, so
+/// the continued request is serialised, with the prompt extended and every other member kept.
+#[test]
+fn a_continued_completion_is_serialised_with_its_prompt_extended() {
+    let mut r: CompletionRequest = parsed(COMPLETION);
+    r.model = "m1".into();
+    r.stream = Some(true);
+    let cont = r.with_partial_answer(" there was", 4).unwrap();
+    assert!(cont.forwarded().is_none());
+    let v = serde_json::to_value(&cont).unwrap();
+    assert_eq!(v["prompt"], "Once upon\n there was");
+    assert_eq!(v["max_tokens"], 16);
+    assert_eq!(v["model"], "m1");
+    assert_eq!(v["top_k"], 5);
+    assert_eq!(v["junk"][2]["x"], serde_json::Value::Null);
+    // The request it continues still forwards the client's bytes.
+    assert!(r.forwarded().is_some());
+}
+
+/// A member the type does not read but may appear twice in the body (embeddings have no
+/// `stream`, so a client's two `stream` members are both unknown members): no splice could be
+/// sure which the engine reads, so the request is serialised, both kept as they came.
+#[test]
+fn a_repeated_unknown_member_named_like_a_spliced_one_is_serialised() {
+    let body = r#"{"model":"m1","input":"x","stream":1,"stream":2}"#;
+    let r: EmbeddingRequest = parsed(body);
+    assert!(r.source.is_none());
+    assert!(r.forwarded().is_none());
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"model":"m1","input":"x","stream":1,"stream":2}"#
     );
 }
