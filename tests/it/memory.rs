@@ -234,6 +234,12 @@ async fn cached_bytes_are_a_gauge() {
 /// with a usage chunk when the body asked for a stream). Returns its URL and the bodies it
 /// kept.
 async fn sink_engine(keep: usize) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    sink_engine_cutting(keep, false).await
+}
+
+/// [`sink_engine`]; with `cut`, a stream is broken off after its first event (the connection
+/// closed with the rest of the declared length unsent), for continuation to finish elsewhere.
+async fn sink_engine_cutting(keep: usize, cut: bool) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let kept = Arc::new(Mutex::new(Vec::new()));
@@ -257,6 +263,10 @@ async fn sink_engine(keep: usize) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
                         "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n",
                         b.len()
                     );
+                    if cut && stream {
+                        let _ = sock.write_all((resp + events[0]).as_bytes()).await;
+                        return;
+                    }
                     if sock.write_all((resp + &b).as_bytes()).await.is_err() {
                         return;
                     }
@@ -624,4 +634,151 @@ async fn a_stream_adds_only_the_usage_ask() {
             &body[1..]
         )
     );
+}
+
+/// `body` posted to `path` through `lumen`: Lumen's answer, and the body the sink engine
+/// behind it kept (the last it received).
+async fn through(
+    lumen: &Lumen,
+    kept: &Mutex<Vec<Vec<u8>>>,
+    path: &str,
+    body: &str,
+) -> (Reply, String) {
+    let r = post(&lumen.url(path), body).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    let got = kept.lock().unwrap().pop().unwrap();
+    (r, String::from_utf8(got).unwrap())
+}
+
+/// Issue 24: completions and embeddings bodies Lumen does not need to change reach the engine
+/// as the client sent them, byte for byte: whitespace, key order, number spellings, escapes,
+/// unknown and repeated unknown members, `"stream": false`.
+#[tokio::test]
+async fn a_completion_or_embedding_unchanged_reaches_the_engine_byte_for_byte() {
+    let (url, kept) = sink_engine(MIB).await;
+    let lumen = Lumen::start(builder(&[&url]).build().unwrap()).await;
+    let completion = concat!(
+        "{ \"top_k\" : 5,\n  \"model\":\"m1\", \"temperature\": 0.50, \"stream\" : false,\n",
+        "  \"prompt\": \"b\\u00e9 \\\"q\\\" \\n\\ud83d\\ude00\",  \"max_tokens\" :2,\n",
+        "  \"logit_bias\": {\"50256\": -1e2}, \"x\": 1, \"x\": 2 }\n"
+    );
+    let (_, got) = through(&lumen, &kept, COMPLETIONS, completion).await;
+    assert_eq!(got, completion);
+    let tokens = "{\"prompt\":[ 1,2 ,\n3 ],\"model\" :\"m1\",\"echo\":false}";
+    let (_, got) = through(&lumen, &kept, COMPLETIONS, tokens).await;
+    assert_eq!(got, tokens);
+    let embedding = concat!(
+        "{\"input\" : [ \"h\\u00e9llo\", \"w\\/orld\" ] ,\n \"model\":\"m1\",",
+        " \"encoding_format\":\"float\", \"truncate_prompt_tokens\": 1.0e1,",
+        " \"x\":{\"b\":1,\"a\":[true,null]}, \"x\": 2 }"
+    );
+    let (r, got) = through(&lumen, &kept, EMBEDDINGS, embedding).await;
+    assert_eq!(got, embedding);
+    assert_eq!(r.json()["data"][0]["embedding"][0], 0.5);
+    let long_text = "{\"model\":\"m1\",\n\"input\":\"one \\t long\\u0020text\"}";
+    let (_, got) = through(&lumen, &kept, EMBEDDINGS, long_text).await;
+    assert_eq!(got, long_text);
+}
+
+/// Issue 24: an alias in a completions or embeddings body is rewritten to the engine's model in
+/// place (the top-level `model` only); every other byte is the client's.
+#[tokio::test]
+async fn an_alias_rewrites_only_the_model_of_a_completion_or_embedding() {
+    let (url, kept) = sink_engine(MIB).await;
+    let mut gov = lumen_governance::GovernanceConfig::default();
+    gov.aliases.insert("a".into(), "m1".into());
+    let lumen = Lumen::start(builder(&[&url]).governance(gov).build().unwrap()).await;
+    for (path, body) in [
+        (
+            COMPLETIONS,
+            r#"{"prompt" : "model \"a\"", "max_tokens":2,  "model" : "a" , "z":{"model":"a"}}"#,
+        ),
+        (
+            EMBEDDINGS,
+            r#"{"input" : ["model", "a"],  "model" :"a" , "z":{"model":"a"}, "dimensions": 4}"#,
+        ),
+    ] {
+        let (r, got) = through(&lumen, &kept, path, body).await;
+        assert_eq!(r.json()["model"], "a", "{path}: the answer names the alias");
+        assert_eq!(
+            got,
+            body.replacen(r#""model" : "a""#, r#""model" : "m1""#, 1)
+                .replacen(r#""model" :"a""#, r#""model" :"m1""#, 1),
+            "{path}"
+        );
+        assert_ne!(got, body, "{path}");
+    }
+}
+
+/// Issue 24: on a completions stream, Lumen's usage ask is the one member added to the client's
+/// bytes (first in the object); the usage chunk the client did not ask for is not relayed.
+#[tokio::test]
+async fn a_completions_stream_adds_only_the_usage_ask() {
+    let (url, kept) = sink_engine(MIB).await;
+    let lumen = Lumen::start(builder(&[&url]).build().unwrap()).await;
+    let body = r#"{"model":"m1","stream":true,"prompt":["hi \u00e9"], "top_k" :1}"#;
+    let (r, got) = through(&lumen, &kept, COMPLETIONS, body).await;
+    let events = r.sse_data();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(events.iter().all(|e| !e.contains("usage")), "{events:?}");
+    assert_eq!(
+        got,
+        format!(
+            r#"{{"stream_options":{{"include_usage":true}},{}"#,
+            &body[1..]
+        )
+    );
+}
+
+/// Issue 24: a completions stream cut mid-answer is still continued on another engine. The
+/// first engine got the client's bytes (the usage asks spliced in); the continuation rewrites
+/// the prompt (the partial answer appended) and lowers `max_tokens`, which no splice can carry,
+/// so it is serialised, every other member kept.
+#[tokio::test]
+async fn a_continued_completions_stream_is_serialised_with_its_prompt_extended() {
+    let (cut, cut_kept) = sink_engine_cutting(MIB, true).await;
+    let (whole, whole_kept) = sink_engine(MIB).await;
+    let gov = lumen_governance::GovernanceConfig {
+        stream_continuation: true,
+        // The first request goes to the engine that cuts; its continuation to the next.
+        policy: lumen_governance::Policy::RoundRobin,
+        ..lumen_governance::GovernanceConfig::default()
+    };
+    let lumen = Lumen::start(builder(&[&cut, &whole]).governance(gov).build().unwrap()).await;
+    let body = r#"{ "prompt" : "Once upon a time", "model":"m1", "max_tokens" : 50,"stream":true, "top_k":3 }"#;
+    let r = post(&lumen.url(COMPLETIONS), body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = r.sse_data();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| !e.contains("error")), "{events:?}");
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert!(text.starts_with("ok"), "{text:?}");
+
+    let first = String::from_utf8(cut_kept.lock().unwrap().pop().unwrap()).unwrap();
+    assert_eq!(
+        first,
+        format!(
+            r#"{{"stream_options":{{"include_usage":true,"continuous_usage_stats":true}},{}"#,
+            &body[1..]
+        )
+    );
+    let cont = String::from_utf8(whole_kept.lock().unwrap().pop().unwrap()).unwrap();
+    assert!(
+        cont.starts_with(r#"{"model":"m1","prompt":"Once upon a timeok","stream":true,"#),
+        "serialised, in the request's own order: {cont}"
+    );
+    let cont: serde_json::Value = serde_json::from_str(&cont).unwrap();
+    let left = cont["max_tokens"].as_u64().unwrap();
+    assert!(0 < left && left < 50, "{cont}");
+    assert_eq!(cont["top_k"], 3);
+    assert_eq!(cont["stream_options"]["include_usage"], true);
+    assert!(cont.get("continue_final_message").is_none(), "{cont}");
 }
