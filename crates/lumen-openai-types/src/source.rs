@@ -60,7 +60,7 @@ pub struct Source {
 
 /// A request that keeps the client's bytes when read with
 /// [`crate::request::parse_shared`], and is forwarded as them: chat, completions and
-/// embeddings requests (sealed: [`Splice`] cannot be named outside this crate).
+/// embeddings requests (sealed: its supertrait `Splice` cannot be named outside this crate).
 pub trait Forwardable: Splice + DeserializeOwned + Serialize {
     /// The body to send the engine, when the request was read from one and changed only in
     /// what can be spliced into the client's bytes (`model`, `stream`, `stream_options`,
