@@ -242,3 +242,164 @@ fn a_repeated_unknown_member_named_like_a_spliced_one_is_serialised() {
         r#"{"model":"m1","input":"x","stream":1,"stream":2}"#
     );
 }
+
+/// Any body of known and unknown members, in any order and spacing, with any of the changes
+/// Lumen makes on the way (model, stream, the usage ask, an appended `priority`): what is
+/// forwarded is the body itself when nothing changed, and always reads back as the request
+/// Lumen holds.
+mod property {
+    use proptest::prelude::*;
+    use serde::Serialize;
+
+    use super::*;
+    use crate::request::parse;
+
+    /// The members a body may hold (after its bulk), each with the spellings it may take.
+    const MEMBERS: [(&str, [&str; 3]); 8] = [
+        ("model", [r#""a""#, "null", r#""m\u0031""#]),
+        ("stream", ["true", "false", "null"]),
+        (
+            "stream_options",
+            [r#"{"include_usage":false}"#, r#"{ "x" : 1 }"#, "null"],
+        ),
+        ("max_tokens", ["5", "1e0", "7"]),
+        ("user", [r#""\u0075""#, r#""u""#, "null"]),
+        ("top_k", ["1e1", "-0", "[]"]),
+        ("junk", [r#"[1, {"a": null}]"#, r#""é""#, "{}"]),
+        ("priority", ["3", "null", r#""high""#]),
+    ];
+
+    const SPACES: [&str; 4] = ["", " ", "\n  ", "\t"];
+
+    /// A body: the bulk member, then the chosen members, in the chosen order and spacing.
+    fn body(bulk: (&str, &str), picks: &[(bool, usize, usize)], order: &[usize]) -> String {
+        let mut members = vec![format!(r#""{}":{}"#, bulk.0, bulk.1)];
+        for &i in order {
+            let (on, value, space) = picks[i];
+            if on {
+                let (key, values) = MEMBERS[i];
+                let space = SPACES[space];
+                members.push(format!(r#"{space}"{key}"{space}:{space}{}"#, values[value]));
+            }
+        }
+        format!("{{{}}}", members.join(","))
+    }
+
+    /// Lumen's changes: a model, `stream` set, the usage ask, `priority` (replaced).
+    #[derive(Debug, Clone)]
+    struct Changes {
+        model: Option<&'static str>,
+        stream: bool,
+        usage: bool,
+        priority: bool,
+    }
+
+    fn changes() -> impl Strategy<Value = Changes> {
+        (
+            proptest::option::of(prop_oneof![Just("m1"), Just("engine/\"x\"")]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(model, stream, usage, priority)| Changes {
+                model,
+                stream,
+                usage,
+                priority,
+            })
+    }
+
+    fn members() -> impl Strategy<Value = (Vec<(bool, usize, usize)>, Vec<usize>)> {
+        (
+            proptest::collection::vec((any::<bool>(), 0..3usize, 0..SPACES.len()), MEMBERS.len()),
+            Just((0..MEMBERS.len()).collect::<Vec<_>>()).prop_shuffle(),
+        )
+    }
+
+    /// The property for one request type: `change` applies [`Changes`] to it.
+    fn forwards<T: Forwardable + std::fmt::Debug>(
+        body: &str,
+        c: &Changes,
+        change: impl FnOnce(&mut T, &Changes),
+    ) -> Result<(), TestCaseError> {
+        let Ok(mut r) = parse_shared::<T>(&Bytes::from(body.to_owned())) else {
+            // A spelling this type refuses (`"max_tokens": 1e0`): nothing to forward.
+            return Ok(());
+        };
+        let unchanged = sent(&r);
+        prop_assert_eq!(
+            unchanged.as_deref(),
+            Some(body),
+            "unchanged: the body itself"
+        );
+        change(&mut r, c);
+        let Some(out) = sent(&r) else {
+            // Only a member rewritten falls back: `priority` replaced when the body had one.
+            prop_assert!(c.priority && body.contains(r#""priority""#), "{:?}", r);
+            return Ok(());
+        };
+        let again: T =
+            parse(out.as_bytes()).map_err(|e| TestCaseError::fail(format!("{out}: {e}")))?;
+        // As values: members appended by Lumen come first in the body, last in `extra`.
+        prop_assert_eq!(json(&again), json(&r), "{}", out);
+        Ok(())
+    }
+
+    fn json<T: Serialize>(r: &T) -> serde_json::Value {
+        serde_json::to_value(r).unwrap_or_default()
+    }
+
+    fn usage(o: &mut Option<StreamOptions>) {
+        o.get_or_insert_with(Default::default).include_usage = Some(true);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_completion_forwards_as_the_request_it_is(
+            (picks, order) in members(),
+            c in changes(),
+            bulk in prop_oneof![Just(r#""Once \u0075pon""#), Just("[1, 2]"), Just(r#"[["x"]]"#)],
+        ) {
+            let body = body(("prompt", bulk), &picks, &order);
+            forwards::<CompletionRequest>(&body, &c, |r, c| {
+                if let Some(m) = c.model { r.model = m.into(); }
+                if c.stream { r.stream = Some(true); }
+                if c.usage { usage(&mut r.stream_options); }
+                if c.priority { r.extra.insert("priority", &1).unwrap(); }
+            })?;
+        }
+
+        #[test]
+        fn any_embedding_forwards_as_the_request_it_is(
+            (picks, order) in members(),
+            c in changes(),
+            bulk in prop_oneof![Just(r#" [ "a" , "b\n" ] "#), Just("[[1], [2, 3]]"), Just(r#""x""#)],
+        ) {
+            let body = body(("input", bulk.trim()), &picks, &order);
+            forwards::<EmbeddingRequest>(&body, &c, |r, c| {
+                if let Some(m) = c.model { r.model = m.into(); }
+                if c.priority { r.extra.insert("priority", &1).unwrap(); }
+            })?;
+        }
+
+        #[test]
+        fn any_chat_forwards_as_the_request_it_is(
+            (picks, order) in members(),
+            c in changes(),
+        ) {
+            let body = body(("messages", r#"[{"role":"user","content":"h\u00e9"}]"#), &picks, &order);
+            forwards::<ChatCompletionRequest>(&body, &c, |r, c| {
+                if let Some(m) = c.model { r.model = m.into(); }
+                if c.stream { r.stream = Some(true); }
+                if c.usage { usage(&mut r.stream_options); }
+                if c.priority { r.extra.insert("priority", &1).unwrap(); }
+            })?;
+        }
+    }
+}
