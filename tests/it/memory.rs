@@ -25,9 +25,18 @@ fn chat_of(len: usize) -> Vec<u8> {
 
 /// Connects and sends a chat request's head declaring `len` body bytes.
 async fn start_post(lumen: &Lumen, len: usize) -> TcpStream {
+    start_post_to(lumen, CHAT, len).await
+}
+
+const CHAT: &str = "/v1/chat/completions";
+const COMPLETIONS: &str = "/v1/completions";
+const EMBEDDINGS: &str = "/v1/embeddings";
+
+/// Connects and sends the head of a request to `path` declaring `len` body bytes.
+async fn start_post_to(lumen: &Lumen, path: &str, len: usize) -> TcpStream {
     let mut s = TcpStream::connect(lumen.addr).await.unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
     s
@@ -220,10 +229,17 @@ async fn cached_bytes_are_a_gauge() {
 
 /// A raw-TCP engine for large bodies: reads each request's body in small pieces and discards
 /// it (so the engine adds nothing to the heap the test measures), except the first `keep`
-/// bytes, which it records for the byte-for-byte tests. Answers `/v1/models` with `m1`, a
-/// chat with a small answer, or (when the body asked for a stream) a small SSE stream with a
-/// usage chunk. Returns its URL and the bodies it kept.
+/// bytes, which it records for the byte-for-byte tests. Answers `/v1/models` with `m1`, and a
+/// chat, completion or embeddings request with a small answer of its kind (a small SSE stream
+/// with a usage chunk when the body asked for a stream). Returns its URL and the bodies it
+/// kept.
 async fn sink_engine(keep: usize) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    sink_engine_cutting(keep, false).await
+}
+
+/// [`sink_engine`]; with `cut`, a stream is broken off after its first event (the connection
+/// closed with the rest of the declared length unsent), for continuation to finish elsewhere.
+async fn sink_engine_cutting(keep: usize, cut: bool) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let kept = Arc::new(Mutex::new(Vec::new()));
@@ -238,34 +254,20 @@ async fn sink_engine(keep: usize) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
                     else {
                         return;
                     };
-                    let resp = if head.starts_with("get /v1/models") {
-                        let b = r#"{"object":"list","data":[{"id":"m1","object":"model"}]}"#;
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
-                            b.len()
-                        )
-                    } else {
+                    if !head.starts_with("get /v1/models") {
                         seen.lock().unwrap().push(body);
-                        let b = if stream {
-                            concat!(
-                                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\n",
-                                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n",
-                                "data: [DONE]\n\n"
-                            )
-                        } else {
-                            r#"{"id":"c","object":"chat.completion","created":1,"model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#
-                        };
-                        let kind = if stream {
-                            "text/event-stream"
-                        } else {
-                            "application/json"
-                        };
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n{b}",
-                            b.len()
-                        )
-                    };
-                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                    }
+                    let (kind, events) = sink_answer(&head, stream);
+                    let b = events.concat();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n",
+                        b.len()
+                    );
+                    if cut && stream {
+                        let _ = sock.write_all((resp + events[0]).as_bytes()).await;
+                        return;
+                    }
+                    if sock.write_all((resp + &b).as_bytes()).await.is_err() {
                         return;
                     }
                 }
@@ -273,6 +275,55 @@ async fn sink_engine(keep: usize) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
         }
     });
     (url, kept)
+}
+
+/// The sink engine's answer to a request with `head`: its content type and body, in events
+/// for a stream.
+fn sink_answer(head: &str, stream: bool) -> (&'static str, Vec<&'static str>) {
+    const JSON: &str = "application/json";
+    const SSE: &str = "text/event-stream";
+    let path = head.split(' ').nth(1).unwrap_or_default();
+    match (path, stream) {
+        ("/v1/models", _) => (
+            JSON,
+            vec![r#"{"object":"list","data":[{"id":"m1","object":"model"}]}"#],
+        ),
+        (EMBEDDINGS, _) => (
+            JSON,
+            vec![
+                r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"m1","usage":{"prompt_tokens":5,"total_tokens":5}}"#,
+            ],
+        ),
+        (COMPLETIONS, true) => (
+            SSE,
+            vec![
+                "data: {\"id\":\"c\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m1\",\"choices\":[{\"index\":0,\"text\":\"ok\",\"finish_reason\":null}]}\n\n",
+                "data: {\"id\":\"c\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m1\",\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
+                "data: {\"id\":\"c\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n",
+                "data: [DONE]\n\n",
+            ],
+        ),
+        (COMPLETIONS, false) => (
+            JSON,
+            vec![
+                r#"{"id":"c","object":"text_completion","created":1,"model":"m1","choices":[{"index":0,"text":"ok","finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#,
+            ],
+        ),
+        (_, true) => (
+            SSE,
+            vec![
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\n",
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n",
+                "data: [DONE]\n\n",
+            ],
+        ),
+        (_, false) => (
+            JSON,
+            vec![
+                r#"{"id":"c","object":"chat.completion","created":1,"model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#,
+            ],
+        ),
+    }
 }
 
 /// One request read from `sock`: its head (lower case), the first `keep` bytes of its body,
@@ -343,7 +394,9 @@ fn repeated(head: &str, item: &str, tail: &str, size: usize) -> Vec<u8> {
     b
 }
 
-/// The shapes of a large chat body, and whether Lumen must rewrite something in it.
+/// The shapes of a large body: chat, unless named for completions or embeddings; `alias`
+/// ones name the model by an alias (Lumen rewrites it), `stream` ones ask for a stream (Lumen
+/// adds its usage ask).
 const BODY_SHAPES: &[&str] = &[
     "unknown_array",
     "long_message",
@@ -352,10 +405,17 @@ const BODY_SHAPES: &[&str] = &[
     "long_message_stream",
     "alias_long_message",
     "alias_unknown_array",
+    "completions_long_prompt",
+    "completions_token_prompt",
+    "completions_long_prompt_stream",
+    "alias_completions_long_prompt",
+    "embeddings_input_array",
+    "embeddings_long_input",
+    "alias_embeddings_input_array",
 ];
 
-/// A chat body of about `size` bytes in `shape`.
-fn shaped_body(shape: &str, size: usize) -> Vec<u8> {
+/// A body of about `size` bytes in `shape`, and the path it is posted to.
+fn shaped_body(shape: &str, size: usize) -> (&'static str, Vec<u8>) {
     const HI: &str = r#"{"role":"user","content":"hi"}"#;
     let model = if shape.starts_with("alias") {
         "a"
@@ -368,34 +428,59 @@ fn shaped_body(shape: &str, size: usize) -> Vec<u8> {
         ""
     };
     let head = format!(r#"{{"model":"{model}",{stream}"max_tokens":2,"#);
+    let chat = |head: &str, item: &str, tail: &str| (CHAT, repeated(head, item, tail, size));
     match shape
         .trim_start_matches("alias_")
         .trim_end_matches("_stream")
     {
-        "unknown_array" => repeated(
-            &format!(r#"{head}"messages":[{HI}],"junk":["#),
-            "0",
-            "]}",
-            size,
-        ),
-        "long_message" => repeated(
+        "unknown_array" => chat(&format!(r#"{head}"messages":[{HI}],"junk":["#), "0", "]}"),
+        "long_message" => chat(
             &format!(r#"{head}"messages":[{{"role":"user","content":""#),
             "xxxxxxxxxxxxxxx",
             r#""}]}"#,
-            size,
         ),
-        "many_messages" => repeated(&format!(r#"{head}"messages":["#), HI, "]}", size),
-        "escaped_strings" => repeated(
+        "many_messages" => chat(&format!(r#"{head}"messages":["#), HI, "]}"),
+        "escaped_strings" => chat(
             &format!(r#"{head}"messages":[{{"role":"user","content":""#),
             r#"\"\\\n\u00e9"#,
             r#""}]}"#,
-            size,
+        ),
+        "completions_long_prompt" => (
+            COMPLETIONS,
+            repeated(
+                &format!(r#"{head}"prompt":""#),
+                "xxxxxxxxxxxxxxx",
+                r#""}"#,
+                size,
+            ),
+        ),
+        "completions_token_prompt" => (
+            COMPLETIONS,
+            repeated(&format!(r#"{head}"prompt":["#), "12345", "]}", size),
+        ),
+        "embeddings_input_array" => (
+            EMBEDDINGS,
+            repeated(
+                &format!(r#"{{"model":"{model}","input":["#),
+                r#""hello world""#,
+                "]}",
+                size,
+            ),
+        ),
+        "embeddings_long_input" => (
+            EMBEDDINGS,
+            repeated(
+                &format!(r#"{{"model":"{model}","input":""#),
+                "xxxxxxxxxxxxxxx",
+                r#""}"#,
+                size,
+            ),
         ),
         other => panic!("unknown shape {other}"),
     }
 }
 
-/// In the child process: one shaped 10 MB chat through a real Lumen (real TCP) to an engine
+/// In the child process: one shaped 10 MB body through a real Lumen (real TCP) to an engine
 /// that discards it; prints the peak heap growth while the request was served. A no-op unless
 /// `MEMORY_BODY_SHAPE` names a shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,20 +494,20 @@ async fn body_path_child() {
     gov.aliases.insert("a".into(), "m1".into());
     let lumen = Lumen::start(builder(&[&url]).governance(gov).build().unwrap()).await;
     // Warm up: connections, buffers and lazy statics, on the same shape at a small size.
-    let small = shaped_body(&shape, 64 * 1024);
-    let (status, head, _) = post_bytes(&lumen, &small).await;
+    let (path, small) = shaped_body(&shape, 64 * 1024);
+    let (status, head, _) = post_bytes(&lumen, path, &small).await;
     assert_eq!(status, 200, "{head}");
-    let body = shaped_body(&shape, 10 * MIB);
+    let (path, body) = shaped_body(&shape, 10 * MIB);
     let base = crate::ALLOC.allocated();
-    let (status, head, answer) = post_bytes(&lumen, &body).await;
+    let (status, head, answer) = post_bytes(&lumen, path, &body).await;
     let growth = crate::ALLOC.max_allocated().saturating_sub(base);
     assert_eq!(status, 200, "{head}: {}", String::from_utf8_lossy(&answer));
     println!("MEMORY_BODY_GROWTH {} {growth}", body.len());
 }
 
-/// A whole chat request with `body`, over raw TCP, and its answer.
-async fn post_bytes(lumen: &Lumen, body: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut s = start_post(lumen, body.len()).await;
+/// A whole request to `path` with `body`, over raw TCP, and its answer.
+async fn post_bytes(lumen: &Lumen, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = start_post_to(lumen, path, body.len()).await;
     let (mut rd, mut wr) = s.split();
     let write = async move {
         let _ = wr.write_all(body).await;
@@ -432,7 +517,7 @@ async fn post_bytes(lumen: &Lumen, body: &[u8]) -> (u16, String, Vec<u8>) {
 }
 
 /// Issue 24: peak heap growth of the whole request path (Lumen's read of the body, parse,
-/// routing, the engine call, the answer) for a 10 MB chat body of each shape, each in its own
+/// routing, the engine call, the answer) for a 10 MB body of each shape, each in its own
 /// process (the counting allocator's peak cannot be reset). The engine discards what it reads
 /// and the client's body is allocated before the measure starts, so the growth is Lumen's.
 #[tokio::test]
@@ -473,7 +558,7 @@ async fn a_large_body_costs_lumen_a_bounded_multiple_of_itself() {
                 // anything Lumen must rebuild, 3x.
                 let bound = 2.5;
                 println!(
-                    "{shape:<22} body {:>5.1} MiB  peak heap growth {:>6.1} MiB  {ratio:>5.2}x (bound {bound}x)",
+                    "{shape:<30} body {:>5.1} MiB  peak heap growth {:>6.1} MiB  {ratio:>5.2}x (bound {bound}x)",
                     body as f64 / MIB as f64,
                     growth as f64 / MIB as f64,
                 );
@@ -549,4 +634,151 @@ async fn a_stream_adds_only_the_usage_ask() {
             &body[1..]
         )
     );
+}
+
+/// `body` posted to `path` through `lumen`: Lumen's answer, and the body the sink engine
+/// behind it kept (the last it received).
+async fn through(
+    lumen: &Lumen,
+    kept: &Mutex<Vec<Vec<u8>>>,
+    path: &str,
+    body: &str,
+) -> (Reply, String) {
+    let r = post(&lumen.url(path), body).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    let got = kept.lock().unwrap().pop().unwrap();
+    (r, String::from_utf8(got).unwrap())
+}
+
+/// Issue 24: completions and embeddings bodies Lumen does not need to change reach the engine
+/// as the client sent them, byte for byte: whitespace, key order, number spellings, escapes,
+/// unknown and repeated unknown members, `"stream": false`.
+#[tokio::test]
+async fn a_completion_or_embedding_unchanged_reaches_the_engine_byte_for_byte() {
+    let (url, kept) = sink_engine(MIB).await;
+    let lumen = Lumen::start(builder(&[&url]).build().unwrap()).await;
+    let completion = concat!(
+        "{ \"top_k\" : 5,\n  \"model\":\"m1\", \"temperature\": 0.50, \"stream\" : false,\n",
+        "  \"prompt\": \"b\\u00e9 \\\"q\\\" \\n\\ud83d\\ude00\",  \"max_tokens\" :2,\n",
+        "  \"logit_bias\": {\"50256\": -1e2}, \"x\": 1, \"x\": 2 }\n"
+    );
+    let (_, got) = through(&lumen, &kept, COMPLETIONS, completion).await;
+    assert_eq!(got, completion);
+    let tokens = "{\"prompt\":[ 1,2 ,\n3 ],\"model\" :\"m1\",\"echo\":false}";
+    let (_, got) = through(&lumen, &kept, COMPLETIONS, tokens).await;
+    assert_eq!(got, tokens);
+    let embedding = concat!(
+        "{\"input\" : [ \"h\\u00e9llo\", \"w\\/orld\" ] ,\n \"model\":\"m1\",",
+        " \"encoding_format\":\"float\", \"truncate_prompt_tokens\": 1.0e1,",
+        " \"x\":{\"b\":1,\"a\":[true,null]}, \"x\": 2 }"
+    );
+    let (r, got) = through(&lumen, &kept, EMBEDDINGS, embedding).await;
+    assert_eq!(got, embedding);
+    assert_eq!(r.json()["data"][0]["embedding"][0], 0.5);
+    let long_text = "{\"model\":\"m1\",\n\"input\":\"one \\t long\\u0020text\"}";
+    let (_, got) = through(&lumen, &kept, EMBEDDINGS, long_text).await;
+    assert_eq!(got, long_text);
+}
+
+/// Issue 24: an alias in a completions or embeddings body is rewritten to the engine's model in
+/// place (the top-level `model` only); every other byte is the client's.
+#[tokio::test]
+async fn an_alias_rewrites_only_the_model_of_a_completion_or_embedding() {
+    let (url, kept) = sink_engine(MIB).await;
+    let mut gov = lumen_governance::GovernanceConfig::default();
+    gov.aliases.insert("a".into(), "m1".into());
+    let lumen = Lumen::start(builder(&[&url]).governance(gov).build().unwrap()).await;
+    for (path, body) in [
+        (
+            COMPLETIONS,
+            r#"{"prompt" : "model \"a\"", "max_tokens":2,  "model" : "a" , "z":{"model":"a"}}"#,
+        ),
+        (
+            EMBEDDINGS,
+            r#"{"input" : ["model", "a"],  "model" :"a" , "z":{"model":"a"}, "dimensions": 4}"#,
+        ),
+    ] {
+        let (r, got) = through(&lumen, &kept, path, body).await;
+        assert_eq!(r.json()["model"], "a", "{path}: the answer names the alias");
+        assert_eq!(
+            got,
+            body.replacen(r#""model" : "a""#, r#""model" : "m1""#, 1)
+                .replacen(r#""model" :"a""#, r#""model" :"m1""#, 1),
+            "{path}"
+        );
+        assert_ne!(got, body, "{path}");
+    }
+}
+
+/// Issue 24: on a completions stream, Lumen's usage ask is the one member added to the client's
+/// bytes (first in the object); the usage chunk the client did not ask for is not relayed.
+#[tokio::test]
+async fn a_completions_stream_adds_only_the_usage_ask() {
+    let (url, kept) = sink_engine(MIB).await;
+    let lumen = Lumen::start(builder(&[&url]).build().unwrap()).await;
+    let body = r#"{"model":"m1","stream":true,"prompt":["hi \u00e9"], "top_k" :1}"#;
+    let (r, got) = through(&lumen, &kept, COMPLETIONS, body).await;
+    let events = r.sse_data();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(events.iter().all(|e| !e.contains("usage")), "{events:?}");
+    assert_eq!(
+        got,
+        format!(
+            r#"{{"stream_options":{{"include_usage":true}},{}"#,
+            &body[1..]
+        )
+    );
+}
+
+/// Issue 24: a completions stream cut mid-answer is still continued on another engine. The
+/// first engine got the client's bytes (the usage asks spliced in); the continuation rewrites
+/// the prompt (the partial answer appended) and lowers `max_tokens`, which no splice can carry,
+/// so it is serialised, every other member kept.
+#[tokio::test]
+async fn a_continued_completions_stream_is_serialised_with_its_prompt_extended() {
+    let (cut, cut_kept) = sink_engine_cutting(MIB, true).await;
+    let (whole, whole_kept) = sink_engine(MIB).await;
+    let gov = lumen_governance::GovernanceConfig {
+        stream_continuation: true,
+        // The first request goes to the engine that cuts; its continuation to the next.
+        policy: lumen_governance::Policy::RoundRobin,
+        ..lumen_governance::GovernanceConfig::default()
+    };
+    let lumen = Lumen::start(builder(&[&cut, &whole]).governance(gov).build().unwrap()).await;
+    let body = r#"{ "prompt" : "Once upon a time", "model":"m1", "max_tokens" : 50,"stream":true, "top_k":3 }"#;
+    let r = post(&lumen.url(COMPLETIONS), body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = r.sse_data();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| !e.contains("error")), "{events:?}");
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert!(text.starts_with("ok"), "{text:?}");
+
+    let first = String::from_utf8(cut_kept.lock().unwrap().pop().unwrap()).unwrap();
+    assert_eq!(
+        first,
+        format!(
+            r#"{{"stream_options":{{"include_usage":true,"continuous_usage_stats":true}},{}"#,
+            &body[1..]
+        )
+    );
+    let cont = String::from_utf8(whole_kept.lock().unwrap().pop().unwrap()).unwrap();
+    assert!(
+        cont.starts_with(r#"{"model":"m1","prompt":"Once upon a timeok","stream":true,"#),
+        "serialised, in the request's own order: {cont}"
+    );
+    let cont: serde_json::Value = serde_json::from_str(&cont).unwrap();
+    let left = cont["max_tokens"].as_u64().unwrap();
+    assert!(0 < left && left < 50, "{cont}");
+    assert_eq!(cont["top_k"], 3);
+    assert_eq!(cont["stream_options"]["include_usage"], true);
+    assert!(cont.get("continue_final_message").is_none(), "{cont}");
 }

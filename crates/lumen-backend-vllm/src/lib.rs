@@ -38,7 +38,7 @@ use lumen_openai_types::multipart::FormRequest;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
     CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, ErrorObject,
-    JsonAnswer, JsonBody, JsonRequest, ModelList, Reply,
+    Forwardable, JsonAnswer, JsonBody, JsonRequest, ModelList, Reply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -615,20 +615,29 @@ impl VllmBackend {
         Ok(reply)
     }
 
-    async fn call_stream<Req: Serialize, T>(
+    /// POSTs `body` and reads the whole answer as a [`Reply`].
+    async fn reply_to<T>(
         &self,
         path: &str,
-        req: &Req,
+        body: Payload<'_>,
+        cx: &RequestContext,
+    ) -> Result<Reply<T>, BackendError> {
+        let resp = self.send_ok(path, body, cx).await?;
+        let bytes = self.read_body(resp).await?;
+        self.reply(bytes)
+    }
+
+    /// POSTs `body` and relays the answer's events.
+    async fn stream_of<T>(
+        &self,
+        path: &str,
+        body: Payload<'_>,
         cx: &RequestContext,
     ) -> Result<ChunkStream<T>, BackendError>
     where
         T: DeserializeOwned + Send + 'static,
     {
-        let body = self.encode(req)?;
-        let resp = self.send(Method::POST, path, Some(body), cx).await?;
-        if !resp.status.is_success() {
-            return Err(self.upstream_error(resp).await);
-        }
+        let resp = self.send_ok(path, body, cx).await?;
         Ok(Box::pin(stream::SseChunks::<T>::new(
             resp.body,
             self.inner.name.clone(),
@@ -663,10 +672,11 @@ impl VllmBackend {
         Ok(resp)
     }
 
-    /// A chat request's body: the client's bytes with Lumen's changes spliced in when the
-    /// request was read from a body and changed only that way, else the request serialised.
-    /// Taken by value so the request is freed before the engine call.
-    fn chat_body(&self, req: ChatCompletionRequest) -> Result<Payload<'static>, BackendError> {
+    /// A chat, completions or embeddings request's body: the client's bytes with Lumen's
+    /// changes spliced in when the request was read from a body and changed only that way,
+    /// else the request serialised (a continuation's rewritten prompt, a request built in
+    /// code). Taken by value so the request is freed before the engine call.
+    fn body_of<R: Forwardable>(&self, req: R) -> Result<Payload<'static>, BackendError> {
         Ok(match req.forwarded() {
             Some(pieces) => Payload::Pieces(pieces),
             None => Payload::Json(self.encode(&req)?),
@@ -759,10 +769,8 @@ impl Backend for VllmBackend {
     ) -> Result<Reply<ChatCompletionResponse>, BackendError> {
         req.stream = None;
         self.prioritise(&mut req.extra, cx);
-        let body = self.chat_body(req)?;
-        let resp = self.send_ok("/v1/chat/completions", body, cx).await?;
-        let bytes = self.read_body(resp).await?;
-        self.reply(bytes)
+        let body = self.body_of(req)?;
+        self.reply_to("/v1/chat/completions", body, cx).await
     }
 
     async fn chat_stream(
@@ -778,12 +786,8 @@ impl Backend for VllmBackend {
             let _ = req.extra.insert("continue_final_message", &true);
             let _ = req.extra.insert("add_generation_prompt", &false);
         }
-        let body = self.chat_body(req)?;
-        let resp = self.send_ok("/v1/chat/completions", body, cx).await?;
-        Ok(Box::pin(stream::SseChunks::<ChatCompletionChunk>::new(
-            resp.body,
-            self.inner.name.clone(),
-        )))
+        let body = self.body_of(req)?;
+        self.stream_of("/v1/chat/completions", body, cx).await
     }
 
     async fn completions(
@@ -793,7 +797,8 @@ impl Backend for VllmBackend {
     ) -> Result<Reply<CompletionResponse>, BackendError> {
         req.stream = None;
         self.prioritise(&mut req.extra, cx);
-        self.call_reply("/v1/completions", &req, cx).await
+        let body = self.body_of(req)?;
+        self.reply_to("/v1/completions", body, cx).await
     }
 
     async fn completions_stream(
@@ -803,7 +808,8 @@ impl Backend for VllmBackend {
     ) -> Result<ChunkStream<CompletionChunk>, BackendError> {
         req.stream = Some(true);
         self.prioritise(&mut req.extra, cx);
-        self.call_stream("/v1/completions", &req, cx).await
+        let body = self.body_of(req)?;
+        self.stream_of("/v1/completions", body, cx).await
     }
 
     async fn embeddings(
@@ -811,7 +817,8 @@ impl Backend for VllmBackend {
         req: EmbeddingRequest,
         cx: &RequestContext,
     ) -> Result<Reply<EmbeddingResponse>, BackendError> {
-        self.call_reply("/v1/embeddings", &req, cx).await
+        let body = self.body_of(req)?;
+        self.reply_to("/v1/embeddings", body, cx).await
     }
 
     async fn call(
@@ -852,9 +859,8 @@ impl Backend for VllmBackend {
         req: JsonBody,
         cx: &RequestContext,
     ) -> Result<Reply<JsonAnswer>, BackendError> {
-        let resp = self.send_body(path, &req, cx).await?;
-        let bytes = self.read_body(resp).await?;
-        self.reply(bytes)
+        self.reply_to(path, Payload::Pieces(vec![req.to_bytes()]), cx)
+            .await
     }
 
     async fn call_stream(

@@ -11,8 +11,8 @@ use lumen_openai_types::continuation::StreamPiece;
 use lumen_openai_types::multipart::FormRequest;
 use lumen_openai_types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionChunk,
-    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, HasModel, HasUsage,
-    JsonAnswer, JsonRequest, RawExtra, RequestError,
+    CompletionRequest, CompletionResponse, EmbeddingRequest, EmbeddingResponse, Forwardable,
+    HasModel, HasUsage, JsonAnswer, JsonRequest, RawExtra, RequestError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -78,8 +78,8 @@ pub trait Operation: 'static {
     }
 
     /// [`read`](Self::read) from the body as received: an operation whose request keeps the
-    /// client's bytes (chat: [`lumen_openai_types::request::parse_chat`]) shares them, so the
-    /// engine is sent them rather than a re-serialisation.
+    /// client's bytes (chat, completions, embeddings: [`read_forwardable`]) shares them, so
+    /// the engine is sent them rather than a re-serialisation.
     fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
         Self::read(body, max_n)
     }
@@ -175,6 +175,18 @@ fn sequences(n: Option<u32>, extra: &RawExtra) -> u64 {
     n.max(best_of(extra).ok().flatten().unwrap_or(1))
 }
 
+/// [`Operation::read_shared`] of a request that keeps the client's bytes
+/// ([`lumen_openai_types::request::parse_shared`]).
+fn read_forwardable<O>(body: &bytes::Bytes, max_n: u32) -> Result<O::Request, RequestError>
+where
+    O: Operation,
+    O::Request: Forwardable,
+{
+    let r = lumen_openai_types::request::parse_shared(body)?;
+    O::validate(&r, max_n)?;
+    Ok(r)
+}
+
 fn not_streamed<'a, T: Send + 'static>() -> BoxFuture<'a, Result<GatewayStream<T>, GatewayError>> {
     Box::pin(std::future::ready(Err(GatewayError::Backend(
         lumen_backend::BackendError::Unavailable {
@@ -201,9 +213,7 @@ impl Operation for Chat {
     }
 
     fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
-        let r = lumen_openai_types::request::parse_chat(body)?;
-        Self::validate(&r, max_n)?;
-        Ok(r)
+        read_forwardable::<Self>(body, max_n)
     }
 
     fn completion_budget(r: &Self::Request) -> Option<u32> {
@@ -262,6 +272,10 @@ impl Operation for Completions {
         check_n(r.n, &r.extra, max_n)
     }
 
+    fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
+        read_forwardable::<Self>(body, max_n)
+    }
+
     fn completion_budget(r: &Self::Request) -> Option<u32> {
         r.max_tokens
     }
@@ -316,6 +330,10 @@ impl Operation for Embeddings {
 
     fn validate(r: &Self::Request, _max_n: u32) -> Result<(), RequestError> {
         r.validate()
+    }
+
+    fn read_shared(body: &bytes::Bytes, max_n: u32) -> Result<Self::Request, RequestError> {
+        read_forwardable::<Self>(body, max_n)
     }
 
     fn caching(_r: &Self::Request) -> Caching {

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::raw::{Elements, deserialize_object, kind, same_json};
 use crate::request::RequestError;
 use crate::stream::{StreamOptions, Usage};
-use crate::{Extra, RawExtra};
+use crate::{Extra, RawExtra, RawJson};
 
 /// A chat completion request. Only the fields Lumen reads are typed; `messages` and every
 /// unknown field stay the client's JSON (see [`Messages`], [`RawExtra`]), so a large body
@@ -42,9 +42,9 @@ pub struct ChatCompletionRequest {
     #[serde(flatten)]
     pub extra: RawExtra,
     /// The client's bytes, when the request was read from a body with
-    /// [`crate::request::parse_chat`]: the engine is sent them (with what Lumen changed spliced
-    /// in) rather than a re-serialisation ([`Self::forwarded`]). Not part of the request's
-    /// value: ignored by `==` and never serialised.
+    /// [`crate::request::parse_shared`]: the engine is sent them (with what Lumen changed
+    /// spliced in) rather than a re-serialisation ([`crate::Forwardable::forwarded`]). Not
+    /// part of the request's value: ignored by `==` and never serialised.
     #[serde(skip)]
     pub source: Option<crate::source::Source>,
 }
@@ -64,14 +64,6 @@ deserialize_object!(ChatCompletionRequest, "a chat completion request object", {
 }, skip: [source]);
 
 impl ChatCompletionRequest {
-    /// The body to send the engine, when the request was read from one
-    /// ([`crate::request::parse_chat`]) and changed only in what can be spliced into the
-    /// client's bytes (`model`, `stream`, `stream_options`, members added to `extra`): those
-    /// bytes as pieces that share them, edits in place. `None`: serialise the request.
-    pub fn forwarded(&self) -> Option<Vec<bytes::Bytes>> {
-        crate::source::Source::forward_chat(self)
-    }
-
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
@@ -105,23 +97,9 @@ pub struct Messages(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Raw(Box<RawValue>),
-    /// The array's text as a slice of the client's body ([`crate::source`]): no copy, and a
-    /// clone per attempt costs a reference count. Valid UTF-8 JSON (checked when made).
-    Shared(bytes::Bytes),
+    /// The client's JSON: the parse's copy, or a slice of the body ([`crate::source`]).
+    Raw(RawJson),
     Typed(Vec<ChatMessage>),
-}
-
-impl Repr {
-    /// The JSON text of a parsed array (`None` for typed messages).
-    fn text(&self) -> Option<&str> {
-        match self {
-            Self::Raw(r) => Some(r.get()),
-            // Checked when made; an empty array if that were ever wrong.
-            Self::Shared(b) => Some(std::str::from_utf8(b).unwrap_or("[]")),
-            Self::Typed(_) => None,
-        }
-    }
 }
 
 impl Default for Messages {
@@ -138,9 +116,9 @@ impl From<Vec<ChatMessage>> for Messages {
 
 impl fmt::Debug for Messages {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.0, self.0.text()) {
-            (Repr::Typed(v), _) => fmt::Debug::fmt(v, f),
-            (_, text) => fmt::Debug::fmt(text.unwrap_or_default(), f),
+        match &self.0 {
+            Repr::Typed(v) => fmt::Debug::fmt(v, f),
+            Repr::Raw(r) => fmt::Debug::fmt(r, f),
         }
     }
 }
@@ -155,13 +133,6 @@ impl Serialize for Messages {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Repr::Raw(r) => r.serialize(s),
-            Repr::Shared(_) => {
-                let text = self.0.text().unwrap_or("[]");
-                // Borrowed: checks the text, copies nothing.
-                serde_json::from_str::<&RawValue>(text)
-                    .map_err(serde::ser::Error::custom)?
-                    .serialize(s)
-            }
             Repr::Typed(v) => v.serialize(s),
         }
     }
@@ -169,8 +140,8 @@ impl Serialize for Messages {
 
 impl<'de> Deserialize<'de> for Messages {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(d)?;
-        if kind(&raw) != b'[' {
+        let raw = RawJson::deserialize(d)?;
+        if raw.kind() != b'[' {
             return Err(de::Error::custom(
                 "invalid type: expected an array of messages",
             ));
@@ -180,45 +151,40 @@ impl<'de> Deserialize<'de> for Messages {
 }
 
 impl Messages {
-    /// The array as a slice of the client's body; `text` must be valid UTF-8 (the caller took
-    /// it from a parsed body).
-    pub(crate) fn shared(text: bytes::Bytes) -> Self {
-        Self(Repr::Shared(text))
+    /// The array as a slice of the client's body (`text`, the body's `messages` array);
+    /// `None` when it is not UTF-8.
+    pub(crate) fn shared(text: bytes::Bytes) -> Option<Self> {
+        RawJson::shared(text).map(|r| Self(Repr::Raw(r)))
     }
 
     /// The body slice the array is, when it is one.
     pub(crate) fn shared_bytes(&self) -> Option<&bytes::Bytes> {
         match &self.0 {
-            Repr::Shared(b) => Some(b),
-            _ => None,
+            Repr::Raw(r) => r.shared_bytes(),
+            Repr::Typed(_) => None,
         }
     }
 
     /// True for `[]`.
     pub fn is_empty(&self) -> bool {
-        match (&self.0, self.0.text()) {
-            (Repr::Typed(v), _) => v.is_empty(),
-            (_, text) => Elements::<IgnoredAny>::new(text.unwrap_or_default())
-                .next()
-                .is_none(),
+        match &self.0 {
+            Repr::Typed(v) => v.is_empty(),
+            Repr::Raw(r) => Elements::<IgnoredAny>::new(r.get()).next().is_none(),
         }
     }
 
     pub fn len(&self) -> usize {
-        match (&self.0, self.0.text()) {
-            (Repr::Typed(v), _) => v.len(),
-            (_, text) => Elements::<IgnoredAny>::new(text.unwrap_or_default()).count(),
+        match &self.0 {
+            Repr::Typed(v) => v.len(),
+            Repr::Raw(r) => Elements::<IgnoredAny>::new(r.get()).count(),
         }
     }
 
     /// The messages, parsed one at a time as they are read.
     pub fn iter(&self) -> impl Iterator<Item = Result<ChatMessage, serde_json::Error>> + '_ {
-        let (raw, typed) = match (&self.0, self.0.text()) {
-            (Repr::Typed(v), _) => (None, Some(v.iter().cloned().map(Ok))),
-            (_, text) => (
-                Some(Elements::<ChatMessage>::new(text.unwrap_or_default())),
-                None,
-            ),
+        let (raw, typed) = match &self.0 {
+            Repr::Typed(v) => (None, Some(v.iter().cloned().map(Ok))),
+            Repr::Raw(r) => (Some(Elements::<ChatMessage>::new(r.get())), None),
         };
         raw.into_iter().flatten().chain(typed.into_iter().flatten())
     }
@@ -231,10 +197,9 @@ impl Messages {
     /// The role and raw content of each message, borrowed: nothing is copied.
     pub fn views(&self) -> Box<dyn Iterator<Item = MessageView<'_>> + '_> {
         match &self.0 {
-            Repr::Raw(_) | Repr::Shared(_) => Box::new(
-                Elements::<MessageView<'_>>::new(self.0.text().unwrap_or_default())
-                    .map_while(Result::ok),
-            ),
+            Repr::Raw(r) => {
+                Box::new(Elements::<MessageView<'_>>::new(r.get()).map_while(Result::ok))
+            }
             Repr::Typed(v) => Box::new(v.iter().map(|m| MessageView {
                 role: Cow::Borrowed(m.role.as_str()),
                 content: m.content.as_ref().map(ViewContent::Typed),
@@ -246,7 +211,7 @@ impl Messages {
     /// string, an array or null, `name` a string), with the JSON path of the first mistake.
     fn check(&self) -> Result<(), RequestError> {
         let raw = match &self.0 {
-            Repr::Raw(_) | Repr::Shared(_) => self.0.text().unwrap_or_default(),
+            Repr::Raw(r) => r.get(),
             Repr::Typed(v) => {
                 if v.is_empty() {
                     return Err(no_messages());

@@ -6,10 +6,10 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::raw::{Elements, deserialize_object, kind, same_json};
+use crate::raw::{Elements, deserialize_object, same_json};
 use crate::request::RequestError;
 use crate::stream::{StreamOptions, Usage};
-use crate::{Extra, RawExtra};
+use crate::{Extra, RawExtra, RawJson};
 
 /// A completion request. `prompt` and unknown fields stay the client's JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -34,6 +34,12 @@ pub struct CompletionRequest {
     pub user: Option<String>,
     #[serde(flatten)]
     pub extra: RawExtra,
+    /// The client's bytes, when the request was read from a body with
+    /// [`crate::request::parse_shared`]: the engine is sent them (with what Lumen changed
+    /// spliced in) rather than a re-serialisation ([`crate::Forwardable::forwarded`]). Not
+    /// part of the request's value: ignored by `==` and never serialised.
+    #[serde(skip)]
+    pub source: Option<crate::source::Source>,
 }
 
 deserialize_object!(CompletionRequest, "a completion request object", {
@@ -47,7 +53,7 @@ deserialize_object!(CompletionRequest, "a completion request object", {
     n: Option<u32> = default,
     seed: Option<i64> = default,
     user: Option<String> = default,
-});
+}, skip: [source]);
 
 impl CompletionRequest {
     pub fn is_stream(&self) -> bool {
@@ -62,9 +68,10 @@ impl CompletionRequest {
 
 /// A prompt (or an embeddings `input`): text, texts, token ids, or batches of token ids.
 ///
-/// A parsed request holds [`Prompt::Raw`]: the client's JSON, checked for one of the four
-/// shapes by `validate` but not expanded (a token array as `Vec<u32>` costs twice its JSON, a
-/// batch of one-token arrays twelve times). The typed variants are for requests built in code.
+/// A parsed request holds [`Prompt::Raw`]: the client's JSON (a slice of the body itself when
+/// the request keeps it, [`crate::Source`]), checked for one of the four shapes by `validate`
+/// but not expanded (a token array as `Vec<u32>` costs twice its JSON, a batch of one-token
+/// arrays twelve times). The typed variants are for requests built in code.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
@@ -73,7 +80,7 @@ pub enum Prompt {
     Tokens(Vec<u32>),
     TokenBatches(Vec<Vec<u32>>),
     /// As received: a JSON string or array.
-    Raw(Box<RawValue>),
+    Raw(RawJson),
 }
 
 impl Default for Prompt {
@@ -90,8 +97,8 @@ impl PartialEq for Prompt {
 
 impl<'de> Deserialize<'de> for Prompt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(d)?;
-        match kind(&raw) {
+        let raw = RawJson::deserialize(d)?;
+        match raw.kind() {
             b'"' | b'[' => Ok(Self::Raw(raw)),
             _ => Err(de::Error::custom(
                 "invalid type: expected a string, an array of strings, an array of token ids \
@@ -113,6 +120,20 @@ enum Shape {
 }
 
 impl Prompt {
+    /// The prompt as a slice of the client's body (`text`, the body's member); `None` when it
+    /// is not UTF-8.
+    pub(crate) fn shared(text: bytes::Bytes) -> Option<Self> {
+        RawJson::shared(text).map(Self::Raw)
+    }
+
+    /// The body slice the prompt is, when it is one.
+    pub(crate) fn shared_bytes(&self) -> Option<&bytes::Bytes> {
+        match self {
+            Self::Raw(r) => r.shared_bytes(),
+            _ => None,
+        }
+    }
+
     /// True when there is nothing to send (an empty list; an empty string is a valid prompt).
     pub fn is_empty(&self) -> bool {
         match self {
@@ -136,7 +157,7 @@ impl Prompt {
             Self::Texts(v) => v.len() as u64,
             Self::TokenBatches(v) => v.len() as u64,
             Self::Raw(r) => match shape(r) {
-                Some(Shape::Texts) if kind(r) == b'"' => 1,
+                Some(Shape::Texts) if r.kind() == b'"' => 1,
                 Some(Shape::Texts | Shape::Batches(_)) => {
                     Elements::<IgnoredAny>::new(r.get()).count() as u64
                 }
@@ -186,7 +207,7 @@ impl Prompt {
             Self::Texts(v) => text(&mut out, v.first().map_or("", String::as_str)),
             Self::Tokens(t) => tokens(&mut out, t),
             Self::TokenBatches(b) => tokens(&mut out, b.first().map_or(&[], Vec::as_slice)),
-            Self::Raw(r) => match kind(r) {
+            Self::Raw(r) => match r.kind() {
                 b'"' => {
                     if let Ok(s) = serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()) {
                         text(&mut out, &s);
@@ -260,8 +281,8 @@ impl<'de> Deserialize<'de> for Leading<'de> {
 }
 
 /// The shape of a raw prompt; `None` when it is not valid JSON of any prompt type.
-fn shape(raw: &RawValue) -> Option<Shape> {
-    if kind(raw) == b'"' {
+fn shape(raw: &RawJson) -> Option<Shape> {
+    if raw.kind() == b'"' {
         return Some(Shape::Texts);
     }
     serde_json::from_str::<ShapeOf>(raw.get()).ok().map(|s| s.0)

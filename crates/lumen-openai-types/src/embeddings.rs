@@ -9,7 +9,7 @@ use crate::util::null_as_default;
 use crate::{Extra, RawExtra};
 
 /// An embeddings request. `input` (token arrays are legitimate and can be long) and unknown
-/// fields stay the client's JSON.
+/// fields stay the client's JSON, and a request read from a body keeps it ([`Self::source`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EmbeddingRequest {
     pub model: String,
@@ -23,6 +23,12 @@ pub struct EmbeddingRequest {
     pub user: Option<String>,
     #[serde(flatten)]
     pub extra: RawExtra,
+    /// The client's bytes, when the request was read from a body with
+    /// [`crate::request::parse_shared`]: the engine is sent them (with what Lumen changed
+    /// spliced in) rather than a re-serialisation ([`crate::Forwardable::forwarded`]). Not
+    /// part of the request's value: ignored by `==` and never serialised.
+    #[serde(skip)]
+    pub source: Option<crate::source::Source>,
 }
 
 deserialize_object!(EmbeddingRequest, "an embeddings request object", {
@@ -31,7 +37,7 @@ deserialize_object!(EmbeddingRequest, "an embeddings request object", {
     encoding_format: Option<String> = default,
     dimensions: Option<u32> = default,
     user: Option<String> = default,
-});
+}, skip: [source]);
 
 impl EmbeddingRequest {
     pub fn validate(&self) -> Result<(), RequestError> {

@@ -17,8 +17,9 @@
 //!   shape (tokenize, detokenize, rerank).
 //! - [`error`]: the OpenAI error body, and a tolerant parser for the shapes engines really send.
 //! - [`request`]: body parsing that reports the failing JSON path as OpenAI's `param`.
-//! - [`Source`]: a parsed request's own bytes, so it is forwarded as the client sent it with
-//!   only what Lumen changed spliced in ([`ChatCompletionRequest::forwarded`]).
+//! - [`Source`]: a parsed request's own bytes, so a chat, completions or embeddings request is
+//!   forwarded as the client sent it with only what Lumen changed spliced in
+//!   ([`Forwardable::forwarded`]).
 //! - [`sse`]: a sans-IO server-sent-events decoder, correct at any byte boundary, and the encoder.
 //! - [`stream`]: [`stream::Chunk`], a parsed stream event that remembers its original bytes so
 //!   unchanged chunks are passed through without re-serialising.
@@ -58,9 +59,9 @@ pub use embeddings::{
 pub use error::{ErrorBody, ErrorObject};
 pub use json::{JsonAnswer, JsonBody, JsonRequest};
 pub use models::{Model, ModelList};
-pub use raw::RawExtra;
+pub use raw::{RawExtra, RawJson};
 pub use request::RequestError;
-pub use source::Source;
+pub use source::{Forwardable, Source};
 pub use stream::{Chunk, HasModel, HasUsage, Reply, StreamOptions, Usage};
 
 /// Unknown JSON fields of response types, as a map of values. Requests (and anything that holds

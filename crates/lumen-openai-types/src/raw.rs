@@ -152,6 +152,84 @@ impl RawExtra {
     }
 }
 
+/// A JSON value kept as the client's text: the parse's own copy or, once the request keeps the
+/// client's body ([`crate::Source`]), a slice of that body. The slice frees the parse's copy
+/// (a 10 MB prompt is then held once, as the body) and a clone per attempt costs a reference
+/// count. Valid JSON either way.
+#[derive(Clone)]
+pub struct RawJson(Held);
+
+#[derive(Clone)]
+enum Held {
+    Parsed(Box<RawValue>),
+    /// Valid UTF-8 (checked when made) and one JSON value (a parsed body's member).
+    Shared(bytes::Bytes),
+}
+
+impl RawJson {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        match &self.0 {
+            Held::Parsed(r) => r.get(),
+            // Checked when made; `null` if that were ever wrong.
+            Held::Shared(b) => std::str::from_utf8(b).unwrap_or("null"),
+        }
+    }
+
+    /// `text`, a member's value sliced from a body that parsed, held without a copy; `None`
+    /// when it is not UTF-8 (a parsed body's member always is).
+    pub(crate) fn shared(text: bytes::Bytes) -> Option<Self> {
+        std::str::from_utf8(&text).ok()?;
+        Some(Self(Held::Shared(text)))
+    }
+
+    /// The body slice this is, when it is one.
+    pub(crate) fn shared_bytes(&self) -> Option<&bytes::Bytes> {
+        match &self.0 {
+            Held::Shared(b) => Some(b),
+            Held::Parsed(_) => None,
+        }
+    }
+
+    /// The first byte: which JSON type it is (read without checking a shared slice whole).
+    pub(crate) fn kind(&self) -> u8 {
+        match &self.0 {
+            Held::Parsed(r) => kind(r),
+            Held::Shared(b) => b.first().copied().unwrap_or(b' '),
+        }
+    }
+}
+
+impl From<Box<RawValue>> for RawJson {
+    fn from(raw: Box<RawValue>) -> Self {
+        Self(Held::Parsed(raw))
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.get(), f)
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Held::Parsed(r) => r.serialize(s),
+            // Borrowed: checks the text, copies nothing.
+            Held::Shared(_) => serde_json::from_str::<&RawValue>(self.get())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Self::from)
+    }
+}
+
 /// `s` as a JSON string literal. Keys rarely need escapes, so the common case is a plain copy.
 fn push_json_string(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {

@@ -30,13 +30,13 @@ impl RequestError {
 /// against the engine's breaker.
 pub const MAX_DEPTH: usize = 128;
 
-/// A chat body parsed as [`parse`] does, keeping the client's bytes as its
-/// [`Source`](crate::Source): `messages` becomes a slice of `body` (the parse's copy is freed),
-/// and the request can be forwarded as those bytes
-/// ([`ChatCompletionRequest::forwarded`](crate::ChatCompletionRequest::forwarded)).
-pub fn parse_chat(body: &bytes::Bytes) -> Result<crate::ChatCompletionRequest, RequestError> {
-    let mut r: crate::ChatCompletionRequest = parse(body)?;
-    crate::source::Source::attach_chat(&mut r, body);
+/// A body parsed as [`parse`] does, keeping the client's bytes as the request's
+/// [`Source`](crate::Source): its bulk (chat `messages`, a completion's `prompt`, embeddings
+/// `input`) becomes a slice of `body` (the parse's copy is freed), and the request can be
+/// forwarded as those bytes ([`Forwardable::forwarded`](crate::Forwardable::forwarded)).
+pub fn parse_shared<T: crate::Forwardable>(body: &bytes::Bytes) -> Result<T, RequestError> {
+    let mut r: T = parse(body)?;
+    crate::source::Source::attach(&mut r, body);
     Ok(r)
 }
 

@@ -3,23 +3,35 @@
 //! than a re-serialisation (issue 24: a re-serialised 10 MB body held the body, the parsed
 //! request and the new copy at once).
 //!
-//! Lumen changes few things in a request on its way to an engine: `model` (routing resolves
-//! aliases to the engine's id), `stream` and `stream_options` (the usage ask on streams), and a
-//! few added members (`priority`). Rather than trusting every caller to say what it changed,
-//! [`Source`] remembers what was parsed and [`Source::forward_chat`] compares: members it can
-//! splice (those above, and members appended to `extra`) are spliced; anything else changed
-//! (the messages, a typed field, an `extra` member rewritten) makes it answer `None`, and the
-//! caller serialises the request as before. So a splice is always exactly the request's value.
+//! Chat, completions and embeddings requests keep their bytes ([`Forwardable`]). Lumen changes
+//! few things in a request on its way to an engine: `model` (routing resolves aliases to the
+//! engine's id), `stream` and `stream_options` (the usage ask on streams), and a few added
+//! members (`priority`, continuation's switches). Rather than trusting every caller to say what
+//! it changed, [`Source`] remembers what was parsed and [`Source::forward`] compares: members
+//! it can splice (those above, and members appended to `extra`) are spliced; anything else
+//! changed (the request's bulk, a typed field, an `extra` member rewritten) makes it answer
+//! `None`, and the caller serialises the request as before. So a splice is always exactly the
+//! request's value.
+//!
+//! The bulk of each request (chat's `messages`, a completion's `prompt`, embeddings' `input`:
+//! [`Splice::HELD`]) is made a slice of the body, so the parse's copy of it is freed and the
+//! request holds about the body once.
 
 use std::fmt;
 use std::hash::{DefaultHasher, Hasher};
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::RawExtra;
 use crate::chat::{ChatCompletionRequest, Messages};
+use crate::completions::{CompletionRequest, Prompt};
+use crate::embeddings::EmbeddingRequest;
+use crate::raw::Key;
+use crate::stream::StreamOptions;
 
 /// The client's body and where in it are the members Lumen may change. Cheap to clone (the
 /// body is shared).
@@ -31,7 +43,9 @@ pub struct Source {
     model_at: Option<Range<usize>>,
     stream_at: Option<Range<usize>>,
     options_at: Option<Range<usize>>,
-    messages_at: Option<Range<usize>>,
+    /// The range of the request's bulk ([`Splice::HELD`]), which the request holds as this
+    /// slice of `body`.
+    held_at: Range<usize>,
     /// The values as parsed.
     model: String,
     stream: bool,
@@ -42,6 +56,162 @@ pub struct Source {
     /// members appended since are told from members changed.
     extra_len: usize,
     extra_digest: u64,
+}
+
+/// A request that keeps the client's bytes when read with
+/// [`crate::request::parse_shared`], and is forwarded as them: chat, completions and
+/// embeddings requests (sealed: its supertrait `Splice` cannot be named outside this crate).
+pub trait Forwardable: Splice + DeserializeOwned + Serialize {
+    /// The body to send the engine, when the request was read from one and changed only in
+    /// what can be spliced into the client's bytes (`model`, `stream`, `stream_options`,
+    /// members added to `extra`): those bytes as pieces that share them, edits in place.
+    /// `None`: serialise the request.
+    fn forwarded(&self) -> Option<Vec<Bytes>> {
+        Source::forward(self)
+    }
+}
+
+impl Forwardable for ChatCompletionRequest {}
+impl Forwardable for CompletionRequest {}
+impl Forwardable for EmbeddingRequest {}
+
+/// What [`Source`] reads and sets of a request type. Public only to bound [`Forwardable`]; not
+/// reachable outside this crate.
+pub trait Splice {
+    /// The member held as a slice of the body: the request's bulk, which would otherwise be a
+    /// second copy of most of the body.
+    const HELD: &'static str;
+
+    /// The members Lumen may change or must not, as they are now.
+    fn members(&self) -> Members<'_>;
+
+    /// The held member's text, when it is a slice of a body.
+    fn held(&self) -> Option<&Bytes>;
+
+    /// Holds the member as `text` (its value, sliced from the body that was parsed); false
+    /// (nothing changed) when it cannot be.
+    fn hold(&mut self, text: Bytes) -> bool;
+
+    fn source(&self) -> Option<&Source>;
+
+    fn source_mut(&mut self) -> &mut Option<Source>;
+}
+
+/// A request's members as [`Source`] compares them with the parse's.
+pub struct Members<'a> {
+    pub model: &'a str,
+    /// Always `false` for a request that never streams.
+    pub stream: bool,
+    pub stream_options: Option<&'a StreamOptions>,
+    /// A [`digest`] of the typed members Lumen reads but never changes on the way to the
+    /// engine (a change to any of them means re-serialising).
+    pub fields: u64,
+    pub extra: &'a RawExtra,
+}
+
+impl Splice for ChatCompletionRequest {
+    const HELD: &'static str = "messages";
+
+    fn members(&self) -> Members<'_> {
+        Members {
+            model: &self.model,
+            stream: self.is_stream(),
+            stream_options: self.stream_options.as_ref(),
+            fields: digest(&(
+                self.max_tokens,
+                self.max_completion_tokens,
+                self.temperature,
+                self.top_p,
+                self.n,
+                self.seed,
+                &self.user,
+            )),
+            extra: &self.extra,
+        }
+    }
+
+    fn held(&self) -> Option<&Bytes> {
+        self.messages.shared_bytes()
+    }
+
+    fn hold(&mut self, text: Bytes) -> bool {
+        Messages::shared(text).map(|m| self.messages = m).is_some()
+    }
+
+    fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+
+    fn source_mut(&mut self) -> &mut Option<Source> {
+        &mut self.source
+    }
+}
+
+impl Splice for CompletionRequest {
+    const HELD: &'static str = "prompt";
+
+    fn members(&self) -> Members<'_> {
+        Members {
+            model: &self.model,
+            stream: self.is_stream(),
+            stream_options: self.stream_options.as_ref(),
+            fields: digest(&(
+                self.max_tokens,
+                self.temperature,
+                self.top_p,
+                self.n,
+                self.seed,
+                &self.user,
+            )),
+            extra: &self.extra,
+        }
+    }
+
+    fn held(&self) -> Option<&Bytes> {
+        self.prompt.shared_bytes()
+    }
+
+    fn hold(&mut self, text: Bytes) -> bool {
+        Prompt::shared(text).map(|p| self.prompt = p).is_some()
+    }
+
+    fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+
+    fn source_mut(&mut self) -> &mut Option<Source> {
+        &mut self.source
+    }
+}
+
+impl Splice for EmbeddingRequest {
+    const HELD: &'static str = "input";
+
+    fn members(&self) -> Members<'_> {
+        Members {
+            model: &self.model,
+            stream: false,
+            stream_options: None,
+            fields: digest(&(&self.encoding_format, self.dimensions, &self.user)),
+            extra: &self.extra,
+        }
+    }
+
+    fn held(&self) -> Option<&Bytes> {
+        self.input.shared_bytes()
+    }
+
+    fn hold(&mut self, text: Bytes) -> bool {
+        Prompt::shared(text).map(|p| self.input = p).is_some()
+    }
+
+    fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+
+    fn source_mut(&mut self) -> &mut Option<Source> {
+        &mut self.source
+    }
 }
 
 /// Provenance, not value: two requests with the same members are equal however they came.
@@ -59,20 +229,53 @@ impl fmt::Debug for Source {
 
 /// Where the members are: a second pass over the body, borrowing, skipping everything else
 /// (no allocation). `null` counts as present (a `model: null` must be replaced, not doubled).
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Spots<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
     model: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     stream: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    messages: Option<&'a RawValue>,
+    held: Option<&'a RawValue>,
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+/// Reads [`Spots`]; the request's bulk is the member of this name ([`Splice::HELD`]).
+struct FindSpots(&'static str);
+
+impl<'de> DeserializeSeed<'de> for FindSpots {
+    type Value = Spots<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Spots<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FindSpots {
+    type Value = Spots<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Spots<'de>, A::Error> {
+        let mut spots = Spots::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let slot = match key.as_str() {
+                "model" => &mut spots.model,
+                "stream" => &mut spots.stream,
+                "stream_options" => &mut spots.stream_options,
+                k if k == self.0 => &mut spots.held,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            // Twice (an unknown member the type does not refuse, such as embeddings'
+            // `stream`): a splice into one would leave the other, so nothing is spliced.
+            if slot.replace(map.next_value()?).is_some() {
+                return Err(de::Error::custom("a member appears twice"));
+            }
+        }
+        Ok(spots)
+    }
 }
 
 /// Where `text` (borrowed from `body`) lies in it.
@@ -110,20 +313,6 @@ fn digest_str(s: &str) -> u64 {
     h.finish()
 }
 
-/// The chat members Lumen reads but never changes on the way to the engine (a change to any of
-/// them means re-serialising).
-fn chat_fields(r: &ChatCompletionRequest) -> u64 {
-    digest(&(
-        r.max_tokens,
-        r.max_completion_tokens,
-        r.temperature,
-        r.top_p,
-        r.n,
-        r.seed,
-        &r.user,
-    ))
-}
-
 /// `extra` as held now against `extra` as parsed: the members appended since (`""` for none),
 /// or `None` when a member parsed was changed or removed.
 fn appended(json: &str, len: usize, parsed: u64) -> Option<&str> {
@@ -144,81 +333,78 @@ fn appended(json: &str, len: usize, parsed: u64) -> Option<&str> {
 }
 
 impl Source {
-    /// Keeps `body` as `r`'s source, and makes `r.messages` a slice of it (freeing the copy the
+    /// Keeps `body` as `r`'s source, and makes `r`'s bulk a slice of it (freeing the copy the
     /// parse made). Leaves `r` without a source when the body cannot be read back (it always
     /// can after a successful parse; then `r` is only ever serialised, as before).
-    pub(crate) fn attach_chat(r: &mut ChatCompletionRequest, body: &Bytes) {
-        let Ok(spots) = serde_json::from_slice::<Spots<'_>>(body) else {
+    pub(crate) fn attach<R: Splice>(r: &mut R, body: &Bytes) {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let Ok(spots) = FindSpots(R::HELD).deserialize(&mut de) else {
             return;
         };
         let at = |v: Option<&RawValue>| v.and_then(|v| range_in(body, v));
-        let (model_at, stream_at, options_at, messages_at) = (
-            at(spots.model),
-            at(spots.stream),
-            at(spots.stream_options),
-            at(spots.messages),
-        );
+        let (model_at, stream_at, options_at) =
+            (at(spots.model), at(spots.stream), at(spots.stream_options));
         // Every member that was there must be found, or a splice could double it.
         let found =
             |spot: Option<&RawValue>, at: &Option<Range<usize>>| spot.is_none() || at.is_some();
         if !(found(spots.model, &model_at)
             && found(spots.stream, &stream_at)
-            && found(spots.stream_options, &options_at)
-            && messages_at.is_some())
+            && found(spots.stream_options, &options_at))
         {
             return;
         }
-        if let Some(range) = &messages_at {
-            // The parse checked the body (UTF-8 JSON); the slice is the array's own text.
-            if std::str::from_utf8(&body[range.clone()]).is_err() {
-                return;
-            }
-            r.messages = Messages::shared(body.slice(range.clone()));
+        let Some(held_at) = at(spots.held) else {
+            return;
+        };
+        if !r.hold(body.slice(held_at.clone())) {
+            return;
         }
-        let extra = r.extra.raw_json();
-        r.source = Some(Self {
+        let m = r.members();
+        let extra = m.extra.raw_json();
+        let source = Self {
             body: body.clone(),
             model_at,
             stream_at,
             options_at,
-            messages_at,
-            model: r.model.clone(),
-            stream: r.is_stream(),
-            fields: chat_fields(r),
-            options: digest(&r.stream_options),
+            held_at,
+            model: m.model.to_owned(),
+            stream: m.stream,
+            fields: m.fields,
+            options: digest(&m.stream_options),
             extra_len: extra.len(),
             extra_digest: extra
                 .get(..extra.len().saturating_sub(1))
                 .map_or(0, digest_str),
-        });
+        };
+        *r.source_mut() = Some(source);
     }
 
     /// The body to send for `r`, as pieces that share the client's bytes: the body itself when
     /// nothing changed, else with the changed members spliced in place (or added first in the
     /// object). `None` when `r` changed in a way a splice cannot carry: serialise it.
-    pub(crate) fn forward_chat(r: &ChatCompletionRequest) -> Option<Vec<Bytes>> {
-        let src = r.source.as_ref()?;
-        let messages = r.messages.shared_bytes()?;
-        let at = src.messages_at.clone()?;
-        let own = src.body.get(at)?;
-        if messages.as_ptr() != own.as_ptr() || messages.len() != own.len() {
+    pub(crate) fn forward<R: Splice + ?Sized>(r: &R) -> Option<Vec<Bytes>> {
+        let src = r.source()?;
+        let held = r.held()?;
+        let own = src.body.get(src.held_at.clone())?;
+        if held.as_ptr() != own.as_ptr() || held.len() != own.len() {
             return None;
         }
-        if chat_fields(r) != src.fields {
+        let m = r.members();
+        if m.fields != src.fields {
             return None;
         }
-        let added = appended(r.extra.raw_json(), src.extra_len, src.extra_digest)?;
+        let added = appended(m.extra.raw_json(), src.extra_len, src.extra_digest)?;
         let mut edits = Edits::default();
-        if r.model != src.model {
-            edits.set(&src.model_at, "model", serde_json::to_vec(&r.model).ok()?);
+        if m.model != src.model {
+            edits.set(&src.model_at, "model", serde_json::to_vec(m.model).ok()?);
         }
-        if r.is_stream() != src.stream {
-            let v: &[u8] = if r.is_stream() { b"true" } else { b"false" };
+        if m.stream != src.stream {
+            let v: &[u8] = if m.stream { b"true" } else { b"false" };
             edits.set(&src.stream_at, "stream", v.to_vec());
         }
-        if digest(&r.stream_options) != src.options {
+        if digest(&m.stream_options) != src.options {
             // Taken away is not a splice (a member removed); never done today.
-            let options = r.stream_options.as_ref()?;
+            let options = m.stream_options?;
             edits.set(
                 &src.options_at,
                 "stream_options",

@@ -9,7 +9,7 @@ use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use lumen_governance::auth::{AuthError, authorize};
 use lumen_governance::cache::MemoryKeyStore;
 use lumen_governance::keys::{ApiKey, KeyRing, digest, to_hex};
-use lumen_openai_types::{ErrorBody, RequestError};
+use lumen_openai_types::{ErrorBody, Forwardable, HasModel, RequestError};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -81,17 +81,58 @@ where
     assert_eq!(E::canonical(&again), canonical, "the cache key changed");
 }
 
+/// A body read as the server reads it (the request keeps the client's bytes) and forwarded as
+/// those bytes, unchanged and with its model rewritten as an alias is: what the engine is sent
+/// reads back as the request Lumen holds (serialising both gives the same JSON). Refusals are
+/// [`read`]'s to check.
+fn forward<E: Operation>(body: &[u8])
+where
+    E::Request: Forwardable,
+{
+    let body = bytes::Bytes::copy_from_slice(body);
+    let Ok(mut r) = E::read_shared(&body, MAX_N) else {
+        return;
+    };
+    for model in [None, Some("engine/m\"1")] {
+        if let Some(m) = model {
+            m.clone_into(r.model_mut());
+        }
+        let Some(pieces) = r.forwarded() else {
+            continue;
+        };
+        let sent = pieces.concat();
+        let again = match E::read(&sent, MAX_N) {
+            Ok(a) => a,
+            Err(e) => panic!("the forwarded body is refused: {e}"),
+        };
+        match (serde_json::to_vec(&again), serde_json::to_vec(&r)) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "the forwarded body is another request"),
+            (a, b) => panic!("an accepted request does not serialise: {a:?} {b:?}"),
+        }
+    }
+}
+
 /// `request`: the first byte picks the endpoint, the rest is the body. Every body is either
-/// read (and then forwards as JSON that reads back the same) or refused with a 400 that names
-/// what is wrong, OpenAI-shaped; nothing panics.
+/// read (and then forwards as JSON that reads back the same, serialised or as the client's
+/// bytes with Lumen's changes spliced in) or refused with a 400 that names what is wrong,
+/// OpenAI-shaped; nothing panics.
 pub fn request(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
     match which % 6 {
-        0 => read::<Chat>(body),
-        1 => read::<Completions>(body),
-        2 => read::<Embeddings>(body),
+        0 => {
+            read::<Chat>(body);
+            forward::<Chat>(body);
+        }
+        1 => {
+            read::<Completions>(body);
+            forward::<Completions>(body);
+        }
+        2 => {
+            read::<Embeddings>(body);
+            forward::<Embeddings>(body);
+        }
         3 => read::<Tokenize>(body),
         4 => read::<Detokenize>(body),
         _ => read::<Rerank>(body),

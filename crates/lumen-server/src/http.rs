@@ -756,9 +756,10 @@ impl Api {
         // `_budget` is the body's share of the memory budget: kept until this call returns, by
         // when the parsed request has been consumed by the engine call (a stream's, at commit).
         let (body, _budget) = self.read_body(req, limit).await?;
-        // A chat request keeps the body's bytes (its messages are a slice of them, and they are
-        // what the engine is sent); other requests hold what is forwarded, and the body is
-        // freed here rather than kept for the whole engine call.
+        // A chat, completions or embeddings request keeps the body's bytes (its messages,
+        // prompt or input are a slice of them, and they are what the engine is sent); other
+        // requests hold what is forwarded, and the body is freed here rather than kept for the
+        // whole engine call.
         let r = O::read_shared(&body, settings.max_n)?;
         let body_len = body.len();
         drop(body);
