@@ -27,7 +27,7 @@ use lumen_server::config::{AuthConfig, RedisConfig};
 use lumen_tests::*;
 use serde_json::{Value, json};
 
-use crate::shared_state::{admin, auth, call, key, redis};
+use crate::shared_state::{admin, auth, call, key, redis, usage_history};
 use crate::stream_billing::{read_chunks, read_events, relayed_estimate};
 
 const KEY: &str = "sk-leased";
@@ -142,30 +142,6 @@ async fn cut(lumen: &Lumen, body: &str, chunks: usize) -> http::Response<hyper::
     resp
 }
 
-/// The key's usage history summed over its rows, as (requests, input, output), once it counts
-/// `requests` (a record is written as its request ends), or the last reading after 5 s.
-async fn history(lumen: &Lumen, requests: u64) -> (u64, u64, u64) {
-    let mut seen = (0, 0, 0);
-    for _ in 0..100 {
-        let r = admin(
-            lumen,
-            http::Method::GET,
-            &format!("/admin/usage/history?key={NAME}"),
-            "",
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let rows = r.json()["data"].as_array().unwrap().clone();
-        let sum = |f: &str| rows.iter().map(|r| r[f].as_u64().unwrap()).sum::<u64>();
-        seen = (sum("requests"), sum("input_tokens"), sum("output_tokens"));
-        if seen.0 >= requests {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    seen
-}
-
 /// The key's `tpm` counter on Redis once it reads `expected` (settlements land as requests
 /// end), or the last reading after 5 s.
 async fn tpm_counter(lumen: &Lumen, expected: u64) -> u64 {
@@ -246,7 +222,7 @@ async fn a_client_that_leaves_a_leased_stream_is_charged_exactly_what_it_was_sen
 
     drop(cut(&lumen, &body, 90).await);
     assert_eq!(
-        history(&lumen, 1).await,
+        usage_history(&lumen, NAME, 1).await,
         (1, prompt, relayed_estimate(90)),
         "the prompt estimate and the 90 tokens sent"
     );
@@ -277,7 +253,10 @@ async fn a_cut_stream_charged_inside_its_block_spends_the_block_exactly() {
     let lumen = gateway(single_shot(&[&url]), &server.url(), w).await;
 
     drop(cut(&lumen, &body, 90).await);
-    assert_eq!(history(&lumen, 1).await, (1, prompt, relayed_estimate(90)));
+    assert_eq!(
+        usage_history(&lumen, NAME, 1).await,
+        (1, prompt, relayed_estimate(90))
+    );
     // 50 reserved, out of the 100 left of the block: remaining is the window less the block
     // on Redis, plus what is left of the block.
     let next = call(&lumen, KEY, &reserving(50)).await;
@@ -307,7 +286,7 @@ async fn every_choice_of_a_cut_leased_n_stream_is_charged() {
 
     drop(cut(&lumen, &body, 4 * 55).await);
     assert_eq!(
-        history(&lumen, 1).await,
+        usage_history(&lumen, NAME, 1).await,
         (1, prompt, 4 * relayed_estimate(55)),
         "the prompt estimate and 55 tokens of each of the 4 choices"
     );
@@ -332,7 +311,10 @@ async fn a_leased_stream_that_breaks_is_charged_what_it_relayed() {
     let (texts, error) = texts_and_error(&r);
     assert_eq!(texts, 90, "{}", r.text());
     assert_eq!(error["error"]["code"], "stream_interrupted", "{error}");
-    assert_eq!(history(&lumen, 1).await, (1, prompt, relayed_estimate(90)));
+    assert_eq!(
+        usage_history(&lumen, NAME, 1).await,
+        (1, prompt, relayed_estimate(90))
+    );
     assert_eq!(tpm_counter(&lumen, charge).await, charge);
     next_fits_exactly(&[&lumen], w, charge).await;
 }
@@ -411,7 +393,7 @@ async fn a_leased_stream_broken_again_after_its_continuation_is_charged_both_par
     let (input, output) = (2 * last_prompt - 30, 60);
     let charge = input + output;
     assert!(block < charge, "block {block}, charge {charge}");
-    assert_eq!(history(&lumen, 1).await, (1, input, output));
+    assert_eq!(usage_history(&lumen, NAME, 1).await, (1, input, output));
     assert_eq!(tpm_counter(&lumen, charge).await, charge);
     next_fits_exactly(&[&lumen], w, charge).await;
 }
@@ -472,7 +454,10 @@ async fn a_client_that_leaves_a_leased_messages_stream_is_charged_what_it_was_se
     assert_eq!(reported.get(), Some(input), "message_start's count");
     let charge = input + relayed_estimate(195);
     assert!(block < charge, "block {block}, charge {charge}");
-    assert_eq!(history(&lumen, 1).await, (1, input, relayed_estimate(195)));
+    assert_eq!(
+        usage_history(&lumen, NAME, 1).await,
+        (1, input, relayed_estimate(195))
+    );
     assert_eq!(tpm_counter(&lumen, charge).await, charge);
     next_fits_exactly(&[&lumen], w, charge).await;
 }
@@ -518,12 +503,12 @@ async fn cut_streams_whose_block_was_replaced_are_billed_exactly() {
         for s in streams {
             drop(s);
             ended += 1;
-            assert_eq!(history(&lumen, ended).await.0, ended);
+            assert_eq!(usage_history(&lumen, NAME, ended).await.0, ended);
         }
     }
     let sent: u64 = ks.iter().map(|k| relayed_estimate(*k)).sum();
     assert_eq!(
-        history(&lumen, 4).await,
+        usage_history(&lumen, NAME, 4).await,
         (4, prompts.iter().sum::<u64>(), sent)
     );
     let total: u64 = charges.iter().sum();
@@ -568,7 +553,10 @@ async fn cut_streams_on_two_leased_replicas_are_billed_exactly() {
     let sent: u64 = plan.iter().map(|(_, k)| relayed_estimate(*k)).sum();
     let expected = (plan.len() as u64, prompts.iter().sum::<u64>(), sent);
     for lumen in &replicas {
-        assert_eq!(history(lumen, plan.len() as u64).await, expected);
+        assert_eq!(
+            usage_history(lumen, NAME, plan.len() as u64).await,
+            expected
+        );
     }
     let total: u64 = charges.iter().sum();
     for lumen in &replicas {

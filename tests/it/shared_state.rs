@@ -860,12 +860,22 @@ async fn leases_bound_admission_and_keep_usage_exact() {
     assert!(admitted <= limit, "{admitted} admitted, limit {limit}");
     assert!(admitted >= limit - 2 * block, "{admitted} admitted");
     // The records are written after the responses: wait for them.
+    assert_eq!(
+        usage_history(&one, "team-a", admitted).await,
+        (admitted, input, output),
+        "usage is exact"
+    );
+}
+
+/// `key`'s usage history summed over its rows, as (requests, input, output), once it counts
+/// `requests` (a record is written as its request ends), or the last reading after 5 s.
+pub(crate) async fn usage_history(lumen: &Lumen, key: &str, requests: u64) -> (u64, u64, u64) {
     let mut seen = (0, 0, 0);
-    for _ in 0..50 {
+    for _ in 0..100 {
         let r = admin(
-            &one,
+            lumen,
             http::Method::GET,
-            "/admin/usage/history?key=team-a",
+            &format!("/admin/usage/history?key={key}"),
             "",
         )
         .await;
@@ -873,10 +883,10 @@ async fn leases_bound_admission_and_keep_usage_exact() {
         let rows = r.json()["data"].as_array().unwrap().clone();
         let sum = |f: &str| rows.iter().map(|r| r[f].as_u64().unwrap()).sum::<u64>();
         seen = (sum("requests"), sum("input_tokens"), sum("output_tokens"));
-        if seen.0 >= admitted {
+        if seen.0 >= requests {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(seen, (admitted, input, output), "usage is exact");
+    seen
 }
