@@ -128,6 +128,49 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
     assert_eq!(r.header("allow"), Some("POST"));
 }
 
+/// A request to no endpoint is logged with what it asked for (Claude Code's `HEAD /`, a wrong
+/// base URL), its path cut short, and never becomes a metric label.
+#[tokio::test]
+async fn an_unknown_route_is_named_in_the_access_line_only() {
+    let (lumen, _) = lumen_with_sim().await;
+    let (logs, _guard) = capture_logs();
+    let long = format!("/v2/{}", "x".repeat(1_000));
+    assert_eq!(
+        send(http::Method::HEAD, &lumen.url("/"), "", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        post(&lumen.url("/v1/chat/complete"), CHAT).await.status,
+        404
+    );
+    assert_eq!(get(&lumen.url(&long)).await.status, 404);
+    assert_eq!(
+        post(&lumen.url("/v1/chat/completions"), CHAT).await.status,
+        200
+    );
+    let routes: Vec<(Value, Value)> = logs
+        .access()
+        .iter()
+        .map(|l| (l["method"].clone(), l["path"].clone()))
+        .collect();
+    let cut = format!("{}…", &long[..256]);
+    assert_eq!(
+        routes,
+        [
+            (json!("HEAD"), json!("/")),
+            (json!("POST"), json!("/v1/chat/complete")),
+            (json!("GET"), json!(cut)),
+            (Value::Null, Value::Null)
+        ],
+        "a served request's line has neither"
+    );
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert!(!metrics.contains("complete\""), "no path in a label");
+    assert!(!metrics.contains("xxxx"), "no path in a label");
+}
+
 #[tokio::test]
 async fn body_over_the_limit_is_413_declared_or_not() {
     let (url, sim) = sim(&["m1"]).await;

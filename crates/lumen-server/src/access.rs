@@ -48,6 +48,24 @@ pub(crate) struct Access {
     pub cache: &'static str,
     /// The request's spans while it runs, when it is sampled and trace export is on.
     pub trace: Option<Box<crate::otel::RequestTrace>>,
+    /// A request to no endpoint: its method and path (the path cut at [`MAX_ROUTE_BYTES`]),
+    /// so an operator sees what a client tried (Claude Code's `HEAD /`, a wrong base URL).
+    /// Logged only, never a metric label.
+    pub unknown_route: Option<(String, String)>,
+}
+
+/// How much of an unknown request's path the access line keeps: enough to tell a wrong base
+/// URL, not a client's 64 KB URL in every line.
+pub(crate) const MAX_ROUTE_BYTES: usize = 256;
+
+/// The method and path for [`Access::unknown_route`], the path cut at a character boundary.
+pub(crate) fn unknown_route(method: &str, path: &str) -> (String, String) {
+    let mut end = path.len().min(MAX_ROUTE_BYTES);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < path.len() { "…" } else { "" };
+    (method.to_owned(), format!("{}{cut}", &path[..end]))
 }
 
 impl Default for Access {
@@ -79,6 +97,7 @@ impl Access {
             continuations: 0,
             cache: "bypass",
             trace: None,
+            unknown_route: None,
         }
     }
 
@@ -160,6 +179,8 @@ impl Access {
             continuations = self.continuations,
             overhead_us = overhead.as_micros() as u64,
             cache = self.cache,
+            method = self.unknown_route.as_ref().map(|r| tracing::field::display(lumen_gateway::Text(&r.0))),
+            path = self.unknown_route.as_ref().map(|r| tracing::field::display(lumen_gateway::Text(&r.1))),
             "access"
         );
     }

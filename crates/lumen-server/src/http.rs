@@ -405,6 +405,12 @@ impl Api {
             trace.trace_id.clone(),
             endpoint.map_or("unknown", Endpoint::as_str),
         );
+        if endpoint.is_none() {
+            access.unknown_route = Some(crate::access::unknown_route(
+                req.method().as_str(),
+                req.uri().path(),
+            ));
+        }
         if let Some((tracer, (operation, route))) = tracer.filter(|_| trace.sampled()) {
             access.trace = Some(Box::new(tracer.begin(
                 &trace,
