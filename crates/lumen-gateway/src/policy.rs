@@ -182,6 +182,44 @@ pub struct PolicyStep {
     stores: PolicyStores,
     settings: ArcSwap<PolicySettings>,
     observer: Arc<dyn Observer>,
+    /// Stored responses and native response homes written to the store in the background and
+    /// not in it yet.
+    unsettled: Arc<Unsettled>,
+}
+
+/// Writes in flight to the store, readable at once: an agent (Codex) sends its next request
+/// with `previous_response_id` as soon as the last event arrives, sooner than a background
+/// write to Redis lands. A reader asks the store first and falls back to these, so an entry
+/// never shadows what the store holds (another key's native response id, say). Each entry
+/// lives until its write ends, so the map holds only writes in flight.
+#[derive(Default)]
+struct Unsettled(std::sync::Mutex<std::collections::HashMap<[u8; 32], Bytes>>);
+
+impl Unsettled {
+    fn insert(&self, key: [u8; 32], value: Bytes) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, value);
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Bytes> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    /// Forgets `key` once its write ended, unless a later write replaced the value.
+    fn settled(&self, key: &[u8; 32], value: &Bytes) {
+        if let Ok(mut m) = self.0.lock()
+            && m.get(key).is_some_and(|v| v.as_ptr() == value.as_ptr())
+        {
+            m.remove(key);
+        }
+    }
+
+    fn forget(&self, key: &[u8; 32]) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(key);
+        }
+    }
 }
 
 impl PolicyStep {
@@ -194,6 +232,7 @@ impl PolicyStep {
             stores,
             settings: ArcSwap::from_pointee(settings),
             observer,
+            unsettled: Arc::default(),
         }
     }
 
@@ -367,11 +406,15 @@ impl PolicyStep {
             return;
         }
         let key = response_key(&stored.response.id);
+        let bytes = Bytes::from(bytes);
+        self.unsettled.insert(key, bytes.clone());
         let (cache, observer) = (self.stores.cache.clone(), self.observer.clone());
+        let unsettled = self.unsettled.clone();
         tokio::spawn(async move {
-            if let Err(e) = cache.put(&key, Bytes::from(bytes), RESPONSE_TTL).await {
+            if let Err(e) = cache.put(&key, bytes.clone(), RESPONSE_TTL).await {
                 store_failed(observer.as_ref(), "response_put", &e);
             }
+            unsettled.settled(&key, &bytes);
         });
     }
 
@@ -382,8 +425,9 @@ impl PolicyStep {
         id: &str,
         owner: &str,
     ) -> Result<Option<StoredResponse>, PolicyError> {
-        let found = match self.stores.cache.get(&response_key(id)).await {
-            Ok(v) => v,
+        let key = response_key(id);
+        let found = match self.stores.cache.get(&key).await {
+            Ok(v) => v.or_else(|| self.unsettled.get(&key)),
             Err(e) => {
                 self.store_failed("response_get", &e);
                 return Err(PolicyError::Unavailable);
@@ -397,6 +441,7 @@ impl PolicyStep {
 
     /// Forgets a stored response (a tombstone until its time would have run out).
     pub async fn delete_response(&self, id: &str) -> Result<(), PolicyError> {
+        self.unsettled.forget(&response_key(id));
         self.stores
             .cache
             .put(&response_key(id), Bytes::new(), RESPONSE_TTL)
@@ -426,26 +471,14 @@ impl PolicyStep {
             return;
         };
         let key = native_key(id);
+        let bytes = Bytes::from(bytes);
+        self.unsettled.insert(key, bytes.clone());
         let (cache, observer) = (self.stores.cache.clone(), self.observer.clone());
+        let unsettled = self.unsettled.clone();
         let owner = owner.to_owned();
         tokio::spawn(async move {
-            // An id already mapped to another key is never taken over: an engine that let a
-            // client choose its response's id would otherwise hand that key the other's
-            // conversation. (Read, then write: the store has no compare-and-set; the window
-            // is the engine answering the same id to two keys at once.)
-            if let Ok(Some(held)) = cache.get(&key).await {
-                if let Ok(home) = serde_json::from_slice::<NativeResponseHome>(&held) {
-                    if home.owner != owner {
-                        tracing::warn!(
-                            "an engine answered a response id another key holds; not remapped"
-                        );
-                        return;
-                    }
-                }
-            }
-            if let Err(e) = cache.put(&key, Bytes::from(bytes), RESPONSE_TTL).await {
-                store_failed(observer.as_ref(), "native_response_put", &e);
-            }
+            native_put(&*cache, observer.as_ref(), &key, bytes.clone(), &owner).await;
+            unsettled.settled(&key, &bytes);
         });
     }
 
@@ -459,8 +492,9 @@ impl PolicyStep {
         if !forwardable_id(id) {
             return Ok(None);
         }
-        let found = match self.stores.cache.get(&native_key(id)).await {
-            Ok(v) => v,
+        let key = native_key(id);
+        let found = match self.stores.cache.get(&key).await {
+            Ok(v) => v.or_else(|| self.unsettled.get(&key)),
             Err(e) => {
                 self.store_failed("native_response_get", &e);
                 return Err(PolicyError::Unavailable);
@@ -475,6 +509,7 @@ impl PolicyStep {
     /// Forgets where a native response lives (a tombstone until its time would have run out),
     /// once its engine deleted it.
     pub async fn delete_native_response(&self, id: &str) -> Result<(), PolicyError> {
+        self.unsettled.forget(&native_key(id));
         self.stores
             .cache
             .put(&native_key(id), Bytes::new(), RESPONSE_TTL)
@@ -534,6 +569,29 @@ pub const RESPONSE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The largest conversation kept for `previous_response_id`.
 pub const MAX_STORED_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Writes where a native response lives, unless another key holds its id: an engine that let a
+/// client choose its response's id would otherwise hand that key the other's conversation.
+/// (Read, then write: the store has no compare-and-set; the window is the engine answering the
+/// same id to two keys at once.)
+async fn native_put(
+    cache: &dyn CacheStore,
+    observer: &dyn Observer,
+    key: &[u8; 32],
+    entry: Bytes,
+    owner: &str,
+) {
+    if let Ok(Some(held)) = cache.get(key).await
+        && let Ok(home) = serde_json::from_slice::<NativeResponseHome>(&held)
+        && home.owner != owner
+    {
+        tracing::warn!("an engine answered a response id another key holds; not remapped");
+        return;
+    }
+    if let Err(e) = cache.put(key, entry, RESPONSE_TTL).await {
+        store_failed(observer, "native_response_put", &e);
+    }
+}
 
 /// A response kept for the Responses API: who created it, the response as returned, the whole
 /// conversation up to and including it (what a `previous_response_id` continues), and this

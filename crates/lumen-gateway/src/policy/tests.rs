@@ -17,3 +17,79 @@ fn a_request_is_charged_its_usage_else_at_least_its_reservation_and_what_it_used
         prompt_estimate(90) + 1_024
     );
 }
+
+fn step() -> PolicyStep {
+    let (stores, _) = PolicyStores::in_memory(&CacheConfig::default());
+    PolicyStep::new(
+        stores,
+        PolicySettings::default(),
+        Arc::new(crate::observer::NoopObserver),
+    )
+}
+
+/// A stored response is found the moment it is saved, before its background write has run:
+/// an agent asks for it by `previous_response_id` as soon as the last event arrives.
+#[tokio::test(flavor = "current_thread")]
+async fn a_saved_response_is_found_before_its_write_lands() {
+    let policy = step();
+    let req: lumen_openai_types::responses::ResponsesRequest =
+        serde_json::from_value(serde_json::json!({"model": "m", "input": "hi"})).unwrap();
+    let response = lumen_openai_types::responses::Response::start(&req, "seed", 1);
+    let id = response.id.clone();
+    policy.save_response(&StoredResponse {
+        owner: "team-a".into(),
+        response,
+        conversation: Vec::new(),
+        input: Vec::new(),
+    });
+    // No yield since the save: its spawned write has not run on this thread.
+    let found = policy.load_response(&id, "team-a").await.unwrap();
+    assert_eq!(found.map(|s| s.response.id), Some(id.clone()));
+    assert!(
+        policy.load_response(&id, "team-b").await.unwrap().is_none(),
+        "owner only"
+    );
+    tokio::task::yield_now().await;
+    assert!(
+        policy.unsettled.get(&response_key(&id)).is_none(),
+        "settled once written"
+    );
+    assert!(
+        policy.load_response(&id, "team-a").await.unwrap().is_some(),
+        "from the store"
+    );
+    policy.delete_response(&id).await.unwrap();
+    assert!(policy.load_response(&id, "team-a").await.unwrap().is_none());
+}
+
+/// The same for a native response's home; and an entry in flight never shadows another key's
+/// home in the store, nor takes it over.
+#[tokio::test(flavor = "current_thread")]
+async fn a_native_home_is_found_before_its_write_lands_and_never_shadows_another_keys() {
+    let policy = step();
+    policy.save_native_response("resp_1", "team-a", "gpu-1");
+    let home = policy.native_response("resp_1", "team-a").await.unwrap();
+    assert_eq!(home.map(|h| h.backend), Some("gpu-1".to_owned()));
+    tokio::task::yield_now().await;
+    // Another key is answered the same id by an engine: its entry in flight is not read over
+    // the store's, and its write does not replace it.
+    policy.save_native_response("resp_1", "team-b", "gpu-2");
+    assert!(
+        policy
+            .native_response("resp_1", "team-b")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let home = policy.native_response("resp_1", "team-a").await.unwrap();
+    assert_eq!(home.map(|h| h.backend), Some("gpu-1".to_owned()));
+    tokio::task::yield_now().await;
+    assert!(
+        policy
+            .native_response("resp_1", "team-b")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(policy.unsettled.get(&native_key("resp_1")).is_none());
+}
