@@ -52,7 +52,7 @@ async fn whole_answer(max_tokens: u32) -> String {
 }
 
 /// The stream's events, parsed, and the text their deltas spell.
-fn events(r: &Reply) -> (Vec<Value>, String) {
+pub(crate) fn events(r: &Reply) -> (Vec<Value>, String) {
     let data = r.sse_data();
     assert_eq!(
         data.last().map(String::as_str),

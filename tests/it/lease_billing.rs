@@ -27,8 +27,9 @@ use lumen_server::config::{AuthConfig, RedisConfig};
 use lumen_tests::*;
 use serde_json::{Value, json};
 
+use crate::continuation::events;
 use crate::shared_state::{admin, auth, call, key, redis, usage_history};
-use crate::stream_billing::{read_chunks, read_events, relayed_estimate};
+use crate::stream_billing::{read_chunks, read_events, relayed_estimate, text_delta};
 
 const KEY: &str = "sk-leased";
 const NAME: &str = "team-l";
@@ -321,17 +322,7 @@ async fn a_leased_stream_that_breaks_is_charged_what_it_relayed() {
 
 /// A chat stream's chunks with text, and the error event before `[DONE]`.
 fn texts_and_error(r: &Reply) -> (usize, Value) {
-    let data = r.sse_data();
-    assert_eq!(
-        data.last().map(String::as_str),
-        Some("[DONE]"),
-        "{}",
-        r.text()
-    );
-    let events: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let (events, _) = events(r);
     let (error, chunks) = events.split_last().unwrap();
     let texts = chunks
         .iter()
@@ -432,12 +423,7 @@ async fn a_client_that_leaves_a_leased_messages_stream_is_charged_what_it_was_se
             reported.set(event["message"]["usage"]["input_tokens"].as_u64());
         }
         assert_ne!(event["type"], "message_delta", "the usage came first");
-        usize::from(
-            event["type"] == "content_block_delta"
-                && event["delta"]["text"]
-                    .as_str()
-                    .is_some_and(|t| !t.is_empty()),
-        )
+        text_delta(&event)
     })
     .await;
     assert_eq!(read, 195);

@@ -342,12 +342,7 @@ async fn leave_a_messages_stream(path: Path) {
         }
         assert_ne!(event["type"], "message_delta", "the usage came first");
         assert_ne!(event["type"], "message_stop", "the stream ended first");
-        usize::from(
-            event["type"] == "content_block_delta"
-                && event["delta"]["text"]
-                    .as_str()
-                    .is_some_and(|t| !t.is_empty()),
-        )
+        text_delta(&event)
     })
     .await;
     drop(resp);
@@ -497,4 +492,15 @@ async fn a_client_that_leaves_a_native_responses_stream_is_charged_what_it_was_s
     )
     .await;
     assert_eq!(next.status, 429, "{}", next.text());
+}
+
+/// 1 for a Messages event that carries text (a non-empty `text_delta`), else 0: what a client
+/// was sent, counted event by event.
+pub(crate) fn text_delta(event: &Value) -> usize {
+    usize::from(
+        event["type"] == "content_block_delta"
+            && event["delta"]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+    )
 }

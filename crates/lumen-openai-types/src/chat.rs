@@ -7,7 +7,7 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::raw::{Elements, deserialize_object, kind, same_json};
+use crate::raw::{Elements, deserialize_object, escape_unit, kind, same_json};
 use crate::request::RequestError;
 use crate::stream::{StreamOptions, Usage};
 use crate::{Extra, RawExtra, RawJson};
@@ -448,16 +448,12 @@ fn push_json_str(raw: &str, out: &mut Vec<u8>, max: usize) {
 /// The character of a `\uXXXX` escape (two for a surrogate pair) at the start of `b`, and
 /// the bytes it took.
 fn json_escape_char(b: &[u8]) -> Option<(char, usize)> {
-    let hex = |at: usize| -> Option<u32> {
-        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
-        u32::from_str_radix(digits, 16).ok()
-    };
-    let first = hex(2)?;
+    let first = escape_unit(b, 0)?;
     if (0xD800..0xDC00).contains(&first) {
         if b.get(6..8)? != b"\\u" {
             return None;
         }
-        let second = hex(8)?;
+        let second = escape_unit(b, 6)?;
         if !(0xDC00..0xE000).contains(&second) {
             return None;
         }

@@ -504,5 +504,12 @@ macro_rules! deserialize_object {
 
 pub(crate) use {deserialize_object, finish_field, read_field};
 
+/// The UTF-16 unit of the `\uXXXX` escape whose backslash is at `at` in `raw`, when its four
+/// hex digits are there.
+pub(crate) fn escape_unit(raw: &[u8], at: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(raw.get(at + 2..at + 6)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
 #[cfg(test)]
 mod tests;

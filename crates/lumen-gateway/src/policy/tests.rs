@@ -68,28 +68,26 @@ async fn a_saved_response_is_found_before_its_write_lands() {
 async fn a_native_home_is_found_before_its_write_lands_and_never_shadows_another_keys() {
     let policy = step();
     policy.save_native_response("resp_1", "team-a", "gpu-1");
-    let home = policy.native_response("resp_1", "team-a").await.unwrap();
-    assert_eq!(home.map(|h| h.backend), Some("gpu-1".to_owned()));
+    assert_eq!(
+        backend_of(&policy, "team-a").await.as_deref(),
+        Some("gpu-1")
+    );
     tokio::task::yield_now().await;
     // Another key is answered the same id by an engine: its entry in flight is not read over
     // the store's, and its write does not replace it.
     policy.save_native_response("resp_1", "team-b", "gpu-2");
-    assert!(
-        policy
-            .native_response("resp_1", "team-b")
-            .await
-            .unwrap()
-            .is_none()
+    assert_eq!(backend_of(&policy, "team-b").await, None);
+    assert_eq!(
+        backend_of(&policy, "team-a").await.as_deref(),
+        Some("gpu-1")
     );
-    let home = policy.native_response("resp_1", "team-a").await.unwrap();
-    assert_eq!(home.map(|h| h.backend), Some("gpu-1".to_owned()));
     tokio::task::yield_now().await;
-    assert!(
-        policy
-            .native_response("resp_1", "team-b")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(backend_of(&policy, "team-b").await, None);
     assert!(policy.unsettled.get(&native_key("resp_1")).is_none());
+}
+
+/// The backend `owner` is told holds `resp_1`.
+async fn backend_of(policy: &PolicyStep, owner: &str) -> Option<String> {
+    let home = policy.native_response("resp_1", owner).await.unwrap();
+    home.map(|h| h.backend)
 }

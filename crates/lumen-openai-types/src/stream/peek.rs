@@ -508,10 +508,7 @@ fn unescaped_len(raw: &[u8]) -> u64 {
             continue;
         }
         if raw.get(i + 1) == Some(&b'u') {
-            let unit = std::str::from_utf8(raw.get(i + 2..i + 6).unwrap_or_default())
-                .ok()
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .unwrap_or(0);
+            let unit = crate::raw::escape_unit(raw, i).unwrap_or(0);
             // A surrogate is half of a 4-byte character.
             n += match unit {
                 0..0x80 => 1,
