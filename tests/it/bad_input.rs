@@ -537,8 +537,18 @@ fn client_inputs() -> Vec<Case> {
         ),
         case(
             "Transfer-Encoding gzip, chunked",
-            chunked(&["transfer-encoding: gzip, chunked"], &one_chunk(GOOD)),
+            request(
+                "POST",
+                CHAT,
+                &["content-type: application/json", "transfer-encoding: gzip, chunked"],
+                &one_chunk(GOOD),
+            ),
             invalid(415, Some("unsupported_encoding"), None),
+        ),
+        case(
+            "chunked applied twice (two Transfer-Encoding lines; RFC 9112 6.1)",
+            chunked(&["transfer-encoding: gzip, chunked"], &one_chunk(GOOD)),
+            invalid(400, Some("invalid_http_request"), None),
         ),
         // ---- request smuggling and broken framing
         case(

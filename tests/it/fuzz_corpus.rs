@@ -44,6 +44,11 @@ fn headers_corpus() {
 }
 
 #[test]
+fn h1_request_corpus() {
+    replay("h1_request", lumen_server::fuzz::h1_request);
+}
+
+#[test]
 fn h1_response_corpus() {
     replay("h1_response", lumen_backend_vllm::fuzz::h1_response);
 }
@@ -59,6 +64,13 @@ fn every_corpus_is_replayed() {
     targets.sort();
     assert_eq!(
         targets,
-        ["h1_response", "headers", "peek", "request", "sse"]
+        [
+            "h1_request",
+            "h1_response",
+            "headers",
+            "peek",
+            "request",
+            "sse"
+        ]
     );
 }

@@ -20,6 +20,7 @@ mod failover;
 mod faults;
 mod fuzz_corpus;
 mod governance;
+mod http1;
 mod http2;
 mod lease_billing;
 mod lifecycle;

@@ -1,31 +1,24 @@
-//! One client connection's socket as hyper sees it, for the two things hyper does not do the way
-//! Lumen needs.
+//! One client connection's socket, with the deadlines between requests.
 //!
-//! - **Deadlines.** hyper's header timer starts when it begins waiting for a request, so the time
-//!   a kept-alive connection idles and the time its next head takes share one budget. Here they
-//!   are two: `server.idle_timeout_ms` while no request is in progress and no byte of the next
-//!   one has arrived, then `server.header_read_timeout_ms` from that first byte until the head
-//!   is complete. While a request is in progress neither applies: its body has its own deadline
-//!   (`server.body_read_timeout_ms`, in `http.rs`), and a client is silent for as long as its
-//!   stream runs.
+//! `server.idle_timeout_ms` applies while no request is in progress and no byte of the next
+//! one has arrived, then `server.header_read_timeout_ms` from that first byte until the head is
+//! complete: two budgets, where hyper's header timer counted a kept-alive connection's idle time
+//! against its next head. While a request is in progress neither applies: its body has its own
+//! deadline (`server.body_read_timeout_ms`, in `http.rs`), and a client is silent for as long as
+//! its stream runs. A head cut off by its deadline is answered 408 in Lumen's JSON.
 //!
-//!   Over HTTP/2 (`serve.rs`) only the idle deadline applies between requests, and bytes do not
-//!   end it: a connection with no stream in progress sends pings and settings as readily as
-//!   the first bytes of a request, and a request starts only once its whole HEADERS frame (at
-//!   most 64 KB of headers) has arrived. When it expires the connection is asked to close
-//!   gracefully (GOAWAY, so the client knows which streams were taken); if it has not closed
-//!   after one more idle period, it is cut.
-//! - **Answers to bytes that are not HTTP.** hyper answers a request it cannot parse (bad
-//!   framing, two `Content-Length`s, a control byte in a header, too many or too large headers,
-//!   a URL over 64 KB) itself, before any service sees it, with a bare 400, 431 or 414 and an
-//!   empty body. That one answer is replaced here with Lumen's JSON error (`error.rs`), so every
-//!   client-visible error has one shape.
+//! Over HTTP/2 (`serve.rs`) only the idle deadline applies between requests, and bytes do not
+//! end it: a connection with no stream in progress sends pings and settings as readily as the
+//! first bytes of a request, and a request starts only once its whole HEADERS frame (at most
+//! 64 KB of headers) has arrived. When it expires the connection is asked to close gracefully
+//! (GOAWAY, so the client knows which streams were taken); if it has not closed after one more
+//! idle period, it is cut.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -76,7 +69,7 @@ pub(crate) struct Activity {
     /// Over HTTP/2: the idle deadline has passed, and the connection should close gracefully.
     /// Set by the socket, taken by the task that drives the connection (the same task).
     idle_expired: AtomicBool,
-    /// The connection task's last read. hyper does not read again after an answer until the
+    /// The connection task's last read. A connection may not read again after an answer until the
     /// socket has news, so the end of a request wakes it to start the idle deadline.
     reader: AtomicWaker,
 }
@@ -112,7 +105,7 @@ impl Drop for InProgress {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request marked in progress until hyper drops it.
+    /// A response body that keeps its request marked in progress until the connection drops it.
     pub(crate) struct Tracked<B> {
         #[pin]
         body: B,
@@ -155,8 +148,7 @@ enum Wait {
     Head,
 }
 
-/// The socket under hyper: the between-request deadlines on reads, and Lumen's JSON in place of
-/// hyper's bare answer on writes.
+/// A client connection's socket, with the between-request deadlines on its reads.
 pub(crate) struct Conn<S> {
     io: S,
     activity: Arc<Activity>,
@@ -164,13 +156,9 @@ pub(crate) struct Conn<S> {
     /// The wait under way: the requests started when it began, and which deadline it is under.
     waiting: Option<(u64, Wait)>,
     timer: Pin<Box<Sleep>>,
-    /// Lumen's answer in place of hyper's, and how much of it is written. Once set, hyper writes
-    /// nothing more that matters: it closes the connection after a parse error.
-    replacement: Option<(Vec<u8>, usize)>,
-    /// The bytes [`Conn::sniff`] read, and how many of them hyper has been given since.
+    /// The bytes [`Conn::sniff`] read, and how many of them have been read back since.
     sniffed: Option<(Vec<u8>, usize)>,
-    /// HTTP/2: the between-request waits are the idle deadline alone, and hyper's answers are
-    /// frames, never an HTTP/1.1 head to replace.
+    /// HTTP/2: the between-request waits are the idle deadline alone.
     h2: bool,
     /// Over HTTP/2, the idle deadline has passed once and a graceful close was asked for.
     asked_to_close: bool,
@@ -184,14 +172,13 @@ impl<S> Conn<S> {
             deadlines,
             waiting: None,
             timer: Box::pin(tokio::time::sleep(deadlines.idle)),
-            replacement: None,
             sniffed: None,
             h2: false,
             asked_to_close: false,
         }
     }
 
-    /// Bytes of the client's first read that [`Conn::sniff`] kept, given to hyper first.
+    /// Bytes of the client's first read that [`Conn::sniff`] kept, read back first.
     fn take_sniffed(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         let Some((bytes, given)) = &mut self.sniffed else {
             return false;
@@ -216,57 +203,26 @@ impl<S> Conn<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Conn<S> {
-    /// Writes what is left of the replacement answer, if any.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some((bytes, written)) = &mut self.replacement {
-            while *written < bytes.len() {
-                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                *written += n;
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
     /// Tells a client whose head was cut off why, if the socket takes the answer at once (it
     /// has sent nothing on this connection since its last answer, so it normally does); the
     /// connection closes either way. An idle connection is closed without a word, as HTTP
     /// allows.
     fn tell_too_slow(&mut self, cx: &mut Context<'_>) {
-        if self.replacement.is_none() {
-            let answer = crate::error::unparsable_request(408);
-            let mut io = Pin::new(&mut self.io);
-            // TLS buffers what is written until a flush.
-            if let Poll::Ready(Ok(n)) = io.as_mut().poll_write(cx, &answer) {
-                if n == answer.len() {
-                    let _ = io.poll_flush(cx);
-                }
+        let answer = crate::error::unparsable_request(408);
+        let mut io = Pin::new(&mut self.io);
+        // TLS buffers what is written until a flush.
+        if let Poll::Ready(Ok(n)) = io.as_mut().poll_write(cx, &answer) {
+            if n == answer.len() {
+                let _ = io.poll_flush(cx);
             }
-        }
-    }
-
-    /// When `head` is hyper's own answer to an unparsable request, takes it over: Lumen's answer
-    /// is written instead, and hyper is told its bytes were.
-    fn replace(&mut self, head: &[u8]) -> bool {
-        if self.h2 || self.replacement.is_some() || self.activity.busy() {
-            return false;
-        }
-        match bare_answer(head) {
-            Some(status) => {
-                self.replacement = Some((crate::error::unparsable_request(status), 0));
-                true
-            }
-            None => false,
         }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Reads until the client's first bytes tell its protocol: the HTTP/2 preface, or anything
-    /// else (HTTP/1.1, left to hyper to parse or refuse). Under the same deadlines as a request
-    /// head; what was read is given to hyper first.
+    /// else (HTTP/1.1, for `h1.rs` to parse or refuse). Under the same deadlines as a request
+    /// head; what was read is read back first.
     pub(crate) async fn sniff(&mut self) -> io::Result<Protocol> {
         let mut first = [0u8; H2_PREFACE.len()];
         let mut filled = 0;
@@ -306,8 +262,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
         let this = self.get_mut();
         if this.take_sniffed(buf) {
             // The rest of the request is most likely in the socket already: read it in the
-            // same call, so hyper's first read holds the whole head. A first read of only the
-            // sniffed bytes made hyper grow its buffer to 16 KiB on every connection (issue 24).
+            // same call, so the first read holds the whole head (with hyper, a first read of
+            // only the sniffed bytes grew its buffer to 16 KiB on every connection; issue 24).
             // Nothing to read yet, or an error, is left to the next call.
             if this.sniffed.is_none() && buf.remaining() > 0 {
                 let _ = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -368,18 +324,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.replacement.is_some() {
-            ready!(this.poll_replacement(cx))?;
-            // Nothing follows hyper's answer to a parse error; swallow it rather than send it.
-            return Poll::Ready(Ok(buf.len()));
-        }
-        if this.replace(buf) {
-            // Written in flush or shutdown if the socket is full now.
-            let _ = this.poll_replacement(cx)?;
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -387,21 +332,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let total = bufs.iter().map(|b| b.len()).sum();
-        if this.replacement.is_some() {
-            ready!(this.poll_replacement(cx))?;
-            return Poll::Ready(Ok(total));
-        }
-        let first = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &b[..]);
-        if this.replace(first) {
-            let _ = this.poll_replacement(cx)?;
-            return Poll::Ready(Ok(total));
-        }
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -409,51 +340,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_replacement(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_replacement(cx))?;
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
-}
-
-/// The status of hyper's automatic answer to a request it could not parse, when `head` is one:
-/// 400, 414 or 431, with no headers but `connection`, `content-length: 0` and `date`. Every
-/// answer Lumen writes itself carries `x-request-id` (and most a `content-type`), so none
-/// matches.
-fn bare_answer(head: &[u8]) -> Option<u16> {
-    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
-    let status = match rest.get(..4)? {
-        b"400 " => 400,
-        b"414 " => 414,
-        b"431 " => 431,
-        _ => return None,
-    };
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
-    // Only the head, with nothing after it: hyper's answer has no body.
-    if end + 4 != head.len() {
-        return None;
-    }
-    let mut lines = head[..end].split(|b| *b == b'\n').skip(1);
-    let mut empty_body = false;
-    let ok = lines.all(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            return false;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"content-length") {
-            empty_body = value == b"0";
-            empty_body
-        } else {
-            name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"date")
-        }
-    });
-    (ok && empty_body).then_some(status)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Bodies of the fuzz targets over the server's request reading (`fuzz/fuzz_targets/request.rs`
-//! and `headers.rs`), as plain functions so that an ordinary test replays their corpora
+//! Bodies of the fuzz targets over the server's request reading (`fuzz/fuzz_targets/request.rs`,
+//! `headers.rs` and `h1_request.rs`), as plain functions so that an ordinary test replays their corpora
 //! (`fuzz/corpus/<target>/`) on stable Rust without a fuzzer. Each panics when a property
 //! breaks; returning means the input passed.
 
@@ -242,4 +242,10 @@ pub fn headers(data: &[u8]) {
             assert_eq!(e.error.code.as_deref(), Some("invalid_header"));
         }
     }
+}
+
+/// A client's request head and body framing, read as the HTTP/1.1 connection reads them:
+/// nothing panics, and the outcome is the same however the bytes were split into reads.
+pub fn h1_request(data: &[u8]) {
+    crate::h1::fuzz::request(data);
 }

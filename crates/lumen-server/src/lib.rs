@@ -17,8 +17,8 @@
 //! - [`error`]: [`ApiError`], the single error-to-HTTP mapping; `dialect`: how errors and
 //!   stream frames are written in the caller's API (OpenAI's, or Anthropic's on `/v1/messages`).
 //! - `discovery`: backends found by DNS (A/AAAA or SRV), re-resolved in the background.
-//! - `serve`, `conn`, `tls`: the accept loop and graceful shutdown, the socket under hyper,
-//!   the TLS acceptor.
+//! - `serve`, `conn`, `h1`, `tls`: the accept loop and graceful shutdown, the socket's
+//!   deadlines, Lumen's own HTTP/1.1 server connection (HTTP/2 is hyper's), the TLS acceptor.
 //! - `headers`, `path`, [`redact`]: what is read from client headers and paths; secrets in URLs.
 //! - `metrics`, `observe`, `access`: Prometheus, the core's observer, the access record.
 //! - `otel`: OTLP trace export, spans built from the core's events (the `otel` feature gates
@@ -36,6 +36,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gateway;
+mod h1;
 mod headers;
 pub mod health;
 mod http;

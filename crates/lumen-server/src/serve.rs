@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::pin::Pin;
 use std::task::Poll;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,10 +22,6 @@ use crate::http::{Api, Surface};
 
 /// After the shutdown grace, how long ended streams get to deliver their last event.
 const STREAM_END_GRACE: Duration = Duration::from_secs(1);
-
-/// Largest request head (request line and headers) read: beyond it, 431. hyper's own bound is
-/// its read buffer (about 400 KB); no OpenAI client sends a head near this one.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// HTTP/2 receive windows: request body bytes a client may send on a stream, and on a whole
 /// connection, before Lumen has read them (HTTP/2 holds them in memory, where HTTP/1.1 leaves
@@ -280,26 +276,9 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // The service marks each request in progress until its response body is dropped, so the
-    // socket applies the idle and head deadlines only between requests (see `conn.rs`).
+    // Each request is marked in progress until its response body is dropped, so the socket
+    // applies the idle and head deadlines only between requests (see `conn.rs`).
     let activity = Arc::new(Activity::default());
-    let svc = {
-        let activity = activity.clone();
-        service_fn(move |req| {
-            let api = api.clone();
-            let request = activity.begin();
-            // Boxed: hyper keeps the slot for a request's future (`Box<Option<F>>`) for as long
-            // as the connection lives, sized for the future. A pointer there, and the request's
-            // state (several KB) is freed once its answer starts, not held by every open
-            // stream and idle connection (issue 24).
-            let fut: Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>> =
-                Box::pin(async move {
-                    let resp = api.handle(req).await;
-                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
-                });
-            fut
-        })
-    };
     let mut io = Conn::new(stream, activity.clone(), deadlines);
     let h2 = &deadlines.http2;
     let protocol = if h2.enabled {
@@ -313,27 +292,29 @@ async fn serve_connection<S>(
     } else {
         Protocol::Http1
     };
-    let io = TokioIo::new(io);
     let result = match protocol {
-        Protocol::Http1 => {
-            let mut b = http1::Builder::new();
-            // The deadlines are the socket's (`Conn`): hyper's header timer would count the
-            // idle time before a request against its head.
-            b.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
-            let conn = b.serve_connection(io, svc);
-            drive(
-                conn,
-                http1::Connection::graceful_shutdown,
-                &activity,
-                closing,
-            )
-            .await
-        }
+        Protocol::Http1 => crate::h1::serve(io, api, activity, closing).await,
         Protocol::Http2 => {
+            let svc = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let api = api.clone();
+                    let request = activity.begin();
+                    // Boxed: hyper keeps the slot for a request's future for as long as the
+                    // stream lives, sized for the future; a pointer there, and the request's
+                    // state (several KB) is freed once its answer starts (issue 24).
+                    let fut: Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>> =
+                        Box::pin(async move {
+                            let resp = api.handle(req).await;
+                            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+                        });
+                    fut
+                })
+            };
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(h2.max_concurrent_streams)
-                .max_header_list_size(MAX_HEAD_BYTES as u32)
+                .max_header_list_size(crate::h1::MAX_HEAD_BYTES as u32)
                 .initial_stream_window_size(H2_STREAM_WINDOW)
                 .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .max_send_buf_size(H2_MAX_SEND_BUF);
@@ -341,9 +322,9 @@ async fn serve_connection<S>(
                 b.keep_alive_interval(Duration::from_millis(h2.keep_alive_interval_ms))
                     .keep_alive_timeout(Duration::from_millis(h2.keep_alive_timeout_ms));
             }
-            let conn = b.serve_connection(io, svc);
-            // Boxed: HTTP/2's connection state is the larger (3.6 KB against HTTP/1.1's 1.9),
-            // and inline it would size every connection's task, HTTP/1.1 streams included.
+            let conn = b.serve_connection(TokioIo::new(io), svc);
+            // Boxed: HTTP/2's connection state is the larger, and inline it would size every
+            // connection's task, HTTP/1.1 streams included.
             Box::pin(drive(
                 conn,
                 http2::Connection::graceful_shutdown,
@@ -351,6 +332,7 @@ async fn serve_connection<S>(
                 closing,
             ))
             .await
+            .map_err(io::Error::other)
         }
     };
     if let Err(e) = result {

@@ -44,14 +44,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     tokio::pin!(shutdown);
+    // Whether accepting has been failing since the last success: warned once per episode, so
+    // a process out of descriptors (the demo shares Lumen's) does not log a line every 10 ms.
+    let mut failing = false;
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    failing = false;
+                    conn
+                }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if !failing {
+                        tracing::warn!(error = %e, "simulator out of descriptors; accepting again in 10 ms steps");
+                    }
+                    failing = true;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }

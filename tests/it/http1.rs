@@ -1,0 +1,288 @@
+//! Lumen's own HTTP/1.1 server connection (`lumen-server`'s `h1.rs`) over raw TCP: what hyper
+//! did for the clients and must still happen, byte for byte on the wire. The bad-input campaign
+//! (`bad_input.rs`) covers what it refuses, `streaming.rs` clients that go away; these cover
+//! what it serves.
+
+use std::time::Duration;
+
+use lumen_sim::SimConfig;
+use lumen_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#;
+const STREAM: &str =
+    r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true}"#;
+
+/// One answer read off a connection: status, lower-cased headers, the de-chunked body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads exactly one answer from `s`, keeping what follows it in `buf`.
+async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
+    async fn more(s: &mut TcpStream, buf: &mut Vec<u8>) {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-answer: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        more(s, buf).await;
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    buf.drain(..end + 4);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut answer = Answer {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = answer.header("content-length") {
+        let len: usize = len.parse().unwrap();
+        while buf.len() < len {
+            more(s, buf).await;
+        }
+        answer.body = buf.drain(..len).collect();
+    } else if answer.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                more(s, buf).await;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16).unwrap();
+            while buf.len() < line_end + 2 + size + 2 {
+                more(s, buf).await;
+            }
+            assert_eq!(&buf[line_end + 2 + size..line_end + 4 + size], b"\r\n");
+            answer
+                .body
+                .extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+            buf.drain(..line_end + 4 + size);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if answer.status != 100 {
+        // Until the connection closes.
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(buf)).await;
+        answer.body = std::mem::take(buf);
+    }
+    answer
+}
+
+fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await,
+        Ok(Ok(0))
+    )
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let mut all = b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\nx-request-id: one\r\n\r\n".to_vec();
+    all.extend_from_slice(&post("/v1/chat/completions", CHAT));
+    all.extend_from_slice(&post("/v1/chat/completions", STREAM));
+    all.extend_from_slice(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\nx-request-id: four\r\n\r\n");
+    s.write_all(&all).await.unwrap();
+    let mut buf = Vec::new();
+    let models = read_answer(&mut s, &mut buf).await;
+    assert_eq!(models.status, 200);
+    assert_eq!(models.header("x-request-id"), Some("one"));
+    let chat = read_answer(&mut s, &mut buf).await;
+    assert_eq!(chat.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&chat.body).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    let stream = read_answer(&mut s, &mut buf).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("transfer-encoding"), Some("chunked"));
+    let text = String::from_utf8(stream.body).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let last = read_answer(&mut s, &mut buf).await;
+    assert_eq!(last.header("x-request-id"), Some("four"));
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    assert_eq!(sim.generation_count(), 2);
+    // Still open for more.
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut s, &mut buf).await.status, 200);
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_when_the_body_is_wanted() {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        CHAT.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let interim = read_answer(&mut s, &mut buf).await;
+    assert_eq!(interim.status, 100);
+    assert!(buf.is_empty());
+    s.write_all(CHAT.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut s, &mut buf).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(sim.generation_count(), 1);
+    // A client that sends its body without waiting gets no `100`.
+    let mut all = head.into_bytes();
+    all.extend_from_slice(CHAT.as_bytes());
+    s.write_all(&all).await.unwrap();
+    assert_eq!(read_answer(&mut s, &mut buf).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_chunked_body_dribbled_a_byte_at_a_time_is_served() {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut wire = b"POST /v1/chat/completions HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for piece in CHAT.as_bytes().chunks(7) {
+        wire.extend_from_slice(format!("{:x};n=1\r\n", piece.len()).as_bytes());
+        wire.extend_from_slice(piece);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\nx-trailer: yes\r\n\r\n");
+    for b in &wire {
+        s.write_all(std::slice::from_ref(b)).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut s, &mut buf).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(sim.generation_count(), 1);
+    // The framing ended exactly: the connection serves the next request.
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut s, &mut buf).await.status, 200);
+}
+
+#[tokio::test]
+async fn http_1_0_gets_a_delimited_answer_and_a_close() {
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    for body in [CHAT, STREAM] {
+        let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let answer = read_answer(&mut s, &mut buf).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("connection"), Some("close"));
+        assert_eq!(
+            answer.header("transfer-encoding"),
+            None,
+            "no chunked framing on 1.0"
+        );
+        assert!(!answer.body.is_empty());
+        assert!(closed(&mut s).await);
+    }
+}
+
+#[tokio::test]
+async fn stream_events_go_out_as_they_come() {
+    let (url, _sim) = sim_with(SimConfig {
+        models: vec!["m".into()],
+        itl: Duration::from_millis(400),
+        ..SimConfig::default()
+    })
+    .await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let start = tokio::time::Instant::now();
+    s.write_all(&post("/v1/chat/completions", STREAM))
+        .await
+        .unwrap();
+    // The head and the first event, while the engine still has two tokens to go (800 ms).
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("data: {") {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let mut buf = got;
+    // The rest: the whole answer reads back as one chunked body.
+    let mut rest = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains("0\r\n\r\n") {
+        let n = s.read(&mut rest).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&rest[..n]);
+    }
+    let answer = read_answer(&mut s, &mut buf).await;
+    assert!(String::from_utf8_lossy(&answer.body).contains("[DONE]"));
+}
