@@ -286,3 +286,88 @@ async fn stream_events_go_out_as_they_come() {
     let answer = read_answer(&mut s, &mut buf).await;
     assert!(String::from_utf8_lossy(&answer.body).contains("[DONE]"));
 }
+
+#[tokio::test]
+async fn head_answers_carry_the_length_a_get_would_have() {
+    let (url, _sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\nHEAD /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\nGET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let get = read_answer(&mut s, &mut buf).await;
+    // A HEAD answer's length says what a GET's body would be, and no body follows it: the
+    // third answer is read right after its head.
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}\r\n", get.body.len())),
+        "{head}"
+    );
+    let again = read_answer(&mut s, &mut buf).await;
+    assert_eq!(again.body, get.body);
+}
+
+/// Lumen whose head deadline is 1 s and idle deadline far away, with a grace of 30 s.
+async fn with_short_head_deadline() -> (Lumen, lumen_sim::Simulator) {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::start(
+        builder(&[&url])
+            .header_read_timeout(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(60))
+            .shutdown_grace(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    (lumen, sim)
+}
+
+#[tokio::test]
+async fn part_of_a_head_sent_during_an_answer_gets_the_head_deadline() {
+    let (lumen, _sim) = with_short_head_deadline().await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let mut all = post("/v1/chat/completions", STREAM);
+    all.extend_from_slice(b"GET /v1/mo");
+    s.write_all(&all).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let mut buf = Vec::new();
+    assert_eq!(read_answer(&mut s, &mut buf).await.status, 200);
+    // The rest of that head never comes: 408 at the head deadline, not the idle one.
+    let timeout = read_answer(&mut s, &mut buf).await;
+    assert_eq!(timeout.status, 408);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(closed(&mut s).await);
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_head_that_is_not_all_here() {
+    let (mut lumen, _sim) = with_short_head_deadline().await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    s.write_all(b"GET /v1/models HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = tokio::time::Instant::now();
+    let serve = lumen.begin_shutdown();
+    assert!(closed(&mut s).await);
+    serve.await.unwrap().unwrap();
+    // Not the 30 s grace, nor the head deadline.
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+}

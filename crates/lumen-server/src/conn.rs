@@ -192,6 +192,16 @@ impl<S> Conn<S> {
         true
     }
 
+    /// Part of a request head is already buffered (it came while the last request was in
+    /// progress, when no deadline applies): the head deadline runs from now, not the idle one.
+    pub(crate) fn head_begun(&mut self) {
+        let started = self.activity.started.load(Ordering::Acquire);
+        // A head wait armed before the last request (for its own head) does not count.
+        if !self.h2 && self.waiting != Some((started, Wait::Head)) {
+            self.arm(started, Wait::Head);
+        }
+    }
+
     fn arm(&mut self, started: u64, wait: Wait) {
         let limit = match wait {
             Wait::Idle => self.deadlines.idle,

@@ -45,10 +45,6 @@ const FIRST_READ: usize = 2 * 1024;
 /// While the buffer is this short, a head is parsed on every read (see `read_head`).
 const EARLY_PARSE: usize = 4 * 1024;
 
-/// Bytes of a next (pipelined) request buffered while one is answered; past this the
-/// connection stops reading until the answer is done.
-const MAX_AHEAD: usize = head::MAX_HEAD_BYTES;
-
 /// A small response body is copied behind its head and sent in one write.
 const COALESCE: usize = 8 * 1024;
 
@@ -103,6 +99,11 @@ where
         })
         .await?;
         drop(handler);
+        if let Some(rest) = feed.continue_left.filter(|r| r.len() < CONTINUE.len()) {
+            // A `100 Continue` the socket took only part of: finished before the final
+            // answer, or the client would read the two heads run together.
+            conn.io.write_all(rest).await?;
+        }
         // What is left of an unread body is skipped if it is all here already; otherwise the
         // connection cannot be reused.
         let request_read = !feed.broken && conn.skip_buffered_body(&mut framing);
@@ -174,7 +175,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.buf.len() > head::MAX_HEAD_BYTES {
                 return Err(self.refuse(Refusal::TooLarge).await);
             }
-            let idle = self.buf.is_empty();
+            if !self.buf.is_empty() {
+                // Part of a head is here: its deadline, not the idle one, runs from now.
+                self.io.head_begun();
+            }
             tokio::select! {
                 read = std::future::poll_fn(|cx| self.poll_fill(cx, FIRST_READ)) => {
                     if read? == 0 {
@@ -182,7 +186,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         return Ok(None);
                     }
                 }
-                _ = closing.wait_for(|c| *c), if idle => return Ok(None),
+                // Shutting down: a request whose head is not all here is not started (the
+                // client sees the connection close before any answer, and may retry).
+                _ = closing.wait_for(|c| *c) => return Ok(None),
             }
         }
     }
@@ -257,28 +263,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 continue;
             }
+            // A body not read to its end stays in the kernel until the handler wants it (it
+            // may be waiting for room in the body budget); only a finished one lets the
+            // connection watch for the client going away.
+            if !framing.is_done() {
+                return Poll::Pending;
+            }
             ready!(self.poll_gone(cx))?;
             return Poll::Ready(Err(gone()));
         }
     }
 
-    /// Ready when the client has gone (EOF or an error) while an answer is in progress. Bytes
-    /// that arrive meanwhile (a body not read yet, a pipelined request) are kept, up to
-    /// [`MAX_AHEAD`]; past it the socket is left alone. Read through a small stack buffer, so a
-    /// connection that sends nothing holds no buffer while it waits.
+    /// Ready when the client has gone (EOF or an error) while an answer is in progress. Read
+    /// only while nothing is buffered, at most 512 bytes, through a stack buffer (as hyper's
+    /// check does): bytes that arrive meanwhile (a pipelined request) are kept, and then the
+    /// socket is left alone until the answer is done, so neither a client nor a stream makes
+    /// the connection hold more than that.
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            if self.buf.len() >= MAX_AHEAD {
-                return Poll::Pending;
-            }
-            let mut tmp = [0u8; 512];
-            let mut rb = ReadBuf::new(&mut tmp);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-            if rb.filled().is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            self.buf.extend_from_slice(rb.filled());
+        if !self.buf.is_empty() {
+            return Poll::Pending;
         }
+        let mut tmp = [0u8; 512];
+        let mut rb = ReadBuf::new(&mut tmp);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        if rb.filled().is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.buf.extend_from_slice(rb.filled());
+        Poll::Pending
     }
 
     /// Skips what is left of a request body the handler did not read, if all of it is already
@@ -316,8 +328,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Out::Length(n) => Some(n),
             _ => None,
         };
-        if plan.out == Out::Empty {
-            return self.write_piece(head.take(), Bytes::new(), plan.out).await;
+        if matches!(plan.out, Out::Empty | Out::Head(_)) {
+            return self
+                .write_piece(head.take(), Bytes::new(), Out::Empty)
+                .await;
         }
         loop {
             let next = std::future::poll_fn(|cx| {

@@ -10,8 +10,10 @@ use http::{HeaderMap, Method, StatusCode, Version};
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Out {
-    /// No body at all (`HEAD`, 1xx, 204, 304).
+    /// No body at all (1xx, 204, 304).
     Empty,
+    /// The answer to `HEAD`: no body, but the length a `GET` would have had, when known.
+    Head(Option<u64>),
     /// Exactly this many bytes.
     Length(u64),
     /// Chunked (HTTP/1.1).
@@ -45,8 +47,7 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn plan(f: &Facts<'_>) -> Plan {
-    let no_body = *f.method == Method::HEAD
-        || f.status.is_informational()
+    let no_body = f.status.is_informational()
         || f.status == StatusCode::NO_CONTENT
         || f.status == StatusCode::NOT_MODIFIED;
     let declared = f
@@ -56,6 +57,8 @@ pub(crate) fn plan(f: &Facts<'_>) -> Plan {
         .and_then(|v| v.parse::<u64>().ok());
     let out = if no_body {
         Out::Empty
+    } else if *f.method == Method::HEAD {
+        Out::Head(declared.or(f.exact))
     } else if let Some(n) = declared.or(f.exact) {
         Out::Length(n)
     } else if f.version == Version::HTTP_11 {
@@ -102,13 +105,13 @@ pub(crate) fn encode_head(status: StatusCode, headers: &HeaderMap, plan: Plan) -
         with_date(|d| line(&mut out, b"date", d));
     }
     match plan.out {
-        Out::Length(n) => line(
+        Out::Length(n) | Out::Head(Some(n)) => line(
             &mut out,
             b"content-length",
             itoa::Buffer::new().format(n).as_bytes(),
         ),
         Out::Chunked => line(&mut out, b"transfer-encoding", b"chunked"),
-        Out::Empty | Out::UntilClose => {}
+        Out::Empty | Out::Head(None) | Out::UntilClose => {}
     }
     if !plan.keep_alive {
         line(&mut out, b"connection", b"close");

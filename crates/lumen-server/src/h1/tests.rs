@@ -240,7 +240,7 @@ fn the_response_plan() {
             exact: Some(7),
             ..facts(&h, &get)
         }),
-        keep(Out::Empty)
+        keep(Out::Head(Some(7)))
     );
     assert_eq!(
         send::plan(&Facts {
