@@ -269,6 +269,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if !framing.is_done() {
                 return Poll::Pending;
             }
+            // The request is all read: its buffer goes now, not once the answer starts (a
+            // stream waits for its first token with nothing to read).
+            self.release_idle_buffer();
             ready!(self.poll_gone(cx))?;
             return Poll::Ready(Err(gone()));
         }
@@ -308,7 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Lets the read buffer go when it holds nothing: a stream that relays for minutes keeps
     /// no buffer for a request that may never come.
     fn release_idle_buffer(&mut self) {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
             self.scanned = 0;
         }
