@@ -92,7 +92,7 @@ where
             continue_left: expect_continue.then_some(CONTINUE),
         };
         if framing.is_done() {
-            feed.slot.end(Ok(()));
+            feed.slot.end(Ok(()), None);
         }
         let response = std::future::poll_fn(|cx| {
             conn.poll_exchange(cx, &mut handler, &mut framing, &mut feed)
@@ -243,22 +243,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     continue;
                 }
                 match recv::decode(framing, &mut self.buf) {
-                    Ok(Step::Data(piece)) => feed.slot.put(piece),
-                    Ok(Step::End) => feed.slot.end(Ok(())),
+                    Ok(Step::Data(piece)) => feed.slot.put(piece, cx.waker()),
+                    Ok(Step::End) => feed.slot.end(Ok(()), Some(cx.waker())),
                     Ok(Step::More) => match ready!(self.poll_fill(cx, framing.read_hint())) {
                         Ok(0) => {
                             feed.broken = true;
-                            feed.slot.end(Err(io::ErrorKind::UnexpectedEof));
+                            feed.slot
+                                .end(Err(io::ErrorKind::UnexpectedEof), Some(cx.waker()));
                         }
                         Ok(_) => {}
                         Err(e) => {
                             feed.broken = true;
-                            feed.slot.end(Err(e.kind()));
+                            feed.slot.end(Err(e.kind()), Some(cx.waker()));
                         }
                     },
                     Err(_) => {
                         feed.broken = true;
-                        feed.slot.end(Err(io::ErrorKind::InvalidData));
+                        feed.slot
+                            .end(Err(io::ErrorKind::InvalidData), Some(cx.waker()));
                     }
                 }
                 continue;

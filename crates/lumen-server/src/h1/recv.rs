@@ -222,24 +222,30 @@ impl Slot {
         s.wanted && s.piece.is_none() && s.end.is_none()
     }
 
-    pub(crate) fn put(&self, piece: Bytes) {
+    /// Hands over the next piece. `polling` is the waker of the task feeding the body: when
+    /// the body was polled from that same task (the handler runs in the connection's task),
+    /// it is not woken, since the connection polls the handler again at once. A spurious wake
+    /// would re-poll the whole request's futures once more.
+    pub(crate) fn put(&self, piece: Bytes, polling: &Waker) {
         let mut s = self.lock();
         s.piece = Some(piece);
         s.wanted = false;
-        Self::wake(&mut s);
+        Self::wake(&mut s, Some(polling));
     }
 
     /// The body ended well (`Ok`), or cannot be read further (`Err`: the handler sees an error).
-    pub(crate) fn end(&self, how: Result<(), io::ErrorKind>) {
+    pub(crate) fn end(&self, how: Result<(), io::ErrorKind>, polling: Option<&Waker>) {
         let mut s = self.lock();
         s.end.get_or_insert(how);
         s.wanted = false;
-        Self::wake(&mut s);
+        Self::wake(&mut s, polling);
     }
 
-    fn wake(s: &mut SlotState) {
+    fn wake(s: &mut SlotState, polling: Option<&Waker>) {
         if let Some(w) = s.waker.take() {
-            w.wake();
+            if !polling.is_some_and(|p| w.will_wake(p)) {
+                w.wake();
+            }
         }
     }
 }
