@@ -972,27 +972,9 @@ impl SplitnReplace for Vec<u8> {
     }
 }
 
-/// One HTTP/1.1 answer as raw bytes split up.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    /// Header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Splits the first answer off `bytes`: head, then a `content-length` or chunked body. Returns
 /// it and what follows it.
-fn split_answer(bytes: &[u8]) -> (Answer, &[u8]) {
+fn split_answer(bytes: &[u8]) -> (WireAnswer, &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     let end = bytes
         .windows(4)
@@ -1010,7 +992,7 @@ fn split_answer(bytes: &[u8]) -> (Answer, &[u8]) {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut rest = &bytes[end + 4..];
-    let answer = |body: Vec<u8>| Answer {
+    let answer = |body: Vec<u8>| WireAnswer {
         status,
         headers: headers.clone(),
         body,

@@ -14,25 +14,8 @@ const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"
 const STREAM: &str =
     r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true}"#;
 
-/// One answer read off a connection: status, lower-cased headers, the de-chunked body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Reads exactly one answer from `s`, keeping what follows it in `buf`.
-async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
+async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> WireAnswer {
     async fn more(s: &mut TcpStream, buf: &mut Vec<u8>) {
         let mut chunk = [0u8; 8192];
         let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
@@ -67,7 +50,7 @@ async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let mut answer = Answer {
+    let mut answer = WireAnswer {
         status,
         headers,
         body: Vec::new(),
@@ -124,6 +107,14 @@ async fn closed(s: &mut TcpStream) -> bool {
     )
 }
 
+/// The connection answers one more request.
+async fn still_serves(s: &mut TcpStream, buf: &mut Vec<u8>) {
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(s, buf).await.status, 200);
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let (url, sim) = sim(&["m"]).await;
@@ -152,10 +143,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
     assert_eq!(sim.generation_count(), 2);
     // Still open for more.
-    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(read_answer(&mut s, &mut buf).await.status, 200);
+    still_serves(&mut s, &mut buf).await;
 }
 
 #[tokio::test]
@@ -214,10 +202,7 @@ async fn a_chunked_body_dribbled_a_byte_at_a_time_is_served() {
     );
     assert_eq!(sim.generation_count(), 1);
     // The framing ended exactly: the connection serves the next request.
-    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(read_answer(&mut s, &mut buf).await.status, 200);
+    still_serves(&mut s, &mut buf).await;
 }
 
 #[tokio::test]

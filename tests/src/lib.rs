@@ -583,3 +583,22 @@ pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
         })
         .collect()
 }
+
+/// One HTTP/1.1 answer as read off the wire by a raw-TCP test: status, header lines (names
+/// lower-cased, values trimmed), the body with its framing removed.
+#[derive(Debug)]
+pub struct WireAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl WireAnswer {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
