@@ -44,10 +44,11 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// stream's events fit. A stream spends most of its life waiting for the next token, holding
 /// this buffer all along, so it is counted once per open stream (issue 24: 16 KiB here was a
 /// third of a stream's memory; 4 KiB, all of it touched as events move through it, was still
-/// a seventh). The events split off it are sent on and dropped, so the same allocation is
-/// reclaimed in place at the next refill. An engine's head and a stream's event (a few hundred
-/// bytes, a kilobyte with logprobs) fit.
-const FIRST_READ: usize = 2 * 1024;
+/// a seventh; 2 KiB, a seventh again once the client side stopped holding buffers). The events
+/// split off it are sent on and dropped, so the same allocation is reclaimed in place at the
+/// next refill. An engine's head and a stream's event (a few hundred bytes) fit; an event with
+/// logprobs (about a kilobyte) fills it, and the next step doubles.
+const FIRST_READ: usize = 1024;
 /// The largest step a read buffer grows by: a read that fills the free space (a large answer
 /// arriving faster than it is read) doubles the step up to this, so big bodies still come in
 /// 16 KiB reads.
