@@ -107,6 +107,14 @@ async fn closed(s: &mut TcpStream) -> bool {
     )
 }
 
+/// Lumen in front of a simulator serving `m`, and a connection to it.
+async fn connected() -> (Lumen, lumen_sim::Simulator, TcpStream) {
+    let (url, sim) = sim(&["m"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let s = TcpStream::connect(lumen.addr).await.unwrap();
+    (lumen, sim, s)
+}
+
 /// The connection answers one more request.
 async fn still_serves(s: &mut TcpStream, buf: &mut Vec<u8>) {
     s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\n\r\n")
@@ -117,9 +125,7 @@ async fn still_serves(s: &mut TcpStream, buf: &mut Vec<u8>) {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let (url, sim) = sim(&["m"]).await;
-    let lumen = Lumen::in_front_of(&[&url]).await;
-    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let (_lumen, sim, mut s) = connected().await;
     let mut all = b"GET /v1/models HTTP/1.1\r\nhost: lumen\r\nx-request-id: one\r\n\r\n".to_vec();
     all.extend_from_slice(&post("/v1/chat/completions", CHAT));
     all.extend_from_slice(&post("/v1/chat/completions", STREAM));
@@ -148,9 +154,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test]
 async fn expect_100_continue_is_answered_when_the_body_is_wanted() {
-    let (url, sim) = sim(&["m"]).await;
-    let lumen = Lumen::in_front_of(&[&url]).await;
-    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let (_lumen, sim, mut s) = connected().await;
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
         CHAT.len()
@@ -178,9 +182,7 @@ async fn expect_100_continue_is_answered_when_the_body_is_wanted() {
 
 #[tokio::test]
 async fn a_chunked_body_dribbled_a_byte_at_a_time_is_served() {
-    let (url, sim) = sim(&["m"]).await;
-    let lumen = Lumen::in_front_of(&[&url]).await;
-    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    let (_lumen, sim, mut s) = connected().await;
     s.set_nodelay(true).unwrap();
     let mut wire = b"POST /v1/chat/completions HTTP/1.1\r\nhost: lumen\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for piece in CHAT.as_bytes().chunks(7) {
