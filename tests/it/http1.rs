@@ -358,3 +358,60 @@ async fn shutdown_does_not_wait_for_a_head_that_is_not_all_here() {
         start.elapsed()
     );
 }
+
+/// A client that reads its stream's head and then nothing more: once the socket's buffers are
+/// full, `server.write_timeout_ms` later the connection is closed, and with it the engine's
+/// request and its admission slot. Without the deadline it would hold them for as long as it
+/// liked (an engine slot per connection, for a client that costs nothing to run).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_write_deadline() {
+    use std::sync::atomic::Ordering;
+    let engine = endless_engine().await;
+    let lumen = Lumen::start(
+        builder(&[&engine.url])
+            .write_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(lumen.addr).await.unwrap();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":true}"#;
+    s.write_all(&post("/v1/chat/completions", body))
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let start = tokio::time::Instant::now();
+    // Buffers fill at once; the stream is held (not buffered) until the deadline.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(engine.streaming.load(Ordering::SeqCst), 1, "held, not cut");
+    let held = engine.written.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        engine.written.load(Ordering::SeqCst) - held < 1024 * 1024,
+        "the engine was held back"
+    );
+    let streaming = engine.streaming.clone();
+    eventually(Duration::from_secs(20), || {
+        streaming.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert_eq!(
+        metric(&metrics, r#"lumen_backend_in_flight{backend="b0"}"#),
+        Some(0.0),
+        "the engine slot was given back"
+    );
+    // The connection is gone: what the client reads now ends.
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "the connection was left open");
+}

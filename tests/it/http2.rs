@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -263,62 +263,6 @@ impl AsyncWrite for Stoppable {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// An engine whose every stream is endless, written as fast as the socket takes it: what it
-/// managed to write, and how many streams it is still writing, show whether Lumen holds it back
-/// (a buffering gateway would let it write without end). Serves model `m`.
-struct Endless {
-    url: String,
-    written: Arc<AtomicU64>,
-    streaming: Arc<AtomicUsize>,
-}
-
-const EVENT: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"more \"},\"finish_reason\":null}]}\n\n";
-
-async fn endless_engine() -> Endless {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let written = Arc::new(AtomicU64::new(0));
-    let streaming = Arc::new(AtomicUsize::new(0));
-    let (w, st) = (written.clone(), streaming.clone());
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (written, streaming) = (w.clone(), st.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let Some(head) = read_request(&mut sock, &mut buf).await else {
-                    return;
-                };
-                if head.starts_with("get /v1/models") {
-                    let body = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    return;
-                }
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                if sock.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let events = EVENT.repeat(32);
-                let chunk = format!("{:x}\r\n{events}\r\n", events.len());
-                streaming.fetch_add(1, Ordering::SeqCst);
-                while sock.write_all(chunk.as_bytes()).await.is_ok() {
-                    written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-                }
-                streaming.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    Endless {
-        url,
-        written,
-        streaming,
     }
 }
 

@@ -102,6 +102,64 @@ pub async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -
     Some(head)
 }
 
+/// An engine whose every stream is endless, written as fast as the socket takes it: what it
+/// managed to write, and how many streams it is still writing, show whether Lumen holds it back
+/// (a buffering gateway would let it write without end). Serves model `m`.
+pub struct Endless {
+    pub url: String,
+    /// Bytes written to Lumen so far.
+    pub written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Streams being written now.
+    pub streaming: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const ENDLESS_EVENT: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"more \"},\"finish_reason\":null}]}\n\n";
+
+pub async fn endless_engine() -> Endless {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let streaming = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (w, st) = (written.clone(), streaming.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (written, streaming) = (w.clone(), st.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let Some(head) = read_request(&mut sock, &mut buf).await else {
+                    return;
+                };
+                if head.starts_with("get /v1/models") {
+                    let body = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let events = ENDLESS_EVENT.repeat(32);
+                let chunk = format!("{:x}\r\n{events}\r\n", events.len());
+                streaming.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while sock.write_all(chunk.as_bytes()).await.is_ok() {
+                    written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+                streaming.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    Endless {
+        url,
+        written,
+        streaming,
+    }
+}
+
 /// A running Lumen. Dropping it stops the server.
 pub struct Lumen {
     pub addr: SocketAddr,

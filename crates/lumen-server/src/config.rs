@@ -89,6 +89,11 @@ pub struct ServerConfig {
     /// Longest time a connection may sit with no request in progress (just accepted, or kept
     /// alive after a response) before its next request starts; then it is closed.
     pub idle_timeout_ms: u64,
+    /// Longest time a write to the client may make no progress (its socket's buffers full: the
+    /// client reads nothing); then the connection is closed, and with it the stream and its
+    /// engine request. Without it, a client that never reads its answer would hold a stream,
+    /// an engine slot and its admission place forever (nginx's `send_timeout`, 60 s).
+    pub write_timeout_ms: u64,
     /// Largest `n` (choices per request) accepted; above it, 400 before any engine is asked.
     pub max_n: u32,
     /// Request bodies of `/tokenize` and `/detokenize` above this (and never above
@@ -142,6 +147,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             header_read_timeout_ms: 30_000,
             idle_timeout_ms: 30_000,
+            write_timeout_ms: 60_000,
             tls: None,
             max_n: 128,
             max_tokenizer_body_bytes: DEFAULT_MAX_TOKENIZER_BODY_BYTES,
@@ -897,6 +903,12 @@ impl LumenConfig {
         if self.server.idle_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "server.idle_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.write_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.write_timeout_ms",
                 "must be greater than 0",
             ));
         }

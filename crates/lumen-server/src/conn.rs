@@ -13,6 +13,12 @@
 //! 64 KB of headers) has arrived. When it expires the connection is asked to close gracefully
 //! (GOAWAY, so the client knows which streams were taken); if it has not closed after one more
 //! idle period, it is cut.
+//!
+//! Writes have a deadline of their own, on both protocols and whether or not a request is in
+//! progress: `server.write_timeout_ms` from the first write the socket cannot take (the
+//! client's buffers are full: it reads nothing) until one makes progress. A client that never
+//! reads its answer would otherwise hold its stream, the engine's request and its admission
+//! place for as long as it liked.
 
 use std::io;
 use std::pin::Pin;
@@ -35,6 +41,8 @@ pub(crate) struct Deadlines {
     pub(crate) idle: Duration,
     /// From the first byte of a request head until the head is complete.
     pub(crate) header: Duration,
+    /// A write to the client making no progress.
+    pub(crate) write: Duration,
     /// `server.http2`.
     pub(crate) http2: crate::config::Http2Config,
 }
@@ -44,6 +52,7 @@ impl Deadlines {
         Self {
             idle: Duration::from_millis(server.idle_timeout_ms),
             header: Duration::from_millis(server.header_read_timeout_ms),
+            write: Duration::from_millis(server.write_timeout_ms),
             http2: server.http2,
         }
     }
@@ -162,6 +171,10 @@ pub(crate) struct Conn<S> {
     h2: bool,
     /// Over HTTP/2, the idle deadline has passed once and a graceful close was asked for.
     asked_to_close: bool,
+    /// The write deadline, made the first time a write cannot go on (most connections never
+    /// need one), and whether it is running: a write is waiting for the client to read.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    write_stalled: bool,
 }
 
 impl<S> Conn<S> {
@@ -175,7 +188,41 @@ impl<S> Conn<S> {
             sniffed: None,
             h2: false,
             asked_to_close: false,
+            write_timer: None,
+            write_stalled: false,
         }
+    }
+
+    /// A write's outcome, under the write deadline: pending writes start it (the first of
+    /// them; those after it keep it), and any other outcome stops it. `TimedOut` once the
+    /// client has read nothing for the whole deadline.
+    fn under_write_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.write_stalled = false;
+            return outcome;
+        }
+        let limit = self.deadlines.write;
+        let timer = match &mut self.write_timer {
+            Some(timer) => {
+                if !self.write_stalled {
+                    timer.as_mut().reset(Instant::now() + limit);
+                }
+                timer
+            }
+            None => self.write_timer.insert(Box::pin(tokio::time::sleep(limit))),
+        };
+        self.write_stalled = true;
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of its answer within the write deadline",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Bytes of the client's first read that [`Conn::sniff`] kept, read back first.
@@ -334,7 +381,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.under_write_deadline(cx, outcome)
     }
 
     fn poll_write_vectored(
@@ -342,7 +391,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.under_write_deadline(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -350,11 +401,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.io).poll_flush(cx);
+        this.under_write_deadline(cx, outcome)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.under_write_deadline(cx, outcome)
     }
 }
 

@@ -320,6 +320,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Longest time a write to a client may make no progress (then the connection is closed).
+    pub fn write_timeout(mut self, limit: Duration) -> Self {
+        self.conn.write = limit;
+        self
+    }
+
     /// HTTP/2 on the listener (`server.http2`).
     pub fn http2(mut self, http2: crate::config::Http2Config) -> Self {
         self.conn.http2 = http2;
@@ -549,6 +555,7 @@ impl Gateway {
             .body_read_timeout(Duration::from_millis(cfg.server.body_read_timeout_ms))
             .header_read_timeout(Duration::from_millis(cfg.server.header_read_timeout_ms))
             .idle_timeout(Duration::from_millis(cfg.server.idle_timeout_ms))
+            .write_timeout(Duration::from_millis(cfg.server.write_timeout_ms))
             .max_n(cfg.server.max_n)
             .shutdown_grace(Duration::from_millis(cfg.server.shutdown_grace_ms))
             .tls(cfg.server.tls.clone())

@@ -458,16 +458,19 @@ fn connection_deadlines_are_settable_and_never_zero() {
         let cfg = load_in(jail, None).unwrap();
         assert_eq!(cfg.server.header_read_timeout_ms, 30_000);
         assert_eq!(cfg.server.idle_timeout_ms, 30_000);
+        assert_eq!(cfg.server.write_timeout_ms, 60_000);
         jail.create_file(
             "lumen.toml",
-            "[server]\nheader_read_timeout_ms = 5000\nidle_timeout_ms = 75000\n",
+            "[server]\nheader_read_timeout_ms = 5000\nidle_timeout_ms = 75000\nwrite_timeout_ms = 9000\n",
         )?;
         let cfg = load_in(jail, Some("lumen.toml")).unwrap();
         assert_eq!(cfg.server.header_read_timeout_ms, 5_000);
         assert_eq!(cfg.server.idle_timeout_ms, 75_000);
+        assert_eq!(cfg.server.write_timeout_ms, 9_000);
         for key in [
             "header_read_timeout_ms",
             "idle_timeout_ms",
+            "write_timeout_ms",
             "body_read_timeout_ms",
         ] {
             jail.set_env(format!("LUMEN_SERVER__{}", key.to_uppercase()), "0");

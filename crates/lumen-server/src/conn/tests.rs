@@ -125,3 +125,42 @@ async fn http2_idle_asks_for_a_graceful_close_then_cuts() {
         "{took:?}"
     );
 }
+
+/// A client that stops reading: the write deadline runs from the first write the socket cannot
+/// take, restarts when the client reads a little, and ends the write with `TimedOut`.
+#[tokio::test(start_paused = true)]
+async fn a_write_the_client_does_not_read_ends_at_the_write_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(64);
+    let d = deadlines();
+    assert_eq!(d.write, Duration::from_secs(60));
+    let mut conn = Conn::new(server, Arc::new(Activity::default()), d);
+    let start = Instant::now();
+    // 30 s in, the client reads what the socket holds, and then nothing more.
+    let reader = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let mut got = [0u8; 64];
+        client.read_exact(&mut got).await.unwrap();
+        client
+    });
+    let err = conn.write_all(&[b'x'; 256]).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(90), "30 s, then 60 s");
+    // The client is still connected: the deadline, not a closed socket, ended the write.
+    let _client = reader.await.unwrap();
+}
+
+/// A socket that takes every write at once never starts the deadline, however long it lives.
+#[tokio::test(start_paused = true)]
+async fn writes_that_go_through_never_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(64);
+    let mut conn = Conn::new(server, Arc::new(Activity::default()), deadlines());
+    for _ in 0..5 {
+        conn.write_all(&[b'y'; 64]).await.unwrap();
+        let mut got = [0u8; 64];
+        client.read_exact(&mut got).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(61)).await;
+    }
+    assert!(conn.write_timer.is_none());
+}
