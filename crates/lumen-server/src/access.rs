@@ -101,16 +101,17 @@ impl Access {
         }
     }
 
-    /// Runs `fut` with this record as the current request's.
-    pub async fn scope<F: std::future::Future>(self, fut: F) -> (F::Output, Access) {
-        let cell = RefCell::new(self);
-        CURRENT
-            .scope(cell, async move {
-                let out = fut.await;
-                let access = CURRENT.with(|c| c.take());
-                (out, access)
-            })
-            .await
+    /// Runs `fut` with this record as the current request's. Not an `async fn`, which would
+    /// hold a second, dead copy of the record beside the scope's for as long as `fut` runs.
+    pub fn scope<F: std::future::Future>(
+        self,
+        fut: F,
+    ) -> impl std::future::Future<Output = (F::Output, Access)> {
+        use futures::FutureExt;
+        CURRENT.scope(
+            RefCell::new(self),
+            fut.map(|out| (out, CURRENT.with(|c| c.take()))),
+        )
     }
 
     /// Lumen's own time so far: elapsed minus engine waits and deliberate waits.

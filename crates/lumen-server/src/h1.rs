@@ -83,9 +83,7 @@ where
         let slot = Arc::new(Slot::default());
         let body = RecvBody::new(slot.clone(), framing.declared());
         let request = activity.begin();
-        let api = api.clone();
-        let req = Request::from_parts(parts, body);
-        let mut handler: Handler = Box::pin(async move { api.handle(req).await });
+        let mut handler: Handler = Box::pin(api.handle(Request::from_parts(parts, body)));
         let mut feed = Feed {
             slot,
             broken: false,

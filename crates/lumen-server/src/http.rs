@@ -364,6 +364,15 @@ enum Outcome {
     Streaming(Response<ResponseBody>),
 }
 
+/// What routing a request gave: its answer already, or the endpoint's future, boxed and owning
+/// all it needs. Routing (authentication, the checks) runs in a box of its own that is freed
+/// once it is done, so a stream waiting for its first token holds only its endpoint's state,
+/// not routing's too (issue 24).
+enum Routed {
+    Now(Outcome),
+    Later(Pin<Box<dyn Future<Output = Result<Outcome, ApiError>> + Send>>),
+}
+
 impl Api {
     /// The endpoints `surface` serves, answered by `gw`.
     pub fn new(gw: Gateway, surface: Surface) -> Self {
@@ -372,11 +381,22 @@ impl Api {
 
     /// Serves one HTTP request on this surface. Never fails: every error is an
     /// OpenAI-shaped response.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    ///
+    /// Not an `async fn`: what it needs from the request is read here, and the request moves
+    /// straight into the endpoint's future, which is boxed once. An `async fn` (and every
+    /// `async` wrapper between here and the endpoint) keeps a dead copy of each argument for
+    /// its whole life, and a stream waits for its first token inside all of them (issue 24:
+    /// the request, 256 bytes, was held eight times over).
+    pub fn handle<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static
     where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     {
+        use futures::future::Either;
+        use futures::{FutureExt, TryFutureExt};
         let surface = self.surface;
         let request_id = headers::request_id(req.headers());
         let endpoint = Endpoint::resolve(req.uri().path())
@@ -419,18 +439,30 @@ impl Api {
                 access.start,
             )));
         }
-        let traceparent = trace.header;
-        async {
-            // Boxed once: the request's future is several KB, and every wrapper below (the
-            // access scope, the span, hyper's dispatcher) would otherwise copy it when moved.
-            let work = Box::pin(self.dispatch(req, endpoint, &request_id, traceparent));
-            let (result, mut access) = access.scope(work).await;
-            match result {
+        // Boxed once: the request's future is several KB, and every wrapper below (the access
+        // scope, the span, the connection) would otherwise copy it when moved. Its errors
+        // carry the access record as it stood when they happened (read inside the scope).
+        let route = Box::pin(
+            self.clone()
+                .route(req, endpoint, request_id.clone(), trace.header),
+        );
+        let work = Box::pin(
+            route
+                .and_then(|routed| match routed {
+                    Routed::Now(outcome) => Either::Left(std::future::ready(Ok(outcome))),
+                    Routed::Later(endpoint) => Either::Right(endpoint),
+                })
+                .map_err(|e| (e, current_access())),
+        );
+        let gw = self.gw.clone();
+        access
+            .scope(work)
+            .map(move |(result, mut access)| match result {
                 Ok(Outcome::Streaming(resp)) => resp,
                 Ok(Outcome::Done(resp)) => {
                     if endpoint.is_some_and(|e| !e.operational()) {
                         access.finish(
-                            &self.gw.inner.metrics,
+                            &gw.inner.metrics,
                             resp.status().as_u16(),
                             "ok",
                             access.overhead(),
@@ -445,50 +477,35 @@ impl Api {
                     let dialect = endpoint.map_or(Dialect::OpenAi, Endpoint::dialect);
                     let resp = e.into_response_in(dialect, &request_id);
                     access.finish(
-                        &self.gw.inner.metrics,
+                        &gw.inner.metrics,
                         resp.status().as_u16(),
                         "error",
                         access.overhead(),
                     );
                     resp
                 }
-            }
-        }
-        .instrument(span)
-        .await
+            })
+            .instrument(span)
     }
 
-    /// Routes and serves; errors carry the access record as it stood when they happened.
-    async fn dispatch<B>(
-        &self,
+    /// Authenticates and checks the request, then answers it or hands back its endpoint's
+    /// future. Each endpoint's future is boxed on its own: their sizes differ (a Responses
+    /// call's is several KB), and a chat stream would otherwise carry the largest until its
+    /// first token (issue 24: futures were a third of an open stream's memory).
+    ///
+    /// Owns what it is given (the connection's future must be `'static`).
+    async fn route<B>(
+        self,
         req: Request<B>,
         endpoint: Option<Endpoint>,
-        request_id: &HeaderValue,
+        id: HeaderValue,
         traceparent: String,
-    ) -> Result<Outcome, (ApiError, Access)>
+    ) -> Result<Routed, ApiError>
     where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     {
-        self.serve_endpoint(req, endpoint, request_id, traceparent)
-            .await
-            .map_err(|e| (e, current_access()))
-    }
-
-    /// Each endpoint's future is boxed where it is awaited: this one's size is the largest of
-    /// them (a Responses call's is several KB), and a chat stream would carry that size until
-    /// its first token (issue 24: futures were a third of an open stream's memory).
-    async fn serve_endpoint<B>(
-        &self,
-        req: Request<B>,
-        endpoint: Option<Endpoint>,
-        request_id: &HeaderValue,
-        traceparent: String,
-    ) -> Result<Outcome, ApiError>
-    where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        let request_id = &id;
         let path = req.uri().path().to_owned();
         let Some(endpoint) = endpoint else {
             return Err(ApiError::route_not_found(req.method().as_str(), &path));
@@ -522,7 +539,7 @@ impl Api {
         } else {
             None
         };
-        let done = |r| Ok(Outcome::Done(r));
+        let done = |r| Ok(Routed::Now(Outcome::Done(r)));
         match endpoint {
             Endpoint::Health => done(with_id(Response::new(full(Bytes::new())), request_id)),
             Endpoint::HealthInference => {
@@ -627,26 +644,30 @@ impl Api {
                     None => Err(ApiError::model_not_found(&id)),
                 }
             }
-            Endpoint::Chat => {
-                Box::pin(self.inference::<Chat, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Completions => {
-                Box::pin(self.inference::<Completions, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Embeddings => {
-                Box::pin(self.inference::<Embeddings, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Tokenize => {
-                Box::pin(self.inference::<Tokenize, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Detokenize => {
-                Box::pin(self.inference::<Detokenize, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Messages => Box::pin(self.messages(req, principal, request_id, cx)).await,
-            Endpoint::Responses => Box::pin(self.responses(req, principal, request_id, cx)).await,
-            Endpoint::ResponseTokens => {
-                Box::pin(self.response_input_tokens(req, principal, request_id, cx)).await
-            }
+            Endpoint::Chat => Ok(Routed::Later(Box::pin(
+                self.inference::<Chat, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Completions => Ok(Routed::Later(Box::pin(
+                self.inference::<Completions, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Embeddings => Ok(Routed::Later(Box::pin(
+                self.inference::<Embeddings, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Tokenize => Ok(Routed::Later(Box::pin(
+                self.inference::<Tokenize, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Detokenize => Ok(Routed::Later(Box::pin(
+                self.inference::<Detokenize, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Messages => Ok(Routed::Later(Box::pin(
+                self.messages(req, principal, id, cx),
+            ))),
+            Endpoint::Responses => Ok(Routed::Later(Box::pin(
+                self.responses(req, principal, id, cx),
+            ))),
+            Endpoint::ResponseTokens => Ok(Routed::Later(Box::pin(
+                self.response_input_tokens(req, principal, id, cx),
+            ))),
             Endpoint::Response | Endpoint::ResponseCancel | Endpoint::ResponseItems => {
                 let id = response_id(&path).unwrap_or_default();
                 // A native engine's response: the call is that engine's to answer.
@@ -667,7 +688,8 @@ impl Api {
                         cx,
                         request_id,
                     ))
-                    .await;
+                    .await
+                    .map(Routed::Now);
                 }
                 let stored = self
                     .gw
@@ -706,39 +728,39 @@ impl Api {
                 }
             }
             // Each score path keeps its own shape on the engine (and in the cache).
-            Endpoint::Score if path == ScoreBare::PATH => {
-                Box::pin(self.inference::<ScoreBare, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Score => {
-                Box::pin(self.inference::<Score, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Classify => {
-                Box::pin(self.inference::<Classify, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Pool => {
-                Box::pin(self.inference::<Pooling, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::CountTokens => {
-                Box::pin(self.count_tokens(req, principal, request_id, cx)).await
-            }
-            Endpoint::Transcriptions => {
-                Box::pin(self.form::<Transcriptions, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Translations => {
-                Box::pin(self.form::<Translations, B>(req, principal, request_id, cx)).await
-            }
-            Endpoint::Extra => Box::pin(self.extra(req, principal, request_id, cx)).await,
+            Endpoint::Score if path == ScoreBare::PATH => Ok(Routed::Later(Box::pin(
+                self.inference::<ScoreBare, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Score => Ok(Routed::Later(Box::pin(
+                self.inference::<Score, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Classify => Ok(Routed::Later(Box::pin(
+                self.inference::<Classify, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Pool => Ok(Routed::Later(Box::pin(
+                self.inference::<Pooling, B>(req, principal, id, cx),
+            ))),
+            Endpoint::CountTokens => Ok(Routed::Later(Box::pin(
+                self.count_tokens(req, principal, id, cx),
+            ))),
+            Endpoint::Transcriptions => Ok(Routed::Later(Box::pin(
+                self.form::<Transcriptions, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Translations => Ok(Routed::Later(Box::pin(
+                self.form::<Translations, B>(req, principal, id, cx),
+            ))),
+            Endpoint::Extra => Ok(Routed::Later(Box::pin(self.extra(req, principal, id, cx)))),
             // Each path keeps its own shape on the engine (and in the cache).
             Endpoint::Rerank => match RerankPath::of(&path) {
-                RerankPath::V1 => {
-                    Box::pin(self.inference::<Rerank, B>(req, principal, request_id, cx)).await
-                }
-                RerankPath::Bare => {
-                    Box::pin(self.inference::<RerankBare, B>(req, principal, request_id, cx)).await
-                }
-                RerankPath::V2 => {
-                    Box::pin(self.inference::<RerankV2, B>(req, principal, request_id, cx)).await
-                }
+                RerankPath::V1 => Ok(Routed::Later(Box::pin(
+                    self.inference::<Rerank, B>(req, principal, id, cx),
+                ))),
+                RerankPath::Bare => Ok(Routed::Later(Box::pin(
+                    self.inference::<RerankBare, B>(req, principal, id, cx),
+                ))),
+                RerankPath::V2 => Ok(Routed::Later(Box::pin(
+                    self.inference::<RerankV2, B>(req, principal, id, cx),
+                ))),
             },
         }
     }
@@ -746,16 +768,17 @@ impl Api {
     /// An operation over HTTP: reads and parses the body within the operation's limit, then
     /// runs the core's pipeline ([`lumen_gateway::Gateway::serve`]) and renders what it gives.
     async fn inference<O: Operation, B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let call_headers = CallHeaders::of(&req);
         let settings = self.gw.settings();
         let limit = O::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
@@ -782,16 +805,17 @@ impl Api {
     /// once), and forwarded byte for byte with the engine's model id spliced in. The answer
     /// keeps the engine's content type (JSON, or text for `text`, `srt`, `vtt`).
     async fn form<O: Operation<Request = FormCall>, B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let call_headers = CallHeaders::of(&req);
         check_encodings(req.headers())?;
         let mut types = req.headers().get_all(CONTENT_TYPE).iter();
@@ -845,16 +869,17 @@ impl Api {
     /// A configured extra JSON path: the body read and parsed as any JSON endpoint's, then
     /// the same pipeline, to the same path on the engine.
     async fn extra<B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let settings = self.gw.settings();
         let Some(path) = settings.extra_path(req.uri().path()) else {
             // Reloaded away between routing and here.
@@ -884,16 +909,17 @@ impl Api {
     /// the translation to one that does not (`lumen_gateway::messages`). The answer, its
     /// stream and its errors are in Anthropic's shape either way.
     async fn messages<B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let call_headers = CallHeaders::of(&req);
         let mut cx = cx;
         cx.headers = headers::anthropic(req.headers());
@@ -921,16 +947,17 @@ impl Api {
     /// `previous_response_id`, `GET /v1/responses/{id}` and `input_items` work on any engine,
     /// for the key that created it only.
     async fn responses<B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let call_headers = CallHeaders::of(&req);
         let settings = self.gw.settings();
         let (body, _budget) = self.read_body(req, settings.max_body_bytes).await?;
@@ -1173,16 +1200,17 @@ impl Api {
     /// it continues) through the engine's tokenizer with its chat template, as
     /// `{"object": "response.input_tokens", "input_tokens": n}`; charged as a request only.
     async fn response_input_tokens<B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let settings = self.gw.settings();
         let limit =
             Tokenize::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);
@@ -1239,16 +1267,17 @@ impl Api {
     /// tokenizer with its chat template (`/tokenize`), answered as `{"input_tokens": n}`. Like
     /// `/tokenize`, charged as a request, never as tokens.
     async fn count_tokens<B>(
-        &self,
+        self,
         req: Request<B>,
         principal: Principal,
-        request_id: &HeaderValue,
+        request_id: HeaderValue,
         cx: RequestContext,
     ) -> Result<Outcome, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = &request_id;
         let settings = self.gw.settings();
         let limit =
             Tokenize::max_body_bytes(settings.max_body_bytes, settings.max_tokenizer_body_bytes);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::pin::Pin;
 use std::task::Poll;
 
+use futures::FutureExt;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -298,16 +299,14 @@ async fn serve_connection<S>(
             let svc = {
                 let activity = activity.clone();
                 service_fn(move |req| {
-                    let api = api.clone();
                     let request = activity.begin();
                     // Boxed: hyper keeps the slot for a request's future for as long as the
                     // stream lives, sized for the future; a pointer there, and the request's
                     // state (several KB) is freed once its answer starts (issue 24).
                     let fut: Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>> =
-                        Box::pin(async move {
-                            let resp = api.handle(req).await;
+                        Box::pin(api.handle(req).map(move |resp| {
                             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
-                        });
+                        }));
                     fut
                 })
             };

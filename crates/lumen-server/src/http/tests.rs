@@ -10,5 +10,6 @@ fn the_request_future_handed_to_hyper_stays_small() {
     let handle = api.handle(req);
     let size = std::mem::size_of_val(&handle);
     // Unboxed it was 27 KB (release) and larger in debug builds.
-    assert!(size <= 4096, "handle future is {size} bytes");
+    assert!(size <= 1024, "handle future is {size} bytes");
+    println!("handle future: {size} bytes");
 }
