@@ -195,7 +195,9 @@ impl<S> Conn<S> {
 
     /// A write's outcome, under the write deadline: pending writes start it (the first of
     /// them; those after it keep it), and any other outcome stops it. `TimedOut` once the
-    /// client has read nothing for the whole deadline.
+    /// client has read nothing for the whole deadline. Inline, with the wait apart: it runs on
+    /// every write of every stream, and a write that goes through costs one store.
+    #[inline]
     fn under_write_deadline<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -205,6 +207,11 @@ impl<S> Conn<S> {
             self.write_stalled = false;
             return outcome;
         }
+        self.poll_write_stalled(cx).map(Err)
+    }
+
+    #[cold]
+    fn poll_write_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let limit = self.deadlines.write;
         let timer = match &mut self.write_timer {
             Some(timer) => {
@@ -217,10 +224,10 @@ impl<S> Conn<S> {
         };
         self.write_stalled = true;
         if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
+            return Poll::Ready(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client read nothing of its answer within the write deadline",
-            )));
+            ));
         }
         Poll::Pending
     }

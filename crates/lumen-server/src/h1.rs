@@ -451,7 +451,11 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut at = [0usize; 3];
     loop {
-        let slices = [0, 1, 2].map(|i| io::IoSlice::new(&parts[i][at[i]..]));
+        let slices = [
+            io::IoSlice::new(&parts[0][at[0]..]),
+            io::IoSlice::new(&parts[1][at[1]..]),
+            io::IoSlice::new(&parts[2][at[2]..]),
+        ];
         if slices.iter().all(|s| s.is_empty()) {
             return Ok(());
         }
