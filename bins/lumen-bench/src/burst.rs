@@ -32,6 +32,14 @@ pub struct BurstArgs {
     /// grows.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// CPUs for Lumen alone (a `taskset` list: `1`, `2-3`), as when it runs in a pod of its own;
+    /// pair with `--pin-rest`. Unpinned, on a small machine Lumen, the simulator and the load
+    /// generator share the cores, and the second hop's kernel time is charged to the burst.
+    #[arg(long)]
+    pin_lumen: Option<String>,
+    /// CPUs for the simulator and the load generator (this process), in both runs.
+    #[arg(long)]
+    pin_rest: Option<String>,
 }
 
 /// The request every stream sends: the simulator's per-request pace, forwarded by Lumen.
@@ -69,6 +77,10 @@ fn peak_and_open(samples: &[(Duration, u64)], all_open: Duration) -> (u64, Optio
 }
 
 pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
+    if let Some(cpus) = &args.pin_rest {
+        // Before the simulator starts: it inherits this process's CPUs.
+        procs::pin_pid(std::process::id(), cpus)?;
+    }
     let sim = procs::start_sim(dir).await?;
     let addr = procs::reserve_addr()?;
     let n = args.streams;
@@ -93,6 +105,9 @@ pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
     let lumen = procs::start_lumen_file(dir, &config, addr, &envs).await;
     let _ = std::fs::remove_file(&config);
     let lumen = lumen?;
+    if let Some(cpus) = &args.pin_lumen {
+        lumen.pin(cpus)?;
+    }
     let body = body(&args);
     // Warm both (connections, first allocations), then let Lumen settle before "idle".
     load::burst(sim.addr, body, 16).await;
@@ -100,12 +115,20 @@ pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = lumen.rss_kb();
 
+    let cpu0 = (sim.cpu(), procs::own_cpu());
     let direct = load::burst(sim.addr, body, n).await;
+    let direct_cpu = (sim.cpu() - cpu0.0, procs::own_cpu() - cpu0.1);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(&lumen, stop.clone());
+    let cpu1 = (sim.cpu(), procs::own_cpu(), lumen.cpu());
     let via = load::burst(lumen.addr, body, n).await;
+    let via_cpu = (
+        sim.cpu() - cpu1.0,
+        procs::own_cpu() - cpu1.1,
+        lumen.cpu() - cpu1.2,
+    );
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await.unwrap_or_default();
     let all_open = via.lat.last().copied().unwrap_or_default();
@@ -137,6 +160,25 @@ pub async fn run(args: BurstArgs, dir: &Path) -> Result<(), String> {
             s.pct(1.0)
         );
     }
+    // Where the CPU went (user and system, every thread), the load generator's own included:
+    // when the machine's cores are all busy, the time to first byte follows this total.
+    println!(
+        "\nCPU seconds for the whole burst (every stream to its end): straight: engine {:.2}, \
+         load generator {:.2}; through Lumen: Lumen {:.2}, engine {:.2}, load generator {:.2}{}",
+        direct_cpu.0,
+        direct_cpu.1,
+        via_cpu.2,
+        via_cpu.0,
+        via_cpu.1,
+        match (&args.pin_lumen, &args.pin_rest) {
+            (None, None) => String::from(" (unpinned)"),
+            (l, r) => format!(
+                " (Lumen on CPUs {}, the others on {})",
+                l.as_deref().unwrap_or("any"),
+                r.as_deref().unwrap_or("any")
+            ),
+        }
+    );
     let per_stream = (open.saturating_sub(idle)) as f64 / n as f64;
     println!(
         "\nLumen's RSS: idle {:.1} MB, peak with the burst open {:.1} MB ({per_stream:.1} KB a \

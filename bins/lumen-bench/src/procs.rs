@@ -23,6 +23,12 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Binds every thread of the process to `cpus` (a `taskset` list such as `1` or `0,2-3`);
+    /// threads it starts later inherit it.
+    pub fn pin(&self, cpus: &str) -> Result<(), String> {
+        pin_pid(self.pid, cpus)
+    }
+
     /// User plus system CPU seconds so far.
     pub fn cpu(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.pid))
@@ -268,4 +274,18 @@ pub async fn start_lumen(dir: &Path, sim: SocketAddr) -> Result<(Proc, Duration)
         .env("LUMEN_LOG__LEVEL", "warn");
     let proc = launch(cmd, &binary, "lumen", addr, "/ready").await?;
     Ok((proc, start.elapsed()))
+}
+
+/// `taskset -apc CPUS PID`: every thread of `pid` on `cpus`.
+pub fn pin_pid(pid: u32, cpus: &str) -> Result<(), String> {
+    let status = std::process::Command::new("taskset")
+        .args(["-apc", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset -apc {cpus} {pid} failed: {status}"))
+    }
 }
