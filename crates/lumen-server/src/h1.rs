@@ -54,12 +54,17 @@ type Handler = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
 
 /// Serves requests on `io` until the client closes, a deadline or an error ends it, a request
 /// asks to close, or `closing` turns true between requests.
-pub(crate) async fn serve<S>(
+///
+/// Not an `async fn`: the connection is built here and the loop's block uses it, and what it
+/// is given, in place. An `async fn` keeps its arguments for its whole life beside the locals
+/// they are moved into, and this future lives as long as the connection: its every byte
+/// counts in each open stream's memory (issue 24).
+pub(crate) fn serve<S>(
     io: Conn<S>,
     api: Api,
     activity: Arc<Activity>,
     mut closing: tokio::sync::watch::Receiver<bool>,
-) -> io::Result<()>
+) -> impl Future<Output = io::Result<()>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -68,62 +73,64 @@ where
         buf: BytesMut::new(),
         scanned: 0,
     };
-    loop {
-        let Some(head) = conn.read_head(&mut closing).await? else {
-            return Ok(());
-        };
-        let head::Head {
-            parts,
-            mut framing,
-            close,
-            expect_continue,
-        } = head;
-        let version = parts.version;
-        let method = parts.method.clone();
-        let slot = Arc::new(Slot::default());
-        let body = RecvBody::new(slot.clone(), framing.declared());
-        let request = activity.begin();
-        let mut handler: Handler = Box::pin(api.handle(Request::from_parts(parts, body)));
-        let mut feed = Feed {
-            slot,
-            broken: false,
-            continue_left: expect_continue.then_some(CONTINUE),
-        };
-        if framing.is_done() {
-            feed.slot.end(Ok(()), None);
-        }
-        let response = std::future::poll_fn(|cx| {
-            conn.poll_exchange(cx, &mut handler, &mut framing, &mut feed)
-        })
-        .await?;
-        drop(handler);
-        if let Some(rest) = feed.continue_left.filter(|r| r.len() < CONTINUE.len()) {
-            // A `100 Continue` the socket took only part of: finished before the final
-            // answer, or the client would read the two heads run together.
-            conn.io.write_all(rest).await?;
-        }
-        // What is left of an unread body is skipped if it is all here already; otherwise the
-        // connection cannot be reused.
-        let request_read = !feed.broken && conn.skip_buffered_body(&mut framing);
-        let (parts, body) = response.into_parts();
-        let body = Tracked::new(body, request);
-        let plan = send::plan(&Facts {
-            version,
-            method: &method,
-            status: parts.status,
-            headers: &parts.headers,
-            exact: body.size_hint().exact(),
-            request_close: close,
-            request_read,
-            closing: *closing.borrow(),
-        });
-        conn.release_idle_buffer();
-        let head = send::encode_head(parts.status, &parts.headers, plan);
-        drop(parts);
-        let sent = conn.send(head, body, plan).await;
-        if !plan.keep_alive || sent.is_err() {
-            let _ = conn.io.shutdown().await;
-            return sent;
+    async move {
+        loop {
+            let Some(head::Head {
+                parts,
+                mut framing,
+                close,
+                expect_continue,
+            }) = conn.read_head(&mut closing).await?
+            else {
+                return Ok(());
+            };
+            let version = parts.version;
+            let method = parts.method.clone();
+            let slot = Arc::new(Slot::default());
+            let body = RecvBody::new(slot.clone(), framing.declared());
+            let request = activity.begin();
+            let mut handler: Handler = Box::pin(api.handle(Request::from_parts(parts, body)));
+            let mut feed = Feed {
+                slot,
+                broken: false,
+                continue_left: expect_continue.then_some(CONTINUE),
+            };
+            if framing.is_done() {
+                feed.slot.end(Ok(()), None);
+            }
+            let response = std::future::poll_fn(|cx| {
+                conn.poll_exchange(cx, &mut handler, &mut framing, &mut feed)
+            })
+            .await?;
+            drop(handler);
+            if let Some(rest) = feed.continue_left.filter(|r| r.len() < CONTINUE.len()) {
+                // A `100 Continue` the socket took only part of: finished before the final
+                // answer, or the client would read the two heads run together.
+                conn.io.write_all(rest).await?;
+            }
+            // What is left of an unread body is skipped if it is all here already; otherwise
+            // the connection cannot be reused.
+            let request_read = !feed.broken && conn.skip_buffered_body(&mut framing);
+            let (parts, body) = response.into_parts();
+            let body = Tracked::new(body, request);
+            let plan = send::plan(&Facts {
+                version,
+                method: &method,
+                status: parts.status,
+                headers: &parts.headers,
+                exact: body.size_hint().exact(),
+                request_close: close,
+                request_read,
+                closing: *closing.borrow(),
+            });
+            conn.release_idle_buffer();
+            let head = send::encode_head(parts.status, &parts.headers, plan);
+            drop(parts);
+            let sent = conn.send(head, body, plan).await;
+            if !plan.keep_alive || sent.is_err() {
+                let _ = conn.io.shutdown().await;
+                return sent;
+            }
         }
     }
 }

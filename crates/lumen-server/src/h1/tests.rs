@@ -336,3 +336,27 @@ fn chunk_size_lines() {
         );
     }
 }
+
+/// A connection's future lives as long as the connection, and a stream's whole life is spent
+/// in it: every byte of it counts in the memory of each open stream (issue 24).
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn the_connection_future_stays_small() {
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let activity = Arc::new(crate::conn::Activity::default());
+    let deadlines = crate::conn::Deadlines::from_config(&crate::config::ServerConfig::default());
+    let conn = crate::conn::Conn::new(stream, activity.clone(), deadlines);
+    let gw = crate::Gateway::builder().build().unwrap();
+    let api = crate::Api::new(gw, crate::Surface::Api { operational: true });
+    let (_closing, closing) = tokio::sync::watch::channel(false);
+    let serve = super::serve(conn, api, activity, closing);
+    let size = std::mem::size_of_val(&serve);
+    println!("h1::serve's future: {size} bytes");
+    // 2,016 bytes as an `async fn` (debug build), 1,536 as a block that uses its captures
+    // in place.
+    assert!(size <= 1600, "h1::serve's future is {size} bytes");
+}
