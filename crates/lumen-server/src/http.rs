@@ -373,6 +373,15 @@ enum Routed {
     Later(Pin<Box<dyn Future<Output = Result<Outcome, ApiError>> + Send>>),
 }
 
+impl Routed {
+    /// The endpoint's future, boxed on its own.
+    fn later(
+        endpoint: impl Future<Output = Result<Outcome, ApiError>> + Send + 'static,
+    ) -> Result<Self, ApiError> {
+        Ok(Self::Later(Box::pin(endpoint)))
+    }
+}
+
 impl Api {
     /// The endpoints `surface` serves, answered by `gw`.
     pub fn new(gw: Gateway, surface: Surface) -> Self {
@@ -644,30 +653,24 @@ impl Api {
                     None => Err(ApiError::model_not_found(&id)),
                 }
             }
-            Endpoint::Chat => Ok(Routed::Later(Box::pin(
-                self.inference::<Chat, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Completions => Ok(Routed::Later(Box::pin(
-                self.inference::<Completions, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Embeddings => Ok(Routed::Later(Box::pin(
-                self.inference::<Embeddings, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Tokenize => Ok(Routed::Later(Box::pin(
-                self.inference::<Tokenize, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Detokenize => Ok(Routed::Later(Box::pin(
-                self.inference::<Detokenize, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Messages => Ok(Routed::Later(Box::pin(
-                self.messages(req, principal, id, cx),
-            ))),
-            Endpoint::Responses => Ok(Routed::Later(Box::pin(
-                self.responses(req, principal, id, cx),
-            ))),
-            Endpoint::ResponseTokens => Ok(Routed::Later(Box::pin(
-                self.response_input_tokens(req, principal, id, cx),
-            ))),
+            Endpoint::Chat => Routed::later(self.inference::<Chat, B>(req, principal, id, cx)),
+            Endpoint::Completions => {
+                Routed::later(self.inference::<Completions, B>(req, principal, id, cx))
+            }
+            Endpoint::Embeddings => {
+                Routed::later(self.inference::<Embeddings, B>(req, principal, id, cx))
+            }
+            Endpoint::Tokenize => {
+                Routed::later(self.inference::<Tokenize, B>(req, principal, id, cx))
+            }
+            Endpoint::Detokenize => {
+                Routed::later(self.inference::<Detokenize, B>(req, principal, id, cx))
+            }
+            Endpoint::Messages => Routed::later(self.messages(req, principal, id, cx)),
+            Endpoint::Responses => Routed::later(self.responses(req, principal, id, cx)),
+            Endpoint::ResponseTokens => {
+                Routed::later(self.response_input_tokens(req, principal, id, cx))
+            }
             Endpoint::Response | Endpoint::ResponseCancel | Endpoint::ResponseItems => {
                 let id = response_id(&path).unwrap_or_default();
                 // A native engine's response: the call is that engine's to answer.
@@ -728,39 +731,33 @@ impl Api {
                 }
             }
             // Each score path keeps its own shape on the engine (and in the cache).
-            Endpoint::Score if path == ScoreBare::PATH => Ok(Routed::Later(Box::pin(
-                self.inference::<ScoreBare, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Score => Ok(Routed::Later(Box::pin(
-                self.inference::<Score, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Classify => Ok(Routed::Later(Box::pin(
-                self.inference::<Classify, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Pool => Ok(Routed::Later(Box::pin(
-                self.inference::<Pooling, B>(req, principal, id, cx),
-            ))),
-            Endpoint::CountTokens => Ok(Routed::Later(Box::pin(
-                self.count_tokens(req, principal, id, cx),
-            ))),
-            Endpoint::Transcriptions => Ok(Routed::Later(Box::pin(
-                self.form::<Transcriptions, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Translations => Ok(Routed::Later(Box::pin(
-                self.form::<Translations, B>(req, principal, id, cx),
-            ))),
-            Endpoint::Extra => Ok(Routed::Later(Box::pin(self.extra(req, principal, id, cx)))),
+            Endpoint::Score if path == ScoreBare::PATH => {
+                Routed::later(self.inference::<ScoreBare, B>(req, principal, id, cx))
+            }
+            Endpoint::Score => Routed::later(self.inference::<Score, B>(req, principal, id, cx)),
+            Endpoint::Classify => {
+                Routed::later(self.inference::<Classify, B>(req, principal, id, cx))
+            }
+            Endpoint::Pool => Routed::later(self.inference::<Pooling, B>(req, principal, id, cx)),
+            Endpoint::CountTokens => Routed::later(self.count_tokens(req, principal, id, cx)),
+            Endpoint::Transcriptions => {
+                Routed::later(self.form::<Transcriptions, B>(req, principal, id, cx))
+            }
+            Endpoint::Translations => {
+                Routed::later(self.form::<Translations, B>(req, principal, id, cx))
+            }
+            Endpoint::Extra => Routed::later(self.extra(req, principal, id, cx)),
             // Each path keeps its own shape on the engine (and in the cache).
             Endpoint::Rerank => match RerankPath::of(&path) {
-                RerankPath::V1 => Ok(Routed::Later(Box::pin(
-                    self.inference::<Rerank, B>(req, principal, id, cx),
-                ))),
-                RerankPath::Bare => Ok(Routed::Later(Box::pin(
-                    self.inference::<RerankBare, B>(req, principal, id, cx),
-                ))),
-                RerankPath::V2 => Ok(Routed::Later(Box::pin(
-                    self.inference::<RerankV2, B>(req, principal, id, cx),
-                ))),
+                RerankPath::V1 => {
+                    Routed::later(self.inference::<Rerank, B>(req, principal, id, cx))
+                }
+                RerankPath::Bare => {
+                    Routed::later(self.inference::<RerankBare, B>(req, principal, id, cx))
+                }
+                RerankPath::V2 => {
+                    Routed::later(self.inference::<RerankV2, B>(req, principal, id, cx))
+                }
             },
         }
     }
