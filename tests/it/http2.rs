@@ -447,6 +447,68 @@ async fn a_client_that_stops_reading_is_cut_at_the_keep_alive_deadline() {
     );
 }
 
+/// A client that keeps reading the socket (and answers pings) but never grants its streams
+/// window: Lumen's socket writes never wait, so only the window watchdog can tell. Once a
+/// stream has had data its window would not take for `server.write_timeout_ms`, the
+/// connection is cut, and with it the streams, their engine requests and admission slots.
+#[tokio::test]
+async fn a_client_that_grants_no_window_is_cut_at_the_write_deadline() {
+    let engine = endless_engine().await;
+    let lumen = Lumen::start(
+        builder(&[&engine.url])
+            .write_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // Small windows: h2's flood guard charges the client for every unread DATA frame under
+    // 256 bytes (an SSE event each), and with larger windows it would end the connection
+    // itself (GOAWAY `too_many_data_frames`) before any deadline could.
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(4 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .handshake(TokioIo::new(TcpStream::connect(lumen.addr).await.unwrap()))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let heads = futures::future::join_all((0..4).map(|_| {
+        let mut send = send.clone();
+        async move {
+            send.ready().await.unwrap();
+            send.send_request(chat(lumen.addr, LONG_STREAM))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    for h in &heads {
+        assert_eq!(h.status(), 200);
+    }
+    // The bodies are never polled: the client's window for each stream is never renewed.
+    let start = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(engine.streaming.load(Ordering::SeqCst), 4, "held, not cut");
+    let streaming = engine.streaming.clone();
+    eventually(Duration::from_secs(20), || {
+        streaming.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_900),
+        "cut before the deadline: {:?}",
+        start.elapsed()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the connection was left open");
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert_eq!(
+        metric(&metrics, r#"lumen_backend_in_flight{backend="b0"}"#),
+        Some(0.0),
+        "slots released"
+    );
+    drop((send, heads));
+}
+
 /// An HTTP/2 connection with no stream in progress past `server.idle_timeout_ms` is closed
 /// gracefully (GOAWAY): the client's connection ends without an error.
 #[tokio::test]

@@ -81,6 +81,17 @@ pub(crate) struct Activity {
     /// The connection task's last read. A connection may not read again after an answer until the
     /// socket has news, so the end of a request wakes it to start the idle deadline.
     reader: AtomicWaker,
+    /// HTTP/2: each stream's send progress, for the window watchdog ([`Activity::window_stalled`]).
+    watched: std::sync::Mutex<Vec<Watched>>,
+}
+
+/// One HTTP/2 stream as the window watchdog sees it: its progress word (the response body's
+/// polls, and whether the last one gave data), and what the last ticks saw of it.
+#[derive(Debug)]
+struct Watched {
+    progress: std::sync::Weak<AtomicU64>,
+    last: u64,
+    unchanged: u8,
 }
 
 impl Activity {
@@ -93,6 +104,59 @@ impl Activity {
 
     fn busy(&self) -> bool {
         self.open.load(Ordering::Acquire) > 0
+    }
+
+    /// Like [`Activity::begin`], for an HTTP/2 stream whose response body the window watchdog
+    /// follows: the body reports its polls through the returned word.
+    pub(crate) fn begin_watched(self: &Arc<Self>) -> (InProgress, Arc<AtomicU64>) {
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut watched = self
+            .watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if watched.len() == watched.capacity() {
+            // Ended streams go before the list grows: it stays within twice the streams open.
+            watched.retain(|w| w.progress.strong_count() > 0);
+        }
+        watched.push(Watched {
+            progress: Arc::downgrade(&progress),
+            last: 0,
+            unchanged: 0,
+        });
+        drop(watched);
+        (self.begin(), progress)
+    }
+
+    /// One tick of the HTTP/2 window watchdog, every half write deadline: whether a stream has
+    /// had data for the client that its flow-control window would not take for a whole deadline.
+    ///
+    /// Why it is needed: hyper polls a response body only while the stream has window to send
+    /// into, so a client that keeps reading the socket (and answering pings) but never grants
+    /// window holds its stream, the engine's request and its admission place, and no socket
+    /// write ever waits. A stream is stalled when its body's last poll gave data and it has not
+    /// been polled since; seen so at three ticks in a row, that has lasted between one and one
+    /// and a half deadlines.
+    pub(crate) fn window_stalled(&self) -> bool {
+        let mut watched = self
+            .watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        watched.retain(|w| w.progress.strong_count() > 0);
+        let mut stalled = false;
+        for w in watched.iter_mut() {
+            let now = w
+                .progress
+                .upgrade()
+                .map_or(0, |p| p.load(Ordering::Relaxed));
+            if now & 1 == 1 && now == w.last {
+                w.unchanged = w.unchanged.saturating_add(1);
+                stalled |= w.unchanged >= 2;
+            } else {
+                w.last = now;
+                w.unchanged = 0;
+            }
+        }
+        stalled
     }
 
     /// Whether an HTTP/2 connection has been idle past its deadline since the last call.
@@ -114,11 +178,13 @@ impl Drop for InProgress {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request marked in progress until the connection drops it.
+    /// A response body that keeps its request marked in progress until the connection drops it,
+    /// and over HTTP/2 reports its polls to the window watchdog.
     pub(crate) struct Tracked<B> {
         #[pin]
         body: B,
         _request: InProgress,
+        progress: Option<Arc<AtomicU64>>,
     }
 }
 
@@ -127,6 +193,16 @@ impl<B> Tracked<B> {
         Self {
             body,
             _request: request,
+            progress: None,
+        }
+    }
+
+    /// A body the window watchdog follows (`Activity::begin_watched`).
+    pub(crate) fn watched(body: B, request: InProgress, progress: Arc<AtomicU64>) -> Self {
+        Self {
+            body,
+            _request: request,
+            progress: Some(progress),
         }
     }
 }
@@ -139,7 +215,16 @@ impl<B: Body<Data = Bytes>> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let out = this.body.poll_frame(cx);
+        if let Some(progress) = this.progress {
+            // One writer (this body): a count of polls, and in the low bit whether this one
+            // gave data the stream must now send.
+            let polls = (progress.load(Ordering::Relaxed) >> 1).wrapping_add(1);
+            let gave = u64::from(matches!(out, Poll::Ready(Some(Ok(_)))));
+            progress.store(polls << 1 | gave, Ordering::Relaxed);
+        }
+        out
     }
 
     fn is_end_stream(&self) -> bool {

@@ -299,13 +299,15 @@ async fn serve_connection<S>(
             let svc = {
                 let activity = activity.clone();
                 service_fn(move |req| {
-                    let request = activity.begin();
+                    let (request, progress) = activity.begin_watched();
                     // Boxed: hyper keeps the slot for a request's future for as long as the
                     // stream lives, sized for the future; a pointer there, and the request's
                     // state (several KB) is freed once its answer starts (issue 24).
                     let fut: Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>> =
                         Box::pin(api.handle(req).map(move |resp| {
-                            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+                            Ok::<_, Infallible>(
+                                resp.map(|body| Tracked::watched(body, request, progress)),
+                            )
                         }));
                     fut
                 })
@@ -329,6 +331,7 @@ async fn serve_connection<S>(
                 http2::Connection::graceful_shutdown,
                 &activity,
                 closing,
+                deadlines.write,
             ))
             .await
             .map_err(io::Error::other)
@@ -341,23 +344,39 @@ async fn serve_connection<S>(
 
 /// Polls a hyper connection to its end, and starts its graceful close once: when the server
 /// shuts down, or (HTTP/2) when the socket reports the idle deadline passed, so the client gets
-/// a GOAWAY naming the last stream taken rather than a cut connection.
+/// a GOAWAY naming the last stream taken rather than a cut connection. Every half `write`
+/// deadline it asks the window watchdog whether a stream has had data the client's window
+/// would not take for a whole deadline; then the connection is cut, as a socket that takes no
+/// write is (`conn.rs`).
 async fn drive<C, E>(
     conn: C,
     graceful_shutdown: fn(Pin<&mut C>),
     activity: &Activity,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    write: Duration,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
     let closing = closing.wait_for(|c| *c);
-    tokio::pin!(conn, closing);
+    let tick = write / 2;
+    let watchdog = tokio::time::sleep(tick);
+    tokio::pin!(conn, closing, watchdog);
     let mut closed = false;
     std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                 return Poll::Ready(r);
+            }
+            if watchdog.as_mut().poll(cx).is_ready() {
+                if activity.window_stalled() {
+                    tracing::debug!(
+                        "an HTTP/2 stream's client granted no window within the write deadline"
+                    );
+                    return Poll::Ready(Ok(()));
+                }
+                watchdog.as_mut().reset(tokio::time::Instant::now() + tick);
+                continue;
             }
             if closed {
                 return Poll::Pending;

@@ -164,3 +164,37 @@ async fn writes_that_go_through_never_time_out() {
     }
     assert!(conn.write_timer.is_none());
 }
+
+/// The HTTP/2 window watchdog: a stream whose body last gave data and has not been polled
+/// since is stalled at the third tick that sees it so; a stream waiting for its engine (last
+/// poll pending), or one still moving, never is; an ended stream leaves the list.
+#[test]
+fn the_window_watchdog_finds_a_stream_the_client_gives_no_window() {
+    let activity = Arc::new(Activity::default());
+    let (_waiting_req, waiting) = activity.begin_watched();
+    let (_moving_req, moving) = activity.begin_watched();
+    let (_stuck_req, stuck) = activity.begin_watched();
+    let poll = |p: &AtomicU64, gave: bool| {
+        let polls = (p.load(Ordering::Relaxed) >> 1) + 1;
+        p.store(polls << 1 | u64::from(gave), Ordering::Relaxed);
+    };
+    poll(&waiting, false);
+    poll(&stuck, true);
+    // The moving stream sends between every two ticks.
+    let tick = || {
+        poll(&moving, true);
+        activity.window_stalled()
+    };
+    let ticks: Vec<bool> = (0..3).map(|_| tick()).collect();
+    assert_eq!(ticks, [false, false, true], "stalled at the third tick");
+    // Polled again (the client granted window): no longer stalled.
+    poll(&stuck, false);
+    assert!(!tick());
+    // An ended stream's entry goes at the next tick.
+    drop((stuck, _stuck_req));
+    assert!(!tick());
+    assert_eq!(activity.watched.lock().unwrap().len(), 2);
+    // The moving stream stops being polled after giving data: stalled two ticks later.
+    assert!(!activity.window_stalled());
+    assert!(activity.window_stalled());
+}
