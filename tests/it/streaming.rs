@@ -211,6 +211,43 @@ async fn client_disconnect_while_waiting_stops_the_engine() {
     eventually(Duration::from_secs(10), || sim.running() == 0).await;
 }
 
+/// A client that goes away before its answer starts still gets its access line: status 499,
+/// outcome `client_disconnected`, with the model it asked for (the line was never written
+/// when the request's work was dropped unfinished).
+#[tokio::test]
+async fn a_client_gone_before_the_answer_starts_gets_an_access_line() {
+    let (logs, _guard) = capture_logs();
+    let (url, sim) = sim(&["m1"]).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let body = r#"{"model":"m1","messages":[{"role":"user","content":"x"}],"stream":true,"sim":{"hang":true}}"#;
+    let url = lumen.url("/v1/chat/completions");
+    let call = tokio::spawn(async move {
+        send(
+            http::Method::POST,
+            &url,
+            body,
+            &[("x-request-id", "gone-before-the-answer")],
+        )
+        .await
+    });
+    eventually(Duration::from_secs(10), || sim.running() == 1).await;
+    call.abort();
+    eventually(Duration::from_secs(10), || sim.running() == 0).await;
+    let mine = || {
+        logs.access()
+            .into_iter()
+            .filter(|l| l["id"] == "gone-before-the-answer")
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(10), || !mine().is_empty()).await;
+    let lines = mine();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], 499, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "client_disconnected");
+    assert_eq!(lines[0]["endpoint"], "chat");
+    assert_eq!(lines[0]["model"], "m1");
+}
+
 /// A complete stream (finish reason and usage sent, the HTTP body ended cleanly) whose engine
 /// left out `data: [DONE]` is a normal, successful stream: Lumen adds `[DONE]` itself. A stream
 /// that ends without a finish reason is still interrupted.

@@ -455,14 +455,17 @@ impl Api {
             self.clone()
                 .route(req, endpoint, request_id.clone(), trace.header),
         );
-        let work = Box::pin(
-            route
+        let work = Box::pin(Abandonable {
+            work: route
                 .and_then(|routed| match routed {
                     Routed::Now(outcome) => Either::Left(std::future::ready(Ok(outcome))),
                     Routed::Later(endpoint) => Either::Right(endpoint),
                 })
                 .map_err(|e| (e, current_access())),
-        );
+            gw: endpoint
+                .is_some_and(|e| !e.operational())
+                .then(|| self.gw.clone()),
+        });
         let gw = self.gw.clone();
         access
             .scope(work)
@@ -1541,6 +1544,42 @@ struct Record {
     overhead: Duration,
     gateway: Gateway,
     error: Option<&'static str>,
+}
+
+pin_project_lite::pin_project! {
+    /// A request's work, which writes the access line (499 `client_disconnected`) when it is
+    /// dropped unfinished: the client went away before its answer started (a stream before its
+    /// first token, a request waiting in the queue or for its engine). Dropped inside the
+    /// access scope (tokio drops a scoped future with its task-local set), so the record is
+    /// the request's as it stood. Only for endpoints that write access lines (`gw`).
+    struct Abandonable<F> {
+        #[pin]
+        work: F,
+        gw: Option<Gateway>,
+    }
+
+    impl<F> PinnedDrop for Abandonable<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(gw) = this.project().gw.take() {
+                crate::access::note(|access| {
+                    let overhead = access.overhead();
+                    access.finish(&gw.inner.metrics, 499, "client_disconnected", overhead);
+                });
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Abandonable<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = ready!(this.work.poll(cx));
+        // Finished: the access line is the caller's (or the stream's) to write.
+        *this.gw = None;
+        Poll::Ready(out)
+    }
 }
 
 pin_project_lite::pin_project! {
