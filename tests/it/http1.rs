@@ -367,13 +367,7 @@ async fn shutdown_does_not_wait_for_a_head_that_is_not_all_here() {
 async fn a_client_that_stops_reading_is_cut_at_the_write_deadline() {
     use std::sync::atomic::Ordering;
     let engine = endless_engine().await;
-    let lumen = Lumen::start(
-        builder(&[&engine.url])
-            .write_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let lumen = engine.behind_lumen(Duration::from_secs(2)).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut s = socket.connect(lumen.addr).await.unwrap();
@@ -394,22 +388,13 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_deadline() {
         engine.written.load(Ordering::SeqCst) - held < 1024 * 1024,
         "the engine was held back"
     );
-    let streaming = engine.streaming.clone();
-    eventually(Duration::from_secs(20), || {
-        streaming.load(Ordering::SeqCst) == 0
-    })
-    .await;
+    engine.all_cut(Duration::from_secs(20)).await;
     assert!(
         start.elapsed() >= Duration::from_secs(1),
         "{:?}",
         start.elapsed()
     );
-    let metrics = get(&lumen.url("/metrics")).await.text();
-    assert_eq!(
-        metric(&metrics, r#"lumen_backend_in_flight{backend="b0"}"#),
-        Some(0.0),
-        "the engine slot was given back"
-    );
+    assert_slots_released(&lumen, "the engine slot was given back").await;
     // The connection is gone: what the client reads now ends.
     let mut rest = Vec::new();
     let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;

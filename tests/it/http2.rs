@@ -434,17 +434,8 @@ async fn a_client_that_stops_reading_is_cut_at_the_keep_alive_deadline() {
     let (mut send, _c) = h2c(lumen.addr).await;
     let other = chat(lumen.addr, &BODY.replace(r#""m""#, r#""other""#));
     assert_eq!(h2_send(&mut send, other).await.status, 200);
-    let streaming = engine.streaming.clone();
-    eventually(Duration::from_secs(15), || {
-        streaming.load(Ordering::SeqCst) == 0
-    })
-    .await;
-    let metrics = get(&lumen.url("/metrics")).await.text();
-    assert_eq!(
-        metric(&metrics, r#"lumen_backend_in_flight{backend="b0"}"#),
-        Some(0.0),
-        "slots released"
-    );
+    engine.all_cut(Duration::from_secs(15)).await;
+    assert_slots_released(&lumen, "slots released").await;
 }
 
 /// A client that keeps reading the socket (and answers pings) but never grants its streams
@@ -454,13 +445,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_keep_alive_deadline() {
 #[tokio::test]
 async fn a_client_that_grants_no_window_is_cut_at_the_write_deadline() {
     let engine = endless_engine().await;
-    let lumen = Lumen::start(
-        builder(&[&engine.url])
-            .write_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let lumen = engine.behind_lumen(Duration::from_secs(2)).await;
     // Small windows: h2's flood guard charges the client for every unread DATA frame under
     // 256 bytes (an SSE event each), and with larger windows it would end the connection
     // itself (GOAWAY `too_many_data_frames`) before any deadline could.
@@ -488,11 +473,7 @@ async fn a_client_that_grants_no_window_is_cut_at_the_write_deadline() {
     let start = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(engine.streaming.load(Ordering::SeqCst), 4, "held, not cut");
-    let streaming = engine.streaming.clone();
-    eventually(Duration::from_secs(20), || {
-        streaming.load(Ordering::SeqCst) == 0
-    })
-    .await;
+    engine.all_cut(Duration::from_secs(20)).await;
     assert!(
         start.elapsed() >= Duration::from_millis(1_900),
         "cut before the deadline: {:?}",
@@ -500,12 +481,7 @@ async fn a_client_that_grants_no_window_is_cut_at_the_write_deadline() {
     );
     let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
     assert!(ended.is_ok(), "the connection was left open");
-    let metrics = get(&lumen.url("/metrics")).await.text();
-    assert_eq!(
-        metric(&metrics, r#"lumen_backend_in_flight{backend="b0"}"#),
-        Some(0.0),
-        "slots released"
-    );
+    assert_slots_released(&lumen, "slots released").await;
     drop((send, heads));
 }
 

@@ -113,6 +113,38 @@ pub struct Endless {
     pub streaming: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+impl Endless {
+    /// Lumen in front of this engine (backend `b0`) with `server.write_timeout_ms` at `limit`.
+    pub async fn behind_lumen(&self, write_timeout: Duration) -> Lumen {
+        Lumen::start(
+            builder(&[&self.url])
+                .write_timeout(write_timeout)
+                .build()
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Waits (up to `limit`) until the engine writes no stream: Lumen closed them all.
+    pub async fn all_cut(&self, limit: Duration) {
+        let streaming = self.streaming.clone();
+        eventually(limit, || {
+            streaming.load(std::sync::atomic::Ordering::SeqCst) == 0
+        })
+        .await;
+    }
+}
+
+/// Lumen holds no request on backend `b0` (`lumen_backend_in_flight`): every slot was given back.
+pub async fn assert_slots_released(lumen: &Lumen, why: &str) {
+    let metrics = get(&lumen.url("/metrics")).await.text();
+    assert_eq!(
+        metric(&metrics, r#"lumen_backend_in_flight{backend="b0"}"#),
+        Some(0.0),
+        "{why}"
+    );
+}
+
 const ENDLESS_EVENT: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"more \"},\"finish_reason\":null}]}\n\n";
 
 pub async fn endless_engine() -> Endless {

@@ -141,13 +141,13 @@ impl Activity {
             .watched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        watched.retain(|w| w.progress.strong_count() > 0);
         let mut stalled = false;
-        for w in watched.iter_mut() {
-            let now = w
-                .progress
-                .upgrade()
-                .map_or(0, |p| p.load(Ordering::Relaxed));
+        // Ended streams leave the list in the same pass.
+        watched.retain_mut(|w| {
+            let Some(progress) = w.progress.upgrade() else {
+                return false;
+            };
+            let now = progress.load(Ordering::Relaxed);
             if now & 1 == 1 && now == w.last {
                 w.unchanged = w.unchanged.saturating_add(1);
                 stalled |= w.unchanged >= 2;
@@ -155,7 +155,8 @@ impl Activity {
                 w.last = now;
                 w.unchanged = 0;
             }
-        }
+            true
+        });
         stalled
     }
 

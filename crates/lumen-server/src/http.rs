@@ -448,6 +448,9 @@ impl Api {
                 access.start,
             )));
         }
+        // Whether this request writes an access line (`/metrics`, `/health` and the like do
+        // not, unless they fail).
+        let logged = endpoint.is_some_and(|e| !e.operational());
         // Boxed once: the request's future is several KB, and every wrapper below (the access
         // scope, the span, the connection) would otherwise copy it when moved. Its errors
         // carry the access record as it stood when they happened (read inside the scope).
@@ -462,9 +465,7 @@ impl Api {
                     Routed::Later(endpoint) => Either::Right(endpoint),
                 })
                 .map_err(|e| (e, current_access())),
-            gw: endpoint
-                .is_some_and(|e| !e.operational())
-                .then(|| self.gw.clone()),
+            gw: logged.then(|| self.gw.clone()),
         });
         let gw = self.gw.clone();
         access
@@ -472,7 +473,7 @@ impl Api {
             .map(move |(result, mut access)| match result {
                 Ok(Outcome::Streaming(resp)) => resp,
                 Ok(Outcome::Done(resp)) => {
-                    if endpoint.is_some_and(|e| !e.operational()) {
+                    if logged {
                         access.finish(
                             &gw.inner.metrics,
                             resp.status().as_u16(),
