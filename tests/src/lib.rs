@@ -192,6 +192,42 @@ pub async fn endless_engine() -> Endless {
     }
 }
 
+/// An engine that writes a whole chat stream, `events` token events and `[DONE]`, in one
+/// write: what an engine far ahead of its reader (or a burst of tokens) looks like to Lumen.
+/// Serves model `m`.
+pub async fn one_write_engine(events: usize) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stream = format!("{}data: [DONE]\n\n", ENDLESS_EVENT.repeat(events));
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_request(&mut sock, &mut buf).await {
+                    let (kind, body) = if head.starts_with("get /v1/models") {
+                        (
+                            "application/json",
+                            r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#,
+                        )
+                    } else {
+                        ("text/event-stream", stream.as_str())
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
 /// A running Lumen. Dropping it stops the server.
 pub struct Lumen {
     pub addr: SocketAddr,

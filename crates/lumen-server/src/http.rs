@@ -1617,6 +1617,45 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Where a stream stops joining ready events into one frame: past this, the frame goes and
+/// the rest waits for the next poll (a frame a client can take in one or two reads).
+const JOIN_LIMIT: usize = 16 * 1024;
+
+/// The events of one frame: the first as it came (a stream that keeps up never copies), any
+/// more copied behind it.
+#[derive(Default)]
+struct Joined {
+    first: Bytes,
+    more: Option<bytes::BytesMut>,
+}
+
+impl Joined {
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), |m| m.len())
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if let Some(more) = &mut self.more {
+            more.extend_from_slice(&bytes);
+        } else if self.first.is_empty() {
+            self.first = bytes;
+        } else {
+            let mut more = bytes::BytesMut::with_capacity(self.first.len() + bytes.len());
+            more.extend_from_slice(&self.first);
+            more.extend_from_slice(&bytes);
+            self.more = Some(more);
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.more.map_or(self.first, bytes::BytesMut::freeze)
+    }
+}
+
 /// Closes the access record of a stream that ended, after settling the caller's reservation
 /// (so the usage is final when the end is seen).
 fn close<T>(mut r: Record, stream: &mut GatewayStream<T>, outcome: &str) {
@@ -1665,8 +1704,18 @@ where
                 this.frames.fail(&ApiError::shutting_down()),
             ))));
         }
-        let bytes = loop {
-            match ready!(this.inner.as_mut().poll_next(cx)) {
+        // Every chunk that is ready now goes out in this one frame: a client that fell behind
+        // (or an engine that sent several events in one read) costs one write, not one per
+        // event, and an HTTP/2 client gets one DATA frame. Nothing waits to be joined, so a
+        // stream that keeps up still sends each event the moment it arrives.
+        let mut joined = Joined::default();
+        loop {
+            let next = match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending if joined.is_empty() => return Poll::Pending,
+                Poll::Pending => break,
+            };
+            let bytes = match next {
                 Some(Ok(chunk)) => {
                     *this.chunks += 1;
                     if *this.chunks > 1 {
@@ -1676,13 +1725,13 @@ where
                     match this.frames.chunk(&chunk) {
                         // A chunk a dialect writes nothing for (yet): read the next one.
                         Ok(frames) if frames.is_empty() => continue,
-                        Ok(frames) => break frames,
+                        Ok(frames) => frames,
                         Err(e) => {
                             *this.finished = true;
-                            break this.frames.fail(&ApiError::from(BackendError::Protocol {
+                            this.frames.fail(&ApiError::from(BackendError::Protocol {
                                 backend: String::new(),
                                 message: format!("could not encode a chunk: {e}"),
-                            }));
+                            }))
                         }
                     }
                 }
@@ -1692,20 +1741,24 @@ where
                     if let Some(r) = this.record.as_mut() {
                         r.error = Some(e.kind());
                     }
-                    break this.frames.fail(&ApiError::from(e));
+                    this.frames.fail(&ApiError::from(e))
                 }
                 None => {
                     *this.finished = true;
-                    break this.frames.end();
+                    this.frames.end()
                 }
+            };
+            joined.push(bytes);
+            if *this.finished || joined.len() >= JOIN_LIMIT {
+                break;
             }
-        };
+        }
         if *this.finished {
             if let Some(r) = this.record.take() {
                 close(r, this.inner.as_mut().get_mut(), "ok");
             }
         }
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
+        Poll::Ready(Some(Ok(Frame::data(joined.into_bytes()))))
     }
 
     fn is_end_stream(&self) -> bool {
