@@ -152,6 +152,11 @@ async fn main() {
                 "redis://127.0.0.1:{port}"
             ))),
             timeout_ms: 1_000,
+            // Exact: every request charged on Redis on its own (leases are on by default).
+            lease: LeaseSettings {
+                fraction: 0.0,
+                ..LeaseSettings::default()
+            },
             ..Default::default()
         };
         let leased = RedisConfig {

@@ -867,6 +867,51 @@ async fn leases_bound_admission_and_keep_usage_exact() {
     );
 }
 
+/// By default (no `[redis.lease]`) a key whose `rpm` is big enough for blocks is admitted from
+/// blocks of 1 % (Redis counts the block, not each request: no round trip a request), while a
+/// key too small for a block stays exact (Redis counts each request).
+#[tokio::test]
+async fn leases_are_on_by_default_for_limits_big_enough_for_a_block() {
+    let server = RedisServer::start().await;
+    let (a, _sa) = sim(&["m1"]).await;
+    let spec = |rpm| LimitSpec {
+        rpm: Some(rpm),
+        ..Default::default()
+    };
+    let keys = vec![
+        key("big", "sk-big", None, spec(50_000)),
+        key("small", "sk-small", None, spec(100)),
+    ];
+    let cfg = redis(&server.url(), false);
+    assert!(cfg.lease.enabled(), "the default");
+    let lumen = Lumen::start(
+        single_shot(&[&a])
+            .auth(auth(keys))
+            .redis(cfg)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(call(&lumen, "sk-big", &chat("m1", "")).await.status, 200);
+        assert_eq!(call(&lumen, "sk-small", &chat("m1", "")).await.status, 200);
+    }
+    let usage = admin(&lumen, http::Method::GET, "/admin/usage", "")
+        .await
+        .json();
+    let used = |name: &str| {
+        let row = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {usage}"));
+        row["counters"][0]["used"].as_u64().unwrap()
+    };
+    assert_eq!(used("big"), 500, "one block of 1 % of 50,000: {usage}");
+    assert_eq!(used("small"), 5, "exact, a request at a time: {usage}");
+}
+
 /// `key`'s usage history summed over its rows, as (requests, input, output), once it counts
 /// `requests` (a record is written as its request ends), or the last reading after 5 s.
 pub(crate) async fn usage_history(lumen: &Lumen, key: &str, requests: u64) -> (u64, u64, u64) {

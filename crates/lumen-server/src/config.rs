@@ -411,7 +411,7 @@ pub struct RedisConfig {
     /// How long a run-time API key looked up in Redis is trusted locally.
     pub key_cache_ms: u64,
     /// `[redis.lease]`: admit `rpm` and `tpm` from blocks of their windows taken from Redis
-    /// (off unless `fraction` > 0; see `docs/keys-and-limits.md`).
+    /// (blocks of 1 % by default; `fraction = 0`: exact; see `docs/keys-and-limits.md`).
     pub lease: lumen_governance::limits::LeaseSettings,
 }
 

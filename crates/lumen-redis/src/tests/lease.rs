@@ -31,6 +31,13 @@ fn replica(s: &Arc<RedisState>, clock: Clock, lease: LeaseSettings) -> Limiter {
     Limiter::new(s.clone() as Arc<dyn LimitStore>, clock).with_leases(lease)
 }
 
+/// Leases off (`fraction = 0`): every request charged exactly (the default is 1 %).
+const OFF: LeaseSettings = LeaseSettings {
+    fraction: 0.0,
+    max_requests: 1_000,
+    max_tokens: 1_000_000,
+};
+
 const LEASE: LeaseSettings = LeaseSettings {
     fraction: 0.05,
     max_requests: 1_000,
@@ -179,7 +186,7 @@ async fn redis_going_away_mid_block_fails_like_without_leases() {
         l.admit(&k, "m", 1).await,
         Err(LimitError::Store(_))
     ));
-    let exact = replica(&s, wall_clock(), LeaseSettings::default());
+    let exact = replica(&s, wall_clock(), OFF);
     assert!(
         matches!(exact.admit(&k, "m", 1).await, Err(LimitError::Store(_))),
         "the same error without leases"
@@ -205,7 +212,7 @@ async fn leases_off_is_todays_exact_limiter_on_redis() {
     let server = Server::start().await;
     let s = Arc::new(server.state());
     let plain = Limiter::new(s.clone() as Arc<dyn LimitStore>, wall_clock());
-    let off = replica(&s, wall_clock(), LeaseSettings::default());
+    let off = replica(&s, wall_clock(), OFF);
     let spec = LimitSpec {
         rpm: Some(12),
         tpm: Some(1_000),

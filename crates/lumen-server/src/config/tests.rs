@@ -544,11 +544,15 @@ fn a_zero_backlog_is_refused() {
 }
 
 #[test]
-fn redis_leases_are_off_by_default_and_checked() {
+fn redis_leases_are_on_at_one_percent_by_default_and_checked() {
     Jail::expect_with(|jail| {
         jail.set_env("LUMEN_BACKENDS", "http://127.0.0.1:8000");
         let cfg = load_in(jail, None).unwrap();
-        assert!(!cfg.redis.lease.enabled(), "off unless asked for");
+        assert!(cfg.redis.lease.enabled(), "on unless turned off");
+        assert_eq!(cfg.redis.lease.fraction, 0.01);
+        jail.create_file("exact.toml", "[redis.lease]\nfraction = 0\n")?;
+        let cfg = load_in(jail, Some("exact.toml")).unwrap();
+        assert!(!cfg.redis.lease.enabled(), "fraction 0: exact");
         jail.create_file(
             "lumen.toml",
             "[redis.lease]\nfraction = 0.02\nmax_requests = 50\n",

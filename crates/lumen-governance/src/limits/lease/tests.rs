@@ -150,8 +150,10 @@ fn the_step_is_local_while_the_block_covers_the_cost_and_lives() {
 
 #[test]
 fn settings_are_checked_and_size_the_block() {
-    assert!(!LeaseSettings::default().enabled());
+    assert!(LeaseSettings::default().enabled(), "on by default");
+    assert_eq!(LeaseSettings::default().fraction, 0.01);
     assert_eq!(LeaseSettings::default().validate(), Ok(()));
+    assert!(!settings(0.0).enabled(), "fraction 0: exact");
     for bad in [-0.1, 0.6, f64::NAN, f64::INFINITY] {
         let e = settings(bad).validate().unwrap_err();
         assert_eq!(e.field(), "fraction", "{bad}");
@@ -475,7 +477,7 @@ async fn leases_off_is_the_exact_limiter() {
     let (t, c) = clock();
     let plain = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c.clone());
     let off = Limiter::new(Arc::new(MemoryLimitStore::new(c.clone())), c.clone())
-        .with_leases(LeaseSettings::default());
+        .with_leases(settings(0.0));
     assert!(off.leases.is_none());
     let k = key(crate::limits::LimitSpec {
         rpm: Some(20),
