@@ -103,7 +103,8 @@ impl BackendError {
             | Self::Unavailable { .. }
             | Self::StreamInterrupted { .. } => true,
             Self::Timeout { kind } => matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstByte),
-            Self::Upstream { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            // 529: "overloaded", from Anthropic-style upstreams and some proxies; as 503.
+            Self::Upstream { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504 | 529),
             Self::Protocol { .. } | Self::ResponseTooLarge { .. } => false,
         }
     }

@@ -115,7 +115,7 @@ fn retryability_follows_the_rules() {
         retry_after: None,
     };
     // A one-off 500 is worth another attempt (engines fail transiently with it).
-    for s in [429, 500, 502, 503, 504] {
+    for s in [429, 500, 502, 503, 504, 529] {
         assert!(up(s).is_retryable(), "{s}");
     }
     for s in [400, 401, 403, 404, 413, 422] {

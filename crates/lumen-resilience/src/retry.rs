@@ -114,8 +114,9 @@ impl StatusSet {
 }
 
 /// The statuses retried unless configured otherwise: rate limited, and the engine's own
-/// failures (a one-off 500 included).
-pub const DEFAULT_RETRYABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+/// failures (a one-off 500 included; 529 is "overloaded" from Anthropic-style upstreams and
+/// some proxies, the 503 of their dialect).
+pub const DEFAULT_RETRYABLE_STATUSES: [u16; 6] = [429, 500, 502, 503, 504, 529];
 
 impl Default for StatusSet {
     fn default() -> Self {

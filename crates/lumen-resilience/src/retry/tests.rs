@@ -46,6 +46,28 @@ fn policy_honours_retry_after_and_attempt_limit() {
     assert_eq!(p.next_delay(3, None, 0.0), None, "attempts used up");
 }
 
+#[test]
+fn the_default_statuses_include_an_upstreams_overloaded() {
+    let p = RetryPolicy {
+        retryable_statuses: StatusSet::default(),
+        max_attempts: 3,
+        backoff: Backoff::linear(50 * MS, 50 * MS, 500 * MS).unwrap(),
+        max_retry_after: Duration::from_secs(2),
+    };
+    let up = |status| BackendError::Upstream {
+        backend: "b".into(),
+        status,
+        error: Box::default(),
+        retry_after: None,
+    };
+    for s in [429, 500, 502, 503, 504, 529] {
+        assert!(p.retries(&up(s)), "{s}");
+    }
+    for s in [400, 404, 413, 501, 505] {
+        assert!(!p.retries(&up(s)), "{s}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn budget_stops_a_retry_storm_and_refills() {
     let budget = RetryBudget::new(0.2, 1, Duration::from_secs(10));
