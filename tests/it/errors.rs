@@ -146,15 +146,29 @@ async fn an_unknown_route_is_named_in_the_access_line_only() {
         404
     );
     assert_eq!(get(&lumen.url(&long)).await.status, 404);
+    // A request id with spaces and quotes is logged as sent: JSON escapes it once.
+    let odd = r#"a "b" c\d"#;
+    let r = send(
+        http::Method::POST,
+        &lumen.url("/v1/chat/completions"),
+        CHAT,
+        &[("x-request-id", odd)],
+    )
+    .await;
     assert_eq!(
-        post(&lumen.url("/v1/chat/completions"), CHAT).await.status,
-        200
+        (r.status.as_u16(), r.header("x-request-id")),
+        (200, Some(odd))
     );
     let routes: Vec<(Value, Value)> = logs
         .access()
         .iter()
         .map(|l| (l["method"].clone(), l["path"].clone()))
         .collect();
+    assert_eq!(
+        logs.access().last().map(|l| l["id"].clone()),
+        Some(json!(odd)),
+        "not quoted a second time"
+    );
     let cut = format!("{}…", &long[..256]);
     assert_eq!(
         routes,

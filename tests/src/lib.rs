@@ -674,6 +674,7 @@ impl Drop for LogGuard {
 pub fn capture_logs() -> (Logs, LogGuard) {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
+        lumen_gateway::Text::json_logs();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_max_level(tracing::Level::INFO)

@@ -21,7 +21,10 @@ pub(crate) fn init(cfg: &LumenConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => {
+            lumen_server::Text::json_logs();
+            builder.json().try_init()
+        }
         LogFormat::Text => builder.try_init(),
     };
 }

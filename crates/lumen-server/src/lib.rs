@@ -54,6 +54,8 @@ pub use error::ApiError;
 pub use gateway::{Gateway, GatewayBuilder, GatewayError, GatewayStream, Upstream};
 pub use headers::{CACHE_HEADER, REQUEST_ID, SERVED_MODEL, SESSION_ID, TIMEOUT_MS, TRACEPARENT};
 pub use http::{Api, Surface};
+/// Log values from clients and engines; `Text::json_logs` where a JSON subscriber is installed.
+pub use lumen_gateway::Text;
 pub use serve::{bind, serve, serve_admin, serve_api};
 
 /// Body of every response Lumen sends: a full buffer, or an SSE stream.

@@ -12,3 +12,29 @@ fn log_values_are_quoted_when_they_could_forge_fields() {
     );
     assert_eq!(Text("q\"uote").to_string(), r#""q\"uote""#);
 }
+
+/// Once the logs are JSON, values go to the encoder as they are (it escapes them): quoting
+/// here as well would escape them twice. Its own process: the switch is the process's.
+#[test]
+fn json_logs_get_values_as_they_are() {
+    let child = std::env::var_os("LUMEN_TEXT_JSON_CHILD").is_some();
+    if !child {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "text::tests::json_logs_get_values_as_they_are"])
+            .env("LUMEN_TEXT_JSON_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the test: {stdout}"
+        );
+        return;
+    }
+    Text::json_logs();
+    assert_eq!(Text("a b=c").to_string(), "a b=c");
+    assert_eq!(Text("q\"uote\n").to_string(), "q\"uote\n");
+    let line = serde_json::json!({ "error": Text("connection refused").to_string() });
+    assert_eq!(line.to_string(), r#"{"error":"connection refused"}"#);
+}
