@@ -274,6 +274,52 @@ async fn stream_events_go_out_as_they_come() {
     assert!(String::from_utf8_lossy(&answer.body).contains("[DONE]"));
 }
 
+/// Events the engine sent together (a whole stream in one write) go out as one chunk, and the
+/// stream's last chunk carries the terminator: a few writes for 41 events, not 42.
+#[tokio::test]
+async fn events_ready_together_go_out_in_one_chunk() {
+    let url = one_write_engine(40).await;
+    let lumen = Lumen::in_front_of(&[&url]).await;
+    let mut s = TcpStream::connect(lumen.addr).await.unwrap();
+    s.write_all(&post("/v1/chat/completions", STREAM))
+        .await
+        .unwrap();
+    let mut wire = Vec::new();
+    while !wire.ends_with(b"\r\n0\r\n\r\n") {
+        let mut chunk = [0u8; 16384];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("the whole stream within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&wire));
+        wire.extend_from_slice(&chunk[..n]);
+    }
+    let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let (mut at, mut sizes, mut body) = (head_end, Vec::new(), Vec::new());
+    loop {
+        let line = wire[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&wire[at..at + line]).unwrap(), 16).unwrap();
+        at += line + 2;
+        body.extend_from_slice(&wire[at..at + size]);
+        at += size + 2;
+        if size == 0 {
+            break;
+        }
+        sizes.push(size);
+    }
+    assert_eq!(at, wire.len(), "nothing after the terminator");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(body.matches("data: ").count(), 41, "{body}");
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    // The commit point reads the first event on its own; the rest were ready together.
+    assert!(
+        sizes.len() <= 3,
+        "{} chunks for 41 events: {sizes:?}",
+        sizes.len()
+    );
+}
+
 #[tokio::test]
 async fn head_answers_carry_the_length_a_get_would_have() {
     let (url, _sim) = sim(&["m"]).await;

@@ -340,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         if matches!(plan.out, Out::Empty | Out::Head(_)) {
             return self
-                .write_piece(head.take(), Bytes::new(), Out::Empty)
+                .write_piece(head.take(), Bytes::new(), Piece::Raw)
                 .await;
         }
         loop {
@@ -358,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Nothing to send with the head yet (a stream before its first event): the
                 // head goes now, so the client sees the status at once.
                 Next::Idle => {
-                    self.write_piece(head.take(), Bytes::new(), Out::Empty)
+                    self.write_piece(head.take(), Bytes::new(), Piece::Raw)
                         .await?;
                     continue;
                 }
@@ -371,12 +371,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Next::Frame(Some(Err(never))) => match never {},
             };
             let Some(n) = &mut left else {
-                self.write_piece(head.take(), data, plan.out).await?;
+                // The body's last piece carries the chunked terminator: one write, not two.
+                if plan.out == Out::Chunked && body.is_end_stream() {
+                    self.write_piece(head.take(), data, Piece::LastChunk)
+                        .await?;
+                    return Ok(());
+                }
+                self.write_piece(head.take(), data, Piece::of(plan.out))
+                    .await?;
                 continue;
             };
             let take = usize::try_from(*n).unwrap_or(usize::MAX).min(data.len());
             *n -= take as u64;
-            self.write_piece(head.take(), data.slice(..take), plan.out)
+            self.write_piece(head.take(), data.slice(..take), Piece::Raw)
                 .await?;
             if take < data.len() {
                 // Longer than its declared length: cut where it said it would end, with
@@ -384,15 +391,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Err(io::Error::other("response longer than its length"));
             }
         }
+        // The terminator goes with the head when the body had nothing at all.
+        if plan.out == Out::Chunked {
+            return self
+                .write_piece(head.take(), Bytes::new(), Piece::LastChunk)
+                .await;
+        }
         if head.is_some() {
-            self.write_piece(head.take(), Bytes::new(), Out::Empty)
+            self.write_piece(head.take(), Bytes::new(), Piece::Raw)
                 .await?;
         }
         match plan.out {
-            Out::Chunked => {
-                self.write_piece(None, Bytes::from_static(b"0\r\n\r\n"), Out::Empty)
-                    .await
-            }
             Out::Length(_) if left != Some(0) => {
                 Err(io::Error::other("response shorter than its length"))
             }
@@ -400,20 +409,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// One piece of the body (chunk-framed when `out` is chunked; `Empty`: as it is), behind
-    /// the head if that has not gone yet, in one write: small pieces are copied behind the
-    /// head, larger ones go as slices of one vectored write. Flushed, so TLS sends it now.
+    /// One piece of the body, framed as `piece` says, behind the head if that has not gone
+    /// yet, in one write: small pieces are copied behind the head, larger ones go as slices of
+    /// one vectored write. Flushed, so TLS sends it now.
     async fn write_piece(
         &mut self,
         head: Option<Vec<u8>>,
         data: Bytes,
-        out: Out,
+        piece: Piece,
     ) -> io::Result<()> {
         let (size, size_len) = send::chunk_line(data.len());
-        let (prefix, suffix): (&[u8], &[u8]) = if out == Out::Chunked && !data.is_empty() {
-            (&size[..size_len], b"\r\n")
-        } else {
-            (&[], &[])
+        let (prefix, suffix): (&[u8], &[u8]) = match piece {
+            Piece::Chunk if !data.is_empty() => (&size[..size_len], b"\r\n"),
+            Piece::LastChunk if !data.is_empty() => (&size[..size_len], b"\r\n0\r\n\r\n"),
+            Piece::LastChunk => (&[], b"0\r\n\r\n"),
+            Piece::Raw | Piece::Chunk => (&[], &[]),
         };
         let small = data.len() <= COALESCE;
         match head {
@@ -439,6 +449,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             None => write_all_vectored(&mut self.io, [prefix, &data, suffix]).await?,
         }
         self.io.flush().await
+    }
+}
+
+/// How [`Connection::write_piece`] frames a piece of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// As it is (a length-framed or close-framed body, or the head alone).
+    Raw,
+    /// One chunk of a chunked body (nothing when empty: an empty chunk would end it).
+    Chunk,
+    /// The last chunk with the terminator behind it (the terminator alone when empty).
+    LastChunk,
+}
+
+impl Piece {
+    fn of(out: Out) -> Self {
+        if out == Out::Chunked {
+            Self::Chunk
+        } else {
+            Self::Raw
+        }
     }
 }
 

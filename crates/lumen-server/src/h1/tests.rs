@@ -360,3 +360,130 @@ async fn the_connection_future_stays_small() {
     // in place.
     assert!(size <= 1600, "h1::serve's future is {size} bytes");
 }
+
+/// A socket that records each write it is given (vectored or not) as one entry.
+#[derive(Default, Clone)]
+struct Recorder {
+    writes: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl tokio::io::AsyncRead for Recorder {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncWrite for Recorder {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes.lock().unwrap().push(buf.to_vec());
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let n = all.len();
+        self.writes.lock().unwrap().push(all);
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A body of given pieces that says it has ended as soon as its last piece is taken (as the
+/// SSE body does with its last frame).
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A chunked body costs one write per piece, the head riding with the first and the
+/// terminator with the last: a stream's end is not a write of its own.
+#[tokio::test]
+async fn a_chunked_body_ends_in_its_last_pieces_write() {
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    let activity = Arc::new(crate::conn::Activity::default());
+    let deadlines = crate::conn::Deadlines::from_config(&crate::config::ServerConfig::default());
+    let send = async |pieces: &[&'static str]| {
+        let socket = Recorder::default();
+        let io = crate::conn::Conn::new(socket.clone(), activity.clone(), deadlines);
+        let mut conn = super::Connection {
+            io,
+            buf: BytesMut::new(),
+            scanned: 0,
+        };
+        let body = Pieces(
+            pieces
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
+        );
+        let body = crate::conn::Tracked::new(body.boxed_unsync(), activity.begin());
+        let plan = Plan {
+            out: Out::Chunked,
+            keep_alive: true,
+        };
+        conn.send(b"HEAD\r\n\r\n".to_vec(), body, plan)
+            .await
+            .unwrap();
+        let writes = socket.writes.lock().unwrap().clone();
+        writes
+            .into_iter()
+            .map(|w| String::from_utf8(w).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        send(&["data: a\n\n", "data: [DONE]\n\n"]).await,
+        [
+            "HEAD\r\n\r\n9\r\ndata: a\n\n\r\n",
+            "e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+        ]
+    );
+    assert_eq!(
+        send(&["data: [DONE]\n\n"]).await,
+        ["HEAD\r\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"],
+        "a whole body in one write"
+    );
+    assert_eq!(send(&[]).await, ["HEAD\r\n\r\n0\r\n\r\n"], "an empty body");
+}
