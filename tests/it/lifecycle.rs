@@ -78,6 +78,52 @@ async fn shutdown_grace_bounds_the_drain() {
         .unwrap();
 }
 
+/// A stream whose client reads nothing while Lumen shuts down cannot be sent its end: it is
+/// cut once the shutdown grace and the end's grace are over, and its access line says
+/// `shutdown`, not that the client left.
+#[tokio::test]
+async fn a_stream_cut_by_shutdown_is_logged_as_shutdown() {
+    let (logs, _guard) = capture_logs();
+    let engine = endless_engine().await;
+    let gw = builder(&[&engine.url])
+        .shutdown_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut lumen = Lumen::start(gw).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut client = sock.connect(lumen.addr).await.unwrap();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: l\r\nx-request-id: stalled-at-shutdown\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    // The engine is held back: Lumen's writes to the client wait on a full socket.
+    let written = engine.written.clone();
+    eventually(Duration::from_secs(10), || {
+        written.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let serving = lumen.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let lines: Vec<_> = logs
+        .access()
+        .into_iter()
+        .filter(|l| l["id"] == "stalled-at-shutdown")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "shutdown", "{lines:?}");
+    drop(client);
+}
+
 /// A burst of connections larger than tokio's default backlog (1,024) all complete their
 /// handshake while nothing accepts them: they wait in the kernel's queue of `server.backlog`
 /// (capped by `net.core.somaxconn`), not in SYN retransmits a second later.

@@ -1609,8 +1609,18 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let _entered = this.span.enter();
-            if let Some(r) = this.record.take() {
-                let outcome = if *this.finished { "ok" } else { "client_disconnected" };
+            if let Some(mut r) = this.record.take() {
+                // Dropped unfinished after the shutdown grace ended the streams: the client
+                // did not leave, shutdown cut it (a client too stalled to be sent the end).
+                let noop = &mut Context::from_waker(std::task::Waker::noop());
+                let outcome = if *this.finished {
+                    "ok"
+                } else if this.closing.as_mut().poll(noop).is_ready() {
+                    r.error = Some("shutdown");
+                    "shutdown"
+                } else {
+                    "client_disconnected"
+                };
                 close(r, this.inner.get_mut(), outcome);
             }
         }
