@@ -394,3 +394,92 @@ max_addresses = 64
     assert_eq!(cfg.dns.max_addresses, 64);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An https engine behind `addr`'s TLS, with a certificate for `name` alone (signed by
+/// itself): TLS in front of a simulator, as an engine behind its own TLS terminator. Returns
+/// the TLS address, the simulator, and the certificate as PEM (the client's CA file).
+async fn tls_engine_on(addr: SocketAddr, name: &str) -> (SocketAddr, Simulator, String) {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    let (engine, sim) = engine_on("127.0.0.1:0".parse().unwrap()).await;
+    let generated = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let pem = generated.cert.pem();
+    let key =
+        PrivateKeyDer::from_pem_slice(generated.signing_key.serialize_pem().as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A handshake that fails (a client that asked for another name) just ends.
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(engine).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, sim, pem)
+}
+
+/// A discovered https engine is reached at its address while TLS checks its certificate
+/// against the URL's host name (an engine's certificate names its host, not the addresses it
+/// resolves to), trusting the backend's `ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_https_engine_is_checked_against_its_name() {
+    let dns = Dns::start().await;
+    let (a, sim, pem) = tls_engine_on("127.0.0.2:0".parse().unwrap(), "engines.test").await;
+    dns.set_a("engines.test.", &["127.0.0.2"]);
+    let dir = std::env::temp_dir().join(format!("lumen-dns-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let mut cfg = config(
+        &format!("https://engines.test:{}/v1", a.port()),
+        Discovery::Dns,
+        &dns,
+    );
+    // A careless operator: a CA file that is not there, or one on a plain engine.
+    cfg.backends[0].ca_file = Some(dir.join("missing.pem"));
+    let err = Gateway::from_config(&cfg).err().unwrap().to_string();
+    assert!(
+        err.starts_with("backends[0].ca_file:") && err.contains("cannot read the CA file"),
+        "{err}"
+    );
+    let mut plain = cfg.clone();
+    plain.backends[0].url = format!("http://engines.test:{}/v1", a.port());
+    let err = plain.validate().unwrap_err().to_string();
+    assert!(err.starts_with("backends[0].ca_file:"), "{err}");
+    cfg.backends[0].ca_file = Some(ca.clone());
+    cfg.validate().unwrap();
+    let lumen = Lumen::start(Gateway::from_config(&cfg).unwrap()).await;
+    wait_for_backends(&lumen, &[format!("pool@{a}")]).await;
+    wait_routable(&lumen).await;
+    chat(&lumen, 3).await;
+    assert!(sim.request_count() >= 3, "served over TLS by the engine");
+
+    // Without the CA the system does not trust the engine's certificate: no answer from it.
+    let mut untrusted = cfg.clone();
+    untrusted.backends[0].ca_file = None;
+    let lumen = Lumen::start(Gateway::from_config(&untrusted).unwrap()).await;
+    wait_for_backends(&lumen, &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        backends(&lumen).is_empty(),
+        "an address that fails its probe is not added"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,7 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lumen_backend::{
     Backend, BackendError, ChunkStream, Continuation, Health, RawAnswer, RequestContext,
@@ -46,6 +47,9 @@ use serde::de::DeserializeOwned;
 mod dialect;
 mod h1;
 mod stream;
+mod tls;
+
+pub use tls::roots as ca_roots;
 
 pub use dialect::Dialect;
 
@@ -59,8 +63,6 @@ pub mod fuzz {
         crate::h1::fuzz::h1_response(data);
     }
 }
-
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How to reach one engine.
 #[derive(Clone)]
@@ -95,6 +97,11 @@ pub struct VllmConfig {
     /// requests are forwarded to it unchanged, and the stored responses' calls go to it. Off
     /// by default (see [`lumen_backend::Backend::native_responses`]).
     pub native_responses: bool,
+    /// `https`: connect to this address rather than resolving the URL's host, which TLS still
+    /// checks the certificate against (DNS discovery's backends: one address of a name).
+    pub connect_to: Option<std::net::SocketAddr>,
+    /// `https`: trust only the CAs in this PEM file (an internal CA), not the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for VllmConfig {
@@ -123,6 +130,8 @@ impl VllmConfig {
             send_priority: false,
             native_messages: true,
             native_responses: false,
+            connect_to: None,
+            ca_file: None,
         }
     }
 }
@@ -165,7 +174,7 @@ enum Transport {
     /// `http://`: the in-task client.
     Plain(Arc<h1::Pool>),
     /// `https://`: hyper-util with rustls.
-    Tls(Client<HttpsConnector, Full<Bytes>>),
+    Tls(Client<tls::HttpsConnector, Full<Bytes>>),
 }
 
 /// An engine's answer: status, `Retry-After`, and the body still to be read.
@@ -338,7 +347,11 @@ impl VllmBackend {
                 max_idle: cfg.pool_max_idle_per_host,
             }))
         } else {
-            let mut http = HttpConnector::new();
+            let resolver = match cfg.connect_to {
+                Some(addr) => tls::Resolver::Fixed(addr),
+                None => tls::Resolver::System(GaiResolver::new()),
+            };
+            let mut http = HttpConnector::new_with_resolver(resolver);
             http.set_nodelay(true);
             http.set_keepalive(Some(Duration::from_secs(60)));
             http.set_connect_timeout(Some(cfg.connect_timeout));
@@ -350,7 +363,7 @@ impl VllmBackend {
                     .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(cfg.pool_idle_timeout)
                     .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-                    .build(https_connector(http, &cfg.name)?),
+                    .build(tls::connector(http, &cfg.name, cfg.ca_file.as_deref())?),
             )
         };
         Ok(Self {
@@ -988,23 +1001,6 @@ fn normalize_base(name: &str, url: &str) -> Result<String, VllmConfigError> {
     let trimmed = url.trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
     Ok(trimmed.to_owned())
-}
-
-/// https through rustls with the ring provider (named explicitly so another provider linked into
-/// the same binary cannot make the choice ambiguous). System roots first, since self-hosted engines
-/// often sit behind an internal CA; the bundled web PKI roots when the system has none.
-fn https_connector(http: HttpConnector, name: &str) -> Result<HttpsConnector, VllmConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-        .or_else(|_| {
-            hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)
-        })
-        .map_err(|e| VllmConfigError::Tls {
-            name: name.to_owned(),
-            reason: e.to_string(),
-        })?;
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
 }
 
 fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

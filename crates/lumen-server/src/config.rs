@@ -228,6 +228,10 @@ pub struct BackendConfig {
     /// every `dns.interval_ms`. `srv`: the host is an SRV name, each target and port a backend.
     /// `none` (default): one backend, the host resolved per connection as usual.
     pub discovery: Discovery,
+    /// `https` engines: trust only the CAs in this PEM file (the internal CA that signs the
+    /// engines' certificates) instead of the system's roots. Read when the backend is built
+    /// (at start and on a reload that changes the backend).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How a backend's URL host becomes engines (`backends[].discovery`).
@@ -298,6 +302,7 @@ impl Default for BackendConfig {
             send_priority: false,
             pool_idle_timeout_ms: DEFAULT_POOL_IDLE_TIMEOUT_MS,
             discovery: Discovery::None,
+            ca_file: None,
         }
     }
 }
@@ -959,6 +964,16 @@ impl LumenConfig {
             return Err(ConfigError::invalid(
                 format!("backends[{i}].max_response_bytes"),
                 "must be greater than 0 (every answer would be refused)",
+            ));
+        }
+        if let Some(i) = self
+            .backends
+            .iter()
+            .position(|b| b.ca_file.is_some() && !b.url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                format!("backends[{i}].ca_file"),
+                "is for https engines; this backend's URL is not https",
             ));
         }
         if let Some(i) = self.backends.iter().position(|b| b.weight == 0) {

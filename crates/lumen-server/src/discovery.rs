@@ -40,8 +40,31 @@ pub(crate) struct Target {
     pub(crate) index: usize,
     /// The configured name, or `<name>@<ip>:<port>` for a discovered address.
     pub(crate) name: String,
-    /// The URL to send to: the configured one, or its host and port replaced by the address.
+    /// The URL to send to: the configured one, or for a discovered address its host and port
+    /// replaced by the address (`https`: only its port; see `connect_to`).
     pub(crate) url: String,
+    /// A discovered `https` engine's address: reached there, while its URL keeps the host name
+    /// for TLS to check the certificate against and send as SNI.
+    pub(crate) connect_to: Option<SocketAddr>,
+}
+
+impl Target {
+    /// Address `addr` of discovered backend `index`, named `name` and configured with `url`.
+    /// An `https` engine's certificate names its host, not its address: putting the address
+    /// in the URL would make every handshake fail.
+    pub(crate) fn discovered(index: usize, name: &str, url: &str, addr: SocketAddr) -> Self {
+        let (url, connect_to) = if url.starts_with("https://") {
+            (with_port(url, addr.port()), Some(addr))
+        } else {
+            (with_address(url, addr), None)
+        };
+        Self {
+            index,
+            name: discovered_name(name, addr),
+            url,
+            connect_to,
+        }
+    }
 }
 
 /// What a discovered set was resolved from: a set is dropped when its backend's URL or mode
@@ -105,15 +128,12 @@ impl State {
                     index: i,
                     name,
                     url: b.url.clone(),
+                    connect_to: None,
                 });
                 continue;
             }
             for addr in self.addresses(&name, &Source::of(cfg, i)) {
-                out.push(Target {
-                    index: i,
-                    name: discovered_name(&name, addr),
-                    url: with_address(&b.url, addr),
-                });
+                out.push(Target::discovered(i, &name, &b.url, addr));
             }
         }
         out
@@ -185,6 +205,36 @@ pub(crate) fn with_address(url: &str, addr: SocketAddr) -> String {
         out.push('@');
     }
     out.push_str(&addr.to_string());
+    out.push_str(tail);
+    out
+}
+
+/// `url` with its port set to `port`: scheme, userinfo, host, path and query stay. (Discovery
+/// URLs name a host, never an address, so a ':' in the host part starts the port.)
+pub(crate) fn with_port(url: &str, port: u16) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let host = host.split_once(':').map_or(host, |(h, _)| h);
+    let mut out = String::with_capacity(url.len() + 6);
+    if let Some(s) = scheme {
+        out.push_str(s);
+        out.push_str("://");
+    }
+    if let Some(u) = userinfo {
+        out.push_str(u);
+        out.push('@');
+    }
+    out.push_str(host);
+    out.push(':');
+    out.push_str(&port.to_string());
     out.push_str(tail);
     out
 }

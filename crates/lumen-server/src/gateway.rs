@@ -485,15 +485,26 @@ pub(crate) fn backend_specs(
             vc.native_messages = bc.effective_native_messages();
             vc.native_responses = bc.native_responses;
             vc.pool_idle_timeout = Duration::from_millis(bc.pool_idle_timeout_ms);
+            vc.connect_to = t.connect_to;
+            vc.ca_file = bc.ca_file.clone();
             if let Some(connect) = resolved.connect {
                 vc.connect_timeout = connect;
             }
-            let backend = lumen_backend_vllm::VllmBackend::new(vc)
-                .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
+            let backend = lumen_backend_vllm::VllmBackend::new(vc).map_err(|e| {
+                let tls = matches!(e, lumen_backend_vllm::VllmConfigError::Tls { .. });
+                let field = if tls && bc.ca_file.is_some() {
+                    "ca_file"
+                } else {
+                    "url"
+                };
+                ConfigError::invalid(format!("backends[{i}].{field}"), e.to_string())
+            })?;
             // What makes two configs "the same backend" for reload: target and credentials.
             let key = format!(
-                "{}|{:?}|{:?}|{}|{}|{:?}|{}|{}|{:x}",
+                "{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{}|{}|{:x}",
                 t.url,
+                t.connect_to,
+                bc.ca_file,
                 bc.kind,
                 bc.effective_continuation(),
                 bc.effective_native_messages(),
@@ -538,6 +549,14 @@ impl Gateway {
     /// The default wiring: one OpenAI-compatible HTTP backend per configured engine.
     pub fn from_config(cfg: &LumenConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        // Read here for every backend, discovered ones included (built only once an address
+        // is known): a CA file that cannot be used is a configuration error at start.
+        for (i, b) in cfg.backends.iter().enumerate() {
+            if let Some(ca) = &b.ca_file {
+                lumen_backend_vllm::ca_roots(ca)
+                    .map_err(|e| ConfigError::invalid(format!("backends[{i}].ca_file"), e))?;
+            }
+        }
         // Discovered backends have no address yet: the discovery loop's first round adds them.
         let targets = crate::discovery::State::default().targets(cfg);
         let mut b = Self::builder()

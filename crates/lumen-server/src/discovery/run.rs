@@ -10,9 +10,7 @@ use lumen_backend::{Health, RequestContext};
 use lumen_gateway::Probe;
 
 use super::dns::Resolver;
-use super::{
-    Changes, Problem, Source, Target, decide, discovered_name, host_and_port, with_address,
-};
+use super::{Changes, Problem, Source, Target, decide, discovered_name, host_and_port};
 use crate::config::{Discovery, LumenConfig};
 use crate::gateway::{Gateway, backend_specs};
 use crate::metrics::{BackendLabel, BackendProblem};
@@ -149,11 +147,7 @@ impl Run<'_> {
         let limit = Duration::from_millis(cfg.health.timeout_ms);
         let url = &cfg.backends[i].url;
         let probes = add.iter().map(|&addr| async move {
-            let target = Target {
-                index: i,
-                name: discovered_name(name, addr),
-                url: with_address(url, addr),
-            };
+            let target = Target::discovered(i, name, url, addr);
             let specs = match backend_specs(cfg, std::slice::from_ref(&target)) {
                 Ok(s) => s,
                 Err(e) => return (addr, Err(e.to_string())),

@@ -94,6 +94,33 @@ fn an_address_replaces_host_and_port_and_keeps_the_rest() {
     );
 }
 
+/// A discovered https engine keeps its host name in the URL (its certificate names it, and
+/// TLS sends it as SNI) with the address's port, and is reached at the address; a plain one
+/// gets the address in its URL.
+#[test]
+fn a_discovered_https_engine_keeps_its_name_for_tls() {
+    let v4 = a("10.1.2.3:8443");
+    let t = Target::discovered(2, "tls", "https://user:pw@engine.ns.svc:9/x?y=1", v4);
+    assert_eq!(
+        t,
+        Target {
+            index: 2,
+            name: "tls@10.1.2.3:8443".into(),
+            url: "https://user:pw@engine.ns.svc:8443/x?y=1".into(),
+            connect_to: Some(v4),
+        }
+    );
+    assert_eq!(
+        Target::discovered(0, "tls", "https://engine/v1", v4).url,
+        "https://engine:8443/v1"
+    );
+    let plain = Target::discovered(0, "p", "http://engine:9/v1", v4);
+    assert_eq!(
+        (plain.url.as_str(), plain.connect_to),
+        ("http://10.1.2.3:8443/v1", None)
+    );
+}
+
 #[test]
 fn the_port_to_resolve_comes_from_the_url_or_its_scheme() {
     assert_eq!(
@@ -135,7 +162,8 @@ fn a_discovered_backend_expands_into_its_known_addresses() {
         vec![Target {
             index: 0,
             name: "static".into(),
-            url: "http://10.9.9.9:8000".into()
+            url: "http://10.9.9.9:8000".into(),
+            connect_to: None,
         }],
         "no address known yet: only the static backend"
     );
