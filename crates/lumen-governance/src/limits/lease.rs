@@ -70,7 +70,7 @@ pub enum LeaseSettingsError {
     /// be charged exactly, and the first could strand most of the window.
     #[error("must be a number from 0 (leases off) to 0.5, got {0}")]
     Fraction(String),
-    #[error("must be at least 1")]
+    #[error("must be from 1 to 1000000000000")]
     Max(&'static str),
 }
 
@@ -84,6 +84,9 @@ impl LeaseSettingsError {
     }
 }
 
+/// The largest block a setting may ask for (see [`LeaseSettings::validate`]).
+const MAX_BLOCK: u64 = 1_000_000_000_000;
+
 impl LeaseSettings {
     pub fn enabled(&self) -> bool {
         self.fraction > 0.0
@@ -93,10 +96,12 @@ impl LeaseSettings {
         if !(self.fraction.is_finite() && (0.0..=0.5).contains(&self.fraction)) {
             return Err(LeaseSettingsError::Fraction(self.fraction.to_string()));
         }
-        if self.max_requests == 0 {
+        // Past 10^12 Redis's Lua (numbers are doubles, printed with 14 digits) would write a
+        // block as `1e+17`, which Redis refuses as an integer, failing the whole batch.
+        if !(1..=MAX_BLOCK).contains(&self.max_requests) {
             return Err(LeaseSettingsError::Max("max_requests"));
         }
-        if self.max_tokens == 0 {
+        if !(1..=MAX_BLOCK).contains(&self.max_tokens) {
             return Err(LeaseSettingsError::Max("max_tokens"));
         }
         Ok(())

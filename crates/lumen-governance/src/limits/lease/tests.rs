@@ -163,6 +163,21 @@ fn settings_are_checked_and_size_the_block() {
         ..settings(0.1)
     };
     assert_eq!(s.validate().unwrap_err().field(), "max_requests");
+    // Blocks Redis's Lua would print in exponent form (found by attack: the whole write batch
+    // then failed, other keys' usage records with it).
+    for huge in [1_000_000_000_001, u64::MAX] {
+        let s = LeaseSettings {
+            max_tokens: huge,
+            ..settings(0.5)
+        };
+        assert_eq!(s.validate().unwrap_err().field(), "max_tokens", "{huge}");
+    }
+    let s = LeaseSettings {
+        max_requests: 1_000_000_000_000,
+        max_tokens: 1_000_000_000_000,
+        ..settings(0.5)
+    };
+    assert_eq!(s.validate(), Ok(()));
     let s = LeaseSettings {
         fraction: 0.1,
         max_requests: 50,
