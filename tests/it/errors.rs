@@ -307,6 +307,15 @@ async fn engine_5xx_maps_to_502_503_504() {
         Some("1"),
         "the engine's Retry-After is passed on"
     );
+    // 529, an upstream's "overloaded", is the 503 it means (after its retries).
+    golden(
+        &post(&lumen.url("/v1/chat/completions"), &body(529)).await,
+        503,
+        json!({
+            "message": "The inference backend is overloaded or not ready.",
+            "type": "server_error", "param": null, "code": "upstream_unavailable"
+        }),
+    );
     golden(
         &post(&lumen.url("/v1/chat/completions"), &body(504)).await,
         504,

@@ -637,7 +637,8 @@ fn upstream(status: u16, error: ErrorObject) -> ApiError {
             e.error.code = code;
             e
         }
-        503 => ApiError::new(
+        // 529: an upstream's "overloaded" (Anthropic's dialect): to an OpenAI client, a 503.
+        503 | 529 => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             SERVER_ERROR,
             "The inference backend is overloaded or not ready.",
