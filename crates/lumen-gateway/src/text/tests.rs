@@ -13,6 +13,23 @@ fn log_values_are_quoted_when_they_could_forge_fields() {
     assert_eq!(Text("q\"uote").to_string(), r#""q\"uote""#);
 }
 
+/// A value is cut at `Text::MAX` bytes, on a character boundary, and the cut is marked.
+#[test]
+fn long_values_are_cut() {
+    let long = "é".repeat(Text::MAX);
+    let shown = Text(&long).to_string();
+    assert_eq!(shown, format!("{}…", "é".repeat(Text::MAX / 2)));
+    let spaced = format!("a {}", "b".repeat(2 * Text::MAX));
+    let shown = Text(&spaced).to_string();
+    assert!(
+        shown.starts_with("\"a bbb") && shown.ends_with("b…\""),
+        "{shown}"
+    );
+    assert_eq!(shown.len(), Text::MAX + "…".len() + 2);
+    let exact = "x".repeat(Text::MAX);
+    assert_eq!(Text(&exact).to_string(), exact, "not cut at the limit");
+}
+
 /// Once the logs are JSON, values go to the encoder as they are (it escapes them): quoting
 /// here as well would escape them twice. Its own process: the switch is the process's.
 #[test]
