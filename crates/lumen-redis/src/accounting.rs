@@ -204,14 +204,16 @@ impl UsageStore for RedisUsageStore {
             let days: Vec<Day> = query.days().collect();
             let mut out = Vec::new();
             let mut skipped = 0usize;
-            let mut conn = self.state.conn.clone();
             for chunk in days.chunks(DAYS_PER_TRIP) {
                 let mut pipe = redis::pipe();
                 for day in chunk {
                     pipe.cmd("HGETALL").arg(day_key(*day));
                 }
-                let replies: Vec<Vec<(Vec<u8>, i64)>> =
-                    self.state.bounded(pipe.query_async(&mut conn)).await?;
+                let pipe = &pipe;
+                let replies: Vec<Vec<(Vec<u8>, i64)>> = self
+                    .state
+                    .retried(|mut c| async move { pipe.query_async(&mut c).await })
+                    .await?;
                 for (day, fields) in chunk.iter().zip(replies) {
                     let mut rows: BTreeMap<(String, String, Option<String>), Counts> =
                         BTreeMap::new();

@@ -271,11 +271,28 @@ impl RedisState {
         self.core.bounded(op).await
     }
 
+    /// `op` on the connection, sent once more when the connection is found dead (as
+    /// [`Core::run`]'s scripts): for the reads and renewals on the request path, which must
+    /// not fail once on every idle replica after Redis restarted.
+    async fn retried<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match timeout(self.deadline, op(self.conn.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_connection_dropped() => self.bounded(op(self.conn.clone())).await,
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
     /// Round-trip latency of a PING.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let mut c = self.conn.clone();
-        let pong: String = self.bounded(redis::cmd("PING").query_async(&mut c)).await?;
+        let pong: String = self
+            .retried(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+            .await?;
         if pong == "PONG" {
             Ok(start.elapsed())
         } else {
@@ -394,6 +411,21 @@ impl Drop for Retrying {
     }
 }
 
+/// Why a script call failed: its connection was found dead (worth once more), or otherwise.
+enum Failed {
+    Dropped(redis::RedisError),
+    Store(StoreError),
+}
+
+impl Failed {
+    fn into_store(self) -> StoreError {
+        match self {
+            Self::Dropped(e) => StoreError::Unavailable(e.to_string()),
+            Self::Store(e) => e,
+        }
+    }
+}
+
 fn ms(v: i64) -> Duration {
     Duration::from_millis(v.max(0) as u64)
 }
@@ -411,12 +443,32 @@ impl Core {
     }
 
     /// `EVALSHA`, then `EVAL` (which also loads the script) when Redis does not know it.
+    ///
+    /// Sent once more when the connection turns out to be dead (Redis restarted or closed it
+    /// while it was idle: that shows only at the next use, and the connection manager
+    /// reconnects then): the Redis that answers now never saw the call. Admissions are the
+    /// only calls that are not idempotent (writes apply once under their marker); the rare
+    /// dead connection that did run one before dying costs one admission counted twice, never
+    /// one too many admitted.
     async fn run<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         source: &str,
         inv: &Invocation,
     ) -> Result<T, StoreError> {
+        match self.run_once(script, source, inv).await {
+            Err(Failed::Dropped(_)) => self.run_once(script, source, inv).await,
+            other => other,
+        }
+        .map_err(Failed::into_store)
+    }
+
+    async fn run_once<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        source: &str,
+        inv: &Invocation,
+    ) -> Result<T, Failed> {
         let mut conn = self.conn.clone();
         let first = timeout(
             self.deadline,
@@ -424,14 +476,21 @@ impl Core {
                 .query_async::<T>(&mut conn),
         )
         .await;
-        match first {
+        let result = match first {
             Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.bounded(inv.cmd("EVAL", source).query_async(&mut conn))
-                    .await
+                timeout(
+                    self.deadline,
+                    inv.cmd("EVAL", source).query_async::<T>(&mut conn),
+                )
+                .await
             }
+            other => other,
+        };
+        match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(e)) if e.is_connection_dropped() => Err(Failed::Dropped(e)),
+            Ok(Err(e)) => Err(Failed::Store(StoreError::Unavailable(e.to_string()))),
+            Err(_) => Err(Failed::Store(StoreError::Timeout)),
         }
     }
 
@@ -594,8 +653,10 @@ impl LimitStore for RedisState {
             inv.arg(&ticket.id)
                 .arg(lease.as_millis().max(1) as u64)
                 .arg(TICKET_TTL.max(lease * 2).as_millis() as u64);
-            let mut conn = self.conn.clone();
-            let _: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
+            let inv = &inv;
+            let _: i64 = self
+                .retried(|mut c| async move { inv.invoke_async(&mut c).await })
+                .await?;
             Ok(())
         })
     }
@@ -609,8 +670,10 @@ impl LimitStore for RedisState {
             for c in counters {
                 inv.key(&c.key).arg(mode(c.expiry).1);
             }
-            let mut conn = self.conn.clone();
-            let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+            let inv = &inv;
+            let reply: Vec<i64> = self
+                .retried(|mut c| async move { inv.invoke_async(&mut c).await })
+                .await?;
             if reply.len() != counters.len() * 2 {
                 return Err(StoreError::Unavailable(format!(
                     "unexpected script reply {reply:?}"
@@ -668,8 +731,10 @@ impl KeyStore for RedisState {
             if let Some(hit) = self.key_cache.get(digest) {
                 return Ok(hit);
             }
-            let mut conn = self.conn.clone();
-            let raw: Option<String> = self.bounded(conn.hget(KEYS_HASH, to_hex(digest))).await?;
+            let field = &to_hex(digest);
+            let raw: Option<String> = self
+                .retried(|mut c| async move { c.hget(KEYS_HASH, field).await })
+                .await?;
             let key = raw.and_then(|s| serde_json::from_str::<ApiKey>(&s).ok());
             self.key_cache.insert(*digest, key.clone());
             Ok(key)

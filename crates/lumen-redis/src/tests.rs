@@ -451,3 +451,38 @@ async fn writes_no_one_waits_for_land_or_are_reported() {
 }
 
 mod lease;
+
+/// Redis restarted while the replica was idle: its connection is dead, which shows only at its
+/// next use. That use (an admission, a usage write) is sent again on the new connection instead
+/// of failing: the Redis that answers now never saw it (found by attack: with `fail_closed`,
+/// each idle replica's first request after a restart was a 503).
+#[tokio::test]
+async fn the_first_call_after_a_restart_goes_through() {
+    let server = Server::start().await;
+    let port = server.port;
+    let s = server.state();
+    let rpm = window("lumen:rl:{k}:*:rpm", 100, 1);
+    assert!(matches!(
+        s.acquire(&ticket("before"), std::slice::from_ref(&rpm))
+            .await,
+        Ok(Verdict::Admitted(_))
+    ));
+    drop(server);
+    let _back = Server::start_on(port).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = s
+        .acquire(&ticket("after"), std::slice::from_ref(&rpm))
+        .await;
+    assert!(matches!(after, Ok(Verdict::Admitted(_))), "{after:?}");
+    assert_eq!(
+        values(&s, std::slice::from_ref(&rpm)).await,
+        [1],
+        "counted once, on the new Redis"
+    );
+    // The same for a run-time key's lookup, on the request path too.
+    drop(_back);
+    let _again = Server::start_on(port).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let found = lumen_governance::store::KeyStore::find(&s, &[7; 32]).await;
+    assert!(matches!(found, Ok(None)), "{found:?}");
+}
