@@ -43,7 +43,7 @@ impl std::fmt::Display for Text<'_> {
         }
         let shown = &self.0[..end];
         let mark = if cut { "…" } else { "" };
-        if JSON_LOGS.load(Ordering::Relaxed) || Self::plain(self.0) {
+        if JSON_LOGS.load(Ordering::Relaxed) || Self::plain(shown) {
             f.write_str(shown)?;
             f.write_str(mark)
         } else if cut {

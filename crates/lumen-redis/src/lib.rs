@@ -32,7 +32,7 @@ use lumen_governance::store::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 
 mod accounting;
 mod batch;
@@ -271,20 +271,21 @@ impl RedisState {
         self.core.bounded(op).await
     }
 
-    /// `op` on the connection, sent once more when the connection is found dead (as
-    /// [`Core::run`]'s scripts): for the reads and renewals on the request path, which must
-    /// not fail once on every idle replica after Redis restarted.
+    /// `op` on the connection, sent once more within the same deadline when the connection is
+    /// found dead (as [`Core::run`]'s scripts): for the reads and renewals on the request
+    /// path, which must not fail once on every idle replica after Redis restarted.
     async fn retried<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match timeout(self.deadline, op(self.conn.clone())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_connection_dropped() => self.bounded(op(self.conn.clone())).await,
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        self.bounded(async {
+            match op(self.conn.clone()).await {
+                Err(e) if e.is_connection_dropped() => op(self.conn.clone()).await,
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Round-trip latency of a PING.
@@ -411,21 +412,6 @@ impl Drop for Retrying {
     }
 }
 
-/// Why a script call failed: its connection was found dead (worth once more), or otherwise.
-enum Failed {
-    Dropped(redis::RedisError),
-    Store(StoreError),
-}
-
-impl Failed {
-    fn into_store(self) -> StoreError {
-        match self {
-            Self::Dropped(e) => StoreError::Unavailable(e.to_string()),
-            Self::Store(e) => e,
-        }
-    }
-}
-
 fn ms(v: i64) -> Duration {
     Duration::from_millis(v.max(0) as u64)
 }
@@ -442,55 +428,46 @@ impl Core {
         }
     }
 
-    /// `EVALSHA`, then `EVAL` (which also loads the script) when Redis does not know it.
+    /// `EVALSHA`, then `EVAL` (which also loads the script) when Redis does not know it. The
+    /// call has one deadline, and the `EVAL` a new one (Redis answered: loading the script is
+    /// one more round trip).
     ///
-    /// Sent once more when the connection turns out to be dead (Redis restarted or closed it
-    /// while it was idle: that shows only at the next use, and the connection manager
-    /// reconnects then): the Redis that answers now never saw the call. Admissions are the
-    /// only calls that are not idempotent (writes apply once under their marker); the rare
-    /// dead connection that did run one before dying costs one admission counted twice, never
-    /// one too many admitted.
+    /// Sent once more, within the same deadline, when the connection turns out to be dead
+    /// (Redis restarted or closed it while it was idle: that shows only at the next use, and
+    /// the connection manager reconnects then): the Redis that answers now normally never saw
+    /// the call. Writes apply once under their marker; an admission that a dying connection
+    /// did deliver is counted twice (a block taken twice, with leases): capacity refused early
+    /// for the rest of its window, never one request too many admitted.
     async fn run<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         source: &str,
         inv: &Invocation,
     ) -> Result<T, StoreError> {
-        match self.run_once(script, source, inv).await {
-            Err(Failed::Dropped(_)) => self.run_once(script, source, inv).await,
-            other => other,
-        }
-        .map_err(Failed::into_store)
-    }
-
-    async fn run_once<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        source: &str,
-        inv: &Invocation,
-    ) -> Result<T, Failed> {
+        let mut end = Instant::now() + self.deadline;
+        let (mut loaded, mut resent) = (false, false);
         let mut conn = self.conn.clone();
-        let first = timeout(
-            self.deadline,
-            inv.cmd("EVALSHA", script.get_hash())
-                .query_async::<T>(&mut conn),
-        )
-        .await;
-        let result = match first {
-            Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                timeout(
-                    self.deadline,
-                    inv.cmd("EVAL", source).query_async::<T>(&mut conn),
-                )
-                .await
+        loop {
+            let cmd = if loaded {
+                inv.cmd("EVAL", source)
+            } else {
+                inv.cmd("EVALSHA", script.get_hash())
+            };
+            match timeout_at(end, cmd.query_async::<T>(&mut conn)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e))
+                    if !loaded && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
+                    loaded = true;
+                    end = Instant::now() + self.deadline;
+                }
+                Ok(Err(e)) if !resent && e.is_connection_dropped() => {
+                    resent = true;
+                    conn = self.conn.clone();
+                }
+                Ok(Err(e)) => return Err(StoreError::Unavailable(e.to_string())),
+                Err(_) => return Err(StoreError::Timeout),
             }
-            other => other,
-        };
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_connection_dropped() => Err(Failed::Dropped(e)),
-            Ok(Err(e)) => Err(Failed::Store(StoreError::Unavailable(e.to_string()))),
-            Err(_) => Err(Failed::Store(StoreError::Timeout)),
         }
     }
 

@@ -82,7 +82,7 @@ pub struct RetryPolicy {
     /// An engine's `Retry-After` longer than this is not waited out: the error goes to the
     /// client (with the header) instead.
     pub max_retry_after: Duration,
-    /// Engine HTTP statuses worth another attempt (429, 500, 502, 503, 504 by default).
+    /// Engine HTTP statuses worth another attempt ([`DEFAULT_RETRYABLE_STATUSES`] by default).
     pub retryable_statuses: StatusSet,
 }
 

@@ -969,7 +969,7 @@ impl LumenConfig {
         if let Some(i) = self
             .backends
             .iter()
-            .position(|b| b.ca_file.is_some() && !b.url.starts_with("https://"))
+            .position(|b| b.ca_file.is_some() && !is_https(&b.url))
         {
             return Err(ConfigError::invalid(
                 format!("backends[{i}].ca_file"),
@@ -1076,6 +1076,13 @@ impl LumenConfig {
                     "needs a host name in the URL to resolve, not an address",
                 ));
             }
+            if b.discovery == Discovery::Srv && is_https(&b.url) {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].discovery"),
+                    "srv cannot name https engines (TLS would check their certificates against \
+                     the SRV name); use dns with the Service's name",
+                ));
+            }
         }
         Ok(())
     }
@@ -1102,6 +1109,12 @@ impl LumenConfig {
             _ => host_port(&b.url).to_owned(),
         }
     }
+}
+
+/// Whether a backend URL is `https` (its scheme in any case, as the URL parser reads it).
+pub(crate) fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
 /// The authority of `url` without its userinfo: what follows `scheme://` and the last `@`

@@ -53,7 +53,7 @@ impl Target {
     /// An `https` engine's certificate names its host, not its address: putting the address
     /// in the URL would make every handshake fail.
     pub(crate) fn discovered(index: usize, name: &str, url: &str, addr: SocketAddr) -> Self {
-        let (url, connect_to) = if url.starts_with("https://") {
+        let (url, connect_to) = if crate::config::is_https(url) {
             (with_port(url, addr.port()), Some(addr))
         } else {
             (with_address(url, addr), None)
@@ -243,7 +243,11 @@ pub(crate) fn with_port(url: &str, port: u16) -> String {
 pub(crate) fn host_and_port(url: &str) -> (String, u16) {
     // Discovery URLs name a host, never an address (validated), so a ':' starts the port.
     let authority = crate::config::host_port(url);
-    let default = if url.starts_with("https://") { 443 } else { 80 };
+    let default = if crate::config::is_https(url) {
+        443
+    } else {
+        80
+    };
     match authority.rsplit_once(':') {
         Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(default)),
         None => (authority.to_owned(), default),

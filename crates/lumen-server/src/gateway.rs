@@ -465,6 +465,18 @@ fn admin_digest(auth: &AuthConfig) -> Option<[u8; 32]> {
         .and_then(lumen_governance::keys::parse_hex)
 }
 
+/// Reads every backend's CA file, discovered backends' included (built only once an address is
+/// known): one that cannot be used is a configuration error at start and refuses a reload.
+fn check_ca_files(cfg: &LumenConfig) -> Result<(), ConfigError> {
+    for (i, b) in cfg.backends.iter().enumerate() {
+        if let Some(ca) = &b.ca_file {
+            lumen_backend_vllm::ca_roots(ca)
+                .map_err(|e| ConfigError::invalid(format!("backends[{i}].ca_file"), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// One backend per target: the configured ones, and each address of the discovered ones.
 pub(crate) fn backend_specs(
     cfg: &LumenConfig,
@@ -549,14 +561,7 @@ impl Gateway {
     /// The default wiring: one OpenAI-compatible HTTP backend per configured engine.
     pub fn from_config(cfg: &LumenConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
-        // Read here for every backend, discovered ones included (built only once an address
-        // is known): a CA file that cannot be used is a configuration error at start.
-        for (i, b) in cfg.backends.iter().enumerate() {
-            if let Some(ca) = &b.ca_file {
-                lumen_backend_vllm::ca_roots(ca)
-                    .map_err(|e| ConfigError::invalid(format!("backends[{i}].ca_file"), e))?;
-            }
-        }
+        check_ca_files(cfg)?;
         // Discovered backends have no address yet: the discovery loop's first round adds them.
         let targets = crate::discovery::State::default().targets(cfg);
         let mut b = Self::builder()
@@ -608,6 +613,7 @@ impl Gateway {
         let mut book = self.inner.discovery.lock();
         let targets = book.targets(cfg);
         let result = cfg.validate().and_then(|()| {
+            check_ca_files(cfg)?;
             let resolved = cfg.resolved()?;
             let shared = policy_settings(&cfg.auth, &cfg.limits, &cfg.cache, &cfg.redis)?;
             let tls = cfg

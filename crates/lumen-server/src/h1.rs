@@ -440,7 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // A socket that cannot write slices at once (TLS here) would turn each slice into
             // a record of its own.
             None if small && !self.io.is_write_vectored() && !prefix.is_empty() => {
-                let mut v = Vec::with_capacity(prefix.len() + data.len() + 2);
+                let mut v = Vec::with_capacity(prefix.len() + data.len() + suffix.len());
                 v.extend_from_slice(prefix);
                 v.extend_from_slice(&data);
                 v.extend_from_slice(suffix);

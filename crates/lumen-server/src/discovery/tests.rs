@@ -114,6 +114,11 @@ fn a_discovered_https_engine_keeps_its_name_for_tls() {
         Target::discovered(0, "tls", "https://engine/v1", v4).url,
         "https://engine:8443/v1"
     );
+    assert_eq!(
+        Target::discovered(0, "tls", "HTTPS://engine/v1", v4).connect_to,
+        Some(v4),
+        "the scheme in any case"
+    );
     let plain = Target::discovered(0, "p", "http://engine:9/v1", v4);
     assert_eq!(
         (plain.url.as_str(), plain.connect_to),
@@ -256,4 +261,24 @@ fn discovery_needs_a_host_name_and_names_without_at() {
     cfg.dns.max_addresses = 0;
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.starts_with("dns.max_addresses"), "{e}");
+}
+
+/// SRV names cannot name https engines: TLS would check their certificates against the SRV
+/// name. A careless configuration is refused, not left failing every probe.
+#[test]
+fn srv_discovery_of_https_engines_is_refused() {
+    let mut cfg = LumenConfig::default();
+    cfg.backends.push(BackendConfig {
+        url: "https://_https._tcp.engines.ns.svc:443/v1".into(),
+        discovery: Discovery::Srv,
+        ..BackendConfig::default()
+    });
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.starts_with("backends[0].discovery:") && err.contains("srv cannot name https"),
+        "{err}"
+    );
+    cfg.backends[0].discovery = Discovery::Dns;
+    cfg.backends[0].url = "https://engines.ns.svc/v1".into();
+    cfg.validate().unwrap();
 }
