@@ -188,13 +188,31 @@ pub(crate) fn discovered_name(name: &str, addr: SocketAddr) -> String {
 
 /// `url` with its host and port replaced by `addr`: scheme, userinfo, path and query stay.
 pub(crate) fn with_address(url: &str, addr: SocketAddr) -> String {
+    with_authority(url, |_| addr.to_string())
+}
+
+/// `url` with its port set to `port`: scheme, userinfo, host, path and query stay. (Discovery
+/// URLs name a host, never an address, so a ':' in the host part starts the port.)
+pub(crate) fn with_port(url: &str, port: u16) -> String {
+    with_authority(url, |host_port| {
+        let host = host_port.split_once(':').map_or(host_port, |(h, _)| h);
+        format!("{host}:{port}")
+    })
+}
+
+/// `url` with the host and port of its authority (after any userinfo) replaced by what
+/// `replace` makes of them; scheme, userinfo, path and query stay.
+fn with_authority(url: &str, replace: impl FnOnce(&str) -> String) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
     let mut out = String::with_capacity(url.len() + 16);
     if let Some(s) = scheme {
         out.push_str(s);
@@ -204,37 +222,7 @@ pub(crate) fn with_address(url: &str, addr: SocketAddr) -> String {
         out.push_str(u);
         out.push('@');
     }
-    out.push_str(&addr.to_string());
-    out.push_str(tail);
-    out
-}
-
-/// `url` with its port set to `port`: scheme, userinfo, host, path and query stay. (Discovery
-/// URLs name a host, never an address, so a ':' in the host part starts the port.)
-pub(crate) fn with_port(url: &str, port: u16) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (Some(s), r),
-        None => (None, url),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let host = host.split_once(':').map_or(host, |(h, _)| h);
-    let mut out = String::with_capacity(url.len() + 6);
-    if let Some(s) = scheme {
-        out.push_str(s);
-        out.push_str("://");
-    }
-    if let Some(u) = userinfo {
-        out.push_str(u);
-        out.push('@');
-    }
-    out.push_str(host);
-    out.push(':');
-    out.push_str(&port.to_string());
+    out.push_str(&replace(host_port));
     out.push_str(tail);
     out
 }
