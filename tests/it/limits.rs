@@ -143,6 +143,14 @@ async fn every_choice_a_request_asks_for_is_reserved() {
 async fn broken_with_spare(
     keys: Vec<ApiKey>,
 ) -> (Lumen, lumen_sim::Simulator, lumen_sim::Simulator) {
+    broken_with_spare_on(keys, None).await
+}
+
+/// [`broken_with_spare`], its limits and usage on `redis` when given.
+async fn broken_with_spare_on(
+    keys: Vec<ApiKey>,
+    redis: Option<lumen_server::config::RedisConfig>,
+) -> (Lumen, lumen_sim::Simulator, lumen_sim::Simulator) {
     let (b, sb) = sim(&["broken"]).await;
     let (s, ss) = sim(&["spare"]).await;
     sb.set_faults(Faults {
@@ -151,9 +159,12 @@ async fn broken_with_spare(
     });
     let mut gov = GovernanceConfig::default();
     gov.fallbacks.insert("broken".into(), vec!["spare".into()]);
+    let mut b = builder(&[&b, &s]);
+    if let Some(redis) = redis {
+        b = b.redis(redis);
+    }
     let lumen = Lumen::start(
-        builder(&[&b, &s])
-            .governance(gov)
+        b.governance(gov)
             .retry(RetryConfig {
                 max_attempts: Some(1),
                 ..RetryConfig::default()
@@ -245,6 +256,64 @@ async fn a_fallbacks_tokens_count_against_the_model_that_served() {
         0,
         "the model that failed got its estimate back: {usage}"
     );
+}
+
+/// The same on Redis with its default block leases (the key's tpm on both models is big
+/// enough for blocks): a fallback, streamed or not, is billed in the usage history exactly
+/// what the spare's usage says, under the spare, with the model the client asked for beside
+/// it; the model that failed bills nothing.
+#[tokio::test]
+async fn a_fallback_on_redis_with_default_leases_is_billed_under_the_model_that_served() {
+    let server = RedisServer::start().await;
+    let redis = crate::shared_state::redis(&server.url(), false);
+    assert!(redis.lease.enabled(), "the default");
+    let (lumen, _sb, _ss) = broken_with_spare_on(
+        vec![key(
+            "leased",
+            "sk-leased",
+            tpm(1_000_000),
+            &[("spare", tpm(1_000_000)), ("broken", tpm(1_000_000))],
+        )],
+        Some(redis),
+    )
+    .await;
+    let r = call(&lumen, "/v1/chat/completions", "sk-leased", BROKEN).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let usage = &r.json()["usage"];
+    let mut want = (
+        1,
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    let streamed = r#"{"model":"broken","messages":[{"role":"user","content":"hello"}],"max_tokens":8,"stream":true,"stream_options":{"include_usage":true}}"#;
+    let r = call(&lumen, "/v1/chat/completions", "sk-leased", streamed).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last: Value = r
+        .sse_data()
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .rfind(|v| v["usage"].is_object())
+        .expect("a usage chunk");
+    want.0 += 1;
+    want.1 += last["usage"]["prompt_tokens"].as_u64().unwrap();
+    want.2 += last["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(
+        crate::shared_state::usage_history(&lumen, "leased", 2).await,
+        want,
+        "both requests, to the token"
+    );
+    let rows = admin(
+        &lumen,
+        http::Method::GET,
+        "/admin/usage/history?key=leased",
+        "",
+    )
+    .await
+    .json();
+    for row in rows["data"].as_array().unwrap() {
+        assert_eq!(row["model"], "spare", "{rows}");
+        assert_eq!(row["requested"], "broken", "{rows}");
+    }
 }
 
 #[tokio::test]
